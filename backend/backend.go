@@ -1,0 +1,95 @@
+// Package backend defines the contract between the daemon and the data-plane backends
+// (udp, vxlan, gre, host-gw). A backend never talks to the subnet store: it prepares its
+// devices, tells the daemon what to publish in the lease, and then turns peer events into
+// kernel (or userspace) state.
+//
+// Each backend lives in its own package below backend/ and is listed in the daemon's
+// explicit table of Types; nothing registers itself from init().
+package backend
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"net/netip"
+
+	"k8s.io/klog/v2"
+
+	"github.com/weftnet/weft/subnet"
+)
+
+// ExternalInterface is the node's underlay interface, chosen by --iface and friends.
+type ExternalInterface struct {
+	Iface     *net.Interface // the link (Index, Name, MTU)
+	IfaceAddr netip.Addr     // the IPv4 address on Iface used as the tunnel source
+	PublicIP  netip.Addr     // the address peers send to (IfaceAddr unless --public-ip)
+}
+
+// Env is what a backend is built from.
+type Env struct {
+	Ext     ExternalInterface
+	Network *subnet.Config // the validated network config; Network.Backend holds the raw keys
+	Log     klog.Logger
+}
+
+// Type describes one backend: how to validate its config keys and how to build it.
+type Type struct {
+	// Name is the Backend.Type value, e.g. "host-gw".
+	Name string
+	// Validate checks the raw Backend object strictly: unknown keys and bad values give
+	// an error naming them. It must not touch the system.
+	Validate func(raw json.RawMessage) error
+	// New builds the backend. It may check the kernel, but creates nothing yet.
+	New func(env Env) (Backend, error)
+}
+
+// Backend is a configured backend, before a lease is held.
+type Backend interface {
+	// Prepare creates or adopts the devices that do not depend on the lease and returns
+	// the attributes to publish in it (BackendType and BackendData; the daemon fills in
+	// the public addresses). It is idempotent.
+	Prepare(ctx context.Context) (subnet.LeaseAttrs, error)
+	// Activate brings up the data plane for the node's own lease and returns the running
+	// Network. Called once per lease; on a subnet change the old Network is closed first.
+	Activate(ctx context.Context, own subnet.Lease) (Network, error)
+}
+
+// Network is an active data plane.
+//
+// Concurrency: Apply is called from one goroutine; Run runs concurrently with Apply in
+// another. Implementations guard shared peer state with a mutex that Run's repairs share.
+// After Close, Run returns and Apply is not called again.
+type Network interface {
+	// MTU is the MTU pods must use (written to FLANNEL_MTU).
+	MTU() int
+	// Apply brings the kernel in line with the given peer changes. It is idempotent:
+	// an Added event for a known peer with the same attributes changes nothing, and a
+	// changed one replaces the old state. A peer that cannot be programmed is logged with
+	// its subnet and retried by Run; it never stops the others. The returned error joins
+	// the per-peer errors, for logging only.
+	Apply(ctx context.Context, events []subnet.Event) error
+	// Run does the backend's ongoing work (forwarding for userspace backends, drift
+	// repair) until ctx ends, and returns nil then. A non-nil return is fatal.
+	Run(ctx context.Context) error
+	// Close releases what the process holds (sockets, file descriptors). It leaves the
+	// kernel state (devices, routes) in place so that pods keep talking across a restart.
+	Close() error
+}
+
+// StrictDecode decodes a Backend object into dst, rejecting unknown keys; the Type key is
+// allowed and ignored. It is the shared helper for Type.Validate implementations.
+func StrictDecode(raw json.RawMessage, dst any) error {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return err
+	}
+	delete(m, "Type")
+	rest, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(rest))
+	dec.DisallowUnknownFields()
+	return dec.Decode(dst)
+}

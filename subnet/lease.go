@@ -1,0 +1,188 @@
+package subnet
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/weftnet/weft/pkg/ip"
+)
+
+// Lease is one node's claim on a subnet, as stored under <prefix>/subnets/<key>.
+type Lease struct {
+	Subnet     netip.Prefix // the IPv4 subnet, e.g. 10.244.5.0/24
+	IPv6Subnet netip.Prefix // set only for flannel dual-stack keys; weft carries it unchanged
+	Attrs      LeaseAttrs
+
+	// Storage bookkeeping, filled in by the Registry.
+	TTLID      int64     // the store's TTL handle (an etcd lease ID); 0 for a reservation
+	Expiration time.Time // when the TTL runs out, if known; zero for a reservation
+	Revision   int64     // the key's modification revision, for compare-and-swap
+}
+
+// Reserved reports whether the lease is a reservation: a subnet key with no TTL, pinned to
+// the node whose PublicIP it names. weft never hands a reservation to another node and
+// never attaches a TTL to it.
+func (l Lease) Reserved() bool { return l.TTLID == 0 }
+
+// Key returns the lease's key below <prefix>/subnets/.
+func (l Lease) Key() string { return LeaseKey(l.Subnet, l.IPv6Subnet) }
+
+// LeaseAttrs is the JSON value of a lease, byte-compatible with flannel's.
+type LeaseAttrs struct {
+	PublicIP      netip.Addr
+	PublicIPv6    netip.Addr      // zero: written as null
+	BackendType   string          // omitted when empty (flannel's udp backend writes none)
+	BackendData   json.RawMessage // omitted when empty
+	BackendV6Data json.RawMessage // omitted when empty
+}
+
+// MarshalJSON writes the attributes exactly as flannel does: compact, in field order
+// PublicIP, PublicIPv6 (null when unset), then BackendType, BackendData and BackendV6Data
+// only when set.
+func (a LeaseAttrs) MarshalJSON() ([]byte, error) {
+	if !a.PublicIP.Is4() {
+		return nil, fmt.Errorf("lease PublicIP %q is not an IPv4 address", a.PublicIP)
+	}
+	var b bytes.Buffer
+	b.WriteString(`{"PublicIP":`)
+	b.WriteString(strconv.Quote(a.PublicIP.String()))
+	b.WriteString(`,"PublicIPv6":`)
+	if a.PublicIPv6.IsValid() {
+		b.WriteString(strconv.Quote(a.PublicIPv6.String()))
+	} else {
+		b.WriteString("null")
+	}
+	if a.BackendType != "" {
+		b.WriteString(`,"BackendType":`)
+		b.WriteString(strconv.Quote(a.BackendType))
+	}
+	for _, f := range []struct {
+		name string
+		data json.RawMessage
+	}{{"BackendData", a.BackendData}, {"BackendV6Data", a.BackendV6Data}} {
+		if len(f.data) == 0 {
+			continue
+		}
+		var c bytes.Buffer
+		if err := json.Compact(&c, f.data); err != nil {
+			return nil, fmt.Errorf("lease %s is not JSON: %w", f.name, err)
+		}
+		if c.String() == "null" {
+			continue
+		}
+		b.WriteString(`,"` + f.name + `":`)
+		b.Write(c.Bytes())
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
+}
+
+// UnmarshalJSON accepts values written by flanneld and by weft.
+func (a *LeaseAttrs) UnmarshalJSON(data []byte) error {
+	var raw struct {
+		PublicIP      *string
+		PublicIPv6    *string
+		BackendType   string
+		BackendData   json.RawMessage
+		BackendV6Data json.RawMessage
+	}
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return fmt.Errorf("lease value is not JSON: %w", err)
+	}
+	if raw.PublicIP == nil {
+		return fmt.Errorf("lease value has no PublicIP")
+	}
+	pub, err := netip.ParseAddr(*raw.PublicIP)
+	if err != nil || !pub.Is4() {
+		return fmt.Errorf("lease PublicIP %q is not an IPv4 address", *raw.PublicIP)
+	}
+	*a = LeaseAttrs{PublicIP: pub, BackendType: raw.BackendType}
+	if raw.PublicIPv6 != nil {
+		if a.PublicIPv6, err = netip.ParseAddr(*raw.PublicIPv6); err != nil || !a.PublicIPv6.Is6() {
+			return fmt.Errorf("lease PublicIPv6 %q is not an IPv6 address", *raw.PublicIPv6)
+		}
+	}
+	if !isNull(raw.BackendData) {
+		a.BackendData = raw.BackendData
+	}
+	if !isNull(raw.BackendV6Data) {
+		a.BackendV6Data = raw.BackendV6Data
+	}
+	return nil
+}
+
+func isNull(m json.RawMessage) bool {
+	t := bytes.TrimSpace(m)
+	return len(t) == 0 || bytes.Equal(t, []byte("null"))
+}
+
+// Equal reports whether two attribute sets would be stored as the same bytes.
+func (a LeaseAttrs) Equal(b LeaseAttrs) bool {
+	x, errX := json.Marshal(a)
+	y, errY := json.Marshal(b)
+	return errX == nil && errY == nil && bytes.Equal(x, y)
+}
+
+// LeaseKey formats a lease key as flannel does: "10.244.5.0-24", or
+// "10.244.5.0-24&fd00:0:0:5::-64" for a dual-stack lease.
+func LeaseKey(v4, v6 netip.Prefix) string {
+	k := v4.Addr().String() + "-" + strconv.Itoa(v4.Bits())
+	if v6.IsValid() {
+		k += "&" + v6.Addr().String() + "-" + strconv.Itoa(v6.Bits())
+	}
+	return k
+}
+
+// ParseLeaseKey parses a key written by LeaseKey (or by flanneld). It rejects anything
+// that is not exactly a network address and length.
+func ParseLeaseKey(key string) (v4, v6 netip.Prefix, err error) {
+	s4, s6, dual := strings.Cut(key, "&")
+	if v4, err = parseKeyPart(s4); err != nil || !v4.Addr().Is4() {
+		return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("lease key %q: not an IPv4 subnet key like 10.244.5.0-24", key)
+	}
+	if dual {
+		if v6, err = parseKeyPart(s6); err != nil || !v6.Addr().Is6() {
+			return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("lease key %q: IPv6 part is not a subnet key like fd00::-64", key)
+		}
+	}
+	return v4, v6, nil
+}
+
+func parseKeyPart(s string) (netip.Prefix, error) {
+	addr, bits, ok := strings.Cut(s, "-")
+	if !ok {
+		return netip.Prefix{}, fmt.Errorf("no '-' in %q", s)
+	}
+	a, err := netip.ParseAddr(addr)
+	if err != nil || a.Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("bad address %q", addr)
+	}
+	n, err := strconv.Atoi(bits)
+	if err != nil || strconv.Itoa(n) != bits || n < 0 || n > a.BitLen() {
+		return netip.Prefix{}, fmt.Errorf("bad length %q", bits)
+	}
+	p := netip.PrefixFrom(a, n)
+	if !ip.IsNetworkAddress(p) {
+		return netip.Prefix{}, fmt.Errorf("%s is not a network address", p)
+	}
+	return p, nil
+}
+
+// ParseLease builds a Lease from a key (below the subnets directory) and its JSON value.
+func ParseLease(key string, value []byte) (Lease, error) {
+	v4, v6, err := ParseLeaseKey(key)
+	if err != nil {
+		return Lease{}, err
+	}
+	var l Lease
+	l.Subnet, l.IPv6Subnet = v4, v6
+	if err := json.Unmarshal(value, &l.Attrs); err != nil {
+		return Lease{}, fmt.Errorf("lease %q: %w", key, err)
+	}
+	return l, nil
+}

@@ -1,0 +1,105 @@
+// Package subnet owns weft's control-plane model: the network Config, subnet Leases and
+// peer Events, the Registry contract that stores them, and the Manager that decides which
+// subnet a node takes, keeps it alive and turns the store's changes into peer events.
+//
+// It must not touch the kernel; backends do that from the events it produces. The etcd
+// implementation of Registry lives in subnet/etcdv3; an in-memory one for policy tests lives
+// in subnet/subnettest and is never compiled into a binary.
+package subnet
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"time"
+)
+
+// Typed errors of the Registry contract. Check them with errors.Is.
+var (
+	// ErrNotFound: the config key or the lease does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrTaken: a create or compare-and-swap lost to another writer.
+	ErrTaken = errors.New("subnet already taken or changed concurrently")
+	// ErrCompacted: a watch asked for a revision the store has compacted away; list again.
+	ErrCompacted = errors.New("watch revision compacted")
+	// ErrLeaseLost: my lease vanished (deleted, expired or taken over) while I held it.
+	ErrLeaseLost = errors.New("own subnet lease lost")
+	// ErrNoFreeSubnet: every subnet in [SubnetMin, SubnetMax] is leased or reserved.
+	ErrNoFreeSubnet = errors.New("no free subnet in range")
+)
+
+// EventType says whether a lease appeared (or changed) or went away.
+type EventType int
+
+const (
+	// Added: a lease was created or its value changed. Apply treats it as "make it so".
+	Added EventType = iota
+	// Removed: a lease was deleted or expired.
+	Removed
+)
+
+func (t EventType) String() string {
+	if t == Removed {
+		return "removed"
+	}
+	return "added"
+}
+
+// Event is one change to a peer's lease.
+type Event struct {
+	Type  EventType
+	Lease Lease
+}
+
+// Malformed is a lease key or value that could not be parsed. It is reported, never fatal.
+type Malformed struct {
+	Key string // the full key in the store
+	Err error
+}
+
+// LeaseList is a consistent snapshot of all leases.
+type LeaseList struct {
+	Leases    []Lease
+	Malformed []Malformed
+	Revision  int64 // store revision of the snapshot; watch from Revision+1
+}
+
+// WatchBatch is what a lease watch delivers: the changes of one or more revisions, or an error.
+type WatchBatch struct {
+	Events    []Event     // Removed events carry only the Subnet (and IPv6Subnet)
+	Malformed []Malformed // keys changed to something unparsable (treat as removed)
+	Revision  int64       // the revision these changes bring the watcher to
+	Err       error       // ErrCompacted, or a transport error; the channel closes after it
+}
+
+// Registry is storage only: it reads and writes what it is told, with no policy. All
+// methods are safe for concurrent use. After Close, methods return errors and watch
+// channels close.
+type Registry interface {
+	// GetConfig returns the raw config bytes and the revision they were read at, or
+	// ErrNotFound when <prefix>/config does not exist.
+	GetConfig(ctx context.Context) ([]byte, int64, error)
+	// WatchConfig delivers the raw config (nil when deleted) each time it changes after
+	// revision rev. The channel closes when ctx ends or the watch fails; callers re-read.
+	WatchConfig(ctx context.Context, rev int64) <-chan []byte
+
+	// ListLeases returns every lease with one request to the store; lease TTL handles
+	// come with the keys, so no per-lease request is made.
+	ListLeases(ctx context.Context) (LeaseList, error)
+	// CreateLease atomically creates a lease for sn if no key exists for it, with a TTL
+	// (ttl > 0) or as a reservation (ttl == 0). ErrTaken if the key exists.
+	CreateLease(ctx context.Context, sn netip.Prefix, attrs LeaseAttrs, ttl time.Duration) (Lease, error)
+	// UpdateLease rewrites an existing lease's value if its revision is still
+	// old.Revision, under a fresh TTL (ttl > 0) or as a reservation (ttl == 0).
+	// ErrTaken if it changed or vanished meanwhile.
+	UpdateLease(ctx context.Context, old Lease, attrs LeaseAttrs, ttl time.Duration) (Lease, error)
+	// RenewLease extends the lease's TTL to its full length without rewriting the value
+	// and returns the lease with its new Expiration. ErrNotFound if the TTL handle or the
+	// key is gone.
+	RenewLease(ctx context.Context, l Lease) (Lease, error)
+	// DeleteLease removes the key for sn. Deleting a missing key is not an error.
+	DeleteLease(ctx context.Context, sn netip.Prefix) error
+	// WatchLeases delivers lease changes after revision rev, in order, until ctx ends or
+	// an error is delivered (then the channel closes).
+	WatchLeases(ctx context.Context, rev int64) <-chan WatchBatch
+}
