@@ -1,0 +1,331 @@
+package subnet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"sync"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/weftnet/weft/pkg/ip"
+)
+
+// Defaults as flanneld's.
+const (
+	DefaultLeaseTTL    = 24 * time.Hour
+	DefaultRenewMargin = time.Hour
+	// maxCandidates: like flanneld, pick at random among the first free subnets only, so
+	// a large network does not cost a walk over all of it.
+	maxCandidates = 100
+	// maxCreateAttempts bounds how often one Acquire retries after losing create races.
+	maxCreateAttempts = 20
+)
+
+// ManagerConfig configures a Manager.
+type ManagerConfig struct {
+	Registry    Registry
+	Network     *Config
+	TTL         time.Duration // lease TTL; DefaultLeaseTTL when zero
+	RenewMargin time.Duration // renew this long before expiry; DefaultRenewMargin when zero
+	Log         klog.Logger
+	Rand        *rand.Rand // subnet choice; a random seed when nil
+	// Observer, if set, is told about renewals, resyncs and errors (for metrics).
+	Observer Observer
+}
+
+// Observer receives control-plane facts for metrics. Methods must not block.
+type Observer interface {
+	LeaseRenewed(l Lease)
+	LeaseRenewFailed(err error)
+	WatchResynced()
+	StoreError(op string, err error)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) LeaseRenewed(Lease)       {}
+func (nopObserver) LeaseRenewFailed(error)   {}
+func (nopObserver) WatchResynced()           {}
+func (nopObserver) StoreError(string, error) {}
+
+// Manager is the lease policy over a Registry: which subnet to take, keeping it, and
+// turning the store's changes into peer events.
+//
+// Acquire and Hold are called from one goroutine (the daemon's lease loop); WatchPeers runs
+// in another. They share only the current own lease (guarded by mu) and the lost channel.
+type Manager struct {
+	reg    Registry
+	cfg    *Config
+	ttl    time.Duration
+	margin time.Duration
+	log    klog.Logger
+	obs    Observer
+
+	randMu sync.Mutex // guards rnd
+	rnd    *rand.Rand
+
+	mu  sync.Mutex // guards own
+	own Lease      // the lease this node holds; zero before the first Acquire
+
+	// lost carries the store revision at which the watch saw my lease deleted or taken.
+	lost chan int64
+}
+
+// NewManager returns a Manager. cfg.Registry and cfg.Network are required.
+func NewManager(cfg ManagerConfig) *Manager {
+	m := &Manager{
+		reg:    cfg.Registry,
+		cfg:    cfg.Network,
+		ttl:    cfg.TTL,
+		margin: cfg.RenewMargin,
+		log:    cfg.Log,
+		obs:    cfg.Observer,
+		rnd:    cfg.Rand,
+		lost:   make(chan int64, 1),
+	}
+	if m.ttl <= 0 {
+		m.ttl = DefaultLeaseTTL
+	}
+	if m.margin <= 0 {
+		m.margin = DefaultRenewMargin
+	}
+	if m.margin >= m.ttl {
+		m.margin = m.ttl / 2
+	}
+	if m.obs == nil {
+		m.obs = nopObserver{}
+	}
+	if m.rnd == nil {
+		m.rnd = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	}
+	return m
+}
+
+// Own returns the lease this node holds (zero before Acquire succeeds).
+func (m *Manager) Own() Lease {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.own
+}
+
+func (m *Manager) setOwn(l Lease) {
+	m.mu.Lock()
+	m.own = l
+	m.mu.Unlock()
+}
+
+// Acquire takes a lease for a node publishing attrs, in flannel's order: the existing lease
+// naming attrs.PublicIP (a reservation stays a reservation); then hint (the subnet of the
+// previous subnet file, or the subnet just lost) if it is free and in range; then a random
+// free subnet among the first ones from SubnetMin. Losing a create race moves on to another
+// subnet. When the range is full it returns an error wrapping ErrNoFreeSubnet.
+func (m *Manager) Acquire(ctx context.Context, attrs LeaseAttrs, hint netip.Prefix) (Lease, error) {
+	for attempt := 0; attempt < maxCreateAttempts; attempt++ {
+		l, err := m.tryAcquire(ctx, attrs, hint)
+		if err == nil {
+			m.setOwn(l)
+			return l, nil
+		}
+		if !errors.Is(err, ErrTaken) {
+			return Lease{}, err
+		}
+		// Lost a race: the next list shows the winner. Avoid lock-step retries.
+		hint = netip.Prefix{}
+		if err := sleepCtx(ctx, m.jitter(10*time.Millisecond, 50*time.Millisecond)); err != nil {
+			return Lease{}, err
+		}
+	}
+	return Lease{}, fmt.Errorf("acquire: lost %d create races in a row: %w", maxCreateAttempts, ErrTaken)
+}
+
+func (m *Manager) tryAcquire(ctx context.Context, attrs LeaseAttrs, hint netip.Prefix) (Lease, error) {
+	list, err := m.reg.ListLeases(ctx)
+	if err != nil {
+		m.obs.StoreError("list", err)
+		return Lease{}, fmt.Errorf("list leases: %w", err)
+	}
+	taken := make(map[netip.Prefix]bool, len(list.Leases))
+	for _, l := range list.Leases {
+		taken[l.Subnet] = true
+	}
+	if mine, ok := findMine(list.Leases, attrs.PublicIP, m.cfg); ok {
+		return m.reuse(ctx, mine, attrs)
+	}
+	if hint.IsValid() {
+		hint = hint.Masked()
+		if m.cfg.InRange(hint) && !taken[hint] {
+			l, err := m.reg.CreateLease(ctx, hint, attrs, m.ttl)
+			if err == nil {
+				m.log.Info("Took the subnet of the previous subnet file", "subnet", hint)
+				return l, nil
+			}
+			if !errors.Is(err, ErrTaken) {
+				return Lease{}, fmt.Errorf("create lease %s: %w", hint, err)
+			}
+		}
+	}
+	free := FreeSubnets(m.cfg, taken, maxCandidates)
+	if len(free) == 0 {
+		return Lease{}, fmt.Errorf("all subnets from %s to %s (/%d) of %s are taken: %w",
+			m.cfg.SubnetMin, m.cfg.SubnetMax, m.cfg.SubnetLen, m.cfg.Network, ErrNoFreeSubnet)
+	}
+	sn := free[m.intN(len(free))]
+	l, err := m.reg.CreateLease(ctx, sn, attrs, m.ttl)
+	if err != nil {
+		return Lease{}, fmt.Errorf("create lease %s: %w", sn, err)
+	}
+	return l, nil
+}
+
+// reuse keeps my existing lease: renew it in place when its value is already right,
+// otherwise rewrite it (a reservation stays a reservation).
+func (m *Manager) reuse(ctx context.Context, mine Lease, attrs LeaseAttrs) (Lease, error) {
+	if mine.Attrs.Equal(attrs) {
+		l, err := m.reg.RenewLease(ctx, mine)
+		if err == nil {
+			m.log.Info("Reusing my existing lease", "subnet", mine.Subnet, "reserved", mine.Reserved())
+			return l, nil
+		}
+		if !errors.Is(err, ErrNotFound) {
+			return Lease{}, fmt.Errorf("renew lease %s: %w", mine.Subnet, err)
+		}
+	}
+	ttl := m.ttl
+	if mine.Reserved() {
+		ttl = 0
+	}
+	l, err := m.reg.UpdateLease(ctx, mine, attrs, ttl)
+	if err != nil {
+		return Lease{}, fmt.Errorf("update lease %s: %w", mine.Subnet, err)
+	}
+	m.log.Info("Reusing my existing lease with updated attributes", "subnet", l.Subnet, "reserved", l.Reserved())
+	return l, nil
+}
+
+// findMine returns the lease naming publicIP that fits the config.
+func findMine(leases []Lease, publicIP netip.Addr, cfg *Config) (Lease, bool) {
+	for _, l := range leases {
+		if l.Attrs.PublicIP == publicIP && cfg.Contains(l.Subnet) {
+			return l, true
+		}
+	}
+	return Lease{}, false
+}
+
+// FreeSubnets returns up to limit subnets in [SubnetMin, SubnetMax] that are not taken, in
+// ascending order.
+func FreeSubnets(cfg *Config, taken map[netip.Prefix]bool, limit int) []netip.Prefix {
+	var free []netip.Prefix
+	sn := netip.PrefixFrom(cfg.SubnetMin, cfg.SubnetLen)
+	maxV := ip.ToUint32(cfg.SubnetMax)
+	for len(free) < limit && ip.ToUint32(sn.Addr()) <= maxV {
+		if !taken[sn] {
+			free = append(free, sn)
+		}
+		next, ok := ip.NextSubnet(sn)
+		if !ok {
+			break
+		}
+		sn = next
+	}
+	return free
+}
+
+// Hold keeps the lease alive until ctx ends (then it returns nil). It renews the TTL
+// RenewMargin before expiry without rewriting the value, and retries a failing store until
+// the lease would expire. It returns an error wrapping ErrLeaseLost when the lease is gone
+// (deleted, expired, or taken over by another node, as seen by WatchPeers or on renewal).
+// onRenew, if not nil, is called after each successful renewal.
+func (m *Manager) Hold(ctx context.Context, l Lease, onRenew func(Lease)) error {
+	m.setOwn(l)
+	failing := false
+	for {
+		var fire <-chan time.Time // nil for a reservation: nothing to renew
+		if !l.Reserved() {
+			wait := time.Until(l.Expiration.Add(-m.margin))
+			if failing {
+				wait = min(wait, m.retryDelay())
+			}
+			fire = time.After(max(wait, 0)) // unreferenced timers are collected (Go 1.23+)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case rev := <-m.lost:
+			if rev >= l.Revision {
+				return fmt.Errorf("lease %s was deleted or taken over at revision %d: %w", l.Subnet, rev, ErrLeaseLost)
+			}
+			// A stale signal from before this lease was written: keep holding.
+		case <-fire:
+			renewed, err := m.reg.RenewLease(ctx, l)
+			if err == nil {
+				if failing {
+					m.log.Info("Lease renewal works again", "subnet", l.Subnet)
+				}
+				failing, l = false, renewed
+				m.setOwn(l)
+				m.obs.LeaseRenewed(l)
+				if onRenew != nil {
+					onRenew(l)
+				}
+				continue
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			m.obs.LeaseRenewFailed(err)
+			if errors.Is(err, ErrNotFound) {
+				return fmt.Errorf("lease %s vanished before renewal: %w", l.Subnet, ErrLeaseLost)
+			}
+			if !failing {
+				m.log.Error(err, "Lease renewal failed; retrying", "subnet", l.Subnet, "expires", l.Expiration)
+			}
+			failing = true
+			if time.Now().After(l.Expiration) {
+				return fmt.Errorf("lease %s expired while the store was unreachable (%v): %w", l.Subnet, err, ErrLeaseLost)
+			}
+		}
+	}
+}
+
+func (m *Manager) retryDelay() time.Duration { return m.jitter(time.Second, 2*time.Second) }
+
+// signalLost records that the watch saw my lease go at rev; Hold picks it up.
+func (m *Manager) signalLost(rev int64) {
+	for {
+		select {
+		case m.lost <- rev:
+			return
+		default:
+		}
+		select { // replace an older, unread signal
+		case <-m.lost:
+		default:
+		}
+	}
+}
+
+func (m *Manager) intN(n int) int {
+	m.randMu.Lock()
+	defer m.randMu.Unlock()
+	return m.rnd.IntN(n)
+}
+
+func (m *Manager) jitter(lo, hi time.Duration) time.Duration {
+	return lo + time.Duration(m.intN(int(hi-lo)+1))
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

@@ -1,0 +1,190 @@
+package subnet
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"path"
+)
+
+// peerSet is WatchPeers' view of the other nodes' leases, owned by its goroutine.
+type peerSet struct {
+	peers  map[netip.Prefix]Lease
+	warned map[string]string // key -> last warning text, so each bad value is reported once
+}
+
+// WatchPeers sends the peers' leases to out until ctx ends (then it returns nil): first
+// every current peer as one Added batch (possibly empty, which tells the caller the initial
+// state is known), then each change. The node's own lease is never sent; if the watch sees
+// it deleted or taken by another PublicIP, Hold is told. After a compaction or a broken
+// watch it lists again and sends only the differences. Malformed leases are skipped with one
+// warning per key and value; a lease turning malformed counts as removed.
+func (m *Manager) WatchPeers(ctx context.Context, out chan<- []Event) error {
+	ps := &peerSet{peers: map[netip.Prefix]Lease{}, warned: map[string]string{}}
+	rev, err := m.resync(ctx, ps, out)
+	if err != nil {
+		return nil // ctx ended
+	}
+	for ctx.Err() == nil {
+		broken := false
+		for batch := range m.reg.WatchLeases(ctx, rev+1) {
+			if batch.Err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				if errors.Is(batch.Err, ErrCompacted) {
+					m.log.Info("Lease watch fell behind a compaction; listing again", "revision", rev+1)
+				} else {
+					m.obs.StoreError("watch", batch.Err)
+					m.log.Error(batch.Err, "Lease watch failed; listing again")
+				}
+				broken = true
+				break
+			}
+			events := ps.applyBatch(m, batch)
+			rev = max(rev, batch.Revision)
+			if len(events) > 0 && !send(ctx, out, events) {
+				return nil
+			}
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if broken {
+			if sleepCtx(ctx, m.retryDelay()) != nil {
+				return nil
+			}
+		}
+		m.obs.WatchResynced()
+		if rev, err = m.resync(ctx, ps, out); err != nil {
+			return nil
+		}
+	}
+	return nil
+}
+
+// resync lists the leases (retrying until it works or ctx ends), sends the differences from
+// what ps knew, and returns the list's revision.
+func (m *Manager) resync(ctx context.Context, ps *peerSet, out chan<- []Event) (int64, error) {
+	var list LeaseList
+	for failing := false; ; failing = true {
+		var err error
+		if list, err = m.reg.ListLeases(ctx); err == nil {
+			if failing {
+				m.log.Info("Listing leases works again")
+			}
+			break
+		}
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		m.obs.StoreError("list", err)
+		if !failing {
+			m.log.Error(err, "Listing leases failed; retrying")
+		}
+		if err := sleepCtx(ctx, m.retryDelay()); err != nil {
+			return 0, err
+		}
+	}
+	own := m.Own()
+	events := []Event{} // non-nil: an empty first batch still says "initial state known"
+	seen := make(map[netip.Prefix]bool, len(list.Leases))
+	for _, bad := range list.Malformed {
+		ps.warn(m, bad)
+	}
+	for _, l := range list.Leases {
+		if l.Subnet == own.Subnet {
+			if l.Attrs.PublicIP != own.Attrs.PublicIP {
+				m.signalLost(list.Revision)
+			}
+			continue
+		}
+		seen[l.Subnet] = true
+		if old, ok := ps.peers[l.Subnet]; ok && old.Attrs.Equal(l.Attrs) {
+			ps.peers[l.Subnet] = l
+			continue
+		}
+		ps.peers[l.Subnet] = l
+		events = append(events, Event{Type: Added, Lease: l})
+	}
+	if own.Subnet.IsValid() && !containsSubnet(list.Leases, own.Subnet) {
+		m.signalLost(list.Revision)
+	}
+	for sn, l := range ps.peers {
+		if !seen[sn] {
+			delete(ps.peers, sn)
+			events = append(events, Event{Type: Removed, Lease: l})
+		}
+	}
+	if !send(ctx, out, events) {
+		return 0, ctx.Err()
+	}
+	return list.Revision, nil
+}
+
+func containsSubnet(leases []Lease, sn netip.Prefix) bool {
+	for _, l := range leases {
+		if l.Subnet == sn {
+			return true
+		}
+	}
+	return false
+}
+
+// applyBatch folds one watch batch into ps and returns the peer events it causes.
+func (ps *peerSet) applyBatch(m *Manager, b WatchBatch) []Event {
+	own := m.Own()
+	var events []Event
+	for _, bad := range b.Malformed {
+		ps.warn(m, bad)
+		// A valid key whose value turned bad: that peer is no longer usable.
+		if v4, _, err := ParseLeaseKey(path.Base(bad.Key)); err == nil {
+			if old, ok := ps.peers[v4]; ok {
+				delete(ps.peers, v4)
+				events = append(events, Event{Type: Removed, Lease: old})
+			}
+		}
+	}
+	for _, e := range b.Events {
+		sn := e.Lease.Subnet
+		if own.Subnet.IsValid() && sn == own.Subnet {
+			if e.Type == Removed || e.Lease.Attrs.PublicIP != own.Attrs.PublicIP {
+				m.signalLost(b.Revision)
+			}
+			continue
+		}
+		old, known := ps.peers[sn]
+		switch e.Type {
+		case Removed:
+			if known {
+				delete(ps.peers, sn)
+				events = append(events, Event{Type: Removed, Lease: old})
+			}
+		case Added:
+			ps.peers[sn] = e.Lease
+			if !known || !old.Attrs.Equal(e.Lease.Attrs) {
+				events = append(events, e)
+			}
+		}
+	}
+	return events
+}
+
+func (ps *peerSet) warn(m *Manager, bad Malformed) {
+	msg := bad.Err.Error()
+	if ps.warned[bad.Key] == msg {
+		return
+	}
+	ps.warned[bad.Key] = msg
+	m.log.Error(bad.Err, "Skipping malformed lease", "key", bad.Key)
+}
+
+func send(ctx context.Context, out chan<- []Event, events []Event) bool {
+	select {
+	case out <- events:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
