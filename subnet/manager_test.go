@@ -150,7 +150,6 @@ func TestRangeFullAndRaces(t *testing.T) {
 	}
 }
 
-
 func TestFreeSubnets(t *testing.T) {
 	cfg := mustConfig(t, `{"Network":"10.244.0.0/22","SubnetLen":24}`)
 	free := subnet.FreeSubnets(cfg, map[netip.Prefix]bool{pfx("10.244.2.0/24"): true}, 10)

@@ -187,4 +187,3 @@ func send(ctx context.Context, out chan<- []Event, events []Event) bool {
 		return false
 	}
 }
-
