@@ -1,0 +1,48 @@
+# weft: build, test, demo. `make test` and `make demo` install what they need (as root).
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+BACKEND  ?= host-gw
+NODES    ?= 3
+# Debian packages the tests and the demo use: a real etcd, namespaces and traffic tools.
+DEB_PKGS := etcd-server etcd-client iproute2 iptables iputils-ping iperf3 tcpdump ethtool procps
+
+.PHONY: all build deps test unit fuzz demo clean vet
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
+
+# Install the system packages that are missing (apt-get, as root).
+deps:
+	@missing=""; for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		if [ "$$(id -u)" != 0 ]; then echo "run as root to install:$$missing" >&2; exit 1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed" >&2; exit 1; }
+	$(GO) vet ./...
+
+# The whole suite: unit, etcd and namespace end-to-end tests, with the race detector.
+test: deps vet build
+	$(GO) test -race -count=1 -timeout 14m ./...
+
+# Short fuzz runs of every fuzz target (bounded).
+FUZZTIME ?= 10s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+			echo "fuzz $$pkg $$f"; $(GO) test -run XXX -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+		done; \
+	done
+
+# A demo cluster in network namespaces: NODES nodes with BACKEND, pods pinging each other.
+demo: deps build
+	$(GO) run ./cmd/weft-demo -backend $(BACKEND) -nodes $(NODES) -weftd bin/weftd
+
+clean:
+	rm -rf bin

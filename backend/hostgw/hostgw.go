@@ -1,0 +1,199 @@
+// Package hostgw is the host-gw backend: no encapsulation, just a route to each peer's
+// subnet via the peer's public address on the external interface. It needs every node on
+// one L2 segment; a peer that is not directly connected is reported, per peer, and skipped.
+//
+// It owns only the routes it adds for peers' subnets; it creates no device.
+package hostgw
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"k8s.io/klog/v2"
+
+	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/backend/internal/kernel"
+	"github.com/weftnet/weft/pkg/ip"
+	"github.com/weftnet/weft/subnet"
+)
+
+// Name is the Backend.Type value and the lease's BackendType.
+const Name = "host-gw"
+
+// repairPeriod is how often Run re-checks the routes (flanneld: 10 s).
+const repairPeriod = 5 * time.Second
+
+// Type returns the host-gw backend's entry for the daemon's table.
+func Type() backend.Type {
+	return backend.Type{Name: Name, Validate: validate, New: newBackend}
+}
+
+func validate(raw json.RawMessage) error {
+	var none struct{}
+	if err := backend.StrictDecode(raw, &none); err != nil {
+		return fmt.Errorf("host-gw backend takes no keys besides Type: %w", err)
+	}
+	return nil
+}
+
+type hostGW struct {
+	env backend.Env
+}
+
+func newBackend(env backend.Env) (backend.Backend, error) {
+	if env.Ext.PublicIP != env.Ext.IfaceAddr {
+		return nil, fmt.Errorf("host-gw needs the public IP (%s) to be the interface's address (%s on %s): peers route to it directly",
+			env.Ext.PublicIP, env.Ext.IfaceAddr, env.Ext.Iface.Name)
+	}
+	return &hostGW{env: env}, nil
+}
+
+func (b *hostGW) Prepare(context.Context) (subnet.LeaseAttrs, error) {
+	return subnet.LeaseAttrs{BackendType: Name}, nil
+}
+
+func (b *hostGW) Activate(_ context.Context, own subnet.Lease) (backend.Network, error) {
+	h, err := kernel.Open()
+	if err != nil {
+		return nil, err
+	}
+	return &network{
+		h:     h,
+		ext:   b.env.Ext,
+		log:   b.env.Log.WithValues("backend", Name),
+		peers: map[netip.Prefix]peer{},
+	}, nil
+}
+
+// peer is what the network knows of one peer.
+type peer struct {
+	lease subnet.Lease
+	ok    bool // the route is in place; false: retried by Run
+	err   string
+}
+
+type network struct {
+	h   *kernel.Handle
+	ext backend.ExternalInterface
+	log klog.Logger
+
+	mu    sync.Mutex // guards peers; held by Apply and by Run's repairs
+	peers map[netip.Prefix]peer
+}
+
+var _ backend.Network = (*network)(nil)
+
+func (n *network) MTU() int { return n.ext.Iface.MTU }
+
+func (n *network) Apply(_ context.Context, events []subnet.Event) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var errs []error
+	for _, e := range events {
+		sn := e.Lease.Subnet
+		old, known := n.peers[sn]
+		switch e.Type {
+		case subnet.Removed:
+			if !known {
+				continue
+			}
+			delete(n.peers, sn)
+			if err := n.h.DeleteRoute(sn, n.ext.Iface.Index); err != nil {
+				errs = append(errs, fmt.Errorf("peer %s: %w", sn, err))
+				n.log.Error(err, "Removing peer route failed", "subnet", sn)
+				continue
+			}
+			n.log.Info("Peer left", "subnet", sn, "publicIP", old.lease.Attrs.PublicIP)
+		case subnet.Added:
+			if e.Lease.Attrs.BackendType != Name {
+				if !known || old.lease.Attrs.BackendType != e.Lease.Attrs.BackendType {
+					n.log.Info("Ignoring peer with another backend", "subnet", sn, "peerBackend", e.Lease.Attrs.BackendType)
+				}
+				if known && old.lease.Attrs.BackendType == Name {
+					_ = n.h.DeleteRoute(sn, n.ext.Iface.Index)
+				}
+				n.peers[sn] = peer{lease: e.Lease, ok: true, err: "other backend"}
+				continue
+			}
+			p := n.ensureLocked(e.Lease)
+			n.peers[sn] = p
+			if !p.ok {
+				errs = append(errs, fmt.Errorf("peer %s: %s", sn, p.err))
+			} else if !known || !old.lease.Attrs.Equal(e.Lease.Attrs) {
+				n.log.Info("Peer route in place", "subnet", sn, "via", e.Lease.Attrs.PublicIP)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ensureLocked programs one peer's route and returns its new state, logging a failure
+// only when it differs from the last one (so a retry loop does not flood the log).
+func (n *network) ensureLocked(l subnet.Lease) peer {
+	prev := n.peers[l.Subnet]
+	p := peer{lease: l, ok: true}
+	if err := n.ensureRoute(l); err != nil {
+		p.ok, p.err = false, err.Error()
+		if prev.err != p.err {
+			n.log.Error(err, "Cannot route to peer", "subnet", l.Subnet, "publicIP", l.Attrs.PublicIP)
+		}
+	}
+	return p
+}
+
+func (n *network) ensureRoute(l subnet.Lease) error {
+	gw := l.Attrs.PublicIP
+	direct, err := n.h.DirectlyConnected(gw, n.ext.Iface.Index)
+	if err != nil {
+		return err
+	}
+	if !direct {
+		return fmt.Errorf("peer %s (%s) is not directly connected on %s: host-gw needs all nodes on one L2 segment",
+			l.Subnet, gw, n.ext.Iface.Name)
+	}
+	return n.h.EnsureRoute(&netlink.Route{
+		Dst:       ip.IPNet(l.Subnet),
+		Gw:        net.IP(gw.AsSlice()),
+		LinkIndex: n.ext.Iface.Index,
+	})
+}
+
+// Run re-checks every peer's route periodically and puts back what is missing or was
+// changed by someone else. A pass that finds everything in place writes nothing.
+func (n *network) Run(ctx context.Context) error {
+	t := time.NewTicker(repairPeriod)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			n.reconcile()
+		}
+	}
+}
+
+func (n *network) reconcile() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for sn, p := range n.peers {
+		if p.lease.Attrs.BackendType != Name {
+			continue
+		}
+		was := p.ok
+		p = n.ensureLocked(p.lease)
+		n.peers[sn] = p
+		if p.ok && !was {
+			n.log.Info("Peer route in place after retry", "subnet", sn)
+		}
+	}
+}
+
+func (n *network) Close() error { return n.h.Close() }

@@ -1,0 +1,107 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/subnet"
+	"github.com/weftnet/weft/subnet/etcdv3"
+)
+
+// waitConfig reads and validates the network config, waiting (watching the key) while it
+// is missing or invalid and logging once per change. It returns a nil config only when ctx
+// ends.
+func (d *Daemon) waitConfig(ctx context.Context, reg subnet.Registry) (*subnet.Config, backend.Type, int64, error) {
+	var lastMsg string
+	report := func(msg string, err error) {
+		if msg == lastMsg {
+			return
+		}
+		lastMsg = msg
+		d.health.SetError(err)
+		d.log.Error(err, msg+"; waiting for a valid config")
+	}
+	for ctx.Err() == nil {
+		raw, rev, err := reg.GetConfig(ctx)
+		switch {
+		case errors.Is(err, subnet.ErrNotFound):
+			report("No network config in etcd at "+d.configKey(), err)
+		case err != nil:
+			report("Cannot read the network config", err)
+			if sleep(ctx, d.jitterDelay()) != nil {
+				return nil, backend.Type{}, 0, nil
+			}
+			continue
+		default:
+			cfg, bt, perr := ParseNetworkConfig(raw)
+			if perr == nil {
+				return cfg, bt, rev, nil
+			}
+			report("Invalid network config "+string(bytes.TrimSpace(raw)), perr)
+		}
+		// Wait for the key to change, then read again.
+		wctx, cancel := context.WithCancel(ctx)
+		select {
+		case <-ctx.Done():
+		case <-reg.WatchConfig(wctx, rev):
+		}
+		cancel()
+	}
+	return nil, backend.Type{}, 0, nil
+}
+
+// watchConfig reports config changes made while running. weft, like flanneld, applies a
+// new config on restart only; a broken config never touches the running data plane.
+func (d *Daemon) watchConfig(ctx context.Context, reg subnet.Registry, running *subnet.Config, rev int64) error {
+	for ctx.Err() == nil {
+		for raw := range reg.WatchConfig(ctx, rev) {
+			switch cfg, _, err := ParseNetworkConfig(raw); {
+			case raw == nil:
+				d.log.Error(nil, "The network config was deleted from etcd; the running data plane is kept", "key", d.configKey())
+			case err != nil:
+				d.log.Error(err, "The network config in etcd is now invalid; the running data plane is kept")
+			case !sameConfig(cfg, running):
+				d.log.Info("The network config in etcd changed; restart weftd to apply it", "network", cfg.Network, "backend", cfg.BackendType)
+			}
+		}
+		if sleep(ctx, d.jitterDelay()) != nil {
+			return nil
+		}
+		if _, r, err := reg.GetConfig(ctx); err == nil {
+			rev = r
+		}
+	}
+	return nil
+}
+
+func sameConfig(a, b *subnet.Config) bool {
+	return a.Network == b.Network && a.SubnetLen == b.SubnetLen && a.SubnetMin == b.SubnetMin &&
+		a.SubnetMax == b.SubnetMax && a.BackendType == b.BackendType && bytes.Equal(compact(a.Backend), compact(b.Backend))
+}
+
+func compact(raw []byte) []byte {
+	var b bytes.Buffer
+	if json.Compact(&b, raw) != nil {
+		return raw
+	}
+	return b.Bytes()
+}
+
+func (d *Daemon) configKey() string {
+	p := d.cfg.Etcd.Prefix
+	if p == "" {
+		p = etcdv3.DefaultPrefix
+	}
+	return strings.TrimSuffix(p, "/") + "/config"
+}
+
+// jitterDelay is the pause before re-reading the store after an error.
+func (d *Daemon) jitterDelay() time.Duration {
+	return time.Second + rand.N(time.Second)
+}

@@ -1,0 +1,225 @@
+// Package daemon wires weftd together: the subnet store and manager, the chosen backend,
+// the subnet file, firewall rules and the health endpoint, run as one errgroup.
+//
+// Data flows one way: config -> lease -> peers -> backend -> kernel. The daemon never exits
+// because of what it reads from the store: a missing or broken config is waited out, a
+// malformed peer lease is skipped, an unreachable store is retried, and a running data
+// plane is left alone throughout.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"time"
+
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+	"golang.org/x/sync/errgroup"
+	"k8s.io/klog/v2"
+
+	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/pkg/health"
+	"github.com/weftnet/weft/pkg/iface"
+	"github.com/weftnet/weft/pkg/ip"
+	"github.com/weftnet/weft/pkg/subnetenv"
+	"github.com/weftnet/weft/subnet"
+	"github.com/weftnet/weft/subnet/etcdv3"
+)
+
+// Config is everything weftd is told on its command line.
+type Config struct {
+	Etcd         etcdv3.Config
+	Iface        iface.Options
+	SubnetFile   string
+	LeaseTTL     time.Duration
+	RenewMargin  time.Duration
+	IPMasq       bool
+	ForwardRules bool
+	IPTablesSync time.Duration
+	HealthzAddr  string // host:port; empty disables the health server
+	Version      string
+}
+
+// Daemon is one weftd.
+type Daemon struct {
+	cfg    Config
+	log    klog.Logger
+	health *health.State
+}
+
+// New returns a daemon; nothing runs until Run.
+func New(cfg Config, log klog.Logger) *Daemon {
+	return &Daemon{cfg: cfg, log: log, health: health.NewState(nil)}
+}
+
+// Run runs weftd until ctx ends (returns nil) or a fatal error. Fatal errors are only those
+// of the node itself: a bad flag value, no usable interface, a backend that cannot start.
+func (d *Daemon) Run(ctx context.Context) error {
+	reg, err := etcdv3.New(d.cfg.Etcd, d.log.WithName("etcd"))
+	if err != nil {
+		return err
+	}
+	defer reg.Close()
+
+	g, ctx := errgroup.WithContext(ctx)
+	if d.cfg.HealthzAddr != "" {
+		srv := health.NewServer(d.cfg.HealthzAddr, d.health, nil)
+		if err := srv.Listen(); err != nil {
+			return fmt.Errorf("--healthz-ip/--healthz-port %s: %w", d.cfg.HealthzAddr, err)
+		}
+		d.log.Info("Serving health endpoints", "addr", srv.Addr().String())
+		g.Go(func() error { return srv.Run(ctx) })
+	}
+	g.Go(func() error { return d.run(ctx, reg) })
+	return g.Wait()
+}
+
+func (d *Daemon) run(ctx context.Context, reg *etcdv3.Registry) error {
+	ext, err := iface.Select(withLog(d.cfg.Iface, d.log))
+	if err != nil {
+		return err
+	}
+	d.log.Info("Using interface", "iface", ext.Iface.Name, "ifaceAddr", ext.IfaceAddr, "publicIP", ext.PublicIP, "mtu", ext.Iface.MTU)
+
+	netCfg, btype, rev, err := d.waitConfig(ctx, reg)
+	if err != nil || netCfg == nil {
+		return err // ctx ended
+	}
+	d.log.Info("Network config", "network", netCfg.Network, "subnetLen", netCfg.SubnetLen,
+		"subnetMin", netCfg.SubnetMin, "subnetMax", netCfg.SubnetMax, "backend", netCfg.BackendType)
+
+	be, err := btype.New(backend.Env{Ext: ext, Network: netCfg, Log: d.log.WithName(btype.Name)})
+	if err != nil {
+		return fmt.Errorf("backend %s: %w", btype.Name, err)
+	}
+	attrs, err := be.Prepare(ctx)
+	if err != nil {
+		return fmt.Errorf("backend %s: %w", btype.Name, err)
+	}
+	attrs.PublicIP = ext.PublicIP
+
+	mgr := subnet.NewManager(subnet.ManagerConfig{
+		Registry: reg, Network: netCfg, TTL: d.cfg.LeaseTTL, RenewMargin: d.cfg.RenewMargin,
+		Log: d.log.WithName("lease"),
+	})
+	var hint netip.Prefix
+	if old, err := subnetenv.Read(d.cfg.SubnetFile); err == nil {
+		hint = old.Subnet.Masked()
+	}
+
+	var prev subnet.Lease
+	for ctx.Err() == nil {
+		lease, err := d.acquire(ctx, mgr, attrs, hint)
+		if err != nil {
+			return nil // ctx ended
+		}
+		if prev.Subnet.IsValid() && prev.Subnet != lease.Subnet {
+			d.log.Error(nil, "SUBNET CHANGED: this node now has a different subnet; pods on it must be restarted to move",
+				"from", prev.Subnet, "to", lease.Subnet)
+			d.health.NoteSubnetChange(prev.Subnet, lease.Subnet)
+		}
+		prev, hint = lease, lease.Subnet
+		err = d.session(ctx, reg, mgr, be, btype.Name, netCfg, lease, rev)
+		if !errors.Is(err, subnet.ErrLeaseLost) {
+			return err
+		}
+		d.health.SetLease(netip.Prefix{})
+		d.health.SetError(err)
+		d.log.Error(err, "MY LEASE IS GONE: acquiring again, trying the same subnet first", "subnet", lease.Subnet)
+	}
+	return nil
+}
+
+// session runs the data plane for one lease until ctx ends or the lease is lost.
+func (d *Daemon) session(ctx context.Context, reg subnet.Registry, mgr *subnet.Manager, be backend.Backend,
+	btype string, netCfg *subnet.Config, lease subnet.Lease, cfgRev int64) error {
+	nw, err := be.Activate(ctx, lease)
+	if err != nil {
+		return fmt.Errorf("backend %s: activate for %s: %w", btype, lease.Subnet, err)
+	}
+	defer nw.Close()
+	d.health.SetLease(lease.Subnet)
+	d.health.SetBackend(btype, false)
+
+	env := subnetenv.Env{
+		Network: netCfg.Network,
+		Subnet:  netip.PrefixFrom(ip.GatewayAddr(lease.Subnet), lease.Subnet.Bits()),
+		MTU:     nw.MTU(),
+		IPMasq:  d.cfg.IPMasq,
+	}
+	if err := subnetenv.Write(d.cfg.SubnetFile, env); err != nil {
+		return err
+	}
+	d.health.SetSubnetFile(d.cfg.SubnetFile)
+	d.log.Info("Wrote subnet file", "path", d.cfg.SubnetFile, "subnet", env.Subnet, "mtu", env.MTU)
+	if ok, err := sddaemon.SdNotify(false, sddaemon.SdNotifyReady); err != nil {
+		d.log.Error(err, "Telling systemd READY=1 failed")
+	} else if ok {
+		d.log.V(1).Info("Told systemd READY=1")
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	events := make(chan []subnet.Event, 16)
+	g.Go(func() error { return mgr.Hold(gctx, lease, nil) })
+	g.Go(func() error { return mgr.WatchPeers(gctx, events) })
+	g.Go(func() error { return nw.Run(gctx) })
+	g.Go(func() error { return d.watchConfig(gctx, reg, netCfg, cfgRev) })
+	g.Go(func() error {
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case evs := <-events:
+				if err := nw.Apply(gctx, evs); err != nil {
+					d.log.V(1).Info("Some peers are not programmed yet; retrying", "err", err)
+				}
+				d.health.SetBackend(btype, true)
+			}
+		}
+	})
+	return g.Wait()
+}
+
+// acquire gets a lease, retrying (with backoff, logging each new reason once) while the
+// range is full or the store is unreachable. It returns an error only when ctx ends.
+func (d *Daemon) acquire(ctx context.Context, mgr *subnet.Manager, attrs subnet.LeaseAttrs, hint netip.Prefix) (subnet.Lease, error) {
+	delay := 500 * time.Millisecond
+	var last string
+	for {
+		l, err := mgr.Acquire(ctx, attrs, hint)
+		if err == nil {
+			d.log.Info("Acquired lease", "subnet", l.Subnet, "publicIP", l.Attrs.PublicIP, "reserved", l.Reserved(), "expires", l.Expiration)
+			return l, nil
+		}
+		if ctx.Err() != nil {
+			return subnet.Lease{}, ctx.Err()
+		}
+		d.health.SetError(err)
+		if err.Error() != last {
+			d.log.Error(err, "Cannot acquire a subnet lease yet; retrying")
+			last = err.Error()
+		}
+		if err := sleep(ctx, delay+rand.N(delay/2)); err != nil {
+			return subnet.Lease{}, err
+		}
+		delay = min(delay*2, 30*time.Second)
+	}
+}
+
+func withLog(o iface.Options, log klog.Logger) iface.Options {
+	o.Log = log.WithName("iface")
+	return o
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
