@@ -1,0 +1,182 @@
+package iptables
+
+import (
+	"fmt"
+)
+
+// runner is the part of go-iptables' *iptables.IPTables that weft uses. Every method runs
+// the iptables binary once (ClearAndDeleteChain up to three times) with the xtables lock
+// wait, in the network namespace of the calling thread.
+type runner interface {
+	List(table, chain string) ([]string, error)
+	ChainExists(table, chain string) (bool, error)
+	NewChain(table, chain string) error
+	Exists(table, chain string, spec ...string) (bool, error)
+	Insert(table, chain string, pos int, spec ...string) error
+	Append(table, chain string, spec ...string) error
+	Replace(table, chain string, pos int, spec ...string) error
+	DeleteById(table, chain string, pos int) error
+	Delete(table, chain string, spec ...string) error
+	ClearAndDeleteChain(table, chain string) error
+}
+
+// syncChainLocked makes weft's chain hold exactly rules, and the built-in chain jump to it.
+// When everything is right it costs two iptables runs (list the chain, check the jump) and
+// changes nothing. Called with m.syncMu held.
+func (m *Manager) syncChainLocked(def *chainDef, rules [][]string) error {
+	have, err := m.listChainLocked(def)
+	if err != nil {
+		return err
+	}
+	want := make([]string, len(rules))
+	for i, r := range rules {
+		want[i] = m.expectedLocked(r)
+	}
+	if edits := planEdits(have, want); len(edits) > 0 {
+		for _, e := range edits {
+			if err := m.applyLocked(def, e, rules); err != nil {
+				return err
+			}
+		}
+		m.log.Info("iptables chain updated", "table", def.table, "chain", def.name,
+			"edits", len(edits), "rules", len(rules))
+		m.learnLocked(def, rules)
+	}
+
+	ok, err := m.ipt.Exists(def.table, def.hook, def.jump...)
+	if err != nil {
+		return fmt.Errorf("check jump %s -> %s: %w", def.hook, def.name, err)
+	}
+	if ok {
+		return nil
+	}
+	if def.first {
+		err = m.ipt.Insert(def.table, def.hook, 1, def.jump...)
+	} else {
+		err = m.ipt.Append(def.table, def.hook, def.jump...)
+	}
+	if err != nil {
+		return fmt.Errorf("add jump %s -> %s: %w", def.hook, def.name, err)
+	}
+	m.log.Info("iptables jump added", "table", def.table, "from", def.hook, "to", def.name)
+	return nil
+}
+
+// listChainLocked returns the rules of weft's chain, creating the chain when it is missing.
+func (m *Manager) listChainLocked(def *chainDef) ([]string, error) {
+	lines, err := m.ipt.List(def.table, def.name)
+	if err == nil {
+		return parseListing(def.name, lines), nil
+	}
+	// A missing chain is an error whose text differs between iptables versions and
+	// backends; ask plainly before creating it.
+	exists, cerr := m.ipt.ChainExists(def.table, def.name)
+	if cerr != nil || exists {
+		return nil, fmt.Errorf("list %s %s: %w", def.table, def.name, err)
+	}
+	if err := m.ipt.NewChain(def.table, def.name); err != nil {
+		return nil, fmt.Errorf("create chain %s %s: %w", def.table, def.name, err)
+	}
+	m.log.Info("iptables chain created", "table", def.table, "chain", def.name)
+	return nil, nil
+}
+
+func (m *Manager) applyLocked(def *chainDef, e edit, rules [][]string) error {
+	var rule []string
+	var err error
+	switch e.op {
+	case opReplace:
+		rule = rules[e.want]
+		err = m.ipt.Replace(def.table, def.name, e.pos, rule...)
+	case opInsert:
+		rule = rules[e.want]
+		err = m.ipt.Insert(def.table, def.name, e.pos, rule...)
+	case opDelete:
+		err = m.ipt.DeleteById(def.table, def.name, e.pos)
+	}
+	if err != nil {
+		return &editError{op: e.op, pos: e.pos, rule: rule, err: err}
+	}
+	return nil
+}
+
+// editError is a failed edit of one of weft's chains, with the rule it tried to write.
+type editError struct {
+	op   editOp
+	pos  int
+	rule []string // nil for a delete
+	err  error
+}
+
+func (e *editError) Error() string {
+	if e.rule == nil {
+		return fmt.Sprintf("%s rule %d: %v", e.op, e.pos, e.err)
+	}
+	return fmt.Sprintf("%s rule %d (%s): %v", e.op, e.pos, render(e.rule), e.err)
+}
+
+func (e *editError) Unwrap() error { return e.err }
+
+// expectedLocked is how iptables will list rule: as render predicts, unless this iptables
+// was seen to list it otherwise.
+func (m *Manager) expectedLocked(rule []string) string {
+	r := render(rule)
+	if seen, ok := m.listed[r]; ok {
+		return seen
+	}
+	return r
+}
+
+// learnLocked lists the chain after edits and remembers, for each rule iptables lists
+// differently from render's prediction (another iptables version or backend), how it is
+// listed, so that the next pass does not rewrite a rule that is right. A listed rule is only
+// taken as the rendering of a wanted one when its comment matches too.
+func (m *Manager) learnLocked(def *chainDef, rules [][]string) {
+	lines, err := m.ipt.List(def.table, def.name)
+	if err != nil {
+		return // the next pass lists again
+	}
+	have := parseListing(def.name, lines)
+	if len(have) != len(rules) {
+		return
+	}
+	for i, r := range rules {
+		predicted := render(r)
+		if have[i] != predicted && have[i] != m.listed[predicted] && commentOf(have[i]) == commentOf(predicted) {
+			m.log.V(1).Info("iptables lists a rule differently than predicted", "chain", def.name,
+				"predicted", predicted, "listed", have[i])
+			m.listed[predicted] = have[i]
+		}
+	}
+}
+
+// removeChainLocked deletes the jump to weft's chain (every copy) and the chain itself.
+// A chain that does not exist is not an error (and then no jump to it can exist).
+func (m *Manager) removeChainLocked(def *chainDef) error {
+	exists, err := m.ipt.ChainExists(def.table, def.name)
+	if err != nil {
+		return fmt.Errorf("check chain %s %s: %w", def.table, def.name, err)
+	}
+	if !exists {
+		return nil
+	}
+	const maxCopies = 16 // a bound, not an expectation: one jump is all weft adds
+	for range maxCopies {
+		ok, err := m.ipt.Exists(def.table, def.hook, def.jump...)
+		if err != nil {
+			return fmt.Errorf("check jump %s -> %s: %w", def.hook, def.name, err)
+		}
+		if !ok {
+			break
+		}
+		if err := m.ipt.Delete(def.table, def.hook, def.jump...); err != nil {
+			return fmt.Errorf("delete jump %s -> %s: %w", def.hook, def.name, err)
+		}
+		m.log.Info("iptables jump removed", "table", def.table, "from", def.hook, "to", def.name)
+	}
+	if err := m.ipt.ClearAndDeleteChain(def.table, def.name); err != nil {
+		return fmt.Errorf("delete chain %s %s: %w", def.table, def.name, err)
+	}
+	m.log.Info("iptables chain removed", "table", def.table, "chain", def.name)
+	return nil
+}

@@ -1,0 +1,265 @@
+package iptables
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// fakeIPT is an in-memory iptables for tests that need no root: chains hold rules as
+// iptables lists them. It records every call and can be told to fail some, or to list rules
+// differently from render's prediction, as another iptables version might.
+type fakeIPT struct {
+	mu       sync.Mutex
+	chains   map[string][]string // "table/chain" -> listed rules
+	builtin  map[string]bool
+	calls    []string                                 // method names, in order
+	fail     func(method string, spec []string) error // nil: nothing fails
+	renderAs func(string) string                      // nil: as render predicts
+}
+
+func newFakeIPT() *fakeIPT {
+	f := &fakeIPT{chains: map[string][]string{}, builtin: map[string]bool{}}
+	for _, c := range []string{"nat/PREROUTING", "nat/INPUT", "nat/OUTPUT", "nat/POSTROUTING",
+		"filter/INPUT", "filter/FORWARD", "filter/OUTPUT"} {
+		f.chains[c] = nil
+		f.builtin[c] = true
+	}
+	return f
+}
+
+var errFake = errors.New("fake iptables: No chain/target/match by that name")
+
+// modifying names the runner methods that change the tables.
+var modifying = map[string]bool{"NewChain": true, "Insert": true, "Append": true, "Replace": true,
+	"DeleteById": true, "Delete": true, "ClearAndDeleteChain": true}
+
+func (f *fakeIPT) call(method string, spec []string) error {
+	f.calls = append(f.calls, method)
+	if f.fail != nil {
+		return f.fail(method, spec)
+	}
+	return nil
+}
+
+func (f *fakeIPT) listed(spec []string) string {
+	r := render(spec)
+	if f.renderAs != nil {
+		r = f.renderAs(r)
+	}
+	return r
+}
+
+// rules returns a copy of a chain's listed rules.
+func (f *fakeIPT) rules(table, chain string) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.chains[table+"/"+chain])
+}
+
+func (f *fakeIPT) hasChain(table, chain string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.chains[table+"/"+chain]
+	return ok
+}
+
+// takeCalls returns the calls so far and forgets them.
+func (f *fakeIPT) takeCalls() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := f.calls
+	f.calls = nil
+	return c
+}
+
+func (f *fakeIPT) lookup(table, chain string) ([]string, error) {
+	r, ok := f.chains[table+"/"+chain]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s %s", errFake, table, chain)
+	}
+	return r, nil
+}
+
+// checkTarget refuses a jump to a chain that does not exist, as iptables does.
+func (f *fakeIPT) checkTarget(table string, spec []string) error {
+	if i := slices.Index(spec, "-j"); i >= 0 && i+1 < len(spec) && strings.HasPrefix(spec[i+1], "WEFT-") {
+		if _, ok := f.chains[table+"/"+spec[i+1]]; !ok {
+			return fmt.Errorf("%w: target %s", errFake, spec[i+1])
+		}
+	}
+	return nil
+}
+
+func (f *fakeIPT) List(table, chain string) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("List", nil); err != nil {
+		return nil, err
+	}
+	rules, err := f.lookup(table, chain)
+	if err != nil {
+		return nil, err
+	}
+	head := "-N " + chain
+	if f.builtin[table+"/"+chain] {
+		head = "-P " + chain + " ACCEPT"
+	}
+	out := []string{head}
+	for _, r := range rules {
+		out = append(out, "-A "+chain+" "+r)
+	}
+	return out, nil
+}
+
+func (f *fakeIPT) ChainExists(table, chain string) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("ChainExists", nil); err != nil {
+		return false, err
+	}
+	_, ok := f.chains[table+"/"+chain]
+	return ok, nil
+}
+
+func (f *fakeIPT) NewChain(table, chain string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("NewChain", nil); err != nil {
+		return err
+	}
+	if _, ok := f.chains[table+"/"+chain]; ok {
+		return fmt.Errorf("fake iptables: chain %s already exists", chain)
+	}
+	f.chains[table+"/"+chain] = nil
+	return nil
+}
+
+func (f *fakeIPT) Exists(table, chain string, spec ...string) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("Exists", spec); err != nil {
+		return false, err
+	}
+	rules, err := f.lookup(table, chain)
+	if err != nil {
+		return false, err
+	}
+	if err := f.checkTarget(table, spec); err != nil {
+		return false, err
+	}
+	return slices.Contains(rules, f.listed(spec)), nil
+}
+
+func (f *fakeIPT) Insert(table, chain string, pos int, spec ...string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("Insert", spec); err != nil {
+		return err
+	}
+	rules, err := f.lookup(table, chain)
+	if err != nil {
+		return err
+	}
+	if err := f.checkTarget(table, spec); err != nil {
+		return err
+	}
+	if pos < 1 || pos > len(rules)+1 {
+		return fmt.Errorf("fake iptables: index of insertion %d too big", pos)
+	}
+	f.chains[table+"/"+chain] = slices.Insert(rules, pos-1, f.listed(spec))
+	return nil
+}
+
+func (f *fakeIPT) Append(table, chain string, spec ...string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("Append", spec); err != nil {
+		return err
+	}
+	rules, err := f.lookup(table, chain)
+	if err != nil {
+		return err
+	}
+	if err := f.checkTarget(table, spec); err != nil {
+		return err
+	}
+	f.chains[table+"/"+chain] = append(rules, f.listed(spec))
+	return nil
+}
+
+func (f *fakeIPT) Replace(table, chain string, pos int, spec ...string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("Replace", spec); err != nil {
+		return err
+	}
+	rules, err := f.lookup(table, chain)
+	if err != nil {
+		return err
+	}
+	if pos < 1 || pos > len(rules) {
+		return fmt.Errorf("fake iptables: index of replacement %d too big", pos)
+	}
+	rules[pos-1] = f.listed(spec)
+	return nil
+}
+
+func (f *fakeIPT) DeleteById(table, chain string, pos int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("DeleteById", nil); err != nil {
+		return err
+	}
+	rules, err := f.lookup(table, chain)
+	if err != nil {
+		return err
+	}
+	if pos < 1 || pos > len(rules) {
+		return fmt.Errorf("fake iptables: index of deletion %d too big", pos)
+	}
+	f.chains[table+"/"+chain] = slices.Delete(rules, pos-1, pos)
+	return nil
+}
+
+func (f *fakeIPT) Delete(table, chain string, spec ...string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("Delete", spec); err != nil {
+		return err
+	}
+	rules, err := f.lookup(table, chain)
+	if err != nil {
+		return err
+	}
+	i := slices.Index(rules, f.listed(spec))
+	if i < 0 {
+		return fmt.Errorf("fake iptables: Bad rule (does a matching rule exist in that chain?)")
+	}
+	f.chains[table+"/"+chain] = slices.Delete(rules, i, i+1)
+	return nil
+}
+
+func (f *fakeIPT) ClearAndDeleteChain(table, chain string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("ClearAndDeleteChain", nil); err != nil {
+		return err
+	}
+	if _, ok := f.chains[table+"/"+chain]; !ok {
+		return nil
+	}
+	for name, rules := range f.chains {
+		for _, r := range rules {
+			if strings.HasPrefix(name, table+"/") && strings.HasSuffix(r, "-j "+chain) {
+				return fmt.Errorf("fake iptables: chain %s is still referenced from %s", chain, name)
+			}
+		}
+	}
+	delete(f.chains, table+"/"+chain)
+	return nil
+}
+
+var _ runner = (*fakeIPT)(nil)

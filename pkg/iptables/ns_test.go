@@ -1,0 +1,472 @@
+package iptables
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	goipt "github.com/coreos/go-iptables/iptables"
+	"github.com/go-logr/logr/testr"
+	"github.com/vishvananda/netns"
+
+	"github.com/weftnet/weft/pkg/nsutil"
+)
+
+// These tests run the real iptables inside throwaway namespaces. Three guards keep the
+// machine's own rules safe: the Manager runs only inside nsutil.Do; nsRunner panics before
+// any iptables command issued from a thread outside the test's namespace; and rootUnchanged
+// compares the root namespace's rules (read with iptables-save) before and after.
+
+// nsRunner is the real go-iptables runner, refusing to run outside one namespace and
+// recording the method of each call.
+type nsRunner struct {
+	ipt *goipt.IPTables
+	ns  netns.NsHandle
+
+	mu    sync.Mutex // guards calls
+	calls []string
+}
+
+func (g *nsRunner) enter(method string) {
+	cur, err := netns.Get()
+	if err != nil {
+		panic(fmt.Sprintf("iptables %s: cannot read the thread's namespace: %v", method, err))
+	}
+	defer cur.Close()
+	if !cur.Equal(g.ns) {
+		panic(fmt.Sprintf("iptables %s called from a thread outside the test namespace", method))
+	}
+	g.mu.Lock()
+	g.calls = append(g.calls, method)
+	g.mu.Unlock()
+}
+
+func (g *nsRunner) takeCalls() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	c := g.calls
+	g.calls = nil
+	return c
+}
+
+func (g *nsRunner) List(table, chain string) ([]string, error) {
+	g.enter("List")
+	return g.ipt.List(table, chain)
+}
+func (g *nsRunner) ChainExists(table, chain string) (bool, error) {
+	g.enter("ChainExists")
+	return g.ipt.ChainExists(table, chain)
+}
+func (g *nsRunner) NewChain(table, chain string) error {
+	g.enter("NewChain")
+	return g.ipt.NewChain(table, chain)
+}
+func (g *nsRunner) Exists(table, chain string, spec ...string) (bool, error) {
+	g.enter("Exists")
+	return g.ipt.Exists(table, chain, spec...)
+}
+func (g *nsRunner) Insert(table, chain string, pos int, spec ...string) error {
+	g.enter("Insert")
+	return g.ipt.Insert(table, chain, pos, spec...)
+}
+func (g *nsRunner) Append(table, chain string, spec ...string) error {
+	g.enter("Append")
+	return g.ipt.Append(table, chain, spec...)
+}
+func (g *nsRunner) Replace(table, chain string, pos int, spec ...string) error {
+	g.enter("Replace")
+	return g.ipt.Replace(table, chain, pos, spec...)
+}
+func (g *nsRunner) DeleteById(table, chain string, pos int) error {
+	g.enter("DeleteById")
+	return g.ipt.DeleteById(table, chain, pos)
+}
+func (g *nsRunner) Delete(table, chain string, spec ...string) error {
+	g.enter("Delete")
+	return g.ipt.Delete(table, chain, spec...)
+}
+func (g *nsRunner) ClearAndDeleteChain(table, chain string) error {
+	g.enter("ClearAndDeleteChain")
+	return g.ipt.ClearAndDeleteChain(table, chain)
+}
+
+// nsEnv is one namespace with one iptables binary.
+type nsEnv struct {
+	name string // namespace
+	bin  string // iptables, iptables-nft or iptables-legacy
+	r    *nsRunner
+}
+
+// newNSEnv makes a namespace for t and checks the root namespace's rules are the same at
+// the end. It skips without root or without bin.
+func newNSEnv(t *testing.T, bin string) *nsEnv {
+	t.Helper()
+	if err := nsutil.Available(); err != nil {
+		t.Skip(err)
+	}
+	path, err := exec.LookPath(bin)
+	if err != nil {
+		t.Skipf("%s not installed: %v", bin, err)
+	}
+	rootUnchanged(t)
+	name := nsutil.Temp(t, "ipt")
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	ipt, err := goipt.New(goipt.Path(path), goipt.Timeout(lockWaitSeconds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &nsEnv{name: name, bin: bin, r: &nsRunner{ipt: ipt, ns: h}}
+}
+
+func (e *nsEnv) manager(t *testing.T, opts Options) *Manager {
+	return newManager(e.r, e.r.ipt.HasRandomFully(), opts, testr.New(t))
+}
+
+// do runs fn in the namespace.
+func (e *nsEnv) do(t *testing.T, fn func() error) {
+	t.Helper()
+	if err := nsutil.Do(e.name, fn); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// run runs the iptables binary by hand in the namespace.
+func (e *nsEnv) run(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := nsutil.Run(e.name, append([]string{e.bin, "-w"}, args...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// rules lists a chain in the namespace, as iptables -S prints it, without "-A chain ".
+func (e *nsEnv) rules(t *testing.T, table, chain string) []string {
+	t.Helper()
+	return parseListing(chain, strings.Split(e.run(t, "-t", table, "-S", chain), "\n"))
+}
+
+// wantRules returns the rendered rules the manager should keep in def's chain now.
+func wantRules(t *testing.T, m *Manager, def *chainDef) []string {
+	t.Helper()
+	m.mu.Lock()
+	s := m.in
+	m.mu.Unlock()
+	m.syncMu.Lock()
+	rf := m.randomFully
+	m.syncMu.Unlock()
+	for _, p := range desired(m.opts, s, rf) {
+		if p.def == def {
+			return renderAll(p.rules)
+		}
+	}
+	return nil
+}
+
+func (e *nsEnv) checkChain(t *testing.T, m *Manager, def *chainDef) {
+	t.Helper()
+	if got, want := e.rules(t, def.table, def.name), wantRules(t, m, def); !slices.Equal(got, want) {
+		t.Errorf("%s %s holds\n%q\nwant\n%q", def.table, def.name, got, want)
+	}
+}
+
+var counters = regexp.MustCompile(`\[\d+:\d+\]`)
+
+// rootUnchanged reads the root namespace's rules now (read-only, with iptables-save and,
+// when installed, iptables-legacy-save) and fails t if they differ when t ends.
+func rootUnchanged(t *testing.T) {
+	t.Helper()
+	dump := func() string {
+		var b strings.Builder
+		for _, tool := range []string{"iptables-save", "iptables-legacy-save"} {
+			if _, err := exec.LookPath(tool); err != nil {
+				continue
+			}
+			out, err := exec.Command(tool).CombinedOutput()
+			if err != nil {
+				t.Fatalf("%s in the root namespace: %v: %s", tool, err, out)
+			}
+			for _, l := range strings.Split(string(out), "\n") {
+				if !strings.HasPrefix(l, "#") {
+					b.WriteString(counters.ReplaceAllString(l, "") + "\n")
+				}
+			}
+		}
+		return b.String()
+	}
+	before := dump()
+	t.Cleanup(func() {
+		if after := dump(); after != before {
+			t.Errorf("the root namespace's rules changed!\nbefore:\n%s\nafter:\n%s", before, after)
+		}
+	})
+}
+
+func modifyingCalls(calls []string) []string {
+	var out []string
+	for _, c := range calls {
+		if modifying[c] {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// binaries are the iptables front ends the namespace tests run with: whatever `iptables`
+// is, and each backend explicitly.
+var binaries = []string{"iptables", "iptables-nft", "iptables-legacy"}
+
+func TestNSInstallRepairIdle(t *testing.T) {
+	for _, bin := range binaries {
+		t.Run(bin, func(t *testing.T) {
+			e := newNSEnv(t, bin)
+			// Foreign rules in the built-in chains must stay, in order, around weft's jumps.
+			e.run(t, "-t", "nat", "-A", "POSTROUTING", "-o", "eth9", "-j", "MASQUERADE")
+			e.run(t, "-t", "filter", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT")
+
+			m := e.manager(t, allOn)
+			m.SetNetwork(testNetwork, testSubnet)
+			m.SetTunnelPort("udp", 8285)
+			m.SetPeers([]netip.Addr{peerB, peerA})
+			e.do(t, m.Sync)
+
+			for _, def := range chainDefs {
+				e.checkChain(t, m, def)
+			}
+			hooks := map[string][]string{
+				"POSTROUTING": {"-o eth9 -j MASQUERADE", `-m comment --comment "weft: masq" -j WEFT-POSTRTG`},
+				"FORWARD":     {`-m comment --comment "weft: forward" -j WEFT-FWD`},
+				"INPUT":       {`-m comment --comment "weft: tunnel input" -j WEFT-INPUT`, "-p tcp -m tcp --dport 22 -j ACCEPT"},
+			}
+			for _, def := range chainDefs {
+				if got := e.rules(t, def.table, def.hook); !slices.Equal(got, hooks[def.hook]) {
+					t.Errorf("%s = %q, want %q", def.hook, got, hooks[def.hook])
+				}
+			}
+			if m.randomFully && !strings.Contains(e.run(t, "-t", "nat", "-S", NATChain), "--random-fully") {
+				t.Error("nat chain lacks --random-fully")
+			}
+			// Every rule in or towards weft's chains carries a weft comment.
+			save, err := nsutil.Run(e.name, bin+"-save")
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for _, l := range strings.Split(save, "\n") {
+				if strings.HasPrefix(l, "-A WEFT-") || strings.HasSuffix(l, "-j WEFT-POSTRTG") ||
+					strings.HasSuffix(l, "-j WEFT-FWD") || strings.HasSuffix(l, "-j WEFT-INPUT") {
+					n++
+					if !strings.Contains(l, `--comment "weft: `) {
+						t.Errorf("rule without a weft comment: %s", l)
+					}
+				}
+			}
+			if want := 3 + 6 + 2 + 3; n != want {
+				t.Errorf("found %d weft rules, want %d:\n%s", n, want, save)
+			}
+
+			// Rules deleted by hand come back after one Sync.
+			e.run(t, "-t", "nat", "-D", NATChain, "3")
+			e.run(t, "-t", "filter", "-D", InputChain, "1")
+			e.run(t, append([]string{"-t", "filter", "-D", "FORWARD"}, forwardDef.jump...)...)
+			e.do(t, m.Sync)
+			for _, def := range chainDefs {
+				e.checkChain(t, m, def)
+				if got := e.rules(t, def.table, def.hook); !slices.Equal(got, hooks[def.hook]) {
+					t.Errorf("after repair %s = %q, want %q", def.hook, got, hooks[def.hook])
+				}
+			}
+
+			// A pass with nothing to do lists and checks, and changes nothing.
+			e.r.takeCalls()
+			e.do(t, m.Sync)
+			calls := e.r.takeCalls()
+			if mod := modifyingCalls(calls); len(mod) != 0 || len(calls) > 6 {
+				t.Fatalf("idle pass ran %v (modifying: %v); want at most 6 read-only runs", calls, mod)
+			}
+			t.Logf("idle pass: %d iptables runs: %v", len(calls), calls)
+			if len(m.listed) != 0 {
+				t.Errorf("render mispredicted %s's listing: %q", bin, m.listed)
+			}
+		})
+	}
+}
+
+func TestNSRunRestoresWithinPeriod(t *testing.T) {
+	e := newNSEnv(t, "iptables")
+	const period = 300 * time.Millisecond
+	m := e.manager(t, Options{IPMasq: true, ForwardRules: true, RestrictTunnelPort: true, Resync: period})
+	m.SetNetwork(testNetwork, testSubnet)
+	m.SetTunnelPort("udp", 8472)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		// Run stays on this locked thread, in the namespace, until ctx ends.
+		done <- nsutil.Do(e.name, func() error { return m.Run(ctx) })
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run = %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("Run did not return after cancel")
+		}
+	})
+
+	wait := func(what string, cond func() bool) time.Duration {
+		t.Helper()
+		start := time.Now()
+		for !cond() {
+			if time.Since(start) > 5*time.Second {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		return time.Since(start)
+	}
+	count := func(table, chain string) int { // -1 while the chain does not exist yet
+		out, err := nsutil.Run(e.name, "iptables", "-w", "-t", table, "-S", chain)
+		if err != nil {
+			return -1
+		}
+		return len(parseListing(chain, strings.Split(out, "\n")))
+	}
+	natCount := func() int { return count("nat", NATChain) }
+	wait("the nat rules", func() bool { return natCount() == 6 })
+
+	e.run(t, "-t", "nat", "-D", NATChain, "5")
+	took := wait("the deleted rule to come back", func() bool { return natCount() == 6 })
+	t.Logf("a rule deleted by hand was back after %v (period %v)", took, period)
+	if took > period+time.Second {
+		t.Errorf("rule back after %v, want within one period (%v) and some slack", took, period)
+	}
+	e.checkChain(t, m, &natDef)
+
+	// A setter called from another goroutine still changes only the namespace's rules.
+	m.SetPeers([]netip.Addr{peerA})
+	wait("the peer rule", func() bool { return count("filter", InputChain) == 2 })
+	e.checkChain(t, m, &inputDef)
+}
+
+func TestNSPeersAndNetworkChange(t *testing.T) {
+	e := newNSEnv(t, "iptables")
+	m := e.manager(t, allOn)
+	m.SetNetwork(testNetwork, testSubnet)
+	m.SetTunnelPort("udp", 8285)
+	m.SetPeers([]netip.Addr{peerA, peerB})
+	e.do(t, m.Sync)
+	e.checkChain(t, m, &inputDef)
+
+	// A peer that left loses its ACCEPT; the DROP stays last.
+	m.SetPeers([]netip.Addr{peerB})
+	e.do(t, m.Sync)
+	got := e.rules(t, "filter", InputChain)
+	if len(got) != 2 || !strings.HasPrefix(got[0], "-s 192.0.2.3/32 ") || !strings.HasSuffix(got[1], "-j DROP") {
+		t.Fatalf("input chain after peer A left: %q", got)
+	}
+
+	// GRE instead of UDP.
+	m.SetTunnelPort("gre", 0)
+	e.do(t, m.Sync)
+	e.checkChain(t, m, &inputDef)
+	if got := e.rules(t, "filter", InputChain); !strings.Contains(got[0], "-p gre") {
+		t.Fatalf("gre rules: %q", got)
+	}
+
+	// A changed network replaces the nat and forward rules; nothing of the old one is left.
+	m.SetNetwork(netip.MustParsePrefix("10.50.0.0/16"), netip.MustParsePrefix("10.50.9.0/24"))
+	e.do(t, m.Sync)
+	e.checkChain(t, m, &natDef)
+	e.checkChain(t, m, &forwardDef)
+	if save, _ := nsutil.Run(e.name, "iptables-save"); strings.Contains(save, "10.244.") {
+		t.Fatalf("rules for the old network remain:\n%s", save)
+	}
+	e.r.takeCalls()
+	e.do(t, m.Sync)
+	if mod := modifyingCalls(e.r.takeCalls()); len(mod) != 0 {
+		t.Fatalf("idle pass after the change modified: %v", mod)
+	}
+}
+
+func TestNSCleanup(t *testing.T) {
+	for _, bin := range binaries {
+		t.Run(bin, func(t *testing.T) {
+			e := newNSEnv(t, bin)
+			e.run(t, "-t", "nat", "-A", "POSTROUTING", "-o", "eth9", "-j", "MASQUERADE")
+			e.run(t, "-t", "filter", "-A", "FORWARD", "-j", "ACCEPT")
+			e.run(t, "-t", "filter", "-A", "INPUT", "-i", "lo", "-j", "ACCEPT")
+			hooks := func() map[string][]string {
+				out := map[string][]string{}
+				for _, def := range chainDefs {
+					out[def.hook] = e.rules(t, def.table, def.hook)
+				}
+				return out
+			}
+			before := hooks()
+
+			m := e.manager(t, allOn)
+			// Cleanup with nothing installed is fine.
+			e.do(t, m.Cleanup)
+			m.SetNetwork(testNetwork, testSubnet)
+			m.SetTunnelPort("udp", 8285)
+			m.SetPeers([]netip.Addr{peerA})
+			e.do(t, m.Sync)
+			for range 2 {
+				e.do(t, m.Cleanup)
+				if after := hooks(); fmt.Sprint(after) != fmt.Sprint(before) {
+					t.Fatalf("built-in chains after Cleanup:\n%v\nbefore:\n%v", after, before)
+				}
+				save, err := nsutil.Run(e.name, bin+"-save")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if strings.Contains(save, "WEFT") {
+					t.Fatalf("weft chains left after Cleanup:\n%s", save)
+				}
+			}
+		})
+	}
+}
+
+// TestNSGuardRefusesOtherNamespaces checks the guard itself: a call from a thread outside
+// the test's namespace panics before any iptables command runs.
+func TestNSGuardRefusesOtherNamespaces(t *testing.T) {
+	e := newNSEnv(t, "iptables")
+	defer func() {
+		if recover() == nil {
+			t.Fatal("nsRunner ran a command outside the test namespace")
+		}
+		if calls := e.r.takeCalls(); len(calls) != 0 {
+			t.Fatalf("calls recorded: %v", calls)
+		}
+	}()
+	_, _ = e.r.List("nat", "POSTROUTING") // this goroutine is not in the namespace
+}
+
+func TestNewFindsIPTables(t *testing.T) {
+	if _, err := exec.LookPath("iptables"); err != nil {
+		t.Skipf("iptables not installed: %v", err)
+	}
+	m, err := New(Options{}, testr.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.opts.Resync != DefaultResync {
+		t.Fatalf("Resync = %v, want the default %v", m.opts.Resync, DefaultResync)
+	}
+}
