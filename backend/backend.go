@@ -77,6 +77,13 @@ type Network interface {
 	Close() error
 }
 
+// Tunnel is implemented by Networks that receive encapsulated traffic on the underlay, so
+// that the firewall can admit it from peers (and only from peers, with
+// --restrict-tunnel-port). Proto is "udp" (with a port) or "gre".
+type Tunnel interface {
+	TunnelPort() (proto string, port int)
+}
+
 // StrictDecode decodes a Backend object into dst, rejecting unknown keys; the Type key is
 // allowed and ignored. It is the shared helper for Type.Validate implementations.
 func StrictDecode(raw json.RawMessage, dst any) error {

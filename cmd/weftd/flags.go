@@ -36,6 +36,7 @@ type options struct {
 	ipMasq         bool
 	forwardRules   bool
 	iptablesResync int
+	restrictTunnel bool
 	healthzIP      string
 	healthzPort    int
 	version        bool
@@ -66,6 +67,7 @@ func parseFlags(args []string, getenv func(string) string) (*options, *pflag.Fla
 	fs.BoolVar(&o.ipMasq, "ip-masq", false, "masquerade traffic from the pod network to destinations outside it")
 	fs.BoolVar(&o.forwardRules, "iptables-forward-rules", true, "add FORWARD rules accepting traffic from and to the pod network")
 	fs.IntVar(&o.iptablesResync, "iptables-resync", 5, "seconds between checks that the iptables rules are in place")
+	fs.BoolVar(&o.restrictTunnel, "restrict-tunnel-port", true, "drop encapsulated traffic (vxlan, udp, gre) from anyone but current peers")
 	fs.StringVar(&o.healthzIP, "healthz-ip", "0.0.0.0", "address of the health endpoint")
 	fs.IntVar(&o.healthzPort, "healthz-port", 0, "port of the health endpoint (/healthz, /readyz); 0 disables it")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
@@ -153,14 +155,15 @@ func (o *options) daemonConfig(version string) daemon.Config {
 			KeyFile: o.etcdKeyfile, CertFile: o.etcdCertfile, CAFile: o.etcdCAFile,
 			Username: o.etcdUsername, Password: o.etcdPassword,
 		},
-		Iface:        iface.Options{Ifaces: o.ifaces, Regexes: o.ifaceRegexes, CanReach: o.ifaceCanReach, PublicIP: o.publicIP},
-		SubnetFile:   o.subnetFile,
-		LeaseTTL:     o.leaseTTL,
-		RenewMargin:  time.Duration(o.renewMargin) * time.Minute,
-		IPMasq:       o.ipMasq,
-		ForwardRules: o.forwardRules,
-		IPTablesSync: time.Duration(o.iptablesResync) * time.Second,
-		Version:      version,
+		Iface:              iface.Options{Ifaces: o.ifaces, Regexes: o.ifaceRegexes, CanReach: o.ifaceCanReach, PublicIP: o.publicIP},
+		SubnetFile:         o.subnetFile,
+		LeaseTTL:           o.leaseTTL,
+		RenewMargin:        time.Duration(o.renewMargin) * time.Minute,
+		IPMasq:             o.ipMasq,
+		ForwardRules:       o.forwardRules,
+		IPTablesSync:       time.Duration(o.iptablesResync) * time.Second,
+		RestrictTunnelPort: o.restrictTunnel,
+		Version:            version,
 	}
 	if o.healthzPort != 0 {
 		c.HealthzAddr = net.JoinHostPort(o.healthzIP, strconv.Itoa(o.healthzPort))

@@ -23,6 +23,7 @@ import (
 	"github.com/weftnet/weft/pkg/health"
 	"github.com/weftnet/weft/pkg/iface"
 	"github.com/weftnet/weft/pkg/ip"
+	"github.com/weftnet/weft/pkg/iptables"
 	"github.com/weftnet/weft/pkg/subnetenv"
 	"github.com/weftnet/weft/subnet"
 	"github.com/weftnet/weft/subnet/etcdv3"
@@ -38,8 +39,11 @@ type Config struct {
 	IPMasq       bool
 	ForwardRules bool
 	IPTablesSync time.Duration
-	HealthzAddr  string // host:port; empty disables the health server
-	Version      string
+	// RestrictTunnelPort makes the INPUT rules drop the encapsulation port from anyone
+	// but current peers.
+	RestrictTunnelPort bool
+	HealthzAddr        string // host:port; empty disables the health server
+	Version            string
 }
 
 // Daemon is one weftd.
@@ -109,6 +113,10 @@ func (d *Daemon) run(ctx context.Context, reg *etcdv3.Registry) error {
 		hint = old.Subnet.Masked()
 	}
 
+	fw, err := d.newFirewall()
+	if err != nil {
+		return err
+	}
 	var prev subnet.Lease
 	for ctx.Err() == nil {
 		lease, err := d.acquire(ctx, mgr, attrs, hint)
@@ -121,7 +129,7 @@ func (d *Daemon) run(ctx context.Context, reg *etcdv3.Registry) error {
 			d.health.NoteSubnetChange(prev.Subnet, lease.Subnet)
 		}
 		prev, hint = lease, lease.Subnet
-		err = d.session(ctx, reg, mgr, be, btype.Name, netCfg, lease, rev)
+		err = d.session(ctx, reg, mgr, be, btype.Name, netCfg, lease, rev, fw)
 		if !errors.Is(err, subnet.ErrLeaseLost) {
 			return err
 		}
@@ -134,7 +142,7 @@ func (d *Daemon) run(ctx context.Context, reg *etcdv3.Registry) error {
 
 // session runs the data plane for one lease until ctx ends or the lease is lost.
 func (d *Daemon) session(ctx context.Context, reg subnet.Registry, mgr *subnet.Manager, be backend.Backend,
-	btype string, netCfg *subnet.Config, lease subnet.Lease, cfgRev int64) error {
+	btype string, netCfg *subnet.Config, lease subnet.Lease, cfgRev int64, fw *iptables.Manager) error {
 	nw, err := be.Activate(ctx, lease)
 	if err != nil {
 		return fmt.Errorf("backend %s: activate for %s: %w", btype, lease.Subnet, err)
@@ -166,7 +174,18 @@ func (d *Daemon) session(ctx context.Context, reg subnet.Registry, mgr *subnet.M
 	g.Go(func() error { return mgr.WatchPeers(gctx, events) })
 	g.Go(func() error { return nw.Run(gctx) })
 	g.Go(func() error { return d.watchConfig(gctx, reg, netCfg, cfgRev) })
+	if fw != nil {
+		// The rules come after the routes: the data plane is programmed first.
+		fw.SetNetwork(netCfg.Network, lease.Subnet)
+		if t, ok := nw.(backend.Tunnel); ok {
+			fw.SetTunnelPort(t.TunnelPort())
+		} else {
+			fw.SetTunnelPort("", 0)
+		}
+		g.Go(func() error { return fw.Run(gctx) })
+	}
 	g.Go(func() error {
+		peers := map[netip.Prefix]netip.Addr{}
 		for {
 			select {
 			case <-gctx.Done():
@@ -176,6 +195,9 @@ func (d *Daemon) session(ctx context.Context, reg subnet.Registry, mgr *subnet.M
 					d.log.V(1).Info("Some peers are not programmed yet; retrying", "err", err)
 				}
 				d.health.SetBackend(btype, true)
+				if fw != nil {
+					fw.SetPeers(trackPeers(peers, evs))
+				}
 			}
 		}
 	})
@@ -206,6 +228,34 @@ func (d *Daemon) acquire(ctx context.Context, mgr *subnet.Manager, attrs subnet.
 		}
 		delay = min(delay*2, 30*time.Second)
 	}
+}
+
+// newFirewall returns the iptables manager, or nil when no rule is wanted.
+func (d *Daemon) newFirewall() (*iptables.Manager, error) {
+	fw, err := iptables.New(iptables.Options{
+		IPMasq: d.cfg.IPMasq, ForwardRules: d.cfg.ForwardRules,
+		RestrictTunnelPort: d.cfg.RestrictTunnelPort, Resync: d.cfg.IPTablesSync,
+	}, d.log.WithName("iptables"))
+	if err != nil {
+		return nil, fmt.Errorf("iptables rules (--ip-masq, --iptables-forward-rules and the tunnel port rules need them): %w", err)
+	}
+	return fw, nil
+}
+
+// trackPeers folds events into the peer address set and returns the current addresses.
+func trackPeers(peers map[netip.Prefix]netip.Addr, evs []subnet.Event) []netip.Addr {
+	for _, e := range evs {
+		if e.Type == subnet.Removed {
+			delete(peers, e.Lease.Subnet)
+		} else {
+			peers[e.Lease.Subnet] = e.Lease.Attrs.PublicIP
+		}
+	}
+	addrs := make([]netip.Addr, 0, len(peers))
+	for _, a := range peers {
+		addrs = append(addrs, a)
+	}
+	return addrs
 }
 
 func withLog(o iface.Options, log klog.Logger) iface.Options {
