@@ -27,13 +27,13 @@ func (m *Manager) WatchPeers(ctx context.Context, out chan<- []Event) error {
 	}
 	for ctx.Err() == nil {
 		broken := false
-		for batch := range m.reg.WatchLeases(ctx, rev+1) {
+		for batch := range m.reg.WatchLeases(ctx, rev) {
 			if batch.Err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}
 				if errors.Is(batch.Err, ErrCompacted) {
-					m.log.Info("Lease watch fell behind a compaction; listing again", "revision", rev+1)
+					m.log.Info("Lease watch fell behind a compaction; listing again", "revision", rev)
 				} else {
 					m.obs.StoreError("watch", batch.Err)
 					m.log.Error(batch.Err, "Lease watch failed; listing again")

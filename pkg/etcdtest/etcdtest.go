@@ -184,7 +184,8 @@ func (s *Server) waitHealthyLocked(timeout time.Duration) error {
 		deadline := time.Now().Add(timeout)
 		for time.Now().Before(deadline) {
 			b, _ := os.ReadFile(s.logPath)
-			if strings.Contains(string(b), "ready to serve client requests") {
+			// capnslog says the first, zap (etcd 3.4's --logger zap) the second.
+			if strings.Contains(string(b), "ready to serve client requests") || strings.Contains(string(b), "serving client traffic") {
 				return nil
 			}
 			if s.cmd.ProcessState != nil {

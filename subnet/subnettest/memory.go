@@ -251,6 +251,7 @@ func (r *Registry) WatchLeases(ctx context.Context, rev int64) <-chan subnet.Wat
 		close(ch)
 		return ch
 	}
+	rev++ // the contract: changes after rev
 	if rev <= r.compacted {
 		ch <- subnet.WatchBatch{Err: fmt.Errorf("watch from %d: %w", rev, subnet.ErrCompacted)}
 		close(ch)

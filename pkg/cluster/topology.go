@@ -1,0 +1,177 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/weftnet/weft/pkg/etcdtest"
+	"github.com/weftnet/weft/pkg/nsutil"
+)
+
+// build makes the hub, the nodes, the optional internet and starts etcd. On error the
+// caller runs Close, which deletes whatever was made.
+func (c *Cluster) build(ctx context.Context) error {
+	mtu := strconv.Itoa(c.opts.MTU)
+	hub, err := c.newNamespace("hub")
+	if err != nil {
+		return err
+	}
+	c.hub = hub
+	if err := c.runAll(ctx, hub, [][]string{
+		{"link", "add", "br0", "type", "bridge"},
+		{"link", "set", "br0", "mtu", mtu},
+		{"addr", "add", prefix(HubIP), "dev", "br0"},
+		{"link", "set", "br0", "up"},
+	}); err != nil {
+		return err
+	}
+	if err := c.enableForwarding(ctx, hub); err != nil {
+		return err
+	}
+
+	for i := 0; i < c.opts.Nodes; i++ {
+		if err := c.buildNode(ctx, i, mtu); err != nil {
+			return err
+		}
+	}
+	if c.opts.Internet {
+		if err := c.buildInternet(ctx); err != nil {
+			return err
+		}
+	}
+	c.logf("cluster: hub %s, %d nodes %s, internet %q", hub, len(c.nodes), strings.Join(c.nodes, " "), c.inet)
+
+	etcdDir := filepath.Join(c.dir, "etcd")
+	if err := os.MkdirAll(etcdDir, 0o755); err != nil {
+		return fmt.Errorf("etcd: %w", err)
+	}
+	srv, err := etcdtest.New(etcdtest.Options{
+		Netns:      hub,
+		Host:       HubIP.String(),
+		ClientPort: EtcdClientPort,
+		PeerPort:   EtcdPeerPort,
+		Dir:        etcdDir,
+	})
+	if err != nil {
+		return fmt.Errorf("etcd: %w", err)
+	}
+	c.etcd = srv // set before Start so that Close stops a half-started server
+	if err := srv.Start(); err != nil {
+		return fmt.Errorf("etcd: %w", err)
+	}
+	// A second, independent check: a client dialled through the hub gets a status answer.
+	cli, err := c.Etcd(ctx)
+	if err != nil {
+		return err
+	}
+	cli.Close()
+	c.logf("cluster: etcd at %s (log %s)", srv.Endpoint(), srv.LogPath())
+	return nil
+}
+
+func (c *Cluster) buildNode(ctx context.Context, i int, mtu string) error {
+	ns, err := c.newNamespace(fmt.Sprintf("node%d", i))
+	if err != nil {
+		return err
+	}
+	c.nodes = append(c.nodes, ns)
+	if err := os.MkdirAll(c.NodeDir(i), 0o755); err != nil {
+		return fmt.Errorf("node %d: %w", i, err)
+	}
+	hubEnd := fmt.Sprintf("vn%d", i)
+	// The veth is created inside the hub namespace, its peer moved straight into the node.
+	if err := c.runAll(ctx, c.hub, [][]string{
+		{"link", "add", hubEnd, "mtu", mtu, "type", "veth", "peer", "name", "eth0", "mtu", mtu, "netns", ns},
+		{"link", "set", hubEnd, "master", "br0"},
+		{"link", "set", hubEnd, "up"},
+	}); err != nil {
+		return fmt.Errorf("node %d: %w", i, err)
+	}
+	if err := c.runAll(ctx, ns, [][]string{
+		{"addr", "add", prefix(c.NodeIP(i)), "dev", "eth0"},
+		{"link", "set", "eth0", "up"},
+		{"route", "add", "default", "via", HubIP.String(), "dev", "eth0"},
+	}); err != nil {
+		return fmt.Errorf("node %d: %w", i, err)
+	}
+	if err := c.enableForwarding(ctx, ns); err != nil {
+		return fmt.Errorf("node %d: %w", i, err)
+	}
+	return nil
+}
+
+func (c *Cluster) buildInternet(ctx context.Context) error {
+	ns, err := c.newNamespace("inet")
+	if err != nil {
+		return err
+	}
+	c.inet = ns
+	if err := c.runAll(ctx, c.hub, [][]string{
+		{"link", "add", "inet0", "type", "veth", "peer", "name", "eth0", "netns", ns},
+		{"addr", "add", prefix(InternetGatewayIP), "dev", "inet0"},
+		{"link", "set", "inet0", "up"},
+	}); err != nil {
+		return fmt.Errorf("internet: %w", err)
+	}
+	if err := c.runAll(ctx, ns, [][]string{
+		{"addr", "add", prefix(InternetIP), "dev", "eth0"},
+		{"link", "set", "eth0", "up"},
+		{"route", "add", "default", "via", InternetGatewayIP.String(), "dev", "eth0"},
+	}); err != nil {
+		return fmt.Errorf("internet: %w", err)
+	}
+	return nil
+}
+
+// newNamespace creates a uniquely named namespace (loopback up) and records it for Close.
+func (c *Cluster) newNamespace(label string) (string, error) {
+	name := nsutil.UniqueName(label)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return "", fmt.Errorf("namespace %s: %w", label, ErrClosed)
+	}
+	if err := nsutil.Create(name); err != nil {
+		return "", err
+	}
+	c.namespaces = append(c.namespaces, name)
+	return name, nil
+}
+
+func (c *Cluster) enableForwarding(ctx context.Context, ns string) error {
+	_, err := c.ExecContext(ctx, ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+	return err
+}
+
+// runAll runs `ip -n ns <args>` for each command, stopping at the first failure.
+func (c *Cluster) runAll(ctx context.Context, ns string, cmds [][]string) error {
+	for _, args := range cmds {
+		if err := runIP(ctx, ns, args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// runIP runs `ip -n ns <args>`, bounded by ctx and ExecTimeout.
+func runIP(ctx context.Context, ns string, args ...string) error {
+	ctx, cancel := context.WithTimeout(ctx, ExecTimeout)
+	defer cancel()
+	argv := append([]string{"-n", ns}, args...)
+	out, err := exec.CommandContext(ctx, "ip", argv...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ip %s: %w: %s", strings.Join(argv, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// prefix renders addr with the underlay prefix length, e.g. 192.0.2.1/24.
+func prefix(addr netip.Addr) string {
+	return netip.PrefixFrom(addr, UnderlayPrefixLen).String()
+}

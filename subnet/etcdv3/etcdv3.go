@@ -1,0 +1,168 @@
+// Package etcdv3 is the etcd v3 implementation of subnet.Registry, storing exactly what
+// flanneld stores: the network config at <prefix>/config and one key per lease at
+// <prefix>/subnets/<subnet key> whose value is the lease's JSON attributes.
+//
+// Every lease key carries its own etcd lease (granted with the lease TTL), whose ID is
+// Lease.TTLID; a key with no etcd lease is a reservation (TTLID 0). Creates and updates are
+// single transactions guarded by the key's create or modification revision, so two writers
+// never both win. Listing is one range request: the etcd lease ID comes with each key, so no
+// TimeToLive request is made per lease (flanneld makes one per key).
+//
+// The package is storage only: it decides nothing about which subnet a node takes, and it
+// logs only what the operator of the store connection needs (best-effort cleanups that
+// failed, etcd client warnings). Malformed keys and values are reported to the caller, never
+// fatal.
+package etcdv3
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"k8s.io/klog/v2"
+
+	"github.com/weftnet/weft/subnet"
+)
+
+// DefaultPrefix is flannel's default etcd prefix.
+const DefaultPrefix = "/coreos.com/network"
+
+// DefaultDialTimeout bounds the first connection (and authentication) when Config leaves
+// DialTimeout zero.
+const DefaultDialTimeout = 5 * time.Second
+
+// cleanupTimeout bounds best-effort revokes made after the caller's request is done.
+const cleanupTimeout = 5 * time.Second
+
+// Config says how to reach etcd and where weft's keys live. The field names follow
+// flanneld's --etcd-* flags.
+type Config struct {
+	Endpoints []string // --etcd-endpoints; http://, https:// or host:port
+	Prefix    string   // --etcd-prefix; DefaultPrefix when empty
+
+	KeyFile  string // --etcd-keyfile: client key (PEM), with CertFile
+	CertFile string // --etcd-certfile: client certificate (PEM), with KeyFile
+	CAFile   string // --etcd-cafile: CA bundle (PEM) that signed the server certificate
+
+	Username string // --etcd-username
+	Password string // --etcd-password
+
+	DialTimeout time.Duration // DefaultDialTimeout when zero
+}
+
+// Registry is a subnet.Registry backed by etcd v3. Its methods are safe for concurrent
+// use. After Close, requests fail and watch channels close.
+type Registry struct {
+	client     *clientv3.Client
+	log        klog.Logger
+	prefix     string // without a trailing slash
+	configKey  string // <prefix>/config
+	subnetsDir string // <prefix>/subnets/ (with the slash, so that a prefix watch is exact)
+
+	closeOnce sync.Once
+	done      chan struct{} // closed by Close; watch goroutines stop delivering
+}
+
+var _ subnet.Registry = (*Registry)(nil)
+
+// New connects to etcd. The connection is made lazily (requests wait for it, bounded by
+// their context), except that with Username and Password the client authenticates here,
+// bounded by DialTimeout. A missing or unreadable TLS file is an error naming the field
+// and the path.
+func New(cfg Config, log klog.Logger) (*Registry, error) {
+	return newRegistry(cfg, log)
+}
+
+// newRegistry is New with extra gRPC dial options, for tests that observe the requests.
+func newRegistry(cfg Config, log klog.Logger, dialOpts ...grpc.DialOption) (*Registry, error) {
+	if len(cfg.Endpoints) == 0 {
+		return nil, errors.New("etcd: no endpoints configured (--etcd-endpoints)")
+	}
+	tlsCfg, err := tlsConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if tlsCfg != nil {
+		for _, ep := range cfg.Endpoints {
+			if strings.HasPrefix(ep, "http://") {
+				log.Info("etcd endpoint is plain http: TLS files are not used for it", "endpoint", ep)
+			}
+		}
+	}
+	timeout := cfg.DialTimeout
+	if timeout <= 0 {
+		timeout = DefaultDialTimeout
+	}
+	client, err := clientv3.New(clientv3.Config{
+		Endpoints:   cfg.Endpoints,
+		DialTimeout: timeout,
+		TLS:         tlsCfg,
+		Username:    cfg.Username,
+		Password:    cfg.Password,
+		DialOptions: dialOpts,
+		Logger:      zap.New(newZapCore(log.WithName("etcd-client"))),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcd client for %s: %w", strings.Join(cfg.Endpoints, ","), err)
+	}
+	prefix := normalizePrefix(cfg.Prefix)
+	return &Registry{
+		client:     client,
+		log:        log,
+		prefix:     prefix,
+		configKey:  prefix + "/config",
+		subnetsDir: prefix + "/subnets/",
+		done:       make(chan struct{}),
+	}, nil
+}
+
+// normalizePrefix applies the default and drops trailing slashes, so that "/a/" and "/a"
+// name the same keys.
+func normalizePrefix(p string) string {
+	if p == "" {
+		return DefaultPrefix
+	}
+	return strings.TrimRight(p, "/")
+}
+
+// Client returns the underlying etcd client, for tools (etcdctl-like inspection, tests).
+// It is owned by the Registry: do not close it.
+func (r *Registry) Client() *clientv3.Client { return r.client }
+
+// Prefix returns the normalized key prefix, e.g. /coreos.com/network.
+func (r *Registry) Prefix() string { return r.prefix }
+
+// Close closes the etcd client. Watch channels close without delivering anything more.
+// Calling Close again does nothing and returns nil.
+func (r *Registry) Close() error {
+	var err error
+	r.closeOnce.Do(func() {
+		close(r.done)
+		err = r.client.Close()
+	})
+	return err
+}
+
+// ErrClosed is wrapped by the errors of requests made after Close. It is net.ErrClosed, so
+// callers may check either.
+var ErrClosed = net.ErrClosed
+
+// checkOpen fails fast after Close, instead of letting the etcd client retry on a closing
+// connection until the caller's deadline.
+func (r *Registry) checkOpen(op string) error {
+	select {
+	case <-r.done:
+		return fmt.Errorf("%s: etcd registry: %w", op, ErrClosed)
+	default:
+		return nil
+	}
+}
+
+// leaseKey returns the full etcd key of a lease key such as 10.244.5.0-24.
+func (r *Registry) leaseKey(k string) string { return r.subnetsDir + k }

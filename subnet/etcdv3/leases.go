@@ -1,0 +1,247 @@
+package etcdv3
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net/netip"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/weftnet/weft/pkg/ip"
+	"github.com/weftnet/weft/subnet"
+)
+
+// ListLeases returns every lease below <prefix>/subnets/ from one range request. TTLID
+// comes from each key's etcd lease; Expiration is left zero (asking it would cost one
+// request per lease). Keys or values that do not parse are returned in Malformed.
+func (r *Registry) ListLeases(ctx context.Context) (subnet.LeaseList, error) {
+	if err := r.checkOpen("list leases"); err != nil {
+		return subnet.LeaseList{}, err
+	}
+	resp, err := r.client.Get(ctx, r.subnetsDir, clientv3.WithPrefix())
+	if err != nil {
+		return subnet.LeaseList{}, fmt.Errorf("list leases under %s: %w", r.subnetsDir, err)
+	}
+	list := subnet.LeaseList{Revision: resp.Header.Revision}
+	for _, kv := range resp.Kvs {
+		l, err := decodeLease(r.subnetsDir, kv)
+		if err != nil {
+			list.Malformed = append(list.Malformed, subnet.Malformed{Key: string(kv.Key), Err: err})
+			continue
+		}
+		list.Leases = append(list.Leases, l)
+	}
+	return list, nil
+}
+
+// CreateLease creates the key for sn if it has never existed or was deleted, in one
+// transaction "if create_revision(key) == 0 then put". With ttl > 0 the key is attached to
+// a fresh etcd lease (granted first, revoked again if the transaction loses); with ttl == 0
+// it is a reservation. Losing returns an error wrapping subnet.ErrTaken.
+func (r *Registry) CreateLease(ctx context.Context, sn netip.Prefix, attrs subnet.LeaseAttrs, ttl time.Duration) (subnet.Lease, error) {
+	if err := r.checkOpen("create lease"); err != nil {
+		return subnet.Lease{}, err
+	}
+	if !sn.Addr().Is4() || !ip.IsNetworkAddress(sn) {
+		return subnet.Lease{}, fmt.Errorf("create lease: %v is not an IPv4 subnet", sn)
+	}
+	key := r.leaseKey(subnet.LeaseKey(sn, netip.Prefix{}))
+	value, stored, err := encodeAttrs(attrs)
+	if err != nil {
+		return subnet.Lease{}, fmt.Errorf("create lease %s: %w", key, err)
+	}
+	g, err := r.grant(ctx, ttl)
+	if err != nil {
+		return subnet.Lease{}, fmt.Errorf("create lease %s: %w", key, err)
+	}
+	resp, err := r.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, string(value), g.putOpts()...)).
+		Commit()
+	if err != nil || !resp.Succeeded {
+		// Revoking also undoes a put whose outcome an error hid, so that the error
+		// means "not created" in every case.
+		r.revoke(ctx, g.id)
+		if err != nil {
+			return subnet.Lease{}, fmt.Errorf("create lease %s: %w", key, err)
+		}
+		return subnet.Lease{}, fmt.Errorf("create lease %s: %w", key, subnet.ErrTaken)
+	}
+	return subnet.Lease{
+		Subnet:     sn,
+		Attrs:      stored,
+		TTLID:      g.id,
+		Expiration: g.expiration,
+		Revision:   resp.Header.Revision,
+	}, nil
+}
+
+// UpdateLease rewrites old's key if its modification revision is still old.Revision, in
+// one transaction, under a fresh etcd lease (ttl > 0) or none (ttl == 0: a reservation).
+// After success, old's etcd lease is revoked (best effort) when it differs; no key is
+// attached to it any more, so revoking it deletes nothing. A changed or vanished key
+// returns an error wrapping subnet.ErrTaken.
+func (r *Registry) UpdateLease(ctx context.Context, old subnet.Lease, attrs subnet.LeaseAttrs, ttl time.Duration) (subnet.Lease, error) {
+	if err := r.checkOpen("update lease"); err != nil {
+		return subnet.Lease{}, err
+	}
+	if !old.Subnet.Addr().Is4() || !ip.IsNetworkAddress(old.Subnet) {
+		return subnet.Lease{}, fmt.Errorf("update lease: %v is not an IPv4 subnet", old.Subnet)
+	}
+	key := r.leaseKey(old.Key())
+	if old.Revision <= 0 {
+		// ModRevision == 0 would mean "absent": the transaction would create the key.
+		return subnet.Lease{}, fmt.Errorf("update lease %s: the lease has no revision; it must come from the store", key)
+	}
+	value, stored, err := encodeAttrs(attrs)
+	if err != nil {
+		return subnet.Lease{}, fmt.Errorf("update lease %s: %w", key, err)
+	}
+	g, err := r.grant(ctx, ttl)
+	if err != nil {
+		return subnet.Lease{}, fmt.Errorf("update lease %s: %w", key, err)
+	}
+	resp, err := r.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(key), "=", old.Revision)).
+		Then(clientv3.OpPut(key, string(value), g.putOpts()...)).
+		Commit()
+	if err != nil {
+		// The outcome is unknown: if the put happened, revoking the fresh grant would
+		// delete the key. Leave the grant to expire on its own.
+		return subnet.Lease{}, fmt.Errorf("update lease %s: %w", key, err)
+	}
+	if !resp.Succeeded {
+		r.revoke(ctx, g.id)
+		return subnet.Lease{}, fmt.Errorf("update lease %s at revision %d: %w", key, old.Revision, subnet.ErrTaken)
+	}
+	if old.TTLID != 0 && old.TTLID != g.id {
+		r.revoke(ctx, old.TTLID)
+	}
+	return subnet.Lease{
+		Subnet:     old.Subnet,
+		IPv6Subnet: old.IPv6Subnet,
+		Attrs:      stored,
+		TTLID:      g.id,
+		Expiration: g.expiration,
+		Revision:   resp.Header.Revision,
+	}, nil
+}
+
+// RenewLease refreshes l's etcd lease to its full TTL (one keep-alive) and then checks, with
+// one read, that l's key still exists and still carries that etcd lease: only then is the
+// key sure to live until the returned Expiration. A reservation (TTLID 0) only has its key's
+// existence checked. Either failure returns an error wrapping subnet.ErrNotFound.
+//
+// The returned lease is read from the store: its Revision (and Attrs) are current, and for a
+// reservation that someone has meanwhile attached a TTL to, TTLID is that etcd lease.
+func (r *Registry) RenewLease(ctx context.Context, l subnet.Lease) (subnet.Lease, error) {
+	if err := r.checkOpen("renew lease"); err != nil {
+		return subnet.Lease{}, err
+	}
+	if !l.Subnet.Addr().Is4() || !ip.IsNetworkAddress(l.Subnet) {
+		return subnet.Lease{}, fmt.Errorf("renew lease: %v is not an IPv4 subnet", l.Subnet)
+	}
+	key := r.leaseKey(l.Key())
+	var expiration time.Time
+	if l.TTLID != 0 {
+		start := time.Now()
+		ka, err := r.client.KeepAliveOnce(ctx, clientv3.LeaseID(l.TTLID))
+		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			return subnet.Lease{}, fmt.Errorf("renew lease %s: etcd lease %x: %w", key, l.TTLID, subnet.ErrNotFound)
+		}
+		if err != nil {
+			return subnet.Lease{}, fmt.Errorf("renew lease %s: keep-alive of etcd lease %x: %w", key, l.TTLID, err)
+		}
+		expiration = start.Add(time.Duration(ka.TTL) * time.Second)
+	}
+	resp, err := r.client.Get(ctx, key)
+	if err != nil {
+		return subnet.Lease{}, fmt.Errorf("renew lease %s: %w", key, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return subnet.Lease{}, fmt.Errorf("renew lease %s: key is gone: %w", key, subnet.ErrNotFound)
+	}
+	kv := resp.Kvs[0]
+	if l.TTLID != 0 && kv.Lease != l.TTLID {
+		return subnet.Lease{}, fmt.Errorf("renew lease %s: key is now held under etcd lease %x, not %x: %w", key, kv.Lease, l.TTLID, subnet.ErrNotFound)
+	}
+	cur, err := decodeLease(r.subnetsDir, kv)
+	if err != nil {
+		return subnet.Lease{}, fmt.Errorf("renew lease %s: stored value no longer parses (%w): %w", key, err, subnet.ErrNotFound)
+	}
+	cur.Expiration = expiration
+	if kv.Lease != l.TTLID {
+		cur.Expiration = time.Time{} // a TTL appeared on a reservation; its expiry is unknown
+	}
+	return cur, nil
+}
+
+// DeleteLease deletes the key for sn (a missing key is not an error) and revokes, best
+// effort, the etcd lease it carried.
+func (r *Registry) DeleteLease(ctx context.Context, sn netip.Prefix) error {
+	if err := r.checkOpen("delete lease"); err != nil {
+		return err
+	}
+	if !sn.Addr().Is4() || !ip.IsNetworkAddress(sn) {
+		return fmt.Errorf("delete lease: %v is not an IPv4 subnet", sn)
+	}
+	key := r.leaseKey(subnet.LeaseKey(sn, netip.Prefix{}))
+	resp, err := r.client.Delete(ctx, key, clientv3.WithPrevKV())
+	if err != nil {
+		return fmt.Errorf("delete lease %s: %w", key, err)
+	}
+	for _, kv := range resp.PrevKvs {
+		if kv.Lease != 0 {
+			r.revoke(ctx, kv.Lease)
+		}
+	}
+	return nil
+}
+
+// grantResult is a fresh etcd lease, or none (id 0) for a reservation.
+type grantResult struct {
+	id         int64
+	expiration time.Time
+}
+
+func (g grantResult) putOpts() []clientv3.OpOption {
+	if g.id == 0 {
+		return nil
+	}
+	return []clientv3.OpOption{clientv3.WithLease(clientv3.LeaseID(g.id))}
+}
+
+// grant creates an etcd lease for ttl, rounded up to whole seconds; ttl == 0 grants none.
+// etcd may raise a very short TTL to its minimum; the expiration follows what it granted.
+func (r *Registry) grant(ctx context.Context, ttl time.Duration) (grantResult, error) {
+	switch {
+	case ttl < 0:
+		return grantResult{}, fmt.Errorf("negative lease TTL %v", ttl)
+	case ttl == 0:
+		return grantResult{}, nil
+	}
+	secs := int64(math.Ceil(ttl.Seconds()))
+	start := time.Now()
+	resp, err := r.client.Grant(ctx, secs)
+	if err != nil {
+		return grantResult{}, fmt.Errorf("grant etcd lease of %ds: %w", secs, err)
+	}
+	return grantResult{id: int64(resp.ID), expiration: start.Add(time.Duration(resp.TTL) * time.Second)}, nil
+}
+
+// revoke drops an etcd lease, best effort: a failure only leaves the lease to expire on
+// its own. It runs even when ctx has just been cancelled.
+func (r *Registry) revoke(ctx context.Context, id int64) {
+	if id == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	if _, err := r.client.Revoke(ctx, clientv3.LeaseID(id)); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		r.log.Info("Could not revoke an unused etcd lease; it will expire on its own", "leaseID", fmt.Sprintf("%x", id), "err", err)
+	}
+}

@@ -1,0 +1,172 @@
+package etcdv3
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/weftnet/weft/subnet"
+)
+
+// errWatchEnded is delivered when etcd's watch channel closes while the caller's context
+// is still live (for example after the client was closed underneath).
+var errWatchEnded = errors.New("etcd watch ended unexpectedly")
+
+// GetConfig returns the bytes at <prefix>/config and the store revision of the read, or an
+// error wrapping subnet.ErrNotFound when the key is absent.
+func (r *Registry) GetConfig(ctx context.Context) ([]byte, int64, error) {
+	if err := r.checkOpen("read network config"); err != nil {
+		return nil, 0, err
+	}
+	resp, err := r.client.Get(ctx, r.configKey)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read network config %s: %w", r.configKey, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, resp.Header.Revision, fmt.Errorf("network config %s: %w", r.configKey, subnet.ErrNotFound)
+	}
+	return resp.Kvs[0].Value, resp.Header.Revision, nil
+}
+
+// WatchConfig delivers the config bytes after each change made after revision rev (rev <= 0:
+// changes from now on), and nil when the key is deleted. The channel closes when ctx ends,
+// when the watch fails (compaction, lost leader, closed client) or after Close; callers
+// then re-read with GetConfig.
+func (r *Registry) WatchConfig(ctx context.Context, rev int64) <-chan []byte {
+	out := make(chan []byte)
+	go func() {
+		defer close(out)
+		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+		defer cancel()
+		for resp := range r.client.Watch(wctx, r.configKey, revOpts(rev)...) {
+			if err := resp.Err(); err != nil {
+				r.log.V(2).Info("Network config watch ended", "key", r.configKey, "err", err)
+				return
+			}
+			for _, ev := range resp.Events {
+				var v []byte
+				if ev.Type == mvccpb.PUT {
+					v = append([]byte{}, ev.Kv.Value...) // non-nil even when empty
+				}
+				if !send(ctx, r.done, out, v) {
+					return
+				}
+			}
+		}
+	}()
+	return out
+}
+
+// WatchLeases delivers the lease changes made after revision rev (rev <= 0: from now on),
+// one batch per etcd watch response, until ctx ends, Close is called, or an error is
+// delivered; then the channel closes. The watch requires a leader, so a member cut off
+// from its cluster ends it with an error instead of going silent.
+//
+// A put delivers Added with the lease as stored (TTLID, Revision). A delete, including an
+// expiry, delivers Removed carrying the Subnet, and the previous Attrs and TTLID when the
+// previous value is known. A put whose key or value does not parse is listed in Malformed;
+// if it overwrote a valid lease, that lease is also delivered as Removed, so that applying
+// Events in order never keeps a peer whose value became garbage. Deletes of keys that are
+// not lease keys are ignored. Compaction delivers an error wrapping subnet.ErrCompacted.
+func (r *Registry) WatchLeases(ctx context.Context, rev int64) <-chan subnet.WatchBatch {
+	out := make(chan subnet.WatchBatch)
+	go func() {
+		defer close(out)
+		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+		defer cancel()
+		opts := append(revOpts(rev), clientv3.WithPrefix(), clientv3.WithPrevKV())
+		for resp := range r.client.Watch(wctx, r.subnetsDir, opts...) {
+			if err := resp.Err(); err != nil {
+				if ctx.Err() == nil {
+					send(ctx, r.done, out, subnet.WatchBatch{Revision: resp.Header.Revision, Err: r.watchError(rev, resp, err)})
+				}
+				return
+			}
+			b := translate(r.subnetsDir, resp.Events)
+			if len(b.Events) == 0 && len(b.Malformed) == 0 {
+				continue // progress notification
+			}
+			b.Revision = resp.Header.Revision
+			if !send(ctx, r.done, out, b) {
+				return
+			}
+		}
+		if ctx.Err() == nil {
+			send(ctx, r.done, out, subnet.WatchBatch{Err: fmt.Errorf("watch %s: %w", r.subnetsDir, errWatchEnded)})
+		}
+	}()
+	return out
+}
+
+func (r *Registry) watchError(rev int64, resp clientv3.WatchResponse, err error) error {
+	if resp.CompactRevision != 0 || errors.Is(err, rpctypes.ErrCompacted) {
+		return fmt.Errorf("watch %s after revision %d: store compacted up to revision %d: %w", r.subnetsDir, rev, resp.CompactRevision, subnet.ErrCompacted)
+	}
+	return fmt.Errorf("watch %s after revision %d: %w", r.subnetsDir, rev, err)
+}
+
+// revOpts starts a watch just after rev, or at the current revision when rev <= 0.
+func revOpts(rev int64) []clientv3.OpOption {
+	if rev <= 0 {
+		return nil
+	}
+	return []clientv3.OpOption{clientv3.WithRev(rev + 1)}
+}
+
+// translate turns the events of one watch response on dir into a batch (without Revision).
+func translate(dir string, events []*clientv3.Event) subnet.WatchBatch {
+	var b subnet.WatchBatch
+	for _, ev := range events {
+		switch ev.Type {
+		case mvccpb.PUT:
+			l, err := decodeLease(dir, ev.Kv)
+			if err == nil {
+				b.Events = append(b.Events, subnet.Event{Type: subnet.Added, Lease: l})
+				continue
+			}
+			b.Malformed = append(b.Malformed, subnet.Malformed{Key: string(ev.Kv.Key), Err: err})
+			if ev.PrevKv != nil {
+				if prev, err := decodeLease(dir, ev.PrevKv); err == nil {
+					prev.Revision = ev.Kv.ModRevision
+					b.Events = append(b.Events, subnet.Event{Type: subnet.Removed, Lease: prev})
+				}
+			}
+		case mvccpb.DELETE:
+			suffix, err := leaseKeySuffix(dir, ev.Kv.Key)
+			if err != nil {
+				continue // never a lease, so nothing to remove
+			}
+			gone := subnet.Lease{Revision: ev.Kv.ModRevision}
+			if ev.PrevKv != nil {
+				if prev, err := decodeLease(dir, ev.PrevKv); err == nil {
+					gone = prev
+					gone.Revision = ev.Kv.ModRevision
+				}
+			}
+			gone.Subnet, gone.IPv6Subnet, _ = subnet.ParseLeaseKey(suffix)
+			b.Events = append(b.Events, subnet.Event{Type: subnet.Removed, Lease: gone})
+		}
+	}
+	return b
+}
+
+// send delivers v unless ctx ends or the registry is closed first; it reports delivery.
+func send[T any](ctx context.Context, done <-chan struct{}, out chan<- T, v T) bool {
+	select {
+	case <-done:
+		return false
+	default:
+	}
+	select {
+	case out <- v:
+		return true
+	case <-ctx.Done():
+		return false
+	case <-done:
+		return false
+	}
+}

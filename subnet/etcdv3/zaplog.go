@@ -1,0 +1,66 @@
+package etcdv3
+
+import (
+	"maps"
+	"slices"
+
+	"go.uber.org/zap/zapcore"
+	"k8s.io/klog/v2"
+)
+
+// zapCore sends the etcd client's zap logs to a klog.Logger, so that they come out in the
+// daemon's format rather than as JSON on stderr. Warnings and errors are logged at V(0),
+// info at V(4), debug is dropped.
+type zapCore struct {
+	log    klog.Logger
+	fields []zapcore.Field
+}
+
+func newZapCore(log klog.Logger) zapcore.Core { return &zapCore{log: log} }
+
+func (c *zapCore) Enabled(l zapcore.Level) bool {
+	switch {
+	case l >= zapcore.WarnLevel:
+		return c.log.Enabled()
+	case l == zapcore.InfoLevel:
+		return c.log.V(4).Enabled()
+	default:
+		return false
+	}
+}
+
+func (c *zapCore) With(fields []zapcore.Field) zapcore.Core {
+	return &zapCore{log: c.log, fields: append(append([]zapcore.Field(nil), c.fields...), fields...)}
+}
+
+func (c *zapCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if c.Enabled(e.Level) {
+		return ce.AddCore(e, c)
+	}
+	return ce
+}
+
+func (c *zapCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
+	enc := zapcore.NewMapObjectEncoder()
+	for _, f := range c.fields {
+		f.AddTo(enc)
+	}
+	for _, f := range fields {
+		f.AddTo(enc)
+	}
+	kv := make([]any, 0, 2*len(enc.Fields)+2)
+	if e.Level >= zapcore.WarnLevel {
+		kv = append(kv, "level", e.Level.String())
+	}
+	for _, k := range slices.Sorted(maps.Keys(enc.Fields)) {
+		kv = append(kv, k, enc.Fields[k])
+	}
+	if e.Level >= zapcore.WarnLevel {
+		c.log.Info(e.Message, kv...)
+	} else {
+		c.log.V(4).Info(e.Message, kv...)
+	}
+	return nil
+}
+
+func (c *zapCore) Sync() error { return nil }
