@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weftnet/weft/pkg/cluster"
+	"github.com/weftnet/weft/pkg/subnetenv"
+)
+
+// eventually retries f every 100 ms until it succeeds or timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not true within %s: %v", what, timeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// startNodes starts weftd on the given nodes, waits for their subnet files and gives each
+// node one pod.
+func startNodes(t *testing.T, c *cluster.Cluster, nodes []int, args ...string) (map[int]*cluster.Weftd, map[int]*cluster.Pod, map[int]subnetenv.Env) {
+	t.Helper()
+	ds, pods, envs := map[int]*cluster.Weftd{}, map[int]*cluster.Pod{}, map[int]subnetenv.Env{}
+	for _, i := range nodes {
+		ds[i] = c.StartNode(i, args...)
+	}
+	for _, i := range nodes {
+		env, err := c.WaitSubnetEnv(i, 20*time.Second)
+		if err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+		envs[i] = env
+		pods[i] = c.AddPod(i)
+	}
+	return ds, pods, envs
+}
+
+// pingAll checks that every pod reaches every other pod (retrying while routes converge).
+func pingAll(t *testing.T, pods map[int]*cluster.Pod, timeout time.Duration) {
+	t.Helper()
+	for i, from := range pods {
+		for j, to := range pods {
+			if i == j {
+				continue
+			}
+			eventually(t, timeout, fmt.Sprintf("pod on node %d pings pod on node %d", i, j), func() error {
+				return from.Ping(to.IP, 1, 2*time.Second)
+			})
+		}
+	}
+}
+
+// routeTo returns the node's main-table route to dst ("" when none).
+func routeTo(t *testing.T, c *cluster.Cluster, node int, dst string) string {
+	t.Helper()
+	out, err := c.Exec(c.NodeNS(node), "ip", "-4", "route", "show", "exact", dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(out)
+}
+
+// etcdDelete deletes a key below the cluster's prefix.
+func etcdDelete(t *testing.T, c *cluster.Cluster, key string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cli, err := c.Etcd(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	if _, err := cli.Delete(ctx, c.Prefix()+"/"+key); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// etcdGet reads a key below the cluster's prefix ("" when missing).
+func etcdGet(t *testing.T, c *cluster.Cluster, key string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cli, err := c.Etcd(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	resp, err := cli.Get(ctx, c.Prefix()+"/"+key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) == 0 {
+		return ""
+	}
+	return string(resp.Kvs[0].Value)
+}
+
+func leaseKey(env subnetenv.Env) string {
+	sn := env.Subnet.Masked()
+	return fmt.Sprintf("subnets/%s-%d", sn.Addr(), sn.Bits())
+}
+
+func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
