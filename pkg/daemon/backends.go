@@ -6,6 +6,7 @@ import (
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/hostgw"
+	"github.com/weftnet/weft/backend/vxlan"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -13,6 +14,7 @@ import (
 func Backends() map[string]backend.Type {
 	types := []backend.Type{
 		hostgw.Type(),
+		vxlan.Type(),
 	}
 	m := make(map[string]backend.Type, len(types))
 	for _, t := range types {

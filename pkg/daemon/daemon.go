@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/netip"
 	"time"
@@ -97,6 +98,9 @@ func (d *Daemon) run(ctx context.Context, reg *etcdv3.Registry) error {
 	be, err := btype.New(backend.Env{Ext: ext, Network: netCfg, Log: d.log.WithName(btype.Name)})
 	if err != nil {
 		return fmt.Errorf("backend %s: %w", btype.Name, err)
+	}
+	if c, ok := be.(io.Closer); ok {
+		defer c.Close()
 	}
 	attrs, err := be.Prepare(ctx)
 	if err != nil {

@@ -1,0 +1,187 @@
+// Package kerneltest builds throwaway network topologies for the tests of weft's kernel
+// backends: two "nodes" (namespaces) joined by a veth, pod namespaces behind a bridge on a
+// node, and a monitor that counts netlink change notifications so a test can assert that an
+// idempotent call wrote nothing.
+//
+// Everything it creates lives in namespaces made by nsutil.Temp and is removed when the
+// test ends; it never touches the namespace the test runs in. It is imported by tests only.
+package kerneltest
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/pkg/nsutil"
+)
+
+// Node is a namespace standing for one host, with its underlay interface.
+type Node struct {
+	NS    string     // namespace name
+	Iface string     // underlay interface name inside NS
+	Addr  netip.Addr // underlay address on Iface (192.0.2.x)
+}
+
+// TwoNodes makes two namespaces joined by a veth "eth0" on each side, addressed
+// 192.0.2.1/24 and 192.0.2.2/24, up. The test is skipped where namespaces are unavailable.
+func TwoNodes(t testing.TB) (a, b Node) {
+	t.Helper()
+	a = Node{NS: nsutil.Temp(t, "nodea"), Iface: "eth0", Addr: netip.MustParseAddr("192.0.2.1")}
+	b = Node{NS: nsutil.Temp(t, "nodeb"), Iface: "eth0", Addr: netip.MustParseAddr("192.0.2.2")}
+	MustRun(t, a.NS, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", b.NS)
+	for _, n := range []Node{a, b} {
+		MustRun(t, n.NS, "ip", "addr", "add", n.Addr.String()+"/24", "dev", "eth0")
+		MustRun(t, n.NS, "ip", "link", "set", "eth0", "up")
+	}
+	return a, b
+}
+
+// AddPod puts a pod behind node: a bridge cni0 holding gw (e.g. 10.244.1.1/24) in the node
+// namespace, and a new pod namespace with pod (e.g. 10.244.1.2) on a veth into the bridge,
+// default route via gw. IP forwarding is switched on in the node. mtu (0: leave default)
+// is set on the pod's interface, as the CNI plugin does from FLANNEL_MTU. It returns the
+// pod namespace.
+func AddPod(t testing.TB, node Node, gw netip.Prefix, pod netip.Addr, mtu int) string {
+	t.Helper()
+	podNS := nsutil.Temp(t, "pod")
+	MustRun(t, node.NS, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	if _, err := nsutil.Run(node.NS, "ip", "link", "show", "cni0"); err != nil {
+		MustRun(t, node.NS, "ip", "link", "add", "cni0", "type", "bridge")
+		MustRun(t, node.NS, "ip", "addr", "add", gw.String(), "dev", "cni0")
+		MustRun(t, node.NS, "ip", "link", "set", "cni0", "up")
+	}
+	host := fmt.Sprintf("veth%d", pod.As4()[3])
+	MustRun(t, node.NS, "ip", "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", podNS)
+	MustRun(t, node.NS, "ip", "link", "set", host, "master", "cni0", "up")
+	if mtu > 0 {
+		MustRun(t, podNS, "ip", "link", "set", "eth0", "mtu", fmt.Sprint(mtu))
+	}
+	MustRun(t, podNS, "ip", "addr", "add", netip.PrefixFrom(pod, gw.Bits()).String(), "dev", "eth0")
+	MustRun(t, podNS, "ip", "link", "set", "eth0", "up")
+	MustRun(t, podNS, "ip", "route", "add", "default", "via", gw.Addr().String())
+	return podNS
+}
+
+// MustRun runs a command inside ns and fails the test on error.
+func MustRun(t testing.TB, ns string, argv ...string) string {
+	t.Helper()
+	out, err := nsutil.Run(ns, argv...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// Monitor counts rtnetlink change notifications (links, IPv4 addresses, routes and
+// neighbours, and FDB entries) in one namespace. IPv6 changes are not counted: the kernel
+// makes them on its own (link-local addresses, DAD) and weft manages IPv4 only.
+type Monitor struct {
+	n    atomic.Int64
+	last atomic.Value // string: a description of the last change seen
+}
+
+// Watch starts a Monitor on ns; it stops when the test ends.
+func Watch(t testing.TB, ns string) *Monitor {
+	t.Helper()
+	h, err := netns.GetFromName(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	m := &Monitor{}
+	routes := make(chan netlink.RouteUpdate, 64)
+	neighs := make(chan netlink.NeighUpdate, 64)
+	addrs := make(chan netlink.AddrUpdate, 64)
+	links := make(chan netlink.LinkUpdate, 64)
+	if err := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{Namespace: &h}); err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.NeighSubscribeWithOptions(neighs, done, netlink.NeighSubscribeOptions{Namespace: &h}); err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.AddrSubscribeWithOptions(addrs, done, netlink.AddrSubscribeOptions{Namespace: &h}); err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.LinkSubscribeWithOptions(links, done, netlink.LinkSubscribeOptions{Namespace: &h}); err != nil {
+		t.Fatal(err)
+	}
+	see := func(s string) { m.n.Add(1); m.last.Store(s) }
+	go func() {
+		for {
+			select {
+			case u, ok := <-routes:
+				if !ok {
+					return
+				}
+				if u.Family == unix.AF_INET6 {
+					continue
+				}
+				see(fmt.Sprintf("route %d %v", u.Type, u.Route))
+			case u, ok := <-neighs:
+				if !ok {
+					return
+				}
+				if u.Family == unix.AF_INET6 {
+					continue
+				}
+				see(fmt.Sprintf("neigh %d %v", u.Type, u.Neigh))
+			case u, ok := <-addrs:
+				if !ok {
+					return
+				}
+				if u.LinkAddress.IP.To4() == nil {
+					continue
+				}
+				see(fmt.Sprintf("addr %v %v", u.NewAddr, u.LinkAddress))
+			case u, ok := <-links:
+				if !ok {
+					return
+				}
+				if u.IfInfomsg.Family == unix.AF_INET6 {
+					continue
+				}
+				see(fmt.Sprintf("link %d %s", u.Header.Type, u.Attrs().Name))
+			case <-done:
+				return
+			}
+		}
+	}()
+	return m
+}
+
+// Settle waits until no notification has arrived for quiet (bounded by 5 s), then returns
+// how many arrived since the last Settle and a description of the last one.
+func (m *Monitor) Settle(quiet time.Duration) (int, string) {
+	deadline := time.Now().Add(5 * time.Second)
+	prev := m.n.Load()
+	for time.Now().Before(deadline) {
+		time.Sleep(quiet)
+		cur := m.n.Load()
+		if cur == prev {
+			break
+		}
+		prev = cur
+	}
+	n := m.n.Swap(0)
+	last, _ := m.last.Load().(string)
+	return int(n), last
+}
+
+// Contains reports whether s contains every one of subs.
+func Contains(s string, subs ...string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,137 @@
+package vxlan
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/subnet"
+)
+
+// Limits and defaults of the backend keys.
+const (
+	defaultVNI = 1
+	maxVNI     = 1<<24 - 1
+	maxPort    = 65535
+	// encapOverhead is what VXLAN adds to an IPv4 packet: outer IPv4 20 + UDP 8 + VXLAN 8
+	// + inner Ethernet 14.
+	encapOverhead = 50
+	// minPodMTU is the smallest MTU IPv4 allows (RFC 791).
+	minPodMTU = 68
+)
+
+// Config is the vxlan part of the network config: the keys of the Backend object.
+type Config struct {
+	VNI           int  // VXLAN network identifier, 1..16777215; default 1
+	Port          int  // UDP destination port; 0 means the kernel's default (8472)
+	GBP           bool // VXLAN group-based policy extension
+	Learning      bool // let the device learn remote MACs (off, as in flanneld)
+	DirectRouting bool // route directly, without VXLAN, to peers on the same L2 segment
+	// MTU is the underlay MTU the device MTU is derived from (device and pod MTU = MTU
+	// − 50), as in flanneld; 0 means the external interface's MTU.
+	MTU int
+	// ChecksumOffload: nil (absent) = automatic, off on kernels before 5.7; true = leave
+	// the offload as the kernel set it; false = always switch it off.
+	ChecksumOffload *bool
+}
+
+// keys are the accepted Backend keys besides Type, matched case-insensitively as
+// encoding/json (and flanneld) do.
+var keys = []string{"VNI", "Port", "GBP", "Learning", "DirectRouting", "MTU", "ChecksumOffload"}
+
+// Validate checks a Backend object strictly, without touching the system. Errors wrap
+// subnet.ErrInvalidConfig and name the offending key and value.
+func Validate(raw json.RawMessage) error {
+	_, err := ParseConfig(raw)
+	return err
+}
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: vxlan backend: "+format, append([]any{subnet.ErrInvalidConfig}, args...)...)
+}
+
+// ParseConfig decodes and checks a Backend object (nil or empty: all defaults). The MTU
+// upper bound depends on the external interface and is checked by New.
+func ParseConfig(raw json.RawMessage) (Config, error) {
+	cfg := Config{VNI: defaultVNI}
+	if len(raw) == 0 || string(raw) == "null" {
+		return cfg, nil
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return Config{}, invalid("not a JSON object: %v", err)
+	}
+	for k := range m {
+		if !knownKey(k) {
+			return Config{}, invalid("unknown key %q (known: Type, %s)", k, strings.Join(keys, ", "))
+		}
+	}
+	if err := backend.StrictDecode(raw, &cfg); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return Config{}, invalid("key %s: value %s is not %s", te.Field, rawValue(m, te.Field), jsonKind(te.Type.String()))
+		}
+		return Config{}, invalid("%v", err)
+	}
+	switch {
+	case cfg.VNI < 1 || cfg.VNI > maxVNI:
+		return Config{}, invalid("key VNI: value %d is outside 1..%d", cfg.VNI, maxVNI)
+	case cfg.Port < 0 || cfg.Port > maxPort:
+		return Config{}, invalid("key Port: value %d is outside 0..%d (0: kernel default 8472)", cfg.Port, maxPort)
+	case cfg.MTU != 0 && cfg.MTU-encapOverhead < minPodMTU:
+		return Config{}, invalid("key MTU: value %d leaves a pod MTU of %d after the %d-byte VXLAN overhead; the minimum is %d (MTU %d)",
+			cfg.MTU, cfg.MTU-encapOverhead, encapOverhead, minPodMTU, minPodMTU+encapOverhead)
+	}
+	return cfg, nil
+}
+
+// rawValue returns the JSON text given for key (matched as encoding/json does).
+func rawValue(m map[string]json.RawMessage, key string) string {
+	for k, v := range m {
+		if strings.EqualFold(k, key) {
+			return string(v)
+		}
+	}
+	return "?"
+}
+
+// jsonKind names a Go field type the way a config author thinks of it.
+func jsonKind(goType string) string {
+	switch goType {
+	case "int":
+		return "an integer"
+	case "bool", "*bool":
+		return "true or false"
+	}
+	return goType
+}
+
+func knownKey(k string) bool {
+	if k == "Type" {
+		return true
+	}
+	for _, known := range keys {
+		if strings.EqualFold(k, known) {
+			return true
+		}
+	}
+	return false
+}
+
+// podMTU returns the device (and pod) MTU for an external interface MTU, checking the MTU
+// key against it. It is pure.
+func podMTU(cfg Config, extMTU int) (int, error) {
+	under := extMTU
+	if cfg.MTU != 0 {
+		if cfg.MTU > extMTU {
+			return 0, invalid("key MTU: value %d is larger than the external interface's MTU %d", cfg.MTU, extMTU)
+		}
+		under = cfg.MTU
+	}
+	if under-encapOverhead < minPodMTU {
+		return 0, fmt.Errorf("vxlan: the external interface's MTU %d leaves a pod MTU below %d", extMTU, minPodMTU)
+	}
+	return under - encapOverhead, nil
+}

@@ -1,0 +1,36 @@
+// Package vxlan is weft's vxlan backend, flannel's default, wire- and state-compatible with
+// flanneld: the same device, lease data and per-peer kernel entries, so weft and flanneld
+// nodes can share a network and replace each other in place.
+//
+// # How it works
+//
+// One VXLAN device, flannel.<VNI> ("vxlan id <VNI> local <iface addr> dev <iface> dstport
+// <Port or 8472> nolearning"), carries the own subnet's network address as a /32, which is
+// only a source address for host-to-pod traffic. For each remote node ("peer") whose lease
+// says BackendType "vxlan", three entries are programmed and nothing is learned or looked
+// up at run time (no L2/L3 miss callbacks):
+//
+//	route      <peer subnet> via <peer subnet>.0 dev flannel.<VNI> onlink
+//	neighbour  <peer subnet>.0 lladdr <peer VtepMAC> permanent
+//	fdb        <peer VtepMAC> dst <peer PublicIP> self permanent
+//
+// The route sends the packet to the peer's VTEP as next hop, the neighbour entry gives its
+// MAC without ARP, and the FDB entry tells the device which underlay address owns that MAC.
+// With DirectRouting, a peer that the external interface reaches without a gateway gets
+// "<peer subnet> via <peer PublicIP> dev <iface>" instead, and no tunnel entries.
+//
+// # Beyond flanneld
+//
+//   - The VTEP MAC is derived from the public IP and the VNI, so it survives restarts and
+//     device re-creation and peers need no update; it is re-set if udev changes it.
+//   - Run repairs drift (device, MAC, MTU, address, per-peer entries) every few seconds
+//     through one reconcile function that writes nothing when nothing is wrong.
+//   - Transmit checksum offload is switched off on kernels before 5.7, which corrupt
+//     VXLAN checksums when the outer packet is SNATed with --random-fully.
+//
+// # What it must not do
+//
+// It never talks to the subnet store, never touches routes or neighbours it did not
+// derive from a peer lease, and leaves all kernel state in place on Close so pods keep
+// talking across a restart.
+package vxlan

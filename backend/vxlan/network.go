@@ -1,0 +1,381 @@
+package vxlan
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
+
+	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/backend/internal/kernel"
+	"github.com/weftnet/weft/subnet"
+)
+
+// network is the active vxlan data plane for one own lease.
+type network struct {
+	log     klog.Logger
+	h       *kernel.Handle
+	spec    deviceSpec
+	extIdx  int          // external interface index
+	direct  bool         // DirectRouting
+	own     netip.Prefix // own subnet
+	ownAddr netip.Prefix // <own subnet>.0/32 on the device
+	resync  time.Duration
+
+	done      chan struct{} // closed by Close
+	closeOnce sync.Once
+
+	// mu serialises Apply and reconcile (Run): each holds it for its whole pass, so the
+	// kernel is only ever written from one of them at a time. It guards the fields below.
+	mu       sync.Mutex
+	devIndex int                     // current ifindex of flannel.<VNI>; changes if re-created
+	peers    map[netip.Prefix]*peer  // known vxlan peers by subnet
+	gone     map[netip.Prefix]*peer  // removed peers whose entries could not all be deleted yet
+	ignored  map[netip.Prefix]string // peers not programmed, with the reason already logged
+}
+
+var _ backend.Network = (*network)(nil)
+
+// MTU is the pod MTU: the underlay MTU minus the 50-byte VXLAN overhead.
+func (n *network) MTU() int { return n.spec.mtu }
+
+// Close stops Run. Devices, routes, neighbours and FDB entries stay.
+func (n *network) Close() error {
+	n.closeOnce.Do(func() { close(n.done) })
+	return nil
+}
+
+// Run repairs drift every few seconds until ctx ends or Close is called.
+func (n *network) Run(ctx context.Context) error {
+	t := time.NewTicker(n.resync)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-n.done:
+			return nil
+		case <-t.C:
+			if err := n.reconcile(); err != nil {
+				n.log.V(1).Info("Repair pass incomplete", "err", err)
+			}
+		}
+	}
+}
+
+// Apply programs peer changes. See backend.Network.
+func (n *network) Apply(ctx context.Context, events []subnet.Event) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var errs []error
+	for _, ev := range events {
+		if err := ctx.Err(); err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+		sn := ev.Lease.Subnet.Masked()
+		if sn == n.own {
+			continue
+		}
+		if ev.Type == subnet.Removed {
+			delete(n.ignored, sn)
+			if p, ok := n.peers[sn]; ok {
+				delete(n.peers, sn)
+				n.gone[sn] = p
+				if err := n.removePeerLocked(p); err != nil {
+					errs = append(errs, err)
+				}
+			}
+			continue
+		}
+		p, reason := n.peerFromLease(ev.Lease)
+		if p == nil {
+			n.ignoreLocked(sn, reason)
+			continue
+		}
+		delete(n.ignored, sn)
+		delete(n.gone, sn)
+		old := n.peers[sn]
+		if old != nil && old.sameLease(p) && old.failErr == "" {
+			continue // nothing new; Run repairs drift
+		}
+		n.peers[sn] = p
+		if p.vni != leaseVNI(n.spec.vni) && (old == nil || old.vni != p.vni) {
+			n.log.Info("Warning: peer publishes a different VNI; its device will drop our packets", "subnet", sn, "peerVNI", p.vni, "vni", n.spec.vni)
+		}
+		if err := n.programPeerLocked(old, p); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// peerFromLease turns a lease into a peer, or says why it is not one.
+func (n *network) peerFromLease(l subnet.Lease) (*peer, string) {
+	if l.Attrs.BackendType != Name {
+		return nil, fmt.Sprintf("its BackendType is %q, not %q", l.Attrs.BackendType, Name)
+	}
+	if !l.Attrs.PublicIP.Is4() {
+		return nil, "it has no IPv4 PublicIP"
+	}
+	d, err := parseLeaseData(l.Attrs.BackendData)
+	if err != nil {
+		return nil, err.Error()
+	}
+	return &peer{subnet: l.Subnet.Masked(), publicIP: l.Attrs.PublicIP, mac: d.MAC, vni: d.VNI}, ""
+}
+
+// ignoreLocked logs, once per peer and reason, that a lease is not programmed. A peer that
+// was programmed before keeps its entries: a lease rewritten with bad data is more likely
+// a broken writer than a moved node.
+func (n *network) ignoreLocked(sn netip.Prefix, reason string) {
+	if n.ignored[sn] == reason {
+		return
+	}
+	n.ignored[sn] = reason
+	if _, known := n.peers[sn]; known {
+		n.log.Info("Warning: peer lease changed to something weft cannot use; keeping its previous entries", "subnet", sn, "reason", reason)
+		return
+	}
+	n.log.Info("Ignoring peer lease", "subnet", sn, "reason", reason)
+}
+
+// programPeerLocked makes the kernel entries for p, replacing those of old (the same subnet
+// as last programmed, or nil), and records the outcome in p.
+func (n *network) programPeerLocked(old, p *peer) error {
+	err := n.ensurePeerLocked(old, p)
+	switch {
+	case old == nil:
+		n.noteResultLocked(p, err, "Added peer")
+	case !old.sameLease(p):
+		n.noteResultLocked(p, err, "Updated peer")
+	default:
+		n.noteResultLocked(p, err, "")
+	}
+	return err
+}
+
+// noteResultLocked records the outcome of programming p and logs state changes: a new
+// error, a recovery, or the given success message (none when empty).
+func (n *network) noteResultLocked(p *peer, err error, success string) {
+	switch {
+	case err != nil:
+		msg := err.Error()
+		if msg != p.failErr {
+			n.log.Error(err, "Cannot program peer; will retry", "subnet", p.subnet, "publicIP", p.publicIP)
+		}
+		p.failErr = msg
+	case p.failErr != "":
+		p.failErr = ""
+		n.log.Info("Programmed peer after earlier failure", "subnet", p.subnet, "publicIP", p.publicIP, "vtepMAC", p.mac, "direct", p.direct)
+	case success != "":
+		n.log.Info(success, "subnet", p.subnet, "publicIP", p.publicIP, "vtepMAC", p.mac, "direct", p.direct)
+	}
+}
+
+// ensurePeerLocked writes p's entries. With DirectRouting it first decides whether p is
+// on the external interface's segment.
+func (n *network) ensurePeerLocked(old, p *peer) error {
+	if err := n.decideDirectLocked(p); err != nil {
+		return err
+	}
+	if p.direct {
+		if err := n.h.EnsureRoute(directRoute(p, n.extIdx)); err != nil {
+			return fmt.Errorf("peer %s: %w", p.subnet, err)
+		}
+		// Tunnel entries of an earlier, non-direct programming are no longer used.
+		return n.deleteTunnelEntriesLocked(p, old)
+	}
+	// Neighbour and FDB first, so the route never points at an unresolvable next hop.
+	if err := n.h.EnsureNeigh(n.devIndex, p.vtepAddr(), p.mac); err != nil {
+		return fmt.Errorf("peer %s: %w", p.subnet, err)
+	}
+	if err := n.h.EnsureFDB(n.devIndex, p.mac, p.publicIP); err != nil {
+		return fmt.Errorf("peer %s: %w", p.subnet, err)
+	}
+	if err := n.h.EnsureRoute(tunnelRoute(p, n.devIndex)); err != nil {
+		return fmt.Errorf("peer %s: %w", p.subnet, err)
+	}
+	if old != nil && !equalMAC(old.mac, p.mac) && !n.macInUseLocked(old.mac) {
+		if err := n.h.DeleteFDB(n.devIndex, old.mac, old.publicIP); err != nil {
+			return fmt.Errorf("peer %s: old fdb entry: %w", p.subnet, err)
+		}
+	}
+	return nil
+}
+
+// decideDirectLocked sets p.direct: with DirectRouting, whether the external interface
+// reaches p's public IP without a gateway. A public IP with no route at all goes through
+// the tunnel, as in flanneld; on another lookup error p keeps its previous decision.
+func (n *network) decideDirectLocked(p *peer) error {
+	if !n.direct {
+		p.direct = false
+		return nil
+	}
+	d, err := n.h.DirectlyConnected(p.publicIP, n.extIdx)
+	switch {
+	case errors.Is(err, unix.ENETUNREACH) || errors.Is(err, unix.EHOSTUNREACH):
+		p.direct = false
+	case err != nil:
+		return fmt.Errorf("peer %s: %w", p.subnet, err)
+	default:
+		p.direct = d
+	}
+	return nil
+}
+
+// deleteTunnelEntriesLocked removes p's (and old's) neighbour and FDB entries.
+func (n *network) deleteTunnelEntriesLocked(p, old *peer) error {
+	var errs []error
+	errs = append(errs, n.h.DeleteNeigh(n.devIndex, p.vtepAddr()))
+	for _, q := range []*peer{p, old} {
+		if q != nil && !n.macInUseByOtherLocked(q.mac, p.subnet) {
+			errs = append(errs, n.h.DeleteFDB(n.devIndex, q.mac, q.publicIP))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("peer %s: %w", p.subnet, err)
+	}
+	return nil
+}
+
+// removePeerLocked deletes p's route, neighbour and FDB entries; on success p leaves gone.
+func (n *network) removePeerLocked(p *peer) error {
+	var errs []error
+	errs = append(errs, n.h.DeleteRoute(p.subnet, n.devIndex))
+	if p.direct {
+		errs = append(errs, n.h.DeleteRoute(p.subnet, n.extIdx))
+	}
+	if err := n.deleteTunnelEntriesLocked(p, nil); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		err = fmt.Errorf("remove peer %s: %w", p.subnet, err)
+		if err.Error() != p.failErr {
+			n.log.Error(err, "Cannot remove peer entries; will retry", "subnet", p.subnet)
+		}
+		p.failErr = err.Error()
+		return err
+	}
+	delete(n.gone, p.subnet)
+	n.log.Info("Removed peer", "subnet", p.subnet, "publicIP", p.publicIP, "vtepMAC", p.mac)
+	return nil
+}
+
+// macInUseLocked reports whether a known peer uses mac.
+func (n *network) macInUseLocked(mac []byte) bool {
+	return n.macInUseByOtherLocked(mac, netip.Prefix{})
+}
+
+func (n *network) macInUseByOtherLocked(mac []byte, except netip.Prefix) bool {
+	for sn, q := range n.peers {
+		if sn != except && !q.direct && equalMAC(q.mac, mac) {
+			return true
+		}
+	}
+	return false
+}
+
+// ensureDeviceLocked makes the device, its MAC, MTU, up state, checksum setting and
+// address right, and records its index.
+func (n *network) ensureDeviceLocked() error {
+	idx, err := ensureDevice(n.h, n.spec, true, n.log)
+	if err != nil {
+		return fmt.Errorf("vxlan: %w", err)
+	}
+	n.devIndex = idx
+	if err := n.h.EnsureSoleAddr(idx, n.ownAddr); err != nil {
+		return fmt.Errorf("vxlan: %s: %w", n.spec.name, err)
+	}
+	return nil
+}
+
+// reconcile brings the kernel back to the wanted state: the device and its address, the
+// entries of every known peer, and the removal of peers whose deletion failed. When
+// nothing is wrong it only reads (one link lookup, one dump each of routes, neighbours and
+// FDB entries, and a route lookup per peer with DirectRouting). Run calls it periodically;
+// a netlink subscription may call it on change.
+func (n *network) reconcile() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := n.ensureDeviceLocked(); err != nil {
+		n.log.Error(err, "Cannot repair the VXLAN device")
+		return err
+	}
+	var errs []error
+	for _, p := range n.gone {
+		if err := n.removePeerLocked(p); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(n.peers) == 0 {
+		return errors.Join(errs...)
+	}
+	snap, err := n.snapshotLocked()
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	for _, p := range n.peers {
+		wasDirect := p.direct
+		if err := n.decideDirectLocked(p); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if p.failErr == "" && p.direct == wasDirect && snap.inPlace(p, n.devIndex, n.extIdx) {
+			continue
+		}
+		if p.failErr == "" {
+			n.log.Info("Repairing peer entries", "subnet", p.subnet, "publicIP", p.publicIP, "direct", p.direct)
+		}
+		var old *peer
+		if wasDirect != p.direct {
+			old = &peer{subnet: p.subnet, publicIP: p.publicIP, mac: p.mac, vni: p.vni, direct: wasDirect}
+		}
+		if err := n.ensurePeerLocked(old, p); err != nil {
+			errs = append(errs, err)
+			n.noteResultLocked(p, err, "")
+			continue
+		}
+		if wasDirect && !p.direct {
+			if err := n.h.DeleteRoute(p.subnet, n.extIdx); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		n.noteResultLocked(p, nil, "")
+	}
+	return errors.Join(errs...)
+}
+
+// snapshotLocked reads the routes, neighbours and FDB entries peers are checked against.
+func (n *network) snapshotLocked() (*snapshot, error) {
+	var s snapshot
+	var err error
+	if s.routes, err = n.h.Routes(n.devIndex); err != nil {
+		return nil, err
+	}
+	if n.direct {
+		ext, err := n.h.Routes(n.extIdx)
+		if err != nil {
+			return nil, err
+		}
+		s.routes = append(s.routes, ext...)
+	}
+	if s.neighs, err = n.h.Neighs(n.devIndex); err != nil {
+		return nil, err
+	}
+	if s.fdb, err = n.h.FDB(n.devIndex); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+func equalMAC(a, b []byte) bool { return string(a) == string(b) }
+
+var _ backend.Tunnel = (*network)(nil)
+
+// TunnelPort is the UDP port VXLAN packets from peers arrive on.
+func (n *network) TunnelPort() (string, int) { return "udp", n.spec.port }
