@@ -5,14 +5,23 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 BACKEND  ?= host-gw
 NODES    ?= 3
 # Debian packages the tests and the demo use: a real etcd, namespaces and traffic tools.
-DEB_PKGS := etcd-server etcd-client iproute2 iptables iputils-ping iperf3 tcpdump ethtool procps
+DEB_PKGS := etcd-server etcd-client iproute2 iptables iputils-ping iperf3 tcpdump ethtool procps shellcheck systemd
 
-.PHONY: all build deps test unit fuzz demo clean vet
+.PHONY: all build deps test fuzz demo clean vet static shellcheck
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
+
+# A static weftd for the container image: the Dockerfile runs this same command
+# (dist/dockerfile_test.go compares them).
+static:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/weftd ./cmd/weftd
+
+# Lint the shipped shell scripts as POSIX sh.
+shellcheck:
+	shellcheck -s sh dist/mk-docker-opts.sh
 
 # Install the system packages that are missing (apt-get, as root).
 deps:
@@ -28,7 +37,7 @@ vet:
 	$(GO) vet ./...
 
 # The whole suite: unit, etcd and namespace end-to-end tests, with the race detector.
-test: deps vet build
+test: deps vet shellcheck build
 	$(GO) test -race -count=1 -timeout 14m ./...
 
 # Short fuzz runs of every fuzz target (bounded).

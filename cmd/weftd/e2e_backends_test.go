@@ -173,3 +173,28 @@ func peerIPOf(c *cluster.Cluster, peer subnetenv.Env) string {
 	}
 	return "?"
 }
+
+func TestUDP(t *testing.T) {
+	runOverlay(t, overlayCase{
+		config:  `{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}`,
+		mtuLoss: 28,
+		leaseCheck: func(t *testing.T, v string, ip netip.Addr) {
+			if want := fmt.Sprintf(`{"PublicIP":"%s","PublicIPv6":null}`, ip); v != want {
+				t.Errorf("udp lease %s, want flanneld's %s", v, want)
+			}
+		},
+		// The peer table is in userspace: a node that knows the peer forwards to it; one
+		// that does not answers "net unreachable" for an address in the Network.
+		peerState: func(t *testing.T, c *cluster.Cluster, n int, peer subnetenv.Env, _ netip.Addr) string {
+			dst := peer.Subnet.Addr().Next() // the peer's cni0 address, x.y.z.2 minus one
+			out, _ := c.Exec(c.NodeNS(n), "ping", "-c", "1", "-W", "1", dst.String())
+			if strings.Contains(out, "Unreachable") {
+				return ""
+			}
+			return "peer entry (ping: " + strings.TrimSpace(out) + ")"
+		},
+		restartState: func(t *testing.T, c *cluster.Cluster, n int) string {
+			return ipOut(t, c, n, "-4", "route", "show", "dev", "flannel0")
+		},
+	})
+}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/hostgw"
+	"github.com/weftnet/weft/backend/udp"
 	"github.com/weftnet/weft/backend/vxlan"
 	"github.com/weftnet/weft/subnet"
 )
@@ -15,6 +16,7 @@ func Backends() map[string]backend.Type {
 	types := []backend.Type{
 		hostgw.Type(),
 		vxlan.Type(),
+		udp.Type(),
 	}
 	m := make(map[string]backend.Type, len(types))
 	for _, t := range types {

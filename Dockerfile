@@ -1,0 +1,36 @@
+# weft's container image: weftd and mk-docker-opts.sh on Debian slim, with iptables.
+#
+#   docker build --build-arg VERSION=$(git describe --tags --always --dirty) -t ghcr.io/weftnet/weft:<tag> .
+#
+# dist/dockerfile_test.go checks this file statically (no docker engine needed): the build
+# command is the Makefile's `static` target, every COPY source exists, every package weftd
+# needs is copied, and the Go version matches go.mod.
+
+# Build stage: a static weftd (no cgo, no libc), the same command as `make static`.
+FROM golang:1.26.8-bookworm AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY backend/ backend/
+COPY cmd/ cmd/
+COPY pkg/ pkg/
+COPY subnet/ subnet/
+ARG VERSION=dev
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o bin/weftd ./cmd/weftd
+
+# Run stage. Not distroless: weftd runs iptables(8), so the image carries Debian's iptables
+# (iptables-nft by default; on hosts still on iptables-legacy, switch the alternative with
+# `update-alternatives --set iptables /usr/sbin/iptables-legacy` in a derived image).
+FROM debian:bookworm-slim
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iptables \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=build /src/bin/weftd /usr/local/bin/weftd
+COPY dist/mk-docker-opts.sh /usr/local/bin/mk-docker-opts.sh
+# No USER: weftd runs as root. Its work is network administration (links, routes, TUN
+# devices, iptables), which needs CAP_NET_ADMIN and CAP_NET_RAW in the host's network
+# namespace; a non-root user would need file capabilities on weftd and on iptables, which
+# do not survive every runtime. Instead root is bounded by the runtime: the DaemonSet
+# (dist/kube-weft.yml) drops ALL capabilities and adds back only NET_ADMIN and NET_RAW,
+# with privileged: false, no privilege escalation and a read-only root filesystem.
+ENTRYPOINT ["/usr/local/bin/weftd"]

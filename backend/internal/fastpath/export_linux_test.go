@@ -1,0 +1,6 @@
+//go:build linux
+
+package fastpath
+
+// CheckTUNAt exposes checkTUNAt to the external tests.
+var CheckTUNAt = checkTUNAt

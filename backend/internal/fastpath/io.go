@@ -1,0 +1,75 @@
+package fastpath
+
+import "net/netip"
+
+// Headroom is the number of bytes the Forwarder leaves free before each packet it reads,
+// for headers a Device or Conn adds or strips in place (a virtio-net header, a GRE
+// header). Write implementations may overwrite Buf[:Off] of the packets they are given.
+const Headroom = 32
+
+// MaxPacket is the largest IPv4 packet (the total-length field is 16 bits).
+const MaxPacket = 65535
+
+// Packet is one slot of a batch: a buffer, and where in it the packet lies.
+type Packet struct {
+	// Buf is the whole buffer, owned by the Forwarder loop that made it. A reader may fill
+	// Buf[Off:]; len(Buf)-Off is the largest packet the slot holds.
+	Buf []byte
+	// Off is where the packet starts. Buf[:Off] is headroom. Read may advance it past
+	// headers it read into the slot (a GRE Conn skipping the outer IPv4 and GRE headers);
+	// the Forwarder sets it back to Headroom before each Read.
+	Off int
+	// Len is the length of the packet: the packet is Buf[Off : Off+Len].
+	Len int
+	// Addr is the underlay endpoint, for a Conn only: the source after Read, the
+	// destination for Write. A Device ignores it.
+	Addr netip.AddrPort
+}
+
+// Bytes returns the packet: Buf[Off : Off+Len].
+func (p *Packet) Bytes() []byte { return p.Buf[p.Off : p.Off+p.Len] }
+
+// Device is the overlay side: a TUN device carrying raw IPv4 packets, no packet-info
+// header. It is implemented by *TUN and, in tests, by fastpathtest.Device.
+//
+// Rules:
+//   - Read blocks until at least one packet is available, then returns n >= 1 packets in
+//     pkts[:n] (setting Len, maybe advancing Off; Buf is left unchanged) without blocking
+//     again. It may return fewer than len(pkts); it never returns more than len(pkts).
+//   - Write writes each pkts[i].Bytes() as one packet. It returns how many the device
+//     accepted and the first error; a packet the device refuses is skipped and the rest of
+//     the batch is still written. A short count without error does not happen.
+//   - BatchSize is the largest useful len(pkts) for Read; the Forwarder never passes more.
+//   - Read, Write and Close may be called concurrently with each other; concurrent calls of
+//     the same method are allowed and serialised.
+//   - Close is idempotent. It makes blocked and later Reads and Writes return an error
+//     that wraps net.ErrClosed; the loops end on it.
+type Device interface {
+	Read(pkts []Packet) (n int, err error)
+	Write(pkts []Packet) (n int, err error)
+	BatchSize() int
+	Close() error
+}
+
+// Conn is the underlay side: a datagram socket carrying one overlay packet per datagram
+// (the UDP payload for the udp backend). It is implemented by *SocketConn and, in tests,
+// by fastpathtest.Conn.
+//
+// Rules:
+//   - Read blocks until at least one datagram is available, then returns n >= 1 of them in
+//     pkts[:n], setting Len and Addr (the sender), maybe advancing Off, leaving Buf
+//     unchanged. A datagram longer than the slot is cut to the slot.
+//   - Write sends each pkts[i].Bytes() to pkts[i].Addr. It returns how many were sent and
+//     the first error; a packet the kernel refuses (EMSGSIZE, ENETUNREACH, ...) is skipped
+//     and the rest of the batch is still sent. It may block while the send buffer is full.
+//   - BatchSize is the largest useful len(pkts) for Read and Write.
+//   - Read, Write and Close may be called concurrently with each other; concurrent calls of
+//     the same method are allowed and serialised.
+//   - Close is idempotent. It makes blocked and later Reads and Writes return an error
+//     that wraps net.ErrClosed.
+type Conn interface {
+	Read(pkts []Packet) (n int, err error)
+	Write(pkts []Packet) (n int, err error)
+	BatchSize() int
+	Close() error
+}

@@ -1,0 +1,69 @@
+//go:build !linux
+
+package fastpath
+
+import (
+	"errors"
+	"io"
+	"syscall"
+)
+
+// TUNPath is the TUN clone device.
+const TUNPath = "/dev/net/tun"
+
+// ErrNoTUN: the kernel offers no TUN driver here.
+var ErrNoTUN = errors.New("the udp backend's TUN device is supported on Linux only")
+
+// CheckTUN reports ErrNoTUN: TUN devices are supported on Linux only.
+func CheckTUN() error { return ErrNoTUN }
+
+// TUN is a Device over a Linux TUN queue; on this platform it cannot be opened.
+type TUN struct{}
+
+var _ Device = (*TUN)(nil)
+
+// OpenTUN reports ErrNoTUN on this platform.
+func OpenTUN(name string, persist bool, batch int) (*TUN, error) { return nil, ErrNoTUN }
+
+// EnsurePersistentTUN reports ErrNoTUN on this platform.
+func EnsurePersistentTUN(name string) error { return ErrNoTUN }
+
+// Name returns the device name.
+func (t *TUN) Name() string { return "" }
+
+// BatchSize implements Device.
+func (t *TUN) BatchSize() int { return 1 }
+
+// Read implements Device.
+func (t *TUN) Read(pkts []Packet) (int, error) { return 0, ErrNoTUN }
+
+// Write implements Device.
+func (t *TUN) Write(pkts []Packet) (int, error) { return 0, ErrNoTUN }
+
+// Close implements Device.
+func (t *TUN) Close() error { return nil }
+
+// SocketConn is a Conn over an IPv4 datagram socket; Linux only.
+type SocketConn struct{}
+
+var _ Conn = (*SocketConn)(nil)
+
+// NewSocketConn reports an error on this platform.
+func NewSocketConn(sock interface {
+	syscall.Conn
+	io.Closer
+}, batch int) (*SocketConn, error) {
+	return nil, errors.New("fastpath.SocketConn is supported on Linux only")
+}
+
+// BatchSize implements Conn.
+func (c *SocketConn) BatchSize() int { return 1 }
+
+// Read implements Conn.
+func (c *SocketConn) Read(pkts []Packet) (int, error) { return 0, ErrNoTUN }
+
+// Write implements Conn.
+func (c *SocketConn) Write(pkts []Packet) (int, error) { return 0, ErrNoTUN }
+
+// Close implements Conn.
+func (c *SocketConn) Close() error { return nil }

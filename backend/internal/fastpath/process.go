@@ -1,0 +1,75 @@
+package fastpath
+
+// The per-packet decisions. They run on the hot path: no allocation, no logging, no
+// locks. They are methods on Forwarder only to read its immutable configuration.
+
+// fromDevice decides what happens to the packet p read from the device, with peer table
+// t. It returns DropNone when the packet is to be sent: its TTL is decremented, p.Len is
+// trimmed to the IPv4 total length and p.Addr is the peer's endpoint. Otherwise it returns
+// why the packet is dropped, and, when it wrote an ICMP error for the device into icmp
+// (which must hold icmpMaxLen bytes), that error's length.
+func (f *Forwarder) fromDevice(t *PeerTable, p *Packet, icmp []byte) (DropReason, int) {
+	b := p.Bytes()
+	h, r := parseIPv4(b)
+	if r != DropNone {
+		return r, 0
+	}
+	p.Len = h.total
+	b = b[:h.total]
+	i, ok := t.lookup(h.dst)
+	if !ok {
+		if f.inSubnet(h.dst) {
+			return DropOwnSubnet, 0
+		}
+		return DropNoRoute, f.icmpError(icmp, b, h, icmpDestUnreachable, icmpNetUnreachable)
+	}
+	if h.ttl <= 1 {
+		return DropTTLExceeded, f.icmpError(icmp, b, h, icmpTimeExceeded, icmpTTLExceeded)
+	}
+	decrementTTL(b)
+	p.Addr = t.peers[i].Endpoint
+	return DropNone, 0
+}
+
+// fromConn decides what happens to the datagram p received from the underlay, with peer
+// table t. It returns DropNone when the packet is to be written to the device: the sender
+// is a peer's endpoint, the inner packet is well-formed IPv4, its source lies in a subnet
+// of that same peer, its destination in the own subnet; its TTL is then decremented and
+// p.Len trimmed to the total length. Otherwise it returns why the packet is dropped, and,
+// when it wrote an ICMP error into icmp to be sent back to p.Addr, that error's length.
+func (f *Forwarder) fromConn(t *PeerTable, p *Packet, icmp []byte) (DropReason, int) {
+	if !t.isEndpoint(p.Addr) {
+		return DropNotPeer, 0
+	}
+	b := p.Bytes()
+	h, r := parseIPv4(b)
+	if r != DropNone {
+		return r, 0
+	}
+	p.Len = h.total
+	b = b[:h.total]
+	i, ok := t.lookup(h.src)
+	if !ok || endpointKey(t.peers[i].Endpoint) != endpointKey(p.Addr) {
+		return DropSpoofedSource, 0
+	}
+	if !f.inSubnet(h.dst) {
+		return DropWrongDestination, 0
+	}
+	if h.ttl <= 1 {
+		return DropTTLExceeded, f.icmpError(icmp, b, h, icmpTimeExceeded, icmpTTLExceeded)
+	}
+	decrementTTL(b)
+	return DropNone, 0
+}
+
+// inSubnet reports whether a lies in the own subnet.
+func (f *Forwarder) inSubnet(a uint32) bool { return a&f.subnetMask == f.subnetAddr }
+
+// icmpError writes an ICMP error about b from Config.Self into icmp when RFC 1812 allows
+// one, and returns its length (0 when none is sent).
+func (f *Forwarder) icmpError(icmp, b []byte, h header, typ, code uint8) int {
+	if !icmpErrorAllowed(b, h) {
+		return 0
+	}
+	return buildICMPError(icmp, b, h, f.self, typ, code)
+}

@@ -1,0 +1,185 @@
+// Package udp is flanneld's udp backend for weft: pods' packets leave through the TUN
+// device flannel0, and a userspace forwarder (backend/internal/fastpath) carries each one
+// as the payload of a UDP datagram to the peer node holding the destination, on port 8285.
+// It interoperates byte for byte with flanneld's udp backend: same device name, address
+// (own subnet network address /32), route (the whole Network via flannel0), MTU
+// (interface − 28), port, wire format (the UDP payload is exactly the inner IPv4 packet,
+// TTL decremented) and lease value (no BackendType).
+//
+// Where weft does better than flanneld:
+//   - flannel0 is persistent (TUNSETPERSIST) and adopted on start, so it and its route
+//     survive a restart of weftd; Close leaves them in place.
+//   - Datagrams are accepted only from a current peer's PublicIP:Port, and only when the
+//     inner source lies in that peer's subnet and the inner destination in the own subnet;
+//     everything else is dropped and counted by reason (see Stats).
+//   - ICMP errors (net unreachable, time exceeded) follow RFC 1812, including about ICMP
+//     echo, which flanneld never answers.
+//   - Many packets move per system call (recvmmsg/sendmmsg), unless Backend.Batch is false.
+//   - Run re-checks flannel0's link state, address and route and repairs drift.
+//
+// Caveat of the stricter check: a peer's datagrams must come from its lease's PublicIP and
+// the configured port. A NAT between nodes that rewrites either makes that peer's traffic
+// count as not-peer, where flanneld would accept it.
+//
+// The package owns flannel0 and its configuration; it does not talk to the subnet store.
+// Like flanneld's udp backend it accepts peer leases of any BackendType (and logs those
+// that name another backend, as such a node may not speak udp).
+package udp
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"k8s.io/klog/v2"
+
+	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/backend/internal/fastpath"
+	"github.com/weftnet/weft/backend/internal/kernel"
+	"github.com/weftnet/weft/pkg/ip"
+	"github.com/weftnet/weft/subnet"
+)
+
+// Name is the Backend.Type value. Leases of this backend carry no BackendType, as
+// flanneld's udp backend writes none.
+const Name = "udp"
+
+// The daemon reads a udp Network's counters with a type assertion to StatsReporter. The
+// aliases make the fast path's types reachable outside backend/.
+type (
+	// StatsReporter is implemented by the Network that Activate returns.
+	StatsReporter = fastpath.StatsReporter
+	// Stats is a snapshot of the forwarding counters.
+	Stats = fastpath.Stats
+	// Counter counts packets and bytes.
+	Counter = fastpath.Counter
+	// DropReason indexes Stats.Drops; its String is the reason's stable name.
+	DropReason = fastpath.DropReason
+)
+
+// NumDropReasons is the length of Stats.Drops.
+const NumDropReasons = fastpath.NumDropReasons
+
+// Type returns the udp backend's entry for the daemon's table.
+func Type() backend.Type {
+	return backend.Type{Name: Name, Validate: Validate, New: New}
+}
+
+type udpBackend struct {
+	env backend.Env
+	cfg Config
+	mtu int
+	log klog.Logger
+}
+
+var _ backend.Backend = (*udpBackend)(nil)
+
+// New checks the config and the kernel (a TUN driver must exist) and returns the backend.
+// It creates nothing.
+func New(env backend.Env) (backend.Backend, error) {
+	if env.Network == nil {
+		return nil, fmt.Errorf("udp backend: no network config")
+	}
+	cfg, err := ParseConfig(env.Network.Backend)
+	if err != nil {
+		return nil, err
+	}
+	if err := fastpath.CheckTUN(); err != nil {
+		return nil, fmt.Errorf("udp backend needs a TUN device: %w", err)
+	}
+	if env.Ext.Iface == nil || !env.Ext.IfaceAddr.Is4() {
+		return nil, fmt.Errorf("udp backend: the external interface has no IPv4 address to bind port %d to", cfg.Port)
+	}
+	mtu, err := podMTU(env.Ext.Iface.MTU)
+	if err != nil {
+		return nil, err
+	}
+	return &udpBackend{env: env, cfg: cfg, mtu: mtu, log: env.Log.WithValues("backend", Name)}, nil
+}
+
+// Prepare creates or adopts the persistent flannel0, sets its MTU and brings it up. The
+// lease attributes it returns are empty: flanneld's udp leases have no BackendType.
+func (b *udpBackend) Prepare(context.Context) (subnet.LeaseAttrs, error) {
+	h, err := kernel.Open()
+	if err != nil {
+		return subnet.LeaseAttrs{}, fmt.Errorf("udp backend: %w", err)
+	}
+	defer h.Close()
+	if _, err := ensureDevice(h, b.mtu, b.log); err != nil {
+		return subnet.LeaseAttrs{}, err
+	}
+	return subnet.LeaseAttrs{}, nil
+}
+
+// Activate gives flannel0 the own subnet's network address and the route to the Network,
+// attaches to it, binds the UDP socket and returns the Network, which forwards once Run
+// is called.
+func (b *udpBackend) Activate(_ context.Context, own subnet.Lease) (backend.Network, error) {
+	network := b.env.Network.Network
+	if !own.Subnet.Addr().Is4() || !ip.IsNetworkAddress(own.Subnet) || !ip.Contains(network, own.Subnet) {
+		return nil, fmt.Errorf("udp backend: own subnet %s is not an IPv4 subnet of %s", own.Subnet, network)
+	}
+	batch := 1
+	if b.cfg.Batch {
+		batch = fastpath.DefaultBatchSize
+	}
+	h, err := kernel.Open()
+	if err != nil {
+		return nil, fmt.Errorf("udp backend: %w", err)
+	}
+	n, err := b.activate(h, own.Subnet, network, batch)
+	if err != nil {
+		h.Close()
+		return nil, err
+	}
+	b.log.Info("udp backend active", "device", DeviceName, "subnet", own.Subnet, "network", network,
+		"mtu", b.mtu, "listen", n.listen, "batch", batch)
+	return n, nil
+}
+
+func (b *udpBackend) activate(h *kernel.Handle, own, network netip.Prefix, batch int) (*udpNetwork, error) {
+	link, err := ensureDevice(h, b.mtu, b.log)
+	if err != nil {
+		return nil, err
+	}
+	dev := deviceState{index: link.Attrs().Index, own: own, network: network, mtu: b.mtu}
+	if err := dev.ensure(h); err != nil {
+		return nil, err
+	}
+	if err := allowLocalSource(DeviceName); err != nil {
+		return nil, err
+	}
+	tun, err := fastpath.OpenTUN(DeviceName, true, batch)
+	if err != nil {
+		return nil, fmt.Errorf("udp backend: %w", err)
+	}
+	listen := netip.AddrPortFrom(b.env.Ext.IfaceAddr, uint16(b.cfg.Port))
+	sock, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(listen))
+	if err != nil {
+		tun.Close()
+		return nil, fmt.Errorf("udp backend: listen on %s: %w", listen, err)
+	}
+	setSocketBuffers(sock, b.log)
+	conn, err := fastpath.NewSocketConn(sock, batch)
+	if err != nil {
+		tun.Close()
+		sock.Close()
+		return nil, fmt.Errorf("udp backend: %w", err)
+	}
+	f, err := fastpath.New(fastpath.Config{Subnet: own, MTU: b.mtu, BatchSize: batch, Log: b.log}, tun, conn)
+	if err != nil {
+		tun.Close()
+		conn.Close()
+		return nil, fmt.Errorf("udp backend: %w", err)
+	}
+	return &udpNetwork{
+		log:    b.log,
+		f:      f,
+		dev:    dev,
+		listen: listen,
+		h:      h,
+		peers:  newPeerSet(own, network, b.env.Ext.PublicIP, uint16(b.cfg.Port)),
+		closed: make(chan struct{}),
+	}, nil
+}
