@@ -31,6 +31,17 @@ type Env struct {
 	Ext     ExternalInterface
 	Network *subnet.Config // the validated network config; Network.Backend holds the raw keys
 	Log     klog.Logger
+	// OnRepair, if set, is called each time the Network puts back kernel state that someone
+	// else changed or deleted, with the kind of state ("route", "peer", "device"). Use
+	// Env.Repaired, which is nil-safe.
+	OnRepair func(kind string)
+}
+
+// Repaired reports a repair of the given kind to OnRepair, if set.
+func (e Env) Repaired(kind string) {
+	if e.OnRepair != nil {
+		e.OnRepair(kind)
+	}
 }
 
 // Type describes one backend: how to validate its config keys and how to build it.
@@ -82,6 +93,51 @@ type Network interface {
 // --restrict-tunnel-port). Proto is "udp" (with a port) or "gre".
 type Tunnel interface {
 	TunnelPort() (proto string, port int)
+}
+
+// Peer states reported by Describe.
+const (
+	PeerProgrammed = "programmed" // the peer's state is in place
+	PeerError      = "error"      // programming failed; retried by Run
+	PeerIgnored    = "ignored"    // not programmed on purpose (e.g. another backend type)
+)
+
+// PeerStatus says how one peer is programmed.
+type PeerStatus struct {
+	State  string // PeerProgrammed, PeerError or PeerIgnored
+	Reason string // for errors and ignored peers
+}
+
+// Description is what a Network tells an operator about itself (weftctl status).
+type Description struct {
+	Device string                      // the backend's device, "" for none
+	Info   map[string]string           // backend facts, e.g. "vtepMAC", "mode"
+	Peers  map[netip.Prefix]PeerStatus // every peer the Network knows
+}
+
+// Describer is implemented by Networks that can describe their state. Describe is safe to
+// call from any goroutine.
+type Describer interface {
+	Describe() Description
+}
+
+// PacketStats is a snapshot of a userspace data plane's counters; every counter only grows.
+type PacketStats struct {
+	// Packets and Bytes by direction: "device-in" (read from the TUN, bound for peers),
+	// "tunnel-out" (sent to peers), "tunnel-in" (received from the underlay, before any
+	// check) and "device-out" (written to the TUN).
+	Packets, Bytes map[string]uint64
+	// Drops by reason, e.g. "not-peer", "spoofed-inner-source", "malformed".
+	Drops map[string]uint64
+	// ICMPErrors counts the ICMP errors generated (net unreachable, time exceeded).
+	ICMPErrors uint64
+}
+
+// PacketCounter is implemented by Networks that forward packets in userspace (udp, gre in
+// userspace mode), for metrics and status. PacketStats is safe to call from any goroutine
+// at any time, also after Close.
+type PacketCounter interface {
+	PacketStats() PacketStats
 }
 
 // StrictDecode decodes a Backend object into dst, rejecting unknown keys; the Type key is

@@ -66,6 +66,7 @@ func (b *hostGW) Activate(_ context.Context, own subnet.Lease) (backend.Network,
 	}
 	return &network{
 		h:     h,
+		env:   b.env,
 		ext:   b.env.Ext,
 		log:   b.env.Log.WithValues("backend", Name),
 		peers: map[netip.Prefix]peer{},
@@ -81,6 +82,7 @@ type peer struct {
 
 type network struct {
 	h   *kernel.Handle
+	env backend.Env
 	ext backend.ExternalInterface
 	log klog.Logger
 
@@ -158,11 +160,7 @@ func (n *network) ensureRoute(l subnet.Lease) error {
 		return fmt.Errorf("peer %s (%s) is not directly connected on %s: host-gw needs all nodes on one L2 segment",
 			l.Subnet, gw, n.ext.Iface.Name)
 	}
-	return n.h.EnsureRoute(&netlink.Route{
-		Dst:       ip.IPNet(l.Subnet),
-		Gw:        net.IP(gw.AsSlice()),
-		LinkIndex: n.ext.Iface.Index,
-	})
+	return n.h.EnsureRoute(routeFor(l, n.ext.Iface.Index))
 }
 
 // Run re-checks every peer's route periodically and puts back what is missing or was
@@ -183,17 +181,62 @@ func (n *network) Run(ctx context.Context) error {
 func (n *network) reconcile() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	have, err := n.h.Routes(n.ext.Iface.Index) // one dump for all peers
+	if err != nil {
+		n.log.Error(err, "Cannot list routes to check peers")
+		return
+	}
 	for sn, p := range n.peers {
 		if p.lease.Attrs.BackendType != Name {
+			continue
+		}
+		if p.ok && containsRoute(have, routeFor(p.lease, n.ext.Iface.Index)) {
 			continue
 		}
 		was := p.ok
 		p = n.ensureLocked(p.lease)
 		n.peers[sn] = p
-		if p.ok && !was {
+		switch {
+		case p.ok && !was:
 			n.log.Info("Peer route in place after retry", "subnet", sn)
+		case p.ok:
+			n.log.Info("Repaired peer route changed or deleted by someone else", "subnet", sn)
+			n.env.Repaired("route")
 		}
 	}
 }
 
+func containsRoute(have []netlink.Route, want *netlink.Route) bool {
+	for i := range have {
+		if kernel.RouteMatches(want, &have[i]) {
+			return true
+		}
+	}
+	return false
+}
+
+func routeFor(l subnet.Lease, linkIndex int) *netlink.Route {
+	return &netlink.Route{Dst: ip.IPNet(l.Subnet), Gw: net.IP(l.Attrs.PublicIP.AsSlice()), LinkIndex: linkIndex}
+}
+
 func (n *network) Close() error { return n.h.Close() }
+
+var _ backend.Describer = (*network)(nil)
+
+// Describe reports each peer's route state.
+func (n *network) Describe() backend.Description {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	d := backend.Description{Info: map[string]string{"interface": n.ext.Iface.Name}, Peers: map[netip.Prefix]backend.PeerStatus{}}
+	for sn, p := range n.peers {
+		switch {
+		case p.lease.Attrs.BackendType != Name:
+			d.Peers[sn] = backend.PeerStatus{State: backend.PeerIgnored, Reason: "backend " + p.lease.Attrs.BackendType}
+		case !p.ok:
+			d.Peers[sn] = backend.PeerStatus{State: backend.PeerError, Reason: p.err}
+		default:
+			d.Peers[sn] = backend.PeerStatus{State: backend.PeerProgrammed}
+		}
+	}
+	return d
+}

@@ -21,6 +21,7 @@ const repairPeriod = 10 * time.Second
 
 // udpNetwork is the active udp data plane.
 type udpNetwork struct {
+	env    backend.Env // for OnRepair
 	log    klog.Logger
 	f      *fastpath.Forwarder
 	dev    deviceState
@@ -38,6 +39,7 @@ type udpNetwork struct {
 var (
 	_ backend.Network        = (*udpNetwork)(nil)
 	_ fastpath.StatsReporter = (*udpNetwork)(nil)
+	_ backend.PacketCounter  = (*udpNetwork)(nil)
 )
 
 // MTU is flannel0's MTU: the external interface's minus 28.
@@ -45,6 +47,9 @@ func (n *udpNetwork) MTU() int { return n.dev.mtu }
 
 // Stats returns the forwarding counters.
 func (n *udpNetwork) Stats() fastpath.Stats { return n.f.Stats() }
+
+// PacketStats returns the counters in the daemon's backend-neutral form.
+func (n *udpNetwork) PacketStats() backend.PacketStats { return n.f.Stats().Export() }
 
 // Apply folds peer events into the peer set and swaps the Forwarder's table once per
 // call. A lease that cannot be used is logged with its subnet and skipped.
@@ -129,6 +134,7 @@ func (n *udpNetwork) repair() {
 		err = n.dev.ensure(n.h)
 		if err == nil {
 			n.log.Info("Repaired TUN device", "device", DeviceName)
+			n.env.Repaired("device")
 		}
 	}
 	if err != nil {
@@ -155,4 +161,21 @@ func (n *udpNetwork) Close() error {
 		}
 	})
 	return err
+}
+
+var _ backend.Describer = (*udpNetwork)(nil)
+
+// Describe reports the TUN device and the peers in the forwarding table.
+func (n *udpNetwork) Describe() backend.Description {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	d := backend.Description{
+		Device: DeviceName,
+		Info:   map[string]string{"listen": n.listen.String()},
+		Peers:  map[netip.Prefix]backend.PeerStatus{},
+	}
+	for sn := range n.peers.leases {
+		d.Peers[sn] = backend.PeerStatus{State: backend.PeerProgrammed}
+	}
+	return d
 }

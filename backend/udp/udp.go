@@ -174,6 +174,7 @@ func (b *udpBackend) activate(h *kernel.Handle, own, network netip.Prefix, batch
 		return nil, fmt.Errorf("udp backend: %w", err)
 	}
 	return &udpNetwork{
+		env:    b.env,
 		log:    b.log,
 		f:      f,
 		dev:    dev,

@@ -27,6 +27,7 @@ func Type() backend.Type {
 // Backend is the vxlan backend before a lease is held. Its kernel sockets are bound to the
 // network namespace New ran in; Close releases them.
 type Backend struct {
+	env    backend.Env
 	log    klog.Logger
 	h      *kernel.Handle
 	ext    backend.ExternalInterface
@@ -69,6 +70,7 @@ func New(env backend.Env) (backend.Backend, error) {
 	}
 	log := env.Log.WithName("vxlan")
 	b := &Backend{
+		env: env,
 		log: log,
 		h:   h,
 		ext: ext,
@@ -119,6 +121,7 @@ func (b *Backend) Activate(ctx context.Context, own subnet.Lease) (backend.Netwo
 		return nil, fmt.Errorf("vxlan: own lease has no IPv4 subnet")
 	}
 	n := &network{
+		env:     b.env,
 		log:     b.log,
 		h:       b.h,
 		spec:    b.spec,

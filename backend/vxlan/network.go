@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"sync"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 
 // network is the active vxlan data plane for one own lease.
 type network struct {
+	env     backend.Env // for OnRepair
 	log     klog.Logger
 	h       *kernel.Handle
 	spec    deviceSpec
@@ -330,6 +332,7 @@ func (n *network) reconcile() error {
 		}
 		if p.failErr == "" {
 			n.log.Info("Repairing peer entries", "subnet", p.subnet, "publicIP", p.publicIP, "direct", p.direct)
+			n.env.Repaired("peer")
 		}
 		var old *peer
 		if wasDirect != p.direct {
@@ -379,3 +382,33 @@ var _ backend.Tunnel = (*network)(nil)
 
 // TunnelPort is the UDP port VXLAN packets from peers arrive on.
 func (n *network) TunnelPort() (string, int) { return "udp", n.spec.port }
+
+var _ backend.Describer = (*network)(nil)
+
+// Describe reports the device and each peer's state.
+func (n *network) Describe() backend.Description {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	d := backend.Description{
+		Device: n.spec.name,
+		Info: map[string]string{
+			"vtepMAC": n.spec.mac.String(), "vni": strconv.Itoa(n.spec.vni), "port": strconv.Itoa(n.spec.port),
+			"directRouting": strconv.FormatBool(n.direct),
+		},
+		Peers: map[netip.Prefix]backend.PeerStatus{},
+	}
+	for sn, p := range n.peers {
+		switch {
+		case p.failErr != "":
+			d.Peers[sn] = backend.PeerStatus{State: backend.PeerError, Reason: p.failErr}
+		case p.direct:
+			d.Peers[sn] = backend.PeerStatus{State: backend.PeerProgrammed, Reason: "direct route"}
+		default:
+			d.Peers[sn] = backend.PeerStatus{State: backend.PeerProgrammed}
+		}
+	}
+	for sn, reason := range n.ignored {
+		d.Peers[sn] = backend.PeerStatus{State: backend.PeerIgnored, Reason: reason}
+	}
+	return d
+}

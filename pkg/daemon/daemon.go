@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
 	"net/netip"
 	"time"
 
@@ -25,6 +26,8 @@ import (
 	"github.com/weftnet/weft/pkg/iface"
 	"github.com/weftnet/weft/pkg/ip"
 	"github.com/weftnet/weft/pkg/iptables"
+	"github.com/weftnet/weft/pkg/metrics"
+	"github.com/weftnet/weft/pkg/status"
 	"github.com/weftnet/weft/pkg/subnetenv"
 	"github.com/weftnet/weft/subnet"
 	"github.com/weftnet/weft/subnet/etcdv3"
@@ -49,14 +52,19 @@ type Config struct {
 
 // Daemon is one weftd.
 type Daemon struct {
-	cfg    Config
-	log    klog.Logger
-	health *health.State
+	cfg     Config
+	log     klog.Logger
+	health  *health.State
+	metrics *metrics.Metrics
+	view    *view
 }
 
 // New returns a daemon; nothing runs until Run.
 func New(cfg Config, log klog.Logger) *Daemon {
-	return &Daemon{cfg: cfg, log: log, health: health.NewState(nil)}
+	d := &Daemon{cfg: cfg, log: log, health: health.NewState(nil), metrics: metrics.New(cfg.Version),
+		view: &view{started: time.Now()}}
+	d.metrics.SetPacketSource(d.view.packetStats)
+	return d
 }
 
 // Run runs weftd until ctx ends (returns nil) or a fatal error. Fatal errors are only those
@@ -70,7 +78,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 	g, ctx := errgroup.WithContext(ctx)
 	if d.cfg.HealthzAddr != "" {
-		srv := health.NewServer(d.cfg.HealthzAddr, d.health, nil)
+		srv := health.NewServer(d.cfg.HealthzAddr, d.health, map[string]http.Handler{
+			"/metrics":  d.metrics.Handler(),
+			status.Path: status.Handler(func() status.Status { return d.view.status(d.cfg.Version) }),
+		})
 		if err := srv.Listen(); err != nil {
 			return fmt.Errorf("--healthz-ip/--healthz-port %s: %w", d.cfg.HealthzAddr, err)
 		}
@@ -86,6 +97,9 @@ func (d *Daemon) run(ctx context.Context, reg *etcdv3.Registry) error {
 	if err != nil {
 		return err
 	}
+	d.view.mu.Lock()
+	d.view.ext = ext
+	d.view.mu.Unlock()
 	d.log.Info("Using interface", "iface", ext.Iface.Name, "ifaceAddr", ext.IfaceAddr, "publicIP", ext.PublicIP, "mtu", ext.Iface.MTU)
 
 	netCfg, btype, rev, err := d.waitConfig(ctx, reg)
@@ -95,7 +109,7 @@ func (d *Daemon) run(ctx context.Context, reg *etcdv3.Registry) error {
 	d.log.Info("Network config", "network", netCfg.Network, "subnetLen", netCfg.SubnetLen,
 		"subnetMin", netCfg.SubnetMin, "subnetMax", netCfg.SubnetMax, "backend", netCfg.BackendType)
 
-	be, err := btype.New(backend.Env{Ext: ext, Network: netCfg, Log: d.log.WithName(btype.Name)})
+	be, err := btype.New(backend.Env{Ext: ext, Network: netCfg, Log: d.log.WithName(btype.Name), OnRepair: d.metrics.Repaired})
 	if err != nil {
 		return fmt.Errorf("backend %s: %w", btype.Name, err)
 	}
@@ -110,7 +124,7 @@ func (d *Daemon) run(ctx context.Context, reg *etcdv3.Registry) error {
 
 	mgr := subnet.NewManager(subnet.ManagerConfig{
 		Registry: reg, Network: netCfg, TTL: d.cfg.LeaseTTL, RenewMargin: d.cfg.RenewMargin,
-		Log: d.log.WithName("lease"),
+		Log: d.log.WithName("lease"), Observer: d.metrics,
 	})
 	var hint netip.Prefix
 	if old, err := subnetenv.Read(d.cfg.SubnetFile); err == nil {
@@ -131,6 +145,7 @@ func (d *Daemon) run(ctx context.Context, reg *etcdv3.Registry) error {
 			d.log.Error(nil, "SUBNET CHANGED: this node now has a different subnet; pods on it must be restarted to move",
 				"from", prev.Subnet, "to", lease.Subnet)
 			d.health.NoteSubnetChange(prev.Subnet, lease.Subnet)
+			d.metrics.SubnetChanged()
 		}
 		prev, hint = lease, lease.Subnet
 		err = d.session(ctx, reg, mgr, be, btype.Name, netCfg, lease, rev, fw)
@@ -138,6 +153,7 @@ func (d *Daemon) run(ctx context.Context, reg *etcdv3.Registry) error {
 			return err
 		}
 		d.health.SetLease(netip.Prefix{})
+		d.metrics.SetLease(subnet.Lease{})
 		d.health.SetError(err)
 		d.log.Error(err, "MY LEASE IS GONE: acquiring again, trying the same subnet first", "subnet", lease.Subnet)
 	}
@@ -152,6 +168,9 @@ func (d *Daemon) session(ctx context.Context, reg subnet.Registry, mgr *subnet.M
 		return fmt.Errorf("backend %s: activate for %s: %w", btype, lease.Subnet, err)
 	}
 	defer nw.Close()
+	d.view.setSession(nw, btype, netCfg.Network, lease)
+	defer d.view.setSession(nil, btype, netCfg.Network, subnet.Lease{})
+	d.metrics.SetLease(lease)
 	d.health.SetLease(lease.Subnet)
 	d.health.SetBackend(btype, false)
 
@@ -174,7 +193,7 @@ func (d *Daemon) session(ctx context.Context, reg subnet.Registry, mgr *subnet.M
 
 	g, gctx := errgroup.WithContext(ctx)
 	events := make(chan []subnet.Event, 16)
-	g.Go(func() error { return mgr.Hold(gctx, lease, nil) })
+	g.Go(func() error { return mgr.Hold(gctx, lease, d.view.renewedLease) })
 	g.Go(func() error { return mgr.WatchPeers(gctx, events) })
 	g.Go(func() error { return nw.Run(gctx) })
 	g.Go(func() error { return d.watchConfig(gctx, reg, netCfg, cfgRev) })
@@ -189,7 +208,6 @@ func (d *Daemon) session(ctx context.Context, reg subnet.Registry, mgr *subnet.M
 		g.Go(func() error { return fw.Run(gctx) })
 	}
 	g.Go(func() error {
-		peers := map[netip.Prefix]netip.Addr{}
 		for {
 			select {
 			case <-gctx.Done():
@@ -199,8 +217,10 @@ func (d *Daemon) session(ctx context.Context, reg subnet.Registry, mgr *subnet.M
 					d.log.V(1).Info("Some peers are not programmed yet; retrying", "err", err)
 				}
 				d.health.SetBackend(btype, true)
+				addrs := d.view.applied(evs)
+				d.metrics.SetPeers(len(addrs))
 				if fw != nil {
-					fw.SetPeers(trackPeers(peers, evs))
+					fw.SetPeers(addrs)
 				}
 			}
 		}
@@ -244,22 +264,6 @@ func (d *Daemon) newFirewall() (*iptables.Manager, error) {
 		return nil, fmt.Errorf("iptables rules (--ip-masq, --iptables-forward-rules and the tunnel port rules need them): %w", err)
 	}
 	return fw, nil
-}
-
-// trackPeers folds events into the peer address set and returns the current addresses.
-func trackPeers(peers map[netip.Prefix]netip.Addr, evs []subnet.Event) []netip.Addr {
-	for _, e := range evs {
-		if e.Type == subnet.Removed {
-			delete(peers, e.Lease.Subnet)
-		} else {
-			peers[e.Lease.Subnet] = e.Lease.Attrs.PublicIP
-		}
-	}
-	addrs := make([]netip.Addr, 0, len(peers))
-	for _, a := range peers {
-		addrs = append(addrs, a)
-	}
-	return addrs
 }
 
 func withLog(o iface.Options, log klog.Logger) iface.Options {

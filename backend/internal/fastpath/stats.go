@@ -1,6 +1,10 @@
 package fastpath
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"github.com/weftnet/weft/backend"
+)
 
 // DropReason says why the fast path discarded a packet.
 type DropReason uint8
@@ -166,4 +170,24 @@ func (c *counters) snapshot() Stats {
 		s.Drops[r] = c.drops[r].Load()
 	}
 	return s
+}
+
+// Export converts the snapshot into the backend-neutral form the daemon reads.
+func (s Stats) Export() backend.PacketStats {
+	ps := backend.PacketStats{
+		Packets: map[string]uint64{
+			"device-in": s.DeviceIn.Packets, "tunnel-out": s.ConnOut.Packets,
+			"tunnel-in": s.ConnIn.Packets, "device-out": s.DeviceOut.Packets,
+		},
+		Bytes: map[string]uint64{
+			"device-in": s.DeviceIn.Bytes, "tunnel-out": s.ConnOut.Bytes,
+			"tunnel-in": s.ConnIn.Bytes, "device-out": s.DeviceOut.Bytes,
+		},
+		Drops:      make(map[string]uint64, NumDropReasons),
+		ICMPErrors: s.ICMPOut,
+	}
+	for r := DropReason(1); r < NumDropReasons; r++ {
+		ps.Drops[r.String()] = s.Drops[r]
+	}
+	return ps
 }

@@ -1,0 +1,119 @@
+package daemon
+
+import (
+	"net/netip"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/pkg/status"
+	"github.com/weftnet/weft/subnet"
+)
+
+// view is what the daemon shows operators (/status): the facts of the running session.
+// It is written by the daemon's loops and read by HTTP handlers.
+type view struct {
+	mu      sync.Mutex // guards everything below
+	started time.Time
+	ext     backend.ExternalInterface
+	network netip.Prefix
+	btype   string
+	lease   subnet.Lease
+	renewed time.Time
+	nw      backend.Network // nil between sessions
+	active  bool
+	peers   map[netip.Prefix]subnet.Lease
+}
+
+func (v *view) setSession(nw backend.Network, btype string, network netip.Prefix, l subnet.Lease) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.nw, v.btype, v.network, v.lease, v.active = nw, btype, network, l, false
+	v.peers = map[netip.Prefix]subnet.Lease{}
+}
+
+func (v *view) renewedLease(l subnet.Lease) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.lease, v.renewed = l, time.Now()
+}
+
+// applied folds peer events in and returns the peers' public addresses (for the firewall)
+// and their count.
+func (v *view) applied(evs []subnet.Event) []netip.Addr {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.active = true
+	for _, e := range evs {
+		if e.Type == subnet.Removed {
+			delete(v.peers, e.Lease.Subnet)
+		} else {
+			v.peers[e.Lease.Subnet] = e.Lease
+		}
+	}
+	addrs := make([]netip.Addr, 0, len(v.peers))
+	for _, l := range v.peers {
+		addrs = append(addrs, l.Attrs.PublicIP)
+	}
+	return addrs
+}
+
+func (v *view) packetStats() (backend.PacketStats, bool) {
+	v.mu.Lock()
+	nw := v.nw
+	v.mu.Unlock()
+	if pc, ok := nw.(backend.PacketCounter); ok {
+		return pc.PacketStats(), true
+	}
+	return backend.PacketStats{}, false
+}
+
+// status renders the view for GET /status.
+func (v *view) status(version string) status.Status {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	host, _ := os.Hostname()
+	st := status.Status{
+		Version: version, Time: time.Now(), Started: v.started,
+		Node: status.Node{Hostname: host, InterfaceIP: v.ext.IfaceAddr, PublicIP: v.ext.PublicIP},
+		Lease: status.Lease{Network: v.network, Subnet: v.lease.Subnet, Reserved: v.lease.Subnet.IsValid() && v.lease.Reserved(),
+			Expires: v.lease.Expiration, Renewed: v.renewed},
+		Backend: status.Backend{Type: v.btype, Active: v.active},
+		Peers:   []status.Peer{},
+	}
+	if v.ext.Iface != nil {
+		st.Node.Interface = v.ext.Iface.Name
+	}
+	var desc backend.Description
+	if v.nw != nil {
+		st.Backend.MTU = v.nw.MTU()
+		if d, ok := v.nw.(backend.Describer); ok {
+			desc = d.Describe()
+			st.Backend.Device, st.Backend.Info = desc.Device, desc.Info
+		}
+		if pc, ok := v.nw.(backend.PacketCounter); ok {
+			ps := pc.PacketStats()
+			st.Counters = map[string]uint64{"icmp-errors": ps.ICMPErrors}
+			for k, n := range ps.Packets {
+				st.Counters["packets/"+k] = n
+			}
+			for k, n := range ps.Bytes {
+				st.Counters["bytes/"+k] = n
+			}
+			for k, n := range ps.Drops {
+				st.Counters["drops/"+k] = n
+			}
+		}
+	}
+	for sn, l := range v.peers {
+		p := status.Peer{Subnet: sn, PublicIP: l.Attrs.PublicIP, BackendType: l.Attrs.BackendType, State: status.PeerProgrammed}
+		if ps, ok := desc.Peers[sn]; ok {
+			p.State, p.Reason = status.PeerState(ps.State), ps.Reason
+		}
+		st.Peers = append(st.Peers, p)
+	}
+	sort.Slice(st.Peers, func(i, j int) bool { return st.Peers[i].Subnet.Addr().Less(st.Peers[j].Subnet.Addr()) })
+	return st
+}
