@@ -73,19 +73,23 @@ type Manager struct {
 
 	// lost carries the store revision at which the watch saw my lease deleted or taken.
 	lost chan int64
+	// renewNow asks Hold to renew at once: the watch saw the store come back after an
+	// outage, during which the lease may have come close to expiry.
+	renewNow chan struct{}
 }
 
 // NewManager returns a Manager. cfg.Registry and cfg.Network are required.
 func NewManager(cfg ManagerConfig) *Manager {
 	m := &Manager{
-		reg:    cfg.Registry,
-		cfg:    cfg.Network,
-		ttl:    cfg.TTL,
-		margin: cfg.RenewMargin,
-		log:    cfg.Log,
-		obs:    cfg.Observer,
-		rnd:    cfg.Rand,
-		lost:   make(chan int64, 1),
+		reg:      cfg.Registry,
+		cfg:      cfg.Network,
+		ttl:      cfg.TTL,
+		margin:   cfg.RenewMargin,
+		log:      cfg.Log,
+		obs:      cfg.Observer,
+		rnd:      cfg.Rand,
+		lost:     make(chan int64, 1),
+		renewNow: make(chan struct{}, 1),
 	}
 	if m.ttl <= 0 {
 		m.ttl = DefaultLeaseTTL
@@ -255,40 +259,63 @@ func (m *Manager) Hold(ctx context.Context, l Lease, onRenew func(Lease)) error 
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-m.renewNow:
+			// The store is back after an outage. For a reservation this checks the key.
+			if err := m.renew(ctx, &l, &failing, onRenew); err != nil {
+				return err
+			}
 		case rev := <-m.lost:
 			if rev >= l.Revision {
 				return fmt.Errorf("lease %s was deleted or taken over at revision %d: %w", l.Subnet, rev, ErrLeaseLost)
 			}
 			// A stale signal from before this lease was written: keep holding.
 		case <-fire:
-			renewed, err := m.reg.RenewLease(ctx, l)
-			if err == nil {
-				if failing {
-					m.log.Info("Lease renewal works again", "subnet", l.Subnet)
-				}
-				failing, l = false, renewed
-				m.setOwn(l)
-				m.obs.LeaseRenewed(l)
-				if onRenew != nil {
-					onRenew(l)
-				}
-				continue
-			}
-			if ctx.Err() != nil {
-				return nil
-			}
-			m.obs.LeaseRenewFailed(err)
-			if errors.Is(err, ErrNotFound) {
-				return fmt.Errorf("lease %s vanished before renewal: %w", l.Subnet, ErrLeaseLost)
-			}
-			if !failing {
-				m.log.Error(err, "Lease renewal failed; retrying", "subnet", l.Subnet, "expires", l.Expiration)
-			}
-			failing = true
-			if time.Now().After(l.Expiration) {
-				return fmt.Errorf("lease %s expired while the store was unreachable (%v): %w", l.Subnet, err, ErrLeaseLost)
+			if err := m.renew(ctx, &l, &failing, onRenew); err != nil {
+				return err
 			}
 		}
+	}
+}
+
+// renew renews *l once. It returns nil when renewed, when ctx ended, or when the store is
+// failing but the lease has not expired yet (Hold retries); an error wrapping ErrLeaseLost
+// when the lease is gone.
+func (m *Manager) renew(ctx context.Context, l *Lease, failing *bool, onRenew func(Lease)) error {
+	renewed, err := m.reg.RenewLease(ctx, *l)
+	if err == nil {
+		if *failing {
+			m.log.Info("Lease renewal works again", "subnet", l.Subnet)
+		}
+		*failing, *l = false, renewed
+		m.setOwn(renewed)
+		m.obs.LeaseRenewed(renewed)
+		if onRenew != nil {
+			onRenew(renewed)
+		}
+		return nil
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	m.obs.LeaseRenewFailed(err)
+	if errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("lease %s vanished before renewal: %w", l.Subnet, ErrLeaseLost)
+	}
+	if !*failing {
+		m.log.Error(err, "Lease renewal failed; retrying", "subnet", l.Subnet, "expires", l.Expiration)
+	}
+	*failing = true
+	if time.Now().After(l.Expiration) {
+		return fmt.Errorf("lease %s expired while the store was unreachable (%v): %w", l.Subnet, err, ErrLeaseLost)
+	}
+	return nil
+}
+
+// RenewSoon asks Hold to renew the lease at once (after the store came back from an outage).
+func (m *Manager) RenewSoon() {
+	select {
+	case m.renewNow <- struct{}{}:
+	default:
 	}
 }
 

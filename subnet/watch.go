@@ -56,6 +56,9 @@ func (m *Manager) WatchPeers(ctx context.Context, out chan<- []Event) error {
 			}
 		}
 		m.obs.WatchResynced()
+		if broken {
+			m.RenewSoon() // the store may have been away for long: renew as soon as it answers
+		}
 		if rev, err = m.resync(ctx, ps, out); err != nil {
 			return nil
 		}

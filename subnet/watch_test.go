@@ -191,3 +191,28 @@ func TestHoldSurvivesStoreOutage(t *testing.T) {
 		t.Fatalf("Hold after cancel: %v", err)
 	}
 }
+
+func TestRenewsAsSoonAsTheStoreIsBack(t *testing.T) {
+	cfg := mustConfig(t, `{"Network":"10.244.0.0/16"}`)
+	reg := subnettest.New()
+	m := newManager(t, reg, cfg) // TTL 1h, margin 10m: no renewal is due on its own
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	l, err := m.Acquire(ctx, subnettest.MustAttrs("192.0.2.1", "vxlan"), netip.Prefix{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewed := make(chan subnet.Lease, 4)
+	go func() { _ = m.Hold(ctx, l, func(l subnet.Lease) { renewed <- l }) }()
+	evs := make(chan []subnet.Event, 16)
+	go func() { _ = m.WatchPeers(ctx, evs) }()
+	recv(t, evs)
+	reg.SetFail(errors.New("etcd down")) // the watch breaks
+	time.Sleep(200 * time.Millisecond)
+	reg.SetFail(nil)
+	select {
+	case <-renewed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no renewal after the store came back")
+	}
+}
