@@ -210,14 +210,23 @@ func (m *Manager) reuse(ctx context.Context, mine Lease, attrs LeaseAttrs) (Leas
 	return l, nil
 }
 
-// findMine returns the lease naming publicIP that fits the config.
+// findMine returns the lease naming publicIP that fits the config, preferring a
+// reservation: an operator's pin beats an ordinary lease the node may also still hold.
 func findMine(leases []Lease, publicIP netip.Addr, cfg *Config) (Lease, bool) {
+	var found Lease
+	ok := false
 	for _, l := range leases {
-		if l.Attrs.PublicIP == publicIP && cfg.Contains(l.Subnet) {
+		if l.Attrs.PublicIP != publicIP || !cfg.Contains(l.Subnet) {
+			continue
+		}
+		if l.Reserved() {
 			return l, true
 		}
+		if !ok {
+			found, ok = l, true
+		}
 	}
-	return Lease{}, false
+	return found, ok
 }
 
 // FreeSubnets returns up to limit subnets in [SubnetMin, SubnetMax] that are not taken, in

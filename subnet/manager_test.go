@@ -161,3 +161,18 @@ func TestFreeSubnets(t *testing.T) {
 		t.Fatalf("limit not honoured: %v", got)
 	}
 }
+
+func TestReservationPreferredOverOrdinaryLease(t *testing.T) {
+	cfg := mustConfig(t, `{"Network":"10.244.0.0/16"}`)
+	reg := subnettest.New()
+	ctx := context.Background()
+	me := subnettest.MustAttrs("192.0.2.1", "vxlan")
+	if _, err := reg.CreateLease(ctx, pfx("10.244.1.0/24"), me, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	reg.PutRaw("10.244.9.0-24", []byte(`{"PublicIP":"192.0.2.1","PublicIPv6":null,"BackendType":"vxlan"}`), true)
+	l, err := newManager(t, reg, cfg).Acquire(ctx, me, netip.Prefix{})
+	if err != nil || l.Subnet != pfx("10.244.9.0/24") || !l.Reserved() {
+		t.Fatalf("got %+v, %v; want the reservation 10.244.9.0/24", l, err)
+	}
+}

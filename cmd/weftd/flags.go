@@ -13,6 +13,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/weftnet/weft/pkg/daemon"
+	"github.com/weftnet/weft/pkg/flagenv"
 	"github.com/weftnet/weft/pkg/iface"
 	"github.com/weftnet/weft/subnet/etcdv3"
 )
@@ -83,23 +84,8 @@ func parseFlags(args []string, getenv func(string) string) (*options, *pflag.Fla
 	if fs.NArg() > 0 {
 		return nil, nil, fmt.Errorf("unexpected argument %q (weftd takes flags only)", fs.Arg(0))
 	}
-	var envErr error
-	fs.VisitAll(func(f *pflag.Flag) {
-		if f.Changed || envErr != nil {
-			return
-		}
-		suffix := strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		for _, name := range []string{"WEFTD_" + suffix, "FLANNELD_" + suffix} {
-			if v := getenv(name); v != "" {
-				if err := fs.Set(f.Name, v); err != nil {
-					envErr = fmt.Errorf("invalid value %q for %s (from $%s): %v", v, "--"+f.Name, name, err)
-				}
-				return
-			}
-		}
-	})
-	if envErr != nil {
-		return nil, nil, envErr
+	if err := flagenv.Apply(fs, getenv, "WEFTD", "FLANNELD"); err != nil {
+		return nil, nil, err
 	}
 	return o, fs, o.validate()
 }

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
+
+	"github.com/weftnet/weft/subnet"
+	"github.com/weftnet/weft/subnet/etcdv3"
+)
+
+// cli is what a command runs with: its options, its streams and, opened on first use, the
+// etcd registry.
+type cli struct {
+	opts   *options
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+	now    func() time.Time // time.Now when nil
+
+	// afterList, if set, runs in config set between listing the leases and the
+	// transaction (tests use it to create a lease in that window).
+	afterList func()
+
+	reg *etcdv3.Registry // nil until registry() opened it
+}
+
+func (c *cli) clock() time.Time {
+	if c.now == nil {
+		return time.Now()
+	}
+	return c.now()
+}
+
+// registry opens the etcd registry the flags describe (once).
+func (c *cli) registry() (*etcdv3.Registry, error) {
+	if c.reg != nil {
+		return c.reg, nil
+	}
+	log := logr.Discard()
+	if c.opts.verbose {
+		log = funcr.New(func(prefix, args string) {
+			fmt.Fprintln(c.stderr, strings.TrimSpace(prefix+" "+args))
+		}, funcr.Options{})
+	}
+	reg, err := etcdv3.New(c.opts.etcdConfig(), log)
+	if err != nil {
+		return nil, err
+	}
+	c.reg = reg
+	return reg, nil
+}
+
+func (c *cli) close() {
+	if c.reg != nil {
+		_ = c.reg.Close()
+	}
+}
+
+// etcdError adds where etcd was expected to an error that says only that time ran out.
+func (c *cli) etcdError(err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%w (no answer from etcd at %s within --timeout %s)", err, c.opts.etcdEndpoints, c.opts.timeout)
+	}
+	return err
+}
+
+// configKey is the full etcd key of the network config.
+func (c *cli) configKey(reg *etcdv3.Registry) string { return reg.Prefix() + "/config" }
+
+// subnetsDir is the full etcd key directory of the leases, with its trailing slash.
+func (c *cli) subnetsDir(reg *etcdv3.Registry) string { return reg.Prefix() + "/subnets/" }
+
+// readConfig reads and parses the stored network config with flannel's rules
+// (subnet.ParseConfig; the backend's own keys are not checked, they do not matter to
+// subnets).
+func (c *cli) readConfig(ctx context.Context, reg *etcdv3.Registry) (*subnet.Config, error) {
+	raw, _, err := reg.GetConfig(ctx)
+	if errors.Is(err, subnet.ErrNotFound) {
+		return nil, fmt.Errorf("no network config at %s (write one with weftctl config set)", c.configKey(reg))
+	}
+	if err != nil {
+		return nil, c.etcdError(fmt.Errorf("read the network config: %w", err))
+	}
+	cfg, err := subnet.ParseConfig(raw)
+	if err != nil {
+		return nil, fmt.Errorf("the network config at %s: %w", c.configKey(reg), err)
+	}
+	return cfg, nil
+}
+
+func (c *cli) writeJSON(v any) error {
+	enc := json.NewEncoder(c.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// table returns a tabwriter on stdout; call Flush when done.
+func (c *cli) table() *tabwriter.Writer {
+	return tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+}
+
+// parseSubnet accepts an IPv4 subnet as a CIDR (10.244.5.0/24) or as a lease key
+// (10.244.5.0-24); it must be a network address.
+func parseSubnet(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "-") && !strings.Contains(s, "/") {
+		v4, v6, err := subnet.ParseLeaseKey(s)
+		if err != nil || v6.IsValid() {
+			return netip.Prefix{}, usagef("invalid subnet %q: not an IPv4 CIDR like 10.244.5.0/24 or a lease key like 10.244.5.0-24", s)
+		}
+		return v4, nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil || !p.Addr().Is4() {
+		return netip.Prefix{}, usagef("invalid subnet %q: not an IPv4 CIDR like 10.244.5.0/24", s)
+	}
+	if p.Masked() != p {
+		return netip.Prefix{}, usagef("invalid subnet %q: not a network address (did you mean %s?)", s, p.Masked())
+	}
+	return p, nil
+}
+
+// parsePublicIP accepts an IPv4 address.
+func parsePublicIP(s string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(s)
+	if err != nil || !a.Is4() || a.IsUnspecified() {
+		return netip.Addr{}, usagef("invalid public IP %q: not an IPv4 address", s)
+	}
+	return a, nil
+}
+
+// humanDuration prints a time to expiry: whole seconds, "expired" when past.
+func humanDuration(d time.Duration) string {
+	if d <= 0 {
+		return "expired"
+	}
+	return d.Round(time.Second).String()
+}
+
+// dash prints an empty string as "-" in tables.
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}

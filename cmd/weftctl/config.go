@@ -1,0 +1,185 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"slices"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/weftnet/weft/pkg/daemon"
+	"github.com/weftnet/weft/subnet"
+	"github.com/weftnet/weft/subnet/etcdv3"
+)
+
+// maxConfigSize bounds what config set reads; a network config is a few hundred bytes.
+const maxConfigSize = 1 << 20
+
+// maxSetAttempts bounds how often config set lists again after leases changed between its
+// check and its write.
+const maxSetAttempts = 5
+
+func runConfigGet(ctx context.Context, c *cli, _ []string) error {
+	reg, err := c.registry()
+	if err != nil {
+		return err
+	}
+	raw, _, err := reg.GetConfig(ctx)
+	if errors.Is(err, subnet.ErrNotFound) {
+		return fmt.Errorf("no network config at %s", c.configKey(reg))
+	}
+	if err != nil {
+		return c.etcdError(fmt.Errorf("read the network config: %w", err))
+	}
+	if _, _, perr := daemon.ParseNetworkConfig(raw); perr != nil {
+		fmt.Fprintf(c.stderr, "warning: weftd rejects this config: %v\n", perr)
+	}
+	out := raw
+	if !bytes.HasSuffix(out, []byte("\n")) {
+		out = append(slices.Clip(out), '\n')
+	}
+	_, err = c.stdout.Write(out)
+	return err
+}
+
+// orphan is a lease the new config would no longer fit.
+type orphan struct {
+	Subnet   netip.Prefix `json:"subnet"`
+	PublicIP netip.Addr   `json:"publicIP"`
+	Reserved bool         `json:"reserved"`
+}
+
+// configSetResult is config set's JSON output.
+type configSetResult struct {
+	Key      string   `json:"key"`
+	Revision int64    `json:"revision"`
+	Forced   bool     `json:"forced,omitempty"`
+	Orphans  []orphan `json:"orphans,omitempty"` // leases that no longer fit (only with --force)
+}
+
+func runConfigSet(ctx context.Context, c *cli, args []string) error {
+	raw, err := c.readConfigFile(args[0])
+	if err != nil {
+		return err
+	}
+	cfg, _, err := daemon.ParseNetworkConfig(raw)
+	if err != nil {
+		return err // weftd's own message: "invalid network config: ..."
+	}
+	reg, err := c.registry()
+	if err != nil {
+		return err
+	}
+	res, err := c.putConfig(ctx, reg, cfg, raw)
+	if err != nil {
+		return err
+	}
+	if c.opts.output == outputJSON {
+		return c.writeJSON(res)
+	}
+	if len(res.Orphans) > 0 {
+		fmt.Fprintf(c.stderr, "warning: written with --force; %d lease(s) no longer fit it:\n", len(res.Orphans))
+		c.printOrphans(c.stderr, res.Orphans)
+	}
+	fmt.Fprintf(c.stdout, "wrote the network config to %s (revision %d): Network %s, SubnetLen /%d, subnets %s to %s, backend %s\n",
+		res.Key, res.Revision, cfg.Network, cfg.SubnetLen, cfg.SubnetMin, cfg.SubnetMax, cfg.BackendType)
+	return nil
+}
+
+// readConfigFile reads FILE, or stdin for "-", trimmed of surrounding white space.
+func (c *cli) readConfigFile(name string) ([]byte, error) {
+	var r io.Reader
+	if name == "-" {
+		r = c.stdin
+	} else {
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		r = f
+	}
+	b, err := io.ReadAll(io.LimitReader(r, maxConfigSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	if len(b) > maxConfigSize {
+		return nil, fmt.Errorf("%s is larger than %d bytes: not a network config", name, maxConfigSize)
+	}
+	return bytes.TrimSpace(b), nil
+}
+
+// putConfig writes raw unless leases would be orphaned (or --force). The lease check and the
+// write are one transaction: it succeeds only if no key below <prefix>/subnets/ was created
+// or modified after the listing the check used; otherwise it lists again.
+func (c *cli) putConfig(ctx context.Context, reg *etcdv3.Registry, cfg *subnet.Config, raw []byte) (configSetResult, error) {
+	key := c.configKey(reg)
+	for attempt := 0; attempt < maxSetAttempts; attempt++ {
+		list, err := reg.ListLeases(ctx)
+		if err != nil {
+			return configSetResult{}, c.etcdError(err)
+		}
+		if c.afterList != nil {
+			c.afterList()
+		}
+		orphans := findOrphans(cfg, list.Leases)
+		if len(orphans) > 0 && !c.opts.force {
+			var b bytes.Buffer
+			c.printOrphans(&b, orphans)
+			return configSetResult{}, fmt.Errorf("refusing to write the config: %d existing lease(s) would no longer fit Network %s with SubnetLen /%d:\n%s"+
+				"Delete them first (weftctl unreserve [--force] SUBNET), or use --force: a node whose lease no longer fits\n"+
+				"takes a new subnet when weftd restarts, and its old lease stays until it expires",
+				len(orphans), cfg.Network, cfg.SubnetLen, b.String())
+		}
+		txn := reg.Client().Txn(ctx)
+		if !c.opts.force {
+			txn = txn.If(clientv3.Compare(clientv3.ModRevision(c.subnetsDir(reg)), "<", list.Revision+1).WithPrefix())
+		}
+		resp, err := txn.Then(clientv3.OpPut(key, string(raw))).Commit()
+		if err != nil {
+			return configSetResult{}, c.etcdError(fmt.Errorf("write %s: %w", key, err))
+		}
+		if resp.Succeeded {
+			return configSetResult{Key: key, Revision: resp.Header.Revision, Forced: c.opts.force, Orphans: orphans}, nil
+		}
+		// A lease was created or changed since the listing: check again.
+	}
+	return configSetResult{}, fmt.Errorf("write %s: leases kept changing during %d attempts: %w", key, maxSetAttempts, subnet.ErrTaken)
+}
+
+// findOrphans returns the leases cfg does not fit (wrong length or outside Network), by
+// subnet.
+func findOrphans(cfg *subnet.Config, leases []subnet.Lease) []orphan {
+	var out []orphan
+	for _, l := range leases {
+		if !cfg.Contains(l.Subnet) {
+			out = append(out, orphan{Subnet: l.Subnet, PublicIP: l.Attrs.PublicIP, Reserved: l.Reserved()})
+		}
+	}
+	slices.SortFunc(out, func(a, b orphan) int { return comparePrefix(a.Subnet, b.Subnet) })
+	return out
+}
+
+func (c *cli) printOrphans(w io.Writer, orphans []orphan) {
+	for _, o := range orphans {
+		kind := "lease"
+		if o.Reserved {
+			kind = "reservation"
+		}
+		fmt.Fprintf(w, "  %s  %s  (%s)\n", o.Subnet, o.PublicIP, kind)
+	}
+}
+
+// comparePrefix orders subnets by address (numerically), then by length. It is safe for
+// zero and IPv6 prefixes (from a status document).
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return a.Bits() - b.Bits()
+}

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/weftnet/weft/subnet"
+	"github.com/weftnet/weft/subnet/etcdv3"
+)
+
+// leaseRow is one lease in leases' output.
+type leaseRow struct {
+	Subnet      netip.Prefix    `json:"subnet"`
+	IPv6Subnet  netip.Prefix    `json:"ipv6Subnet,omitzero"`
+	PublicIP    netip.Addr      `json:"publicIP"`
+	PublicIPv6  netip.Addr      `json:"publicIPv6,omitzero"`
+	BackendType string          `json:"backendType"` // "" for flannel's udp leases
+	BackendData json.RawMessage `json:"backendData,omitempty"`
+	Reserved    bool            `json:"reserved"`
+	// EtcdLeaseID is the key's etcd lease in hex, as etcdctl prints it; absent for a
+	// reservation.
+	EtcdLeaseID string `json:"etcdLeaseID,omitempty"`
+	// Expires and ExpiresInSeconds are absent for a reservation; an etcd lease that ran out
+	// between the listing and the TTL query shows ExpiresInSeconds 0.
+	Expires          time.Time `json:"expires,omitzero"`
+	ExpiresInSeconds *int64    `json:"expiresInSeconds,omitempty"`
+}
+
+// malformedRow is a key below subnets/ that does not parse.
+type malformedRow struct {
+	Key   string `json:"key"`
+	Error string `json:"error"`
+}
+
+// leasesResult is leases' JSON output.
+type leasesResult struct {
+	Revision  int64          `json:"revision"`
+	Leases    []leaseRow     `json:"leases"`
+	Malformed []malformedRow `json:"malformed"`
+}
+
+func runLeases(ctx context.Context, c *cli, _ []string) error {
+	reg, err := c.registry()
+	if err != nil {
+		return err
+	}
+	res, err := c.listLeases(ctx, reg)
+	if err != nil {
+		return err
+	}
+	if c.opts.output == outputJSON {
+		return c.writeJSON(res)
+	}
+	now := c.clock()
+	tw := c.table()
+	fmt.Fprintln(tw, "SUBNET\tPUBLIC-IP\tBACKEND\tEXPIRES-IN\tRESERVED")
+	for _, r := range res.Leases {
+		expires := "-"
+		if !r.Reserved {
+			expires = humanDuration(r.Expires.Sub(now))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Subnet, r.PublicIP, dash(r.BackendType), expires, yesNo(r.Reserved))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(res.Malformed) > 0 {
+		fmt.Fprintf(c.stdout, "\n%d malformed key(s) (weftd skips them):\n", len(res.Malformed))
+		tw = c.table()
+		fmt.Fprintln(tw, "KEY\tERROR")
+		for _, m := range res.Malformed {
+			fmt.Fprintf(tw, "%s\t%s\n", m.Key, oneLine(m.Error))
+		}
+		return tw.Flush()
+	}
+	return nil
+}
+
+// listLeases lists the leases sorted by subnet, with each etcd lease's time to live (one
+// TimeToLive request per distinct etcd lease).
+func (c *cli) listLeases(ctx context.Context, reg *etcdv3.Registry) (leasesResult, error) {
+	list, err := reg.ListLeases(ctx)
+	if err != nil {
+		return leasesResult{}, c.etcdError(err)
+	}
+	now := c.clock()
+	ttls := make(map[int64]int64) // etcd lease ID -> remaining seconds, -1 when gone
+	res := leasesResult{Revision: list.Revision, Leases: []leaseRow{}, Malformed: []malformedRow{}}
+	for _, l := range list.Leases {
+		r := leaseRow{
+			Subnet: l.Subnet, IPv6Subnet: l.IPv6Subnet,
+			PublicIP: l.Attrs.PublicIP, PublicIPv6: l.Attrs.PublicIPv6,
+			BackendType: l.Attrs.BackendType, BackendData: l.Attrs.BackendData,
+			Reserved: l.Reserved(),
+		}
+		if !l.Reserved() {
+			ttl, ok := ttls[l.TTLID]
+			if !ok {
+				if ttl, err = c.timeToLive(ctx, reg, l.TTLID); err != nil {
+					return leasesResult{}, err
+				}
+				ttls[l.TTLID] = ttl
+			}
+			r.EtcdLeaseID = fmt.Sprintf("%x", l.TTLID)
+			secs := max(ttl, 0)
+			r.ExpiresInSeconds = &secs
+			r.Expires = now.Add(time.Duration(secs) * time.Second)
+		}
+		res.Leases = append(res.Leases, r)
+	}
+	slices.SortFunc(res.Leases, func(a, b leaseRow) int { return comparePrefix(a.Subnet, b.Subnet) })
+	for _, m := range list.Malformed {
+		res.Malformed = append(res.Malformed, malformedRow{Key: m.Key, Error: m.Err.Error()})
+	}
+	return res, nil
+}
+
+// timeToLive returns an etcd lease's remaining seconds, -1 when it no longer exists.
+func (c *cli) timeToLive(ctx context.Context, reg *etcdv3.Registry, id int64) (int64, error) {
+	resp, err := reg.Client().TimeToLive(ctx, clientv3.LeaseID(id))
+	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		return -1, nil
+	}
+	if err != nil {
+		return 0, c.etcdError(fmt.Errorf("time to live of etcd lease %x: %w", id, err))
+	}
+	return resp.TTL, nil
+}
+
+// findLease returns the lease of sn from a listing (a dual-stack key counts by its IPv4
+// subnet), and whether a malformed key names sn exactly.
+func findLease(list subnet.LeaseList, reg *etcdv3.Registry, sn netip.Prefix) (subnet.Lease, *subnet.Malformed, bool) {
+	for _, l := range list.Leases {
+		if l.Subnet == sn {
+			return l, nil, true
+		}
+	}
+	key := reg.Prefix() + "/subnets/" + subnet.LeaseKey(sn, netip.Prefix{})
+	for i, m := range list.Malformed {
+		if m.Key == key {
+			return subnet.Lease{}, &list.Malformed[i], false
+		}
+	}
+	return subnet.Lease{}, nil, false
+}
+
+func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }
