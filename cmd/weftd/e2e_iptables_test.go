@@ -15,7 +15,7 @@ import (
 func TestMasqueradeAndRuleRepair(t *testing.T) {
 	c := cluster.New(t, cluster.Options{Nodes: 2, Internet: true})
 	c.PutConfig(`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`)
-	_, pods, envs := startNodes(t, c, []int{0, 1}, "--ip-masq", "--iptables-resync", "1")
+	_, pods, envs := startNodes(t, c, []int{0, 1}, "--ip-masq", "--iptables-resync", "1", "--healthz-port", healthPort)
 	if !envs[0].IPMasq {
 		t.Fatal("FLANNEL_IPMASQ=false with --ip-masq")
 	}
@@ -56,6 +56,9 @@ func TestMasqueradeAndRuleRepair(t *testing.T) {
 		}
 	}
 
+	if v := metric(t, c, 0, "weft_dataplane_repairs_total", "kind", "iptables"); v != 0 {
+		t.Fatalf("iptables repairs = %v before anything was deleted (installing is not repairing)", v)
+	}
 	// Delete one MASQUERADE rule by hand; it is back within the 1 s resync period.
 	nat, _ := c.Exec(c.NodeNS(0), "iptables", "-t", "nat", "-S", "WEFT-POSTRTG")
 	var rule string
@@ -78,6 +81,9 @@ func TestMasqueradeAndRuleRepair(t *testing.T) {
 		return nil
 	})
 	t.Logf("rule restored after %s", time.Since(start).Round(10*time.Millisecond))
+	if v := metric(t, c, 0, "weft_dataplane_repairs_total", "kind", "iptables"); v != 1 {
+		t.Errorf("iptables repairs = %v, want 1", v)
+	}
 }
 
 // splitRule splits an iptables -S line into arguments, keeping quoted comments whole.

@@ -259,6 +259,7 @@ func (d *Daemon) newFirewall() (*iptables.Manager, error) {
 	fw, err := iptables.New(iptables.Options{
 		IPMasq: d.cfg.IPMasq, ForwardRules: d.cfg.ForwardRules,
 		RestrictTunnelPort: d.cfg.RestrictTunnelPort, Resync: d.cfg.IPTablesSync,
+		OnRepair: func() { d.metrics.Repaired("iptables") },
 	}, d.log.WithName("iptables"))
 	if err != nil {
 		return nil, fmt.Errorf("iptables rules (--ip-masq, --iptables-forward-rules and the tunnel port rules need them): %w", err)

@@ -2,6 +2,7 @@ package iptables
 
 import (
 	"fmt"
+	"slices"
 )
 
 // runner is the part of go-iptables' *iptables.IPTables that weft uses. Every method runs
@@ -32,6 +33,8 @@ func (m *Manager) syncChainLocked(def *chainDef, rules [][]string) error {
 	for i, r := range rules {
 		want[i] = m.expectedLocked(r)
 	}
+	prev, wasApplied := m.applied[def]
+	repairing := wasApplied && slices.Equal(prev, want) // same wish as last time: someone else changed it
 	if edits := planEdits(have, want); len(edits) > 0 {
 		for _, e := range edits {
 			if err := m.applyLocked(def, e, rules); err != nil {
@@ -39,9 +42,16 @@ func (m *Manager) syncChainLocked(def *chainDef, rules [][]string) error {
 			}
 		}
 		m.log.Info("iptables chain updated", "table", def.table, "chain", def.name,
-			"edits", len(edits), "rules", len(rules))
+			"edits", len(edits), "rules", len(rules), "repair", repairing)
 		m.learnLocked(def, rules)
+		if repairing {
+			m.repaired()
+		}
 	}
+	if m.applied == nil {
+		m.applied = map[*chainDef][]string{}
+	}
+	m.applied[def] = want
 
 	ok, err := m.ipt.Exists(def.table, def.hook, def.jump...)
 	if err != nil {
@@ -58,8 +68,17 @@ func (m *Manager) syncChainLocked(def *chainDef, rules [][]string) error {
 	if err != nil {
 		return fmt.Errorf("add jump %s -> %s: %w", def.hook, def.name, err)
 	}
-	m.log.Info("iptables jump added", "table", def.table, "from", def.hook, "to", def.name)
+	m.log.Info("iptables jump added", "table", def.table, "from", def.hook, "to", def.name, "repair", repairing)
+	if repairing {
+		m.repaired()
+	}
 	return nil
+}
+
+func (m *Manager) repaired() {
+	if m.opts.OnRepair != nil {
+		m.opts.OnRepair()
+	}
 }
 
 // listChainLocked returns the rules of weft's chain, creating the chain when it is missing.
@@ -153,6 +172,7 @@ func (m *Manager) learnLocked(def *chainDef, rules [][]string) {
 // removeChainLocked deletes the jump to weft's chain (every copy) and the chain itself.
 // A chain that does not exist is not an error (and then no jump to it can exist).
 func (m *Manager) removeChainLocked(def *chainDef) error {
+	delete(m.applied, def)
 	exists, err := m.ipt.ChainExists(def.table, def.name)
 	if err != nil {
 		return fmt.Errorf("check chain %s %s: %w", def.table, def.name, err)

@@ -51,6 +51,9 @@ type Options struct {
 	RestrictTunnelPort bool
 	// Resync is the period of Run's re-check; DefaultResync when zero or negative.
 	Resync time.Duration
+	// OnRepair, if set, is called when a pass puts back rules or a jump that were in place
+	// before and were deleted or changed by someone else (not for changes weft asked for).
+	OnRepair func()
 }
 
 // Manager installs and repairs weft's iptables rules.
@@ -72,7 +75,8 @@ type Manager struct {
 	syncMu      sync.Mutex // serialises passes; guards the fields below
 	randomFully bool       // use MASQUERADE --random-fully
 	listed      map[string]string
-	removed     map[*chainDef]bool // chains known to be gone, so a remove needs no command
+	removed     map[*chainDef]bool     // chains known to be gone, so a remove needs no command
+	applied     map[*chainDef][]string // the rules each chain had after its last good pass
 }
 
 // New finds the iptables binary and returns a Manager. It changes nothing.
