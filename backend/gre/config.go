@@ -1,0 +1,144 @@
+package gre
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/subnet"
+)
+
+// Mode says where GRE packets are encapsulated.
+type Mode string
+
+// The values of the Mode key.
+const (
+	// ModeAuto uses the kernel's GRE device when the kernel has one (ip_gre) and the
+	// userspace forwarder otherwise. It is the default.
+	ModeAuto Mode = "auto"
+	// ModeKernel uses the kernel's GRE device and fails when the kernel has none.
+	ModeKernel Mode = "kernel"
+	// ModeUserspace uses a TUN device and a raw IP socket (protocol 47), never the
+	// kernel's GRE device.
+	ModeUserspace Mode = "userspace"
+)
+
+// Limits of the backend keys.
+const (
+	// minMTU is the smallest MTU IPv4 allows (RFC 791).
+	minMTU = 68
+	// maxMTU leaves room for the outer headers in the 16-bit IPv4 total length.
+	maxMTU = 65535 - overhead
+)
+
+// Config is the gre part of the network config: the keys of the Backend object.
+type Config struct {
+	// Mode is "auto" (default), "kernel" or "userspace".
+	Mode Mode
+	// MTU is the device (and pod) MTU; 0 means the external interface's MTU − 24
+	// (outer IPv4 20 + GRE 4). It must not exceed that.
+	MTU int
+}
+
+// keys are the accepted Backend keys besides Type, matched case-insensitively as
+// encoding/json (and flanneld) do.
+var keys = []string{"Mode", "MTU"}
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: gre backend: "+format, append([]any{subnet.ErrInvalidConfig}, args...)...)
+}
+
+// Validate checks a Backend object strictly, without touching the system. Errors wrap
+// subnet.ErrInvalidConfig and name the offending key and value.
+func Validate(raw json.RawMessage) error {
+	_, err := ParseConfig(raw)
+	return err
+}
+
+// ParseConfig decodes and checks a Backend object (nil or empty: all defaults). The MTU
+// upper bound depends on the external interface and is checked by New.
+func ParseConfig(raw json.RawMessage) (Config, error) {
+	cfg := Config{Mode: ModeAuto}
+	if len(raw) == 0 || string(raw) == "null" {
+		return cfg, nil
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return Config{}, invalid("not a JSON object: %v", err)
+	}
+	for k := range m {
+		if !knownKey(k) {
+			return Config{}, invalid("unknown key %q (known: Type, %s)", k, strings.Join(keys, ", "))
+		}
+	}
+	if err := backend.StrictDecode(raw, &cfg); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return Config{}, invalid("key %s: value %s is not %s", te.Field, rawValue(m, te.Field), jsonKind(te.Type.String()))
+		}
+		return Config{}, invalid("%v", err)
+	}
+	switch cfg.Mode {
+	case ModeAuto, ModeKernel, ModeUserspace:
+	case "":
+		return Config{}, invalid("key Mode: value %s is empty (known: %q, %q, %q)", rawValue(m, "Mode"), ModeAuto, ModeKernel, ModeUserspace)
+	default:
+		return Config{}, invalid("key Mode: value %q is not one of %q, %q, %q", cfg.Mode, ModeAuto, ModeKernel, ModeUserspace)
+	}
+	if cfg.MTU != 0 && (cfg.MTU < minMTU || cfg.MTU > maxMTU) {
+		return Config{}, invalid("key MTU: value %d is outside %d..%d (0 or absent: the interface MTU - %d)", cfg.MTU, minMTU, maxMTU, overhead)
+	}
+	return cfg, nil
+}
+
+func knownKey(k string) bool {
+	if k == "Type" {
+		return true
+	}
+	for _, known := range keys {
+		if strings.EqualFold(k, known) {
+			return true
+		}
+	}
+	return false
+}
+
+// rawValue returns the JSON text given for key (matched as encoding/json does).
+func rawValue(m map[string]json.RawMessage, key string) string {
+	for k, v := range m {
+		if strings.EqualFold(k, key) {
+			return string(v)
+		}
+	}
+	return "?"
+}
+
+// jsonKind names a Go field type the way a config author thinks of it.
+func jsonKind(goType string) string {
+	switch goType {
+	case "int":
+		return "an integer"
+	case "gre.Mode", "string":
+		return "a string"
+	}
+	return goType
+}
+
+// podMTU returns the device (and pod) MTU for an external interface MTU, checking the MTU
+// key against it. It is pure.
+func podMTU(cfg Config, extMTU int) (int, error) {
+	largest := extMTU - overhead
+	if cfg.MTU != 0 {
+		if cfg.MTU > largest {
+			return 0, invalid("key MTU: value %d is larger than the external interface's MTU %d minus the %d-byte GRE overhead (%d)",
+				cfg.MTU, extMTU, overhead, largest)
+		}
+		return cfg.MTU, nil
+	}
+	if largest < minMTU {
+		return 0, fmt.Errorf("gre backend: the external interface's MTU %d leaves a pod MTU of %d, below the minimum %d", extMTU, largest, minMTU)
+	}
+	return largest, nil
+}

@@ -1,0 +1,164 @@
+package gre
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
+
+	"github.com/weftnet/weft/backend/internal/fastpath"
+)
+
+// socketBuffer is the receive and send buffer asked for on the raw socket, so a burst
+// from many peers is not dropped while the forwarder is busy.
+const socketBuffer = 4 << 20
+
+// errNoHeadroom: a packet handed to Write has less than headerLen bytes before it. The
+// Forwarder always leaves fastpath.Headroom (32) bytes, so this is a caller bug.
+var errNoHeadroom = errors.New("gre: packet has no headroom for the GRE header")
+
+// conn is the underlay side of userspace GRE: a fastpath.Conn over a raw IPv4 socket for
+// IP protocol 47, bound to the external interface's address. It moves many datagrams per
+// system call through fastpath.SocketConn (recvmmsg/sendmmsg).
+//
+//   - Read: the kernel hands a raw IPPROTO_GRE socket the whole datagram, outer IPv4
+//     header included. Read advances each packet's Off past the outer header (IHL) and the
+//     4-byte GRE header, so the Forwarder sees the inner IPv4 packet; Addr is the outer
+//     source with port 0. A datagram that is not plain GRE carrying IPv4 (flags, version,
+//     protocol) gets Len 0, which the Forwarder counts as malformed (or as not-peer when
+//     the sender is no peer), so nothing is allocated or logged per packet.
+//   - Write: writes the GRE header into the 4 bytes before each packet (its headroom),
+//     sends header and packet to Addr (the kernel adds the outer IPv4 header: source the
+//     bound address, protocol 47, TTL 64, DF), then restores Off and Len.
+//
+// A raw socket receives every GRE datagram addressed to the bound address, from anyone;
+// the Forwarder's anti-spoofing checks decide what is a peer's. It needs CAP_NET_RAW.
+type conn struct {
+	sock *fastpath.SocketConn
+}
+
+var _ fastpath.Conn = (*conn)(nil)
+
+// listenGRE opens the raw GRE socket on local, in the network namespace of the calling
+// thread.
+func listenGRE(local netip.Addr, batch int, log klog.Logger) (*conn, error) {
+	pc, err := net.ListenIP(fmt.Sprintf("ip4:%d", ipProtoGRE), &net.IPAddr{IP: local.AsSlice()})
+	if err != nil {
+		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+			return nil, fmt.Errorf("gre backend: open a raw IP socket for protocol 47 on %s (needs CAP_NET_RAW): %w", local, err)
+		}
+		return nil, fmt.Errorf("gre backend: open a raw IP socket for protocol 47 on %s: %w", local, err)
+	}
+	setSocketBuffers(pc, log)
+	sc, err := fastpath.NewSocketConn(pc, batch)
+	if err != nil {
+		pc.Close()
+		return nil, fmt.Errorf("gre backend: %w", err)
+	}
+	return &conn{sock: sc}, nil
+}
+
+// BatchSize implements fastpath.Conn.
+func (c *conn) BatchSize() int { return c.sock.BatchSize() }
+
+// Close implements fastpath.Conn.
+func (c *conn) Close() error { return c.sock.Close() }
+
+// Read implements fastpath.Conn: it strips the outer IPv4 and GRE headers in place.
+func (c *conn) Read(pkts []fastpath.Packet) (int, error) {
+	n, err := c.sock.Read(pkts)
+	for i := range pkts[:n] {
+		stripHeaders(&pkts[i])
+	}
+	return n, err
+}
+
+// stripHeaders advances p past the outer IPv4 and GRE headers, or sets its Len to 0 when
+// the datagram is not plain GRE carrying IPv4.
+func stripHeaders(p *fastpath.Packet) {
+	off, werr := decodeDatagram(p.Bytes())
+	if werr != wireOK {
+		p.Len = 0
+		return
+	}
+	p.Off += off
+	p.Len -= off
+}
+
+// Write implements fastpath.Conn: it prepends the GRE header in each packet's headroom.
+// A packet without headerLen bytes of headroom is skipped (and reported with
+// errNoHeadroom); the others are still sent.
+func (c *conn) Write(pkts []fastpath.Packet) (int, error) {
+	sent := 0
+	var first error
+	for start := 0; start < len(pkts); {
+		end := start
+		for end < len(pkts) && pkts[end].Off >= headerLen {
+			end++
+		}
+		if end > start {
+			n, err := c.writeRun(pkts[start:end])
+			sent += n
+			if err != nil && first == nil {
+				first = err
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return sent, err
+			}
+		}
+		if end < len(pkts) {
+			if first == nil {
+				first = errNoHeadroom
+			}
+			end++ // skip the packet without headroom
+		}
+		start = end
+	}
+	return sent, first
+}
+
+// writeRun sends packets that all have headroom for the GRE header.
+func (c *conn) writeRun(pkts []fastpath.Packet) (int, error) {
+	for i := range pkts {
+		p := &pkts[i]
+		p.Off -= headerLen
+		p.Len += headerLen
+		putHeader(p.Buf[p.Off:])
+	}
+	n, err := c.sock.Write(pkts)
+	for i := range pkts {
+		p := &pkts[i]
+		p.Off += headerLen
+		p.Len -= headerLen
+	}
+	return n, err
+}
+
+// setSocketBuffers asks for large socket buffers, past net.core.[rw]mem_max when the
+// process may (CAP_NET_ADMIN), else as large as the limits allow. Failure is logged only.
+func setSocketBuffers(sock *net.IPConn, log klog.Logger) {
+	rc, err := sock.SyscallConn()
+	if err != nil {
+		return
+	}
+	var errs []error
+	_ = rc.Control(func(fd uintptr) {
+		for _, o := range [...]struct{ force, plain int }{
+			{unix.SO_RCVBUFFORCE, unix.SO_RCVBUF},
+			{unix.SO_SNDBUFFORCE, unix.SO_SNDBUF},
+		} {
+			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o.force, socketBuffer) == nil {
+				continue
+			}
+			if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o.plain, socketBuffer); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		log.Info("Could not enlarge the raw GRE socket buffers", "err", err)
+	}
+}

@@ -1,0 +1,51 @@
+// Package gre is weft's gre backend: pods' packets travel between nodes inside plain GRE
+// (RFC 2784, IP protocol 47), either through the kernel's GRE driver or, where the kernel
+// has none, through a userspace forwarder. Both put the same bytes on the wire, so nodes in
+// different modes share one network.
+//
+// # Kernel mode
+//
+// One point-to-multipoint GRE device per node, weft.gre ("ip link add weft.gre type gre
+// local <iface addr> ttl 64": no remote, no key, checksum or sequence numbers), carrying the
+// own subnet's network address as a /32. For each peer whose lease says BackendType "gre":
+//
+//	route      <peer subnet> via <peer PublicIP> dev weft.gre onlink
+//	neighbour  <peer PublicIP> lladdr <peer PublicIP> dev weft.gre permanent
+//
+// The route's next hop is the tunnel's outer destination. The neighbour entry pins that:
+// Linux gives a neighbour on a NOARP GRE device the device's own (local) address, which the
+// GRE header code would copy into the outer destination. There is never a device per peer.
+//
+// # Userspace mode
+//
+// A persistent TUN device, weft-gre0, with the own subnet's network address as a /32 and
+// one route, the whole Network; a raw IPv4 socket for protocol 47 bound to the interface
+// address; and a fastpath.Forwarder between them (batched recvmmsg/sendmmsg, no allocation
+// per packet). The socket receives the outer IPv4 header, which is skipped with the 4-byte
+// GRE header; datagrams with GRE flags, another version or another protocol type are
+// counted as malformed. Writes prepend the GRE header in the packet's headroom and let the
+// kernel add the outer IPv4 header. Like the udp backend, a datagram is accepted only from
+// a current peer's PublicIP, with an inner source in that peer's subnet and an inner
+// destination in the own subnet; everything else is dropped and counted (Stats). It needs
+// CAP_NET_RAW.
+//
+// # Choosing the mode
+//
+// Mode "auto" (the default) creates the kernel device; if the kernel answers that it does
+// not know the "gre" link type (no ip_gre, no module loading), it logs once that gre runs
+// in userspace and why, and does. Mode "kernel" fails instead, with a *KernelGREError
+// naming ip_gre; Mode "userspace" never touches the kernel driver. When the mode changes
+// between runs, the other mode's device is deleted.
+//
+// # MTU
+//
+// GRE over IPv4 costs 24 bytes (outer IPv4 20 + GRE 4), so the device and pod MTU is the
+// external interface's MTU − 24, or the MTU key when set (not larger than that).
+//
+// # What it must not do
+//
+// It never talks to the subnet store, programs nothing for leases of other backends (they
+// are ignored with one log line), and leaves its devices, routes and neighbours in place on
+// Close so pods keep talking across a restart. In kernel mode the device accepts GRE from
+// any sender; weftd's --restrict-tunnel-port admits protocol 47 from current peers only.
+package gre

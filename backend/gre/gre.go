@@ -1,0 +1,243 @@
+package gre
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/backend/internal/fastpath"
+	"github.com/weftnet/weft/backend/internal/kernel"
+	"github.com/weftnet/weft/pkg/ip"
+	"github.com/weftnet/weft/subnet"
+)
+
+// Name is the Backend.Type value and the BackendType of gre leases.
+const Name = "gre"
+
+// repairPeriod is how often Run re-checks the kernel state.
+const repairPeriod = 5 * time.Second
+
+// The daemon reads a userspace gre Network's counters with a type assertion to
+// StatsReporter (or backend.PacketCounter). The aliases make the fast path's types
+// reachable outside backend/.
+type (
+	// StatsReporter is implemented by the Network that Activate returns in userspace mode.
+	StatsReporter = fastpath.StatsReporter
+	// Stats is a snapshot of the forwarding counters.
+	Stats = fastpath.Stats
+	// DropReason indexes Stats.Drops; its String is the reason's stable name.
+	DropReason = fastpath.DropReason
+)
+
+// Type returns the gre entry for the daemon's table of backends.
+func Type() backend.Type {
+	return backend.Type{Name: Name, Validate: Validate, New: New}
+}
+
+// greBackend is the gre backend before a lease is held. Prepare decides the mode.
+type greBackend struct {
+	env  backend.Env
+	cfg  Config
+	spec deviceSpec // the kernel device; spec.mtu is the MTU of either mode
+	log  klog.Logger
+
+	mode   Mode   // ModeKernel or ModeUserspace once Prepare succeeded; "" before
+	reason string // why auto mode chose userspace
+}
+
+var _ backend.Backend = (*greBackend)(nil)
+
+// New checks the config against the external interface and returns the backend. It
+// creates nothing; whether the kernel has GRE is found out by Prepare.
+func New(env backend.Env) (backend.Backend, error) {
+	if env.Network == nil {
+		return nil, fmt.Errorf("gre backend: no network config")
+	}
+	cfg, err := ParseConfig(env.Network.Backend)
+	if err != nil {
+		return nil, err
+	}
+	ext := env.Ext
+	if ext.Iface == nil || !ext.IfaceAddr.Is4() || !ext.PublicIP.Is4() {
+		return nil, fmt.Errorf("gre backend: the external interface needs an IPv4 interface address and public IP (have %v, %v)", ext.IfaceAddr, ext.PublicIP)
+	}
+	mtu, err := podMTU(cfg, ext.Iface.MTU)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Mode == ModeUserspace {
+		if err := fastpath.CheckTUN(); err != nil {
+			return nil, fmt.Errorf("gre backend in userspace mode needs a TUN device: %w", err)
+		}
+	}
+	log := env.Log.WithValues("backend", Name)
+	log.Info("GRE backend configured", "mode", cfg.Mode, "mtu", mtu, "local", ext.IfaceAddr)
+	return &greBackend{
+		env:  env,
+		cfg:  cfg,
+		spec: deviceSpec{name: DeviceName, local: ext.IfaceAddr, mtu: mtu},
+		log:  log,
+	}, nil
+}
+
+// Prepare decides the mode and creates or adopts its device: in kernel and auto mode it
+// creates the GRE device, which tells whether the kernel has GRE; auto falls back to
+// userspace when it has not (logged once, with the reason), kernel mode fails with a
+// *KernelGREError. The device of the other mode, if an earlier run left one, is deleted.
+// The lease attributes are BackendType "gre" and no BackendData.
+func (b *greBackend) Prepare(ctx context.Context) (subnet.LeaseAttrs, error) {
+	if err := ctx.Err(); err != nil {
+		return subnet.LeaseAttrs{}, err
+	}
+	h, err := kernel.Open()
+	if err != nil {
+		return subnet.LeaseAttrs{}, fmt.Errorf("gre backend: %w", err)
+	}
+	defer h.Close()
+	var probe error
+	if b.cfg.Mode != ModeUserspace {
+		_, probe = ensureKernelDevice(h, b.spec, false, b.log)
+	}
+	mode, err := decideMode(b.cfg.Mode, probe)
+	if err != nil {
+		return subnet.LeaseAttrs{}, fmt.Errorf("gre backend (Mode %q): %w", b.cfg.Mode, err)
+	}
+	if mode == ModeUserspace && b.cfg.Mode == ModeAuto {
+		b.reason = probe.Error()
+		b.log.Info("GRE runs in userspace: the kernel has no GRE support (ip_gre), so weft encapsulates in userspace with a TUN device and a raw GRE socket; same wire format, more CPU per packet",
+			"device", TUNName, "reason", b.reason)
+	}
+	if err := b.prepareMode(h, mode); err != nil {
+		return subnet.LeaseAttrs{}, err
+	}
+	b.mode = mode
+	return subnet.LeaseAttrs{PublicIP: b.env.Ext.PublicIP, BackendType: Name}, nil
+}
+
+// prepareMode creates the userspace TUN (the kernel device exists already in kernel
+// mode) and deletes the other mode's device.
+func (b *greBackend) prepareMode(h *kernel.Handle, mode Mode) error {
+	if mode == ModeKernel {
+		deleted, err := deleteLinkIf(h, TUNName, isTUNLink)
+		if err != nil {
+			return fmt.Errorf("gre backend: remove the userspace-mode TUN: %w", err)
+		}
+		if deleted {
+			b.log.Info("Deleted the TUN device of an earlier userspace-mode run", "device", TUNName)
+		}
+		return nil
+	}
+	if err := fastpath.CheckTUN(); err != nil {
+		return fmt.Errorf("gre backend in userspace mode needs a TUN device: %w", err)
+	}
+	deleted, err := deleteLinkIf(h, DeviceName, isGRELink)
+	if err != nil {
+		return fmt.Errorf("gre backend: remove the kernel-mode GRE device: %w", err)
+	}
+	if deleted {
+		b.log.Info("Deleted the GRE device of an earlier kernel-mode run", "device", DeviceName)
+	}
+	_, err = ensureTUN(h, b.spec.mtu, b.log)
+	return err
+}
+
+// Activate brings up the data plane of the mode Prepare chose for the own lease.
+func (b *greBackend) Activate(ctx context.Context, own subnet.Lease) (backend.Network, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	network := b.env.Network.Network
+	sn := own.Subnet
+	if !sn.Addr().Is4() || !ip.IsNetworkAddress(sn) || !ip.Contains(network, sn) {
+		return nil, fmt.Errorf("gre backend: own subnet %s is not an IPv4 subnet of %s", sn, network)
+	}
+	h, err := kernel.Open()
+	if err != nil {
+		return nil, fmt.Errorf("gre backend: %w", err)
+	}
+	var nw backend.Network
+	switch b.mode {
+	case ModeKernel:
+		nw, err = b.activateKernel(h, sn)
+	case ModeUserspace:
+		nw, err = b.activateUserspace(h, sn, network)
+	default:
+		err = fmt.Errorf("gre backend: Activate before Prepare")
+	}
+	if err != nil {
+		h.Close()
+		return nil, err
+	}
+	return nw, nil
+}
+
+func (b *greBackend) activateKernel(h *kernel.Handle, own netip.Prefix) (*kernelNetwork, error) {
+	n := &kernelNetwork{
+		env:     b.env,
+		log:     b.log,
+		h:       h,
+		spec:    b.spec,
+		ownAddr: netip.PrefixFrom(own.Addr(), 32),
+		resync:  repairPeriod,
+		done:    make(chan struct{}),
+		peers:   newPeerSet(own, b.env.Network.Network, b.env.Ext.PublicIP),
+		failed:  map[netip.Prefix]string{},
+		gone:    map[netip.Prefix]netip.Addr{},
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := n.ensureDeviceLocked(); err != nil {
+		return nil, err
+	}
+	b.log.Info("GRE network active", "mode", ModeKernel, "device", b.spec.name, "address", n.ownAddr,
+		"local", b.spec.local, "mtu", b.spec.mtu)
+	return n, nil
+}
+
+func (b *greBackend) activateUserspace(h *kernel.Handle, own, network netip.Prefix) (*userNetwork, error) {
+	link, err := ensureTUN(h, b.spec.mtu, b.log)
+	if err != nil {
+		return nil, err
+	}
+	dev := tunState{index: link.Attrs().Index, own: own, network: network, mtu: b.spec.mtu}
+	if err := dev.ensure(h); err != nil {
+		return nil, err
+	}
+	if err := allowLocalSource(TUNName); err != nil {
+		return nil, err
+	}
+	batch := fastpath.DefaultBatchSize
+	tun, err := fastpath.OpenTUN(TUNName, true, batch)
+	if err != nil {
+		return nil, fmt.Errorf("gre backend: %w", err)
+	}
+	local := b.env.Ext.IfaceAddr
+	c, err := listenGRE(local, batch, b.log)
+	if err != nil {
+		tun.Close()
+		return nil, err
+	}
+	f, err := fastpath.New(fastpath.Config{Subnet: own, MTU: b.spec.mtu, BatchSize: batch, Log: b.log}, tun, c)
+	if err != nil {
+		tun.Close()
+		c.Close()
+		return nil, fmt.Errorf("gre backend: %w", err)
+	}
+	b.log.Info("GRE network active", "mode", ModeUserspace, "device", TUNName, "subnet", own, "network", network,
+		"local", local, "mtu", b.spec.mtu, "batch", f.BatchSize())
+	return &userNetwork{
+		env:    b.env,
+		log:    b.log,
+		f:      f,
+		dev:    dev,
+		local:  local,
+		reason: b.reason,
+		peers:  newPeerSet(own, network, b.env.Ext.PublicIP),
+		h:      h,
+		closed: make(chan struct{}),
+	}, nil
+}

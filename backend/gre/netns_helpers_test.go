@@ -1,0 +1,317 @@
+//go:build linux
+
+package gre
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2/ktesting"
+
+	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/pkg/nsutil"
+	"github.com/weftnet/weft/subnet"
+)
+
+// The test cluster: two nodes on one veth link, each with a pod behind a gateway address.
+//
+//	pod A 10.244.1.2 --(veth)-- 10.244.1.1 node A 192.0.2.1 ==(veth)== 192.0.2.2 node B 10.244.2.1 --(veth)-- 10.244.2.2 pod B
+//
+// Every device, address and route lives in namespaces the test creates.
+type cluster struct {
+	nodeA, nodeB, podA, podB string
+	cfg                      *subnet.Config
+}
+
+func run(t *testing.T, ns string, argv ...string) string {
+	t.Helper()
+	out, err := nsutil.Run(ns, argv...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func newCluster(t *testing.T) *cluster {
+	t.Helper()
+	c := &cluster{
+		nodeA: nsutil.Temp(t, "nodeA"),
+		nodeB: nsutil.Temp(t, "nodeB"),
+		podA:  nsutil.Temp(t, "podA"),
+		podB:  nsutil.Temp(t, "podB"),
+	}
+	// The underlay link, made inside node A and one end moved: the root namespace is not
+	// touched.
+	run(t, c.nodeA, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0b")
+	run(t, c.nodeA, "ip", "link", "set", "eth0b", "netns", c.nodeB)
+	run(t, c.nodeB, "ip", "link", "set", "eth0b", "name", "eth0")
+	for ns, addr := range map[string]string{c.nodeA: "192.0.2.1/24", c.nodeB: "192.0.2.2/24"} {
+		run(t, ns, "ip", "addr", "add", addr, "dev", "eth0")
+		run(t, ns, "ip", "link", "set", "eth0", "up")
+		run(t, ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	}
+	for _, p := range []struct{ node, pod, gw, addr string }{
+		{c.nodeA, c.podA, "10.244.1.1", "10.244.1.2"},
+		{c.nodeB, c.podB, "10.244.2.1", "10.244.2.2"},
+	} {
+		run(t, p.node, "ip", "link", "add", "cni0", "type", "veth", "peer", "name", "pod0")
+		run(t, p.node, "ip", "link", "set", "pod0", "netns", p.pod)
+		run(t, p.node, "ip", "addr", "add", p.gw+"/24", "dev", "cni0")
+		run(t, p.node, "ip", "link", "set", "cni0", "up")
+		run(t, p.pod, "ip", "link", "set", "pod0", "name", "eth0")
+		run(t, p.pod, "ip", "addr", "add", p.addr+"/24", "dev", "eth0")
+		run(t, p.pod, "ip", "link", "set", "eth0", "up")
+		run(t, p.pod, "ip", "route", "add", "default", "via", p.gw)
+	}
+	cfg, err := subnet.ParseConfig([]byte(`{"Network":"10.244.0.0/16","Backend":{"Type":"gre"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.cfg = cfg
+	return c
+}
+
+// node is one running gre backend.
+type node struct {
+	ns     string
+	be     *greBackend
+	nw     backend.Network
+	attrs  subnet.LeaseAttrs
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// newBackend builds the backend for the node namespace ns with the given Backend object.
+func newBackend(t *testing.T, c *cluster, ns, addr, backendJSON string) *greBackend {
+	t.Helper()
+	cfg := *c.cfg
+	cfg.Backend = []byte(backendJSON)
+	var ext backend.ExternalInterface
+	if err := nsutil.Do(ns, func() error {
+		iface, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		ext = backend.ExternalInterface{Iface: iface, IfaceAddr: netip.MustParseAddr(addr), PublicIP: netip.MustParseAddr(addr)}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	logger := ktesting.NewLogger(t, ktesting.NewConfig(ktesting.Verbosity(2)))
+	be, err := New(backend.Env{Ext: ext, Network: &cfg, Log: logger.WithValues("node", addr)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return be.(*greBackend)
+}
+
+// startNode prepares and activates a backend inside ns, runs it and applies the peers.
+// The returned node is stopped by stop (and at cleanup).
+func startNode(t *testing.T, c *cluster, ns, addr, own, backendJSON string, peers ...subnet.Lease) *node {
+	t.Helper()
+	be := newBackend(t, c, ns, addr, backendJSON)
+	n := &node{ns: ns, be: be, done: make(chan error, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	lease := subnet.Lease{Subnet: netip.MustParsePrefix(own), Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr(addr)}}
+	var err error
+	if err := nsutil.Do(ns, func() error {
+		if n.attrs, err = be.Prepare(ctx); err != nil {
+			return err
+		}
+		n.nw, err = be.Activate(ctx, lease)
+		return err
+	}); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	go func() { n.done <- n.nw.Run(ctx) }()
+	t.Cleanup(func() { n.stop(t) })
+	events := make([]subnet.Event, 0, len(peers))
+	for _, p := range peers {
+		events = append(events, subnet.Event{Type: subnet.Added, Lease: p})
+	}
+	if err := n.nw.Apply(ctx, events); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// stop ends Run and closes the network; idempotent.
+func (n *node) stop(t *testing.T) {
+	t.Helper()
+	if n.cancel == nil {
+		return
+	}
+	n.cancel()
+	n.cancel = nil
+	select {
+	case err := <-n.done:
+		if err != nil {
+			t.Errorf("Run returned %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("Run did not return within 10s of cancel")
+	}
+	if err := n.nw.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+}
+
+func (n *node) stats() Stats { return n.nw.(StatsReporter).Stats() }
+
+func greLease(sn, pub string) subnet.Lease {
+	return subnet.Lease{Subnet: netip.MustParsePrefix(sn), Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr(pub), BackendType: Name}}
+}
+
+// ping runs ping in ns and returns its output; it fails the test unless ok matches.
+func ping(t *testing.T, ns string, ok bool, args ...string) string {
+	t.Helper()
+	out, err := nsutil.Run(ns, append([]string{"ping", "-n", "-W", "2"}, args...)...)
+	if (err == nil) != ok {
+		t.Fatalf("ping %v in %s: success %v, want %v:\n%s", args, ns, err == nil, ok, out)
+	}
+	return out
+}
+
+// innerUDP builds an IPv4/UDP packet (UDP checksum 0, header checksum right).
+func innerUDP(src, dst string, dport uint16, ttl uint8, data string) []byte {
+	b := make([]byte, 28+len(data))
+	b[0] = 0x45
+	binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
+	b[8], b[9] = ttl, unix.IPPROTO_UDP
+	s, d := netip.MustParseAddr(src).As4(), netip.MustParseAddr(dst).As4()
+	copy(b[12:], s[:])
+	copy(b[16:], d[:])
+	binary.BigEndian.PutUint16(b[20:], 33333)
+	binary.BigEndian.PutUint16(b[22:], dport)
+	binary.BigEndian.PutUint16(b[24:], uint16(8+len(data)))
+	copy(b[28:], data)
+	binary.BigEndian.PutUint16(b[10:], ipChecksum(b[:20]))
+	return b
+}
+
+func ipChecksum(h []byte) uint16 {
+	var sum uint32
+	for i := 0; i+1 < len(h); i += 2 {
+		if i != 10 {
+			sum += uint32(h[i])<<8 | uint32(h[i+1])
+		}
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	return ^uint16(sum)
+}
+
+// plainGRE is the header weft sends: no flags, version 0, IPv4.
+var plainGRE = []byte{0, 0, 0x08, 0x00}
+
+// sendForgedGRE sends, from inside ns through an IPPROTO_RAW socket (so any outer source
+// can be set), an IPv4 datagram of protocol 47 from -> to carrying greHeader and payload.
+func sendForgedGRE(t *testing.T, ns, from, to string, greHeader, payload []byte) {
+	t.Helper()
+	b := make([]byte, 20, 20+len(greHeader)+len(payload))
+	b[0] = 0x45
+	b[8], b[9] = 64, ipProtoGRE
+	s, d := netip.MustParseAddr(from).As4(), netip.MustParseAddr(to).As4()
+	copy(b[12:], s[:])
+	copy(b[16:], d[:])
+	b = append(append(b, greHeader...), payload...)
+	binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
+	binary.BigEndian.PutUint16(b[10:], ipChecksum(b[:20]))
+	if err := nsutil.Do(ns, func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
+		if err != nil {
+			return fmt.Errorf("raw socket: %w", err)
+		}
+		defer unix.Close(fd)
+		return unix.Sendto(fd, b, 0, &unix.SockaddrInet4{Addr: d})
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// capture opens a packet socket on eth0 inside ns that sees IPv4 packets (without the
+// Ethernet header). It is closed at cleanup.
+func capture(t *testing.T, ns string) int {
+	t.Helper()
+	var fd int
+	if err := nsutil.Do(ns, func() error {
+		iface, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		proto := htons(unix.ETH_P_IP)
+		if fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(proto)); err != nil {
+			return err
+		}
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 1}); err != nil {
+			return err
+		}
+		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: iface.Index})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// nextGRE reads captured packets until a GRE datagram from src to dst arrives whose
+// payload satisfies match (bounded by attempts and the socket's 1s timeout), and returns
+// the whole outer packet.
+func nextGRE(t *testing.T, fd int, src, dst string, match func(inner []byte) bool) []byte {
+	t.Helper()
+	buf := make([]byte, 65536)
+	for i := 0; i < 200; i++ {
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			continue
+		}
+		b := buf[:n]
+		if len(b) < 24 || b[9] != ipProtoGRE {
+			continue
+		}
+		hl := int(b[0]&0xf) * 4
+		if netip.AddrFrom4([4]byte(b[12:16])).String() == src && netip.AddrFrom4([4]byte(b[16:20])).String() == dst &&
+			len(b) >= hl+4 && match(b[hl+4:]) {
+			return append([]byte(nil), b...)
+		}
+	}
+	t.Fatalf("no GRE %s -> %s captured", src, dst)
+	return nil
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// listenUDP opens a UDP socket inside ns on addr; closed at cleanup.
+func listenUDP(t *testing.T, ns, addr string) *net.UDPConn {
+	t.Helper()
+	var c *net.UDPConn
+	if err := nsutil.Do(ns, func() (err error) {
+		c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr)))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// kernelHasGRE reports whether a gre link can be made in a throwaway namespace, and the
+// error when it cannot.
+func kernelHasGRE(t *testing.T) error {
+	t.Helper()
+	ns := nsutil.Temp(t, "greprobe")
+	_, err := nsutil.Run(ns, "ip", "link", "add", "probe0", "type", "gre", "local", "192.0.2.1", "ttl", "64")
+	return err
+}
