@@ -5,6 +5,7 @@ import (
 	"sort"
 
 	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/backend/gre"
 	"github.com/weftnet/weft/backend/hostgw"
 	"github.com/weftnet/weft/backend/udp"
 	"github.com/weftnet/weft/backend/vxlan"
@@ -17,6 +18,7 @@ func Backends() map[string]backend.Type {
 		hostgw.Type(),
 		vxlan.Type(),
 		udp.Type(),
+		gre.Type(),
 	}
 	m := make(map[string]backend.Type, len(types))
 	for _, t := range types {
