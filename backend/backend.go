@@ -32,8 +32,9 @@ type Env struct {
 	Network *subnet.Config // the validated network config; Network.Backend holds the raw keys
 	Log     klog.Logger
 	// OnRepair, if set, is called each time the Network puts back kernel state that someone
-	// else changed or deleted, with the kind of state ("route", "peer", "device"). Use
-	// Env.Repaired, which is nil-safe.
+	// else changed or deleted, with the kind of state: "device" (re-created, set up, MTU,
+	// MAC), "address", "route", "neighbour", "fdb", or "peer" (a peer's entries as a
+	// whole). Use Env.Repaired, which is nil-safe.
 	OnRepair func(kind string)
 }
 

@@ -2,7 +2,9 @@
 // subnet via the peer's public address on the external interface. It needs every node on
 // one L2 segment; a peer that is not directly connected is reported, per peer, and skipped.
 //
-// It owns only the routes it adds for peers' subnets; it creates no device.
+// It owns only the routes it adds for peers' subnets; it creates no device. Run puts back
+// a route that someone else deletes or changes within a few tens of milliseconds (kernel
+// change notifications, and a full check every 30 s); flanneld takes up to 10 s.
 package hostgw
 
 import (
@@ -16,6 +18,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
 	"github.com/weftnet/weft/backend"
@@ -27,8 +30,9 @@ import (
 // Name is the Backend.Type value and the lease's BackendType.
 const Name = "host-gw"
 
-// repairPeriod is how often Run re-checks the routes (flanneld: 10 s).
-const repairPeriod = 5 * time.Second
+// resyncPeriod is how often Run checks all routes without being told of a change
+// (flanneld: every 10 s, which is also how long a deleted route stays missing there).
+const resyncPeriod = 30 * time.Second
 
 // Type returns the host-gw backend's entry for the daemon's table.
 func Type() backend.Type {
@@ -64,12 +68,19 @@ func (b *hostGW) Activate(_ context.Context, own subnet.Lease) (backend.Network,
 	if err != nil {
 		return nil, err
 	}
+	var cidr netip.Prefix
+	if b.env.Network != nil {
+		cidr = b.env.Network.Network
+	}
 	return &network{
-		h:     h,
-		env:   b.env,
-		ext:   b.env.Ext,
-		log:   b.env.Log.WithValues("backend", Name),
-		peers: map[netip.Prefix]peer{},
+		h:      h,
+		env:    b.env,
+		ext:    b.env.Ext,
+		cidr:   cidr,
+		log:    b.env.Log.WithValues("backend", Name),
+		resync: resyncPeriod,
+		done:   make(chan struct{}),
+		peers:  map[netip.Prefix]peer{},
 	}, nil
 }
 
@@ -81,13 +92,21 @@ type peer struct {
 }
 
 type network struct {
-	h   *kernel.Handle
-	env backend.Env
-	ext backend.ExternalInterface
-	log klog.Logger
+	h      *kernel.Handle
+	env    backend.Env
+	ext    backend.ExternalInterface
+	cidr   netip.Prefix // the Network, which holds every peer subnet
+	log    klog.Logger
+	resync time.Duration
 
-	mu    sync.Mutex // guards peers; held by Apply and by Run's repairs
-	peers map[netip.Prefix]peer
+	done      chan struct{} // closed by Close; ends Run
+	closeOnce sync.Once
+
+	// mu guards peers and closed and serialises Apply, Run's repairs and Close, so the
+	// handle is never closed under a running pass.
+	mu     sync.Mutex
+	peers  map[netip.Prefix]peer
+	closed bool
 }
 
 var _ backend.Network = (*network)(nil)
@@ -163,29 +182,66 @@ func (n *network) ensureRoute(l subnet.Lease) error {
 	return n.h.EnsureRoute(routeFor(l, n.ext.Iface.Index))
 }
 
-// Run re-checks every peer's route periodically and puts back what is missing or was
-// changed by someone else. A pass that finds everything in place writes nothing.
+// Run keeps the peer routes in place until ctx ends or Close is called: a route that
+// someone else deletes or changes is put back as soon as the kernel reports it (within a
+// few tens of milliseconds), a link or address change on the external interface triggers
+// a check, and every resyncPeriod everything is checked anyway. A check that finds
+// everything in place writes nothing.
 func (n *network) Run(ctx context.Context) error {
-	t := time.NewTicker(repairPeriod)
-	defer t.Stop()
-	for {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
 		select {
+		case <-n.done:
+			cancel()
 		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			n.reconcile()
 		}
+	}()
+	n.mu.Lock()
+	var changes <-chan kernel.Change
+	var err error
+	if !n.closed {
+		changes, err = n.h.Subscribe(ctx)
 	}
+	n.mu.Unlock()
+	if err != nil {
+		n.log.Error(err, "Cannot watch kernel changes; checking routes every period only", "period", n.resync)
+	}
+	w := kernel.Watcher{Relevant: n.relevant, Reconcile: n.reconcile, Period: n.resync, Log: n.log}
+	w.Run(ctx, changes)
+	return nil
 }
 
-func (n *network) reconcile() {
+// relevant reports whether a kernel change may concern the peer routes: a main-table
+// route inside the Network or through the external interface, or a link or address
+// change of the external interface (taking it down or removing its address deletes the
+// routes without a notification for each).
+func (n *network) relevant(c kernel.Change) bool {
+	ext := n.ext.Iface.Index
+	switch c.Kind {
+	case kernel.RouteChange:
+		return c.Table == unix.RT_TABLE_MAIN && (c.LinkIndex == ext || ip.Contains(n.cidr, c.Prefix))
+	case kernel.LinkChange, kernel.AddrChange:
+		return c.LinkIndex == ext
+	}
+	return false
+}
+
+// reconcile checks every peer's route with one dump and puts back what is missing or was
+// changed by someone else. It reports whether it found such drift, and an error while
+// some peer's route is not in place.
+func (n *network) reconcile() (drift bool, err error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.closed {
+		return false, nil
+	}
 	have, err := n.h.Routes(n.ext.Iface.Index) // one dump for all peers
 	if err != nil {
 		n.log.Error(err, "Cannot list routes to check peers")
-		return
+		return false, err
 	}
+	var errs []error
 	for sn, p := range n.peers {
 		if p.lease.Attrs.BackendType != Name {
 			continue
@@ -194,16 +250,22 @@ func (n *network) reconcile() {
 			continue
 		}
 		was := p.ok
+		if was {
+			drift = true
+			n.log.Info("Repairing peer route changed or deleted by someone else", "subnet", sn, "via", p.lease.Attrs.PublicIP)
+		}
 		p = n.ensureLocked(p.lease)
 		n.peers[sn] = p
 		switch {
-		case p.ok && !was:
+		case !p.ok:
+			errs = append(errs, fmt.Errorf("peer %s: %s", sn, p.err))
+		case !was:
 			n.log.Info("Peer route in place after retry", "subnet", sn)
-		case p.ok:
-			n.log.Info("Repaired peer route changed or deleted by someone else", "subnet", sn)
+		default:
 			n.env.Repaired("route")
 		}
 	}
+	return drift, errors.Join(errs...)
 }
 
 func containsRoute(have []netlink.Route, want *netlink.Route) bool {
@@ -219,7 +281,18 @@ func routeFor(l subnet.Lease, linkIndex int) *netlink.Route {
 	return &netlink.Route{Dst: ip.IPNet(l.Subnet), Gw: net.IP(l.Attrs.PublicIP.AsSlice()), LinkIndex: linkIndex}
 }
 
-func (n *network) Close() error { return n.h.Close() }
+// Close ends Run and releases the netlink sockets; the routes stay. Idempotent.
+func (n *network) Close() error {
+	var err error
+	n.closeOnce.Do(func() {
+		close(n.done)
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		n.closed = true
+		err = n.h.Close()
+	})
+	return err
+}
 
 var _ backend.Describer = (*network)(nil)
 

@@ -113,30 +113,36 @@ func (d deviceState) ensure(h *kernel.Handle) error {
 	return nil
 }
 
-// drift describes how flannel0 differs from the wanted state ("" when it does not), for
-// Run's repairs to log before they fix it.
-func (d deviceState) drift(h *kernel.Handle) (string, error) {
+// fault is one way flannel0 differs from the wanted state.
+type fault struct {
+	kind string // the repair kind reported to backend.Env.Repaired: "device", "address", "route"
+	what string // for the log
+}
+
+// drift lists how flannel0 differs from the wanted state (nothing when it does not), for
+// Run's repairs to log and count before they fix it. It only reads.
+func (d deviceState) drift(h *kernel.Handle) ([]fault, error) {
 	link, err := h.Netlink().LinkByIndex(d.index)
 	if err != nil {
-		return "", fmt.Errorf("udp backend: %s (index %d) is gone: %w", DeviceName, d.index, err)
+		return nil, fmt.Errorf("udp backend: %s (index %d) is gone: %w", DeviceName, d.index, err)
 	}
-	var wrong []string
+	var wrong []fault
 	if link.Attrs().Flags&net.FlagUp == 0 {
-		wrong = append(wrong, "link down")
+		wrong = append(wrong, fault{"device", "link down"})
 	}
 	if link.Attrs().MTU != d.mtu {
-		wrong = append(wrong, fmt.Sprintf("MTU %d", link.Attrs().MTU))
+		wrong = append(wrong, fault{"device", fmt.Sprintf("MTU %d", link.Attrs().MTU)})
 	}
 	addrs, err := h.Addrs(d.index)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	if len(addrs) != 1 || !addrIs(addrs[0], d.addr()) {
-		wrong = append(wrong, fmt.Sprintf("%d addresses, want only %s", len(addrs), d.addr()))
+		wrong = append(wrong, fault{"address", fmt.Sprintf("%d addresses, want only %s", len(addrs), d.addr())})
 	}
 	routes, err := h.Routes(d.index)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	found := false
 	for i := range routes {
@@ -145,9 +151,9 @@ func (d deviceState) drift(h *kernel.Handle) (string, error) {
 		}
 	}
 	if !found {
-		wrong = append(wrong, fmt.Sprintf("route to %s missing", d.network))
+		wrong = append(wrong, fault{"route", fmt.Sprintf("route to %s missing", d.network)})
 	}
-	return strings.Join(wrong, ", "), nil
+	return wrong, nil
 }
 
 func addrIs(a netlink.Addr, p netip.Prefix) bool {

@@ -16,6 +16,7 @@ import (
 	"k8s.io/klog/v2/ktesting"
 
 	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/backend/internal/kernel/kerneltest"
 	"github.com/weftnet/weft/pkg/nsutil"
 	"github.com/weftnet/weft/subnet"
 )
@@ -82,16 +83,23 @@ func newCluster(t *testing.T) *cluster {
 
 // node is one running udp backend.
 type node struct {
-	ns     string
-	nw     backend.Network
-	attrs  subnet.LeaseAttrs
-	cancel context.CancelFunc
-	done   chan error
+	ns      string
+	nw      backend.Network
+	attrs   subnet.LeaseAttrs
+	repairs *kerneltest.Repairs // what the network reported through OnRepair
+	cancel  context.CancelFunc
+	done    chan error
 }
 
 // startNode builds the backend for the node namespace ns, prepares and activates it
 // inside ns, and runs it. The returned node is stopped by stop (and at cleanup).
 func startNode(t *testing.T, c *cluster, ns, addr, own string, backendJSON string, peers ...subnet.Lease) *node {
+	t.Helper()
+	return startNodeEvery(t, c, ns, addr, own, backendJSON, 0, peers...)
+}
+
+// startNodeEvery is startNode with Run's full checks every resync (0: the default).
+func startNodeEvery(t *testing.T, c *cluster, ns, addr, own string, backendJSON string, resync time.Duration, peers ...subnet.Lease) *node {
 	t.Helper()
 	cfg := *c.cfg
 	cfg.Backend = []byte(backendJSON)
@@ -107,11 +115,11 @@ func startNode(t *testing.T, c *cluster, ns, addr, own string, backendJSON strin
 		t.Fatal(err)
 	}
 	logger := ktesting.NewLogger(t, ktesting.NewConfig(ktesting.Verbosity(2)))
-	be, err := New(backend.Env{Ext: ext, Network: &cfg, Log: logger.WithValues("node", addr)})
+	n := &node{ns: ns, done: make(chan error, 1), repairs: &kerneltest.Repairs{}}
+	be, err := New(backend.Env{Ext: ext, Network: &cfg, Log: logger.WithValues("node", addr), OnRepair: n.repairs.Report})
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &node{ns: ns, done: make(chan error, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	lease := subnet.Lease{Subnet: netip.MustParsePrefix(own), Attrs: subnet.LeaseAttrs{PublicIP: ext.PublicIP}}
@@ -124,6 +132,9 @@ func startNode(t *testing.T, c *cluster, ns, addr, own string, backendJSON strin
 	}); err != nil {
 		cancel()
 		t.Fatal(err)
+	}
+	if resync > 0 {
+		n.nw.(*udpNetwork).resync = resync
 	}
 	go func() { n.done <- n.nw.Run(ctx) }()
 	t.Cleanup(func() { n.stop(t) })

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
 	"github.com/weftnet/weft/backend"
@@ -16,8 +18,9 @@ import (
 	"github.com/weftnet/weft/subnet"
 )
 
-// repairPeriod is how often Run re-checks flannel0 (flanneld never does).
-const repairPeriod = 10 * time.Second
+// resyncPeriod is how often Run checks flannel0 without being told of a change (flanneld
+// never does).
+const resyncPeriod = 30 * time.Second
 
 // udpNetwork is the active udp data plane.
 type udpNetwork struct {
@@ -26,6 +29,7 @@ type udpNetwork struct {
 	f      *fastpath.Forwarder
 	dev    deviceState
 	listen netip.AddrPort
+	resync time.Duration // resyncPeriod; shorter in tests
 
 	mu         sync.Mutex     // guards peers, h, lastRepair
 	peers      *peerSet       // the accepted peer leases; the Forwarder holds their table
@@ -89,61 +93,96 @@ func (n *udpNetwork) Apply(_ context.Context, events []subnet.Event) error {
 	return errors.Join(errs...)
 }
 
-// Run forwards packets and repairs flannel0 until ctx ends or Close is called. It
-// returns an error only when forwarding fails for good.
+// Run forwards packets and keeps flannel0's link state, address and route in place until
+// ctx ends or Close is called: what someone else changes is put back as soon as the
+// kernel reports it, and every resync period everything is checked anyway. It returns
+// an error only when forwarding fails for good.
 func (n *udpNetwork) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	n.mu.Lock()
+	var changes <-chan kernel.Change
+	var err error
+	if n.h != nil {
+		changes, err = n.h.Subscribe(ctx)
+	}
+	n.mu.Unlock()
+	if err != nil && !errors.Is(err, kernel.ErrClosed) {
+		n.log.Error(err, "Cannot watch kernel changes; checking the TUN device every period only", "period", n.resync)
+	}
 	repairDone := make(chan struct{})
 	go func() {
 		defer close(repairDone)
-		n.repairLoop(ctx)
+		w := kernel.Watcher{Relevant: n.relevant, Reconcile: n.repair, Period: n.resync, Log: n.log}
+		w.Run(ctx, changes)
 	}()
-	err := n.f.Run(ctx)
+	go func() {
+		select {
+		case <-n.closed:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	err = n.f.Run(ctx)
 	cancel()
 	<-repairDone
 	return err
 }
 
-func (n *udpNetwork) repairLoop(ctx context.Context) {
-	t := time.NewTicker(repairPeriod)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-n.closed:
-			return
-		case <-t.C:
-			n.repair()
-		}
+// relevant reports whether a kernel change may concern flannel0: a change of the link
+// (found by name too), of its addresses, of a main-table route through it, or of a route
+// to the Network through anything else.
+func (n *udpNetwork) relevant(c kernel.Change) bool {
+	switch c.Kind {
+	case kernel.LinkChange:
+		return c.LinkIndex == n.dev.index || c.LinkName == DeviceName
+	case kernel.AddrChange:
+		return c.LinkIndex == n.dev.index
+	case kernel.RouteChange:
+		return c.Table == unix.RT_TABLE_MAIN && (c.LinkIndex == n.dev.index || c.Prefix == n.dev.network)
 	}
+	return false
 }
 
-// repair re-checks flannel0 and fixes what drifted, logging each change of outcome once.
-func (n *udpNetwork) repair() {
+// repair re-checks flannel0 and fixes what drifted, logging and counting each repair and
+// logging a lasting failure once. It reports whether it found drift, and an error while
+// flannel0 is not as wanted.
+func (n *udpNetwork) repair() (drift bool, err error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.h == nil {
-		return
+		return false, nil
 	}
-	outcome := ""
-	drift, err := n.dev.drift(n.h)
-	if err == nil && drift != "" {
-		n.log.Info("Repairing TUN device", "device", DeviceName, "drift", drift)
+	faults, err := n.dev.drift(n.h)
+	if err == nil && len(faults) > 0 {
+		drift = true
+		var what []string
+		for _, f := range faults {
+			what = append(what, f.what)
+		}
+		n.log.Info("Repairing TUN device changed by someone else", "device", DeviceName, "drift", strings.Join(what, ", "))
 		err = n.dev.ensure(n.h)
 		if err == nil {
-			n.log.Info("Repaired TUN device", "device", DeviceName)
-			n.env.Repaired("device")
+			seen := map[string]bool{}
+			for _, f := range faults {
+				if !seen[f.kind] {
+					seen[f.kind] = true
+					n.env.Repaired(f.kind)
+				}
+			}
 		}
 	}
+	outcome := ""
 	if err != nil {
 		outcome = err.Error()
 		if outcome != n.lastRepair {
-			n.log.Error(err, "Cannot repair TUN device; retrying", "device", DeviceName, "every", repairPeriod)
+			n.log.Error(err, "Cannot repair TUN device; retrying", "device", DeviceName)
 		}
+	} else if n.lastRepair != "" {
+		n.log.Info("TUN device in place again", "device", DeviceName)
 	}
 	n.lastRepair = outcome
+	return drift, err
 }
 
 // Close stops forwarding and releases the TUN queue, the socket and the netlink handle.

@@ -15,7 +15,10 @@
 //   - ICMP errors (net unreachable, time exceeded) follow RFC 1812, including about ICMP
 //     echo, which flanneld never answers.
 //   - Many packets move per system call (recvmmsg/sendmmsg), unless Backend.Batch is false.
-//   - Run re-checks flannel0's link state, address and route and repairs drift.
+//   - Run puts back flannel0's link state, MTU, address and route within a few tens of
+//     milliseconds of a change by someone else (kernel change notifications, and a full
+//     check every 30 s). A deleted flannel0 is not re-created in place: the forwarder
+//     loses its device and Run fails, so the daemon exits and its restart re-creates it.
 //
 // Caveat of the stricter check: a peer's datagrams must come from its lease's PublicIP and
 // the configured port. A NAT between nodes that rewrites either makes that peer's traffic
@@ -179,6 +182,7 @@ func (b *udpBackend) activate(h *kernel.Handle, own, network netip.Prefix, batch
 		f:      f,
 		dev:    dev,
 		listen: listen,
+		resync: resyncPeriod,
 		h:      h,
 		peers:  newPeerSet(own, network, b.env.Ext.PublicIP, uint16(b.cfg.Port)),
 		closed: make(chan struct{}),

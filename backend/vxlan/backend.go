@@ -16,8 +16,8 @@ import (
 // Name is the backend's Type in the network config and the BackendType of its leases.
 const Name = "vxlan"
 
-// defaultResync is how often Run checks the kernel state.
-const defaultResync = 5 * time.Second
+// defaultResync is how often Run checks all kernel state without being told of a change.
+const defaultResync = 30 * time.Second
 
 // Type returns the vxlan entry for the daemon's table of backends.
 func Type() backend.Type {
@@ -101,7 +101,7 @@ func (b *Backend) Prepare(ctx context.Context) (subnet.LeaseAttrs, error) {
 	if err := ctx.Err(); err != nil {
 		return subnet.LeaseAttrs{}, err
 	}
-	if _, err := ensureDevice(b.h, b.spec, false, b.log); err != nil {
+	if _, _, err := ensureDevice(b.h, b.spec, false, b.log); err != nil {
 		return subnet.LeaseAttrs{}, fmt.Errorf("vxlan: %w", err)
 	}
 	return subnet.LeaseAttrs{
@@ -128,6 +128,7 @@ func (b *Backend) Activate(ctx context.Context, own subnet.Lease) (backend.Netwo
 		extIdx:  b.ext.Iface.Index,
 		direct:  b.cfg.DirectRouting,
 		ownAddr: netip.PrefixFrom(own.Subnet.Masked().Addr(), 32),
+		cidr:    b.env.Network.Network,
 		own:     own.Subnet.Masked(),
 		resync:  b.resync,
 		done:    make(chan struct{}),
@@ -137,7 +138,7 @@ func (b *Backend) Activate(ctx context.Context, own subnet.Lease) (backend.Netwo
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if err := n.ensureDeviceLocked(); err != nil {
+	if _, err := n.ensureDeviceLocked(); err != nil {
 		return nil, err
 	}
 	b.log.Info("VXLAN network active", "device", b.spec.name, "address", n.ownAddr, "mac", b.spec.mac)

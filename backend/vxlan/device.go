@@ -108,9 +108,9 @@ func incompatible(s deviceSpec, l netlink.Link) string {
 }
 
 // ensureDevice creates, adopts or re-creates the device, then corrects its MAC, MTU, up
-// state and checksum offload. It returns the link index. With nothing to correct it
-// writes nothing.
-func ensureDevice(h *kernel.Handle, s deviceSpec, up bool, log klog.Logger) (int, error) {
+// state and checksum offload. It returns the link index and whether it wrote anything.
+// With nothing to correct it writes nothing.
+func ensureDevice(h *kernel.Handle, s deviceSpec, up bool, log klog.Logger) (idx int, changed bool, err error) {
 	nl := h.Netlink()
 	l, err := nl.LinkByName(s.name)
 	var notFound netlink.LinkNotFoundError
@@ -118,53 +118,60 @@ func ensureDevice(h *kernel.Handle, s deviceSpec, up bool, log klog.Logger) (int
 	case errors.As(err, &notFound):
 		l = nil
 	case err != nil:
-		return 0, fmt.Errorf("look up %s: %w", s.name, err)
+		return 0, changed, fmt.Errorf("look up %s: %w", s.name, err)
 	}
 	if l != nil {
 		if why := incompatible(s, l); why != "" {
 			log.Info("Re-creating VXLAN device with different settings", "device", s.name, "differences", why)
+			changed = true
 			if err := nl.LinkDel(l); err != nil {
-				return 0, fmt.Errorf("delete %s: %w", s.name, err)
+				return 0, changed, fmt.Errorf("delete %s: %w", s.name, err)
 			}
 			l = nil
 		}
 	}
 	if l == nil {
+		changed = true
 		if err := nl.LinkAdd(s.link()); err != nil {
-			return 0, fmt.Errorf("create vxlan device %s (vni %d, local %s, dstport %d): %w", s.name, s.vni, s.local, s.port, err)
+			return 0, changed, fmt.Errorf("create vxlan device %s (vni %d, local %s, dstport %d): %w", s.name, s.vni, s.local, s.port, err)
 		}
 		if l, err = nl.LinkByName(s.name); err != nil {
-			return 0, fmt.Errorf("look up created %s: %w", s.name, err)
+			return 0, changed, fmt.Errorf("look up created %s: %w", s.name, err)
 		}
 		log.Info("Created VXLAN device", "device", s.name, "vni", s.vni, "local", s.local,
 			"dstport", s.port, "mac", s.mac, "mtu", s.mtu)
 	}
 	a := l.Attrs()
 	if !bytes.Equal(a.HardwareAddr, s.mac) {
+		changed = true
 		if err := nl.LinkSetHardwareAddr(l, s.mac); err != nil {
-			return 0, fmt.Errorf("set MAC of %s to %s: %w", s.name, s.mac, err)
+			return 0, changed, fmt.Errorf("set MAC of %s to %s: %w", s.name, s.mac, err)
 		}
 		log.Info("Restored VXLAN device MAC", "device", s.name, "was", a.HardwareAddr, "mac", s.mac)
 	}
 	if a.MTU != s.mtu {
+		changed = true
 		if err := nl.LinkSetMTU(l, s.mtu); err != nil {
-			return 0, fmt.Errorf("set MTU of %s to %d: %w", s.name, s.mtu, err)
+			return 0, changed, fmt.Errorf("set MTU of %s to %d: %w", s.name, s.mtu, err)
 		}
 		log.Info("Set VXLAN device MTU", "device", s.name, "was", a.MTU, "mtu", s.mtu)
 	}
 	if up && a.Flags&net.FlagUp == 0 {
+		changed = true
 		if err := nl.LinkSetUp(l); err != nil {
-			return 0, fmt.Errorf("set %s up: %w", s.name, err)
+			return 0, changed, fmt.Errorf("set %s up: %w", s.name, err)
 		}
+		log.V(1).Info("Set VXLAN device up", "device", s.name)
 	}
 	if s.txCsumOff {
-		changed, err := h.EnsureTxChecksum(s.name, false)
+		csum, err := h.EnsureTxChecksum(s.name, false)
+		changed = changed || csum
 		if err != nil {
-			return 0, err
+			return 0, changed, err
 		}
-		if changed {
+		if csum {
 			log.Info("Switched off tx checksum offload on the VXLAN device (kernel before 5.7 or ChecksumOffload=false)", "device", s.name)
 		}
 	}
-	return a.Index, nil
+	return a.Index, changed, nil
 }

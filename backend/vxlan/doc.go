@@ -23,8 +23,11 @@
 //
 //   - The VTEP MAC is derived from the public IP and the VNI, so it survives restarts and
 //     device re-creation and peers need no update; it is re-set if udev changes it.
-//   - Run repairs drift (device, MAC, MTU, address, per-peer entries) every few seconds
-//     through one reconcile function that writes nothing when nothing is wrong.
+//   - Run repairs drift (device, MAC, MTU, up state, address, per-peer entries) within a
+//     few tens of milliseconds: it subscribes to the kernel's change notifications and
+//     runs one reconcile function, which writes nothing when nothing is wrong, on every
+//     relevant change, and every 30 s anyway. Each repair is counted by kind. (flanneld
+//     never puts back a deleted vxlan route, neighbour or FDB entry.)
 //   - Transmit checksum offload is switched off on kernels before 5.7, which corrupt
 //     VXLAN checksums when the outer packet is SNATed with --random-fully.
 //

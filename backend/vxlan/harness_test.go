@@ -24,10 +24,11 @@ import (
 // testNode is one node namespace running the backend.
 type testNode struct {
 	kerneltest.Node
-	subnet netip.Prefix
-	be     *Backend
-	attrs  subnet.LeaseAttrs
-	nw     *network
+	subnet  netip.Prefix
+	be      *Backend
+	attrs   subnet.LeaseAttrs
+	nw      *network
+	repairs *kerneltest.Repairs // what the network reported through OnRepair
 }
 
 func (n *testNode) lease() subnet.Lease { return subnet.Lease{Subnet: n.subnet, Attrs: n.attrs} }
@@ -83,7 +84,8 @@ func newBackend(t *testing.T, kn kerneltest.Node, keys map[string]any) *Backend 
 // namespace: the rest must work from any thread.
 func startNode(t *testing.T, kn kerneltest.Node, sn string, keys map[string]any) *testNode {
 	t.Helper()
-	n := &testNode{Node: kn, subnet: netip.MustParsePrefix(sn), be: newBackend(t, kn, keys)}
+	n := &testNode{Node: kn, subnet: netip.MustParsePrefix(sn), be: newBackend(t, kn, keys), repairs: &kerneltest.Repairs{}}
+	n.be.env.OnRepair = n.repairs.Report
 	var err error
 	ctx := context.Background()
 	if n.attrs, err = n.be.Prepare(ctx); err != nil {

@@ -118,7 +118,7 @@ func TestDirectRoutingUnreachablePeerUsesTunnel(t *testing.T) {
 	}
 	// The peer becomes reachable on the segment: the repair pass switches it to direct.
 	kerneltest.MustRun(t, ka.NS, "ip", "route", "add", "203.0.113.0/24", "dev", "eth0")
-	if err := a.nw.reconcile(); err != nil {
+	if _, err := a.nw.reconcile(); err != nil {
 		t.Fatal(err)
 	}
 	if out := kerneltest.MustRun(t, ka.NS, "ip", "route", "show", "10.244.9.0/24"); !strings.Contains(out, "via 203.0.113.9 dev eth0") {

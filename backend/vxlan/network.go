@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/internal/kernel"
+	"github.com/weftnet/weft/pkg/ip"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -25,6 +27,7 @@ type network struct {
 	spec    deviceSpec
 	extIdx  int          // external interface index
 	direct  bool         // DirectRouting
+	cidr    netip.Prefix // the Network, which holds every peer subnet
 	own     netip.Prefix // own subnet
 	ownAddr netip.Prefix // <own subnet>.0/32 on the device
 	resync  time.Duration
@@ -36,6 +39,7 @@ type network struct {
 	// kernel is only ever written from one of them at a time. It guards the fields below.
 	mu       sync.Mutex
 	devIndex int                     // current ifindex of flannel.<VNI>; changes if re-created
+	devIdx   atomic.Int64            // devIndex, also readable without mu (by relevant)
 	peers    map[netip.Prefix]*peer  // known vxlan peers by subnet
 	gone     map[netip.Prefix]*peer  // removed peers whose entries could not all be deleted yet
 	ignored  map[netip.Prefix]string // peers not programmed, with the reason already logged
@@ -52,22 +56,51 @@ func (n *network) Close() error {
 	return nil
 }
 
-// Run repairs drift every few seconds until ctx ends or Close is called.
+// Run keeps the device and every peer's entries in place until ctx ends or Close is
+// called: whatever someone else deletes or changes is put back as soon as the kernel
+// reports it (within a few tens of milliseconds), and every resync period everything is
+// checked anyway. A check that finds everything in place writes nothing.
 func (n *network) Run(ctx context.Context) error {
-	t := time.NewTicker(n.resync)
-	defer t.Stop()
-	for {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
 		select {
-		case <-ctx.Done():
-			return nil
 		case <-n.done:
-			return nil
-		case <-t.C:
-			if err := n.reconcile(); err != nil {
-				n.log.V(1).Info("Repair pass incomplete", "err", err)
-			}
+			cancel()
+		case <-ctx.Done():
 		}
+	}()
+	changes, err := n.h.Subscribe(ctx)
+	if err != nil {
+		if errors.Is(err, kernel.ErrClosed) {
+			return nil
+		}
+		n.log.Error(err, "Cannot watch kernel changes; checking the data plane every period only", "period", n.resync)
 	}
+	w := kernel.Watcher{Relevant: n.relevant, Reconcile: n.reconcile, Period: n.resync, Log: n.log}
+	w.Run(ctx, changes)
+	return nil
+}
+
+// relevant reports whether a kernel change may concern the device or a peer's entries:
+// anything on the device (found by name too, as it may have been re-created), a
+// main-table route inside the Network, and, for DirectRouting, routes, links and
+// addresses of the external interface. Neighbour churn elsewhere (ARP on the underlay)
+// is not.
+func (n *network) relevant(c kernel.Change) bool {
+	dev := int(n.devIdx.Load())
+	onExt := c.LinkIndex == n.extIdx && n.direct
+	switch c.Kind {
+	case kernel.LinkChange:
+		return c.LinkIndex == dev || c.LinkName == n.spec.name || onExt
+	case kernel.AddrChange:
+		return c.LinkIndex == dev || onExt
+	case kernel.RouteChange:
+		return c.Table == unix.RT_TABLE_MAIN && (c.LinkIndex == dev || onExt || ip.Contains(n.cidr, c.Prefix))
+	case kernel.NeighChange, kernel.FDBChange:
+		return c.LinkIndex == dev
+	}
+	return false
 }
 
 // Apply programs peer changes. See backend.Network.
@@ -283,30 +316,54 @@ func (n *network) macInUseByOtherLocked(mac []byte, except netip.Prefix) bool {
 }
 
 // ensureDeviceLocked makes the device, its MAC, MTU, up state, checksum setting and
-// address right, and records its index.
-func (n *network) ensureDeviceLocked() error {
-	idx, err := ensureDevice(n.h, n.spec, true, n.log)
+// address right, and records its index. It reports what it had to correct, by repair
+// kind ("device", "address").
+func (n *network) ensureDeviceLocked() ([]string, error) {
+	var fixed []string
+	idx, changed, err := ensureDevice(n.h, n.spec, true, n.log)
+	if changed {
+		fixed = append(fixed, "device")
+	}
 	if err != nil {
-		return fmt.Errorf("vxlan: %w", err)
+		return fixed, fmt.Errorf("vxlan: %w", err)
 	}
 	n.devIndex = idx
-	if err := n.h.EnsureSoleAddr(idx, n.ownAddr); err != nil {
-		return fmt.Errorf("vxlan: %s: %w", n.spec.name, err)
+	n.devIdx.Store(int64(idx))
+	addrs, err := n.h.Addrs(idx)
+	if err != nil {
+		return fixed, fmt.Errorf("vxlan: %s: %w", n.spec.name, err)
 	}
-	return nil
+	if len(addrs) == 1 {
+		if have, ok := ip.FromIPNet(addrs[0].IPNet); ok && have == n.ownAddr {
+			return fixed, nil
+		}
+	}
+	fixed = append(fixed, "address")
+	if err := n.h.EnsureSoleAddr(idx, n.ownAddr); err != nil {
+		return fixed, fmt.Errorf("vxlan: %s: %w", n.spec.name, err)
+	}
+	return fixed, nil
 }
 
 // reconcile brings the kernel back to the wanted state: the device and its address, the
-// entries of every known peer, and the removal of peers whose deletion failed. When
-// nothing is wrong it only reads (one link lookup, one dump each of routes, neighbours and
-// FDB entries, and a route lookup per peer with DirectRouting). Run calls it periodically;
-// a netlink subscription may call it on change.
-func (n *network) reconcile() error {
+// entries of every known peer, and the removal of peers whose deletion failed. Each
+// repair of state someone else changed is logged and counted by kind; retrying a peer
+// that failed before is not a repair. It reports whether it found such drift, and an
+// error while something is not in place. When nothing is wrong it only reads (one link
+// lookup, one dump each of addresses, routes, neighbours and FDB entries, and a route
+// lookup per peer with DirectRouting). Run calls it on kernel changes and periodically.
+func (n *network) reconcile() (drift bool, err error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if err := n.ensureDeviceLocked(); err != nil {
+	fixed, err := n.ensureDeviceLocked()
+	for _, kind := range fixed {
+		drift = true
+		n.log.Info("Repaired VXLAN device changed or deleted by someone else", "device", n.spec.name, "repair", kind)
+		n.env.Repaired(kind)
+	}
+	if err != nil {
 		n.log.Error(err, "Cannot repair the VXLAN device")
-		return err
+		return drift, err
 	}
 	var errs []error
 	for _, p := range n.gone {
@@ -315,11 +372,11 @@ func (n *network) reconcile() error {
 		}
 	}
 	if len(n.peers) == 0 {
-		return errors.Join(errs...)
+		return drift, errors.Join(errs...)
 	}
 	snap, err := n.snapshotLocked()
 	if err != nil {
-		return errors.Join(append(errs, err)...)
+		return drift, errors.Join(append(errs, err)...)
 	}
 	for _, p := range n.peers {
 		wasDirect := p.direct
@@ -327,12 +384,15 @@ func (n *network) reconcile() error {
 			errs = append(errs, err)
 			continue
 		}
-		if p.failErr == "" && p.direct == wasDirect && snap.inPlace(p, n.devIndex, n.extIdx) {
+		missing := snap.missing(p, n.devIndex, n.extIdx)
+		if p.failErr == "" && p.direct == wasDirect && len(missing) == 0 {
 			continue
 		}
-		if p.failErr == "" {
-			n.log.Info("Repairing peer entries", "subnet", p.subnet, "publicIP", p.publicIP, "direct", p.direct)
-			n.env.Repaired("peer")
+		repair := p.failErr == "" && p.direct == wasDirect
+		if repair {
+			drift = true
+			n.log.Info("Repairing peer entries changed or deleted by someone else", "subnet", p.subnet,
+				"publicIP", p.publicIP, "direct", p.direct, "missing", missing)
 		}
 		var old *peer
 		if wasDirect != p.direct {
@@ -348,9 +408,14 @@ func (n *network) reconcile() error {
 				errs = append(errs, err)
 			}
 		}
+		if repair {
+			for _, kind := range missing {
+				n.env.Repaired(kind)
+			}
+		}
 		n.noteResultLocked(p, nil, "")
 	}
-	return errors.Join(errs...)
+	return drift, errors.Join(errs...)
 }
 
 // snapshotLocked reads the routes, neighbours and FDB entries peers are checked against.

@@ -58,19 +58,21 @@ type snapshot struct {
 	fdb    []netlink.Neigh // forwarding entries of the device
 }
 
-// inPlace reports whether the snapshot already holds everything p needs. It does not look
-// for leftovers (a stale FDB remote for the same MAC); the Ensure calls clean those when
-// anything else needs fixing. It is pure.
-func (s *snapshot) inPlace(p *peer, devIndex, extIndex int) bool {
+// missing lists the kinds of entries ("route", "neighbour", "fdb") that p needs and the
+// snapshot lacks; none when p is in place. It does not look for leftovers (a stale FDB
+// remote for the same MAC); the Ensure calls clean those when anything else needs
+// fixing. It is pure.
+func (s *snapshot) missing(p *peer, devIndex, extIndex int) []string {
+	var m []string
 	want := tunnelRoute(p, devIndex)
 	if p.direct {
 		want = directRoute(p, extIndex)
 	}
 	if !s.hasRoute(want) {
-		return false
+		m = append(m, "route")
 	}
 	if p.direct {
-		return true
+		return m
 	}
 	var neigh, fdb bool
 	for i := range s.neighs {
@@ -79,7 +81,13 @@ func (s *snapshot) inPlace(p *peer, devIndex, extIndex int) bool {
 	for i := range s.fdb {
 		fdb = fdb || kernel.FDBMatches(&s.fdb[i], p.mac, p.publicIP)
 	}
-	return neigh && fdb
+	if !neigh {
+		m = append(m, "neighbour")
+	}
+	if !fdb {
+		m = append(m, "fdb")
+	}
+	return m
 }
 
 func (s *snapshot) hasRoute(want *netlink.Route) bool {

@@ -100,7 +100,7 @@ func TestChecksumOffloadOffStillCarriesTCP(t *testing.T) {
 	tcpTransfer(t, pb, pa, podB, 4<<20)
 	// Re-enabled behind our back: the repair pass switches it off again.
 	kerneltest.MustRun(t, a.NS, "ethtool", "-K", "flannel.1", "tx", "on")
-	if err := a.nw.reconcile(); err != nil {
+	if _, err := a.nw.reconcile(); err != nil {
 		t.Fatal(err)
 	}
 	if out := kerneltest.MustRun(t, a.NS, "ethtool", "-k", "flannel.1"); !strings.Contains(out, "tx-checksumming: off") {
@@ -127,7 +127,7 @@ func TestApplyTwiceAndReconcileWriteNothing(t *testing.T) {
 		t.Fatalf("second Apply made %d changes (last: %s)", n, last)
 	}
 	for i := 0; i < 2; i++ {
-		if err := a.nw.reconcile(); err != nil {
+		if _, err := a.nw.reconcile(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -139,7 +139,7 @@ func TestApplyTwiceAndReconcileWriteNothing(t *testing.T) {
 	if err := a2.nw.Apply(ctx, added(b.lease())); err != nil {
 		t.Fatal(err)
 	}
-	if err := a2.nw.reconcile(); err != nil {
+	if _, err := a2.nw.reconcile(); err != nil {
 		t.Fatal(err)
 	}
 	if n, last := mon.Settle(50 * time.Millisecond); n != 0 {
@@ -187,7 +187,7 @@ func TestAdoptAndStableMAC(t *testing.T) {
 
 	// Something (udev's MACAddressPolicy=random) changes the MAC: repair restores it.
 	kerneltest.MustRun(t, ka.NS, "ip", "link", "set", "flannel.1", "address", "02:12:34:56:78:9a")
-	if err := a.nw.reconcile(); err != nil {
+	if _, err := a.nw.reconcile(); err != nil {
 		t.Fatal(err)
 	}
 	if out := kerneltest.MustRun(t, ka.NS, "ip", "link", "show", "flannel.1"); !strings.Contains(out, vtepMAC(ka.Addr, 1).String()) {
@@ -233,7 +233,7 @@ func TestDeviceRecreatedAfterReconcileKeepsMAC(t *testing.T) {
 	_ = b
 	// Someone deletes the device: routes, neighbours and FDB entries go with it.
 	kerneltest.MustRun(t, a.NS, "ip", "link", "del", "flannel.1")
-	if err := a.nw.reconcile(); err != nil {
+	if _, err := a.nw.reconcile(); err != nil {
 		t.Fatal(err)
 	}
 	if out := kerneltest.MustRun(t, a.NS, "ip", "link", "show", "flannel.1"); !strings.Contains(out, vtepMAC(a.Addr, 1).String()) {

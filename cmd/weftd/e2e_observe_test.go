@@ -154,7 +154,10 @@ func sendRawUDP(t *testing.T, ns string, src, dst netip.AddrPort, payload []byte
 func TestUDPAntiSpoofingAndObservability(t *testing.T) {
 	c := cluster.New(t, cluster.Options{Nodes: 2})
 	c.PutConfig(`{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}`)
-	_, pods, envs := startNodes(t, c, []int{0, 1}, "--healthz-port", healthPort)
+	// The firewall (--restrict-tunnel-port) would drop the stranger's datagram before the
+	// forwarder sees it; switch it off here to test the forwarder's own checks, the second
+	// line of defence. The firewall's drop is tested in the fault tests.
+	_, pods, envs := startNodes(t, c, []int{0, 1}, "--healthz-port", healthPort, "--restrict-tunnel-port=false")
 	pingAll(t, pods, 10*time.Second)
 	got := listenUDP(t, pods[1], 9999)
 	node1 := netip.AddrPortFrom(c.NodeIP(1), 8285)

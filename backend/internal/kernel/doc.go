@@ -1,6 +1,8 @@
 // Package kernel holds the idempotent netlink helpers that weft's kernel backends (host-gw,
-// vxlan) share: ensure and delete routes, neighbours and bridge FDB entries, a device's
-// address, the direct-connection test, tx checksum offload, and the kernel version.
+// vxlan, udp, gre) share: ensure and delete routes, neighbours and bridge FDB entries, a
+// device's address, the direct-connection test, tx checksum offload, the kernel version,
+// and the self-healing loop: a subscription to the kernel's change notifications and a
+// Watcher that turns them into reconcile passes.
 //
 // # Namespaces
 //
@@ -24,6 +26,24 @@
 //   - A Handle is safe for concurrent use (netlink requests on one socket are serialised);
 //     after Close its methods return ErrClosed rather than act in another namespace.
 //
+// # Self-healing
+//
+// Handle.Subscribe opens one notification socket in the Handle's namespace (link, IPv4
+// address, IPv4 route and neighbour groups; FDB entries arrive as AF_BRIDGE neighbours)
+// and delivers each notification as a Change, parsed by the pure ParseChange. Lost
+// notifications (ENOBUFS) and a broken socket, which is re-opened with back-off, arrive
+// as Resync changes. A Watcher debounces the changes a backend finds Relevant into calls
+// of its Reconcile, runs a full pass periodically as a safety net, retries failed passes
+// and backs off when passes keep finding drift (a fight with another program). A
+// backend's Run is then:
+//
+//	changes, err := h.Subscribe(ctx)           // err only for a closed Handle
+//	w := kernel.Watcher{Relevant: n.relevant, Reconcile: n.reconcile, Log: log}
+//	w.Run(ctx, changes)
+//
+// Reconcile must write nothing when nothing is wrong; its own writes then cause exactly
+// one more pass, which finds nothing, and the loop ends there.
+//
 // # API at a glance
 //
 //	h, err := kernel.Open()                        // in the target namespace
@@ -36,6 +56,7 @@
 //	h.Netlink()                                    // links and anything else, same namespace
 //	kernel.RouteMatches / NeighMatches / FDBMatches // pure, to check many entries per dump
 //	kernel.RetryDump(fn), kernel.KernelVersion(), kernel.ParseKernelRelease(s)
+//	h.Subscribe(ctx) -> <-chan Change; kernel.ParseChange(msg); kernel.Watcher{…}.Run(ctx, changes)
 //
 // Tests build namespaces, pods and a netlink change counter with package kerneltest.
 //

@@ -3,10 +3,12 @@ package kernel
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -18,12 +20,14 @@ var ErrNotApplied = errors.New("kernel state differs from the requested state af
 const socketTimeout = 10 * time.Second
 
 // Handle is a pair of sockets (rtnetlink and an AF_INET datagram socket for ioctls) bound to
-// one network namespace. Create it with Open. Its methods are safe for concurrent use,
-// except Close, which must not overlap any other call; after Close every method fails.
+// one network namespace, and a reference to that namespace for Subscribe. Create it with
+// Open. Its methods are safe for concurrent use, except Close, which must not overlap any
+// other call; after Close every method fails.
 type Handle struct {
 	nl      *netlink.Handle
-	ioctlFD int         // AF_INET/SOCK_DGRAM socket for SIOCETHTOOL
-	closed  atomic.Bool // set by Close
+	ioctlFD int            // AF_INET/SOCK_DGRAM socket for SIOCETHTOOL
+	ns      netns.NsHandle // the namespace the sockets were opened in, for Subscribe
+	closed  atomic.Bool    // set by Close
 }
 
 // ErrClosed is returned by every method of a closed Handle. (A closed netlink.Handle would
@@ -40,6 +44,23 @@ func (h *Handle) check() error {
 // Open returns a Handle bound to the network namespace of the calling thread. In tests call
 // it inside nsutil.Do; weftd calls it in its own namespace.
 func Open() (*Handle, error) {
+	// The sockets and the namespace reference must come from one thread's namespace.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	ns, err := netns.Get()
+	if err != nil {
+		return nil, fmt.Errorf("open current network namespace: %w", err)
+	}
+	h, err := openSockets()
+	if err != nil {
+		ns.Close()
+		return nil, err
+	}
+	h.ns = ns
+	return h, nil
+}
+
+func openSockets() (*Handle, error) {
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("open rtnetlink socket: %w", err)
@@ -68,6 +89,7 @@ func (h *Handle) Close() error {
 		return nil
 	}
 	h.nl.Close()
+	h.ns.Close()
 	return unix.Close(h.ioctlFD)
 }
 

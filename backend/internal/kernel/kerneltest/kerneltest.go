@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -184,4 +185,52 @@ func Contains(s string, subs ...string) bool {
 		}
 	}
 	return true
+}
+
+// Repairs counts the repairs a backend reports through backend.Env.OnRepair, by kind.
+// It is safe for concurrent use.
+type Repairs struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+// Report is the OnRepair function.
+func (r *Repairs) Report(kind string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.n == nil {
+		r.n = map[string]int{}
+	}
+	r.n[kind]++
+}
+
+// Count returns how many repairs of kind were reported.
+func (r *Repairs) Count(kind string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.n[kind]
+}
+
+// String lists the counts, for test messages.
+func (r *Repairs) String() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return fmt.Sprint(r.n)
+}
+
+// WaitFor polls check every 5 ms until it returns nil and returns how long that took; it
+// fails the test with check's last error when within passes first.
+func WaitFor(t testing.TB, within time.Duration, what string, check func() error) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		err := check()
+		if err == nil {
+			return time.Since(start)
+		}
+		if time.Since(start) > within {
+			t.Fatalf("%s: not within %s: %v", what, within, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

@@ -1,0 +1,132 @@
+//go:build linux
+
+package udp
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weftnet/weft/backend/internal/fastpath"
+	"github.com/weftnet/weft/backend/internal/kernel"
+	"github.com/weftnet/weft/backend/internal/kernel/kerneltest"
+	"github.com/weftnet/weft/pkg/nsutil"
+)
+
+func skipWithoutNetns(t *testing.T) {
+	t.Helper()
+	if err := nsutil.Available(); err != nil {
+		t.Skip(err)
+	}
+	if err := fastpath.CheckTUN(); err != nil {
+		t.Skip(err)
+	}
+}
+
+// flannel0InPlace returns a check that node ns has flannel0 up with its MTU, only the
+// own address and the route to the Network.
+func flannel0InPlace(ns string) func() error {
+	return func() error {
+		for _, c := range []struct{ argv, want string }{
+			{"ip -o link show flannel0", ",UP"},
+			{"ip -o link show flannel0", " mtu 1472 "},
+			{"ip -4 -o addr show dev flannel0", "inet 10.244.1.0/32"},
+			{"ip route show exact 10.244.0.0/16", "10.244.0.0/16 dev flannel0"},
+		} {
+			out, err := nsutil.Run(ns, strings.Fields(c.argv)...)
+			if err != nil || !strings.Contains(out, c.want) {
+				return fmt.Errorf("%s: %q (%v), want %q", c.argv, strings.TrimSpace(out), err, c.want)
+			}
+		}
+		if out, _ := nsutil.Run(ns, "ip", "-4", "-o", "addr", "show", "dev", "flannel0"); strings.Count(out, "inet ") != 1 {
+			return fmt.Errorf("flannel0 addresses: %q", out)
+		}
+		return nil
+	}
+}
+
+func TestRunRestoresFlannel0WithinASecond(t *testing.T) {
+	skipWithoutNetns(t)
+	c := newCluster(t)
+	a := startNode(t, c, c.nodeA, "192.0.2.1", "10.244.1.0/24", `{"Type":"udp"}`, peerLease("10.244.2.0/24", "192.0.2.2"))
+	startNode(t, c, c.nodeB, "192.0.2.2", "10.244.2.0/24", `{"Type":"udp"}`, peerLease("10.244.1.0/24", "192.0.2.1"))
+	ping(t, c.podA, true, "-c", "1", "10.244.2.2")
+	for _, k := range []struct {
+		name  string
+		argv  string
+		kinds []string
+	}{
+		{"route deleted", "ip route del 10.244.0.0/16 dev flannel0", []string{"route"}},
+		{"route moved to eth0", "ip route replace 10.244.0.0/16 via 192.0.2.2 dev eth0", []string{"route"}},
+		{"address deleted", "ip addr del 10.244.1.0/32 dev flannel0", []string{"address", "route"}},
+		{"address added", "ip addr add 10.244.9.0/32 dev flannel0", []string{"address"}},
+		{"device down", "ip link set flannel0 down", []string{"device", "route"}},
+		{"MTU changed", "ip link set flannel0 mtu 1300", []string{"device"}},
+	} {
+		t.Run(k.name, func(t *testing.T) {
+			before := map[string]int{}
+			for _, kind := range k.kinds {
+				before[kind] = a.repairs.Count(kind)
+			}
+			run(t, c.nodeA, strings.Fields(k.argv)...)
+			d := kerneltest.WaitFor(t, time.Second, k.name, flannel0InPlace(c.nodeA))
+			t.Logf("%s: restored after %v", k.name, d)
+			ping(t, c.podA, true, "-c", "1", "10.244.2.2")
+			kerneltest.WaitFor(t, time.Second, "repairs counted", func() error {
+				for _, kind := range k.kinds {
+					if a.repairs.Count(kind) <= before[kind] {
+						return fmt.Errorf("no %s repair counted: %s", kind, a.repairs)
+					}
+				}
+				return nil
+			})
+			time.Sleep(100 * time.Millisecond) // the next incident is a separate one
+		})
+	}
+}
+
+func TestIdleRunWritesNothing(t *testing.T) {
+	skipWithoutNetns(t)
+	c := newCluster(t)
+	mon := kerneltest.Watch(t, c.nodeA)
+	startNodeEvery(t, c, c.nodeA, "192.0.2.1", "10.244.1.0/24", `{"Type":"udp"}`, 20*time.Millisecond, peerLease("10.244.2.0/24", "192.0.2.2"))
+	mon.Settle(200 * time.Millisecond) // the device's creation
+	time.Sleep(300 * time.Millisecond)
+	if n, last := mon.Settle(50 * time.Millisecond); n != 0 {
+		t.Fatalf("idle Run made %d changes (last: %s)", n, last)
+	}
+	run(t, c.nodeA, "ip", "route", "del", "10.244.0.0/16", "dev", "flannel0")
+	kerneltest.WaitFor(t, time.Second, "restored", flannel0InPlace(c.nodeA))
+	mon.Settle(100 * time.Millisecond)
+	time.Sleep(300 * time.Millisecond)
+	if n, last := mon.Settle(50 * time.Millisecond); n != 0 {
+		t.Fatalf("after the repair, Run made %d more changes (last: %s)", n, last)
+	}
+}
+
+func TestRelevant(t *testing.T) {
+	n := &udpNetwork{dev: deviceState{index: 4, network: netip.MustParsePrefix("10.244.0.0/16")}}
+	p := netip.MustParsePrefix
+	for _, c := range []struct {
+		name string
+		c    kernel.Change
+		want bool
+	}{
+		{"flannel0", kernel.Change{Kind: kernel.LinkChange, LinkIndex: 4}, true},
+		{"flannel0 by name", kernel.Change{Kind: kernel.LinkChange, LinkIndex: 8, LinkName: "flannel0"}, true},
+		{"other link", kernel.Change{Kind: kernel.LinkChange, LinkIndex: 2, LinkName: "eth0"}, false},
+		{"flannel0 address", kernel.Change{Kind: kernel.AddrChange, LinkIndex: 4}, true},
+		{"eth0 address", kernel.Change{Kind: kernel.AddrChange, LinkIndex: 2}, false},
+		{"network route elsewhere", kernel.Change{Kind: kernel.RouteChange, Table: 254, LinkIndex: 2, Prefix: p("10.244.0.0/16")}, true},
+		{"route via flannel0", kernel.Change{Kind: kernel.RouteChange, Table: 254, LinkIndex: 4, Prefix: p("10.9.0.0/16")}, true},
+		{"local table", kernel.Change{Kind: kernel.RouteChange, Table: 255, LinkIndex: 4, Prefix: p("10.244.1.0/32")}, false},
+		{"pod route", kernel.Change{Kind: kernel.RouteChange, Table: 254, LinkIndex: 6, Prefix: p("10.244.1.0/24")}, false},
+		{"neighbour", kernel.Change{Kind: kernel.NeighChange, LinkIndex: 4}, false},
+	} {
+		if got := n.relevant(c.c); got != c.want {
+			t.Errorf("%s: relevant = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
