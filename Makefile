@@ -7,7 +7,7 @@ NODES    ?= 3
 # Debian packages the tests and the demo use: a real etcd, namespaces and traffic tools.
 DEB_PKGS := etcd-server etcd-client iproute2 iptables iputils-ping iperf3 tcpdump ethtool procps shellcheck systemd
 
-.PHONY: all build deps test fuzz demo clean vet static shellcheck
+.PHONY: all build deps test fuzz demo clean vet static shellcheck bench bench-smoke
 
 all: build
 
@@ -55,6 +55,17 @@ fuzz:
 # A demo cluster in network namespaces: NODES nodes with BACKEND, pods pinging each other.
 demo: deps build
 	$(GO) run ./cmd/weft-demo -backend $(BACKEND) -nodes $(NODES) -weftd bin/weftd
+
+# Benchmarks, as root, in namespaces of their own: the underlay and every backend (throughput,
+# round trip, weftd CPU per GB), convergence of joining nodes, one weftd with 2000 peers.
+# Results in results/<timestamp>/; see Documentation/benchmarks.md. Extra flags: BENCH_ARGS=...
+BENCH_ARGS ?=
+bench: deps build
+	$(GO) run ./cmd/weft-bench -weftd bin/weftd -out results $(BENCH_ARGS)
+
+# The same with the smallest settings (about 30 s): shows the tool works; the numbers mean little.
+bench-smoke: deps build
+	$(GO) run ./cmd/weft-bench -weftd bin/weftd -out results -quick $(BENCH_ARGS)
 
 clean:
 	rm -rf bin
