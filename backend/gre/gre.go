@@ -210,8 +210,8 @@ func (b *greBackend) activateUserspace(h *kernel.Handle, own, network netip.Pref
 	if err := allowLocalSource(TUNName); err != nil {
 		return nil, err
 	}
-	batch := fastpath.DefaultBatchSize
-	tun, err := fastpath.OpenTUN(TUNName, true, batch)
+	batch := fastpath.OffloadBatchSize
+	tun, err := fastpath.OpenTUNWith(TUNName, fastpath.TUNOptions{Persist: true, Batch: batch, Offload: true, Log: b.log})
 	if err != nil {
 		return nil, fmt.Errorf("gre backend: %w", err)
 	}
@@ -228,7 +228,7 @@ func (b *greBackend) activateUserspace(h *kernel.Handle, own, network netip.Pref
 		return nil, fmt.Errorf("gre backend: %w", err)
 	}
 	b.log.Info("GRE network active", "mode", ModeUserspace, "device", TUNName, "subnet", own, "network", network,
-		"local", local, "mtu", b.spec.mtu, "batch", f.BatchSize())
+		"local", local, "mtu", b.spec.mtu, "batch", f.BatchSize(), "offloads", f.Offloads())
 	return &userNetwork{
 		env:    b.env,
 		log:    b.log,

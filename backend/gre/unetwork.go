@@ -176,7 +176,7 @@ func (n *userNetwork) Describe() backend.Description {
 	defer n.mu.Unlock()
 	d := backend.Description{
 		Device: TUNName,
-		Info:   map[string]string{"mode": string(ModeUserspace), "local": n.local.String()},
+		Info:   map[string]string{"mode": string(ModeUserspace), "local": n.local.String(), "offloads": n.f.Offloads()},
 		Peers:  map[netip.Prefix]backend.PeerStatus{},
 	}
 	if n.reason != "" {

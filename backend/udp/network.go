@@ -210,7 +210,7 @@ func (n *udpNetwork) Describe() backend.Description {
 	defer n.mu.Unlock()
 	d := backend.Description{
 		Device: DeviceName,
-		Info:   map[string]string{"listen": n.listen.String()},
+		Info:   map[string]string{"listen": n.listen.String(), "offloads": n.f.Offloads()},
 		Peers:  map[netip.Prefix]backend.PeerStatus{},
 	}
 	for sn := range n.peers.leases {

@@ -14,7 +14,11 @@
 //     everything else is dropped and counted by reason (see Stats).
 //   - ICMP errors (net unreachable, time exceeded) follow RFC 1812, including about ICMP
 //     echo, which flanneld never answers.
-//   - Many packets move per system call (recvmmsg/sendmmsg), unless Backend.Batch is false.
+//   - Many packets move per system call (recvmmsg/sendmmsg), unless Backend.Batch is false;
+//     with batching, flannel0 and the socket also use kernel offloads where the kernel
+//     offers them: TCP superpackets from flannel0 are cut in userspace (TSO), sent with UDP
+//     GSO, received with UDP GRO and written back coalesced (GRO). The wire format stays
+//     one inner packet per datagram.
 //   - Run puts back flannel0's link state, MTU, address and route within a few tens of
 //     milliseconds of a change by someone else (kernel change notifications, and a full
 //     check every 30 s). A deleted flannel0 is not re-created in place: the forwarder
@@ -125,7 +129,7 @@ func (b *udpBackend) Activate(_ context.Context, own subnet.Lease) (backend.Netw
 	}
 	batch := 1
 	if b.cfg.Batch {
-		batch = fastpath.DefaultBatchSize
+		batch = fastpath.OffloadBatchSize
 	}
 	h, err := kernel.Open()
 	if err != nil {
@@ -137,7 +141,7 @@ func (b *udpBackend) Activate(_ context.Context, own subnet.Lease) (backend.Netw
 		return nil, err
 	}
 	b.log.Info("udp backend active", "device", DeviceName, "subnet", own.Subnet, "network", network,
-		"mtu", b.mtu, "listen", n.listen, "batch", batch)
+		"mtu", b.mtu, "listen", n.listen, "batch", batch, "offloads", n.f.Offloads())
 	return n, nil
 }
 
@@ -153,7 +157,10 @@ func (b *udpBackend) activate(h *kernel.Handle, own, network netip.Prefix, batch
 	if err := allowLocalSource(DeviceName); err != nil {
 		return nil, err
 	}
-	tun, err := fastpath.OpenTUN(DeviceName, true, batch)
+	// Offloads (TSO/GRO on the TUN, GSO/GRO on the socket) go with batching; Batch false
+	// stays one packet per system call.
+	offload := batch > 1
+	tun, err := fastpath.OpenTUNWith(DeviceName, fastpath.TUNOptions{Persist: true, Batch: batch, Offload: offload, Log: b.log})
 	if err != nil {
 		return nil, fmt.Errorf("udp backend: %w", err)
 	}
@@ -164,7 +171,7 @@ func (b *udpBackend) activate(h *kernel.Handle, own, network netip.Prefix, batch
 		return nil, fmt.Errorf("udp backend: listen on %s: %w", listen, err)
 	}
 	setSocketBuffers(sock, b.log)
-	conn, err := fastpath.NewSocketConn(sock, batch)
+	conn, err := fastpath.NewSocketConnWith(sock, fastpath.SocketOptions{Batch: batch, Offload: offload, Log: b.log})
 	if err != nil {
 		tun.Close()
 		sock.Close()

@@ -35,8 +35,28 @@
 // # Batching and offloads
 //
 // Device and Conn read and write slices of Packet. A Packet carries Headroom bytes before
-// the data, so a later TUN with IFF_VNET_HDR can read its virtio header there and a GRE
-// Conn can prepend its header without copying. A Device may later return more packets
-// than system calls (GSO split) and coalesce on Write (GRO); the Forwarder only relies on
-// the contracts documented on the interfaces.
+// the data, so a TUN with IFF_VNET_HDR reads its virtio-net header there and a GRE Conn
+// prepends its header without copying. Per-packet decisions always see single inner
+// IPv4 packets; the offloads live entirely in the Device and the Conn:
+//
+//   - TUN (OpenTUNWith, Offload): IFF_VNET_HDR with TUN_F_CSUM|TUN_F_TSO4. The kernel
+//     hands over TCP superpackets of up to 64 KiB with a partial checksum; Read cuts
+//     them into MTU-sized segments in the slots (tso.go: IPv4 id, length and checksum,
+//     TCP sequence number, FIN/PSH on the last segment only, CWR on the first only, full
+//     TCP checksum per segment) and completes the checksum of packets handed over with a
+//     partial one. Write coalesces consecutive segments of a TCP flow, verified, into one
+//     superpacket written with writev(2) straight from the packets' buffers (gro.go,
+//     following the kernel's GRO rules); everything else goes through unmodified.
+//   - SocketConn (NewSocketConnWith, Offload, UDP sockets only): UDP_SEGMENT sends a run
+//     of equal-sized datagrams to one peer as one message, and UDP_GRO receives such runs
+//     as one message, which Read hands out one datagram per Packet from its own buffers.
+//
+// The wire format does not change: every datagram (or GRE packet) carries exactly one
+// inner packet, as flanneld sends and expects. Each offload is tried at run time and
+// falls back when the kernel refuses it (logged once; Forwarder.Offloads says what is in
+// use). A raw GRE socket has no GSO or GRO, so userspace GRE gets the TUN offloads only.
+//
+// A multi-queue TUN (one reader per core) is deliberately not used: IFF_MULTI_QUEUE is a
+// property of the device, so flanneld (single queue) could no longer attach to a
+// flannel0 weft created, and a single TCP stream hashes to one queue anyway.
 package fastpath

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 
 	"k8s.io/klog/v2"
@@ -15,6 +16,10 @@ import (
 
 // DefaultBatchSize is the number of packets per Read and Write when Config.BatchSize is 0.
 const DefaultBatchSize = 64
+
+// OffloadBatchSize is the batch to use with offloads: room for two TCP superpackets of 64
+// KiB cut at an MTU of 1500 or more, so that each stays whole within one batch.
+const OffloadBatchSize = 128
 
 // maxReadErrors is how many Read failures in a row (other than net.ErrClosed) end a loop
 // with an error, so a device that broke for good does not spin.
@@ -113,6 +118,26 @@ func (f *Forwarder) BatchSize() int { return f.batch }
 
 var _ StatsReporter = (*Forwarder)(nil)
 
+// offloader is implemented by a Device or Conn that may use kernel offloads (*TUN,
+// *SocketConn).
+type offloader interface{ Offloads() string }
+
+// Offloads describes the offloads the Device and the Conn use, for logs and status:
+// e.g. "tun=tso4,csum,gro socket=gso,gro", or "none" when neither side has any.
+func (f *Forwarder) Offloads() string {
+	var parts []string
+	if o, ok := f.dev.(offloader); ok {
+		parts = append(parts, "tun="+o.Offloads())
+	}
+	if o, ok := f.conn.(offloader); ok {
+		parts = append(parts, "socket="+o.Offloads())
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, " ")
+}
+
 // Run forwards until ctx ends or Close is called, then closes the Device and the Conn,
 // waits for both loops and returns nil. It returns an error when a loop fails for good
 // (a Device or Conn whose Read keeps failing), after stopping the other loop. Run may be
@@ -121,7 +146,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	if !f.running.CompareAndSwap(false, true) {
 		return errors.New("fastpath: Run called twice")
 	}
-	f.log.Info("Userspace forwarding started", "batch", f.batch, "mtu", f.mtu)
+	f.log.Info("Userspace forwarding started", "batch", f.batch, "mtu", f.mtu, "offloads", f.Offloads())
 	errc := make(chan error, 2)
 	go func() { errc <- f.deviceLoop() }()
 	go func() { errc <- f.connLoop() }()
@@ -157,24 +182,38 @@ func (f *Forwarder) Close() error {
 	return errors.Join(f.dev.Close(), f.conn.Close())
 }
 
-// makePackets returns n slots over one allocation, each with Headroom and size bytes for
-// the packet.
-func makePackets(n, size int) []Packet {
-	slot := Headroom + size
-	mem := make([]byte, n*slot)
-	pkts := make([]Packet, n)
-	for i := range pkts {
-		pkts[i] = Packet{Buf: mem[i*slot : (i+1)*slot : (i+1)*slot], Off: Headroom}
-	}
-	return pkts
+// slots is a loop's batch of packet slots over one allocation, each with Headroom and
+// size bytes for the packet.
+type slots struct {
+	pkts []Packet
+	bufs [][]byte // each slot's own buffer, as a Read may point Buf elsewhere
 }
 
-// resetOff gives every slot its full headroom back before a Read.
-func resetOff(pkts []Packet) {
-	for i := range pkts {
-		pkts[i].Off = Headroom
+func makeSlots(n, size int) slots {
+	slot := Headroom + size
+	mem := make([]byte, n*slot)
+	s := slots{pkts: make([]Packet, n), bufs: make([][]byte, n)}
+	for i := range s.pkts {
+		s.bufs[i] = mem[i*slot : (i+1)*slot : (i+1)*slot]
+		s.pkts[i] = Packet{Buf: s.bufs[i], Off: Headroom}
+	}
+	return s
+}
+
+// makePackets returns n slots over one allocation, each with Headroom and size bytes for
+// the packet.
+func makePackets(n, size int) []Packet { return makeSlots(n, size).pkts }
+
+// reset gives every slot its own buffer and full headroom back before a Read.
+func (s *slots) reset() {
+	for i := range s.pkts {
+		s.pkts[i] = Packet{Buf: s.bufs[i], Off: Headroom}
 	}
 }
+
+// readBuffers is implemented by a Conn whose Read hands out packets in buffers of its own
+// (UDP GRO), so the loop's slots need no room for data.
+type readBuffers interface{ ownsReadBuffers() bool }
 
 // readFailed counts a failed Read and reports whether the loop must end, with the error
 // to end it with.
@@ -193,13 +232,14 @@ func (f *Forwarder) readFailed(side string, err error, inARow *int) error {
 // deviceLoop reads from the device and sends to peers until the device or the conn is
 // closed or the device keeps failing.
 func (f *Forwarder) deviceLoop() error {
-	in := makePackets(f.batch, f.mtu)
+	slots := makeSlots(f.batch, f.mtu)
+	in := slots.pkts
 	icmp := makePackets(f.batch, icmpMaxLen)
 	out := make([]Packet, 0, f.batch)
 	var c batchCounts
 	failures := 0
 	for {
-		resetOff(in)
+		slots.reset()
 		n, err := f.dev.Read(in)
 		if err != nil {
 			if err := f.readFailed("device", err, &failures); err != nil {
@@ -242,13 +282,18 @@ func (f *Forwarder) deviceLoop() error {
 // connLoop reads from the underlay and writes to the device until either is closed or
 // the conn keeps failing.
 func (f *Forwarder) connLoop() error {
-	in := makePackets(f.batch, MaxPacket)
+	size := MaxPacket
+	if rb, ok := f.conn.(readBuffers); ok && rb.ownsReadBuffers() {
+		size = 0
+	}
+	slots := makeSlots(f.batch, size)
+	in := slots.pkts
 	icmp := makePackets(f.batch, icmpMaxLen)
 	out := make([]Packet, 0, f.batch)
 	var c batchCounts
 	failures := 0
 	for {
-		resetOff(in)
+		slots.reset()
 		n, err := f.conn.Read(in)
 		if err != nil {
 			if err := f.readFailed("underlay", err, &failures); err != nil {

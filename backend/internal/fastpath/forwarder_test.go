@@ -348,3 +348,65 @@ func TestReadMayAdvanceOff(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// runConn is a Conn that hands out datagrams from one buffer of its own, back to back, as
+// a UDP GRO socket does, and checks that each Read gets the slots' own buffers back.
+type runConn struct {
+	*fastpathtest.Conn
+	own   []byte
+	slots [][]byte
+}
+
+func (c *runConn) Read(pkts []fastpath.Packet) (int, error) {
+	for i := range pkts {
+		if len(pkts[i].Buf) > 0 && &pkts[i].Buf[0] == &c.own[0] {
+			panic("slot handed to Read with the Conn's buffer still in it")
+		}
+	}
+	tmp := make([]fastpath.Packet, len(pkts))
+	for i := range tmp {
+		tmp[i] = fastpath.Packet{Buf: c.slots[i], Off: 0}
+	}
+	n, err := c.Conn.Read(tmp)
+	off := 0
+	for i := range tmp[:n] {
+		l := copy(c.own[off:], tmp[i].Bytes())
+		pkts[i] = fastpath.Packet{Buf: c.own, Off: off, Len: l, Addr: tmp[i].Addr}
+		off += l
+	}
+	return n, err
+}
+
+func TestReadMayHandOutOwnBuffers(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	hub := fastpathtest.NewHub()
+	dev := fastpathtest.NewDevice(8, 64)
+	c := &runConn{Conn: hub.Conn(epB, 8, 64), own: make([]byte, 8*2000)}
+	for range 8 {
+		c.slots = append(c.slots, make([]byte, 2000))
+	}
+	f, err := fastpath.New(fastpath.Config{Subnet: subnetB, MTU: 1472, BatchSize: 8}, dev, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab, _ := fastpath.NewPeerTable([]fastpath.Peer{{Subnet: subnetA, Endpoint: epA}})
+	f.SetPeers(tab)
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	for i := 0; i < 50; i++ {
+		hub.Send(epA, epB, ipv4UDP("10.244.1.2", "10.244.2.3", 64, []byte(fmt.Sprintf("run %d", i))))
+	}
+	for i := 0; i < 50; i++ {
+		if got, want := receive(t, dev.Written()), ipv4UDP("10.244.1.2", "10.244.2.3", 63, []byte(fmt.Sprintf("run %d", i))); !bytes.Equal(got, want) {
+			t.Fatalf("packet %d: % x", i, got)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := f.Offloads(); got != "none" {
+		t.Fatalf("Offloads() = %q for fakes", got)
+	}
+}

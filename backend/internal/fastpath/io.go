@@ -4,7 +4,7 @@ import "net/netip"
 
 // Headroom is the number of bytes the Forwarder leaves free before each packet it reads,
 // for headers a Device or Conn adds or strips in place (a virtio-net header, a GRE
-// header). Write implementations may overwrite Buf[:Off] of the packets they are given.
+// header). A Conn's Write may overwrite Buf[:Off] of the packets it is given.
 const Headroom = 32
 
 // MaxPacket is the largest IPv4 packet (the total-length field is 16 bits).
@@ -35,10 +35,16 @@ func (p *Packet) Bytes() []byte { return p.Buf[p.Off : p.Off+p.Len] }
 // Rules:
 //   - Read blocks until at least one packet is available, then returns n >= 1 packets in
 //     pkts[:n] (setting Len, maybe advancing Off; Buf is left unchanged) without blocking
-//     again. It may return fewer than len(pkts); it never returns more than len(pkts).
-//   - Write writes each pkts[i].Bytes() as one packet. It returns how many the device
-//     accepted and the first error; a packet the device refuses is skipped and the rest of
-//     the batch is still written. A short count without error does not happen.
+//     again. It may return fewer than len(pkts); it never returns more than len(pkts). A
+//     Device with offloads may cut one superpacket into many packets, and continue it in
+//     the next Read when pkts is full; a packet it cannot hand over comes out with Len 0.
+//   - Write delivers each pkts[i].Bytes() as one packet, or, with offloads, merges
+//     consecutive TCP segments of a flow into one superpacket the kernel takes as those
+//     segments (it may rewrite the first segment's headers for that). It must not
+//     write into Buf[:Off]: packets from a Conn may have less than Headroom bytes before
+//     them. It returns how many packets the device accepted and the first error; a
+//     packet the device refuses is skipped and the rest of the batch is still written. A
+//     short count without error does not happen.
 //   - BatchSize is the largest useful len(pkts) for Read; the Forwarder never passes more.
 //   - Read, Write and Close may be called concurrently with each other; concurrent calls of
 //     the same method are allowed and serialised.
@@ -57,11 +63,15 @@ type Device interface {
 //
 // Rules:
 //   - Read blocks until at least one datagram is available, then returns n >= 1 of them in
-//     pkts[:n], setting Len and Addr (the sender), maybe advancing Off, leaving Buf
-//     unchanged. A datagram longer than the slot is cut to the slot.
+//     pkts[:n], setting Len and Addr (the sender), maybe advancing Off. A datagram longer
+//     than the slot is cut to the slot. A Conn may instead point Buf at memory of its own
+//     (a run of datagrams the kernel coalesced, handed out one per Packet, continued in
+//     the next Read when pkts is full); such packets stay valid until the next Read, and
+//     the Forwarder gives every slot its own buffer back before each Read.
 //   - Write sends each pkts[i].Bytes() to pkts[i].Addr. It returns how many were sent and
 //     the first error; a packet the kernel refuses (EMSGSIZE, ENETUNREACH, ...) is skipped
 //     and the rest of the batch is still sent. It may block while the send buffer is full.
+//     It may overwrite Buf[:Off] (packets from a Device have Headroom bytes there).
 //   - BatchSize is the largest useful len(pkts) for Read and Write.
 //   - Read, Write and Close may be called concurrently with each other; concurrent calls of
 //     the same method are allowed and serialised.

@@ -63,37 +63,6 @@ func parseIPv4(b []byte) (header, DropReason) {
 	}, DropNone
 }
 
-// checksum returns the Internet checksum (RFC 1071) of b with initial added to the sum:
-// the ones' complement of the ones' complement sum of b's 16-bit big-endian words, an odd
-// last byte padded with zero. Over a header that holds its own correct checksum, the
-// result is 0.
-func checksum(b []byte, initial uint32) uint16 {
-	sum := uint64(initial)
-	for len(b) >= 8 {
-		sum += uint64(binary.BigEndian.Uint32(b)) + uint64(binary.BigEndian.Uint32(b[4:]))
-		b = b[8:]
-	}
-	if len(b) >= 4 {
-		sum += uint64(binary.BigEndian.Uint32(b))
-		b = b[4:]
-	}
-	if len(b) >= 2 {
-		sum += uint64(binary.BigEndian.Uint16(b))
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		sum += uint64(b[0]) << 8
-	}
-	// Fold 64 -> 16 bits with end-around carry. 32-bit words sum to the same value modulo
-	// 0xffff as their 16-bit halves, since 2^16 = 1 (mod 0xffff).
-	sum = (sum & 0xffffffff) + (sum >> 32)
-	sum = (sum & 0xffffffff) + (sum >> 32)
-	sum = (sum & 0xffff) + (sum >> 16)
-	sum = (sum & 0xffff) + (sum >> 16)
-	sum = (sum & 0xffff) + (sum >> 16)
-	return ^uint16(sum)
-}
-
 // decrementTTL lowers the TTL of the IPv4 header at b by one and updates its checksum
 // incrementally (RFC 1624, eqn. 3: HC' = ~(~HC + ~m + m')), where m is the 16-bit word
 // holding TTL and protocol. The caller has checked that the TTL is above 1.

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"io"
 	"syscall"
+
+	"k8s.io/klog/v2"
 )
 
 // TUNPath is the TUN clone device.
@@ -67,3 +69,35 @@ func (c *SocketConn) Write(pkts []Packet) (int, error) { return 0, ErrNoTUN }
 
 // Close implements Conn.
 func (c *SocketConn) Close() error { return nil }
+
+// TUNOptions configure OpenTUNWith.
+type TUNOptions struct {
+	Persist bool
+	Batch   int
+	Offload bool
+	Log     klog.Logger
+}
+
+// OpenTUNWith reports ErrNoTUN on this platform.
+func OpenTUNWith(name string, o TUNOptions) (*TUN, error) { return nil, ErrNoTUN }
+
+// Offloads reports "off": there are none on this platform.
+func (t *TUN) Offloads() string { return "off" }
+
+// SocketOptions configure NewSocketConnWith.
+type SocketOptions struct {
+	Batch   int
+	Offload bool
+	Log     klog.Logger
+}
+
+// NewSocketConnWith reports an error on this platform.
+func NewSocketConnWith(sock interface {
+	syscall.Conn
+	io.Closer
+}, o SocketOptions) (*SocketConn, error) {
+	return NewSocketConn(sock, o.Batch)
+}
+
+// Offloads reports "off": there are none on this platform.
+func (c *SocketConn) Offloads() string { return "off" }

@@ -1,0 +1,440 @@
+//go:build linux
+
+package fastpath
+
+import (
+	"bytes"
+	"encoding/binary"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/pkg/nsutil"
+)
+
+// The test plays a TCP server at 10.99.0.2:80 behind a TUN with offloads, and a real
+// client socket in the namespace talks to it: the kernel hands the client's data to the
+// TUN as TSO superpackets, which Read must cut into segments with correct checksums, and
+// it must accept what Write coalesces (GSO with a partial checksum) on the way back.
+
+const (
+	offTUN     = "wto0"
+	clientAddr = "10.99.0.1"
+	serverAddr = "10.99.0.2"
+	serverMSS  = 1000
+)
+
+func readTCP(t *testing.T, tun *TUN, in []Packet, deadline time.Time) [][]byte {
+	t.Helper()
+	for time.Now().Before(deadline) {
+		n, err := tun.Read(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out [][]byte
+		for i := range in[:n] {
+			b := in[i].Bytes()
+			if len(b) >= 40 && b[0] == 0x45 && b[9] == protoTCP {
+				out = append(out, append([]byte(nil), b...))
+			}
+		}
+		if len(out) > 0 {
+			return out
+		}
+	}
+	t.Fatal("no TCP packet from the TUN in time")
+	return nil
+}
+
+func writePkts(t *testing.T, tun *TUN, pkts ...[]byte) {
+	t.Helper()
+	batch := make([]Packet, len(pkts))
+	for i, b := range pkts {
+		batch[i] = Packet{Buf: append(make([]byte, Headroom), b...), Off: Headroom, Len: len(b)}
+	}
+	if n, err := tun.Write(batch); n != len(pkts) || err != nil {
+		t.Fatalf("TUN Write = %d of %d, %v", n, len(pkts), err)
+	}
+}
+
+func TestTUNOffloadWithKernelTCP(t *testing.T) {
+	if err := CheckTUN(); err != nil {
+		t.Skip(err)
+	}
+	ns := nsutil.Temp(t, "tunoff")
+	var tun *TUN
+	if err := nsutil.Do(ns, func() (err error) {
+		tun, err = OpenTUNWith(offTUN, TUNOptions{Batch: 64, Offload: true})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer tun.Close()
+	if got := tun.Offloads(); got != "tso4,csum,gro" {
+		t.Fatalf("Offloads() = %q", got)
+	}
+	for _, argv := range [][]string{
+		{"ip", "addr", "add", clientAddr + "/32", "dev", offTUN},
+		{"ip", "link", "set", offTUN, "up"},
+		{"ip", "route", "add", "10.99.0.0/24", "dev", offTUN},
+	} {
+		if _, err := nsutil.Run(ns, argv...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, err := nsutil.Run(ns, "ethtool", "-k", offTUN); err == nil && !strings.Contains(out, "tcp-segmentation-offload: on") {
+		t.Fatalf("TSO is not on for the TUN:\n%s", out)
+	}
+
+	type dialed struct {
+		c   net.Conn
+		err error
+	}
+	dialc := make(chan dialed, 1)
+	go func() {
+		var d dialed
+		d.err = nsutil.Do(ns, func() error {
+			d.c, d.err = net.DialTimeout("tcp", serverAddr+":80", 10*time.Second)
+			return d.err
+		})
+		dialc <- d
+	}()
+
+	in := make([]Packet, 64)
+	for i := range in {
+		in[i] = Packet{Buf: make([]byte, Headroom+1500), Off: Headroom}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+
+	// Handshake. The SYN came with a partial checksum (TUN_F_CSUM), which Read completed.
+	syn := readTCP(t, tun, in, deadline)[0]
+	if tcpFlags(syn)&tcpSYN == 0 || !refTCPValid(syn, 20) || refChecksum(syn[:20]) != 0 {
+		t.Fatalf("first packet is not a valid SYN: %x", syn)
+	}
+	cport := binary.BigEndian.Uint16(syn[20:])
+	cseq := tcpSeq(syn) + 1
+	const sseq0 = 5000
+	server := func(seq, ack uint32, flags uint8, payload []byte) tcpPkt {
+		return tcpPkt{src: serverAddr, dst: clientAddr, sport: 80, dport: cport, seq: seq, ack: ack,
+			flags: flags, window: 0xffff, id: 1, ttl: 64, payload: payload}
+	}
+	synack := server(sseq0, cseq, tcpSYN|tcpACK, nil)
+	synack.tcpOptions = []byte{2, 4, serverMSS >> 8, serverMSS & 0xff, 1, 3, 3, 7} // MSS, NOP, window scale 7
+	writePkts(t, tun, synack.build())
+	d := <-dialc
+	if d.err != nil {
+		t.Fatal(d.err)
+	}
+	defer d.c.Close()
+
+	// Client to server: the kernel's TSO superpackets, cut by Read.
+	rng := rand.New(rand.NewPCG(5, 6))
+	up := make([]byte, 1<<20)
+	for i := range up {
+		up[i] = byte(rng.Uint32())
+	}
+	werr := make(chan error, 1)
+	go func() { _, err := d.c.Write(up); werr <- err }()
+	got := make([]byte, 0, len(up))
+	maxPerRead := 0
+	for len(got) < len(up) {
+		pkts := readTCP(t, tun, in, deadline)
+		data := 0
+		for _, p := range pkts {
+			if refChecksum(p[:20]) != 0 || !refTCPValid(p, 20) || len(p) > 1500 {
+				t.Fatalf("segment with a wrong checksum or too long (%d bytes)", len(p))
+			}
+			pl := payloadOf(p)
+			if len(pl) == 0 {
+				continue
+			}
+			if len(pl) > serverMSS {
+				t.Fatalf("segment of %d bytes with MSS %d", len(pl), serverMSS)
+			}
+			data++
+			if off := int(tcpSeq(p) - cseq); off == len(got) {
+				got = append(got, pl...)
+			}
+		}
+		maxPerRead = max(maxPerRead, data)
+		writePkts(t, tun, server(sseq0+1, cseq+uint32(len(got)), tcpACK, nil).build())
+	}
+	if !bytes.Equal(got, up) {
+		t.Fatal("the client's data arrived changed")
+	}
+	if err := <-werr; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("up to %d segments per Read", maxPerRead)
+
+	// Server to client: segments written in batches, coalesced by Write.
+	down := up[:300*serverMSS]
+	rerr := make(chan error, 1)
+	rcvd := make([]byte, len(down))
+	go func() { _, err := io.ReadFull(d.c, rcvd); rerr <- err }()
+	ack := cseq + uint32(len(up))
+	for off := 0; off < len(down); {
+		var batch [][]byte
+		for len(batch) < 40 && off < len(down) {
+			p := server(sseq0+1+uint32(off), ack, tcpACK, down[off:off+serverMSS])
+			p.id = uint16(off / serverMSS)
+			batch = append(batch, p.build())
+			off += serverMSS
+		}
+		writePkts(t, tun, batch...)
+		// Wait for the client to acknowledge the batch.
+		for acked := false; !acked; {
+			for _, p := range readTCP(t, tun, in, deadline) {
+				a := binary.BigEndian.Uint32(p[28:])
+				acked = acked || int(a-(sseq0+1)) >= off
+			}
+		}
+	}
+	select {
+	case err := <-rerr:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the client did not receive the coalesced data")
+	}
+	if !bytes.Equal(rcvd, down) {
+		t.Fatal("the server's data arrived changed")
+	}
+
+	// Single packets through the virtio-net header path do not allocate.
+	echo := icmpEchoPkt(t, serverAddr, clientAddr)
+	w := []Packet{{Buf: append(make([]byte, Headroom), echo...), Off: Headroom, Len: len(echo)}}
+	allocs := testing.AllocsPerRun(50, func() {
+		if _, err := tun.Write(w); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tun.Read(in[:1]); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per TUN write+read with offloads", allocs)
+	}
+
+	// Close leaves the persistent device without offloads.
+	tun.Close()
+	if out, err := nsutil.Run(ns, "ethtool", "-k", offTUN); err == nil && strings.Contains(out, "tcp-segmentation-offload: on") {
+		t.Fatalf("TSO still on after Close:\n%s", out)
+	}
+}
+
+func icmpEchoPkt(t *testing.T, src, dst string) []byte {
+	t.Helper()
+	b := pkt{src: src, dst: dst, ttl: 64, proto: protoICMP, payload: make([]byte, 16)}.build()
+	b[20] = 8
+	binary.BigEndian.PutUint16(b[22:], refChecksum(b[20:]))
+	return b
+}
+
+// TestUDPOffload sends runs of equal datagrams with UDP GSO to a GRO socket and to a
+// plain one: the GRO socket's Read hands them out one per Packet, and the plain socket
+// receives exactly the same datagrams, one inner packet each (the wire format).
+func TestUDPOffload(t *testing.T) {
+	ns := nsutil.Temp(t, "udpoff")
+	var a, b, plain *net.UDPConn
+	if err := nsutil.Do(ns, func() (err error) {
+		lo := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}
+		if a, err = net.ListenUDP("udp4", lo); err != nil {
+			return err
+		}
+		if b, err = net.ListenUDP("udp4", lo); err != nil {
+			return err
+		}
+		plain, err = net.ListenUDP("udp4", lo)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	ca, err := NewSocketConnWith(a, SocketOptions{Batch: 16, Offload: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ca.Close()
+	cb, err := NewSocketConnWith(b, SocketOptions{Batch: 16, Offload: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cb.Close()
+	if ca.Offloads() != "gso,gro" || !cb.ownsReadBuffers() {
+		t.Fatalf("offloads %q", ca.Offloads())
+	}
+	aAP := a.LocalAddr().(*net.UDPAddr).AddrPort()
+	bAP := b.LocalAddr().(*net.UDPAddr).AddrPort()
+	plainAP := plain.LocalAddr().(*net.UDPAddr).AddrPort()
+
+	// 100 datagrams of 1000 bytes and a short one to b, then 30 to plain, then 5 to b.
+	var want [][]byte
+	var batch []Packet
+	add := func(to netip.AddrPort, n int) {
+		d := make([]byte, n)
+		for i := range d {
+			d[i] = byte(len(batch) + i)
+		}
+		batch = append(batch, Packet{Buf: append(make([]byte, Headroom), d...), Off: Headroom, Len: n, Addr: to})
+		want = append(want, d)
+	}
+	for range 100 {
+		add(bAP, 1000)
+	}
+	add(bAP, 17)
+	for range 30 {
+		add(plainAP, 1200)
+	}
+	for range 5 {
+		add(bAP, 600)
+	}
+	if n, err := ca.Write(batch); n != len(batch) || err != nil {
+		t.Fatalf("Write = %d of %d, %v", n, len(batch), err)
+	}
+
+	// b: 106 datagrams, in order, read 7 slots at a time (runs continue across Reads).
+	wantB := append(append([][]byte{}, want[:101]...), want[131:]...)
+	slots := make([]Packet, 7)
+	var gotB [][]byte
+	for len(gotB) < len(wantB) {
+		for i := range slots {
+			slots[i] = Packet{Buf: make([]byte, Headroom), Off: Headroom}
+		}
+		n, err := cb.Read(slots)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range slots[:n] {
+			if p.Addr != aAP {
+				t.Fatalf("sender %s, want %s", p.Addr, aAP)
+			}
+			gotB = append(gotB, append([]byte(nil), p.Bytes()...))
+		}
+	}
+	for i := range wantB {
+		mustEqualBytes(t, "datagram", gotB[i], wantB[i])
+	}
+
+	// plain: the same 30 datagrams, one per receive.
+	plain.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 65536)
+	for i := 101; i < 131; i++ {
+		n, from, err := plain.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if from != aAP {
+			t.Fatalf("from %s", from)
+		}
+		mustEqualBytes(t, "datagram at the plain socket", buf[:n], want[i])
+	}
+
+	// No allocation per batch written and read.
+	rb := make([]Packet, 64)
+	allocs := testing.AllocsPerRun(50, func() {
+		if _, err := ca.Write(batch[:100]); err != nil {
+			t.Fatal(err)
+		}
+		for got := 0; got < 100; {
+			for i := range rb {
+				rb[i] = Packet{Buf: slots[0].Buf[:Headroom], Off: Headroom}
+			}
+			n, err := cb.Read(rb)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got += n
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per 100 datagrams written and read", allocs)
+	}
+}
+
+// TestUDPGSORefusedMessage: a GSO message the kernel refuses (EINVAL: SO_NO_CHECK forbids
+// GSO) is sent again as single datagrams, which arrive one each.
+func TestUDPGSORefusedMessage(t *testing.T) {
+	ns := nsutil.Temp(t, "udpgso")
+	var a, b *net.UDPConn
+	if err := nsutil.Do(ns, func() (err error) {
+		lo := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}
+		if a, err = net.ListenUDP("udp4", lo); err != nil {
+			return err
+		}
+		b, err = net.ListenUDP("udp4", lo)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	rc, _ := a.SyscallConn()
+	rc.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_NO_CHECK, 1) })
+	c, err := NewSocketConnWith(a, SocketOptions{Batch: 8, Offload: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	to := b.LocalAddr().(*net.UDPAddr).AddrPort()
+	batch := make([]Packet, 20)
+	for i := range batch {
+		batch[i] = Packet{Buf: make([]byte, Headroom+500), Off: Headroom, Len: 500, Addr: to}
+		batch[i].Buf[Headroom] = byte(i)
+	}
+	if n, err := c.Write(batch); n != len(batch) || err != nil {
+		t.Fatalf("Write = %d of %d, %v", n, len(batch), err)
+	}
+	b.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 2000)
+	for i := range batch {
+		n, err := b.Read(buf)
+		if err != nil || n != 500 || buf[0] != byte(i) {
+			t.Fatalf("datagram %d: %d bytes, first %d, %v", i, n, buf[0], err)
+		}
+	}
+}
+
+func TestGSORefused(t *testing.T) {
+	for _, c := range []struct {
+		errno          syscall.Errno
+		retry, disable bool
+	}{
+		{unix.EIO, true, true},
+		{unix.EINVAL, true, false},
+		{unix.EMSGSIZE, false, false},
+		{unix.ENETUNREACH, false, false},
+	} {
+		if r, d := gsoRefused(c.errno); r != c.retry || d != c.disable {
+			t.Errorf("%v: retry %v disable %v, want %v %v", c.errno, r, d, c.retry, c.disable)
+		}
+	}
+}
+
+// TestUDPOffloadOffWithBatchOne: Batch 1 stays one datagram per system call, offloads or
+// not.
+func TestUDPOffloadOffWithBatchOne(t *testing.T) {
+	ns := nsutil.Temp(t, "udpone")
+	var a *net.UDPConn
+	if err := nsutil.Do(ns, func() (err error) {
+		a, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewSocketConnWith(a, SocketOptions{Batch: 1, Offload: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.gso.Load() || c.gro || !strings.HasPrefix(c.Offloads(), "off") {
+		t.Fatalf("batch 1 with offloads: %q", c.Offloads())
+	}
+}

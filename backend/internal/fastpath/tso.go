@@ -1,0 +1,136 @@
+package fastpath
+
+import "encoding/binary"
+
+// TCP segmentation (TSO in userspace). A TUN with TUN_F_TSO4 hands over TCP/IPv4
+// superpackets of up to 64 KiB, with a virtio-net header saying how to cut them. The
+// fast path cuts them into the segments the kernel would have sent, because the wire
+// format is one inner packet per datagram: each segment gets a copy of the IPv4 and TCP
+// headers with
+//
+//   - IPv4: total length, identification (first + index, as the kernel's GSO does) and
+//     header checksum recomputed; options, if any, copied as they are;
+//   - TCP: sequence number (first + index * MSS); FIN and PSH kept on the last segment
+//     only, CWR on the first only; every other flag, the options and the window copied;
+//     the checksum computed in full over the segment and its pseudo header.
+//
+// A superpacket that is not one the kernel produces (another GSO type, a fragment, a
+// transport header that is not where the checksum offsets say, a length that does not
+// match) is refused and counted as malformed.
+
+// tsoSplitter cuts one superpacket into segments, one per call of next, so that a
+// superpacket that does not fit in what is left of a batch continues in the next batch.
+// The zero value holds nothing.
+type tsoSplitter struct {
+	pkt    []byte // the superpacket; nil when nothing is pending
+	ihl    int    // IPv4 header length
+	hdrLen int    // IPv4 + TCP header length
+	mss    int    // payload bytes per segment
+	off    int    // offset in pkt of the next segment's payload
+	index  int    // number of segments cut so far
+	seq    uint32 // sequence number of the first segment
+	id     uint16 // IPv4 identification of the first segment
+}
+
+// start checks the superpacket pkt described by h and makes it pending. It reports
+// DropNone, or why pkt is refused (then nothing is pending). pkt must stay unchanged
+// until the last segment is cut.
+func (s *tsoSplitter) start(pkt []byte, h virtioHdr) DropReason {
+	*s = tsoSplitter{}
+	if h.GSOType&^gsoECN != gsoTCPv4 || h.GSOSize == 0 {
+		return DropMalformed
+	}
+	if len(pkt) < ipv4HeaderLen || pkt[0]>>4 != 4 {
+		return DropMalformed
+	}
+	ihl := int(pkt[0]&0x0f) * 4
+	if ihl < ipv4HeaderLen || int(binary.BigEndian.Uint16(pkt[offTotalLen:])) != len(pkt) ||
+		pkt[offProto] != protoTCP || binary.BigEndian.Uint16(pkt[offFrag:])&(ipFlagMF|fragMask) != 0 {
+		return DropMalformed
+	}
+	if int(h.CsumStart) != ihl || h.CsumOffset != tcpOffCsum || len(pkt) < ihl+tcpMinHeader {
+		return DropMalformed
+	}
+	thl := int(pkt[ihl+tcpOffDoff]>>4) * 4
+	if thl < tcpMinHeader || len(pkt) < ihl+thl {
+		return DropMalformed
+	}
+	*s = tsoSplitter{
+		pkt:    pkt,
+		ihl:    ihl,
+		hdrLen: ihl + thl,
+		mss:    int(h.GSOSize),
+		off:    ihl + thl,
+		seq:    binary.BigEndian.Uint32(pkt[ihl+tcpOffSeq:]),
+		id:     binary.BigEndian.Uint16(pkt[offID:]),
+	}
+	return DropNone
+}
+
+// pending reports whether segments remain to be cut.
+func (s *tsoSplitter) pending() bool { return s.pkt != nil }
+
+// segmentLen returns the length of the next segment.
+func (s *tsoSplitter) segmentLen() int {
+	return s.hdrLen + min(s.mss, len(s.pkt)-s.off)
+}
+
+// next writes the next segment into dst and returns its length. When dst is too short
+// it returns 0 and abandons the superpacket (a segment larger than a device-side slot
+// cannot be sent as one datagram of the MTU).
+func (s *tsoSplitter) next(dst []byte) int {
+	if s.pkt == nil {
+		return 0
+	}
+	end := min(s.off+s.mss, len(s.pkt))
+	n := s.hdrLen + end - s.off
+	if n > len(dst) {
+		*s = tsoSplitter{}
+		return 0
+	}
+	seg := dst[:n]
+	copy(seg, s.pkt[:s.hdrLen])
+	copy(seg[s.hdrLen:], s.pkt[s.off:end])
+	last := end == len(s.pkt)
+
+	binary.BigEndian.PutUint16(seg[offTotalLen:], uint16(n))
+	binary.BigEndian.PutUint16(seg[offID:], s.id+uint16(s.index))
+	setIPv4Checksum(seg, s.ihl)
+
+	t := seg[s.ihl:]
+	binary.BigEndian.PutUint32(t[tcpOffSeq:], s.seq+uint32(s.index*s.mss))
+	if !last {
+		t[tcpOffFlags] &^= tcpFIN | tcpPSH
+	}
+	if s.index > 0 {
+		t[tcpOffFlags] &^= tcpCWR
+	}
+	t[tcpOffCsum], t[tcpOffCsum+1] = 0, 0
+	binary.BigEndian.PutUint16(t[tcpOffCsum:], checksum(t, pseudoSum(seg, protoTCP, len(t))))
+
+	s.index++
+	s.off = end
+	if last {
+		*s = tsoSplitter{}
+	}
+	return n
+}
+
+// completeChecksum finishes the partial checksum of a packet the kernel handed over with
+// VIRTIO_NET_HDR_F_NEEDS_CSUM (CHECKSUM_PARTIAL): the field at start+offset holds the
+// pseudo header sum, and the checksum is that of everything from start on, as the
+// kernel's skb_checksum_help computes it (a result of 0 is sent as 0xffff, which UDP
+// needs and TCP accepts). It reports false when the offsets lie outside b, or the field
+// does not lie on a 16-bit word of the checksummed part (no protocol puts it there).
+func completeChecksum(b []byte, start, offset int) bool {
+	at := start + offset
+	if start < 0 || offset < 0 || offset%2 != 0 || at+2 > len(b) || start > len(b) {
+		return false
+	}
+	c := checksum(b[start:], 0)
+	if c == 0 {
+		c = 0xffff
+	}
+	binary.BigEndian.PutUint16(b[at:], c)
+	return true
+}
