@@ -113,9 +113,13 @@ var _ backend.Network = (*network)(nil)
 
 func (n *network) MTU() int { return n.ext.Iface.MTU }
 
+// Apply programs peer changes. See backend.Network. One Batch serves the whole call, so N
+// events cost O(N) whatever the size of the routing table; a peer already programmed with
+// the same lease is left to Run's checks.
 func (n *network) Apply(_ context.Context, events []subnet.Event) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	b := n.h.NewBatch()
 	var errs []error
 	for _, e := range events {
 		sn := e.Lease.Subnet
@@ -126,7 +130,7 @@ func (n *network) Apply(_ context.Context, events []subnet.Event) error {
 				continue
 			}
 			delete(n.peers, sn)
-			if err := n.h.DeleteRoute(sn, n.ext.Iface.Index); err != nil {
+			if err := b.DeleteRoute(sn, n.ext.Iface.Index); err != nil {
 				errs = append(errs, fmt.Errorf("peer %s: %w", sn, err))
 				n.log.Error(err, "Removing peer route failed", "subnet", sn)
 				continue
@@ -138,12 +142,15 @@ func (n *network) Apply(_ context.Context, events []subnet.Event) error {
 					n.log.Info("Ignoring peer with another backend", "subnet", sn, "peerBackend", e.Lease.Attrs.BackendType)
 				}
 				if known && old.lease.Attrs.BackendType == Name {
-					_ = n.h.DeleteRoute(sn, n.ext.Iface.Index)
+					_ = b.DeleteRoute(sn, n.ext.Iface.Index)
 				}
 				n.peers[sn] = peer{lease: e.Lease, ok: true, err: "other backend"}
 				continue
 			}
-			p := n.ensureLocked(e.Lease)
+			if known && old.ok && old.lease.Attrs.Equal(e.Lease.Attrs) {
+				continue // nothing new; Run repairs drift
+			}
+			p := n.ensureLocked(b, e.Lease)
 			n.peers[sn] = p
 			if !p.ok {
 				errs = append(errs, fmt.Errorf("peer %s: %s", sn, p.err))
@@ -157,10 +164,10 @@ func (n *network) Apply(_ context.Context, events []subnet.Event) error {
 
 // ensureLocked programs one peer's route and returns its new state, logging a failure
 // only when it differs from the last one (so a retry loop does not flood the log).
-func (n *network) ensureLocked(l subnet.Lease) peer {
+func (n *network) ensureLocked(b *kernel.Batch, l subnet.Lease) peer {
 	prev := n.peers[l.Subnet]
 	p := peer{lease: l, ok: true}
-	if err := n.ensureRoute(l); err != nil {
+	if err := n.ensureRoute(b, l); err != nil {
 		p.ok, p.err = false, err.Error()
 		if prev.err != p.err {
 			n.log.Error(err, "Cannot route to peer", "subnet", l.Subnet, "publicIP", l.Attrs.PublicIP)
@@ -169,7 +176,7 @@ func (n *network) ensureLocked(l subnet.Lease) peer {
 	return p
 }
 
-func (n *network) ensureRoute(l subnet.Lease) error {
+func (n *network) ensureRoute(b *kernel.Batch, l subnet.Lease) error {
 	gw := l.Attrs.PublicIP
 	direct, err := n.h.DirectlyConnected(gw, n.ext.Iface.Index)
 	if err != nil {
@@ -179,7 +186,7 @@ func (n *network) ensureRoute(l subnet.Lease) error {
 		return fmt.Errorf("peer %s (%s) is not directly connected on %s: host-gw needs all nodes on one L2 segment",
 			l.Subnet, gw, n.ext.Iface.Name)
 	}
-	return n.h.EnsureRoute(routeFor(l, n.ext.Iface.Index))
+	return b.EnsureRoute(routeFor(l, n.ext.Iface.Index))
 }
 
 // Run keeps the peer routes in place until ctx ends or Close is called: a route that
@@ -227,34 +234,37 @@ func (n *network) relevant(c kernel.Change) bool {
 	return false
 }
 
-// reconcile checks every peer's route with one dump and puts back what is missing or was
-// changed by someone else. It reports whether it found such drift, and an error while
-// some peer's route is not in place.
+// reconcile checks every peer's route with one dump (O(peers)) and puts back what is
+// missing or was changed by someone else. It reports whether it found such drift, and an
+// error while some peer's route is not in place.
 func (n *network) reconcile() (drift bool, err error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed {
 		return false, nil
 	}
-	have, err := n.h.Routes(n.ext.Iface.Index) // one dump for all peers
-	if err != nil {
-		n.log.Error(err, "Cannot list routes to check peers")
-		return false, err
-	}
+	b := n.h.NewBatch() // one dump for all peers
 	var errs []error
 	for sn, p := range n.peers {
 		if p.lease.Attrs.BackendType != Name {
 			continue
 		}
-		if p.ok && containsRoute(have, routeFor(p.lease, n.ext.Iface.Index)) {
-			continue
+		if p.ok {
+			ok, err := b.HasRoute(routeFor(p.lease, n.ext.Iface.Index))
+			if err != nil {
+				n.log.Error(err, "Cannot list routes to check peers")
+				return drift, errors.Join(append(errs, err)...)
+			}
+			if ok {
+				continue
+			}
 		}
 		was := p.ok
 		if was {
 			drift = true
 			n.log.Info("Repairing peer route changed or deleted by someone else", "subnet", sn, "via", p.lease.Attrs.PublicIP)
 		}
-		p = n.ensureLocked(p.lease)
+		p = n.ensureLocked(b, p.lease)
 		n.peers[sn] = p
 		switch {
 		case !p.ok:
@@ -266,15 +276,6 @@ func (n *network) reconcile() (drift bool, err error) {
 		}
 	}
 	return drift, errors.Join(errs...)
-}
-
-func containsRoute(have []netlink.Route, want *netlink.Route) bool {
-	for i := range have {
-		if kernel.RouteMatches(want, &have[i]) {
-			return true
-		}
-	}
-	return false
 }
 
 func routeFor(l subnet.Lease, linkIndex int) *netlink.Route {

@@ -30,6 +30,10 @@
 //     never puts back a deleted vxlan route, neighbour or FDB entry.)
 //   - Transmit checksum offload is switched off on kernels before 5.7, which corrupt
 //     VXLAN checksums when the outer packet is SNATed with --random-fully.
+//   - Apply and the reconcile pass each use one kernel.Batch: at most one dump of the
+//     routes, neighbours and FDB entries per call, and only the entries that differ are
+//     written, so N peers cost O(N) (2 000 peers in one Apply: tens of milliseconds; see
+//     BenchmarkApplyPeers), where checking each entry with its own dump costs O(N²).
 //
 // # What it must not do
 //

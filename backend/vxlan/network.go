@@ -107,6 +107,9 @@ func (n *network) relevant(c kernel.Change) bool {
 func (n *network) Apply(ctx context.Context, events []subnet.Event) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	// One Batch for the whole call: the tables are dumped once, when first needed, so N
+	// events cost O(N) however large the tables are.
+	b := n.h.NewBatch()
 	var errs []error
 	for _, ev := range events {
 		if err := ctx.Err(); err != nil {
@@ -121,7 +124,7 @@ func (n *network) Apply(ctx context.Context, events []subnet.Event) error {
 			if p, ok := n.peers[sn]; ok {
 				delete(n.peers, sn)
 				n.gone[sn] = p
-				if err := n.removePeerLocked(p); err != nil {
+				if err := n.removePeerLocked(b, p); err != nil {
 					errs = append(errs, err)
 				}
 			}
@@ -142,7 +145,7 @@ func (n *network) Apply(ctx context.Context, events []subnet.Event) error {
 		if p.vni != leaseVNI(n.spec.vni) && (old == nil || old.vni != p.vni) {
 			n.log.Info("Warning: peer publishes a different VNI; its device will drop our packets", "subnet", sn, "peerVNI", p.vni, "vni", n.spec.vni)
 		}
-		if err := n.programPeerLocked(old, p); err != nil {
+		if err := n.programPeerLocked(b, old, p); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -181,8 +184,8 @@ func (n *network) ignoreLocked(sn netip.Prefix, reason string) {
 
 // programPeerLocked makes the kernel entries for p, replacing those of old (the same subnet
 // as last programmed, or nil), and records the outcome in p.
-func (n *network) programPeerLocked(old, p *peer) error {
-	err := n.ensurePeerLocked(old, p)
+func (n *network) programPeerLocked(b *kernel.Batch, old, p *peer) error {
+	err := n.ensurePeerLocked(b, old, p)
 	switch {
 	case old == nil:
 		n.noteResultLocked(p, err, "Added peer")
@@ -212,31 +215,31 @@ func (n *network) noteResultLocked(p *peer, err error, success string) {
 	}
 }
 
-// ensurePeerLocked writes p's entries. With DirectRouting it first decides whether p is
-// on the external interface's segment.
-func (n *network) ensurePeerLocked(old, p *peer) error {
+// ensurePeerLocked writes what p's entries lack, checked against b. With DirectRouting it
+// first decides whether p is on the external interface's segment.
+func (n *network) ensurePeerLocked(b *kernel.Batch, old, p *peer) error {
 	if err := n.decideDirectLocked(p); err != nil {
 		return err
 	}
 	if p.direct {
-		if err := n.h.EnsureRoute(directRoute(p, n.extIdx)); err != nil {
+		if err := b.EnsureRoute(directRoute(p, n.extIdx)); err != nil {
 			return fmt.Errorf("peer %s: %w", p.subnet, err)
 		}
 		// Tunnel entries of an earlier, non-direct programming are no longer used.
-		return n.deleteTunnelEntriesLocked(p, old)
+		return n.deleteTunnelEntriesLocked(b, p, old)
 	}
 	// Neighbour and FDB first, so the route never points at an unresolvable next hop.
-	if err := n.h.EnsureNeigh(n.devIndex, p.vtepAddr(), p.mac); err != nil {
+	if err := b.EnsureNeigh(n.devIndex, p.vtepAddr(), p.mac); err != nil {
 		return fmt.Errorf("peer %s: %w", p.subnet, err)
 	}
-	if err := n.h.EnsureFDB(n.devIndex, p.mac, p.publicIP); err != nil {
+	if err := b.EnsureFDB(n.devIndex, p.mac, p.publicIP); err != nil {
 		return fmt.Errorf("peer %s: %w", p.subnet, err)
 	}
-	if err := n.h.EnsureRoute(tunnelRoute(p, n.devIndex)); err != nil {
+	if err := b.EnsureRoute(tunnelRoute(p, n.devIndex)); err != nil {
 		return fmt.Errorf("peer %s: %w", p.subnet, err)
 	}
 	if old != nil && !equalMAC(old.mac, p.mac) && !n.macInUseLocked(old.mac) {
-		if err := n.h.DeleteFDB(n.devIndex, old.mac, old.publicIP); err != nil {
+		if err := b.DeleteFDB(n.devIndex, old.mac, old.publicIP); err != nil {
 			return fmt.Errorf("peer %s: old fdb entry: %w", p.subnet, err)
 		}
 	}
@@ -264,12 +267,12 @@ func (n *network) decideDirectLocked(p *peer) error {
 }
 
 // deleteTunnelEntriesLocked removes p's (and old's) neighbour and FDB entries.
-func (n *network) deleteTunnelEntriesLocked(p, old *peer) error {
+func (n *network) deleteTunnelEntriesLocked(b *kernel.Batch, p, old *peer) error {
 	var errs []error
-	errs = append(errs, n.h.DeleteNeigh(n.devIndex, p.vtepAddr()))
+	errs = append(errs, b.DeleteNeigh(n.devIndex, p.vtepAddr()))
 	for _, q := range []*peer{p, old} {
 		if q != nil && !n.macInUseByOtherLocked(q.mac, p.subnet) {
-			errs = append(errs, n.h.DeleteFDB(n.devIndex, q.mac, q.publicIP))
+			errs = append(errs, b.DeleteFDB(n.devIndex, q.mac, q.publicIP))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -279,13 +282,13 @@ func (n *network) deleteTunnelEntriesLocked(p, old *peer) error {
 }
 
 // removePeerLocked deletes p's route, neighbour and FDB entries; on success p leaves gone.
-func (n *network) removePeerLocked(p *peer) error {
+func (n *network) removePeerLocked(b *kernel.Batch, p *peer) error {
 	var errs []error
-	errs = append(errs, n.h.DeleteRoute(p.subnet, n.devIndex))
+	errs = append(errs, b.DeleteRoute(p.subnet, n.devIndex))
 	if p.direct {
-		errs = append(errs, n.h.DeleteRoute(p.subnet, n.extIdx))
+		errs = append(errs, b.DeleteRoute(p.subnet, n.extIdx))
 	}
-	if err := n.deleteTunnelEntriesLocked(p, nil); err != nil {
+	if err := n.deleteTunnelEntriesLocked(b, p, nil); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -351,7 +354,8 @@ func (n *network) ensureDeviceLocked() ([]string, error) {
 // that failed before is not a repair. It reports whether it found such drift, and an
 // error while something is not in place. When nothing is wrong it only reads (one link
 // lookup, one dump each of addresses, routes, neighbours and FDB entries, and a route
-// lookup per peer with DirectRouting). Run calls it on kernel changes and periodically.
+// lookup per peer with DirectRouting), so a pass costs O(peers). Run calls it on kernel
+// changes and periodically.
 func (n *network) reconcile() (drift bool, err error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -365,18 +369,12 @@ func (n *network) reconcile() (drift bool, err error) {
 		n.log.Error(err, "Cannot repair the VXLAN device")
 		return drift, err
 	}
+	b := n.h.NewBatch()
 	var errs []error
 	for _, p := range n.gone {
-		if err := n.removePeerLocked(p); err != nil {
+		if err := n.removePeerLocked(b, p); err != nil {
 			errs = append(errs, err)
 		}
-	}
-	if len(n.peers) == 0 {
-		return drift, errors.Join(errs...)
-	}
-	snap, err := n.snapshotLocked()
-	if err != nil {
-		return drift, errors.Join(append(errs, err)...)
 	}
 	for _, p := range n.peers {
 		wasDirect := p.direct
@@ -384,7 +382,10 @@ func (n *network) reconcile() (drift bool, err error) {
 			errs = append(errs, err)
 			continue
 		}
-		missing := snap.missing(p, n.devIndex, n.extIdx)
+		missing, err := n.missingLocked(b, p)
+		if err != nil {
+			return drift, errors.Join(append(errs, err)...) // the tables cannot be read
+		}
 		if p.failErr == "" && p.direct == wasDirect && len(missing) == 0 {
 			continue
 		}
@@ -398,13 +399,13 @@ func (n *network) reconcile() (drift bool, err error) {
 		if wasDirect != p.direct {
 			old = &peer{subnet: p.subnet, publicIP: p.publicIP, mac: p.mac, vni: p.vni, direct: wasDirect}
 		}
-		if err := n.ensurePeerLocked(old, p); err != nil {
+		if err := n.ensurePeerLocked(b, old, p); err != nil {
 			errs = append(errs, err)
 			n.noteResultLocked(p, err, "")
 			continue
 		}
 		if wasDirect && !p.direct {
-			if err := n.h.DeleteRoute(p.subnet, n.extIdx); err != nil {
+			if err := b.DeleteRoute(p.subnet, n.extIdx); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -418,27 +419,34 @@ func (n *network) reconcile() (drift bool, err error) {
 	return drift, errors.Join(errs...)
 }
 
-// snapshotLocked reads the routes, neighbours and FDB entries peers are checked against.
-func (n *network) snapshotLocked() (*snapshot, error) {
-	var s snapshot
-	var err error
-	if s.routes, err = n.h.Routes(n.devIndex); err != nil {
+// missingLocked lists the kinds of entries ("route", "neighbour", "fdb") that p needs and
+// b's tables lack; none when p is in place. It does not look for leftovers (a stale FDB
+// remote for the same MAC); EnsureFDB cleans those when anything else needs fixing.
+func (n *network) missingLocked(b *kernel.Batch, p *peer) ([]string, error) {
+	var m []string
+	want := tunnelRoute(p, n.devIndex)
+	if p.direct {
+		want = directRoute(p, n.extIdx)
+	}
+	if ok, err := b.HasRoute(want); err != nil {
 		return nil, err
+	} else if !ok {
+		m = append(m, "route")
 	}
-	if n.direct {
-		ext, err := n.h.Routes(n.extIdx)
-		if err != nil {
-			return nil, err
-		}
-		s.routes = append(s.routes, ext...)
+	if p.direct {
+		return m, nil
 	}
-	if s.neighs, err = n.h.Neighs(n.devIndex); err != nil {
+	if ok, err := b.HasNeigh(n.devIndex, p.vtepAddr(), p.mac); err != nil {
 		return nil, err
+	} else if !ok {
+		m = append(m, "neighbour")
 	}
-	if s.fdb, err = n.h.FDB(n.devIndex); err != nil {
+	if ok, err := b.HasFDB(n.devIndex, p.mac, p.publicIP); err != nil {
 		return nil, err
+	} else if !ok {
+		m = append(m, "fdb")
 	}
-	return &s, nil
+	return m, nil
 }
 
 func equalMAC(a, b []byte) bool { return string(a) == string(b) }

@@ -8,8 +8,6 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/weftnet/weft/backend/internal/kernel"
-
 	"github.com/weftnet/weft/pkg/ip"
 )
 
@@ -49,52 +47,4 @@ func directRoute(p *peer, extIndex int) *netlink.Route {
 		Dst:       ip.IPNet(p.subnet),
 		Gw:        net.IP(p.publicIP.AsSlice()),
 	}
-}
-
-// snapshot is the kernel state reconcile compares peers against, read with one dump each.
-type snapshot struct {
-	routes []netlink.Route // main-table routes on the device (and the external link with DirectRouting)
-	neighs []netlink.Neigh // IPv4 neighbours on the device
-	fdb    []netlink.Neigh // forwarding entries of the device
-}
-
-// missing lists the kinds of entries ("route", "neighbour", "fdb") that p needs and the
-// snapshot lacks; none when p is in place. It does not look for leftovers (a stale FDB
-// remote for the same MAC); the Ensure calls clean those when anything else needs
-// fixing. It is pure.
-func (s *snapshot) missing(p *peer, devIndex, extIndex int) []string {
-	var m []string
-	want := tunnelRoute(p, devIndex)
-	if p.direct {
-		want = directRoute(p, extIndex)
-	}
-	if !s.hasRoute(want) {
-		m = append(m, "route")
-	}
-	if p.direct {
-		return m
-	}
-	var neigh, fdb bool
-	for i := range s.neighs {
-		neigh = neigh || kernel.NeighMatches(&s.neighs[i], p.vtepAddr(), p.mac)
-	}
-	for i := range s.fdb {
-		fdb = fdb || kernel.FDBMatches(&s.fdb[i], p.mac, p.publicIP)
-	}
-	if !neigh {
-		m = append(m, "neighbour")
-	}
-	if !fdb {
-		m = append(m, "fdb")
-	}
-	return m
-}
-
-func (s *snapshot) hasRoute(want *netlink.Route) bool {
-	for i := range s.routes {
-		if kernel.RouteMatches(want, &s.routes[i]) {
-			return true
-		}
-	}
-	return false
 }

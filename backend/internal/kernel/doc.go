@@ -15,11 +15,16 @@
 //
 // # Contract of the helpers
 //
-//   - Ensure* first reads what is there and writes only when it differs, so calling it
-//     again changes nothing (and sends no netlink notification). After a write it reads back
-//     and returns an error wrapping ErrNotApplied if the kernel does not show the wanted
-//     state.
-//   - Delete* treat "already gone" as success.
+//   - Ensure* write only what differs from what is there, so calling one again changes
+//     nothing (and sends no netlink notification). The Handle's first try an exclusive
+//     create, which is one request when nothing is in the way; otherwise they dump, compare,
+//     write and read back, returning an error wrapping ErrNotApplied if the kernel does not
+//     show the wanted state.
+//   - A Batch does the same for many entries with one dump of each kind (routes,
+//     neighbours, FDB) instead of one or two per entry, and writes without reading back:
+//     the next pass verifies. Backends use one per Apply and per reconcile pass, so that
+//     programming N peers costs O(N), not O(N²).
+//   - Delete* treat "already gone" as success; they need no dump.
 //   - Dumps are retried when the kernel reports that they were interrupted by a concurrent
 //     change (netlink.ErrDumpInterrupted); see RetryDump.
 //   - Routes live in the main table unless Route.Table says otherwise; only IPv4 is handled.
@@ -51,6 +56,8 @@
 //	h.DirectlyConnected(addr, linkIndex)
 //	h.EnsureNeigh(linkIndex, addr, mac) / h.DeleteNeigh(linkIndex, addr) / h.Neighs(linkIndex)
 //	h.EnsureFDB(linkIndex, mac, dst) / h.DeleteFDB(linkIndex, mac, dst) / h.FDB(linkIndex)
+//	b := h.NewBatch(); b.EnsureRoute(r) / b.HasRoute(r) / b.DeleteRoute(dst, linkIndex)
+//	b.EnsureNeigh / HasNeigh / DeleteNeigh, b.EnsureFDB / HasFDB / DeleteFDB  // same arguments
 //	h.EnsureSoleAddr(linkIndex, prefix) / h.Addrs(linkIndex)
 //	h.TxChecksum(name) / h.EnsureTxChecksum(name, on)
 //	h.Netlink()                                    // links and anything else, same namespace

@@ -19,12 +19,13 @@ var ErrNotApplied = errors.New("kernel state differs from the requested state af
 // socketTimeout bounds every netlink exchange, so a lost reply cannot hang a caller.
 const socketTimeout = 10 * time.Second
 
-// Handle is a pair of sockets (rtnetlink and an AF_INET datagram socket for ioctls) bound to
+// Handle is a set of sockets (two rtnetlink, one AF_INET datagram socket for ioctls) bound to
 // one network namespace, and a reference to that namespace for Subscribe. Create it with
 // Open. Its methods are safe for concurrent use, except Close, which must not overlap any
 // other call; after Close every method fails.
 type Handle struct {
 	nl      *netlink.Handle
+	dumps   *dumpSocket    // rtnetlink socket for a Batch's dumps, parsed in place
 	ioctlFD int            // AF_INET/SOCK_DGRAM socket for SIOCETHTOOL
 	ns      netns.NsHandle // the namespace the sockets were opened in, for Subscribe
 	closed  atomic.Bool    // set by Close
@@ -69,12 +70,18 @@ func openSockets() (*Handle, error) {
 		h.Close()
 		return nil, fmt.Errorf("set rtnetlink socket timeout: %w", err)
 	}
+	dumps, err := openDumpSocket()
+	if err != nil {
+		h.Close()
+		return nil, err
+	}
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
+		dumps.close()
 		h.Close()
 		return nil, fmt.Errorf("open ioctl socket: %w", err)
 	}
-	return &Handle{nl: h, ioctlFD: fd}, nil
+	return &Handle{nl: h, dumps: dumps, ioctlFD: fd}, nil
 }
 
 // Netlink returns the underlying netlink handle (same namespace) for operations this
@@ -90,6 +97,7 @@ func (h *Handle) Close() error {
 	}
 	h.nl.Close()
 	h.ns.Close()
+	h.dumps.close()
 	return unix.Close(h.ioctlFD)
 }
 

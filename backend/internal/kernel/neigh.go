@@ -12,7 +12,8 @@ import (
 
 // EnsureNeigh makes a permanent IPv4 neighbour entry "addr lladdr mac" on linkIndex
 // (ip neigh replace addr lladdr mac dev <link> nud permanent). An entry that already has
-// that MAC and is permanent is left alone.
+// that MAC and is permanent is left alone. Like EnsureRoute it first tries an exclusive
+// create, which needs no dump when there is no entry for addr yet.
 func (h *Handle) EnsureNeigh(linkIndex int, addr netip.Addr, mac net.HardwareAddr) error {
 	if err := h.check(); err != nil {
 		return err
@@ -32,16 +33,14 @@ func (h *Handle) EnsureNeigh(linkIndex int, addr netip.Addr, mac net.HardwareAdd
 		}
 		return false, nil
 	}
+	n := permanentNeigh(linkIndex, addr, mac)
+	if err := h.nl.NeighAdd(n); err == nil {
+		return nil // the kernel acknowledged a new entry: there was none for addr
+	} else if !isExist(err) {
+		return fmt.Errorf("add neighbour %s lladdr %s on link #%d: %w", addr, mac, linkIndex, err)
+	}
 	if ok, err := check(); err != nil || ok {
 		return err
-	}
-	n := &netlink.Neigh{
-		LinkIndex:    linkIndex,
-		Family:       unix.AF_INET,
-		State:        netlink.NUD_PERMANENT,
-		Type:         unix.RTN_UNICAST,
-		IP:           net.IP(addr.AsSlice()),
-		HardwareAddr: mac,
 	}
 	if err := h.nl.NeighSet(n); err != nil {
 		return fmt.Errorf("set neighbour %s lladdr %s on link #%d: %w", addr, mac, linkIndex, err)
@@ -87,7 +86,8 @@ func (h *Handle) Neighs(linkIndex int) ([]netlink.Neigh, error) {
 
 // EnsureFDB makes the bridge forwarding entry "mac dst <dst> self permanent" on the
 // (vxlan) device linkIndex, as `bridge fdb replace` does. Other remote addresses recorded
-// for the same MAC on that device are removed, so frames to mac go to dst only.
+// for the same MAC on that device are removed, so frames to mac go to dst only. Like
+// EnsureRoute it first tries an exclusive create, which needs no dump when mac is new.
 func (h *Handle) EnsureFDB(linkIndex int, mac net.HardwareAddr, dst netip.Addr) error {
 	if err := h.check(); err != nil {
 		return err
@@ -114,6 +114,11 @@ func (h *Handle) EnsureFDB(linkIndex int, mac net.HardwareAddr, dst netip.Addr) 
 		}
 		return found, others, nil
 	}
+	if err := h.nl.NeighAdd(fdbEntry(linkIndex, mac, dst)); err == nil {
+		return nil // the kernel acknowledged a new entry: mac had no remote at all
+	} else if !isExist(err) {
+		return fmt.Errorf("add fdb %s dst %s on link #%d: %w", mac, dst, linkIndex, err)
+	}
 	found, others, err := state()
 	if err != nil {
 		return err
@@ -126,15 +131,7 @@ func (h *Handle) EnsureFDB(linkIndex int, mac net.HardwareAddr, dst netip.Addr) 
 	if found {
 		return nil
 	}
-	n := &netlink.Neigh{
-		LinkIndex:    linkIndex,
-		Family:       unix.AF_BRIDGE,
-		Flags:        netlink.NTF_SELF,
-		State:        netlink.NUD_PERMANENT,
-		IP:           net.IP(dst.AsSlice()),
-		HardwareAddr: mac,
-	}
-	if err := h.nl.NeighSet(n); err != nil {
+	if err := h.nl.NeighSet(fdbEntry(linkIndex, mac, dst)); err != nil {
 		return fmt.Errorf("set fdb %s dst %s on link #%d: %w", mac, dst, linkIndex, err)
 	}
 	if found, _, err = state(); err != nil || !found {
@@ -160,14 +157,29 @@ func (h *Handle) DeleteFDB(linkIndex int, mac net.HardwareAddr, dst netip.Addr) 
 	if err := h.check(); err != nil {
 		return err
 	}
+	if !dst.IsValid() {
+		// netlink cannot send a delete without a destination address (it would send an
+		// empty one, which the kernel refuses): delete each listed remote of mac.
+		have, err := h.FDB(linkIndex)
+		if err != nil {
+			return err
+		}
+		for _, n := range have {
+			a, ok := netip.AddrFromSlice(n.IP)
+			if ok && bytes.Equal(n.HardwareAddr, mac) {
+				if err := h.DeleteFDB(linkIndex, mac, a.Unmap()); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
 	n := &netlink.Neigh{
 		LinkIndex:    linkIndex,
 		Family:       unix.AF_BRIDGE,
 		Flags:        netlink.NTF_SELF,
 		HardwareAddr: mac,
-	}
-	if dst.IsValid() {
-		n.IP = net.IP(dst.AsSlice())
+		IP:           net.IP(dst.AsSlice()),
 	}
 	if err := h.nl.NeighDel(n); err != nil && !isGone(err) {
 		return fmt.Errorf("delete fdb %s dst %s on link #%d: %w", mac, dst, linkIndex, err)

@@ -15,6 +15,10 @@ import (
 // metric) exists and differs, it is replaced; if r is already there, nothing is written.
 // r.Dst must be an IPv4 network; r.Table 0 means the main table. Protocol 0 in r accepts
 // any protocol on an existing route.
+//
+// It first tries to create r exclusively (`ip route add`): when nothing is in the way that
+// is one request and needs no dump. Otherwise it dumps the routes to compare, replaces and
+// reads back. To program many routes, use a Batch.
 func (h *Handle) EnsureRoute(r *netlink.Route) error {
 	if err := h.check(); err != nil {
 		return err
@@ -22,6 +26,11 @@ func (h *Handle) EnsureRoute(r *netlink.Route) error {
 	dst, ok := ip.FromIPNet(r.Dst)
 	if !ok || !dst.Addr().Is4() {
 		return fmt.Errorf("ensure route: destination %v is not an IPv4 network", r.Dst)
+	}
+	if err := h.nl.RouteAdd(r); err == nil {
+		return nil // the kernel acknowledged a new route with no other of its metric there
+	} else if !isExist(err) {
+		return fmt.Errorf("add route %s: %w", describeRoute(r), err)
 	}
 	have, err := h.routesTo(dst, r.Table)
 	if err != nil {
@@ -43,26 +52,32 @@ func (h *Handle) EnsureRoute(r *netlink.Route) error {
 }
 
 // DeleteRoute removes the main-table routes to dst whose output link is linkIndex (any
-// link when linkIndex is 0). A missing route is not an error.
+// link when linkIndex is 0). A missing route is not an error. It needs no dump: it asks the
+// kernel to delete a route to dst (through linkIndex, of any scope, type and metric) until
+// the kernel finds none.
 func (h *Handle) DeleteRoute(dst netip.Prefix, linkIndex int) error {
 	if err := h.check(); err != nil {
 		return err
 	}
-	have, err := h.routesTo(dst, 0)
-	if err != nil {
-		return err
+	if !dst.Addr().Is4() {
+		return fmt.Errorf("delete route: destination %v is not an IPv4 network", dst)
 	}
-	for i := range have {
-		r := &have[i]
-		if linkIndex != 0 && r.LinkIndex != linkIndex {
-			continue
+	r := &netlink.Route{Dst: ip.IPNet(dst.Masked()), LinkIndex: linkIndex, Table: unix.RT_TABLE_MAIN, Scope: netlink.SCOPE_NOWHERE}
+	for range maxRoutesPerDst {
+		err := h.nl.RouteDel(r)
+		if isGone(err) {
+			return nil
 		}
-		if err := h.nl.RouteDel(r); err != nil && !isGone(err) {
+		if err != nil {
 			return fmt.Errorf("delete route %s: %w", describeRoute(r), err)
 		}
 	}
-	return nil
+	return fmt.Errorf("delete routes to %s dev #%d: still there after %d deletions", dst, linkIndex, maxRoutesPerDst)
 }
+
+// maxRoutesPerDst bounds DeleteRoute's loop: routes to one destination differ by metric,
+// TOS or link, and a node has a handful at most.
+const maxRoutesPerDst = 64
 
 // Routes lists the IPv4 main-table routes whose output link is linkIndex (all links when
 // linkIndex is 0), retrying interrupted dumps. Use it with RouteMatches to check many
@@ -114,35 +129,80 @@ func containsRoute(have []netlink.Route, want *netlink.Route) bool {
 // metric, type and preferred source; want's zero Table, Type, Protocol and Src match the
 // kernel's defaults or anything. It is pure.
 func RouteMatches(want, have *netlink.Route) bool {
-	if !ipNetEqual(want.Dst, have.Dst) {
+	e := entryOf(have)
+	return e.matches(want)
+}
+
+// routeEntry is what RouteMatches and a delete need of a listed route, in a fraction of
+// netlink.Route's size and without its allocations: a Batch keeps thousands.
+type routeEntry struct {
+	dst       netip.Prefix // invalid when the route has no (parsable) destination
+	gw, src   netip.Addr
+	link      int
+	table     int
+	priority  int
+	tos       int
+	typ       int
+	flags     int
+	scope     netlink.Scope
+	protocol  netlink.RouteProtocol
+	multipath bool
+}
+
+func entryOf(r *netlink.Route) routeEntry {
+	e := routeEntry{link: r.LinkIndex, table: r.Table, priority: r.Priority, tos: r.Tos, typ: r.Type,
+		flags: r.Flags, scope: r.Scope, protocol: r.Protocol, multipath: len(r.MultiPath) > 0}
+	e.dst, _ = ip.FromIPNet(r.Dst)
+	e.gw, _ = ip.FromNetIP(r.Gw)
+	e.src, _ = ip.FromNetIP(r.Src)
+	return e
+}
+
+// matches is RouteMatches(want, the route e was made of).
+func (e *routeEntry) matches(want *netlink.Route) bool {
+	if d, _ := ip.FromIPNet(want.Dst); d != e.dst {
 		return false
 	}
-	if tableOrMain(want.Table) != tableOrMain(have.Table) {
+	if tableOrMain(want.Table) != tableOrMain(e.table) {
 		return false
 	}
-	if want.LinkIndex != 0 && want.LinkIndex != have.LinkIndex {
+	if want.LinkIndex != 0 && want.LinkIndex != e.link {
 		return false
 	}
-	if !ipEqual(want.Gw, have.Gw) || len(have.MultiPath) > 0 {
+	if gw, _ := ip.FromNetIP(want.Gw); gw != e.gw || e.multipath {
 		return false
 	}
-	if want.Flags&unix.RTNH_F_ONLINK != have.Flags&unix.RTNH_F_ONLINK {
+	if want.Flags&unix.RTNH_F_ONLINK != e.flags&unix.RTNH_F_ONLINK {
 		return false
 	}
-	if want.Scope != have.Scope || want.Priority != have.Priority {
+	if want.Scope != e.scope || want.Priority != e.priority {
 		return false
 	}
 	wantType := want.Type
 	if wantType == 0 {
 		wantType = unix.RTN_UNICAST
 	}
-	if wantType != have.Type {
+	if wantType != e.typ {
 		return false
 	}
-	if want.Protocol != 0 && want.Protocol != have.Protocol {
+	if want.Protocol != 0 && want.Protocol != e.protocol {
 		return false
 	}
-	return want.Src == nil || ipEqual(want.Src, have.Src)
+	src, _ := ip.FromNetIP(want.Src)
+	return !src.IsValid() || src == e.src
+}
+
+// route is a netlink.Route that names e for a delete.
+func (e *routeEntry) route() *netlink.Route {
+	r := &netlink.Route{LinkIndex: e.link, Table: e.table, Priority: e.priority, Tos: e.tos, Type: e.typ,
+		Scope: e.scope, Protocol: e.protocol}
+	if e.dst.IsValid() {
+		r.Dst = ip.IPNet(e.dst)
+	}
+	if e.gw.IsValid() {
+		r.Gw = net.IP(e.gw.AsSlice())
+	}
+	return r
 }
 
 func tableOrMain(t int) int {
@@ -150,19 +210,6 @@ func tableOrMain(t int) int {
 		return unix.RT_TABLE_MAIN
 	}
 	return t
-}
-
-func ipEqual(a, b net.IP) bool {
-	if len(a) == 0 || len(b) == 0 {
-		return len(a) == len(b)
-	}
-	return a.Equal(b)
-}
-
-func ipNetEqual(a, b *net.IPNet) bool {
-	pa, okA := ip.FromIPNet(a)
-	pb, okB := ip.FromIPNet(b)
-	return okA == okB && pa == pb
 }
 
 func describeRoute(r *netlink.Route) string {

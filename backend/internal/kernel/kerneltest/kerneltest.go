@@ -41,7 +41,28 @@ func TwoNodes(t testing.TB) (a, b Node) {
 		MustRun(t, n.NS, "ip", "addr", "add", n.Addr.String()+"/24", "dev", "eth0")
 		MustRun(t, n.NS, "ip", "link", "set", "eth0", "up")
 	}
+	for _, n := range []Node{a, b} {
+		waitOperUp(t, n)
+	}
 	return a, b
+}
+
+// waitOperUp waits (at most 5 s) until the node's eth0 is operationally up. The kernel
+// reports carrier changes from its link watch, up to a second late; a test that counts
+// netlink changes must not see that one.
+func waitOperUp(t testing.TB, n Node) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out, err := nsutil.Run(n.NS, "cat", "/sys/class/net/"+n.Iface+"/operstate")
+		if err == nil && strings.TrimSpace(out) == "up" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %s not up after 5 s (operstate %q, %v)", n.NS, n.Iface, strings.TrimSpace(out), err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // AddPod puts a pod behind node: a bridge cni0 holding gw (e.g. 10.244.1.1/24) in the node
