@@ -1,6 +1,7 @@
 package iptables
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 )
@@ -19,15 +20,23 @@ type runner interface {
 	DeleteById(table, chain string, pos int) error
 	Delete(table, chain string, spec ...string) error
 	ClearAndDeleteChain(table, chain string) error
+	// Restore runs iptables-restore --noflush once with lines for table, as one
+	// transaction (all or nothing); ErrNoRestore when there is no iptables-restore.
+	Restore(table string, lines []string) error
 }
 
 // syncChainLocked makes weft's chain hold exactly rules, and the built-in chain jump to it.
 // When everything is right it costs two iptables runs (list the chain, check the jump) and
-// changes nothing. Called with m.syncMu held.
+// changes nothing; edits add one run (one iptables-restore however many rules change).
+// Called with m.syncMu held.
 func (m *Manager) syncChainLocked(def *chainDef, rules [][]string) error {
 	have, err := m.listChainLocked(def)
 	if err != nil {
 		return err
+	}
+	if written, ok := m.unlearned[def]; ok {
+		delete(m.unlearned, def)
+		m.learnLocked(def, have, written)
 	}
 	want := make([]string, len(rules))
 	for i, r := range rules {
@@ -36,14 +45,12 @@ func (m *Manager) syncChainLocked(def *chainDef, rules [][]string) error {
 	prev, wasApplied := m.applied[def]
 	repairing := wasApplied && slices.Equal(prev, want) // same wish as last time: someone else changed it
 	if edits := planEdits(have, want); len(edits) > 0 {
-		for _, e := range edits {
-			if err := m.applyLocked(def, e, rules); err != nil {
-				return err
-			}
+		if err := m.applyAllLocked(def, edits, rules); err != nil {
+			return err
 		}
 		m.log.Info("iptables chain updated", "table", def.table, "chain", def.name,
 			"edits", len(edits), "rules", len(rules), "repair", repairing)
-		m.learnLocked(def, rules)
+		m.unlearned[def] = rules // the next pass's listing shows how iptables lists them
 		if repairing {
 			m.repaired()
 		}
@@ -100,6 +107,53 @@ func (m *Manager) listChainLocked(def *chainDef) ([]string, error) {
 	return nil, nil
 }
 
+// restoreStrikes is how many times in a row iptables-restore may fail where editing rule
+// by rule then works (a chain changed under the restore explains one) before weft stops
+// trying it.
+const restoreStrikes = 3
+
+// applyAllLocked carries out a chain's edits: several in one iptables-restore run (one
+// process and one commit, where editing rule by rule costs one iptables run each, and
+// thousands of peers mean thousands of runs), a single one, or those of a restore that
+// failed, one by one. A failed restore changed nothing; editing one by one then names the
+// rule that fails (the --random-fully fallback needs that), or, if everything works that
+// way restoreStrikes times in a row, shows that this iptables-restore is unusable, and it
+// is not tried again.
+func (m *Manager) applyAllLocked(def *chainDef, edits []edit, rules [][]string) error {
+	var restoreErr error // the failure of a restore tried for these edits
+	if len(edits) > 1 && !m.noRestore {
+		lines := make([]string, len(edits))
+		for i, e := range edits {
+			var rule []string
+			if e.op != opDelete {
+				rule = rules[e.want]
+			}
+			lines[i] = restoreLine(def.name, e, rule)
+		}
+		if restoreErr = m.ipt.Restore(def.table, lines); restoreErr == nil {
+			m.restoreFailures = 0
+			return nil
+		}
+		if errors.Is(restoreErr, ErrNoRestore) {
+			m.noRestore = true
+			m.log.Info("No iptables-restore found; editing rule by rule")
+			restoreErr = nil
+		}
+	}
+	for _, e := range edits {
+		if err := m.applyLocked(def, e, rules); err != nil {
+			return err
+		}
+	}
+	if restoreErr != nil {
+		if m.restoreFailures++; m.restoreFailures >= restoreStrikes {
+			m.noRestore = true
+			m.log.Info("iptables-restore keeps failing where iptables works; editing rule by rule from now on", "reason", restoreErr.Error())
+		}
+	}
+	return nil
+}
+
 func (m *Manager) applyLocked(def *chainDef, e edit, rules [][]string) error {
 	var rule []string
 	var err error
@@ -146,16 +200,13 @@ func (m *Manager) expectedLocked(rule []string) string {
 	return r
 }
 
-// learnLocked lists the chain after edits and remembers, for each rule iptables lists
-// differently from render's prediction (another iptables version or backend), how it is
-// listed, so that the next pass does not rewrite a rule that is right. A listed rule is only
-// taken as the rendering of a wanted one when its comment matches too.
-func (m *Manager) learnLocked(def *chainDef, rules [][]string) {
-	lines, err := m.ipt.List(def.table, def.name)
-	if err != nil {
-		return // the next pass lists again
-	}
-	have := parseListing(def.name, lines)
+// learnLocked compares the listing have of a chain that was last written with rules and
+// remembers, for each rule iptables lists differently from render's prediction (another
+// iptables version or backend), how it is listed, so that no pass rewrites a rule that is
+// right. A pass after edits does this with its own listing, before it plans (no extra
+// iptables run). A listed rule is only taken as the rendering of a wanted one when the
+// chain has as many rules as were written and its comment matches too.
+func (m *Manager) learnLocked(def *chainDef, have []string, rules [][]string) {
 	if len(have) != len(rules) {
 		return
 	}
@@ -173,6 +224,7 @@ func (m *Manager) learnLocked(def *chainDef, rules [][]string) {
 // A chain that does not exist is not an error (and then no jump to it can exist).
 func (m *Manager) removeChainLocked(def *chainDef) error {
 	delete(m.applied, def)
+	delete(m.unlearned, def)
 	exists, err := m.ipt.ChainExists(def.table, def.name)
 	if err != nil {
 		return fmt.Errorf("check chain %s %s: %w", def.table, def.name, err)

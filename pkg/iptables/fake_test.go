@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -12,12 +13,13 @@ import (
 // iptables lists them. It records every call and can be told to fail some, or to list rules
 // differently from render's prediction, as another iptables version might.
 type fakeIPT struct {
-	mu       sync.Mutex
-	chains   map[string][]string // "table/chain" -> listed rules
-	builtin  map[string]bool
-	calls    []string                                 // method names, in order
-	fail     func(method string, spec []string) error // nil: nothing fails
-	renderAs func(string) string                      // nil: as render predicts
+	mu        sync.Mutex
+	chains    map[string][]string // "table/chain" -> listed rules
+	builtin   map[string]bool
+	calls     []string                                 // method names, in order
+	fail      func(method string, spec []string) error // nil: nothing fails
+	renderAs  func(string) string                      // nil: as render predicts
+	noRestore bool                                     // Restore reports ErrNoRestore
 }
 
 func newFakeIPT() *fakeIPT {
@@ -34,7 +36,7 @@ var errFake = errors.New("fake iptables: No chain/target/match by that name")
 
 // modifying names the runner methods that change the tables.
 var modifying = map[string]bool{"NewChain": true, "Insert": true, "Append": true, "Replace": true,
-	"DeleteById": true, "Delete": true, "ClearAndDeleteChain": true}
+	"DeleteById": true, "Delete": true, "ClearAndDeleteChain": true, "Restore": true}
 
 func (f *fakeIPT) call(method string, spec []string) error {
 	f.calls = append(f.calls, method)
@@ -260,6 +262,111 @@ func (f *fakeIPT) ClearAndDeleteChain(table, chain string) error {
 	}
 	delete(f.chains, table+"/"+chain)
 	return nil
+}
+
+// Restore applies restore lines ("-I chain pos rule", "-R chain pos rule", "-D chain pos",
+// "-A chain rule") to a copy of table and keeps the result only if every line works, as
+// iptables-restore commits. Each line is also offered to fail under the method name it
+// stands for. With noRestore set it reports ErrNoRestore.
+func (f *fakeIPT) Restore(table string, lines []string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("Restore", nil); err != nil {
+		return err
+	}
+	if f.noRestore {
+		return ErrNoRestore
+	}
+	work := map[string][]string{}
+	for k, v := range f.chains {
+		work[k] = slices.Clone(v)
+	}
+	for i, l := range lines {
+		args, err := splitRestoreLine(l)
+		if err != nil || len(args) < 2 {
+			return fmt.Errorf("fake iptables-restore: line %d %q: bad line (%v)", i+2, l, err)
+		}
+		op, chain, rest := args[0], args[1], args[2:]
+		key := table + "/" + chain
+		rules, ok := work[key]
+		if !ok {
+			return fmt.Errorf("fake iptables-restore: line %d failed: %w: %s", i+2, errFake, chain)
+		}
+		pos := 0
+		if op != "-A" {
+			if len(rest) == 0 {
+				return fmt.Errorf("fake iptables-restore: line %d: no position", i+2)
+			}
+			if pos, err = strconv.Atoi(rest[0]); err != nil {
+				return fmt.Errorf("fake iptables-restore: line %d: %w", i+2, err)
+			}
+			rest = rest[1:]
+		}
+		method := map[string]string{"-I": "Insert", "-R": "Replace", "-D": "DeleteById", "-A": "Append"}[op]
+		if f.fail != nil {
+			if err := f.fail(method, rest); err != nil {
+				return fmt.Errorf("fake iptables-restore: line %d failed: %w", i+2, err)
+			}
+		}
+		switch op {
+		case "-I":
+			if pos < 1 || pos > len(rules)+1 {
+				return fmt.Errorf("fake iptables-restore: line %d failed: index of insertion too big", i+2)
+			}
+			work[key] = slices.Insert(rules, pos-1, f.listed(rest))
+		case "-R":
+			if pos < 1 || pos > len(rules) {
+				return fmt.Errorf("fake iptables-restore: line %d failed: index of replacement too big", i+2)
+			}
+			rules[pos-1] = f.listed(rest)
+		case "-D":
+			if pos < 1 || pos > len(rules) {
+				return fmt.Errorf("fake iptables-restore: line %d failed: index of deletion too big", i+2)
+			}
+			work[key] = slices.Delete(rules, pos-1, pos)
+		case "-A":
+			work[key] = append(rules, f.listed(rest))
+		default:
+			return fmt.Errorf("fake iptables-restore: line %d: unknown command %s", i+2, op)
+		}
+	}
+	f.chains = work
+	return nil
+}
+
+// splitRestoreLine splits a line as iptables-restore does: on blanks, with double quotes
+// grouping and backslash escaping inside them.
+func splitRestoreLine(l string) ([]string, error) {
+	var args []string
+	var cur strings.Builder
+	inQuote, escaped, have := false, false, false
+	for _, c := range l {
+		switch {
+		case escaped:
+			cur.WriteRune(c)
+			escaped = false
+		case inQuote && c == '\\':
+			escaped = true
+		case c == '"':
+			inQuote = !inQuote
+			have = true
+		case !inQuote && (c == ' ' || c == '\t'):
+			if have || cur.Len() > 0 {
+				args = append(args, cur.String())
+			}
+			cur.Reset()
+			have = false
+		default:
+			cur.WriteRune(c)
+		}
+	}
+	if inQuote {
+		return nil, errors.New("unterminated quote")
+	}
+	if have || cur.Len() > 0 {
+		args = append(args, cur.String())
+	}
+	return args, nil
 }
 
 var _ runner = (*fakeIPT)(nil)

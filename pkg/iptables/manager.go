@@ -10,7 +10,11 @@
 // into a namespace (pkg/nsutil.Do) keeps every change there.
 //
 // A pass lists each chain once and compares it with the rules wanted; only differences are
-// written (check, then fix), so a pass that finds everything right changes nothing.
+// written (check, then fix), so a pass that finds everything right changes nothing. The
+// differences of a chain are written by one `iptables-restore --noflush` run (one process,
+// one atomic commit) however many rules they touch, rule by rule only where that is missing
+// or fails. The tunnel chain accepts peers by CIDR block where their addresses fill one, so
+// nodes numbered in a row need a few rules, not one each.
 package iptables
 
 import (
@@ -69,14 +73,18 @@ type Manager struct {
 	log  klog.Logger
 	kick chan struct{} // capacity 1: a pending request for a prompt pass
 
-	mu sync.Mutex // guards in
-	in state      // the setters replace in.peers, never modify it in place
+	mu    sync.Mutex         // guards in and dirty
+	in    state              // the setters replace in.peers, never modify it in place
+	dirty map[*chainDef]bool // chains whose inputs changed since the last pass over them
 
-	syncMu      sync.Mutex // serialises passes; guards the fields below
-	randomFully bool       // use MASQUERADE --random-fully
-	listed      map[string]string
-	removed     map[*chainDef]bool     // chains known to be gone, so a remove needs no command
-	applied     map[*chainDef][]string // the rules each chain had after its last good pass
+	syncMu          sync.Mutex // serialises passes; guards the fields below
+	randomFully     bool       // use MASQUERADE --random-fully
+	noRestore       bool       // iptables-restore is missing or unusable: edit rule by rule
+	restoreFailures int        // restores failed in a row where rule-by-rule edits worked
+	listed          map[string]string
+	removed         map[*chainDef]bool       // chains known to be gone, so a remove needs no command
+	applied         map[*chainDef][]string   // the rules each chain had after its last good pass
+	unlearned       map[*chainDef][][]string // rules written by the last edits, until a listing shows them
 }
 
 // New finds the iptables binary and returns a Manager. It changes nothing.
@@ -94,7 +102,7 @@ func New(opts Options, log klog.Logger) (*Manager, error) {
 		log.Info("iptables is older than 1.6.2 and lacks --random-fully; masquerading without it",
 			"version", fmt.Sprintf("%d.%d.%d", v1, v2, v3))
 	}
-	return newManager(ipt, ipt.HasRandomFully(), opts, log), nil
+	return newManager(newCmdRunner(ipt, "iptables"), ipt.HasRandomFully(), opts, log), nil
 }
 
 func newManager(r runner, randomFully bool, opts Options, log klog.Logger) *Manager {
@@ -106,15 +114,17 @@ func newManager(r runner, randomFully bool, opts Options, log klog.Logger) *Mana
 		opts:        opts,
 		log:         log,
 		kick:        make(chan struct{}, 1),
+		dirty:       map[*chainDef]bool{},
 		randomFully: randomFully,
 		listed:      map[string]string{},
 		removed:     map[*chainDef]bool{},
+		unlearned:   map[*chainDef][][]string{},
 	}
 }
 
 // SetNetwork sets the overlay network and this node's subnet (host bits are ignored).
 func (m *Manager) SetNetwork(network, ownSubnet netip.Prefix) {
-	m.update(func(s *state) bool {
+	m.update([]*chainDef{&natDef, &forwardDef}, func(s *state) bool {
 		if s.network == network && s.subnet == ownSubnet {
 			return false
 		}
@@ -130,7 +140,7 @@ func (m *Manager) SetTunnelPort(proto string, port int) {
 	if proto != TunnelUDP {
 		port = 0
 	}
-	m.update(func(s *state) bool {
+	m.update([]*chainDef{&inputDef}, func(s *state) bool {
 		if s.tunnelSet && s.tunnelProto == proto && s.tunnelPort == port {
 			return false
 		}
@@ -143,7 +153,7 @@ func (m *Manager) SetTunnelPort(proto string, port int) {
 // traffic from these. Order and duplicates do not matter; non-IPv4 addresses are ignored.
 func (m *Manager) SetPeers(publicIPs []netip.Addr) {
 	peers := peerSet(publicIPs)
-	m.update(func(s *state) bool {
+	m.update([]*chainDef{&inputDef}, func(s *state) bool {
 		if slices.Equal(s.peers, peers) {
 			return false
 		}
@@ -152,10 +162,16 @@ func (m *Manager) SetPeers(publicIPs []netip.Addr) {
 	})
 }
 
-// update applies change to the inputs and, if it changed them, wakes Run.
-func (m *Manager) update(change func(*state) bool) {
+// update applies change to the inputs and, if it changed them, marks the chains defs as
+// due and wakes Run.
+func (m *Manager) update(defs []*chainDef, change func(*state) bool) {
 	m.mu.Lock()
 	changed := change(&m.in)
+	if changed {
+		for _, d := range defs {
+			m.dirty[d] = true
+		}
+	}
 	m.mu.Unlock()
 	if changed {
 		select {
@@ -166,16 +182,24 @@ func (m *Manager) update(change func(*state) bool) {
 }
 
 // Run makes one pass at once, then one every Resync period and soon after each setter
-// call that changed something, until ctx ends; it then returns nil. A failed pass is logged
-// (once per distinct failure) and retried at the next period. Run calls nothing in another
-// goroutine, so every command runs in the namespace of the caller's thread. Do not run two
-// Runs of one Manager at once.
+// call that changed something, until ctx ends; it then returns nil. A pass woken by a
+// setter handles only the chains whose inputs changed (new peers: WEFT-INPUT alone, which
+// is what a joining node waits for); a periodic pass checks them all. A failed pass is
+// logged (once per distinct failure) and retried at the next period. Run calls nothing in
+// another goroutine, so every command runs in the namespace of the caller's thread. Do not
+// run two Runs of one Manager at once.
 func (m *Manager) Run(ctx context.Context) error {
 	t := time.NewTicker(m.opts.Resync)
 	defer t.Stop()
 	var failing string // text of the last failure logged; only used to not repeat a log line
+	full := true
 	for ctx.Err() == nil {
-		err := m.Sync()
+		var err error
+		if full {
+			err = m.Sync()
+		} else {
+			err = m.pass(false)
+		}
 		switch {
 		case err != nil && err.Error() != failing:
 			m.log.Error(err, "iptables sync failed; retrying", "resync", m.opts.Resync)
@@ -187,7 +211,11 @@ func (m *Manager) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 		case <-t.C:
+			full = true
 		case <-m.kick:
+			// A failed pass is retried in full at the next period; until then only
+			// what changes is handled.
+			full = false
 		}
 	}
 	return nil
@@ -196,15 +224,24 @@ func (m *Manager) Run(ctx context.Context) error {
 // Sync makes one pass over weft's chains now: each chain whose inputs are known is made to
 // hold exactly its rules and to be jumped to; a chain whose feature is off is removed. The
 // chains are independent: one failing does not stop the others; all failures are returned.
-func (m *Manager) Sync() error {
+func (m *Manager) Sync() error { return m.pass(true) }
+
+// pass is Sync over every chain (all) or over the chains marked due (dirty) only.
+func (m *Manager) pass(all bool) error {
 	m.mu.Lock()
 	s := m.in
+	due := m.dirty
+	m.dirty = map[*chainDef]bool{}
 	m.mu.Unlock()
 
 	m.syncMu.Lock()
 	defer m.syncMu.Unlock()
 	var errs []error
+	var failed []*chainDef
 	for _, p := range desired(m.opts, s, m.randomFully) {
+		if !all && !due[p.def] {
+			continue
+		}
 		var err error
 		switch {
 		case p.action == leave:
@@ -222,7 +259,15 @@ func (m *Manager) Sync() error {
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("iptables %s %s: %w", p.def.table, p.def.name, err))
+			failed = append(failed, p.def)
 		}
+	}
+	if len(failed) > 0 { // retried by the next pass, even one for other chains' changes
+		m.mu.Lock()
+		for _, d := range failed {
+			m.dirty[d] = true
+		}
+		m.mu.Unlock()
 	}
 	return errors.Join(errs...)
 }

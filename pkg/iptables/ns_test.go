@@ -27,8 +27,9 @@ import (
 // nsRunner is the real go-iptables runner, refusing to run outside one namespace and
 // recording the method of each call.
 type nsRunner struct {
-	ipt *goipt.IPTables
-	ns  netns.NsHandle
+	ipt     *goipt.IPTables
+	restore cmdRunner // the same front end's iptables-restore
+	ns      netns.NsHandle
 
 	mu    sync.Mutex // guards calls
 	calls []string
@@ -96,6 +97,10 @@ func (g *nsRunner) ClearAndDeleteChain(table, chain string) error {
 	g.enter("ClearAndDeleteChain")
 	return g.ipt.ClearAndDeleteChain(table, chain)
 }
+func (g *nsRunner) Restore(table string, lines []string) error {
+	g.enter("Restore")
+	return g.restore.Restore(table, lines)
+}
 
 // nsEnv is one namespace with one iptables binary.
 type nsEnv struct {
@@ -106,7 +111,7 @@ type nsEnv struct {
 
 // newNSEnv makes a namespace for t and checks the root namespace's rules are the same at
 // the end. It skips without root or without bin.
-func newNSEnv(t *testing.T, bin string) *nsEnv {
+func newNSEnv(t testing.TB, bin string) *nsEnv {
 	t.Helper()
 	if err := nsutil.Available(); err != nil {
 		t.Skip(err)
@@ -126,7 +131,7 @@ func newNSEnv(t *testing.T, bin string) *nsEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &nsEnv{name: name, bin: bin, r: &nsRunner{ipt: ipt, ns: h}}
+	return &nsEnv{name: name, bin: bin, r: &nsRunner{ipt: ipt, restore: newCmdRunner(ipt, bin), ns: h}}
 }
 
 func (e *nsEnv) manager(t *testing.T, opts Options) *Manager {
@@ -134,7 +139,7 @@ func (e *nsEnv) manager(t *testing.T, opts Options) *Manager {
 }
 
 // do runs fn in the namespace.
-func (e *nsEnv) do(t *testing.T, fn func() error) {
+func (e *nsEnv) do(t testing.TB, fn func() error) {
 	t.Helper()
 	if err := nsutil.Do(e.name, fn); err != nil {
 		t.Fatal(err)
@@ -185,7 +190,7 @@ var counters = regexp.MustCompile(`\[\d+:\d+\]`)
 
 // rootUnchanged reads the root namespace's rules now (read-only, with iptables-save and,
 // when installed, iptables-legacy-save) and fails t if they differ when t ends.
-func rootUnchanged(t *testing.T) {
+func rootUnchanged(t testing.TB) {
 	t.Helper()
 	dump := func() string {
 		var b strings.Builder

@@ -148,11 +148,30 @@ func planEdits(have, want []string) []edit {
 	return edits
 }
 
+// maxLCSCells bounds the dynamic-programming table of lcs (4 bytes a cell): chains whose
+// rules repeat and that differ over more than this get no common rules, so the plan
+// replaces them (still correct, just more edits).
+const maxLCSCells = 1 << 20
+
 // lcs returns index pairs (i, j) of a longest common subsequence of a and b, ascending.
+// When no rule repeats within a or within b (weft's chains: every peer has its own rule)
+// it takes O(n log n) time and O(n) memory; otherwise a dynamic-programming table of
+// len(a)×len(b) cells, up to maxLCSCells.
 func lcs(a, b []string) [][2]int {
 	if len(a) == 0 || len(b) == 0 {
 		return nil
 	}
+	if pairs, ok := lcsDistinct(a, b); ok {
+		return pairs
+	}
+	if len(a)*len(b) > maxLCSCells {
+		return nil
+	}
+	return lcsTable(a, b)
+}
+
+// lcsTable is lcs by dynamic programming over a len(a)×len(b) table.
+func lcsTable(a, b []string) [][2]int {
 	// t[i][j] = LCS length of a[i:] and b[j:], kept in one flat slice.
 	cols := len(b) + 1
 	t := make([]int32, (len(a)+1)*cols)
@@ -180,4 +199,61 @@ func lcs(a, b []string) [][2]int {
 		}
 	}
 	return pairs
+}
+
+// lcsDistinct is lcs for lists without repeats: the rules of a that b has, taken in a's
+// order with their positions in b, and the longest run of those whose b positions
+// increase (patience sorting) is a longest common subsequence. Among equally long ones
+// it keeps the first-ending, as lcs's table walk does. ok is false when a rule repeats.
+func lcsDistinct(a, b []string) (pairs [][2]int, ok bool) {
+	posB := make(map[string]int, len(b))
+	for j, r := range b {
+		if _, dup := posB[r]; dup {
+			return nil, false
+		}
+		posB[r] = j
+	}
+	seenA := make(map[string]bool, len(a))
+	var match [][2]int // (i, j) for a[i] == b[j], i ascending
+	for i, r := range a {
+		if seenA[r] {
+			return nil, false
+		}
+		seenA[r] = true
+		if j, ok := posB[r]; ok {
+			match = append(match, [2]int{i, j})
+		}
+	}
+	// tails[k] is the index in match of the smallest b position ending an increasing run
+	// of length k+1; prev links each match to its predecessor in such a run.
+	var tails []int
+	prev := make([]int, len(match))
+	for m, ij := range match {
+		lo, hi := 0, len(tails)
+		for lo < hi {
+			mid := (lo + hi) / 2
+			if match[tails[mid]][1] < ij[1] {
+				lo = mid + 1
+			} else {
+				hi = mid
+			}
+		}
+		prev[m] = -1
+		if lo > 0 {
+			prev[m] = tails[lo-1]
+		}
+		if lo == len(tails) {
+			tails = append(tails, m)
+		} else {
+			tails[lo] = m
+		}
+	}
+	if len(tails) == 0 {
+		return nil, true
+	}
+	pairs = make([][2]int, len(tails))
+	for k, m := len(tails)-1, tails[len(tails)-1]; k >= 0; k, m = k-1, prev[m] {
+		pairs[k] = match[m]
+	}
+	return pairs, true
 }

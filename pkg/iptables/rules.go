@@ -3,9 +3,12 @@ package iptables
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"net/netip"
 	"slices"
 	"strconv"
+
+	"github.com/weftnet/weft/pkg/ip"
 )
 
 // Chain names and the built-in chains that jump to them.
@@ -150,9 +153,12 @@ func forwardRules(network netip.Prefix) ([][]string, error) {
 	}, nil
 }
 
-// inputRules returns one ACCEPT per peer for the tunnel's traffic, sorted by address and
-// without duplicates; with restrict, a final DROP of that traffic from anyone else. Peers
-// that are not IPv4 addresses are skipped (these are iptables, not ip6tables, rules).
+// inputRules returns the ACCEPT rules for the tunnel's traffic from the peers, sorted by
+// address; with restrict, a final DROP of that traffic from anyone else. Peers that are
+// not IPv4 addresses are skipped (these are iptables, not ip6tables, rules). Peers whose
+// addresses fill a whole CIDR block share one rule for it (peerBlocks), so nodes numbered
+// in a row need a handful of rules rather than one each; scattered addresses keep one /32
+// rule each.
 func inputRules(peers []netip.Addr, proto string, port int, restrict bool) ([][]string, error) {
 	var match []string
 	switch proto {
@@ -166,10 +172,10 @@ func inputRules(peers []netip.Addr, proto string, port int, restrict bool) ([][]
 	default:
 		return nil, fmt.Errorf("%w: tunnel protocol %q (want %q or %q)", ErrInvalid, proto, TunnelUDP, TunnelGRE)
 	}
-	addrs := peerSet(peers)
-	rules := make([][]string, 0, len(addrs)+1)
-	for _, a := range addrs {
-		m := append([]string{"-s", netip.PrefixFrom(a, 32).String()}, match...)
+	blocks := peerBlocks(peerSet(peers))
+	rules := make([][]string, 0, len(blocks)+1)
+	for _, b := range blocks {
+		m := append([]string{"-s", b.String()}, match...)
 		rules = append(rules, withComment("weft: tunnel from peer", m, "-j", "ACCEPT"))
 	}
 	if restrict {
@@ -189,6 +195,35 @@ func peerSet(peers []netip.Addr) []netip.Addr {
 	}
 	slices.SortFunc(addrs, netip.Addr.Compare)
 	return slices.Compact(addrs)
+}
+
+// minPeerBlock is the smallest block of peers that shares one rule: two peers in a /31
+// keep a /32 rule each (one rule saved is not worth a rule that names no node), which also
+// keeps small clusters' rules one per node.
+const minPeerBlock = 4
+
+// peerBlocks returns CIDR blocks that hold exactly addrs (sorted, distinct IPv4 addresses,
+// as peerSet returns them), in address order: from the lowest address not yet covered,
+// the largest block aligned there whose every address is in addrs, if it holds at least
+// minPeerBlock addresses, else that address alone. It is pure.
+func peerBlocks(addrs []netip.Addr) []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(addrs))
+	for i := 0; i < len(addrs); {
+		a := uint64(ip.ToUint32(addrs[i]))
+		size := uint64(1)
+		// Double the block while a stays aligned to it and addrs holds all of it: sorted and
+		// distinct, they do when the last one is a+size-1.
+		for size < 1<<32 && a%(size*2) == 0 && i+int(size*2) <= len(addrs) &&
+			uint64(ip.ToUint32(addrs[i+int(size*2)-1])) == a+size*2-1 {
+			size *= 2
+		}
+		if size < minPeerBlock {
+			size = 1
+		}
+		out = append(out, netip.PrefixFrom(addrs[i], 32-bits.TrailingZeros64(size)))
+		i += int(size)
+	}
+	return out
 }
 
 // withComment assembles match, the comment, and target in the order iptables lists them.
