@@ -20,20 +20,27 @@ import (
 func (d *Daemon) waitConfig(ctx context.Context, reg subnet.Registry) (*subnet.Config, backend.Type, int64, error) {
 	var lastMsg string
 	report := func(msg string, err error) {
+		d.health.SetError(err)
 		if msg == lastMsg {
 			return
 		}
 		lastMsg = msg
-		d.health.SetError(err)
-		d.log.Error(err, msg+"; waiting for a valid config")
+		d.log.Error(err, msg)
 	}
 	for ctx.Err() == nil {
-		raw, rev, err := reg.GetConfig(ctx)
+		// Each read is bounded, so that an etcd that cannot be reached (down, or refusing
+		// our TLS) is reported with its reason instead of waited for in silence.
+		rctx, cancel := context.WithTimeout(ctx, configReadTimeout)
+		raw, rev, err := reg.GetConfig(rctx)
+		cancel()
 		switch {
 		case errors.Is(err, subnet.ErrNotFound):
-			report("No network config in etcd at "+d.configKey(), err)
+			report("No network config in etcd at "+d.configKey()+"; waiting for a valid config", err)
 		case err != nil:
-			report("Cannot read the network config", err)
+			if ctx.Err() != nil {
+				return nil, backend.Type{}, 0, nil
+			}
+			report("Cannot read the network config from etcd; retrying", err)
 			if sleep(ctx, d.jitterDelay()) != nil {
 				return nil, backend.Type{}, 0, nil
 			}
@@ -43,7 +50,7 @@ func (d *Daemon) waitConfig(ctx context.Context, reg subnet.Registry) (*subnet.C
 			if perr == nil {
 				return cfg, bt, rev, nil
 			}
-			report("Invalid network config "+string(bytes.TrimSpace(raw)), perr)
+			report("Invalid network config "+string(bytes.TrimSpace(raw))+"; waiting for a valid config", perr)
 		}
 		// Wait for the key to change, then read again.
 		wctx, cancel := context.WithCancel(ctx)
@@ -55,6 +62,9 @@ func (d *Daemon) waitConfig(ctx context.Context, reg subnet.Registry) (*subnet.C
 	}
 	return nil, backend.Type{}, 0, nil
 }
+
+// configReadTimeout bounds one read of the network config.
+const configReadTimeout = 5 * time.Second
 
 // watchConfig reports config changes made while running. weft, like flanneld, applies a
 // new config on restart only; a broken config never touches the running data plane.

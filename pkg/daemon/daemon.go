@@ -57,12 +57,13 @@ type Daemon struct {
 	health  *health.State
 	metrics *metrics.Metrics
 	view    *view
+	memory  *memoryGovernor
 }
 
 // New returns a daemon; nothing runs until Run.
 func New(cfg Config, log klog.Logger) *Daemon {
 	d := &Daemon{cfg: cfg, log: log, health: health.NewState(nil), metrics: metrics.New(cfg.Version),
-		view: &view{started: time.Now()}}
+		view: &view{started: time.Now()}, memory: newMemoryGovernor()}
 	d.metrics.SetPacketSource(d.view.packetStats)
 	return d
 }
@@ -70,6 +71,8 @@ func New(cfg Config, log klog.Logger) *Daemon {
 // Run runs weftd until ctx ends (returns nil) or a fatal error. Fatal errors are only those
 // of the node itself: a bad flag value, no usable interface, a backend that cannot start.
 func (d *Daemon) Run(ctx context.Context) error {
+	d.memory.setPeers(0)
+	defer d.memory.stop()
 	reg, err := etcdv3.New(d.cfg.Etcd, d.log.WithName("etcd"))
 	if err != nil {
 		return err
@@ -101,6 +104,7 @@ func (d *Daemon) run(ctx context.Context, reg *etcdv3.Registry) error {
 	d.view.ext = ext
 	d.view.mu.Unlock()
 	d.log.Info("Using interface", "iface", ext.Iface.Name, "ifaceAddr", ext.IfaceAddr, "publicIP", ext.PublicIP, "mtu", ext.Iface.MTU)
+	firewall := d.startFirewall() // off the critical path; awaited before the lease
 
 	netCfg, btype, rev, err := d.waitConfig(ctx, reg)
 	if err != nil || netCfg == nil {
@@ -109,6 +113,7 @@ func (d *Daemon) run(ctx context.Context, reg *etcdv3.Registry) error {
 	d.log.Info("Network config", "network", netCfg.Network, "subnetLen", netCfg.SubnetLen,
 		"subnetMin", netCfg.SubnetMin, "subnetMax", netCfg.SubnetMax, "backend", netCfg.BackendType)
 
+	d.removeLeftovers(btype.Name, netCfg, ext)
 	be, err := btype.New(backend.Env{Ext: ext, Network: netCfg, Log: d.log.WithName(btype.Name), OnRepair: d.metrics.Repaired})
 	if err != nil {
 		return fmt.Errorf("backend %s: %w", btype.Name, err)
@@ -131,7 +136,7 @@ func (d *Daemon) run(ctx context.Context, reg *etcdv3.Registry) error {
 		hint = old.Subnet.Masked()
 	}
 
-	fw, err := d.newFirewall()
+	fw, err := firewall()
 	if err != nil {
 		return err
 	}
@@ -180,6 +185,62 @@ func (d *Daemon) session(ctx context.Context, reg subnet.Registry, mgr *subnet.M
 		MTU:     nw.MTU(),
 		IPMasq:  d.cfg.IPMasq,
 	}
+	g, gctx := errgroup.WithContext(ctx)
+	// The subnet file (written with an fsync: milliseconds) goes out while the peers are
+	// listed and programmed; failing to write it still ends the session.
+	g.Go(func() error { return d.writeSubnetFile(env) })
+	events := make(chan []subnet.Event, eventQueue)
+	applied := make(chan struct{}) // closed after the first Apply
+	g.Go(func() error { return mgr.Hold(gctx, lease, d.view.renewedLease) })
+	g.Go(func() error { return mgr.WatchPeers(gctx, events) })
+	g.Go(func() error { return nw.Run(gctx) })
+	g.Go(func() error { return d.watchConfig(gctx, reg, netCfg, cfgRev) })
+	if fw != nil {
+		// The rules come after the routes: the data plane is programmed first.
+		fw.SetNetwork(netCfg.Network, lease.Subnet)
+		g.Go(func() error { return runFirewallAfter(gctx, fw, applied) })
+	}
+	g.Go(func() error {
+		tunnelSet := false
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case evs := <-events:
+				evs = drainEvents(events, evs) // one Apply for everything queued
+				if err := nw.Apply(gctx, evs); err != nil {
+					d.log.V(1).Info("Some peers are not programmed yet; retrying", "err", err)
+				}
+				d.health.SetBackend(btype, true)
+				addrs := d.view.applied(evs)
+				d.metrics.SetPeers(len(addrs))
+				d.memory.setPeers(len(addrs))
+				d.memory.applied(len(evs))
+				if fw != nil {
+					fw.SetPeers(addrs)
+					if !tunnelSet {
+						// The tunnel port is set only once the first batch (the
+						// initial peers) is known: until then the firewall leaves the
+						// INPUT chain of the previous run alone, which admits the peers.
+						// Set earlier, a restart would rewrite it for no peers at all
+						// and drop their tunnel traffic for a few milliseconds.
+						setTunnelPort(fw, nw)
+						tunnelSet = true
+					}
+				}
+				select {
+				case <-applied:
+				default:
+					close(applied)
+				}
+			}
+		}
+	})
+	return g.Wait()
+}
+
+// writeSubnetFile writes the subnet file and tells systemd READY=1.
+func (d *Daemon) writeSubnetFile(env subnetenv.Env) error {
 	if err := subnetenv.Write(d.cfg.SubnetFile, env); err != nil {
 		return err
 	}
@@ -190,42 +251,7 @@ func (d *Daemon) session(ctx context.Context, reg subnet.Registry, mgr *subnet.M
 	} else if ok {
 		d.log.V(1).Info("Told systemd READY=1")
 	}
-
-	g, gctx := errgroup.WithContext(ctx)
-	events := make(chan []subnet.Event, 16)
-	g.Go(func() error { return mgr.Hold(gctx, lease, d.view.renewedLease) })
-	g.Go(func() error { return mgr.WatchPeers(gctx, events) })
-	g.Go(func() error { return nw.Run(gctx) })
-	g.Go(func() error { return d.watchConfig(gctx, reg, netCfg, cfgRev) })
-	if fw != nil {
-		// The rules come after the routes: the data plane is programmed first.
-		fw.SetNetwork(netCfg.Network, lease.Subnet)
-		if t, ok := nw.(backend.Tunnel); ok {
-			fw.SetTunnelPort(t.TunnelPort())
-		} else {
-			fw.SetTunnelPort("", 0)
-		}
-		g.Go(func() error { return fw.Run(gctx) })
-	}
-	g.Go(func() error {
-		for {
-			select {
-			case <-gctx.Done():
-				return nil
-			case evs := <-events:
-				if err := nw.Apply(gctx, evs); err != nil {
-					d.log.V(1).Info("Some peers are not programmed yet; retrying", "err", err)
-				}
-				d.health.SetBackend(btype, true)
-				addrs := d.view.applied(evs)
-				d.metrics.SetPeers(len(addrs))
-				if fw != nil {
-					fw.SetPeers(addrs)
-				}
-			}
-		}
-	})
-	return g.Wait()
+	return nil
 }
 
 // acquire gets a lease, retrying (with backoff, logging each new reason once) while the
@@ -251,6 +277,15 @@ func (d *Daemon) acquire(ctx context.Context, mgr *subnet.Manager, attrs subnet.
 			return subnet.Lease{}, err
 		}
 		delay = min(delay*2, 30*time.Second)
+	}
+}
+
+// setTunnelPort tells the firewall which encapsulation nw receives (none for host-gw).
+func setTunnelPort(fw *iptables.Manager, nw backend.Network) {
+	if t, ok := nw.(backend.Tunnel); ok {
+		fw.SetTunnelPort(t.TunnelPort())
+	} else {
+		fw.SetTunnelPort("", 0)
 	}
 }
 

@@ -24,14 +24,21 @@ type view struct {
 	renewed time.Time
 	nw      backend.Network // nil between sessions
 	active  bool
-	peers   map[netip.Prefix]subnet.Lease
+	peers   map[netip.Prefix]viewPeer
+}
+
+// viewPeer is what /status shows of a peer's lease: the rest of the lease is not kept, so
+// that thousands of peers cost little memory here.
+type viewPeer struct {
+	publicIP    netip.Addr
+	backendType string
 }
 
 func (v *view) setSession(nw backend.Network, btype string, network netip.Prefix, l subnet.Lease) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.nw, v.btype, v.network, v.lease, v.active = nw, btype, network, l, false
-	v.peers = map[netip.Prefix]subnet.Lease{}
+	v.peers = map[netip.Prefix]viewPeer{}
 }
 
 func (v *view) renewedLease(l subnet.Lease) {
@@ -50,12 +57,12 @@ func (v *view) applied(evs []subnet.Event) []netip.Addr {
 		if e.Type == subnet.Removed {
 			delete(v.peers, e.Lease.Subnet)
 		} else {
-			v.peers[e.Lease.Subnet] = e.Lease
+			v.peers[e.Lease.Subnet] = viewPeer{publicIP: e.Lease.Attrs.PublicIP, backendType: e.Lease.Attrs.BackendType}
 		}
 	}
 	addrs := make([]netip.Addr, 0, len(v.peers))
-	for _, l := range v.peers {
-		addrs = append(addrs, l.Attrs.PublicIP)
+	for _, p := range v.peers {
+		addrs = append(addrs, p.publicIP)
 	}
 	return addrs
 }
@@ -107,8 +114,8 @@ func (v *view) status(version string) status.Status {
 			}
 		}
 	}
-	for sn, l := range v.peers {
-		p := status.Peer{Subnet: sn, PublicIP: l.Attrs.PublicIP, BackendType: l.Attrs.BackendType, State: status.PeerProgrammed}
+	for sn, vp := range v.peers {
+		p := status.Peer{Subnet: sn, PublicIP: vp.publicIP, BackendType: vp.backendType, State: status.PeerProgrammed}
 		if ps, ok := desc.Peers[sn]; ok {
 			p.State, p.Reason = status.PeerState(ps.State), ps.Reason
 		}
