@@ -23,6 +23,9 @@ const (
 	maxCandidates = 100
 	// maxCreateAttempts bounds how often one Acquire retries after losing create races.
 	maxCreateAttempts = 20
+	// storeTimeout bounds one renewal or one re-list while holding a lease, so that an
+	// unreachable store fails the attempt (logged, retried) instead of blocking it forever.
+	storeTimeout = 10 * time.Second
 )
 
 // ManagerConfig configures a Manager.
@@ -290,7 +293,9 @@ func (m *Manager) Hold(ctx context.Context, l Lease, onRenew func(Lease)) error 
 // failing but the lease has not expired yet (Hold retries); an error wrapping ErrLeaseLost
 // when the lease is gone.
 func (m *Manager) renew(ctx context.Context, l *Lease, failing *bool, onRenew func(Lease)) error {
-	renewed, err := m.reg.RenewLease(ctx, *l)
+	rctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	renewed, err := m.reg.RenewLease(rctx, *l)
+	cancel()
 	if err == nil {
 		if *failing {
 			m.log.Info("Lease renewal works again", "subnet", l.Subnet)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"path"
+	"time"
 )
 
 // peerSet is WatchPeers' view of the other nodes' leases, owned by its goroutine.
@@ -19,14 +20,19 @@ type peerSet struct {
 // it deleted or taken by another PublicIP, Hold is told. After a compaction or a broken
 // watch it lists again and sends only the differences. Malformed leases are skipped with one
 // warning per key and value; a lease turning malformed counts as removed.
+//
+// An outage of the store (the watch ends with an error other than a compaction: etcd
+// unreachable, or without a leader) is logged once when it starts and once when the store
+// answers again; in between the peers are kept as they are.
 func (m *Manager) WatchPeers(ctx context.Context, out chan<- []Event) error {
 	ps := &peerSet{peers: map[netip.Prefix]Lease{}, warned: map[string]string{}}
-	rev, err := m.resync(ctx, ps, out)
+	rev, err := m.resync(ctx, ps, out, time.Time{})
 	if err != nil {
 		return nil // ctx ended
 	}
 	for ctx.Err() == nil {
 		broken := false
+		var outage time.Time // when the store went away; zero when the watch just needs a re-list
 		for batch := range m.reg.WatchLeases(ctx, rev) {
 			if batch.Err != nil {
 				if ctx.Err() != nil {
@@ -36,7 +42,8 @@ func (m *Manager) WatchPeers(ctx context.Context, out chan<- []Event) error {
 					m.log.Info("Lease watch fell behind a compaction; listing again", "revision", rev)
 				} else {
 					m.obs.StoreError("watch", batch.Err)
-					m.log.Error(batch.Err, "Lease watch failed; listing again")
+					outage = time.Now()
+					m.log.Error(batch.Err, "etcd is unavailable: lost the lease watch; the data plane is kept as it is until etcd answers again")
 				}
 				broken = true
 				break
@@ -56,24 +63,27 @@ func (m *Manager) WatchPeers(ctx context.Context, out chan<- []Event) error {
 			}
 		}
 		m.obs.WatchResynced()
-		if broken {
-			m.RenewSoon() // the store may have been away for long: renew as soon as it answers
-		}
-		if rev, err = m.resync(ctx, ps, out); err != nil {
+		if rev, err = m.resync(ctx, ps, out, outage); err != nil {
 			return nil
+		}
+		if broken {
+			// The store may have been away for long: renew now that it answers (asking
+			// before the list works would only fail, bounded renewals being logged).
+			m.RenewSoon()
 		}
 	}
 	return nil
 }
 
 // resync lists the leases (retrying until it works or ctx ends), sends the differences from
-// what ps knew, and returns the list's revision.
-func (m *Manager) resync(ctx context.Context, ps *peerSet, out chan<- []Event) (int64, error) {
+// what ps knew, and returns the list's revision. outage, if not zero, is when the store was
+// found unavailable (already logged); the recovery is logged once, with the differences.
+func (m *Manager) resync(ctx context.Context, ps *peerSet, out chan<- []Event, outage time.Time) (int64, error) {
 	var list LeaseList
 	for failing := false; ; failing = true {
 		var err error
-		if list, err = m.reg.ListLeases(ctx); err == nil {
-			if failing {
+		if list, err = m.listOnce(ctx); err == nil {
+			if failing && outage.IsZero() {
 				m.log.Info("Listing leases works again")
 			}
 			break
@@ -82,7 +92,7 @@ func (m *Manager) resync(ctx context.Context, ps *peerSet, out chan<- []Event) (
 			return 0, ctx.Err()
 		}
 		m.obs.StoreError("list", err)
-		if !failing {
+		if !failing && outage.IsZero() {
 			m.log.Error(err, "Listing leases failed; retrying")
 		}
 		if err := sleepCtx(ctx, m.retryDelay()); err != nil {
@@ -119,10 +129,28 @@ func (m *Manager) resync(ctx context.Context, ps *peerSet, out chan<- []Event) (
 			events = append(events, Event{Type: Removed, Lease: l})
 		}
 	}
+	if !outage.IsZero() {
+		added := 0
+		for _, e := range events {
+			if e.Type == Added {
+				added++
+			}
+		}
+		m.log.Info("etcd is available again: listed the leases, applying only the differences",
+			"after", time.Since(outage).Round(time.Millisecond), "peers", len(ps.peers), "added", added, "removed", len(events)-added)
+	}
 	if !send(ctx, out, events) {
 		return 0, ctx.Err()
 	}
 	return list.Revision, nil
+}
+
+// listOnce lists the leases, bounded by storeTimeout: an unreachable store fails the
+// attempt (for the retry loop to log and retry) instead of blocking until it is back.
+func (m *Manager) listOnce(ctx context.Context) (LeaseList, error) {
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	return m.reg.ListLeases(ctx)
 }
 
 func containsSubnet(leases []Lease, sn netip.Prefix) bool {

@@ -6,7 +6,8 @@
 // Topology (all addresses exist only inside the cluster's namespaces):
 //
 //	hub namespace      bridge br0 = the underlay, 192.0.2.254/24, ip_forward=1;
-//	                   etcd listens on 192.0.2.254:2379 (peer port 2380)
+//	                   etcd listens on 192.0.2.254:2379 (peer port 2380); with
+//	                   Options.EtcdMembers > 1, member k on 2379+10000k (peer 2380+10000k)
 //	node i namespace   eth0 = veth into br0 (hub side "vn<i>"), 192.0.2.(i+1)/24,
 //	                   MTU Options.MTU, default route via 192.0.2.254, ip_forward=1
 //	pod namespaces     eth0 = veth into the node's bridge cni0 (node side "vp<k>"),
@@ -88,28 +89,41 @@ type Options struct {
 	// WeftdEnv is added to every weftd's environment (KEY=value). FLANNELD_* and WEFT*
 	// variables of the calling process are never passed on.
 	WeftdEnv []string
+	// EtcdMembers is the number of etcd members (default 1). All listen on HubIP, member k
+	// on client port EtcdClientPort+10000*k and peer port EtcdPeerPort+10000*k; weftd is
+	// given every endpoint.
+	EtcdMembers int
+	// EtcdTLS makes etcd serve clients over https only, requiring client certificates
+	// signed by the cluster's CA (EtcdPKI). The harness's own client presents a certificate
+	// for the common name "root" (etcd's root user once auth is enabled). weftd gets no TLS
+	// flags by default: pass them in Args (see EtcdPKI).
+	EtcdTLS bool
 }
 
 // Cluster is a running namespace cluster. Its methods are safe for concurrent use, except
 // that the fatal forms (StartNode, AddPod, PutConfig) belong on the test goroutine.
 type Cluster struct {
-	opts    Options // defaults filled in; read-only after Start
-	t       testing.TB
-	logf    func(string, ...any)
-	dir     string
-	ownDir  bool // dir was made by Start and is removed by Close
-	hub     string
-	nodes   []string // node namespace names, index = node number
-	inet    string   // "" without Options.Internet
-	etcd    *etcdtest.Server
-	weftBin *weftdBinary
-	podMu   sync.Mutex // serialises TryAddPod (bridge check and address choice)
+	opts     Options // defaults filled in; read-only after Start
+	t        testing.TB
+	logf     func(string, ...any)
+	dir      string
+	ownDir   bool // dir was made by Start and is removed by Close
+	hub      string
+	nodes    []string // node namespace names, index = node number
+	inet     string   // "" without Options.Internet
+	etcd     *etcdtest.Cluster
+	pki      *etcdtest.PKI // nil without Options.EtcdTLS
+	rootCert [2]string     // the harness client's certificate and key files (EtcdTLS)
+	weftBin  *weftdBinary
+	podMu    sync.Mutex // serialises TryAddPod (bridge check and address choice)
 
 	mu         sync.Mutex // guards the fields below
 	closed     bool
 	namespaces []string // every namespace made, in creation order
 	weftds     []*Weftd
 	weftdSeq   int // number of the next weftd log file
+	etcdUser   string
+	etcdPass   string
 	pods       []*Pod
 	nextHost   []int // per node: host number of the next pod address
 	nextVeth   []int // per node: number of the next node-side pod veth
@@ -168,6 +182,12 @@ func start(ctx context.Context, opts Options, logf func(string, ...any), t testi
 	}
 	if opts.MTU == 0 {
 		opts.MTU = 1500
+	}
+	if opts.EtcdMembers == 0 {
+		opts.EtcdMembers = 1
+	}
+	if opts.EtcdMembers < 1 || opts.EtcdMembers > 5 {
+		return nil, fmt.Errorf("cluster: %d etcd members requested, want 1 to 5", opts.EtcdMembers)
 	}
 	if opts.MTU < 576 || opts.MTU > 65535 {
 		return nil, fmt.Errorf("cluster: underlay MTU %d out of range 576-65535", opts.MTU)
@@ -313,7 +333,9 @@ func (c *Cluster) logWeftdTails() {
 		c.logf("weftd on node %d (%s), last lines:\n%s", w.node, w.logPath, tailLines(w.Log(), 40))
 	}
 	if c.etcd != nil {
-		c.logf("etcd log: %s", c.etcd.LogPath())
+		for _, m := range c.etcd.Members() {
+			c.logf("etcd log (member %s): %s", m.Name(), m.LogPath())
+		}
 	}
 }
 

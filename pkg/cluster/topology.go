@@ -51,13 +51,21 @@ func (c *Cluster) build(ctx context.Context) error {
 	if err := os.MkdirAll(etcdDir, 0o755); err != nil {
 		return fmt.Errorf("etcd: %w", err)
 	}
-	srv, err := etcdtest.New(etcdtest.Options{
-		Netns:      hub,
-		Host:       HubIP.String(),
-		ClientPort: EtcdClientPort,
-		PeerPort:   EtcdPeerPort,
-		Dir:        etcdDir,
-	})
+	eo := etcdtest.ClusterOptions{Members: c.opts.EtcdMembers, Netns: hub, Host: HubIP.String(), Dir: etcdDir}
+	for k := 0; k < c.opts.EtcdMembers; k++ {
+		eo.ClientPorts = append(eo.ClientPorts, EtcdClientPort+10000*k)
+		eo.PeerPorts = append(eo.PeerPorts, EtcdPeerPort+10000*k)
+	}
+	if c.opts.EtcdTLS {
+		if c.pki, err = etcdtest.NewPKI(filepath.Join(c.dir, "pki"), HubIP); err != nil {
+			return fmt.Errorf("etcd PKI: %w", err)
+		}
+		if c.rootCert[0], c.rootCert[1], err = c.pki.ClientCert("root"); err != nil {
+			return fmt.Errorf("etcd PKI: %w", err)
+		}
+		eo.Scheme, eo.ExtraArgs = "https", c.pki.ServerArgs(true)
+	}
+	srv, err := etcdtest.NewCluster(eo)
 	if err != nil {
 		return fmt.Errorf("etcd: %w", err)
 	}
@@ -71,7 +79,7 @@ func (c *Cluster) build(ctx context.Context) error {
 		return err
 	}
 	cli.Close()
-	c.logf("cluster: etcd at %s (log %s)", srv.Endpoint(), srv.LogPath())
+	c.logf("cluster: etcd at %s (log %s)", strings.Join(srv.Endpoints(), ","), srv.Member(0).LogPath())
 	return nil
 }
 

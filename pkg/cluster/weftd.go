@@ -68,7 +68,7 @@ type weftdRun struct {
 // defaultFlags are weftd's flags for node i, in command-line order.
 func (c *Cluster) defaultFlags(i int) [][2]string {
 	flags := [][2]string{
-		{"etcd-endpoints", c.EtcdEndpoint()},
+		{"etcd-endpoints", strings.Join(c.EtcdEndpoints(), ",")},
 		{"iface", "eth0"},
 		{"subnet-file", c.SubnetFile(i)},
 		{"healthz-ip", "127.0.0.1"},
@@ -82,7 +82,7 @@ func (c *Cluster) defaultFlags(i int) [][2]string {
 
 // TryStartNode starts weftd in node i's namespace:
 //
-//	ip netns exec <node ns> <weftd> --etcd-endpoints http://192.0.2.254:2379 --iface eth0 \
+//	ip netns exec <node ns> <weftd> --etcd-endpoints <EtcdEndpoints, comma-separated> --iface eth0 \
 //	    --subnet-file <NodeDir>/subnet.env --healthz-ip 127.0.0.1 --healthz-port 0 \
 //	    [--etcd-prefix <Options.EtcdPrefix>] <o.Args...>
 //

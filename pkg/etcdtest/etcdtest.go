@@ -3,7 +3,9 @@
 // given address. It never mocks etcd.
 //
 // A Server can be stopped and started again on the same data directory (for outage tests).
-// Every process it starts is stopped by PID when the test ends.
+// A Cluster is several members of one etcd cluster (for leader-loss and quorum-loss tests).
+// PKI writes a throwaway CA and certificates for TLS tests. Every process started here is
+// stopped by PID when the test ends.
 package etcdtest
 
 import (
@@ -41,6 +43,11 @@ type Options struct {
 	ExtraArgs []string
 	// Scheme is "http" (default) or "https" for the client URL.
 	Scheme string
+	// Name is the member name (default "default").
+	Name string
+	// InitialCluster is etcd's --initial-cluster ("name=peerURL,..."); by default this
+	// member alone. Clusters set it.
+	InitialCluster string
 }
 
 // Server is one running (or stopped) etcd member.
@@ -49,8 +56,11 @@ type Server struct {
 	dataDir string
 	logPath string
 
-	mu  sync.Mutex // guards cmd
+	mu  sync.Mutex // guards cmd and logOffset
 	cmd *exec.Cmd
+	// logOffset is the size of the log before the current run, so that readiness is read
+	// from this run's output only (the log is appended across restarts).
+	logOffset int64
 }
 
 // Available reports why etcd cannot be started here, or nil.
@@ -89,6 +99,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.Scheme == "" {
 		opts.Scheme = "http"
+	}
+	if opts.Name == "" {
+		opts.Name = "default"
 	}
 	if opts.Dir == "" {
 		d, err := os.MkdirTemp("", "weft-etcd-")
@@ -129,25 +142,67 @@ func (s *Server) Endpoint() string {
 	return fmt.Sprintf("%s://%s", s.opts.Scheme, net.JoinHostPort(s.opts.Host, strconv.Itoa(s.opts.ClientPort)))
 }
 
+// PeerURL is the member's peer URL, e.g. http://127.0.0.1:23800.
+func (s *Server) PeerURL() string {
+	return fmt.Sprintf("http://%s", net.JoinHostPort(s.opts.Host, strconv.Itoa(s.opts.PeerPort)))
+}
+
+// Name is the member name.
+func (s *Server) Name() string { return s.opts.Name }
+
 // LogPath is etcd's combined output, useful in failure messages.
 func (s *Server) LogPath() string { return s.logPath }
 
+// Running reports whether the server process was started and not stopped.
+func (s *Server) Running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cmd != nil
+}
+
 // Start launches etcd (again, after Stop, on the same data) and waits until it serves.
+// A member of a multi-member cluster serves only once a quorum is up: start the first
+// members with Cluster.Start.
 func (s *Server) Start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.launchLocked(); err != nil {
+		return err
+	}
+	return s.awaitLocked(startTimeout)
+}
+
+// startTimeout bounds the wait for a started member to serve.
+const startTimeout = 15 * time.Second
+
+// awaitLocked waits until the launched process serves, or stops it and returns why.
+func (s *Server) awaitLocked(timeout time.Duration) error {
+	if err := s.waitHealthyLocked(timeout); err != nil {
+		s.stopLocked()
+		log, _ := os.ReadFile(s.logPath)
+		return fmt.Errorf("etcd %s at %s did not become healthy: %w\n%s", s.opts.Name, s.Endpoint(), err, tail(log, 2000))
+	}
+	return nil
+}
+
+// launchLocked starts the process without waiting for it to serve.
+func (s *Server) launchLocked() error {
 	if s.cmd != nil {
 		return errors.New("etcd already running")
 	}
-	peer := fmt.Sprintf("http://%s", net.JoinHostPort(s.opts.Host, strconv.Itoa(s.opts.PeerPort)))
+	peer := s.PeerURL()
+	initial := s.opts.InitialCluster
+	if initial == "" {
+		initial = s.opts.Name + "=" + peer
+	}
 	args := []string{
-		"--name", "default",
+		"--name", s.opts.Name,
 		"--data-dir", s.dataDir,
 		"--listen-client-urls", s.Endpoint(),
 		"--advertise-client-urls", s.Endpoint(),
 		"--listen-peer-urls", peer,
 		"--initial-advertise-peer-urls", peer,
-		"--initial-cluster", "default=" + peer,
+		"--initial-cluster", initial,
 		"--logger", "zap", "--log-outputs", "stderr",
 	}
 	args = append(args, s.opts.ExtraArgs...)
@@ -159,6 +214,9 @@ func (s *Server) Start() error {
 	if err != nil {
 		return err
 	}
+	if st, err := logf.Stat(); err == nil {
+		s.logOffset = st.Size()
+	}
 	cmd := exec.Command(name, argv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), "ETCD_UNSUPPORTED_ARCH=") // keep etcd's env parsing quiet
@@ -169,11 +227,6 @@ func (s *Server) Start() error {
 	}
 	logf.Close()
 	s.cmd = cmd
-	if err := s.waitHealthyLocked(15 * time.Second); err != nil {
-		s.stopLocked()
-		log, _ := os.ReadFile(s.logPath)
-		return fmt.Errorf("etcd at %s did not become healthy: %w\n%s", s.Endpoint(), err, tail(log, 2000))
-	}
 	return nil
 }
 
@@ -184,6 +237,9 @@ func (s *Server) waitHealthyLocked(timeout time.Duration) error {
 		deadline := time.Now().Add(timeout)
 		for time.Now().Before(deadline) {
 			b, _ := os.ReadFile(s.logPath)
+			if int64(len(b)) >= s.logOffset {
+				b = b[s.logOffset:] // this run's output only
+			}
 			// capnslog says the first, zap (etcd 3.4's --logger zap) the second.
 			if strings.Contains(string(b), "ready to serve client requests") || strings.Contains(string(b), "serving client traffic") {
 				return nil

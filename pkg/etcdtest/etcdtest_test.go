@@ -1,8 +1,15 @@
 package etcdtest
 
 import (
+	"context"
 	"net/http"
+	"os"
+	"strings"
 	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 )
 
 func TestStartStopRestart(t *testing.T) {
@@ -26,5 +33,119 @@ func TestStartStopRestart(t *testing.T) {
 	}
 	if err := get(); err != nil {
 		t.Fatalf("etcd not serving after restart: %v", err)
+	}
+}
+
+// TestRestartWaitsForThisRun: the log is appended across runs, so readiness must be read
+// from the new run's output, not from the previous run's "ready" line.
+func TestRestartWaitsForThisRun(t *testing.T) {
+	s := Start(t, Options{Scheme: "http", Netns: ""})
+	s.Stop()
+	s.mu.Lock()
+	if err := s.launchLocked(); err != nil {
+		s.mu.Unlock()
+		t.Fatal(err)
+	}
+	// Straight after launch, this run has printed nothing yet.
+	b, _ := os.ReadFile(s.logPath)
+	fresh := string(b[s.logOffset:])
+	s.mu.Unlock()
+	if strings.Contains(fresh, "ready to serve client requests") {
+		t.Fatalf("new run's output already says ready: %q", fresh)
+	}
+	s.mu.Lock()
+	err := s.awaitLocked(startTimeout)
+	s.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestClusterLeaderLossAndQuorumLoss(t *testing.T) {
+	c := StartCluster(t, ClusterOptions{Members: 3})
+	if len(c.Endpoints()) != 3 {
+		t.Fatalf("endpoints %v", c.Endpoints())
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	put := func(v string, timeout time.Duration) error {
+		pctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		_, err := cli.Put(pctx, "/k", v)
+		return err
+	}
+	if err := put("1", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	leader, err := c.LeaderIndex(ctx, cli)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Member(leader).Stop()
+	var next int
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		if next, err = c.LeaderIndex(ctx, cli); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no new leader after the old one stopped: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if next == leader {
+		t.Fatalf("leader still %d after it stopped", leader)
+	}
+	if err := put("2", 5*time.Second); err != nil {
+		t.Fatalf("put with 2 of 3 members: %v", err)
+	}
+	c.Member(next).Stop()
+	if err := put("3", 2*time.Second); err == nil {
+		t.Fatal("put succeeded with 1 of 3 members")
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := put("4", 10*time.Second); err != nil {
+		t.Fatalf("put after the members came back: %v", err)
+	}
+}
+
+func TestPKIServesMutualTLS(t *testing.T) {
+	p, err := NewPKI(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := Start(t, Options{Scheme: "https", ExtraArgs: p.ServerArgs(true)})
+	certFile, keyFile, err := p.ClientCert("root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, tc := range []struct {
+		name    string
+		cert    string
+		wantErr bool
+	}{{"with a client certificate", certFile, false}, {"without", "", true}} {
+		tlsCfg, err := p.ClientTLS(tc.cert, keyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{s.Endpoint()}, DialTimeout: 2 * time.Second, TLS: tlsCfg, Logger: zap.NewNop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		gctx, gcancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err = cli.Get(gctx, "/k")
+		gcancel()
+		cli.Close()
+		if (err != nil) != tc.wantErr {
+			t.Errorf("%s: get error %v, want error %v", tc.name, err, tc.wantErr)
+		}
 	}
 }

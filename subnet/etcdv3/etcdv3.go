@@ -25,6 +25,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"k8s.io/klog/v2"
 
 	"github.com/weftnet/weft/subnet"
@@ -67,6 +68,8 @@ type Registry struct {
 
 	closeOnce sync.Once
 	done      chan struct{} // closed by Close; watch goroutines stop delivering
+
+	conn *connErrors // why requests last failed to reach etcd
 }
 
 var _ subnet.Registry = (*Registry)(nil)
@@ -95,6 +98,7 @@ func newRegistry(cfg Config, log klog.Logger, dialOpts ...grpc.DialOption) (*Reg
 			}
 		}
 	}
+	conn := &connErrors{}
 	timeout := cfg.DialTimeout
 	if timeout <= 0 {
 		timeout = DefaultDialTimeout
@@ -105,8 +109,14 @@ func newRegistry(cfg Config, log klog.Logger, dialOpts ...grpc.DialOption) (*Reg
 		TLS:         tlsCfg,
 		Username:    cfg.Username,
 		Password:    cfg.Password,
-		DialOptions: dialOpts,
-		Logger:      zap.New(newZapCore(log.WithName("etcd-client"))),
+		// Keepalive pings notice an etcd that vanished without closing the connection
+		// (a partition), which would otherwise leave the watches silent forever.
+		// etcd refuses pings more frequent than every 5 s (--grpc-keepalive-min-time).
+		DialKeepAliveTime:    keepAliveTime,
+		DialKeepAliveTimeout: keepAliveTimeout,
+		DialOptions: append([]grpc.DialOption{reconnectParams(timeout), grpc.WithChainUnaryInterceptor(conn.interceptor)},
+			dialOpts...),
+		Logger: zap.New(newZapCore(log.WithName("etcd-client"))),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("etcd client for %s: %w", strings.Join(cfg.Endpoints, ","), err)
@@ -119,7 +129,29 @@ func newRegistry(cfg Config, log klog.Logger, dialOpts ...grpc.DialOption) (*Reg
 		configKey:  prefix + "/config",
 		subnetsDir: prefix + "/subnets/",
 		done:       make(chan struct{}),
+		conn:       conn,
 	}, nil
+}
+
+// Connection upkeep. gRPC's default reconnect backoff grows to 120 s, so after a 30 s etcd
+// outage a node could wait another 15 s before it even tried again; reconnectMaxDelay bounds
+// that wait (a few connection attempts per second per node while etcd is down is cheap).
+const (
+	keepAliveTime     = 10 * time.Second
+	keepAliveTimeout  = 5 * time.Second
+	reconnectMaxDelay = 2 * time.Second
+)
+
+func reconnectParams(connectTimeout time.Duration) grpc.DialOption {
+	return grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff: backoff.Config{
+			BaseDelay:  250 * time.Millisecond,
+			Multiplier: 1.6,
+			Jitter:     0.2,
+			MaxDelay:   reconnectMaxDelay,
+		},
+		MinConnectTimeout: connectTimeout,
+	})
 }
 
 // normalizePrefix applies the default and drops trailing slashes, so that "/a/" and "/a"

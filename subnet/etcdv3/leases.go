@@ -24,7 +24,7 @@ func (r *Registry) ListLeases(ctx context.Context) (subnet.LeaseList, error) {
 	}
 	resp, err := r.client.Get(ctx, r.subnetsDir, clientv3.WithPrefix())
 	if err != nil {
-		return subnet.LeaseList{}, fmt.Errorf("list leases under %s: %w", r.subnetsDir, err)
+		return subnet.LeaseList{}, fmt.Errorf("list leases under %s: %w", r.subnetsDir, r.conn.explain(err))
 	}
 	list := subnet.LeaseList{Revision: resp.Header.Revision}
 	for _, kv := range resp.Kvs {
@@ -154,13 +154,13 @@ func (r *Registry) RenewLease(ctx context.Context, l subnet.Lease) (subnet.Lease
 			return subnet.Lease{}, fmt.Errorf("renew lease %s: etcd lease %x: %w", key, l.TTLID, subnet.ErrNotFound)
 		}
 		if err != nil {
-			return subnet.Lease{}, fmt.Errorf("renew lease %s: keep-alive of etcd lease %x: %w", key, l.TTLID, err)
+			return subnet.Lease{}, fmt.Errorf("renew lease %s: keep-alive of etcd lease %x: %w", key, l.TTLID, r.conn.explain(err))
 		}
 		expiration = start.Add(time.Duration(ka.TTL) * time.Second)
 	}
 	resp, err := r.client.Get(ctx, key)
 	if err != nil {
-		return subnet.Lease{}, fmt.Errorf("renew lease %s: %w", key, err)
+		return subnet.Lease{}, fmt.Errorf("renew lease %s: %w", key, r.conn.explain(err))
 	}
 	if len(resp.Kvs) == 0 {
 		return subnet.Lease{}, fmt.Errorf("renew lease %s: key is gone: %w", key, subnet.ErrNotFound)
@@ -228,7 +228,7 @@ func (r *Registry) grant(ctx context.Context, ttl time.Duration) (grantResult, e
 	start := time.Now()
 	resp, err := r.client.Grant(ctx, secs)
 	if err != nil {
-		return grantResult{}, fmt.Errorf("grant etcd lease of %ds: %w", secs, err)
+		return grantResult{}, fmt.Errorf("grant etcd lease of %ds: %w", secs, r.conn.explain(err))
 	}
 	return grantResult{id: int64(resp.ID), expiration: start.Add(time.Duration(resp.TTL) * time.Second)}, nil
 }

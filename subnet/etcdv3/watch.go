@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/connectivity"
 
 	"github.com/weftnet/weft/subnet"
 )
@@ -24,7 +26,7 @@ func (r *Registry) GetConfig(ctx context.Context) ([]byte, int64, error) {
 	}
 	resp, err := r.client.Get(ctx, r.configKey)
 	if err != nil {
-		return nil, 0, fmt.Errorf("read network config %s: %w", r.configKey, err)
+		return nil, 0, fmt.Errorf("read network config %s: %w", r.configKey, r.conn.explain(err))
 	}
 	if len(resp.Kvs) == 0 {
 		return nil, resp.Header.Revision, fmt.Errorf("network config %s: %w", r.configKey, subnet.ErrNotFound)
@@ -64,7 +66,12 @@ func (r *Registry) WatchConfig(ctx context.Context, rev int64) <-chan []byte {
 // WatchLeases delivers the lease changes made after revision rev (rev <= 0: from now on),
 // one batch per etcd watch response, until ctx ends, Close is called, or an error is
 // delivered; then the channel closes. The watch requires a leader, so a member cut off
-// from its cluster ends it with an error instead of going silent.
+// from its cluster ends it with an error instead of going silent. So does losing every
+// connection to etcd (the client's connection state turning TRANSIENT_FAILURE): the etcd
+// client would otherwise wait for etcd in silence and resume the watch, and the caller would
+// never learn of the outage (nor list again, nor renew early, once etcd is back). Losing
+// one member of several is not an error: the client resumes the watch on another member
+// from the last revision, missing nothing.
 //
 // A put delivers Added with the lease as stored (TTLID, Revision). A delete, including an
 // expiry, delivers Removed carrying the Subnet, and the previous Attrs and TTLID when the
@@ -76,8 +83,9 @@ func (r *Registry) WatchLeases(ctx context.Context, rev int64) <-chan subnet.Wat
 	out := make(chan subnet.WatchBatch)
 	go func() {
 		defer close(out)
-		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		defer cancel()
+		wctx, cancel := context.WithCancelCause(clientv3.WithRequireLeader(ctx))
+		defer cancel(nil)
+		go r.cancelWhenUnreachable(wctx, cancel)
 		opts := append(revOpts(rev), clientv3.WithPrefix(), clientv3.WithPrevKV())
 		for resp := range r.client.Watch(wctx, r.subnetsDir, opts...) {
 			if err := resp.Err(); err != nil {
@@ -96,10 +104,57 @@ func (r *Registry) WatchLeases(ctx context.Context, rev int64) <-chan subnet.Wat
 			}
 		}
 		if ctx.Err() == nil {
-			send(ctx, r.done, out, subnet.WatchBatch{Err: fmt.Errorf("watch %s: %w", r.subnetsDir, errWatchEnded)})
+			err := errWatchEnded
+			if cause := context.Cause(wctx); errors.Is(cause, errUnreachable) {
+				err = cause
+			}
+			send(ctx, r.done, out, subnet.WatchBatch{Err: fmt.Errorf("watch %s: %w", r.subnetsDir, err)})
 		}
 	}()
 	return out
+}
+
+// errUnreachable ends a lease watch when no etcd endpoint can be reached.
+var errUnreachable = errors.New("etcd unreachable")
+
+// unreachableGrace is how long the connection may fail before a watch gives up on it: a
+// restart of etcd within it is bridged by the client, which resumes the watch from the last
+// revision without losing anything.
+const unreachableGrace = 5 * time.Second
+
+// cancelWhenUnreachable cancels a watch (with a cause wrapping errUnreachable) once the
+// client's connection to etcd has been failing (TRANSIENT_FAILURE: no endpoint accepts a
+// connection) without becoming READY for unreachableGrace, or was shut down. It returns
+// when ctx ends.
+func (r *Registry) cancelWhenUnreachable(ctx context.Context, cancel context.CancelCauseFunc) {
+	conn := r.client.ActiveConnection()
+	var failingSince time.Time // zero while the connection has not failed since it was READY
+	for {
+		st := conn.GetState()
+		switch {
+		case st == connectivity.Shutdown:
+			cancel(fmt.Errorf("%w: connection shut down", errUnreachable))
+			return
+		case st == connectivity.Ready:
+			failingSince = time.Time{}
+		case st == connectivity.TransientFailure && failingSince.IsZero():
+			failingSince = time.Now()
+		}
+		wctx, stop := ctx, context.CancelFunc(func() {})
+		if !failingSince.IsZero() {
+			left := unreachableGrace - time.Since(failingSince)
+			if left <= 0 {
+				cancel(fmt.Errorf("%w: no connection for %v (state %s)", errUnreachable, unreachableGrace, st))
+				return
+			}
+			wctx, stop = context.WithTimeout(ctx, left)
+		}
+		conn.WaitForStateChange(wctx, st)
+		stop()
+		if ctx.Err() != nil {
+			return
+		}
+	}
 }
 
 func (r *Registry) watchError(rev int64, resp clientv3.WatchResponse, err error) error {

@@ -10,7 +10,10 @@ import (
 
 // zapCore sends the etcd client's zap logs to a klog.Logger, so that they come out in the
 // daemon's format rather than as JSON on stderr. Warnings and errors are logged at V(0),
-// info at V(4), debug is dropped.
+// info at V(4), debug is dropped. The client's warning for each failed attempt of a request
+// ("retrying of unary invoker failed") is logged at V(4) too: the daemon reports a store
+// failure once, with its error, when it starts and once when it ends, and an outage would
+// otherwise add one warning per bounded request.
 type zapCore struct {
 	log    klog.Logger
 	fields []zapcore.Field
@@ -33,7 +36,13 @@ func (c *zapCore) With(fields []zapcore.Field) zapcore.Core {
 	return &zapCore{log: c.log, fields: append(append([]zapcore.Field(nil), c.fields...), fields...)}
 }
 
+// quietWarning reports the client warnings that are logged as info (V(4)); see zapCore.
+func quietWarning(msg string) bool { return msg == "retrying of unary invoker failed" }
+
 func (c *zapCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if e.Level == zapcore.WarnLevel && quietWarning(e.Message) {
+		e.Level = zapcore.InfoLevel
+	}
 	if c.Enabled(e.Level) {
 		return ce.AddCore(e, c)
 	}
