@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/weftnet/weft/pkg/cluster"
+)
+
+// Helpers for the fault tests: a continuous ping between pods whose losses and gaps are
+// counted, and log-line counting.
+
+// streamPing is a running `ping -D -i <interval> -c <count>` between two pods.
+type streamPing struct {
+	from     *cluster.Pod
+	dst      netip.Addr
+	interval time.Duration
+	count    int
+	started  time.Time
+	cmd      *exec.Cmd
+	stopped  chan struct{} // closed by Stop before it interrupts ping
+	done     chan pingStream
+}
+
+// pingStream is what a streamPing saw.
+type pingStream struct {
+	Transmitted, Received int
+	// Lost lists the icmp_seq numbers with no reply.
+	Lost []int
+	// Replies maps icmp_seq to the time ping printed the reply (-D).
+	Replies map[int]time.Time
+	Output  string
+	Err     error
+}
+
+// startStreamPing starts pinging dst from p every interval, count times, in the background.
+// The ping ends on its own after about count*interval; Wait collects it. It is killed when
+// the test ends.
+func startStreamPing(t *testing.T, p *cluster.Pod, dst netip.Addr, interval time.Duration, count int) *streamPing {
+	t.Helper()
+	sp := &streamPing{from: p, dst: dst, interval: interval, count: count, started: time.Now(),
+		stopped: make(chan struct{}), done: make(chan pingStream, 1)}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(count)*interval+30*time.Second)
+	t.Cleanup(cancel)
+	argv := []string{"netns", "exec", p.NS, "ping", "-n", "-D", "-W", "1", "-c", strconv.Itoa(count),
+		"-i", strconv.FormatFloat(interval.Seconds(), 'f', 3, 64), dst.String()}
+	cmd := exec.CommandContext(ctx, "ip", argv...) // ip netns exec execs ping: same PID
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sp.cmd = cmd
+	go func() {
+		err := cmd.Wait()
+		interrupted := false
+		select {
+		case <-sp.stopped:
+			interrupted = true
+		default:
+		}
+		sp.done <- parseStream(out.String(), interrupted, err)
+	}()
+	return sp
+}
+
+// Stop interrupts the ping (SIGINT: it prints its summary) and returns what it saw. The
+// request sent last may still be in flight when ping stops: it is not counted.
+func (sp *streamPing) Stop(t *testing.T) pingStream {
+	t.Helper()
+	close(sp.stopped)
+	_ = sp.cmd.Process.Signal(syscall.SIGINT)
+	return sp.Wait(t)
+}
+
+// Wait waits for the ping to end (bounded by its own context) and returns what it saw.
+func (sp *streamPing) Wait(t *testing.T) pingStream {
+	t.Helper()
+	select {
+	case r := <-sp.done:
+		return r
+	case <-time.After(time.Duration(sp.count)*sp.interval + 40*time.Second):
+		t.Fatalf("ping from %s to %s never ended", sp.from, sp.dst)
+		return pingStream{}
+	}
+}
+
+var (
+	streamSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
+	streamReply   = regexp.MustCompile(`^\[(\d+)\.(\d+)\] \d+ bytes from [0-9.]+: icmp_seq=(\d+) `)
+)
+
+func parseStream(out string, interrupted bool, err error) pingStream {
+	r := pingStream{Output: out, Err: err, Replies: map[int]time.Time{}}
+	if m := streamSummary.FindStringSubmatch(out); m != nil {
+		r.Transmitted, _ = strconv.Atoi(m[1])
+		r.Received, _ = strconv.Atoi(m[2])
+	}
+	for _, line := range strings.Split(out, "\n") {
+		m := streamReply.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		sec, _ := strconv.ParseInt(m[1], 10, 64)
+		frac := m[2]
+		for len(frac) < 9 {
+			frac += "0"
+		}
+		nsec, _ := strconv.ParseInt(frac[:9], 10, 64)
+		seq, _ := strconv.Atoi(m[3])
+		r.Replies[seq] = time.Unix(sec, nsec)
+	}
+	if _, ok := r.Replies[r.Transmitted]; interrupted && !ok && r.Transmitted > 0 {
+		r.Transmitted-- // in flight when ping was stopped
+	}
+	if interrupted && err != nil && r.Transmitted > 0 {
+		r.Err = nil // ping exits 1 when a reply is missing, as the in-flight one is
+	}
+	for seq := 1; seq <= r.Transmitted; seq++ {
+		if _, ok := r.Replies[seq]; !ok {
+			r.Lost = append(r.Lost, seq)
+		}
+	}
+	return r
+}
+
+// LostCount is the number of requests without a reply.
+func (r pingStream) LostCount() int { return len(r.Lost) }
+
+// LongestGap is the longest time between two consecutive replies (by arrival), and the
+// reply that ended it.
+func (r pingStream) LongestGap() (time.Duration, time.Time) {
+	var ts []time.Time
+	for _, at := range r.Replies {
+		ts = append(ts, at)
+	}
+	sort.Slice(ts, func(i, j int) bool { return ts[i].Before(ts[j]) })
+	var gap time.Duration
+	var end time.Time
+	for i := 1; i < len(ts); i++ {
+		if d := ts[i].Sub(ts[i-1]); d > gap {
+			gap, end = d, ts[i]
+		}
+	}
+	return gap, end
+}
+
+// Summary is one line for t.Logf.
+func (r pingStream) Summary() string {
+	gap, _ := r.LongestGap()
+	return fmt.Sprintf("%d transmitted, %d received, %d lost, longest gap between replies %s",
+		r.Transmitted, r.Received, r.LostCount(), gap.Round(time.Millisecond))
+}
+
+// countLines counts the log lines that contain substr.
+func countLines(log, substr string) int {
+	n := 0
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, substr) {
+			n++
+		}
+	}
+	return n
+}
