@@ -211,7 +211,8 @@ func (b *greBackend) activateUserspace(h *kernel.Handle, own, network netip.Pref
 		return nil, err
 	}
 	batch := fastpath.OffloadBatchSize
-	tun, err := fastpath.OpenTUNWith(TUNName, fastpath.TUNOptions{Persist: true, Batch: batch, Offload: true, Log: b.log})
+	tunOpts := fastpath.TUNOptions{Persist: true, Batch: batch, Offload: true, Log: b.log}
+	tun, err := fastpath.OpenTUNWith(TUNName, tunOpts)
 	if err != nil {
 		return nil, fmt.Errorf("gre backend: %w", err)
 	}
@@ -221,23 +222,24 @@ func (b *greBackend) activateUserspace(h *kernel.Handle, own, network netip.Pref
 		tun.Close()
 		return nil, err
 	}
-	f, err := fastpath.New(fastpath.Config{Subnet: own, MTU: b.spec.mtu, BatchSize: batch, Log: b.log}, tun, c)
+	n := &userNetwork{
+		env:     b.env,
+		log:     b.log,
+		dev:     dev,
+		tunOpts: tunOpts,
+		local:   local,
+		reason:  b.reason,
+		peers:   newPeerSet(own, network, b.env.Ext.PublicIP),
+		h:       h,
+		closed:  make(chan struct{}),
+	}
+	n.f, err = fastpath.New(fastpath.Config{Subnet: own, MTU: b.spec.mtu, BatchSize: batch, Log: b.log, Reopen: n.reopenDevice}, tun, c)
 	if err != nil {
 		tun.Close()
 		c.Close()
 		return nil, fmt.Errorf("gre backend: %w", err)
 	}
 	b.log.Info("GRE network active", "mode", ModeUserspace, "device", TUNName, "subnet", own, "network", network,
-		"local", local, "mtu", b.spec.mtu, "batch", f.BatchSize(), "offloads", f.Offloads())
-	return &userNetwork{
-		env:    b.env,
-		log:    b.log,
-		f:      f,
-		dev:    dev,
-		local:  local,
-		reason: b.reason,
-		peers:  newPeerSet(own, network, b.env.Ext.PublicIP),
-		h:      h,
-		closed: make(chan struct{}),
-	}, nil
+		"local", local, "mtu", b.spec.mtu, "batch", n.f.BatchSize(), "offloads", n.f.Offloads())
+	return n, nil
 }

@@ -16,6 +16,7 @@ import (
 	"k8s.io/klog/v2/ktesting"
 
 	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/backend/internal/kernel/kerneltest"
 	"github.com/weftnet/weft/pkg/nsutil"
 	"github.com/weftnet/weft/subnet"
 )
@@ -80,16 +81,23 @@ func newCluster(t *testing.T) *cluster {
 
 // node is one running gre backend.
 type node struct {
-	ns     string
-	be     *greBackend
-	nw     backend.Network
-	attrs  subnet.LeaseAttrs
-	cancel context.CancelFunc
-	done   chan error
+	ns      string
+	be      *greBackend
+	nw      backend.Network
+	attrs   subnet.LeaseAttrs
+	cancel  context.CancelFunc
+	done    chan error
+	repairs *kerneltest.Repairs // what the network reported through OnRepair
 }
 
 // newBackend builds the backend for the node namespace ns with the given Backend object.
 func newBackend(t *testing.T, c *cluster, ns, addr, backendJSON string) *greBackend {
+	t.Helper()
+	return newBackendReporting(t, c, ns, addr, backendJSON, nil)
+}
+
+// newBackendReporting is newBackend with repairs reported to onRepair (may be nil).
+func newBackendReporting(t *testing.T, c *cluster, ns, addr, backendJSON string, onRepair func(string)) *greBackend {
 	t.Helper()
 	cfg := *c.cfg
 	cfg.Backend = []byte(backendJSON)
@@ -105,7 +113,7 @@ func newBackend(t *testing.T, c *cluster, ns, addr, backendJSON string) *greBack
 		t.Fatal(err)
 	}
 	logger := ktesting.NewLogger(t, ktesting.NewConfig(ktesting.Verbosity(2)))
-	be, err := New(backend.Env{Ext: ext, Network: &cfg, Log: logger.WithValues("node", addr)})
+	be, err := New(backend.Env{Ext: ext, Network: &cfg, Log: logger.WithValues("node", addr), OnRepair: onRepair})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,8 +124,9 @@ func newBackend(t *testing.T, c *cluster, ns, addr, backendJSON string) *greBack
 // The returned node is stopped by stop (and at cleanup).
 func startNode(t *testing.T, c *cluster, ns, addr, own, backendJSON string, peers ...subnet.Lease) *node {
 	t.Helper()
-	be := newBackend(t, c, ns, addr, backendJSON)
-	n := &node{ns: ns, be: be, done: make(chan error, 1)}
+	repairs := &kerneltest.Repairs{}
+	be := newBackendReporting(t, c, ns, addr, backendJSON, repairs.Report)
+	n := &node{ns: ns, be: be, done: make(chan error, 1), repairs: repairs}
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	lease := subnet.Lease{Subnet: netip.MustParsePrefix(own), Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr(addr)}}

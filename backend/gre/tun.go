@@ -1,6 +1,7 @@
 package gre
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -102,11 +103,17 @@ func (d tunState) ensure(h *kernel.Handle) error {
 	return nil
 }
 
+// errTUNGone: the TUN (by its index) no longer exists.
+var errTUNGone = errors.New("device is gone")
+
 // drift describes how the TUN differs from the wanted state ("" when it does not).
 func (d tunState) drift(h *kernel.Handle) (string, error) {
 	link, err := h.Netlink().LinkByIndex(d.index)
+	if errors.As(err, &netlink.LinkNotFoundError{}) {
+		return "", fmt.Errorf("gre backend: %s (index %d): %w", TUNName, d.index, errTUNGone)
+	}
 	if err != nil {
-		return "", fmt.Errorf("gre backend: %s (index %d) is gone: %w", TUNName, d.index, err)
+		return "", fmt.Errorf("gre backend: look up %s (index %d): %w", TUNName, d.index, err)
 	}
 	var wrong []string
 	if link.Attrs().Flags&net.FlagUp == 0 {

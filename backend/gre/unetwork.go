@@ -19,14 +19,15 @@ import (
 // userNetwork is the userspace-mode data plane: the TUN, a raw GRE socket and a
 // fastpath.Forwarder between them, with the peer table built from the leases.
 type userNetwork struct {
-	env    backend.Env // for OnRepair
-	log    klog.Logger
-	f      *fastpath.Forwarder
-	dev    tunState
-	local  netip.Addr // the raw socket's address
-	reason string     // why userspace mode was chosen, for Describe
+	env     backend.Env // for OnRepair
+	log     klog.Logger
+	f       *fastpath.Forwarder
+	tunOpts fastpath.TUNOptions // how the TUN's queue is opened, again when it is re-created
+	local   netip.Addr          // the raw socket's address
+	reason  string              // why userspace mode was chosen, for Describe
 
-	mu         sync.Mutex     // guards peers, h, lastRepair
+	mu         sync.Mutex     // guards dev.index, peers, h, lastRepair
+	dev        tunState       // only index changes, when the TUN is re-created
 	peers      *peerSet       // accepted and ignored leases; the Forwarder holds the table
 	h          *kernel.Handle // netlink in the TUN's namespace; nil after Close
 	lastRepair string         // last repair outcome logged, so a lasting failure logs once
@@ -136,6 +137,11 @@ func (n *userNetwork) repair() {
 		return
 	}
 	drift, err := n.dev.drift(n.h)
+	if errors.Is(err, errTUNGone) {
+		// Deleted: the Forwarder's device loop finds its queue detached and re-creates
+		// the TUN through reopenDevice, which also puts its configuration back.
+		return
+	}
 	if err == nil && drift != "" {
 		n.log.Info("Repairing TUN device", "device", TUNName, "drift", drift)
 		if err = n.dev.ensure(n.h); err == nil {
@@ -151,6 +157,47 @@ func (n *userNetwork) repair() {
 		}
 	}
 	n.lastRepair = outcome
+}
+
+// reopenDevice is the Forwarder's Config.Reopen: it re-creates the TUN after someone
+// deleted it — persistent, same name and options, in its namespace — and gives it back
+// its MTU, link state, address and route before the Forwarder reads from it. Counted as
+// a "device" repair; the Forwarder logs it.
+func (n *userNetwork) reopenDevice() (fastpath.Device, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.h == nil {
+		return nil, fmt.Errorf("gre backend: re-create %s: network closed", TUNName)
+	}
+	var tun *fastpath.TUN
+	err := n.h.InNamespace(func() error {
+		var err error
+		if tun, err = fastpath.OpenTUNWith(TUNName, n.tunOpts); err != nil {
+			return err
+		}
+		return allowLocalSource(TUNName)
+	})
+	if err == nil {
+		err = n.adoptLocked()
+	}
+	if err != nil {
+		if tun != nil {
+			tun.Close()
+		}
+		return nil, fmt.Errorf("gre backend: re-create %s: %w", TUNName, err)
+	}
+	n.env.Repaired("device")
+	return tun, nil
+}
+
+// adoptLocked points n.dev at the TUN that now exists and configures it.
+func (n *userNetwork) adoptLocked() error {
+	link, err := n.h.Netlink().LinkByName(TUNName)
+	if err != nil {
+		return err
+	}
+	n.dev.index = link.Attrs().Index
+	return n.dev.ensure(n.h)
 }
 
 // Close stops forwarding and releases the TUN queue, the socket and the netlink handle.

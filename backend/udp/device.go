@@ -113,6 +113,9 @@ func (d deviceState) ensure(h *kernel.Handle) error {
 	return nil
 }
 
+// errDeviceGone: flannel0 (by its index) no longer exists.
+var errDeviceGone = errors.New("device is gone")
+
 // fault is one way flannel0 differs from the wanted state.
 type fault struct {
 	kind string // the repair kind reported to backend.Env.Repaired: "device", "address", "route"
@@ -123,8 +126,11 @@ type fault struct {
 // Run's repairs to log and count before they fix it. It only reads.
 func (d deviceState) drift(h *kernel.Handle) ([]fault, error) {
 	link, err := h.Netlink().LinkByIndex(d.index)
+	if errors.As(err, &netlink.LinkNotFoundError{}) {
+		return nil, fmt.Errorf("udp backend: %s (index %d): %w", DeviceName, d.index, errDeviceGone)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("udp backend: %s (index %d) is gone: %w", DeviceName, d.index, err)
+		return nil, fmt.Errorf("udp backend: look up %s (index %d): %w", DeviceName, d.index, err)
 	}
 	var wrong []fault
 	if link.Attrs().Flags&net.FlagUp == 0 {

@@ -130,3 +130,54 @@ func TestRelevant(t *testing.T) {
 		}
 	}
 }
+
+// TestRunRecreatesDeletedFlannel0 deletes flannel0 while pods exchange traffic: the
+// Forwarder's queue is detached, and Run re-creates the device with its address and
+// route, counts a device repair and goes on forwarding, without returning.
+func TestRunRecreatesDeletedFlannel0(t *testing.T) {
+	skipWithoutNetns(t)
+	for _, k := range []struct{ name, backend string }{
+		{"batch", `{"Type":"udp"}`},
+		{"no batch", `{"Type":"udp","Batch":false}`},
+	} {
+		t.Run(k.name, func(t *testing.T) {
+			c := newCluster(t)
+			a := startNode(t, c, c.nodeA, "192.0.2.1", "10.244.1.0/24", k.backend, peerLease("10.244.2.0/24", "192.0.2.2"))
+			startNode(t, c, c.nodeB, "192.0.2.2", "10.244.2.0/24", k.backend, peerLease("10.244.1.0/24", "192.0.2.1"))
+			ping(t, c.podA, true, "-c", "1", "10.244.2.2")
+			for round := 1; round <= 2; round++ {
+				flood := make(chan struct{})
+				go func() {
+					defer close(flood)
+					_, _ = nsutil.Run(c.podA, "ping", "-n", "-q", "-i", "0.01", "-w", "2", "10.244.2.2")
+				}()
+				time.Sleep(200 * time.Millisecond) // traffic flows in both directions
+				before := a.repairs.Count("device")
+				start := time.Now()
+				run(t, c.nodeA, "ip", "link", "del", "flannel0")
+				kerneltest.WaitFor(t, time.Second, "flannel0 re-created", flannel0InPlace(c.nodeA))
+				restored := time.Since(start)
+				kerneltest.WaitFor(t, time.Second-restored, "pods ping again", func() error {
+					_, err := nsutil.Run(c.podA, "ping", "-n", "-c", "1", "-W", "0.2", "10.244.2.2")
+					return err
+				})
+				t.Logf("round %d: flannel0 restored after %v, pods ping after %v", round, restored, time.Since(start))
+				kerneltest.WaitFor(t, time.Second, "device repair counted", func() error {
+					if got := a.repairs.Count("device"); got != before+1 {
+						return fmt.Errorf("%d device repairs, want %d: %s", got, before+1, a.repairs)
+					}
+					return nil
+				})
+				select {
+				case err := <-a.done:
+					t.Fatalf("Run returned %v after flannel0 was deleted", err)
+				default:
+				}
+				<-flood
+			}
+			if s := a.stats(); s.ConnOut.Packets == 0 || s.DeviceOut.Packets == 0 {
+				t.Errorf("node A stats after the re-creation: %+v", s)
+			}
+		})
+	}
+}

@@ -24,14 +24,15 @@ const resyncPeriod = 30 * time.Second
 
 // udpNetwork is the active udp data plane.
 type udpNetwork struct {
-	env    backend.Env // for OnRepair
-	log    klog.Logger
-	f      *fastpath.Forwarder
-	dev    deviceState
-	listen netip.AddrPort
-	resync time.Duration // resyncPeriod; shorter in tests
+	env     backend.Env // for OnRepair
+	log     klog.Logger
+	f       *fastpath.Forwarder
+	tunOpts fastpath.TUNOptions // how flannel0's queue is opened, again when it is re-created
+	listen  netip.AddrPort
+	resync  time.Duration // resyncPeriod; shorter in tests
 
-	mu         sync.Mutex     // guards peers, h, lastRepair
+	mu         sync.Mutex     // guards dev.index, peers, h, lastRepair
+	dev        deviceState    // only index changes, when flannel0 is re-created
 	peers      *peerSet       // the accepted peer leases; the Forwarder holds their table
 	h          *kernel.Handle // netlink in flannel0's namespace; nil after Close
 	lastRepair string         // last repair outcome logged, so a lasting failure logs once
@@ -133,6 +134,8 @@ func (n *udpNetwork) Run(ctx context.Context) error {
 // (found by name too), of its addresses, of a main-table route through it, or of a route
 // to the Network through anything else.
 func (n *udpNetwork) relevant(c kernel.Change) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	switch c.Kind {
 	case kernel.LinkChange:
 		return c.LinkIndex == n.dev.index || c.LinkName == DeviceName
@@ -154,6 +157,11 @@ func (n *udpNetwork) repair() (drift bool, err error) {
 		return false, nil
 	}
 	faults, err := n.dev.drift(n.h)
+	if errors.Is(err, errDeviceGone) {
+		// Deleted: the Forwarder's device loop finds its queue detached and re-creates
+		// flannel0 through reopenDevice, which also puts its configuration back.
+		return false, nil
+	}
 	if err == nil && len(faults) > 0 {
 		drift = true
 		var what []string
@@ -183,6 +191,47 @@ func (n *udpNetwork) repair() (drift bool, err error) {
 	}
 	n.lastRepair = outcome
 	return drift, err
+}
+
+// reopenDevice is the Forwarder's Config.Reopen: it re-creates flannel0 after someone
+// deleted it — a persistent TUN of the same name, opened with the same options, in
+// flannel0's namespace — and gives it back its MTU, link state, address and route before
+// the Forwarder reads from it. Counted as a "device" repair; the Forwarder logs it.
+func (n *udpNetwork) reopenDevice() (fastpath.Device, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.h == nil {
+		return nil, fmt.Errorf("udp backend: re-create %s: network closed", DeviceName)
+	}
+	var tun *fastpath.TUN
+	err := n.h.InNamespace(func() error {
+		var err error
+		if tun, err = fastpath.OpenTUNWith(DeviceName, n.tunOpts); err != nil {
+			return err
+		}
+		return allowLocalSource(DeviceName)
+	})
+	if err == nil {
+		err = n.adoptLocked()
+	}
+	if err != nil {
+		if tun != nil {
+			tun.Close()
+		}
+		return nil, fmt.Errorf("udp backend: re-create %s: %w", DeviceName, err)
+	}
+	n.env.Repaired("device")
+	return tun, nil
+}
+
+// adoptLocked points n.dev at the flannel0 that now exists and configures it.
+func (n *udpNetwork) adoptLocked() error {
+	link, err := n.h.Netlink().LinkByName(DeviceName)
+	if err != nil {
+		return err
+	}
+	n.dev.index = link.Attrs().Index
+	return n.dev.ensure(n.h)
 }
 
 // Close stops forwarding and releases the TUN queue, the socket and the netlink handle.

@@ -21,8 +21,9 @@
 //     one inner packet per datagram.
 //   - Run puts back flannel0's link state, MTU, address and route within a few tens of
 //     milliseconds of a change by someone else (kernel change notifications, and a full
-//     check every 30 s). A deleted flannel0 is not re-created in place: the forwarder
-//     loses its device and Run fails, so the daemon exits and its restart re-creates it.
+//     check every 30 s). A deleted flannel0 is re-created in place, with the same options,
+//     address and route, as soon as the forwarder's queue reports it gone; forwarding
+//     resumes without a restart.
 //
 // Caveat of the stricter check: a peer's datagrams must come from its lease's PublicIP and
 // the configured port. A NAT between nodes that rewrites either makes that peer's traffic
@@ -160,7 +161,8 @@ func (b *udpBackend) activate(h *kernel.Handle, own, network netip.Prefix, batch
 	// Offloads (TSO/GRO on the TUN, GSO/GRO on the socket) go with batching; Batch false
 	// stays one packet per system call.
 	offload := batch > 1
-	tun, err := fastpath.OpenTUNWith(DeviceName, fastpath.TUNOptions{Persist: true, Batch: batch, Offload: offload, Log: b.log})
+	tunOpts := fastpath.TUNOptions{Persist: true, Batch: batch, Offload: offload, Log: b.log}
+	tun, err := fastpath.OpenTUNWith(DeviceName, tunOpts)
 	if err != nil {
 		return nil, fmt.Errorf("udp backend: %w", err)
 	}
@@ -177,21 +179,22 @@ func (b *udpBackend) activate(h *kernel.Handle, own, network netip.Prefix, batch
 		sock.Close()
 		return nil, fmt.Errorf("udp backend: %w", err)
 	}
-	f, err := fastpath.New(fastpath.Config{Subnet: own, MTU: b.mtu, BatchSize: batch, Log: b.log}, tun, conn)
+	n := &udpNetwork{
+		env:     b.env,
+		log:     b.log,
+		dev:     dev,
+		tunOpts: tunOpts,
+		listen:  listen,
+		resync:  resyncPeriod,
+		h:       h,
+		peers:   newPeerSet(own, network, b.env.Ext.PublicIP, uint16(b.cfg.Port)),
+		closed:  make(chan struct{}),
+	}
+	n.f, err = fastpath.New(fastpath.Config{Subnet: own, MTU: b.mtu, BatchSize: batch, Log: b.log, Reopen: n.reopenDevice}, tun, conn)
 	if err != nil {
 		tun.Close()
 		conn.Close()
 		return nil, fmt.Errorf("udp backend: %w", err)
 	}
-	return &udpNetwork{
-		env:    b.env,
-		log:    b.log,
-		f:      f,
-		dev:    dev,
-		listen: listen,
-		resync: resyncPeriod,
-		h:      h,
-		peers:  newPeerSet(own, network, b.env.Ext.PublicIP, uint16(b.cfg.Port)),
-		closed: make(chan struct{}),
-	}, nil
+	return n, nil
 }

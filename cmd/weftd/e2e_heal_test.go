@@ -26,11 +26,18 @@ type damage struct {
 // the pods talk.
 func healCluster(t *testing.T, config string) (*cluster.Cluster, map[int]*cluster.Pod, map[int]subnetenv.Env) {
 	t.Helper()
+	c, _, pods, envs := healClusterDaemons(t, config)
+	return c, pods, envs
+}
+
+// healClusterDaemons is healCluster that also returns the weftd processes.
+func healClusterDaemons(t *testing.T, config string) (*cluster.Cluster, map[int]*cluster.Weftd, map[int]*cluster.Pod, map[int]subnetenv.Env) {
+	t.Helper()
 	c := cluster.New(t, cluster.Options{Nodes: 2})
 	c.PutConfig(config)
-	_, pods, envs := startNodes(t, c, []int{0, 1}, "--healthz-port", healthPort)
+	ds, pods, envs := startNodes(t, c, []int{0, 1}, "--healthz-port", healthPort)
 	pingAll(t, pods, 10*time.Second)
-	return c, pods, envs
+	return c, ds, pods, envs
 }
 
 // outputHas returns a check that a command in node 0's namespace prints every one of want.
@@ -147,10 +154,39 @@ func TestSelfHealingVXLAN(t *testing.T) {
 }
 
 func TestSelfHealingUDP(t *testing.T) {
-	c, pods, envs := healCluster(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}`)
+	c, ds, pods, envs := healClusterDaemons(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}`)
 	network := envs[0].Network.String()
+	own := envs[0].Subnet.Masked().Addr().String() + "/32"
+	pid := ds[0].PID()
+	route := outputHas(c, "ip -4 route show exact "+network, "dev flannel0")
 	heal(t, c, pods, []damage{
-		{"flannel0 route deleted", "ip route del " + network + " dev flannel0", "route",
-			outputHas(c, "ip -4 route show exact "+network, "dev flannel0")},
+		{"flannel0 route deleted", "ip route del " + network + " dev flannel0", "route", route},
+		// The forwarder's queue is detached; weftd re-creates flannel0 (same name and
+		// options, address, MTU, route) in place instead of exiting.
+		{"flannel0 deleted", "ip link del flannel0", "device", allOf(
+			outputHas(c, "ip -o link show flannel0", ",UP"),
+			outputHas(c, "ip -4 -o addr show dev flannel0", "inet "+own),
+			route,
+		)},
 	})
+	if !ds[0].Running() || ds[0].PID() != pid || countLines(ds[0].Log(), "Starting weftd") != 1 {
+		t.Fatalf("weftd on node 0 exited or was restarted (pid %d, was %d):\n%s", ds[0].PID(), pid, ds[0].Log())
+	}
+}
+
+func TestSelfHealingGREUserspace(t *testing.T) {
+	c, ds, pods, envs := healClusterDaemons(t, greConfig("userspace"))
+	network := envs[0].Network.String()
+	own := envs[0].Subnet.Masked().Addr().String() + "/32"
+	pid := ds[0].PID()
+	heal(t, c, pods, []damage{
+		{"weft-gre0 deleted", "ip link del weft-gre0", "device", allOf(
+			outputHas(c, "ip -o link show weft-gre0", ",UP"),
+			outputHas(c, "ip -4 -o addr show dev weft-gre0", "inet "+own),
+			outputHas(c, "ip -4 route show exact "+network, "dev weft-gre0"),
+		)},
+	})
+	if !ds[0].Running() || ds[0].PID() != pid || countLines(ds[0].Log(), "Starting weftd") != 1 {
+		t.Fatalf("weftd on node 0 exited or was restarted (pid %d, was %d):\n%s", ds[0].PID(), pid, ds[0].Log())
+	}
 }

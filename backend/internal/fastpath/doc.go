@@ -22,6 +22,12 @@
 // PeerTable and swaps it in, so the fast path takes no lock. Counters are kept per batch on
 // the loop's stack and added to shared atomics once per batch.
 //
+// The Device is read through an atomic.Pointer too. When someone deletes the TUN, its
+// queue is detached and Read fails with ErrDeviceGone; the device loop then calls
+// Config.Reopen (the backend re-creates and configures the device), swaps the new Device
+// in and closes the old one, while the conn loop counts its writes into the old one as
+// drops. Without Reopen the error ends Run.
+//
 // TTL is decremented on both sides, as flanneld's proxy does, so pods see the same hop
 // counts through weft and flanneld. The IPv4 header checksum is updated incrementally
 // (RFC 1624, eqn. 3). ICMP errors follow RFC 1812: none about ICMP errors, non-initial

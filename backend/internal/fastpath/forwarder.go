@@ -7,7 +7,9 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"k8s.io/klog/v2"
 
@@ -25,6 +27,13 @@ const OffloadBatchSize = 128
 // with an error, so a device that broke for good does not spin.
 const maxReadErrors = 64
 
+// Waits between failed Config.Reopen calls: from reopenMinDelay, doubling up to
+// reopenMaxDelay.
+const (
+	reopenMinDelay = 20 * time.Millisecond
+	reopenMaxDelay = time.Second
+)
+
 // Config configures a Forwarder.
 type Config struct {
 	// Subnet is the own subnet. Packets from peers must be addressed inside it; packets
@@ -38,18 +47,27 @@ type Config struct {
 	// BatchSize is the number of packets per Read and Write; 1 gives one packet per system
 	// call. 0 means DefaultBatchSize. The Device's and Conn's BatchSize lower it further.
 	BatchSize int
-	// Log receives one line when forwarding starts and when it stops; nothing per packet.
+	// Log receives one line when forwarding starts and when it stops, and when the device
+	// is replaced; nothing per packet.
 	Log klog.Logger
+	// Reopen, if set, replaces a Device that is gone (its Read fails with ErrDeviceGone):
+	// the device loop calls it, never concurrently, until it returns a new Device, waiting
+	// from 20 ms to 1 s between failures and giving up once the Forwarder is closed. The
+	// new Device takes the old one's place in both loops and the old one is closed; the
+	// Forwarder owns the new one as it owned the first. Reopen runs while nothing is read
+	// from the device, so it should re-create the device and return promptly. Without
+	// Reopen, a gone Device ends Run with an error wrapping ErrDeviceGone.
+	Reopen func() (Device, error)
 }
 
 // Forwarder moves packets between a Device and a Conn (see the package documentation).
 // SetPeers, Stats and Close are safe to call from any goroutine at any time.
 type Forwarder struct {
-	dev   Device
-	conn  Conn
-	log   klog.Logger
-	batch int
-	mtu   int
+	conn   Conn
+	log    klog.Logger
+	batch  int
+	mtu    int
+	reopen func() (Device, error) // Config.Reopen; may be nil
 
 	// Immutable copies of the configuration, as big-endian integers.
 	subnetAddr, subnetMask uint32
@@ -58,7 +76,18 @@ type Forwarder struct {
 	peers   atomic.Pointer[PeerTable] // swapped whole by SetPeers, read by both loops
 	stats   counters
 	running atomic.Bool // set by the first Run
+
+	// dev is the current Device: loaded once per batch by the loops; stored only by the
+	// device loop, under devMu, when it replaces a gone device.
+	dev    atomic.Pointer[deviceRef]
+	devMu  sync.Mutex    // orders a device swap against Close; guards closed
+	closed bool          // set by Close
+	done   chan struct{} // closed by Close, ends a wait between Reopen attempts
 }
+
+// deviceRef boxes a Device so that it can be swapped atomically and compared by
+// identity.
+type deviceRef struct{ Device }
 
 // New checks cfg and returns a Forwarder over dev and conn, with no peers yet. The
 // Forwarder owns dev and conn from now on: Close (or the end of Run) closes them.
@@ -91,16 +120,19 @@ func New(cfg Config, dev Device, conn Conn) (*Forwarder, error) {
 	if cfg.Subnet.Bits() < 32 {
 		mask = ^(^uint32(0) >> cfg.Subnet.Bits())
 	}
-	return &Forwarder{
-		dev:        dev,
+	f := &Forwarder{
 		conn:       conn,
 		log:        cfg.Log,
 		batch:      batch,
 		mtu:        cfg.MTU,
+		reopen:     cfg.Reopen,
 		subnetAddr: ip.ToUint32(cfg.Subnet.Addr()),
 		subnetMask: mask,
 		self:       ip.ToUint32(self),
-	}, nil
+		done:       make(chan struct{}),
+	}
+	f.dev.Store(&deviceRef{dev})
+	return f, nil
 }
 
 // SetPeers replaces the peer table. The loops see it from their next batch on. A nil
@@ -126,7 +158,7 @@ type offloader interface{ Offloads() string }
 // e.g. "tun=tso4,csum,gro socket=gso,gro", or "none" when neither side has any.
 func (f *Forwarder) Offloads() string {
 	var parts []string
-	if o, ok := f.dev.(offloader); ok {
+	if o, ok := f.dev.Load().Device.(offloader); ok {
 		parts = append(parts, "tun="+o.Offloads())
 	}
 	if o, ok := f.conn.(offloader); ok {
@@ -179,7 +211,56 @@ func (f *Forwarder) Run(ctx context.Context) error {
 
 // Close closes the Device and the Conn, which ends Run's loops. It is idempotent.
 func (f *Forwarder) Close() error {
-	return errors.Join(f.dev.Close(), f.conn.Close())
+	f.devMu.Lock()
+	if !f.closed {
+		f.closed = true
+		close(f.done)
+	}
+	dev := f.dev.Load().Device
+	f.devMu.Unlock()
+	return errors.Join(dev.Close(), f.conn.Close())
+}
+
+// replaceDevice swaps a new Device from Reopen in for old, which is gone (cause), and
+// returns it. It fails with cause when there is no Reopen, and with an error wrapping
+// net.ErrClosed when the Forwarder is closed first.
+func (f *Forwarder) replaceDevice(old *deviceRef, cause error) (*deviceRef, error) {
+	if f.reopen == nil {
+		return nil, cause
+	}
+	start := time.Now()
+	delay := reopenMinDelay
+	for attempt := 1; ; attempt++ {
+		dev, err := f.reopen()
+		if err == nil {
+			f.devMu.Lock()
+			if f.closed {
+				f.devMu.Unlock()
+				dev.Close()
+				return nil, fmt.Errorf("replace gone device: %w", net.ErrClosed)
+			}
+			ref := &deviceRef{dev}
+			f.dev.Store(ref)
+			f.devMu.Unlock()
+			// Closed after the swap: a Write of the connection loop still on old fails
+			// with net.ErrClosed, which it takes for a drop since old is no longer current.
+			old.Close()
+			f.log.Info("Device deleted by someone else; re-created it and resumed forwarding",
+				"cause", cause.Error(), "after", time.Since(start), "attempts", attempt, "offloads", f.Offloads())
+			return ref, nil
+		}
+		if attempt == 1 {
+			f.log.Error(err, "Device deleted by someone else; cannot re-create it, retrying", "cause", cause.Error())
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-f.done:
+			t.Stop()
+			return nil, fmt.Errorf("replace gone device: %w", net.ErrClosed)
+		case <-t.C:
+		}
+		delay = min(2*delay, reopenMaxDelay)
+	}
 }
 
 // slots is a loop's batch of packet slots over one allocation, each with Headroom and
@@ -238,10 +319,18 @@ func (f *Forwarder) deviceLoop() error {
 	out := make([]Packet, 0, f.batch)
 	var c batchCounts
 	failures := 0
+	dev := f.dev.Load()
 	for {
 		slots.reset()
-		n, err := f.dev.Read(in)
+		n, err := dev.Read(in)
 		if err != nil {
+			if errors.Is(err, ErrDeviceGone) {
+				if dev, err = f.replaceDevice(dev, err); err != nil {
+					return err
+				}
+				failures = 0
+				continue
+			}
 			if err := f.readFailed("device", err, &failures); err != nil {
 				return err
 			}
@@ -352,18 +441,20 @@ func (f *Forwarder) send(pkts []Packet, c *batchCounts) error {
 	return nil
 }
 
-// toDevice writes pkts to the device and counts them, like send.
+// toDevice writes pkts to the current device and counts them, like send. A device that
+// was closed because the device loop replaced it counts as a drop, not as the end.
 func (f *Forwarder) toDevice(pkts []Packet, c *batchCounts) error {
 	if len(pkts) == 0 {
 		return nil
 	}
-	n, err := f.dev.Write(pkts)
+	dev := f.dev.Load()
+	n, err := dev.Write(pkts)
 	c.deviceOut += uint64(n)
 	c.deviceOutBytes += sumLen(pkts, n)
 	if n < len(pkts) {
 		c.drops[DropDeviceWriteError] += uint64(len(pkts) - n)
 	}
-	if errors.Is(err, net.ErrClosed) {
+	if errors.Is(err, net.ErrClosed) && dev == f.dev.Load() {
 		return err
 	}
 	return nil

@@ -1,6 +1,9 @@
 package fastpath
 
-import "net/netip"
+import (
+	"errors"
+	"net/netip"
+)
 
 // Headroom is the number of bytes the Forwarder leaves free before each packet it reads,
 // for headers a Device or Conn adds or strips in place (a virtio-net header, a GRE
@@ -50,12 +53,20 @@ func (p *Packet) Bytes() []byte { return p.Buf[p.Off : p.Off+p.Len] }
 //     the same method are allowed and serialised.
 //   - Close is idempotent. It makes blocked and later Reads and Writes return an error
 //     that wraps net.ErrClosed; the loops end on it.
+//   - When the device itself disappears under an open Device (a TUN deleted with ip link
+//     del), Read (and Write) return an error that wraps ErrDeviceGone, at once and from
+//     then on; such a Device is still to be closed.
 type Device interface {
 	Read(pkts []Packet) (n int, err error)
 	Write(pkts []Packet) (n int, err error)
 	BatchSize() int
 	Close() error
 }
+
+// ErrDeviceGone is wrapped by a Device's Read or Write error when the device it was
+// attached to no longer exists (someone deleted it). The Forwarder replaces such a Device
+// through Config.Reopen, or ends Run with the error when there is none.
+var ErrDeviceGone = errors.New("device is gone")
 
 // Conn is the underlay side: a datagram socket carrying one overlay packet per datagram
 // (the UDP payload for the udp backend). It is implemented by *SocketConn and, in tests,

@@ -225,9 +225,18 @@ func (t *TUN) Read(pkts []Packet) (int, error) {
 		return 0, fmt.Errorf("read TUN %s: %w", t.name, err)
 	}
 	if n == 0 && rerr != nil {
-		return 0, fmt.Errorf("read TUN %s: %w", t.name, rerr)
+		return 0, t.ioError("read", rerr)
 	}
 	return n, nil
+}
+
+// ioError wraps the error of a read or write, adding ErrDeviceGone for EBADFD: the
+// kernel detached the queue because the device was deleted.
+func (t *TUN) ioError(op string, err error) error {
+	if errors.Is(err, unix.EBADFD) {
+		return fmt.Errorf("%s TUN %s: %w: %w", op, t.name, ErrDeviceGone, err)
+	}
+	return fmt.Errorf("%s TUN %s: %w", op, t.name, err)
 }
 
 // readLocked is the RawConn callback of Read: it reads packets until the batch is full or
@@ -365,6 +374,9 @@ func (t *TUN) Write(pkts []Packet) (int, error) {
 	}
 	if err != nil {
 		return n, fmt.Errorf("write TUN %s: %w", t.name, err)
+	}
+	if werr != nil && errors.Is(werr, unix.EBADFD) {
+		return n, t.ioError("write", werr)
 	}
 	return n, werr
 }

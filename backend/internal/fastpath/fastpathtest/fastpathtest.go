@@ -24,6 +24,8 @@ type Device struct {
 	out       chan []byte
 	done      chan struct{}
 	closeOnce sync.Once
+	gone      chan struct{}
+	goneOnce  sync.Once
 }
 
 var _ fastpath.Device = (*Device)(nil)
@@ -36,6 +38,22 @@ func NewDevice(batch, depth int) *Device {
 		in:    make(chan []byte, depth),
 		out:   make(chan []byte, depth),
 		done:  make(chan struct{}),
+		gone:  make(chan struct{}),
+	}
+}
+
+// Delete makes the Device behave like a TUN deleted under its reader: Read and Write
+// fail with an error wrapping fastpath.ErrDeviceGone from now on (until Close, after
+// which they fail with net.ErrClosed). Idempotent.
+func (d *Device) Delete() { d.goneOnce.Do(func() { close(d.gone) }) }
+
+// goneErr returns the Read or Write error of a deleted Device that is not closed.
+func (d *Device) goneErr(op string) error {
+	select {
+	case <-d.done:
+		return fmt.Errorf("fake device %s: %w", op, net.ErrClosed)
+	default:
+		return fmt.Errorf("fake device %s: %w", op, fastpath.ErrDeviceGone)
 	}
 }
 
@@ -63,9 +81,16 @@ func (d *Device) Read(pkts []fastpath.Packet) (int, error) {
 	}
 	var first []byte
 	select {
+	case <-d.gone:
+		return 0, d.goneErr("read")
+	default:
+	}
+	select {
 	case first = <-d.in:
 	case <-d.done:
 		return 0, fmt.Errorf("fake device read: %w", net.ErrClosed)
+	case <-d.gone:
+		return 0, d.goneErr("read")
 	}
 	pkts[0].Len = copy(pkts[0].Buf[pkts[0].Off:], first)
 	n := 1
@@ -87,6 +112,8 @@ func (d *Device) Write(pkts []fastpath.Packet) (int, error) {
 		select {
 		case <-d.done:
 			return i, fmt.Errorf("fake device write: %w", net.ErrClosed)
+		case <-d.gone:
+			return i, d.goneErr("write")
 		default:
 		}
 		select {
