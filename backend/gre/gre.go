@@ -11,6 +11,7 @@ import (
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/internal/fastpath"
 	"github.com/weftnet/weft/backend/internal/kernel"
+	"github.com/weftnet/weft/backend/internal/tundev"
 	"github.com/weftnet/weft/pkg/ip"
 	"github.com/weftnet/weft/subnet"
 )
@@ -141,7 +142,7 @@ func (b *greBackend) prepareMode(h *kernel.Handle, mode Mode) error {
 	if deleted {
 		b.log.Info("Deleted the GRE device of an earlier kernel-mode run", "device", DeviceName)
 	}
-	_, err = ensureTUN(h, b.spec.mtu, b.log)
+	_, err = tundev.Create(h, TUNName, b.spec.mtu, errPrefix, b.log)
 	return err
 }
 
@@ -199,15 +200,8 @@ func (b *greBackend) activateKernel(h *kernel.Handle, own netip.Prefix) (*kernel
 }
 
 func (b *greBackend) activateUserspace(h *kernel.Handle, own, network netip.Prefix) (*userNetwork, error) {
-	link, err := ensureTUN(h, b.spec.mtu, b.log)
+	dev, err := tundev.Activate(h, tundev.Device{Name: TUNName, ErrPrefix: errPrefix, Own: own, Network: network, MTU: b.spec.mtu}, b.log)
 	if err != nil {
-		return nil, err
-	}
-	dev := tunState{index: link.Attrs().Index, own: own, network: network, mtu: b.spec.mtu}
-	if err := dev.ensure(h); err != nil {
-		return nil, err
-	}
-	if err := allowLocalSource(TUNName); err != nil {
 		return nil, err
 	}
 	batch := fastpath.OffloadBatchSize

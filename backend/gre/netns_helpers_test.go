@@ -17,6 +17,7 @@ import (
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/internal/kernel/kerneltest"
+	"github.com/weftnet/weft/backend/internal/tundev/tundevtest"
 	"github.com/weftnet/weft/pkg/nsutil"
 	"github.com/weftnet/weft/subnet"
 )
@@ -33,44 +34,13 @@ type cluster struct {
 
 func run(t *testing.T, ns string, argv ...string) string {
 	t.Helper()
-	out, err := nsutil.Run(ns, argv...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return tundevtest.Run(t, ns, argv...)
 }
 
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
-	c := &cluster{
-		nodeA: nsutil.Temp(t, "nodeA"),
-		nodeB: nsutil.Temp(t, "nodeB"),
-		podA:  nsutil.Temp(t, "podA"),
-		podB:  nsutil.Temp(t, "podB"),
-	}
-	// The underlay link, made inside node A and one end moved: the root namespace is not
-	// touched.
-	run(t, c.nodeA, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0b")
-	run(t, c.nodeA, "ip", "link", "set", "eth0b", "netns", c.nodeB)
-	run(t, c.nodeB, "ip", "link", "set", "eth0b", "name", "eth0")
-	for ns, addr := range map[string]string{c.nodeA: "192.0.2.1/24", c.nodeB: "192.0.2.2/24"} {
-		run(t, ns, "ip", "addr", "add", addr, "dev", "eth0")
-		run(t, ns, "ip", "link", "set", "eth0", "up")
-		run(t, ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-	}
-	for _, p := range []struct{ node, pod, gw, addr string }{
-		{c.nodeA, c.podA, "10.244.1.1", "10.244.1.2"},
-		{c.nodeB, c.podB, "10.244.2.1", "10.244.2.2"},
-	} {
-		run(t, p.node, "ip", "link", "add", "cni0", "type", "veth", "peer", "name", "pod0")
-		run(t, p.node, "ip", "link", "set", "pod0", "netns", p.pod)
-		run(t, p.node, "ip", "addr", "add", p.gw+"/24", "dev", "cni0")
-		run(t, p.node, "ip", "link", "set", "cni0", "up")
-		run(t, p.pod, "ip", "link", "set", "pod0", "name", "eth0")
-		run(t, p.pod, "ip", "addr", "add", p.addr+"/24", "dev", "eth0")
-		run(t, p.pod, "ip", "link", "set", "eth0", "up")
-		run(t, p.pod, "ip", "route", "add", "default", "via", p.gw)
-	}
+	tc := tundevtest.NewCluster(t)
+	c := &cluster{nodeA: tc.NodeA, nodeB: tc.NodeB, podA: tc.PodA, podB: tc.PodB}
 	cfg, err := subnet.ParseConfig([]byte(`{"Network":"10.244.0.0/16","Backend":{"Type":"gre"}}`))
 	if err != nil {
 		t.Fatal(err)
@@ -183,42 +153,15 @@ func greLease(sn, pub string) subnet.Lease {
 // ping runs ping in ns and returns its output; it fails the test unless ok matches.
 func ping(t *testing.T, ns string, ok bool, args ...string) string {
 	t.Helper()
-	out, err := nsutil.Run(ns, append([]string{"ping", "-n", "-W", "2"}, args...)...)
-	if (err == nil) != ok {
-		t.Fatalf("ping %v in %s: success %v, want %v:\n%s", args, ns, err == nil, ok, out)
-	}
-	return out
+	return tundevtest.Ping(t, ns, ok, args...)
 }
 
 // innerUDP builds an IPv4/UDP packet (UDP checksum 0, header checksum right).
 func innerUDP(src, dst string, dport uint16, ttl uint8, data string) []byte {
-	b := make([]byte, 28+len(data))
-	b[0] = 0x45
-	binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
-	b[8], b[9] = ttl, unix.IPPROTO_UDP
-	s, d := netip.MustParseAddr(src).As4(), netip.MustParseAddr(dst).As4()
-	copy(b[12:], s[:])
-	copy(b[16:], d[:])
-	binary.BigEndian.PutUint16(b[20:], 33333)
-	binary.BigEndian.PutUint16(b[22:], dport)
-	binary.BigEndian.PutUint16(b[24:], uint16(8+len(data)))
-	copy(b[28:], data)
-	binary.BigEndian.PutUint16(b[10:], ipChecksum(b[:20]))
-	return b
+	return tundevtest.InnerUDP(src, dst, dport, ttl, data)
 }
 
-func ipChecksum(h []byte) uint16 {
-	var sum uint32
-	for i := 0; i+1 < len(h); i += 2 {
-		if i != 10 {
-			sum += uint32(h[i])<<8 | uint32(h[i+1])
-		}
-	}
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
-}
+func ipChecksum(h []byte) uint16 { return tundevtest.IPChecksum(h) }
 
 // plainGRE is the header weft sends: no flags, version 0, IPv4.
 var plainGRE = []byte{0, 0, 0x08, 0x00}
@@ -252,28 +195,8 @@ func sendForgedGRE(t *testing.T, ns, from, to string, greHeader, payload []byte)
 // Ethernet header). It is closed at cleanup.
 func capture(t *testing.T, ns string) int {
 	t.Helper()
-	var fd int
-	if err := nsutil.Do(ns, func() error {
-		iface, err := net.InterfaceByName("eth0")
-		if err != nil {
-			return err
-		}
-		proto := htons(unix.ETH_P_IP)
-		if fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(proto)); err != nil {
-			return err
-		}
-		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 1}); err != nil {
-			return err
-		}
-		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: iface.Index})
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Close(fd) })
-	return fd
+	return tundevtest.Capture(t, ns)
 }
-
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 // nextGRE reads captured packets until a GRE datagram from src to dst arrives whose
 // payload satisfies match (bounded by attempts and the socket's 1s timeout), and returns

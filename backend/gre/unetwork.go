@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/internal/fastpath"
 	"github.com/weftnet/weft/backend/internal/kernel"
+	"github.com/weftnet/weft/backend/internal/tundev"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -26,8 +28,8 @@ type userNetwork struct {
 	local   netip.Addr          // the raw socket's address
 	reason  string              // why userspace mode was chosen, for Describe
 
-	mu         sync.Mutex     // guards dev.index, peers, h, lastRepair
-	dev        tunState       // only index changes, when the TUN is re-created
+	mu         sync.Mutex     // guards dev.Index, peers, h, lastRepair
+	dev        tundev.Device  // only Index changes, when the TUN is re-created
 	peers      *peerSet       // accepted and ignored leases; the Forwarder holds the table
 	h          *kernel.Handle // netlink in the TUN's namespace; nil after Close
 	lastRepair string         // last repair outcome logged, so a lasting failure logs once
@@ -45,7 +47,7 @@ var (
 )
 
 // MTU is the TUN (and pod) MTU.
-func (n *userNetwork) MTU() int { return n.dev.mtu }
+func (n *userNetwork) MTU() int { return n.dev.MTU }
 
 // TunnelPort: GRE is IP protocol 47 and has no port.
 func (n *userNetwork) TunnelPort() (string, int) { return "gre", 0 }
@@ -136,15 +138,19 @@ func (n *userNetwork) repair() {
 	if n.h == nil {
 		return
 	}
-	drift, err := n.dev.drift(n.h)
-	if errors.Is(err, errTUNGone) {
+	faults, err := n.dev.Drift(n.h)
+	if errors.Is(err, tundev.ErrGone) {
 		// Deleted: the Forwarder's device loop finds its queue detached and re-creates
 		// the TUN through reopenDevice, which also puts its configuration back.
 		return
 	}
-	if err == nil && drift != "" {
-		n.log.Info("Repairing TUN device", "device", TUNName, "drift", drift)
-		if err = n.dev.ensure(n.h); err == nil {
+	if err == nil && len(faults) > 0 {
+		what := make([]string, len(faults))
+		for i, f := range faults {
+			what[i] = f.What
+		}
+		n.log.Info("Repairing TUN device", "device", TUNName, "drift", strings.Join(what, ", "))
+		if err = n.dev.Ensure(n.h); err == nil {
 			n.log.Info("Repaired TUN device", "device", TUNName)
 			n.env.Repaired("device")
 		}
@@ -166,38 +172,11 @@ func (n *userNetwork) repair() {
 func (n *userNetwork) reopenDevice() (fastpath.Device, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.h == nil {
-		return nil, fmt.Errorf("gre backend: re-create %s: network closed", TUNName)
-	}
-	var tun *fastpath.TUN
-	err := n.h.InNamespace(func() error {
-		var err error
-		if tun, err = fastpath.OpenTUNWith(TUNName, n.tunOpts); err != nil {
-			return err
-		}
-		return allowLocalSource(TUNName)
-	})
-	if err == nil {
-		err = n.adoptLocked()
-	}
+	tun, err := n.dev.Reopen(n.h, n.tunOpts, n.env.Repaired)
 	if err != nil {
-		if tun != nil {
-			tun.Close()
-		}
-		return nil, fmt.Errorf("gre backend: re-create %s: %w", TUNName, err)
+		return nil, err
 	}
-	n.env.Repaired("device")
 	return tun, nil
-}
-
-// adoptLocked points n.dev at the TUN that now exists and configures it.
-func (n *userNetwork) adoptLocked() error {
-	link, err := n.h.Netlink().LinkByName(TUNName)
-	if err != nil {
-		return err
-	}
-	n.dev.index = link.Attrs().Index
-	return n.dev.ensure(n.h)
 }
 
 // Close stops forwarding and releases the TUN queue, the socket and the netlink handle.

@@ -12,6 +12,7 @@ import (
 	"github.com/weftnet/weft/backend/internal/fastpath"
 	"github.com/weftnet/weft/backend/internal/kernel"
 	"github.com/weftnet/weft/backend/internal/kernel/kerneltest"
+	"github.com/weftnet/weft/backend/internal/tundev"
 	"github.com/weftnet/weft/pkg/nsutil"
 )
 
@@ -107,7 +108,7 @@ func TestIdleRunWritesNothing(t *testing.T) {
 }
 
 func TestRelevant(t *testing.T) {
-	n := &udpNetwork{dev: deviceState{index: 4, network: netip.MustParsePrefix("10.244.0.0/16")}}
+	n := &udpNetwork{dev: tundev.Device{Index: 4, Network: netip.MustParsePrefix("10.244.0.0/16")}}
 	p := netip.MustParsePrefix
 	for _, c := range []struct {
 		name string

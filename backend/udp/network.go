@@ -15,6 +15,7 @@ import (
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/internal/fastpath"
 	"github.com/weftnet/weft/backend/internal/kernel"
+	"github.com/weftnet/weft/backend/internal/tundev"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -31,8 +32,8 @@ type udpNetwork struct {
 	listen  netip.AddrPort
 	resync  time.Duration // resyncPeriod; shorter in tests
 
-	mu         sync.Mutex     // guards dev.index, peers, h, lastRepair
-	dev        deviceState    // only index changes, when flannel0 is re-created
+	mu         sync.Mutex     // guards dev.Index, peers, h, lastRepair
+	dev        tundev.Device  // only Index changes, when flannel0 is re-created
 	peers      *peerSet       // the accepted peer leases; the Forwarder holds their table
 	h          *kernel.Handle // netlink in flannel0's namespace; nil after Close
 	lastRepair string         // last repair outcome logged, so a lasting failure logs once
@@ -48,7 +49,7 @@ var (
 )
 
 // MTU is flannel0's MTU: the external interface's minus 28.
-func (n *udpNetwork) MTU() int { return n.dev.mtu }
+func (n *udpNetwork) MTU() int { return n.dev.MTU }
 
 // Stats returns the forwarding counters.
 func (n *udpNetwork) Stats() fastpath.Stats { return n.f.Stats() }
@@ -138,11 +139,11 @@ func (n *udpNetwork) relevant(c kernel.Change) bool {
 	defer n.mu.Unlock()
 	switch c.Kind {
 	case kernel.LinkChange:
-		return c.LinkIndex == n.dev.index || c.LinkName == DeviceName
+		return c.LinkIndex == n.dev.Index || c.LinkName == DeviceName
 	case kernel.AddrChange:
-		return c.LinkIndex == n.dev.index
+		return c.LinkIndex == n.dev.Index
 	case kernel.RouteChange:
-		return c.Table == unix.RT_TABLE_MAIN && (c.LinkIndex == n.dev.index || c.Prefix == n.dev.network)
+		return c.Table == unix.RT_TABLE_MAIN && (c.LinkIndex == n.dev.Index || c.Prefix == n.dev.Network)
 	}
 	return false
 }
@@ -156,8 +157,8 @@ func (n *udpNetwork) repair() (drift bool, err error) {
 	if n.h == nil {
 		return false, nil
 	}
-	faults, err := n.dev.drift(n.h)
-	if errors.Is(err, errDeviceGone) {
+	faults, err := n.dev.Drift(n.h)
+	if errors.Is(err, tundev.ErrGone) {
 		// Deleted: the Forwarder's device loop finds its queue detached and re-creates
 		// flannel0 through reopenDevice, which also puts its configuration back.
 		return false, nil
@@ -166,16 +167,16 @@ func (n *udpNetwork) repair() (drift bool, err error) {
 		drift = true
 		var what []string
 		for _, f := range faults {
-			what = append(what, f.what)
+			what = append(what, f.What)
 		}
 		n.log.Info("Repairing TUN device changed by someone else", "device", DeviceName, "drift", strings.Join(what, ", "))
-		err = n.dev.ensure(n.h)
+		err = n.dev.Ensure(n.h)
 		if err == nil {
 			seen := map[string]bool{}
 			for _, f := range faults {
-				if !seen[f.kind] {
-					seen[f.kind] = true
-					n.env.Repaired(f.kind)
+				if !seen[f.Kind] {
+					seen[f.Kind] = true
+					n.env.Repaired(f.Kind)
 				}
 			}
 		}
@@ -200,38 +201,11 @@ func (n *udpNetwork) repair() (drift bool, err error) {
 func (n *udpNetwork) reopenDevice() (fastpath.Device, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.h == nil {
-		return nil, fmt.Errorf("udp backend: re-create %s: network closed", DeviceName)
-	}
-	var tun *fastpath.TUN
-	err := n.h.InNamespace(func() error {
-		var err error
-		if tun, err = fastpath.OpenTUNWith(DeviceName, n.tunOpts); err != nil {
-			return err
-		}
-		return allowLocalSource(DeviceName)
-	})
-	if err == nil {
-		err = n.adoptLocked()
-	}
+	tun, err := n.dev.Reopen(n.h, n.tunOpts, n.env.Repaired)
 	if err != nil {
-		if tun != nil {
-			tun.Close()
-		}
-		return nil, fmt.Errorf("udp backend: re-create %s: %w", DeviceName, err)
+		return nil, err
 	}
-	n.env.Repaired("device")
 	return tun, nil
-}
-
-// adoptLocked points n.dev at the flannel0 that now exists and configures it.
-func (n *udpNetwork) adoptLocked() error {
-	link, err := n.h.Netlink().LinkByName(DeviceName)
-	if err != nil {
-		return err
-	}
-	n.dev.index = link.Attrs().Index
-	return n.dev.ensure(n.h)
 }
 
 // Close stops forwarding and releases the TUN queue, the socket and the netlink handle.

@@ -45,6 +45,7 @@ import (
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/internal/fastpath"
 	"github.com/weftnet/weft/backend/internal/kernel"
+	"github.com/weftnet/weft/backend/internal/tundev"
 	"github.com/weftnet/weft/pkg/ip"
 	"github.com/weftnet/weft/subnet"
 )
@@ -114,7 +115,7 @@ func (b *udpBackend) Prepare(context.Context) (subnet.LeaseAttrs, error) {
 		return subnet.LeaseAttrs{}, fmt.Errorf("udp backend: %w", err)
 	}
 	defer h.Close()
-	if _, err := ensureDevice(h, b.mtu, b.log); err != nil {
+	if _, err := tundev.Create(h, DeviceName, b.mtu, errPrefix, b.log); err != nil {
 		return subnet.LeaseAttrs{}, err
 	}
 	return subnet.LeaseAttrs{}, nil
@@ -147,15 +148,8 @@ func (b *udpBackend) Activate(_ context.Context, own subnet.Lease) (backend.Netw
 }
 
 func (b *udpBackend) activate(h *kernel.Handle, own, network netip.Prefix, batch int) (*udpNetwork, error) {
-	link, err := ensureDevice(h, b.mtu, b.log)
+	dev, err := tundev.Activate(h, tundev.Device{Name: DeviceName, ErrPrefix: errPrefix, Own: own, Network: network, MTU: b.mtu}, b.log)
 	if err != nil {
-		return nil, err
-	}
-	dev := deviceState{index: link.Attrs().Index, own: own, network: network, mtu: b.mtu}
-	if err := dev.ensure(h); err != nil {
-		return nil, err
-	}
-	if err := allowLocalSource(DeviceName); err != nil {
 		return nil, err
 	}
 	// Offloads (TSO/GRO on the TUN, GSO/GRO on the socket) go with batching; Batch false

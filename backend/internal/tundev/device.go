@@ -1,0 +1,180 @@
+package tundev
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"k8s.io/klog/v2"
+
+	"github.com/weftnet/weft/backend/internal/fastpath"
+	"github.com/weftnet/weft/backend/internal/kernel"
+	"github.com/weftnet/weft/pkg/ip"
+)
+
+// Create creates the persistent TUN name if it is missing (adopting it if it exists), sets
+// its MTU and brings it up. It acts in the network namespace of the calling thread (the
+// TUN) and of h (the link settings), which must be the same. errPrefix starts every error
+// message. Idempotent.
+func Create(h *kernel.Handle, name string, mtu int, errPrefix string, log klog.Logger) (netlink.Link, error) {
+	_, lookupErr := h.Netlink().LinkByName(name)
+	existed := lookupErr == nil
+	if err := fastpath.EnsurePersistentTUN(name); err != nil {
+		return nil, fmt.Errorf("%s: %w", errPrefix, err)
+	}
+	link, err := h.Netlink().LinkByName(name)
+	if err != nil {
+		return nil, fmt.Errorf("%s: look up %s after creating it: %w", errPrefix, name, err)
+	}
+	if existed {
+		log.V(2).Info("Adopted existing TUN device", "device", name, "index", link.Attrs().Index)
+	} else {
+		log.Info("Created persistent TUN device", "device", name)
+	}
+	if err := setMTUAndUp(h, link, name, mtu, errPrefix); err != nil {
+		return nil, err
+	}
+	return link, nil
+}
+
+func setMTUAndUp(h *kernel.Handle, link netlink.Link, name string, mtu int, errPrefix string) error {
+	if link.Attrs().MTU != mtu {
+		if err := h.Netlink().LinkSetMTU(link, mtu); err != nil {
+			return fmt.Errorf("%s: set %s MTU to %d: %w", errPrefix, name, mtu, err)
+		}
+	}
+	if link.Attrs().Flags&net.FlagUp == 0 {
+		if err := h.Netlink().LinkSetUp(link); err != nil {
+			return fmt.Errorf("%s: bring %s up: %w", errPrefix, name, err)
+		}
+	}
+	return nil
+}
+
+// Device is the configuration a userspace backend's TUN must have while a Network is
+// active. Only Index changes, when the device is re-created.
+type Device struct {
+	Name      string       // the device's name, e.g. "flannel0"
+	ErrPrefix string       // starts every error message, e.g. "udp backend"
+	Index     int          // the device's link index
+	Own       netip.Prefix // the own subnet; its network address is the device's /32
+	Network   netip.Prefix // routed via the device
+	MTU       int
+}
+
+// Addr is the device's address: the own subnet's network address as a /32, as flanneld
+// assigns it (a /32 creates no connected or broadcast routes).
+func (d Device) Addr() netip.Prefix { return netip.PrefixFrom(d.Own.Addr(), 32) }
+
+// Route is the one route through the device: the whole Network (flanneld: scope
+// universe, main table, no gateway).
+func (d Device) Route() *netlink.Route {
+	return &netlink.Route{LinkIndex: d.Index, Dst: ip.IPNet(d.Network), Scope: netlink.SCOPE_UNIVERSE}
+}
+
+// Ensure makes the device up with the right MTU, address and route, and removes routes
+// through it to anything but the Network (left from an earlier network config).
+// Idempotent; writes nothing when all is in place.
+func (d Device) Ensure(h *kernel.Handle) error {
+	link, err := h.Netlink().LinkByIndex(d.Index)
+	if err != nil {
+		return fmt.Errorf("%s: %s (index %d) is gone: %w", d.ErrPrefix, d.Name, d.Index, err)
+	}
+	if err := setMTUAndUp(h, link, d.Name, d.MTU, d.ErrPrefix); err != nil {
+		return err
+	}
+	if err := h.EnsureSoleAddr(d.Index, d.Addr()); err != nil {
+		return fmt.Errorf("%s: %s address: %w", d.ErrPrefix, d.Name, err)
+	}
+	if err := h.EnsureRoute(d.Route()); err != nil {
+		return fmt.Errorf("%s: %s route: %w", d.ErrPrefix, d.Name, err)
+	}
+	routes, err := h.Routes(d.Index)
+	if err != nil {
+		return fmt.Errorf("%s: %s routes: %w", d.ErrPrefix, d.Name, err)
+	}
+	for _, r := range routes {
+		dst, ok := ip.FromIPNet(r.Dst)
+		if !ok || dst == d.Network {
+			continue
+		}
+		if err := h.DeleteRoute(dst, d.Index); err != nil {
+			return fmt.Errorf("%s: remove stale route %s via %s: %w", d.ErrPrefix, dst, d.Name, err)
+		}
+	}
+	return nil
+}
+
+// ErrGone is wrapped by Drift's error when the device (by its index) no longer exists.
+var ErrGone = errors.New("device is gone")
+
+// Fault is one way the device differs from the wanted state.
+type Fault struct {
+	Kind string // the repair kind for backend.Env.Repaired: "device", "address", "route"
+	What string // for the log
+}
+
+// Drift lists how the device differs from the wanted state (nothing when it does not),
+// for a backend's repairs to log and count before they fix it. It only reads. When the
+// device is gone the error wraps ErrGone.
+func (d Device) Drift(h *kernel.Handle) ([]Fault, error) {
+	link, err := h.Netlink().LinkByIndex(d.Index)
+	if errors.As(err, &netlink.LinkNotFoundError{}) {
+		return nil, fmt.Errorf("%s: %s (index %d): %w", d.ErrPrefix, d.Name, d.Index, ErrGone)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: look up %s (index %d): %w", d.ErrPrefix, d.Name, d.Index, err)
+	}
+	var wrong []Fault
+	if link.Attrs().Flags&net.FlagUp == 0 {
+		wrong = append(wrong, Fault{"device", "link down"})
+	}
+	if link.Attrs().MTU != d.MTU {
+		wrong = append(wrong, Fault{"device", fmt.Sprintf("MTU %d", link.Attrs().MTU)})
+	}
+	addrs, err := h.Addrs(d.Index)
+	if err != nil {
+		return nil, err
+	}
+	if len(addrs) != 1 || !AddrIs(addrs[0], d.Addr()) {
+		wrong = append(wrong, Fault{"address", fmt.Sprintf("%d addresses, want only %s", len(addrs), d.Addr())})
+	}
+	routes, err := h.Routes(d.Index)
+	if err != nil {
+		return nil, err
+	}
+	found := false
+	for i := range routes {
+		found = found || kernel.RouteMatches(d.Route(), &routes[i])
+	}
+	if !found {
+		wrong = append(wrong, Fault{"route", fmt.Sprintf("route to %s missing", d.Network)})
+	}
+	return wrong, nil
+}
+
+// AddrIs reports whether a is exactly the prefix p.
+func AddrIs(a netlink.Addr, p netip.Prefix) bool {
+	got, ok := ip.FromIPNet(a.IPNet)
+	return ok && got == p
+}
+
+// Activate creates or adopts the device d.Name with Create, points d at it, configures it
+// with Ensure and enables accept_local with AllowLocalSource, returning d with its Index.
+// It acts in the calling thread's network namespace, which must be h's.
+func Activate(h *kernel.Handle, d Device, log klog.Logger) (Device, error) {
+	link, err := Create(h, d.Name, d.MTU, d.ErrPrefix, log)
+	if err != nil {
+		return d, err
+	}
+	d.Index = link.Attrs().Index
+	if err := d.Ensure(h); err != nil {
+		return d, err
+	}
+	if err := AllowLocalSource(d.Name, d.ErrPrefix); err != nil {
+		return d, err
+	}
+	return d, nil
+}

@@ -1,0 +1,66 @@
+package tundev
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/weftnet/weft/backend/internal/fastpath"
+	"github.com/weftnet/weft/backend/internal/kernel"
+)
+
+// AllowLocalSource sets accept_local on the device dev, in the network namespace of the
+// calling thread. The forwarder writes ICMP errors into the TUN from the device's own
+// address (the own subnet's network address, as flanneld does); without accept_local the
+// kernel drops such packets as martians. errPrefix starts the error message.
+func AllowLocalSource(dev, errPrefix string) error {
+	path := "/proc/sys/net/ipv4/conf/" + dev + "/accept_local"
+	cur, err := os.ReadFile(path)
+	if err == nil && strings.TrimSpace(string(cur)) == "1" {
+		return nil
+	}
+	if err := os.WriteFile(path, []byte("1\n"), 0o644); err != nil {
+		return fmt.Errorf("%s: enable accept_local on %s (for ICMP errors from its address): %w", errPrefix, dev, err)
+	}
+	return nil
+}
+
+// Reopen re-creates the device after someone deleted it — a persistent TUN of the same
+// name, opened with opts, in h's namespace — sets accept_local, points d at the new
+// link index and gives it back its MTU, link state, address and route, before the caller
+// reads from it. On success it reports a "device" repair to repaired. A nil h (the
+// Network is closed) is an error. The caller serialises calls with its other uses of d.
+func (d *Device) Reopen(h *kernel.Handle, opts fastpath.TUNOptions, repaired func(kind string)) (*fastpath.TUN, error) {
+	if h == nil {
+		return nil, fmt.Errorf("%s: re-create %s: network closed", d.ErrPrefix, d.Name)
+	}
+	var tun *fastpath.TUN
+	err := h.InNamespace(func() error {
+		var err error
+		if tun, err = fastpath.OpenTUNWith(d.Name, opts); err != nil {
+			return err
+		}
+		return AllowLocalSource(d.Name, d.ErrPrefix)
+	})
+	if err == nil {
+		err = d.adopt(h)
+	}
+	if err != nil {
+		if tun != nil {
+			tun.Close()
+		}
+		return nil, fmt.Errorf("%s: re-create %s: %w", d.ErrPrefix, d.Name, err)
+	}
+	repaired("device")
+	return tun, nil
+}
+
+// adopt points d at the device of its name that now exists and configures it.
+func (d *Device) adopt(h *kernel.Handle) error {
+	link, err := h.Netlink().LinkByName(d.Name)
+	if err != nil {
+		return err
+	}
+	d.Index = link.Attrs().Index
+	return d.Ensure(h)
+}
