@@ -2,9 +2,7 @@ package gre
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/subnet"
@@ -61,29 +59,14 @@ func Validate(raw json.RawMessage) error {
 // upper bound depends on the external interface and is checked by New.
 func ParseConfig(raw json.RawMessage) (Config, error) {
 	cfg := Config{Mode: ModeAuto}
-	if len(raw) == 0 || string(raw) == "null" {
-		return cfg, nil
-	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return Config{}, invalid("not a JSON object: %v", err)
-	}
-	for k := range m {
-		if !knownKey(k) {
-			return Config{}, invalid("unknown key %q (known: Type, %s)", k, strings.Join(keys, ", "))
-		}
-	}
-	if err := backend.StrictDecode(raw, &cfg); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			return Config{}, invalid("key %s: value %s is not %s", te.Field, rawValue(m, te.Field), jsonKind(te.Type.String()))
-		}
+	m, err := backend.DecodeKeys(raw, &cfg, keys)
+	if err != nil {
 		return Config{}, invalid("%v", err)
 	}
 	switch cfg.Mode {
 	case ModeAuto, ModeKernel, ModeUserspace:
 	case "":
-		return Config{}, invalid("key Mode: value %s is empty (known: %q, %q, %q)", rawValue(m, "Mode"), ModeAuto, ModeKernel, ModeUserspace)
+		return Config{}, invalid("key Mode: value %s is empty (known: %q, %q, %q)", backend.RawValue(m, "Mode"), ModeAuto, ModeKernel, ModeUserspace)
 	default:
 		return Config{}, invalid("key Mode: value %q is not one of %q, %q, %q", cfg.Mode, ModeAuto, ModeKernel, ModeUserspace)
 	}
@@ -91,39 +74,6 @@ func ParseConfig(raw json.RawMessage) (Config, error) {
 		return Config{}, invalid("key MTU: value %d is outside %d..%d (0 or absent: the interface MTU - %d)", cfg.MTU, minMTU, maxMTU, overhead)
 	}
 	return cfg, nil
-}
-
-func knownKey(k string) bool {
-	if k == "Type" {
-		return true
-	}
-	for _, known := range keys {
-		if strings.EqualFold(k, known) {
-			return true
-		}
-	}
-	return false
-}
-
-// rawValue returns the JSON text given for key (matched as encoding/json does).
-func rawValue(m map[string]json.RawMessage, key string) string {
-	for k, v := range m {
-		if strings.EqualFold(k, key) {
-			return string(v)
-		}
-	}
-	return "?"
-}
-
-// jsonKind names a Go field type the way a config author thinks of it.
-func jsonKind(goType string) string {
-	switch goType {
-	case "int":
-		return "an integer"
-	case "gre.Mode", "string":
-		return "a string"
-	}
-	return goType
 }
 
 // podMTU returns the device (and pod) MTU for an external interface MTU, checking the MTU

@@ -45,26 +45,10 @@ func Validate(raw json.RawMessage) error {
 // ParseConfig decodes and checks a Backend object (nil or empty: all defaults).
 func ParseConfig(raw json.RawMessage) (Config, error) {
 	cfg := Config{Port: DefaultPort, Batch: true}
-	if len(raw) == 0 || string(raw) == "null" {
-		return cfg, nil
-	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return Config{}, invalid("not a JSON object: %v", err)
-	}
-	for k := range m {
-		if !knownKey(k) {
-			hint := ""
-			if strings.EqualFold(k, "MTU") {
-				hint = "; the udp backend derives its MTU from the interface (MTU - 28), as flanneld does"
-			}
-			return Config{}, invalid("unknown key %q (known: Type, Port, Batch)%s", k, hint)
-		}
-	}
-	if err := backend.StrictDecode(raw, &cfg); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			return Config{}, invalid("key %s: value %s is not %s", te.Field, rawValue(m, te.Field), jsonKind(te.Type.String()))
+	if _, err := backend.DecodeKeys(raw, &cfg, []string{"Port", "Batch"}); err != nil {
+		var unknown *backend.UnknownKeyError
+		if errors.As(err, &unknown) && strings.EqualFold(unknown.Key, "MTU") {
+			return Config{}, invalid("%v; the udp backend derives its MTU from the interface (MTU - 28), as flanneld does", err)
 		}
 		return Config{}, invalid("%v", err)
 	}
@@ -72,33 +56,6 @@ func ParseConfig(raw json.RawMessage) (Config, error) {
 		return Config{}, invalid("key Port: value %d is outside 1..%d", cfg.Port, maxPort)
 	}
 	return cfg, nil
-}
-
-// knownKey reports whether k is an accepted Backend key, matched case-insensitively as
-// encoding/json (and flanneld) do; Type is matched exactly, as StrictDecode drops it.
-func knownKey(k string) bool {
-	return k == "Type" || strings.EqualFold(k, "Port") || strings.EqualFold(k, "Batch")
-}
-
-// rawValue returns the JSON text given for key (matched as encoding/json does).
-func rawValue(m map[string]json.RawMessage, key string) string {
-	for k, v := range m {
-		if strings.EqualFold(k, key) {
-			return string(v)
-		}
-	}
-	return "?"
-}
-
-// jsonKind names a Go field type the way a config author thinks of it.
-func jsonKind(goType string) string {
-	switch goType {
-	case "int":
-		return "an integer"
-	case "bool":
-		return "true or false"
-	}
-	return goType
 }
 
 // podMTU returns the TUN (and pod) MTU for an external interface MTU: flanneld's

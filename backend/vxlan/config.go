@@ -2,9 +2,7 @@ package vxlan
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/subnet"
@@ -56,23 +54,7 @@ func invalid(format string, args ...any) error {
 // upper bound depends on the external interface and is checked by New.
 func ParseConfig(raw json.RawMessage) (Config, error) {
 	cfg := Config{VNI: defaultVNI}
-	if len(raw) == 0 || string(raw) == "null" {
-		return cfg, nil
-	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return Config{}, invalid("not a JSON object: %v", err)
-	}
-	for k := range m {
-		if !knownKey(k) {
-			return Config{}, invalid("unknown key %q (known: Type, %s)", k, strings.Join(keys, ", "))
-		}
-	}
-	if err := backend.StrictDecode(raw, &cfg); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			return Config{}, invalid("key %s: value %s is not %s", te.Field, rawValue(m, te.Field), jsonKind(te.Type.String()))
-		}
+	if _, err := backend.DecodeKeys(raw, &cfg, keys); err != nil {
 		return Config{}, invalid("%v", err)
 	}
 	switch {
@@ -85,39 +67,6 @@ func ParseConfig(raw json.RawMessage) (Config, error) {
 			cfg.MTU, cfg.MTU-encapOverhead, encapOverhead, minPodMTU, minPodMTU+encapOverhead)
 	}
 	return cfg, nil
-}
-
-// rawValue returns the JSON text given for key (matched as encoding/json does).
-func rawValue(m map[string]json.RawMessage, key string) string {
-	for k, v := range m {
-		if strings.EqualFold(k, key) {
-			return string(v)
-		}
-	}
-	return "?"
-}
-
-// jsonKind names a Go field type the way a config author thinks of it.
-func jsonKind(goType string) string {
-	switch goType {
-	case "int":
-		return "an integer"
-	case "bool", "*bool":
-		return "true or false"
-	}
-	return goType
-}
-
-func knownKey(k string) bool {
-	if k == "Type" {
-		return true
-	}
-	for _, known := range keys {
-		if strings.EqualFold(k, known) {
-			return true
-		}
-	}
-	return false
 }
 
 // podMTU returns the device (and pod) MTU for an external interface MTU, checking the MTU
