@@ -12,10 +12,6 @@ import (
 	"github.com/weftnet/weft/backend/internal/fastpath"
 )
 
-// socketBuffer is the receive and send buffer asked for on the raw socket, so a burst
-// from many peers is not dropped while the forwarder is busy.
-const socketBuffer = 4 << 20
-
 // errNoHeadroom: a packet handed to Write has less than headerLen bytes before it. The
 // Forwarder always leaves fastpath.Headroom (32) bytes, so this is a caller bug.
 var errNoHeadroom = errors.New("gre: packet has no headroom for the GRE header")
@@ -141,28 +137,10 @@ func (c *conn) writeRun(pkts []fastpath.Packet) (int, error) {
 	return n, err
 }
 
-// setSocketBuffers asks for large socket buffers, past net.core.[rw]mem_max when the
-// process may (CAP_NET_ADMIN), else as large as the limits allow. Failure is logged only.
+// setSocketBuffers enlarges the socket's buffers (fastpath.EnlargeSocketBuffers); a failure
+// is logged only.
 func setSocketBuffers(sock *net.IPConn, log klog.Logger) {
-	rc, err := sock.SyscallConn()
-	if err != nil {
-		return
-	}
-	var errs []error
-	_ = rc.Control(func(fd uintptr) {
-		for _, o := range [...]struct{ force, plain int }{
-			{unix.SO_RCVBUFFORCE, unix.SO_RCVBUF},
-			{unix.SO_SNDBUFFORCE, unix.SO_SNDBUF},
-		} {
-			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o.force, socketBuffer) == nil {
-				continue
-			}
-			if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o.plain, socketBuffer); err != nil {
-				errs = append(errs, err)
-			}
-		}
-	})
-	if err := errors.Join(errs...); err != nil {
+	if err := fastpath.EnlargeSocketBuffers(sock); err != nil {
 		log.Info("Could not enlarge the raw GRE socket buffers", "err", err)
 	}
 }

@@ -101,3 +101,11 @@ func NewSocketConnWith(sock interface {
 
 // Offloads reports "off": there are none on this platform.
 func (c *SocketConn) Offloads() string { return "off" }
+
+// SocketBuffer is the socket buffer size asked for on Linux.
+const SocketBuffer = 4 << 20
+
+// EnlargeSocketBuffers is only implemented on Linux.
+func EnlargeSocketBuffers(syscall.Conn) error {
+	return errors.New("fastpath.EnlargeSocketBuffers is supported on Linux only")
+}
