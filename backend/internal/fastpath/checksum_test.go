@@ -1,6 +1,7 @@
 package fastpath
 
 import (
+	"math/bits"
 	"math/rand/v2"
 	"testing"
 )
@@ -9,8 +10,26 @@ import (
 // every length up to 300 bytes and some large ones, at every alignment, over random data
 // and over all-0xff data (the carry-heavy case).
 func TestSumBytesMatchesReference(t *testing.T) {
+	forEachSum(t, testSumBytesMatchesReference)
+}
+
+// forEachSum runs test with the vector sum on (where the CPU has one) and off.
+func forEachSum(t *testing.T, test func(*testing.T)) {
+	t.Helper()
+	saved := useVector
+	t.Cleanup(func() { useVector = saved })
+	for _, vector := range []bool{true, false} {
+		if vector && !saved {
+			continue // no vector sum on this CPU: sumBytes never calls it
+		}
+		useVector = vector
+		t.Run(map[bool]string{true: "vector", false: "words"}[vector], test)
+	}
+}
+
+func testSumBytesMatchesReference(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	lengths := []int{1000, 1452, 4095, 65535, 65536}
+	lengths := []int{511, 512, 513, 1000, 1452, 4095, 65535, 65536}
 	for l := 0; l <= 300; l++ {
 		lengths = append(lengths, l)
 	}
@@ -48,6 +67,52 @@ func TestChecksumInitial(t *testing.T) {
 		if got, want := checksum(b, uint32(init)), checksum(withWord, 0); got != want {
 			t.Fatalf("initial %#04x: %#04x, want %#04x", init, got, want)
 		}
+	}
+}
+
+// TestSumVectorCarries feeds the vector sum the inputs that fill its lanes fastest
+// (all 0xff) at its largest length, and at the length where sumBytes splits a call, and
+// compares with the word sum.
+func TestSumVectorCarries(t *testing.T) {
+	if !useVector {
+		t.Skip("this CPU has no vector sum (AVX2 on amd64): sumBytes uses the word sum only")
+	}
+	for _, l := range []int{64, 128, vectorMaxLen, vectorMaxLen + 64, 2*vectorMaxLen + 130} {
+		b := make([]byte, l)
+		for i := range b {
+			b[i] = 0xff
+		}
+		if got, want := sumBytes(b), bits.ReverseBytes16(fold64(sumWords(b))); got != want {
+			t.Errorf("%d bytes of 0xff: vector %#04x, words %#04x", l, got, want)
+		}
+		n := l &^ 63
+		if got, want := fold64(sumVector(b[:n])), fold64(sumWords(b[:n])); got != want {
+			t.Errorf("sumVector of %d bytes of 0xff: %#04x, words %#04x", n, got, want)
+		}
+	}
+}
+
+// FuzzSumBytes checks sumBytes (the vector sum where there is one) against the word sum
+// on any input at any alignment.
+func FuzzSumBytes(f *testing.F) {
+	f.Add(make([]byte, 300), uint8(0))
+	f.Add([]byte{0xff, 0xff, 0x01}, uint8(3))
+	f.Fuzz(func(t *testing.T, b []byte, skip uint8) {
+		b = b[min(int(skip)%8, len(b)):]
+		if got, want := sumBytes(b), bits.ReverseBytes16(fold64(sumWords(b))); got != want {
+			t.Fatalf("%d bytes: sumBytes %#04x, words %#04x", len(b), got, want)
+		}
+	})
+}
+
+func BenchmarkChecksum1452(b *testing.B) {
+	buf := make([]byte, 1452)
+	for i := range buf {
+		buf[i] = byte(i * 7)
+	}
+	b.SetBytes(int64(len(buf)))
+	for b.Loop() {
+		checksum(buf, 0)
 	}
 }
 
