@@ -62,6 +62,18 @@
 // falls back when the kernel refuses it (logged once; Forwarder.Offloads says what is in
 // use). A raw GRE socket has no GSO or GRO, so userspace GRE gets the TUN offloads only.
 //
+// # System calls
+//
+// The reads and writes of packets are raw system calls (unix.RawSyscall), not the
+// runtime's wrapped ones. Every descriptor is non-blocking (O_NONBLOCK, MSG_DONTWAIT), so
+// no call sleeps: an empty queue returns EAGAIN and the loop waits in the netpoller as
+// usual. What the wrapper would add is the scheduler's bookkeeping: a GSO send or a
+// superpacket write runs for tens of microseconds (the kernel delivers the packet to the
+// other side within the call), long enough for the runtime's monitor thread to take the
+// P away, hand it over and keep itself on a 20 µs wake-up. Measured in the bench's udp
+// path: nanosleep calls from about 13 000 to under 100 a second, context switches down by
+// a third, futex calls by three quarters.
+//
 // A multi-queue TUN (one reader per core) is deliberately not used: IFF_MULTI_QUEUE is a
 // property of the device, so flanneld (single queue) could no longer attach to a
 // flannel0 weft created, and a single TCP stream hashes to one queue anyway.

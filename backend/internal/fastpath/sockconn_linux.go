@@ -368,13 +368,13 @@ func (c *SocketConn) readLocked(fd uintptr) bool {
 		var r uintptr
 		var errno syscall.Errno
 		if c.batch == 1 {
-			r, _, errno = unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&c.r.hdrs[0].Hdr)), unix.MSG_DONTWAIT)
+			r, _, errno = unix.RawSyscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&c.r.hdrs[0].Hdr)), unix.MSG_DONTWAIT)
 			if errno == 0 {
 				c.r.hdrs[0].Len = uint32(r)
 				r = 1
 			}
 		} else {
-			r, _, errno = unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&c.r.hdrs[0])), uintptr(n), unix.MSG_DONTWAIT, 0, 0)
+			r, _, errno = unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&c.r.hdrs[0])), uintptr(n), unix.MSG_DONTWAIT, 0, 0)
 		}
 		switch errno {
 		case 0:
@@ -491,12 +491,12 @@ func (c *SocketConn) writeLocked(fd uintptr) bool {
 		var r uintptr
 		var errno syscall.Errno
 		if c.wm-c.wmi == 1 {
-			r, _, errno = unix.Syscall(unix.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&c.w.hdrs[c.wmi].Hdr)), unix.MSG_DONTWAIT)
+			r, _, errno = unix.RawSyscall(unix.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&c.w.hdrs[c.wmi].Hdr)), unix.MSG_DONTWAIT)
 			if errno == 0 {
 				r = 1
 			}
 		} else {
-			r, _, errno = unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&c.w.hdrs[c.wmi])), uintptr(c.wm-c.wmi), unix.MSG_DONTWAIT, 0, 0)
+			r, _, errno = unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&c.w.hdrs[c.wmi])), uintptr(c.wm-c.wmi), unix.MSG_DONTWAIT, 0, 0)
 		}
 		switch errno {
 		case 0:

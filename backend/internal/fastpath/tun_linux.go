@@ -244,17 +244,19 @@ func (t *TUN) ioError(op string, err error) error {
 func (t *TUN) readLocked(fd uintptr) bool {
 	for t.rn < len(t.rpkts) {
 		p := &t.rpkts[t.rn]
-		n, err := unix.Read(int(fd), p.Buf[p.Off:])
-		switch {
-		case err == unix.EINTR:
+		b := p.Buf[p.Off:]
+		r, _, errno := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
+		switch errno {
+		case 0:
+		case unix.EINTR:
 			continue
-		case err == unix.EAGAIN:
+		case unix.EAGAIN:
 			return t.rn > 0
-		case err != nil:
-			t.rerr = err
+		default:
+			t.rerr = errno
 			return true
 		}
-		p.Len = n
+		p.Len = int(r)
 		t.rn++
 	}
 	return true
@@ -289,7 +291,7 @@ func (t *TUN) readVnetLocked(fd uintptr) bool {
 		rest := t.rbuf[min(len(slot), len(t.rbuf)-1):]
 		t.riov[1].Base = unsafe.SliceData(rest)
 		t.riov[1].SetLen(len(rest))
-		r, _, errno := unix.Syscall(unix.SYS_READV, fd, uintptr(unsafe.Pointer(&t.riov[0])), 2)
+		r, _, errno := unix.RawSyscall(unix.SYS_READV, fd, uintptr(unsafe.Pointer(&t.riov[0])), 2)
 		switch errno {
 		case 0:
 		case unix.EINTR:
@@ -385,18 +387,19 @@ func (t *TUN) Write(pkts []Packet) (int, error) {
 // is skipped; EAGAIN waits for the queue to drain.
 func (t *TUN) writeLocked(fd uintptr) bool {
 	for t.wi < len(t.wpkts) {
-		_, err := unix.Write(int(fd), t.wpkts[t.wi].Bytes())
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err == unix.EAGAIN:
-			return false
-		case err != nil:
-			if t.werr == nil {
-				t.werr = err
-			}
-		default:
+		b := t.wpkts[t.wi].Bytes()
+		_, _, errno := unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
+		switch errno {
+		case 0:
 			t.wn++
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		default:
+			if t.werr == nil {
+				t.werr = errno
+			}
 		}
 		t.wi++
 	}
@@ -412,7 +415,7 @@ func (t *TUN) writeVnetLocked(fd uintptr) bool {
 			t.wiov[j].Base = unsafe.SliceData(b)
 			t.wiov[j].SetLen(len(b))
 		}
-		_, _, errno := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&t.wiov[0])), uintptr(op.n))
+		_, _, errno := unix.RawSyscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&t.wiov[0])), uintptr(op.n))
 		switch errno {
 		case 0:
 			t.wn += op.pkts
