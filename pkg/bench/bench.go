@@ -110,10 +110,21 @@ func Run(ctx context.Context, o Options, out io.Writer) (*Results, error) {
 	return r.res, nil
 }
 
-// measure runs the phases in order; a phase that does not fit in the run's time is
-// recorded as skipped.
+// measure runs the paths in rounds, then the scale test. Each round builds every path's
+// cluster in turn and takes one iperf3 run per stream count from it, so the repetitions of
+// all paths are interleaved in time: a machine whose speed drifts during the run (a busy
+// neighbour on a shared host) shifts every path alike instead of whichever path ran while
+// it was slow, and the ratios to the underlay stay fair. Latency and convergence are
+// measured in the first round only. A path that fails to come up in a round is recorded
+// and tried again in the next.
 func (r *runner) measure(ctx context.Context) {
-	r.res.Paths = append(r.res.Paths, r.underlayPhase(ctx))
+	underlay := &Path{Name: "underlay", Kind: "underlay", MTU: 1500}
+	r.res.Paths = append(r.res.Paths, underlay)
+	type backend struct {
+		spec Spec
+		path *Path
+	}
+	var backends []backend
 	for _, spec := range r.o.orderedBackends() {
 		p := &Path{Name: spec.Name, Kind: "backend", Config: spec.NetworkConfig(Network), Userspace: spec.Userspace}
 		r.res.Paths = append(r.res.Paths, p)
@@ -122,12 +133,23 @@ func (r *runner) measure(ctx context.Context) {
 			r.step("%s: skipped (%s)", spec.Name, p.Skipped)
 			continue
 		}
-		if err := ctx.Err(); err != nil {
-			p.Skipped = stopReason(ctx)
-			r.pathFail(p, "%s", p.Skipped)
-			continue
+		backends = append(backends, backend{spec, p})
+	}
+	for round := 1; round <= r.o.Reps; round++ {
+		if r.o.Reps > 1 {
+			r.step("round %d of %d", round, r.o.Reps)
 		}
-		r.backendPhase(ctx, spec, p)
+		r.underlayPhase(ctx, underlay, round)
+		for _, b := range backends {
+			if err := ctx.Err(); err != nil {
+				if round == 1 {
+					b.path.Skipped = stopReason(ctx)
+				}
+				r.pathFail(b.path, "round %d: %s", round, stopReason(ctx))
+				continue
+			}
+			r.backendPhase(ctx, b.spec, b.path, round)
+		}
 	}
 	if r.o.Scale > 0 {
 		if ctx.Err() != nil {

@@ -9,34 +9,42 @@ import (
 )
 
 // underlayPhase measures node namespace to node namespace over the hub bridge, without
-// weftd: the limit of this machine for everything that follows.
-func (r *runner) underlayPhase(ctx context.Context) *Path {
-	p := &Path{Name: "underlay", Kind: "underlay", MTU: 1500}
+// weftd: the limit of this machine for everything that follows. round counts from 1.
+func (r *runner) underlayPhase(ctx context.Context, p *Path, round int) {
+	if ctx.Err() != nil {
+		r.pathFail(p, "round %d: %s", round, stopReason(ctx))
+		return
+	}
 	r.step("underlay: building a 2-node cluster")
 	c, err := r.startCluster(ctx, "underlay", 2)
 	if err != nil {
 		r.pathFail(p, "cluster: %v", err)
-		return p
+		return
 	}
 	defer func() { r.closeCluster("underlay", c, false, nil) }()
 	from, to := c.NodeHost(0), c.NodeHost(1)
 	p.Endpoints = fmt.Sprintf("node0 eth0 %s -> node1 eth0 %s over the hub bridge br0 (MTU %d)", from.IP, to.IP, p.MTU)
-	r.measurePath(ctx, p, from, to, nil)
-	return p
+	r.measurePath(ctx, p, from, to, nil, round)
 }
 
 // backendPhase runs weftd with spec on three fixed nodes, a pod on each, then measures pod
-// (node 0) to pod (node 1), and the joins.
-func (r *runner) backendPhase(ctx context.Context, spec Spec, p *Path) {
+// (node 0) to pod (node 1): one round of throughput, and in the first round the latency
+// and the joins.
+func (r *runner) backendPhase(ctx context.Context, spec Spec, p *Path, round int) {
 	label := spec.Name
-	r.step("%s: building a %d-node cluster (%d fixed, %d for joins)", label, fixedNodes+r.o.Joins, fixedNodes, r.o.Joins)
-	c, err := r.startCluster(ctx, label, fixedNodes+r.o.Joins)
+	joins := 0
+	if round == 1 {
+		joins = r.o.Joins
+	}
+	r.step("%s: building a %d-node cluster (%d fixed, %d for joins)", label, fixedNodes+joins, fixedNodes, joins)
+	c, err := r.startCluster(ctx, label, fixedNodes+joins)
 	if err != nil {
 		r.pathFail(p, "cluster: %v", err)
 		return
 	}
 	var weftds []*cluster.Weftd
-	defer func() { r.closeCluster(label, c, len(p.Errors) > 0, weftds) }()
+	failed := len(p.Errors)
+	defer func() { r.closeCluster(label, c, len(p.Errors) > failed, weftds) }()
 
 	if err := c.TryPutConfig(spec.NetworkConfig(Network)); err != nil {
 		r.pathFail(p, "%v", err)
@@ -71,8 +79,8 @@ func (r *runner) backendPhase(ctx context.Context, spec Spec, p *Path) {
 		return
 	}
 	p.Endpoints = fmt.Sprintf("pod %s on node0 -> pod %s on node1 (FLANNEL_MTU %d)", pods[0].IP, pods[1].IP, p.MTU)
-	r.measurePath(ctx, p, pods[0], pods[1], weftds[:2])
-	if r.o.Joins > 0 && ctx.Err() == nil {
+	r.measurePath(ctx, p, pods[0], pods[1], weftds[:2], round)
+	if joins > 0 && ctx.Err() == nil {
 		conv, joiners := r.converge(ctx, c, spec, pods)
 		weftds = append(weftds, joiners...)
 		p.Convergence = conv
@@ -110,52 +118,64 @@ func waitMesh(ctx context.Context, pods []*cluster.Pod, limit time.Duration) err
 	return nil
 }
 
-// measurePath measures latency, then throughput at each stream count. weftds, when given,
-// are the processes whose CPU time is charged to the traffic (both ends).
-func (r *runner) measurePath(ctx context.Context, p *Path, from, to *cluster.Pod, weftds []*cluster.Weftd) {
-	lat, err := measureLatency(ctx, from.NS, to.IP, r.o.PingCount, r.o.PingInterval)
-	p.Latency = lat
-	if err != nil {
-		r.pathFail(p, "latency: %v", err)
-	} else {
-		r.step("%s: latency p50 %.3f ms, p99 %.3f ms (%d/%d replies)", p.Name, lat.RTTms.P50, lat.RTTms.P99, lat.Received, lat.Sent)
+// measurePath takes round's iperf3 run at each stream count, and in the first round the
+// latency. weftds, when given, are the processes whose CPU time is charged to the traffic
+// (both ends).
+func (r *runner) measurePath(ctx context.Context, p *Path, from, to *cluster.Pod, weftds []*cluster.Weftd, round int) {
+	if round == 1 {
+		lat, err := measureLatency(ctx, from.NS, to.IP, r.o.PingCount, r.o.PingInterval)
+		p.Latency = lat
+		if err != nil {
+			r.pathFail(p, "latency: %v", err)
+		} else {
+			r.step("%s: latency p50 %.3f ms, p99 %.3f ms (%d/%d replies)", p.Name, lat.RTTms.P50, lat.RTTms.P99, lat.Received, lat.Sent)
+		}
 	}
 	withCPU := p.Userspace && len(weftds) > 0
 	for _, streams := range r.o.Streams {
-		tp := &Throughput{Streams: streams}
-		p.Throughput = append(p.Throughput, tp)
-		for rep := 1; rep <= r.o.Reps; rep++ {
-			if ctx.Err() != nil {
-				r.pathFail(p, "throughput: %v", ctx.Err())
-				return
-			}
-			var meter *cpuMeter
-			var around func(bool)
-			if withCPU {
-				meter = &cpuMeter{hz: r.hz, weftds: weftds}
-				around = meter.mark
-			}
-			run, err := iperfOnce(ctx, from, to, r.o.Duration, streams, around)
-			if err != nil {
-				r.pathFail(p, "throughput (-P %d, run %d): %v", streams, rep, err)
-				continue
-			}
-			if meter != nil {
-				cpu, err := meter.result(run.BytesRecv)
-				if err != nil {
-					r.pathFail(p, "weftd CPU: %v", err)
-				}
-				run.WeftdCPU = cpu
-			}
-			tp.Runs = append(tp.Runs, run)
-			msg := fmt.Sprintf("%s: -P %d run %d/%d: %.2f Gbit/s", p.Name, streams, rep, r.o.Reps, run.Gbps)
-			if run.WeftdCPU != nil {
-				msg += fmt.Sprintf(", weftd %.2f CPU s/GB", run.WeftdCPU.PerGB)
-			}
-			r.step("%s", msg)
+		tp := p.throughputEntry(streams)
+		if ctx.Err() != nil {
+			r.pathFail(p, "throughput: %v", ctx.Err())
+			return
 		}
+		var meter *cpuMeter
+		var around func(bool)
+		if withCPU {
+			meter = &cpuMeter{hz: r.hz, weftds: weftds}
+			around = meter.mark
+		}
+		run, err := iperfOnce(ctx, from, to, r.o.Duration, streams, around)
+		if err != nil {
+			r.pathFail(p, "throughput (-P %d, run %d): %v", streams, round, err)
+			continue
+		}
+		if meter != nil {
+			cpu, err := meter.result(run.BytesRecv)
+			if err != nil {
+				r.pathFail(p, "weftd CPU: %v", err)
+			}
+			run.WeftdCPU = cpu
+		}
+		tp.Runs = append(tp.Runs, run)
 		tp.summarize()
+		msg := fmt.Sprintf("%s: -P %d run %d/%d: %.2f Gbit/s", p.Name, streams, round, r.o.Reps, run.Gbps)
+		if run.WeftdCPU != nil {
+			msg += fmt.Sprintf(", weftd %.2f CPU s/GB", run.WeftdCPU.PerGB)
+		}
+		r.step("%s", msg)
 	}
+}
+
+// throughputEntry returns p's entry for a stream count, adding it on first use.
+func (p *Path) throughputEntry(streams int) *Throughput {
+	for _, tp := range p.Throughput {
+		if tp.Streams == streams {
+			return tp
+		}
+	}
+	tp := &Throughput{Streams: streams}
+	p.Throughput = append(p.Throughput, tp)
+	return tp
 }
 
 // summarize fills Gbps and CPUPerGB from the runs.

@@ -18,7 +18,8 @@ import (
 // TestQuickRun runs the whole bench with the smallest settings on one kernel backend and one
 // userspace backend, so that every measurement path (underlay, throughput, CPU per GB,
 // latency, route and ping convergence, scale, JSON, table, charts, cleanup) keeps working.
-// It checks that each measurement was made, never what it measured.
+// Two rounds check that the paths' repetitions are interleaved. It checks that each
+// measurement was made, never what it measured.
 func TestQuickRun(t *testing.T) {
 	if err := Available(); err != nil {
 		t.Skip(err)
@@ -29,6 +30,7 @@ func TestQuickRun(t *testing.T) {
 	o.Streams = []int{1}
 	o.PingCount = 10
 	o.Joins = 1
+	o.Reps = 2
 	o.Command = "go test (TestQuickRun)"
 	var out strings.Builder
 	start := time.Now()
@@ -47,7 +49,7 @@ func TestQuickRun(t *testing.T) {
 			t.Fatalf("no %s path in %+v", name, res.Paths)
 		}
 		tp := p.throughput(1)
-		if tp == nil || tp.Gbps.Median <= 0 || tp.RatioToUnderlay <= 0 || len(tp.Runs) != 1 || tp.Runs[0].Command == "" {
+		if tp == nil || tp.Gbps.Median <= 0 || tp.RatioToUnderlay <= 0 || len(tp.Runs) != 2 || tp.Runs[0].Command == "" {
 			t.Errorf("%s: throughput %+v", name, tp)
 		}
 		if p.Latency == nil || p.Latency.RTTms.N == 0 || p.Latency.RatioToUnderlay <= 0 {
@@ -62,6 +64,13 @@ func TestQuickRun(t *testing.T) {
 		if wantCPU := name == "udp"; wantCPU != (tp != nil && tp.CPUPerGB != nil && tp.CPUPerGB.Median > 0) {
 			t.Errorf("%s: CPU per GB %+v, want it measured: %t", name, tp, wantCPU)
 		}
+	}
+	// Interleaved: every path's first run before any path's second.
+	progress := out.String()
+	lastFirst := strings.Index(progress, "udp: -P 1 run 1/2")
+	firstSecond := strings.Index(progress, "underlay: -P 1 run 2/2")
+	if lastFirst < 0 || firstSecond < lastFirst {
+		t.Errorf("runs not interleaved: udp's run 1 at %d, the underlay's run 2 at %d", lastFirst, firstSecond)
 	}
 	s := res.Scale
 	if s == nil || s.Routes != o.Scale || s.FDB < o.Scale || s.RoutesS < 0 || s.JoinMs < 0 || s.LeaveMs < 0 || s.RestartRoutesS < 0 || s.RSSKiB <= 0 {

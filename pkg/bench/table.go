@@ -85,7 +85,7 @@ func FormatTable(res *Results) string {
 	pf("paths: underlay = node to node over the hub bridge, no weftd; the others pod (node 0) to pod (node 1);\n")
 	pf("       udp = udp Batch:true, udp-nobatch = udp Batch:false, gre = gre Mode:userspace\n")
 
-	pf("\nTCP throughput (iperf3 -t %g, %d run(s) each): Gbit/s median [min-max], x = median / underlay median\n", o.DurationS, o.Reps)
+	pf("\nTCP throughput (iperf3 -t %g, %d run(s) each, in interleaved rounds): Gbit/s median [min-max], x = median / underlay median\n", o.DurationS, o.Reps)
 	pf("%-12s %5s", "path", "MTU")
 	for _, s := range o.Streams {
 		pf("  %-26s", fmt.Sprintf("%d stream(s)", s))
