@@ -216,22 +216,27 @@ func (b *greBackend) activateUserspace(h *kernel.Handle, own, network netip.Pref
 		tun.Close()
 		return nil, err
 	}
-	n := &userNetwork{
-		env:     b.env,
-		log:     b.log,
-		dev:     dev,
-		tunOpts: tunOpts,
-		local:   local,
-		reason:  b.reason,
-		peers:   newPeerSet(own, network, b.env.Ext.PublicIP),
-		h:       h,
-		closed:  make(chan struct{}),
-	}
-	n.f, err = fastpath.New(fastpath.Config{Subnet: own, MTU: b.spec.mtu, BatchSize: batch, Log: b.log, Reopen: n.reopenDevice}, tun, c)
+	plane, err := tundev.NewPlane(tundev.PlaneConfig{
+		Device:     dev,
+		Handle:     h,
+		TUN:        tun,
+		TUNOptions: tunOpts,
+		Conn:       c,
+		Forward:    fastpath.Config{Subnet: own, MTU: b.spec.mtu, BatchSize: batch, Log: b.log},
+		Resync:     repairPeriod,
+		Repaired:   b.env.Repaired,
+		Log:        b.log,
+	})
 	if err != nil {
-		tun.Close()
-		c.Close()
-		return nil, fmt.Errorf("gre backend: %w", err)
+		return nil, err
+	}
+	n := &userNetwork{
+		log:    b.log,
+		plane:  plane,
+		f:      plane.Forwarder(),
+		local:  local,
+		reason: b.reason,
+		peers:  newPeerSet(own, network, b.env.Ext.PublicIP),
 	}
 	b.log.Info("GRE network active", "mode", ModeUserspace, "device", TUNName, "subnet", own, "network", network,
 		"local", local, "mtu", b.spec.mtu, "batch", n.f.BatchSize(), "offloads", n.f.Offloads())

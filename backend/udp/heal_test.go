@@ -4,15 +4,12 @@ package udp
 
 import (
 	"fmt"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/weftnet/weft/backend/internal/fastpath"
-	"github.com/weftnet/weft/backend/internal/kernel"
 	"github.com/weftnet/weft/backend/internal/kernel/kerneltest"
-	"github.com/weftnet/weft/backend/internal/tundev"
 	"github.com/weftnet/weft/pkg/nsutil"
 )
 
@@ -104,31 +101,6 @@ func TestIdleRunWritesNothing(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if n, last := mon.Settle(50 * time.Millisecond); n != 0 {
 		t.Fatalf("after the repair, Run made %d more changes (last: %s)", n, last)
-	}
-}
-
-func TestRelevant(t *testing.T) {
-	n := &udpNetwork{dev: tundev.Device{Index: 4, Network: netip.MustParsePrefix("10.244.0.0/16")}}
-	p := netip.MustParsePrefix
-	for _, c := range []struct {
-		name string
-		c    kernel.Change
-		want bool
-	}{
-		{"flannel0", kernel.Change{Kind: kernel.LinkChange, LinkIndex: 4}, true},
-		{"flannel0 by name", kernel.Change{Kind: kernel.LinkChange, LinkIndex: 8, LinkName: "flannel0"}, true},
-		{"other link", kernel.Change{Kind: kernel.LinkChange, LinkIndex: 2, LinkName: "eth0"}, false},
-		{"flannel0 address", kernel.Change{Kind: kernel.AddrChange, LinkIndex: 4}, true},
-		{"eth0 address", kernel.Change{Kind: kernel.AddrChange, LinkIndex: 2}, false},
-		{"network route elsewhere", kernel.Change{Kind: kernel.RouteChange, Table: 254, LinkIndex: 2, Prefix: p("10.244.0.0/16")}, true},
-		{"route via flannel0", kernel.Change{Kind: kernel.RouteChange, Table: 254, LinkIndex: 4, Prefix: p("10.9.0.0/16")}, true},
-		{"local table", kernel.Change{Kind: kernel.RouteChange, Table: 255, LinkIndex: 4, Prefix: p("10.244.1.0/32")}, false},
-		{"pod route", kernel.Change{Kind: kernel.RouteChange, Table: 254, LinkIndex: 6, Prefix: p("10.244.1.0/24")}, false},
-		{"neighbour", kernel.Change{Kind: kernel.NeighChange, LinkIndex: 4}, false},
-	} {
-		if got := n.relevant(c.c); got != c.want {
-			t.Errorf("%s: relevant = %v, want %v", c.name, got, c.want)
-		}
 	}
 }
 

@@ -104,7 +104,7 @@ func startNodeEvery(t *testing.T, c *cluster, ns, addr, own string, backendJSON 
 		t.Fatal(err)
 	}
 	if resync > 0 {
-		n.nw.(*udpNetwork).resync = resync
+		n.nw.(*udpNetwork).plane.SetResync(resync)
 	}
 	go func() { n.done <- n.nw.Run(ctx) }()
 	t.Cleanup(func() { n.stop(t) })

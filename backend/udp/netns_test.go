@@ -209,19 +209,6 @@ func TestTwoNodesInNamespaces(t *testing.T) {
 		}
 	})
 
-	t.Run("drift is repaired", func(t *testing.T) {
-		run(t, c.nodeA, "ip", "route", "del", "10.244.0.0/16", "dev", "flannel0")
-		run(t, c.nodeA, "ip", "addr", "add", "10.244.200.0/32", "dev", "flannel0")
-		a.nw.(*udpNetwork).repair()
-		if out := run(t, c.nodeA, "ip", "route", "show", "10.244.0.0/16"); !contains(out, "dev flannel0") {
-			t.Fatalf("route not repaired: %s", out)
-		}
-		if out := run(t, c.nodeA, "ip", "-4", "-o", "addr", "show", "dev", "flannel0"); contains(out, "10.244.200.0") {
-			t.Fatalf("stale address kept: %s", out)
-		}
-		ping(t, c.podA, true, "-c", "1", "10.244.2.2")
-	})
-
 	t.Run("restart adopts the device and keeps the route", func(t *testing.T) {
 		index := run(t, c.nodeA, "cat", "/sys/class/net/flannel0/ifindex")
 		a.stop(t)

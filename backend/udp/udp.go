@@ -173,22 +173,26 @@ func (b *udpBackend) activate(h *kernel.Handle, own, network netip.Prefix, batch
 		sock.Close()
 		return nil, fmt.Errorf("udp backend: %w", err)
 	}
-	n := &udpNetwork{
-		env:     b.env,
-		log:     b.log,
-		dev:     dev,
-		tunOpts: tunOpts,
-		listen:  listen,
-		resync:  resyncPeriod,
-		h:       h,
-		peers:   newPeerSet(own, network, b.env.Ext.PublicIP, uint16(b.cfg.Port)),
-		closed:  make(chan struct{}),
-	}
-	n.f, err = fastpath.New(fastpath.Config{Subnet: own, MTU: b.mtu, BatchSize: batch, Log: b.log, Reopen: n.reopenDevice}, tun, conn)
+	plane, err := tundev.NewPlane(tundev.PlaneConfig{
+		Device:     dev,
+		Handle:     h,
+		TUN:        tun,
+		TUNOptions: tunOpts,
+		Conn:       conn,
+		Forward:    fastpath.Config{Subnet: own, MTU: b.mtu, BatchSize: batch, Log: b.log},
+		Resync:     resyncPeriod,
+		Repaired:   b.env.Repaired,
+		Log:        b.log,
+	})
 	if err != nil {
-		tun.Close()
-		conn.Close()
-		return nil, fmt.Errorf("udp backend: %w", err)
+		return nil, err
+	}
+	n := &udpNetwork{
+		log:    b.log,
+		plane:  plane,
+		f:      plane.Forwarder(),
+		listen: listen,
+		peers:  newPeerSet(own, network, b.env.Ext.PublicIP, uint16(b.cfg.Port)),
 	}
 	return n, nil
 }
