@@ -65,7 +65,7 @@ func TestUserspaceRecreatesDeletedTUN(t *testing.T) {
 			return nil
 		})
 		select {
-		case err := <-a.done:
+		case err := <-a.Done():
 			t.Fatalf("Run returned %v after %s was deleted", err, TUNName)
 		default:
 		}

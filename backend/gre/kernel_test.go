@@ -23,7 +23,7 @@ func TestKernelMode(t *testing.T) {
 	run(t, c.nodeA, "ip", "tuntap", "add", "dev", TUNName, "mode", "tun")
 	a := startNode(t, c, c.nodeA, "192.0.2.1", "10.244.1.0/24", `{"Type":"gre","Mode":"kernel"}`, greLease("10.244.2.0/24", "192.0.2.2"))
 	b := startNode(t, c, c.nodeB, "192.0.2.2", "10.244.2.0/24", `{"Type":"gre","Mode":"kernel","MTU":1400}`, greLease("10.244.1.0/24", "192.0.2.1"))
-	kn := a.nw.(*kernelNetwork)
+	kn := a.NW.(*kernelNetwork)
 
 	t.Run("device and peer entries", func(t *testing.T) {
 		out := run(t, c.nodeA, "ip", "-d", "link", "show", DeviceName)
@@ -47,7 +47,7 @@ func TestKernelMode(t *testing.T) {
 		if _, err := nsutil.Run(c.nodeA, "ip", "link", "show", TUNName); err == nil {
 			t.Fatalf("the stale userspace TUN was not deleted")
 		}
-		if _, ok := a.nw.(backend.PacketCounter); ok {
+		if _, ok := a.NW.(backend.PacketCounter); ok {
 			t.Fatal("kernel mode claims userspace packet counters")
 		}
 	})
@@ -87,7 +87,7 @@ func TestKernelMode(t *testing.T) {
 
 	t.Run("peer removal and move", func(t *testing.T) {
 		moved := greLease("10.244.2.0/24", "192.0.2.22")
-		if err := a.nw.Apply(t.Context(), []subnet.Event{{Type: subnet.Added, Lease: moved}}); err != nil {
+		if err := a.NW.Apply(t.Context(), []subnet.Event{{Type: subnet.Added, Lease: moved}}); err != nil {
 			t.Fatal(err)
 		}
 		if out := run(t, c.nodeA, "ip", "route", "show", "10.244.2.0/24"); !contains(out, "via 192.0.2.22") {
@@ -96,20 +96,20 @@ func TestKernelMode(t *testing.T) {
 		if out := run(t, c.nodeA, "ip", "neigh", "show", "dev", DeviceName); contains(out, "192.0.2.2 ") {
 			t.Fatalf("old neighbour kept:\n%s", out)
 		}
-		if err := a.nw.Apply(t.Context(), []subnet.Event{{Type: subnet.Removed, Lease: moved}}); err != nil {
+		if err := a.NW.Apply(t.Context(), []subnet.Event{{Type: subnet.Removed, Lease: moved}}); err != nil {
 			t.Fatal(err)
 		}
 		if out := strings.TrimSpace(run(t, c.nodeA, "ip", "route", "show", "dev", DeviceName)); out != "" {
 			t.Fatalf("routes left after removal: %s", out)
 		}
-		if d := a.nw.(backend.Describer).Describe(); len(d.Peers) != 0 || d.Info["mode"] != "kernel" {
+		if d := a.NW.(backend.Describer).Describe(); len(d.Peers) != 0 || d.Info["mode"] != "kernel" {
 			t.Fatalf("Describe after removal: %+v", d)
 		}
 	})
 
 	t.Run("restart adopts the device", func(t *testing.T) {
 		index := run(t, c.nodeB, "cat", "/sys/class/net/"+DeviceName+"/ifindex")
-		b.stop(t)
+		b.Stop(t)
 		b = startNode(t, c, c.nodeB, "192.0.2.2", "10.244.2.0/24", `{"Type":"gre","Mode":"kernel","MTU":1400}`, greLease("10.244.1.0/24", "192.0.2.1"))
 		if again := run(t, c.nodeB, "cat", "/sys/class/net/"+DeviceName+"/ifindex"); again != index {
 			t.Fatalf("index %s after restart, was %s", again, index)
@@ -117,12 +117,12 @@ func TestKernelMode(t *testing.T) {
 	})
 
 	t.Run("switching to userspace deletes the kernel device", func(t *testing.T) {
-		b.stop(t)
+		b.Stop(t)
 		b = startNode(t, c, c.nodeB, "192.0.2.2", "10.244.2.0/24", `{"Type":"gre","Mode":"userspace"}`, greLease("10.244.1.0/24", "192.0.2.1"))
 		if _, err := nsutil.Run(c.nodeB, "ip", "link", "show", DeviceName); err == nil {
 			t.Fatal("kernel device kept in userspace mode")
 		}
-		if err := a.nw.Apply(t.Context(), []subnet.Event{{Type: subnet.Added, Lease: greLease("10.244.2.0/24", "192.0.2.2")}}); err != nil {
+		if err := a.NW.Apply(t.Context(), []subnet.Event{{Type: subnet.Added, Lease: greLease("10.244.2.0/24", "192.0.2.2")}}); err != nil {
 			t.Fatal(err)
 		}
 		// Kernel mode on A, userspace on B: the same bytes on the wire.

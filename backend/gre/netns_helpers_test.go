@@ -3,14 +3,12 @@
 package gre
 
 import (
-	"context"
 	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
 	"strings"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2/ktesting"
@@ -51,12 +49,8 @@ func newCluster(t *testing.T) *cluster {
 
 // node is one running gre backend.
 type node struct {
-	ns      string
+	*tundevtest.Node
 	be      *greBackend
-	nw      backend.Network
-	attrs   subnet.LeaseAttrs
-	cancel  context.CancelFunc
-	done    chan error
 	repairs *kerneltest.Repairs // what the network reported through OnRepair
 }
 
@@ -71,17 +65,7 @@ func newBackendReporting(t *testing.T, c *cluster, ns, addr, backendJSON string,
 	t.Helper()
 	cfg := *c.cfg
 	cfg.Backend = []byte(backendJSON)
-	var ext backend.ExternalInterface
-	if err := nsutil.Do(ns, func() error {
-		iface, err := net.InterfaceByName("eth0")
-		if err != nil {
-			return err
-		}
-		ext = backend.ExternalInterface{Iface: iface, IfaceAddr: netip.MustParseAddr(addr), PublicIP: netip.MustParseAddr(addr)}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	ext := tundevtest.External(t, ns, addr)
 	logger := ktesting.NewLogger(t, ktesting.NewConfig(ktesting.Verbosity(2)))
 	be, err := New(backend.Env{Ext: ext, Network: &cfg, Log: logger.WithValues("node", addr), OnRepair: onRepair})
 	if err != nil {
@@ -91,60 +75,16 @@ func newBackendReporting(t *testing.T, c *cluster, ns, addr, backendJSON string,
 }
 
 // startNode prepares and activates a backend inside ns, runs it and applies the peers.
-// The returned node is stopped by stop (and at cleanup).
+// The returned node is stopped by Stop (and at cleanup).
 func startNode(t *testing.T, c *cluster, ns, addr, own, backendJSON string, peers ...subnet.Lease) *node {
 	t.Helper()
 	repairs := &kerneltest.Repairs{}
 	be := newBackendReporting(t, c, ns, addr, backendJSON, repairs.Report)
-	n := &node{ns: ns, be: be, done: make(chan error, 1), repairs: repairs}
-	ctx, cancel := context.WithCancel(context.Background())
-	n.cancel = cancel
 	lease := subnet.Lease{Subnet: netip.MustParsePrefix(own), Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr(addr)}}
-	var err error
-	if err := nsutil.Do(ns, func() error {
-		if n.attrs, err = be.Prepare(ctx); err != nil {
-			return err
-		}
-		n.nw, err = be.Activate(ctx, lease)
-		return err
-	}); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	go func() { n.done <- n.nw.Run(ctx) }()
-	t.Cleanup(func() { n.stop(t) })
-	events := make([]subnet.Event, 0, len(peers))
-	for _, p := range peers {
-		events = append(events, subnet.Event{Type: subnet.Added, Lease: p})
-	}
-	if err := n.nw.Apply(ctx, events); err != nil {
-		t.Fatal(err)
-	}
-	return n
+	return &node{Node: tundevtest.StartNode(t, ns, be, lease, nil, peers...), be: be, repairs: repairs}
 }
 
-// stop ends Run and closes the network; idempotent.
-func (n *node) stop(t *testing.T) {
-	t.Helper()
-	if n.cancel == nil {
-		return
-	}
-	n.cancel()
-	n.cancel = nil
-	select {
-	case err := <-n.done:
-		if err != nil {
-			t.Errorf("Run returned %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Error("Run did not return within 10s of cancel")
-	}
-	if err := n.nw.Close(); err != nil {
-		t.Errorf("Close: %v", err)
-	}
-}
-
-func (n *node) stats() Stats { return n.nw.(StatsReporter).Stats() }
+func (n *node) stats() Stats { return n.NW.(StatsReporter).Stats() }
 
 func greLease(sn, pub string) subnet.Lease {
 	return subnet.Lease{Subnet: netip.MustParsePrefix(sn), Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr(pub), BackendType: Name}}

@@ -4,13 +4,10 @@ package gre
 
 import (
 	"bytes"
-	"crypto/rand"
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"runtime"
@@ -21,6 +18,7 @@ import (
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/internal/fastpath"
 	"github.com/weftnet/weft/backend/internal/kernel/kerneltest"
+	"github.com/weftnet/weft/backend/internal/tundev/tundevtest"
 	"github.com/weftnet/weft/pkg/nsutil"
 	"github.com/weftnet/weft/subnet"
 )
@@ -48,7 +46,7 @@ func TestUserspaceTwoNodes(t *testing.T) {
 	t.Logf("node B (auto) runs in %s mode", b.be.mode)
 
 	t.Run("lease value", func(t *testing.T) {
-		got, err := json.Marshal(a.attrs)
+		got, err := json.Marshal(a.Attrs)
 		if want := `{"PublicIP":"192.0.2.1","PublicIPv6":null,"BackendType":"gre"}`; err != nil || string(got) != want {
 			t.Fatalf("lease value %s (%v), want %s", got, err, want)
 		}
@@ -67,16 +65,16 @@ func TestUserspaceTwoNodes(t *testing.T) {
 		if out := run(t, c.nodeA, "cat", "/proc/sys/net/ipv4/conf/"+TUNName+"/accept_local"); strings.TrimSpace(out) != "1" {
 			t.Fatalf("accept_local = %q", out)
 		}
-		if a.nw.MTU() != 1476 {
-			t.Fatalf("MTU() = %d", a.nw.MTU())
+		if a.NW.MTU() != 1476 {
+			t.Fatalf("MTU() = %d", a.NW.MTU())
 		}
-		if proto, port := a.nw.(backend.Tunnel).TunnelPort(); proto != "gre" || port != 0 {
+		if proto, port := a.NW.(backend.Tunnel).TunnelPort(); proto != "gre" || port != 0 {
 			t.Fatalf("TunnelPort() = %q, %d", proto, port)
 		}
 		if _, err := nsutil.Run(c.nodeA, "ip", "link", "show", DeviceName); err == nil {
 			t.Fatalf("userspace mode made the kernel device %s", DeviceName)
 		}
-		d := a.nw.(backend.Describer).Describe()
+		d := a.NW.(backend.Describer).Describe()
 		if d.Device != TUNName || d.Info["mode"] != "userspace" || d.Peers[netip.MustParsePrefix("10.244.2.0/24")].State != backend.PeerProgrammed {
 			t.Fatalf("Describe() = %+v", d)
 		}
@@ -125,52 +123,8 @@ func TestUserspaceTwoNodes(t *testing.T) {
 	})
 
 	t.Run("tcp transfer", func(t *testing.T) {
-		var ln net.Listener
-		if err := nsutil.Do(c.podB, func() (err error) { ln, err = net.Listen("tcp4", "10.244.2.2:9000"); return err }); err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		type result struct {
-			sum [32]byte
-			n   int64
-			err error
-		}
-		got := make(chan result, 1)
-		go func() {
-			conn, err := ln.Accept()
-			if err != nil {
-				got <- result{err: err}
-				return
-			}
-			defer conn.Close()
-			conn.SetDeadline(time.Now().Add(60 * time.Second))
-			h := sha256.New()
-			n, err := io.Copy(h, conn)
-			r := result{n: n, err: err}
-			copy(r.sum[:], h.Sum(nil))
-			got <- r
-		}()
-		data := make([]byte, 16<<20)
-		rand.Read(data)
-		var conn net.Conn
-		if err := nsutil.Do(c.podA, func() (err error) { conn, err = net.DialTimeout("tcp4", "10.244.2.2:9000", 5*time.Second); return err }); err != nil {
-			t.Fatal(err)
-		}
-		conn.SetDeadline(time.Now().Add(60 * time.Second))
-		start := time.Now()
-		if _, err := conn.Write(data); err != nil {
-			t.Fatal(err)
-		}
-		conn.Close()
-		select {
-		case r := <-got:
-			if r.err != nil || r.n != int64(len(data)) || r.sum != sha256.Sum256(data) {
-				t.Fatalf("received %d bytes (%v), checksum match %v", r.n, r.err, r.sum == sha256.Sum256(data))
-			}
-		case <-time.After(90 * time.Second):
-			t.Fatal("transfer did not finish")
-		}
-		t.Logf("16 MiB in %v (A stats %+v)", time.Since(start), a.stats())
+		d := tundevtest.TransferTCP(t, c.podA, c.podB, netip.MustParseAddrPort("10.244.2.2:9000"), 16<<20)
+		t.Logf("16 MiB in %v (A stats %+v)", d, a.stats())
 	})
 
 	t.Run("icmp errors", func(t *testing.T) {
@@ -226,7 +180,7 @@ func TestUserspaceTwoNodes(t *testing.T) {
 		if d := after.ConnIn.Packets - before.ConnIn.Packets; d < 9 {
 			t.Errorf("ConnIn grew by %d, want at least 9", d)
 		}
-		ps := a.nw.(backend.PacketCounter).PacketStats()
+		ps := a.NW.(backend.PacketCounter).PacketStats()
 		if ps.Drops["not-peer"] != after.Drops[fastpath.DropNotPeer] || ps.Drops["malformed"] != after.Drops[fastpath.DropMalformed] {
 			t.Errorf("PacketStats drops %v disagree with Stats %v", ps.Drops, after.Drops)
 		}
@@ -254,7 +208,7 @@ func TestUserspaceTwoNodes(t *testing.T) {
 
 	t.Run("restart adopts the device and keeps the route", func(t *testing.T) {
 		index := run(t, c.nodeA, "cat", "/sys/class/net/"+TUNName+"/ifindex")
-		a.stop(t)
+		a.Stop(t)
 		if out := run(t, c.nodeA, "ip", "route", "show", "10.244.0.0/16"); !contains(out, "dev "+TUNName) {
 			t.Fatalf("route gone after Close: %s", out)
 		}
@@ -268,10 +222,10 @@ func TestUserspaceTwoNodes(t *testing.T) {
 	t.Run("peer of another backend is ignored", func(t *testing.T) {
 		l := greLease("10.244.3.0/24", "192.0.2.3")
 		l.Attrs.BackendType = "vxlan"
-		if err := a.nw.Apply(t.Context(), []subnet.Event{{Type: subnet.Added, Lease: l}}); err != nil {
+		if err := a.NW.Apply(t.Context(), []subnet.Event{{Type: subnet.Added, Lease: l}}); err != nil {
 			t.Fatal(err)
 		}
-		if p := a.nw.(backend.Describer).Describe().Peers[l.Subnet]; p.State != backend.PeerIgnored || !contains(p.Reason, "vxlan") {
+		if p := a.NW.(backend.Describer).Describe().Peers[l.Subnet]; p.State != backend.PeerIgnored || !contains(p.Reason, "vxlan") {
 			t.Fatalf("vxlan peer: %+v", p)
 		}
 		if out := ping(t, c.podA, false, "-c", "1", "10.244.3.2"); !contains(out, "Destination Net Unreachable") {
@@ -280,7 +234,7 @@ func TestUserspaceTwoNodes(t *testing.T) {
 	})
 
 	t.Run("peer removal stops traffic", func(t *testing.T) {
-		if err := a.nw.Apply(t.Context(), []subnet.Event{{Type: subnet.Removed, Lease: greLease("10.244.2.0/24", "192.0.2.2")}}); err != nil {
+		if err := a.NW.Apply(t.Context(), []subnet.Event{{Type: subnet.Removed, Lease: greLease("10.244.2.0/24", "192.0.2.2")}}); err != nil {
 			t.Fatal(err)
 		}
 		if out := ping(t, c.podA, false, "-c", "1", "10.244.2.2"); !contains(out, "Destination Net Unreachable") {
@@ -288,8 +242,8 @@ func TestUserspaceTwoNodes(t *testing.T) {
 		}
 	})
 
-	a.stop(t)
-	b.stop(t)
+	a.Stop(t)
+	b.Stop(t)
 	deadline := time.Now().Add(5 * time.Second)
 	for runtime.NumGoroutine() > base && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)

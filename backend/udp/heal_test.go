@@ -142,7 +142,7 @@ func TestRunRecreatesDeletedFlannel0(t *testing.T) {
 					return nil
 				})
 				select {
-				case err := <-a.done:
+				case err := <-a.Done():
 					t.Fatalf("Run returned %v after flannel0 was deleted", err)
 				default:
 				}

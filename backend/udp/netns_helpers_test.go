@@ -3,10 +3,8 @@
 package udp
 
 import (
-	"context"
 	"encoding/binary"
 	"fmt"
-	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -53,16 +51,12 @@ func newCluster(t *testing.T) *cluster {
 
 // node is one running udp backend.
 type node struct {
-	ns      string
-	nw      backend.Network
-	attrs   subnet.LeaseAttrs
+	*tundevtest.Node
 	repairs *kerneltest.Repairs // what the network reported through OnRepair
-	cancel  context.CancelFunc
-	done    chan error
 }
 
 // startNode builds the backend for the node namespace ns, prepares and activates it
-// inside ns, and runs it. The returned node is stopped by stop (and at cleanup).
+// inside ns, and runs it. The returned node is stopped by Stop (and at cleanup).
 func startNode(t *testing.T, c *cluster, ns, addr, own string, backendJSON string, peers ...subnet.Lease) *node {
 	t.Helper()
 	return startNodeEvery(t, c, ns, addr, own, backendJSON, 0, peers...)
@@ -73,73 +67,22 @@ func startNodeEvery(t *testing.T, c *cluster, ns, addr, own string, backendJSON 
 	t.Helper()
 	cfg := *c.cfg
 	cfg.Backend = []byte(backendJSON)
-	var ext backend.ExternalInterface
-	if err := nsutil.Do(ns, func() error {
-		iface, err := net.InterfaceByName("eth0")
-		if err != nil {
-			return err
-		}
-		ext = backend.ExternalInterface{Iface: iface, IfaceAddr: netip.MustParseAddr(addr), PublicIP: netip.MustParseAddr(addr)}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	ext := tundevtest.External(t, ns, addr)
 	logger := ktesting.NewLogger(t, ktesting.NewConfig(ktesting.Verbosity(2)))
-	n := &node{ns: ns, done: make(chan error, 1), repairs: &kerneltest.Repairs{}}
-	be, err := New(backend.Env{Ext: ext, Network: &cfg, Log: logger.WithValues("node", addr), OnRepair: n.repairs.Report})
+	repairs := &kerneltest.Repairs{}
+	be, err := New(backend.Env{Ext: ext, Network: &cfg, Log: logger.WithValues("node", addr), OnRepair: repairs.Report})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	n.cancel = cancel
-	lease := subnet.Lease{Subnet: netip.MustParsePrefix(own), Attrs: subnet.LeaseAttrs{PublicIP: ext.PublicIP}}
-	if err := nsutil.Do(ns, func() error {
-		if n.attrs, err = be.Prepare(ctx); err != nil {
-			return err
-		}
-		n.nw, err = be.Activate(ctx, lease)
-		return err
-	}); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
+	var beforeRun func(backend.Network)
 	if resync > 0 {
-		n.nw.(*udpNetwork).plane.SetResync(resync)
+		beforeRun = func(nw backend.Network) { nw.(*udpNetwork).plane.SetResync(resync) }
 	}
-	go func() { n.done <- n.nw.Run(ctx) }()
-	t.Cleanup(func() { n.stop(t) })
-	events := make([]subnet.Event, 0, len(peers))
-	for _, p := range peers {
-		events = append(events, subnet.Event{Type: subnet.Added, Lease: p})
-	}
-	if err := n.nw.Apply(ctx, events); err != nil {
-		t.Fatal(err)
-	}
-	return n
+	lease := subnet.Lease{Subnet: netip.MustParsePrefix(own), Attrs: subnet.LeaseAttrs{PublicIP: ext.PublicIP}}
+	return &node{Node: tundevtest.StartNode(t, ns, be, lease, beforeRun, peers...), repairs: repairs}
 }
 
-// stop ends Run and closes the network; idempotent.
-func (n *node) stop(t *testing.T) {
-	t.Helper()
-	if n.cancel == nil {
-		return
-	}
-	n.cancel()
-	n.cancel = nil
-	select {
-	case err := <-n.done:
-		if err != nil {
-			t.Errorf("Run returned %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Error("Run did not return within 10s of cancel")
-	}
-	if err := n.nw.Close(); err != nil {
-		t.Errorf("Close: %v", err)
-	}
-}
-
-func (n *node) stats() Stats { return n.nw.(StatsReporter).Stats() }
+func (n *node) stats() Stats { return n.NW.(StatsReporter).Stats() }
 
 func peerLease(sn, pub string) subnet.Lease {
 	return subnet.Lease{Subnet: netip.MustParsePrefix(sn), Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr(pub)}}

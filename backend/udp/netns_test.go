@@ -4,11 +4,8 @@ package udp
 
 import (
 	"bytes"
-	"crypto/rand"
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
-	"io"
 	"net"
 	"net/netip"
 	"runtime"
@@ -17,6 +14,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/backend/internal/fastpath"
+	"github.com/weftnet/weft/backend/internal/tundev/tundevtest"
 	"github.com/weftnet/weft/pkg/nsutil"
 )
 
@@ -35,7 +33,7 @@ func TestTwoNodesInNamespaces(t *testing.T) {
 	b := startNode(t, c, c.nodeB, "192.0.2.2", "10.244.2.0/24", `{"Type":"udp","Batch":false}`, peerLease("10.244.1.0/24", "192.0.2.1"))
 
 	t.Run("lease value as flanneld writes it", func(t *testing.T) {
-		attrs := a.attrs
+		attrs := a.Attrs
 		attrs.PublicIP = netip.MustParseAddr("192.0.2.1") // the daemon fills it in
 		got, err := json.Marshal(attrs)
 		if err != nil || string(got) != `{"PublicIP":"192.0.2.1","PublicIPv6":null}` {
@@ -56,8 +54,8 @@ func TestTwoNodesInNamespaces(t *testing.T) {
 		if out := run(t, c.nodeA, "cat", "/proc/sys/net/ipv4/conf/flannel0/accept_local"); strings.TrimSpace(out) != "1" {
 			t.Fatalf("accept_local = %q", out)
 		}
-		if a.nw.MTU() != 1472 {
-			t.Fatalf("MTU() = %d", a.nw.MTU())
+		if a.NW.MTU() != 1472 {
+			t.Fatalf("MTU() = %d", a.NW.MTU())
 		}
 	})
 
@@ -102,53 +100,8 @@ func TestTwoNodesInNamespaces(t *testing.T) {
 	})
 
 	t.Run("tcp transfer", func(t *testing.T) {
-		var ln net.Listener
-		if err := nsutil.Do(c.podB, func() (err error) { ln, err = net.Listen("tcp4", "10.244.2.2:9000"); return err }); err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		type result struct {
-			sum [32]byte
-			n   int64
-			err error
-		}
-		got := make(chan result, 1)
-		go func() {
-			conn, err := ln.Accept()
-			if err != nil {
-				got <- result{err: err}
-				return
-			}
-			defer conn.Close()
-			conn.SetDeadline(time.Now().Add(60 * time.Second))
-			h := sha256.New()
-			n, err := io.Copy(h, conn)
-			var r result
-			copy(r.sum[:], h.Sum(nil))
-			r.n, r.err = n, err
-			got <- r
-		}()
-		data := make([]byte, 16<<20)
-		rand.Read(data)
-		var conn net.Conn
-		if err := nsutil.Do(c.podA, func() (err error) { conn, err = net.DialTimeout("tcp4", "10.244.2.2:9000", 5*time.Second); return err }); err != nil {
-			t.Fatal(err)
-		}
-		conn.SetDeadline(time.Now().Add(60 * time.Second))
-		start := time.Now()
-		if _, err := conn.Write(data); err != nil {
-			t.Fatal(err)
-		}
-		conn.Close()
-		select {
-		case r := <-got:
-			if r.err != nil || r.n != int64(len(data)) || r.sum != sha256.Sum256(data) {
-				t.Fatalf("received %d bytes (%v), checksum match %v", r.n, r.err, r.sum == sha256.Sum256(data))
-			}
-		case <-time.After(90 * time.Second):
-			t.Fatal("transfer did not finish")
-		}
-		t.Logf("16 MiB in %v (A stats %+v)", time.Since(start), a.stats())
+		d := tundevtest.TransferTCP(t, c.podA, c.podB, netip.MustParseAddrPort("10.244.2.2:9000"), 16<<20)
+		t.Logf("16 MiB in %v (A stats %+v)", d, a.stats())
 	})
 
 	t.Run("icmp errors", func(t *testing.T) {
@@ -211,7 +164,7 @@ func TestTwoNodesInNamespaces(t *testing.T) {
 
 	t.Run("restart adopts the device and keeps the route", func(t *testing.T) {
 		index := run(t, c.nodeA, "cat", "/sys/class/net/flannel0/ifindex")
-		a.stop(t)
+		a.Stop(t)
 		if out := run(t, c.nodeA, "ip", "route", "show", "10.244.0.0/16"); !contains(out, "dev flannel0") {
 			t.Fatalf("route gone after Close: %s", out)
 		}
@@ -226,7 +179,7 @@ func TestTwoNodesInNamespaces(t *testing.T) {
 	})
 
 	t.Run("peer removal stops traffic", func(t *testing.T) {
-		if err := a.nw.Apply(t.Context(), []subnetEvent{removal(peerLease("10.244.2.0/24", "192.0.2.2"))}); err != nil {
+		if err := a.NW.Apply(t.Context(), []subnetEvent{removal(peerLease("10.244.2.0/24", "192.0.2.2"))}); err != nil {
 			t.Fatal(err)
 		}
 		if out := ping(t, c.podA, false, "-c", "1", "10.244.2.2"); !contains(out, "Destination Net Unreachable") {
@@ -234,8 +187,8 @@ func TestTwoNodesInNamespaces(t *testing.T) {
 		}
 	})
 
-	a.stop(t)
-	b.stop(t)
+	a.Stop(t)
+	b.Stop(t)
 	deadline := time.Now().Add(5 * time.Second)
 	for runtime.NumGoroutine() > base && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)

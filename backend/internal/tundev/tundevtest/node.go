@@ -1,0 +1,158 @@
+//go:build linux
+
+package tundevtest
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"io"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/pkg/nsutil"
+	"github.com/weftnet/weft/subnet"
+)
+
+// Node is a backend running in a node namespace: prepared and activated there, its
+// Network running until Stop (or the end of the test).
+type Node struct {
+	NS    string
+	NW    backend.Network
+	Attrs subnet.LeaseAttrs // what Prepare returned
+
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// StartNode prepares and activates be inside ns with the own lease, calls beforeRun (if
+// not nil) with the Network, runs it and applies peers as added. The test fails if any
+// step does; the node is stopped at cleanup.
+func StartNode(t *testing.T, ns string, be backend.Backend, own subnet.Lease, beforeRun func(backend.Network), peers ...subnet.Lease) *Node {
+	t.Helper()
+	n := &Node{NS: ns, done: make(chan error, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	var err error
+	if err := nsutil.Do(ns, func() error {
+		if n.Attrs, err = be.Prepare(ctx); err != nil {
+			return err
+		}
+		n.NW, err = be.Activate(ctx, own)
+		return err
+	}); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	if beforeRun != nil {
+		beforeRun(n.NW)
+	}
+	go func() { n.done <- n.NW.Run(ctx) }()
+	t.Cleanup(func() { n.Stop(t) })
+	events := make([]subnet.Event, 0, len(peers))
+	for _, p := range peers {
+		events = append(events, subnet.Event{Type: subnet.Added, Lease: p})
+	}
+	if err := n.NW.Apply(ctx, events); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// Stop ends Run, which must return nil within 10 s, and closes the Network. Idempotent.
+func (n *Node) Stop(t *testing.T) {
+	t.Helper()
+	if n.cancel == nil {
+		return
+	}
+	n.cancel()
+	n.cancel = nil
+	select {
+	case err := <-n.done:
+		if err != nil {
+			t.Errorf("Run returned %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("Run did not return within 10s of cancel")
+	}
+	if err := n.NW.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+}
+
+// External returns the external interface of node namespace ns: its eth0, with addr as
+// the interface and public address.
+func External(t *testing.T, ns, addr string) backend.ExternalInterface {
+	t.Helper()
+	var ext backend.ExternalInterface
+	if err := nsutil.Do(ns, func() error {
+		iface, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		ext = backend.ExternalInterface{Iface: iface, IfaceAddr: netip.MustParseAddr(addr), PublicIP: netip.MustParseAddr(addr)}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return ext
+}
+
+// Done is where Run's result arrives once it returns.
+func (n *Node) Done() <-chan error { return n.done }
+
+// TransferTCP sends size random bytes over one TCP connection from namespace from to dst,
+// on a listener it opens in namespace to, and fails the test unless every byte arrives
+// intact (SHA-256) within a minute. It returns how long the transfer took.
+func TransferTCP(t *testing.T, from, to string, dst netip.AddrPort, size int) time.Duration {
+	t.Helper()
+	var ln net.Listener
+	if err := nsutil.Do(to, func() (err error) { ln, err = net.Listen("tcp4", dst.String()); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type result struct {
+		sum [32]byte
+		n   int64
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			got <- result{err: err}
+			return
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(60 * time.Second))
+		h := sha256.New()
+		n, err := io.Copy(h, conn)
+		r := result{n: n, err: err}
+		copy(r.sum[:], h.Sum(nil))
+		got <- r
+	}()
+	data := make([]byte, size)
+	rand.Read(data)
+	var conn net.Conn
+	if err := nsutil.Do(from, func() (err error) { conn, err = net.DialTimeout("tcp4", dst.String(), 5*time.Second); return err }); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetDeadline(time.Now().Add(60 * time.Second))
+	start := time.Now()
+	if _, err := conn.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	select {
+	case r := <-got:
+		if r.err != nil || r.n != int64(len(data)) || r.sum != sha256.Sum256(data) {
+			t.Fatalf("received %d of %d bytes (%v), checksum match %v", r.n, len(data), r.err, r.sum == sha256.Sum256(data))
+		}
+	case <-time.After(90 * time.Second):
+		t.Fatal("transfer did not finish")
+	}
+	return time.Since(start)
+}
