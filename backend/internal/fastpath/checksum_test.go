@@ -92,15 +92,20 @@ func TestSumVectorCarries(t *testing.T) {
 	}
 }
 
-// FuzzSumBytes checks sumBytes (the vector sum where there is one) against the word sum
-// on any input at any alignment.
+// FuzzSumBytes checks sumBytes (the vector sum where there is one) and checksum (with its
+// IPv4 header case) against the word sum on any input at any alignment.
 func FuzzSumBytes(f *testing.F) {
 	f.Add(make([]byte, 300), uint8(0))
 	f.Add([]byte{0xff, 0xff, 0x01}, uint8(3))
+	f.Add([]byte("\x45\x00\x00\x54\x12\x34\x40\x00\x40\x01\x00\x00\x0a\xf4\x01\x02\x0a\xf4\x02\x02"), uint8(0))
 	f.Fuzz(func(t *testing.T, b []byte, skip uint8) {
 		b = b[min(int(skip)%8, len(b)):]
-		if got, want := sumBytes(b), bits.ReverseBytes16(fold64(sumWords(b))); got != want {
+		want := bits.ReverseBytes16(fold64(sumWords(b)))
+		if got := sumBytes(b); got != want {
 			t.Fatalf("%d bytes: sumBytes %#04x, words %#04x", len(b), got, want)
+		}
+		if got := checksum(b, 0); got != ^want {
+			t.Fatalf("%d bytes: checksum %#04x, complemented word sum %#04x", len(b), got, ^want)
 		}
 	})
 }
