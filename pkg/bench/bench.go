@@ -115,16 +115,12 @@ func Run(ctx context.Context, o Options, out io.Writer) (*Results, error) {
 // all paths are interleaved in time: a machine whose speed drifts during the run (a busy
 // neighbour on a shared host) shifts every path alike instead of whichever path ran while
 // it was slow, and the ratios to the underlay stay fair. Latency and convergence are
-// measured in the first round only. A path that fails to come up in a round is recorded
-// and tried again in the next.
+// measured once per path, in the first round that brings its cluster up. A path that
+// fails in a round is recorded and tried again in the next.
 func (r *runner) measure(ctx context.Context) {
 	underlay := &Path{Name: "underlay", Kind: "underlay", MTU: 1500}
 	r.res.Paths = append(r.res.Paths, underlay)
-	type backend struct {
-		spec Spec
-		path *Path
-	}
-	var backends []backend
+	var backends []backendPath
 	for _, spec := range r.o.orderedBackends() {
 		p := &Path{Name: spec.Name, Kind: "backend", Config: spec.NetworkConfig(Network), Userspace: spec.Userspace}
 		r.res.Paths = append(r.res.Paths, p)
@@ -133,22 +129,20 @@ func (r *runner) measure(ctx context.Context) {
 			r.step("%s: skipped (%s)", spec.Name, p.Skipped)
 			continue
 		}
-		backends = append(backends, backend{spec, p})
+		backends = append(backends, backendPath{spec, p})
 	}
 	for round := 1; round <= r.o.Reps; round++ {
-		if r.o.Reps > 1 {
+		if r.o.Reps > 1 && ctx.Err() == nil {
 			r.step("round %d of %d", round, r.o.Reps)
 		}
-		r.underlayPhase(ctx, underlay, round)
-		for _, b := range backends {
-			if err := ctx.Err(); err != nil {
-				if round == 1 {
-					b.path.Skipped = stopReason(ctx)
+		if !r.round(ctx, round, underlay, backends) {
+			r.fail("rounds %d to %d cut short: %s", round, r.o.Reps, stopReason(ctx))
+			for _, p := range r.res.Paths {
+				if p.Skipped == "" && len(p.Throughput) == 0 && p.Latency == nil {
+					p.Skipped = stopReason(ctx)
 				}
-				r.pathFail(b.path, "round %d: %s", round, stopReason(ctx))
-				continue
 			}
-			r.backendPhase(ctx, b.spec, b.path, round)
+			break
 		}
 	}
 	if r.o.Scale > 0 {
@@ -158,6 +152,28 @@ func (r *runner) measure(ctx context.Context) {
 		}
 		r.res.Scale = r.scalePhase(ctx)
 	}
+}
+
+// backendPath is a backend to measure and the Path its figures go to.
+type backendPath struct {
+	spec Spec
+	path *Path
+}
+
+// round measures every path once, the underlay first. It reports false when ctx ended
+// before the round was complete.
+func (r *runner) round(ctx context.Context, round int, underlay *Path, backends []backendPath) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	r.underlayPhase(ctx, underlay, round)
+	for _, b := range backends {
+		if ctx.Err() != nil {
+			return false
+		}
+		r.backendPhase(ctx, b.spec, b.path, round)
+	}
+	return ctx.Err() == nil
 }
 
 // Available reports why the bench cannot run here (not root, a tool or etcd missing).

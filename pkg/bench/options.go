@@ -167,9 +167,12 @@ func (o Options) Validate() error {
 	if len(o.Streams) == 0 {
 		bad("no stream counts")
 	}
-	for _, s := range o.Streams {
+	for i, s := range o.Streams {
 		if s < 1 || s > 128 {
 			bad("streams %d: want 1 to 128 (iperf3 -P)", s)
+		}
+		if slices.Contains(o.Streams[:i], s) {
+			bad("streams %d given twice", s)
 		}
 	}
 	if o.PingCount < 1 || o.PingCount > 100000 {

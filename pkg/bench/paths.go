@@ -11,29 +11,25 @@ import (
 // underlayPhase measures node namespace to node namespace over the hub bridge, without
 // weftd: the limit of this machine for everything that follows. round counts from 1.
 func (r *runner) underlayPhase(ctx context.Context, p *Path, round int) {
-	if ctx.Err() != nil {
-		r.pathFail(p, "round %d: %s", round, stopReason(ctx))
-		return
-	}
 	r.step("underlay: building a 2-node cluster")
 	c, err := r.startCluster(ctx, "underlay", 2)
 	if err != nil {
 		r.pathFail(p, "cluster: %v", err)
 		return
 	}
-	defer func() { r.closeCluster("underlay", c, false, nil) }()
+	defer func() { r.closeCluster(roundLabel("underlay", round), c, false, nil) }()
 	from, to := c.NodeHost(0), c.NodeHost(1)
 	p.Endpoints = fmt.Sprintf("node0 eth0 %s -> node1 eth0 %s over the hub bridge br0 (MTU %d)", from.IP, to.IP, p.MTU)
 	r.measurePath(ctx, p, from, to, nil, round)
 }
 
 // backendPhase runs weftd with spec on three fixed nodes, a pod on each, then measures pod
-// (node 0) to pod (node 1): one round of throughput, and in the first round the latency
-// and the joins.
+// (node 0) to pod (node 1): one round of throughput, and the latency and the joins until
+// a round has measured them.
 func (r *runner) backendPhase(ctx context.Context, spec Spec, p *Path, round int) {
 	label := spec.Name
 	joins := 0
-	if round == 1 {
+	if p.Convergence == nil {
 		joins = r.o.Joins
 	}
 	r.step("%s: building a %d-node cluster (%d fixed, %d for joins)", label, fixedNodes+joins, fixedNodes, joins)
@@ -44,7 +40,7 @@ func (r *runner) backendPhase(ctx context.Context, spec Spec, p *Path, round int
 	}
 	var weftds []*cluster.Weftd
 	failed := len(p.Errors)
-	defer func() { r.closeCluster(label, c, len(p.Errors) > failed, weftds) }()
+	defer func() { r.closeCluster(roundLabel(label, round), c, len(p.Errors) > failed, weftds) }()
 
 	if err := c.TryPutConfig(spec.NetworkConfig(Network)); err != nil {
 		r.pathFail(p, "%v", err)
@@ -118,16 +114,16 @@ func waitMesh(ctx context.Context, pods []*cluster.Pod, limit time.Duration) err
 	return nil
 }
 
-// measurePath takes round's iperf3 run at each stream count, and in the first round the
-// latency. weftds, when given, are the processes whose CPU time is charged to the traffic
-// (both ends).
+// measurePath takes round's iperf3 run at each stream count, and the latency until a
+// round has measured it. weftds, when given, are the processes whose CPU time is charged
+// to the traffic (both ends).
 func (r *runner) measurePath(ctx context.Context, p *Path, from, to *cluster.Pod, weftds []*cluster.Weftd, round int) {
-	if round == 1 {
+	if p.Latency == nil {
 		lat, err := measureLatency(ctx, from.NS, to.IP, r.o.PingCount, r.o.PingInterval)
-		p.Latency = lat
 		if err != nil {
 			r.pathFail(p, "latency: %v", err)
 		} else {
+			p.Latency = lat
 			r.step("%s: latency p50 %.3f ms, p99 %.3f ms (%d/%d replies)", p.Name, lat.RTTms.P50, lat.RTTms.P99, lat.Received, lat.Sent)
 		}
 	}
@@ -165,6 +161,9 @@ func (r *runner) measurePath(ctx context.Context, p *Path, from, to *cluster.Pod
 		r.step("%s", msg)
 	}
 }
+
+// roundLabel names a round's cluster in logs and in the weftd logs kept from it.
+func roundLabel(label string, round int) string { return fmt.Sprintf("%s-round%d", label, round) }
 
 // throughputEntry returns p's entry for a stream count, adding it on first use.
 func (p *Path) throughputEntry(streams int) *Throughput {

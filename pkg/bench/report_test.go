@@ -208,6 +208,7 @@ func TestOptions(t *testing.T) {
 		"too many joins":      func(o *Options) { o.Joins = 251 },
 		"scale too big":       func(o *Options) { o.Scale = MaxScale + 1 },
 		"zero streams":        func(o *Options) { o.Streams = []int{0} },
+		"stream count twice":  func(o *Options) { o.Streams = []int{1, 4, 1} },
 	} {
 		o := Defaults()
 		mod(&o)

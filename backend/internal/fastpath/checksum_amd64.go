@@ -10,7 +10,8 @@ var useVector = cpu.X86.HasAVX2
 const vectorMinLen = 256
 
 // vectorMaxLen is the most bytes one sumVector call takes: its 32-bit lanes take at
-// most 0xffff per 64 bytes, so 4 MiB would overflow them; 1 MiB keeps a wide margin.
+// most 0xffff per 64 bytes, so a little over 4 MiB could overflow them; 1 MiB keeps a
+// wide margin.
 const vectorMaxLen = 1 << 20
 
 // sumVector returns the sum of b's little-endian 16-bit words as a plain 64-bit integer

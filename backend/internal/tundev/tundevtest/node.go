@@ -24,8 +24,9 @@ type Node struct {
 	NW    backend.Network
 	Attrs subnet.LeaseAttrs // what Prepare returned
 
-	cancel context.CancelFunc
-	done   chan error
+	cancel  context.CancelFunc
+	running bool // Run was started: Stop waits for it
+	done    chan error
 }
 
 // StartNode prepares and activates be inside ns with the own lease, calls beforeRun (if
@@ -47,11 +48,12 @@ func StartNode(t *testing.T, ns string, be backend.Backend, own subnet.Lease, be
 		cancel()
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { n.Stop(t) })
 	if beforeRun != nil {
 		beforeRun(n.NW)
 	}
+	n.running = true
 	go func() { n.done <- n.NW.Run(ctx) }()
-	t.Cleanup(func() { n.Stop(t) })
 	events := make([]subnet.Event, 0, len(peers))
 	for _, p := range peers {
 		events = append(events, subnet.Event{Type: subnet.Added, Lease: p})
@@ -70,6 +72,12 @@ func (n *Node) Stop(t *testing.T) {
 	}
 	n.cancel()
 	n.cancel = nil
+	if !n.running {
+		if err := n.NW.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		return
+	}
 	select {
 	case err := <-n.done:
 		if err != nil {
@@ -140,12 +148,13 @@ func TransferTCP(t *testing.T, from, to string, dst netip.AddrPort, size int) ti
 	if err := nsutil.Do(from, func() (err error) { conn, err = net.DialTimeout("tcp4", dst.String(), 5*time.Second); return err }); err != nil {
 		t.Fatal(err)
 	}
+	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(60 * time.Second))
 	start := time.Now()
 	if _, err := conn.Write(data); err != nil {
 		t.Fatal(err)
 	}
-	conn.Close()
+	conn.Close() // the receiver reads to EOF
 	select {
 	case r := <-got:
 		if r.err != nil || r.n != int64(len(data)) || r.sum != sha256.Sum256(data) {
