@@ -205,24 +205,16 @@ func (b *greBackend) activateUserspace(h *kernel.Handle, own, network netip.Pref
 		return nil, err
 	}
 	batch := fastpath.OffloadBatchSize
-	tunOpts := fastpath.TUNOptions{Persist: true, Batch: batch, Offload: true, Log: b.log}
-	tun, err := fastpath.OpenTUNWith(TUNName, tunOpts)
-	if err != nil {
-		return nil, fmt.Errorf("gre backend: %w", err)
-	}
 	local := b.env.Ext.IfaceAddr
 	c, err := listenGRE(local, batch, b.log)
 	if err != nil {
-		tun.Close()
 		return nil, err
 	}
 	plane, err := tundev.NewPlane(tundev.PlaneConfig{
 		Device:     dev,
 		Handle:     h,
-		TUN:        tun,
-		TUNOptions: tunOpts,
+		TUNOptions: fastpath.TUNOptions{Persist: true, Batch: batch, Offload: true, Log: b.log},
 		Conn:       c,
-		Forward:    fastpath.Config{Subnet: own, MTU: b.spec.mtu, BatchSize: batch, Log: b.log},
 		Resync:     repairPeriod,
 		Repaired:   b.env.Repaired,
 		Log:        b.log,
@@ -233,12 +225,11 @@ func (b *greBackend) activateUserspace(h *kernel.Handle, own, network netip.Pref
 	n := &userNetwork{
 		log:    b.log,
 		plane:  plane,
-		f:      plane.Forwarder(),
 		local:  local,
 		reason: b.reason,
 		peers:  newPeerSet(own, network, b.env.Ext.PublicIP),
 	}
 	b.log.Info("GRE network active", "mode", ModeUserspace, "device", TUNName, "subnet", own, "network", network,
-		"local", local, "mtu", b.spec.mtu, "batch", n.f.BatchSize(), "offloads", n.f.Offloads())
+		"local", local, "mtu", b.spec.mtu, "batch", plane.Forwarder().BatchSize(), "offloads", plane.Forwarder().Offloads())
 	return n, nil
 }

@@ -19,9 +19,8 @@ import (
 type userNetwork struct {
 	log    klog.Logger
 	plane  *tundev.Plane
-	f      *fastpath.Forwarder // plane's
-	local  netip.Addr          // the raw socket's address
-	reason string              // why userspace mode was chosen, for Describe
+	local  netip.Addr // the raw socket's address
+	reason string     // why userspace mode was chosen, for Describe
 
 	mu    sync.Mutex // guards peers
 	peers *peerSet   // accepted and ignored leases; the Forwarder holds the table
@@ -42,10 +41,10 @@ func (n *userNetwork) MTU() int { return n.plane.MTU() }
 func (n *userNetwork) TunnelPort() (string, int) { return "gre", 0 }
 
 // Stats returns the forwarding counters.
-func (n *userNetwork) Stats() fastpath.Stats { return n.f.Stats() }
+func (n *userNetwork) Stats() fastpath.Stats { return n.plane.Forwarder().Stats() }
 
 // PacketStats returns the counters in the daemon's backend-neutral form.
-func (n *userNetwork) PacketStats() backend.PacketStats { return n.f.Stats().Export() }
+func (n *userNetwork) PacketStats() backend.PacketStats { return n.plane.Forwarder().Stats().Export() }
 
 // peerTable builds the fast path's table: each peer's subnet and its public IP with port
 // 0, as a raw socket reports senders.
@@ -85,7 +84,7 @@ func (n *userNetwork) Apply(_ context.Context, events []subnet.Event) error {
 		// peerSet rejects overlaps, so this is a bug; keep the old table.
 		return fmt.Errorf("gre backend: build peer table: %w", err)
 	}
-	n.f.SetPeers(t)
+	n.plane.Forwarder().SetPeers(t)
 	return nil
 }
 
@@ -104,7 +103,7 @@ func (n *userNetwork) Describe() backend.Description {
 	defer n.mu.Unlock()
 	d := backend.Description{
 		Device: TUNName,
-		Info:   map[string]string{"mode": string(ModeUserspace), "local": n.local.String(), "offloads": n.f.Offloads()},
+		Info:   map[string]string{"mode": string(ModeUserspace), "local": n.local.String(), "offloads": n.plane.Forwarder().Offloads()},
 		Peers:  map[netip.Prefix]backend.PeerStatus{},
 	}
 	if n.reason != "" {

@@ -25,7 +25,6 @@ const resyncPeriod = 30 * time.Second
 type udpNetwork struct {
 	log    klog.Logger
 	plane  *tundev.Plane
-	f      *fastpath.Forwarder // plane's
 	listen netip.AddrPort
 
 	mu    sync.Mutex // guards peers
@@ -43,10 +42,10 @@ var (
 func (n *udpNetwork) MTU() int { return n.plane.MTU() }
 
 // Stats returns the forwarding counters.
-func (n *udpNetwork) Stats() fastpath.Stats { return n.f.Stats() }
+func (n *udpNetwork) Stats() fastpath.Stats { return n.plane.Forwarder().Stats() }
 
 // PacketStats returns the counters in the daemon's backend-neutral form.
-func (n *udpNetwork) PacketStats() backend.PacketStats { return n.f.Stats().Export() }
+func (n *udpNetwork) PacketStats() backend.PacketStats { return n.plane.Forwarder().Stats().Export() }
 
 // Apply folds peer events into the peer set and swaps the Forwarder's table once per
 // call. A lease that cannot be used is logged with its subnet and skipped.
@@ -81,7 +80,7 @@ func (n *udpNetwork) Apply(_ context.Context, events []subnet.Event) error {
 			// peerSet rejects overlaps, so this is a bug; keep the old table.
 			return errors.Join(append(errs, fmt.Errorf("udp backend: build peer table: %w", err))...)
 		}
-		n.f.SetPeers(t)
+		n.plane.Forwarder().SetPeers(t)
 	}
 	return errors.Join(errs...)
 }
@@ -101,7 +100,7 @@ func (n *udpNetwork) Describe() backend.Description {
 	defer n.mu.Unlock()
 	d := backend.Description{
 		Device: DeviceName,
-		Info:   map[string]string{"listen": n.listen.String(), "offloads": n.f.Offloads()},
+		Info:   map[string]string{"listen": n.listen.String(), "offloads": n.plane.Forwarder().Offloads()},
 		Peers:  map[netip.Prefix]backend.PeerStatus{},
 	}
 	for sn := range n.peers.leases {

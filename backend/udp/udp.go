@@ -143,7 +143,7 @@ func (b *udpBackend) Activate(_ context.Context, own subnet.Lease) (backend.Netw
 		return nil, err
 	}
 	b.log.Info("udp backend active", "device", DeviceName, "subnet", own.Subnet, "network", network,
-		"mtu", b.mtu, "listen", n.listen, "batch", batch, "offloads", n.f.Offloads())
+		"mtu", b.mtu, "listen", n.listen, "batch", batch, "offloads", n.plane.Forwarder().Offloads())
 	return n, nil
 }
 
@@ -155,31 +155,22 @@ func (b *udpBackend) activate(h *kernel.Handle, own, network netip.Prefix, batch
 	// Offloads (TSO/GRO on the TUN, GSO/GRO on the socket) go with batching; Batch false
 	// stays one packet per system call.
 	offload := batch > 1
-	tunOpts := fastpath.TUNOptions{Persist: true, Batch: batch, Offload: offload, Log: b.log}
-	tun, err := fastpath.OpenTUNWith(DeviceName, tunOpts)
-	if err != nil {
-		return nil, fmt.Errorf("udp backend: %w", err)
-	}
 	listen := netip.AddrPortFrom(b.env.Ext.IfaceAddr, uint16(b.cfg.Port))
 	sock, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(listen))
 	if err != nil {
-		tun.Close()
 		return nil, fmt.Errorf("udp backend: listen on %s: %w", listen, err)
 	}
 	setSocketBuffers(sock, b.log)
 	conn, err := fastpath.NewSocketConnWith(sock, fastpath.SocketOptions{Batch: batch, Offload: offload, Log: b.log})
 	if err != nil {
-		tun.Close()
 		sock.Close()
 		return nil, fmt.Errorf("udp backend: %w", err)
 	}
 	plane, err := tundev.NewPlane(tundev.PlaneConfig{
 		Device:     dev,
 		Handle:     h,
-		TUN:        tun,
-		TUNOptions: tunOpts,
+		TUNOptions: fastpath.TUNOptions{Persist: true, Batch: batch, Offload: offload, Log: b.log},
 		Conn:       conn,
-		Forward:    fastpath.Config{Subnet: own, MTU: b.mtu, BatchSize: batch, Log: b.log},
 		Resync:     resyncPeriod,
 		Repaired:   b.env.Repaired,
 		Log:        b.log,
@@ -190,7 +181,6 @@ func (b *udpBackend) activate(h *kernel.Handle, own, network netip.Prefix, batch
 	n := &udpNetwork{
 		log:    b.log,
 		plane:  plane,
-		f:      plane.Forwarder(),
 		listen: listen,
 		peers:  newPeerSet(own, network, b.env.Ext.PublicIP, uint16(b.cfg.Port)),
 	}

@@ -15,16 +15,15 @@ import (
 	"github.com/weftnet/weft/backend/internal/kernel"
 )
 
-// PlaneConfig is what NewPlane needs: the device as Activate configured it, its queue and
-// the socket, and how to report repairs.
+// PlaneConfig is what NewPlane needs: the device as Activate configured it, how to open
+// its queue, the socket, and how to report repairs.
 type PlaneConfig struct {
-	Device  Device         // as Activate returned it
-	Handle  *kernel.Handle // netlink in the device's namespace; the Plane closes it
-	TUN     *fastpath.TUN  // the device's queue, opened with TUNOptions
-	Conn    fastpath.Conn  // the underlay socket
-	Forward fastpath.Config
-	// TUNOptions are the options TUN was opened with, to open a re-created device alike.
+	Device Device         // as Activate returned it
+	Handle *kernel.Handle // netlink in the device's namespace; the Plane closes it
+	// TUNOptions open the device's queue, and again a re-created device's; their Batch
+	// is the Forwarder's batch size too.
 	TUNOptions fastpath.TUNOptions
+	Conn       fastpath.Conn // the underlay socket
 	// Resync is the period of the full checks between kernel notifications
 	// (kernel.DefaultPeriod if 0).
 	Resync time.Duration
@@ -55,30 +54,35 @@ type Plane struct {
 	closed    chan struct{} // closed by Close
 }
 
-// NewPlane builds the Forwarder over c.TUN and c.Conn (with c.Forward, its Reopen set to
-// the Plane's) and returns the Plane, which owns the TUN, the Conn and the Handle from now
-// on. On error it closes the TUN and the Conn, and the caller keeps the Handle.
+// NewPlane opens the device's queue in the calling thread's network namespace (which must
+// be the Handle's), builds the Forwarder between it and c.Conn for the own subnet at the
+// device's MTU, and returns the Plane, which owns the queue, the Conn and the Handle from
+// now on. On error it closes the Conn, and the caller keeps the Handle.
 func NewPlane(c PlaneConfig) (*Plane, error) {
+	d := c.Device
+	tun, err := fastpath.OpenTUNWith(d.Name, c.TUNOptions)
+	if err != nil {
+		c.Conn.Close()
+		return nil, fmt.Errorf("%s: %w", d.ErrPrefix, err)
+	}
 	p := &Plane{
 		tunOpts:  c.TUNOptions,
 		resync:   c.Resync,
 		repaired: c.Repaired,
 		log:      c.Log,
-		dev:      c.Device,
+		dev:      d,
 		h:        c.Handle,
 		closed:   make(chan struct{}),
 	}
 	if p.repaired == nil {
 		p.repaired = func(string) {}
 	}
-	c.Forward.Reopen = p.reopen
-	f, err := fastpath.New(c.Forward, c.TUN, c.Conn)
-	if err != nil {
-		c.TUN.Close()
+	cfg := fastpath.Config{Subnet: d.Own, MTU: d.MTU, BatchSize: c.TUNOptions.Batch, Log: c.Log, Reopen: p.reopen}
+	if p.f, err = fastpath.New(cfg, tun, c.Conn); err != nil {
+		tun.Close()
 		c.Conn.Close()
-		return nil, fmt.Errorf("%s: %w", c.Device.ErrPrefix, err)
+		return nil, fmt.Errorf("%s: %w", d.ErrPrefix, err)
 	}
-	p.f = f
 	return p, nil
 }
 
