@@ -18,7 +18,7 @@ import (
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/internal/fastpath"
 	"github.com/weftnet/weft/backend/internal/kernel/kerneltest"
-	"github.com/weftnet/weft/backend/internal/tundev/tundevtest"
+	weftcluster "github.com/weftnet/weft/pkg/cluster"
 	"github.com/weftnet/weft/pkg/nsutil"
 	"github.com/weftnet/weft/subnet"
 )
@@ -123,8 +123,12 @@ func TestUserspaceTwoNodes(t *testing.T) {
 	})
 
 	t.Run("tcp transfer", func(t *testing.T) {
-		d := tundevtest.TransferTCP(t, c.podA, c.podB, netip.MustParseAddrPort("10.244.2.2:9000"), 16<<20)
-		t.Logf("16 MiB in %v (A stats %+v)", d, a.stats())
+		start := time.Now()
+		from, to := &weftcluster.Pod{NS: c.podA}, &weftcluster.Pod{NS: c.podB, IP: netip.MustParseAddr("10.244.2.2")}
+		if err := weftcluster.TCPTransfer(from, to, 16<<20, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("16 MiB in %v (A stats %+v)", time.Since(start), a.stats())
 	})
 
 	t.Run("icmp errors", func(t *testing.T) {

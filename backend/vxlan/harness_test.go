@@ -2,13 +2,9 @@ package vxlan
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
 	"encoding/json"
-	"io"
 	"net"
 	"net/netip"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +13,7 @@ import (
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/internal/kernel/kerneltest"
+	"github.com/weftnet/weft/pkg/cluster"
 	"github.com/weftnet/weft/pkg/nsutil"
 	"github.com/weftnet/weft/subnet"
 )
@@ -150,67 +147,11 @@ func eventually(t *testing.T, d time.Duration, check func() error) {
 	}
 }
 
-// tcpTransfer sends size random bytes over TCP from a socket in cliNS to a listener in
-// srvNS on srv, and checks the SHA-256 of what arrived.
-func tcpTransfer(t *testing.T, srvNS, cliNS string, srv netip.Addr, size int) {
+// tcpTransfer sends size bytes over TCP from namespace from to dst in namespace to
+// (cluster.TCPTransfer: count and SHA-256 checked at the receiver).
+func tcpTransfer(t *testing.T, from, to string, dst netip.Addr, size int) {
 	t.Helper()
-	var ln *net.TCPListener
-	if err := nsutil.Do(srvNS, func() error {
-		l, err := net.ListenTCP("tcp4", net.TCPAddrFromAddrPort(netip.AddrPortFrom(srv, 0)))
-		ln = l
-		return err
-	}); err != nil {
+	if err := cluster.TCPTransfer(&cluster.Pod{NS: from}, &cluster.Pod{NS: to, IP: dst}, size, 30*time.Second); err != nil {
 		t.Fatal(err)
-	}
-	defer ln.Close()
-	deadline := time.Now().Add(30 * time.Second)
-	_ = ln.SetDeadline(deadline)
-
-	data := make([]byte, size)
-	if _, err := rand.Read(data); err != nil {
-		t.Fatal(err)
-	}
-	want := sha256.Sum256(data)
-	type result struct {
-		sum [32]byte
-		n   int64
-		err error
-	}
-	got := make(chan result, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			got <- result{err: err}
-			return
-		}
-		defer c.Close()
-		_ = c.SetDeadline(deadline)
-		h := sha256.New()
-		n, err := io.Copy(h, c)
-		var r result
-		copy(r.sum[:], h.Sum(nil))
-		r.n, r.err = n, err
-		got <- r
-	}()
-	var c net.Conn
-	if err := nsutil.Do(cliNS, func() (err error) {
-		d := net.Dialer{Timeout: 5 * time.Second}
-		c, err = d.Dial("tcp4", net.JoinHostPort(srv.String(), strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	_ = c.SetDeadline(deadline)
-	if _, err := c.Write(data); err != nil {
-		c.Close()
-		t.Fatal(err)
-	}
-	c.Close()
-	r := <-got
-	if r.err != nil {
-		t.Fatalf("receive: %v", r.err)
-	}
-	if r.n != int64(size) || r.sum != want {
-		t.Fatalf("received %d bytes with sha256 %x; sent %d with %x", r.n, r.sum, size, want)
 	}
 }

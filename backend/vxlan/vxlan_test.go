@@ -72,8 +72,8 @@ func TestPodsTalkAcrossVXLAN(t *testing.T) {
 	ping(t, pa, podB)
 	ping(t, pb, podA)
 	ping(t, a.NS, podB) // host to remote pod, sourced from flannel.1's address
-	tcpTransfer(t, pb, pa, podB, 8<<20)
-	tcpTransfer(t, pa, pb, podA, 1<<20)
+	tcpTransfer(t, pa, pb, podB, 8<<20)
+	tcpTransfer(t, pb, pa, podA, 1<<20)
 	// The 8 MiB really went through the VXLAN device.
 	if tx := txBytes(t, a.NS, "flannel.1"); tx < 8<<20 {
 		t.Fatalf("flannel.1 sent only %d bytes", tx)
@@ -97,7 +97,7 @@ func TestChecksumOffloadOffStillCarriesTCP(t *testing.T) {
 			t.Fatalf("%s: ethtool -k flannel.1:\n%s", n.NS, out)
 		}
 	}
-	tcpTransfer(t, pb, pa, podB, 4<<20)
+	tcpTransfer(t, pa, pb, podB, 4<<20)
 	// Re-enabled behind our back: the repair pass switches it off again.
 	kerneltest.MustRun(t, a.NS, "ethtool", "-K", "flannel.1", "tx", "on")
 	if _, err := a.nw.reconcile(); err != nil {
@@ -376,7 +376,7 @@ func TestDirectRouting(t *testing.T) {
 	}
 	ping(t, pa, podB)
 	before := txBytes(t, b.NS, "flannel.1")
-	tcpTransfer(t, pa, pb, podA, 1<<20)
+	tcpTransfer(t, pb, pa, podA, 1<<20)
 	if tx := txBytes(t, b.NS, "flannel.1") - before; tx > 64<<10 {
 		t.Fatalf("direct peer: flannel.1 still carried %d bytes", tx)
 	}

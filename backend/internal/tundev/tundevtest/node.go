@@ -4,9 +4,6 @@ package tundevtest
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"io"
 	"net"
 	"net/netip"
 	"testing"
@@ -111,57 +108,3 @@ func External(t *testing.T, ns, addr string) backend.ExternalInterface {
 
 // Done is where Run's result arrives once it returns.
 func (n *Node) Done() <-chan error { return n.done }
-
-// TransferTCP sends size random bytes over one TCP connection from namespace from to dst,
-// on a listener it opens in namespace to, and fails the test unless every byte arrives
-// intact (SHA-256) within a minute. It returns how long the transfer took.
-func TransferTCP(t *testing.T, from, to string, dst netip.AddrPort, size int) time.Duration {
-	t.Helper()
-	var ln net.Listener
-	if err := nsutil.Do(to, func() (err error) { ln, err = net.Listen("tcp4", dst.String()); return err }); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	type result struct {
-		sum [32]byte
-		n   int64
-		err error
-	}
-	got := make(chan result, 1)
-	go func() {
-		conn, err := ln.Accept()
-		if err != nil {
-			got <- result{err: err}
-			return
-		}
-		defer conn.Close()
-		conn.SetDeadline(time.Now().Add(60 * time.Second))
-		h := sha256.New()
-		n, err := io.Copy(h, conn)
-		r := result{n: n, err: err}
-		copy(r.sum[:], h.Sum(nil))
-		got <- r
-	}()
-	data := make([]byte, size)
-	rand.Read(data)
-	var conn net.Conn
-	if err := nsutil.Do(from, func() (err error) { conn, err = net.DialTimeout("tcp4", dst.String(), 5*time.Second); return err }); err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(60 * time.Second))
-	start := time.Now()
-	if _, err := conn.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	conn.Close() // the receiver reads to EOF
-	select {
-	case r := <-got:
-		if r.err != nil || r.n != int64(len(data)) || r.sum != sha256.Sum256(data) {
-			t.Fatalf("received %d of %d bytes (%v), checksum match %v", r.n, len(data), r.err, r.sum == sha256.Sum256(data))
-		}
-	case <-time.After(90 * time.Second):
-		t.Fatal("transfer did not finish")
-	}
-	return time.Since(start)
-}
