@@ -11,9 +11,9 @@ import (
 
 	"k8s.io/klog/v2/ktesting"
 
-	"github.com/weftnet/weft/pkg/etcdtest"
 	"github.com/weftnet/weft/subnet"
 	"github.com/weftnet/weft/subnet/etcdv3"
+	"github.com/weftnet/weft/test/etcdtest"
 )
 
 // The Manager over a real etcd (never a mock): concurrency, range exhaustion, renewal and

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/backend/internal/kernel/kerneltest"
-	"github.com/weftnet/weft/pkg/nsutil"
+	"github.com/weftnet/weft/test/nstest"
 )
 
 // tunInPlace returns a check that node ns has the userspace TUN up with its MTU, only
@@ -23,7 +23,7 @@ func tunInPlace(ns string) func() error {
 			{"ip route show exact 10.244.0.0/16", "10.244.0.0/16 dev " + TUNName},
 			{"cat /proc/sys/net/ipv4/conf/" + TUNName + "/accept_local", "1"},
 		} {
-			out, err := nsutil.Run(ns, strings.Fields(c.argv)...)
+			out, err := nstest.Run(ns, strings.Fields(c.argv)...)
 			if err != nil || !strings.Contains(out, c.want) {
 				return fmt.Errorf("%s: %q (%v), want %q", c.argv, strings.TrimSpace(out), err, c.want)
 			}
@@ -45,7 +45,7 @@ func TestUserspaceRecreatesDeletedTUN(t *testing.T) {
 		flood := make(chan struct{})
 		go func() {
 			defer close(flood)
-			_, _ = nsutil.Run(c.podA, "ping", "-n", "-q", "-i", "0.01", "-w", "2", "10.244.2.2")
+			_, _ = nstest.Run(c.podA, "ping", "-n", "-q", "-i", "0.01", "-w", "2", "10.244.2.2")
 		}()
 		time.Sleep(200 * time.Millisecond) // traffic flows in both directions
 		before := a.repairs.Count("device")
@@ -54,7 +54,7 @@ func TestUserspaceRecreatesDeletedTUN(t *testing.T) {
 		kerneltest.WaitFor(t, time.Second, TUNName+" re-created", tunInPlace(c.nodeA))
 		restored := time.Since(start)
 		kerneltest.WaitFor(t, time.Second-restored, "pods ping again", func() error {
-			_, err := nsutil.Run(c.podA, "ping", "-n", "-c", "1", "-W", "0.2", "10.244.2.2")
+			_, err := nstest.Run(c.podA, "ping", "-n", "-c", "1", "-W", "0.2", "10.244.2.2")
 			return err
 		})
 		t.Logf("round %d: %s restored after %v, pods ping after %v", round, TUNName, restored, time.Since(start))

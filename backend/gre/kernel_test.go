@@ -7,8 +7,8 @@ import (
 	"testing"
 
 	"github.com/weftnet/weft/backend"
-	"github.com/weftnet/weft/pkg/nsutil"
 	"github.com/weftnet/weft/subnet"
+	"github.com/weftnet/weft/test/nstest"
 )
 
 // TestKernelMode runs both nodes with the kernel GRE device. It needs ip_gre and skips,
@@ -44,7 +44,7 @@ func TestKernelMode(t *testing.T) {
 		if out := run(t, c.nodeA, "ip", "neigh", "show", "192.0.2.2", "dev", DeviceName); !contains(out, "lladdr 192.0.2.2") || !contains(out, "PERMANENT") {
 			t.Fatalf("neighbour: %s", out)
 		}
-		if _, err := nsutil.Run(c.nodeA, "ip", "link", "show", TUNName); err == nil {
+		if _, err := nstest.Run(c.nodeA, "ip", "link", "show", TUNName); err == nil {
 			t.Fatalf("the stale userspace TUN was not deleted")
 		}
 		if _, ok := a.NW.(backend.PacketCounter); ok {
@@ -59,7 +59,7 @@ func TestKernelMode(t *testing.T) {
 
 	t.Run("wire format", func(t *testing.T) {
 		fd := capture(t, c.nodeB)
-		go nsutil.Run(c.podA, "ping", "-c", "2", "-i", "0.2", "10.244.2.2") //nolint:errcheck // the capture checks
+		go nstest.Run(c.podA, "ping", "-c", "2", "-i", "0.2", "10.244.2.2") //nolint:errcheck // the capture checks
 		pkt := nextGRE(t, fd, "192.0.2.1", "192.0.2.2", func(inner []byte) bool { return len(inner) >= 20 && inner[9] == 1 })
 		if hl := int(pkt[0]&0xf) * 4; string(pkt[hl:hl+4]) != string(plainGRE) {
 			t.Fatalf("kernel GRE header % x, want % x", pkt[hl:hl+4], plainGRE)
@@ -119,7 +119,7 @@ func TestKernelMode(t *testing.T) {
 	t.Run("switching to userspace deletes the kernel device", func(t *testing.T) {
 		b.Stop(t)
 		b = startNode(t, c, c.nodeB, "192.0.2.2", "10.244.2.0/24", `{"Type":"gre","Mode":"userspace"}`, greLease("10.244.1.0/24", "192.0.2.1"))
-		if _, err := nsutil.Run(c.nodeB, "ip", "link", "show", DeviceName); err == nil {
+		if _, err := nstest.Run(c.nodeB, "ip", "link", "show", DeviceName); err == nil {
 			t.Fatal("kernel device kept in userspace mode")
 		}
 		if err := a.NW.Apply(t.Context(), []subnet.Event{{Type: subnet.Added, Lease: greLease("10.244.2.0/24", "192.0.2.2")}}); err != nil {

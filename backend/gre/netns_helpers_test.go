@@ -18,6 +18,7 @@ import (
 	"github.com/weftnet/weft/backend/internal/tundev/tundevtest"
 	"github.com/weftnet/weft/pkg/nsutil"
 	"github.com/weftnet/weft/subnet"
+	"github.com/weftnet/weft/test/nstest"
 )
 
 // The test cluster: two nodes on one veth link, each with a pod behind a gateway address.
@@ -183,7 +184,7 @@ func listenUDP(t *testing.T, ns, addr string) *net.UDPConn {
 // error when it cannot.
 func kernelHasGRE(t *testing.T) error {
 	t.Helper()
-	ns := nsutil.Temp(t, "greprobe")
-	_, err := nsutil.Run(ns, "ip", "link", "add", "probe0", "type", "gre", "local", "192.0.2.1", "ttl", "64")
+	ns := nstest.Temp(t, "greprobe")
+	_, err := nstest.Run(ns, "ip", "link", "add", "probe0", "type", "gre", "local", "192.0.2.1", "ttl", "64")
 	return err
 }

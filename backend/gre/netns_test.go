@@ -18,14 +18,15 @@ import (
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/internal/fastpath"
 	"github.com/weftnet/weft/backend/internal/kernel/kerneltest"
-	weftcluster "github.com/weftnet/weft/pkg/cluster"
 	"github.com/weftnet/weft/pkg/nsutil"
 	"github.com/weftnet/weft/subnet"
+	weftcluster "github.com/weftnet/weft/test/cluster"
+	"github.com/weftnet/weft/test/nstest"
 )
 
 func skipWithoutNamespaces(t *testing.T) {
 	t.Helper()
-	if err := nsutil.Available(); err != nil {
+	if err := nstest.Available(); err != nil {
 		t.Skip(err)
 	}
 	if err := fastpath.CheckTUN(); err != nil {
@@ -71,7 +72,7 @@ func TestUserspaceTwoNodes(t *testing.T) {
 		if proto, port := a.NW.(backend.Tunnel).TunnelPort(); proto != "gre" || port != 0 {
 			t.Fatalf("TunnelPort() = %q, %d", proto, port)
 		}
-		if _, err := nsutil.Run(c.nodeA, "ip", "link", "show", DeviceName); err == nil {
+		if _, err := nstest.Run(c.nodeA, "ip", "link", "show", DeviceName); err == nil {
 			t.Fatalf("userspace mode made the kernel device %s", DeviceName)
 		}
 		d := a.NW.(backend.Describer).Describe()

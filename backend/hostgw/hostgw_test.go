@@ -17,6 +17,7 @@ import (
 	"github.com/weftnet/weft/backend/internal/kernel/kerneltest"
 	"github.com/weftnet/weft/pkg/nsutil"
 	"github.com/weftnet/weft/subnet"
+	"github.com/weftnet/weft/test/nstest"
 )
 
 // testNode is one node namespace with an active host-gw network.
@@ -105,7 +106,7 @@ func twoNodes(t *testing.T, pods bool) (a, b *testNode) {
 
 func ping(t *testing.T, ns string, dst netip.Addr) {
 	t.Helper()
-	if out, err := nsutil.Run(ns, "ping", "-c", "1", "-W", "2", dst.String()); err != nil {
+	if out, err := nstest.Run(ns, "ping", "-c", "1", "-W", "2", dst.String()); err != nil {
 		t.Fatalf("ping %s: %v\n%s", dst, err, out)
 	}
 }
@@ -113,7 +114,7 @@ func ping(t *testing.T, ns string, dst netip.Addr) {
 // routeIs returns a check that the node's route to dst reads want.
 func routeIs(ns, dst, want string) func() error {
 	return func() error {
-		out, err := nsutil.Run(ns, "ip", "-4", "route", "show", "exact", dst)
+		out, err := nstest.Run(ns, "ip", "-4", "route", "show", "exact", dst)
 		if err != nil || !strings.Contains(out, want) {
 			return fmt.Errorf("route to %s = %q (%v), want %q", dst, strings.TrimSpace(out), err, want)
 		}

@@ -10,12 +10,12 @@ import (
 
 	"github.com/weftnet/weft/backend/internal/fastpath"
 	"github.com/weftnet/weft/backend/internal/kernel/kerneltest"
-	"github.com/weftnet/weft/pkg/nsutil"
+	"github.com/weftnet/weft/test/nstest"
 )
 
 func skipWithoutNetns(t *testing.T) {
 	t.Helper()
-	if err := nsutil.Available(); err != nil {
+	if err := nstest.Available(); err != nil {
 		t.Skip(err)
 	}
 	if err := fastpath.CheckTUN(); err != nil {
@@ -33,12 +33,12 @@ func flannel0InPlace(ns string) func() error {
 			{"ip -4 -o addr show dev flannel0", "inet 10.244.1.0/32"},
 			{"ip route show exact 10.244.0.0/16", "10.244.0.0/16 dev flannel0"},
 		} {
-			out, err := nsutil.Run(ns, strings.Fields(c.argv)...)
+			out, err := nstest.Run(ns, strings.Fields(c.argv)...)
 			if err != nil || !strings.Contains(out, c.want) {
 				return fmt.Errorf("%s: %q (%v), want %q", c.argv, strings.TrimSpace(out), err, c.want)
 			}
 		}
-		if out, _ := nsutil.Run(ns, "ip", "-4", "-o", "addr", "show", "dev", "flannel0"); strings.Count(out, "inet ") != 1 {
+		if out, _ := nstest.Run(ns, "ip", "-4", "-o", "addr", "show", "dev", "flannel0"); strings.Count(out, "inet ") != 1 {
 			return fmt.Errorf("flannel0 addresses: %q", out)
 		}
 		return nil
@@ -122,7 +122,7 @@ func TestRunRecreatesDeletedFlannel0(t *testing.T) {
 				flood := make(chan struct{})
 				go func() {
 					defer close(flood)
-					_, _ = nsutil.Run(c.podA, "ping", "-n", "-q", "-i", "0.01", "-w", "2", "10.244.2.2")
+					_, _ = nstest.Run(c.podA, "ping", "-n", "-q", "-i", "0.01", "-w", "2", "10.244.2.2")
 				}()
 				time.Sleep(200 * time.Millisecond) // traffic flows in both directions
 				before := a.repairs.Count("device")
@@ -131,7 +131,7 @@ func TestRunRecreatesDeletedFlannel0(t *testing.T) {
 				kerneltest.WaitFor(t, time.Second, "flannel0 re-created", flannel0InPlace(c.nodeA))
 				restored := time.Since(start)
 				kerneltest.WaitFor(t, time.Second-restored, "pods ping again", func() error {
-					_, err := nsutil.Run(c.podA, "ping", "-n", "-c", "1", "-W", "0.2", "10.244.2.2")
+					_, err := nstest.Run(c.podA, "ping", "-n", "-c", "1", "-W", "0.2", "10.244.2.2")
 					return err
 				})
 				t.Logf("round %d: flannel0 restored after %v, pods ping after %v", round, restored, time.Since(start))

@@ -14,12 +14,13 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/backend/internal/fastpath"
-	weftcluster "github.com/weftnet/weft/pkg/cluster"
 	"github.com/weftnet/weft/pkg/nsutil"
+	weftcluster "github.com/weftnet/weft/test/cluster"
+	"github.com/weftnet/weft/test/nstest"
 )
 
 func TestTwoNodesInNamespaces(t *testing.T) {
-	if err := nsutil.Available(); err != nil {
+	if err := nstest.Available(); err != nil {
 		t.Skip(err)
 	}
 	if err := fastpath.CheckTUN(); err != nil {

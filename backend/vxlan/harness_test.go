@@ -13,9 +13,10 @@ import (
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/internal/kernel/kerneltest"
-	"github.com/weftnet/weft/pkg/cluster"
 	"github.com/weftnet/weft/pkg/nsutil"
 	"github.com/weftnet/weft/subnet"
+	"github.com/weftnet/weft/test/cluster"
+	"github.com/weftnet/weft/test/nstest"
 )
 
 // testNode is one node namespace running the backend.
@@ -126,7 +127,7 @@ func connect(t *testing.T, a, b *testNode) {
 // ping sends a few pings from ns to dst and fails the test if none come back.
 func ping(t *testing.T, ns string, dst netip.Addr) {
 	t.Helper()
-	if _, err := nsutil.Run(ns, "ping", "-c", "2", "-i", "0.2", "-W", "2", dst.String()); err != nil {
+	if _, err := nstest.Run(ns, "ping", "-c", "2", "-i", "0.2", "-W", "2", dst.String()); err != nil {
 		t.Fatalf("ping %s from %s: %v", dst, ns, err)
 	}
 }

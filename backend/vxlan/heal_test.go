@@ -10,7 +10,7 @@ import (
 
 	"github.com/weftnet/weft/backend/internal/kernel"
 	"github.com/weftnet/weft/backend/internal/kernel/kerneltest"
-	"github.com/weftnet/weft/pkg/nsutil"
+	"github.com/weftnet/weft/test/nstest"
 )
 
 // peerInPlace returns a check that node a has flannel.1 up with its address, and the
@@ -28,7 +28,7 @@ func peerInPlace(a, b *testNode) func() error {
 			{"ip neigh show dev flannel.1", vtep + " lladdr " + macB + " PERMANENT"},
 			{"bridge fdb show dev flannel.1", macB + " dst " + b.Addr.String() + " self permanent"},
 		} {
-			out, err := nsutil.Run(a.NS, strings.Fields(c.argv)...)
+			out, err := nstest.Run(a.NS, strings.Fields(c.argv)...)
 			if err != nil || !strings.Contains(out, c.want) {
 				return fmt.Errorf("%s: %q (%v), want %q", c.argv, strings.TrimSpace(out), err, c.want)
 			}
@@ -117,7 +117,7 @@ func TestRunRestoresDirectRoute(t *testing.T) {
 	for _, argv := range []string{"ip route del 10.244.2.0/24", "ip route replace 10.244.2.0/24 via 192.0.2.9 dev eth0"} {
 		kerneltest.MustRun(t, a.NS, strings.Fields(argv)...)
 		d := kerneltest.WaitFor(t, time.Second, argv, func() error {
-			out, err := nsutil.Run(a.NS, "ip", "route", "show", "exact", b.subnet.String())
+			out, err := nstest.Run(a.NS, "ip", "route", "show", "exact", b.subnet.String())
 			if err != nil || !strings.Contains(out, want) {
 				return fmt.Errorf("route %q (%v), want %q", out, err, want)
 			}

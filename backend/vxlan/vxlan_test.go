@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/backend/internal/kernel/kerneltest"
-	"github.com/weftnet/weft/pkg/nsutil"
 	"github.com/weftnet/weft/subnet"
+	"github.com/weftnet/weft/test/nstest"
 )
 
 const (
@@ -259,7 +259,7 @@ func TestRunRepairsDrift(t *testing.T) {
 			{"ip -4 addr show dev flannel.1", "10.244.1.0/32"},
 			{"ip link show flannel.1", "mtu 1450"},
 		} {
-			out, err := nsutil.Run(a.NS, strings.Fields(c.argv)...)
+			out, err := nstest.Run(a.NS, strings.Fields(c.argv)...)
 			if err != nil || !strings.Contains(out, c.want) {
 				return fmt.Errorf("%s: %q (%v), want %q", c.argv, out, err, c.want)
 			}
@@ -270,7 +270,7 @@ func TestRunRepairsDrift(t *testing.T) {
 	// Link down removes the routes; Run brings both back.
 	kerneltest.MustRun(t, a.NS, "ip", "link", "set", "flannel.1", "down")
 	eventually(t, 5*time.Second, func() error {
-		out, err := nsutil.Run(a.NS, "ip", "route", "show", "10.244.2.0/24")
+		out, err := nstest.Run(a.NS, "ip", "route", "show", "10.244.2.0/24")
 		if err != nil || !strings.Contains(out, "flannel.1") {
 			return fmt.Errorf("route after link down: %q %v", out, err)
 		}

@@ -24,7 +24,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/weftnet/weft/pkg/bench"
+	"github.com/weftnet/weft/test/bench"
 )
 
 func main() { os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr)) }

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/pkg/bench"
+	"github.com/weftnet/weft/test/bench"
 )
 
 func TestParseFlags(t *testing.T) {

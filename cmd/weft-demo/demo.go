@@ -18,10 +18,10 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/weftnet/weft/pkg/cluster"
-	"github.com/weftnet/weft/pkg/nsutil"
 	"github.com/weftnet/weft/pkg/subnetenv"
 	"github.com/weftnet/weft/subnet"
+	"github.com/weftnet/weft/test/cluster"
+	"github.com/weftnet/weft/test/nstest"
 )
 
 const (
@@ -317,7 +317,7 @@ func ownNamespaces() []string {
 	if err != nil {
 		return nil
 	}
-	mine := fmt.Sprintf("%s%d-", nsutil.Prefix, os.Getpid())
+	mine := fmt.Sprintf("%s%d-", nstest.Prefix, os.Getpid())
 	var left []string
 	for _, line := range strings.Split(string(out), "\n") {
 		if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], mine) {

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/weftnet/weft/pkg/cluster"
+	"github.com/weftnet/weft/test/cluster"
 )
 
 // converge pings every ordered pod pair until each has answered once, recording for each

@@ -12,7 +12,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/weftnet/weft/pkg/daemon"
+	"github.com/weftnet/weft/daemon"
 	"github.com/weftnet/weft/subnet"
 	"github.com/weftnet/weft/subnet/etcdv3"
 )

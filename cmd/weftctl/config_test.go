@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/pkg/daemon"
+	"github.com/weftnet/weft/daemon"
 	"github.com/weftnet/weft/subnet"
 )
 

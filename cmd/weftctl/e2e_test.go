@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/pkg/cluster"
 	"github.com/weftnet/weft/pkg/status"
+	"github.com/weftnet/weft/test/cluster"
 )
 
 // TestAgainstRunningWeftd runs the weftctl binary inside a node namespace of a namespace

@@ -11,9 +11,9 @@ import (
 
 	"github.com/go-logr/logr"
 
-	"github.com/weftnet/weft/pkg/etcdtest"
 	"github.com/weftnet/weft/subnet"
 	"github.com/weftnet/weft/subnet/etcdv3"
+	"github.com/weftnet/weft/test/etcdtest"
 )
 
 // testPrefix is not flannel's default, so that the tests prove the prefix is honoured.

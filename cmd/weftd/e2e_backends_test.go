@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/pkg/cluster"
 	"github.com/weftnet/weft/pkg/subnetenv"
+	"github.com/weftnet/weft/test/cluster"
 )
 
 // overlayCase describes one encapsulating backend for the shared end-to-end walk.

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/pkg/cluster"
 	"github.com/weftnet/weft/pkg/subnetenv"
+	"github.com/weftnet/weft/test/cluster"
 )
 
 // eventually retries f every 100 ms until it succeeds or timeout passes.

@@ -17,10 +17,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/weftnet/weft/pkg/cluster"
 	"github.com/weftnet/weft/pkg/nsutil"
 	"github.com/weftnet/weft/pkg/status"
 	"github.com/weftnet/weft/pkg/subnetenv"
+	"github.com/weftnet/weft/test/cluster"
+	"github.com/weftnet/weft/test/nstest"
 )
 
 // greConfig is the network config of the gre tests for a Mode ("" for none: auto).
@@ -43,8 +44,8 @@ func greLeaseCheck(t *testing.T, v string, ip netip.Addr) {
 // (ip_gre), else the error ("Unknown device type"). Detected at run time, never assumed.
 func kernelGRE(t *testing.T) error {
 	t.Helper()
-	ns := nsutil.Temp(t, "greprobe")
-	_, err := nsutil.Run(ns, "ip", "link", "add", "probe0", "type", "gre", "local", "192.0.2.1", "ttl", "64")
+	ns := nstest.Temp(t, "greprobe")
+	_, err := nstest.Run(ns, "ip", "link", "add", "probe0", "type", "gre", "local", "192.0.2.1", "ttl", "64")
 	return err
 }
 

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/pkg/cluster"
 	"github.com/weftnet/weft/pkg/subnetenv"
+	"github.com/weftnet/weft/test/cluster"
 )
 
 // healBound is how soon weftd must undo damage done by hand to its kernel state, and

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/pkg/cluster"
 	"github.com/weftnet/weft/pkg/subnetenv"
+	"github.com/weftnet/weft/test/cluster"
 )
 
 // TestHostGW runs real weftd binaries with the host-gw backend in a namespace cluster and

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/pkg/cluster"
+	"github.com/weftnet/weft/test/cluster"
 )
 
 // TestMasqueradeAndRuleRepair: with --ip-masq, a pod reaching "the internet" is seen there

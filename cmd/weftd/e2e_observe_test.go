@@ -16,9 +16,9 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"golang.org/x/sys/unix"
 
-	"github.com/weftnet/weft/pkg/cluster"
 	"github.com/weftnet/weft/pkg/nsutil"
 	"github.com/weftnet/weft/pkg/status"
+	"github.com/weftnet/weft/test/cluster"
 )
 
 const healthPort = "10267"

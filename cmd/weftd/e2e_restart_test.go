@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/pkg/cluster"
+	"github.com/weftnet/weft/test/cluster"
 )
 
 // killAndRestart SIGKILLs weftd on the given nodes, removes their subnet files (to see them

@@ -20,8 +20,8 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 
-	"github.com/weftnet/weft/pkg/cluster"
 	"github.com/weftnet/weft/subnet"
+	"github.com/weftnet/weft/test/cluster"
 )
 
 const (

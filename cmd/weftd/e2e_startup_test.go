@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/pkg/cluster"
 	"github.com/weftnet/weft/pkg/nsutil"
+	"github.com/weftnet/weft/test/cluster"
 )
 
 // TestStartupLatency measures, on a 3-node vxlan cluster, how soon a starting weftd writes

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/pkg/cluster"
+	"github.com/weftnet/weft/test/cluster"
 )
 
 // Helpers for the fault tests: a continuous ping between pods whose losses and gaps are

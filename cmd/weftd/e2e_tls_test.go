@@ -14,8 +14,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/weftnet/weft/pkg/cluster"
 	"github.com/weftnet/weft/pkg/nsutil"
+	"github.com/weftnet/weft/test/cluster"
 )
 
 // exitCode waits for weftd to exit on its own and returns its exit status.

@@ -12,7 +12,7 @@ import (
 	"github.com/spf13/pflag"
 	"k8s.io/klog/v2"
 
-	"github.com/weftnet/weft/pkg/daemon"
+	"github.com/weftnet/weft/daemon"
 	"github.com/weftnet/weft/pkg/flagenv"
 	"github.com/weftnet/weft/pkg/iface"
 	"github.com/weftnet/weft/subnet/etcdv3"

@@ -14,7 +14,7 @@ import (
 	"github.com/spf13/pflag"
 	"k8s.io/klog/v2"
 
-	"github.com/weftnet/weft/pkg/daemon"
+	"github.com/weftnet/weft/daemon"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".

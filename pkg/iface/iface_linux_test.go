@@ -8,13 +8,14 @@ import (
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/pkg/nsutil"
+	"github.com/weftnet/weft/test/nstest"
 )
 
 // TestSelectInNamespace runs every selection mode against a real kernel, inside a throwaway
 // namespace: veth0 192.0.2.10/24 with the default route, veth1 198.51.100.10/24 plus the
 // secondary 198.51.100.20/24, and br0 without an address.
 func TestSelectInNamespace(t *testing.T) {
-	ns := nsutil.Temp(t, "iface")
+	ns := nstest.Temp(t, "iface")
 	for _, cmd := range [][]string{
 		{"ip", "link", "add", "veth0", "mtu", "1400", "type", "veth", "peer", "name", "veth0p"},
 		{"ip", "link", "add", "veth1", "type", "veth", "peer", "name", "veth1p"},
@@ -29,7 +30,7 @@ func TestSelectInNamespace(t *testing.T) {
 		{"ip", "link", "set", "br0", "up"},
 		{"ip", "route", "add", "default", "via", "192.0.2.1", "dev", "veth0"},
 	} {
-		if _, err := nsutil.Run(ns, cmd...); err != nil {
+		if _, err := nstest.Run(ns, cmd...); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -89,7 +90,7 @@ func TestSelectInNamespace(t *testing.T) {
 	}
 
 	t.Run("no default route", func(t *testing.T) {
-		if _, err := nsutil.Run(ns, "ip", "route", "del", "default"); err != nil {
+		if _, err := nstest.Run(ns, "ip", "route", "del", "default"); err != nil {
 			t.Fatal(err)
 		}
 		_, err := sel(t, Options{})

@@ -17,6 +17,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/weftnet/weft/pkg/nsutil"
+	"github.com/weftnet/weft/test/nstest"
 )
 
 // These tests run the real iptables inside throwaway namespaces. Three guards keep the
@@ -113,7 +114,7 @@ type nsEnv struct {
 // the end. It skips without root or without bin.
 func newNSEnv(t testing.TB, bin string) *nsEnv {
 	t.Helper()
-	if err := nsutil.Available(); err != nil {
+	if err := nstest.Available(); err != nil {
 		t.Skip(err)
 	}
 	path, err := exec.LookPath(bin)
@@ -121,7 +122,7 @@ func newNSEnv(t testing.TB, bin string) *nsEnv {
 		t.Skipf("%s not installed: %v", bin, err)
 	}
 	rootUnchanged(t)
-	name := nsutil.Temp(t, "ipt")
+	name := nstest.Temp(t, "ipt")
 	h, err := netns.GetFromName(name)
 	if err != nil {
 		t.Fatal(err)
@@ -149,7 +150,7 @@ func (e *nsEnv) do(t testing.TB, fn func() error) {
 // run runs the iptables binary by hand in the namespace.
 func (e *nsEnv) run(t *testing.T, args ...string) string {
 	t.Helper()
-	out, err := nsutil.Run(e.name, append([]string{e.bin, "-w"}, args...)...)
+	out, err := nstest.Run(e.name, append([]string{e.bin, "-w"}, args...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +264,7 @@ func TestNSInstallRepairIdle(t *testing.T) {
 				t.Error("nat chain lacks --random-fully")
 			}
 			// Every rule in or towards weft's chains carries a weft comment.
-			save, err := nsutil.Run(e.name, bin+"-save")
+			save, err := nstest.Run(e.name, bin+"-save")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -345,7 +346,7 @@ func TestNSRunRestoresWithinPeriod(t *testing.T) {
 		return time.Since(start)
 	}
 	count := func(table, chain string) int { // -1 while the chain does not exist yet
-		out, err := nsutil.Run(e.name, "iptables", "-w", "-t", table, "-S", chain)
+		out, err := nstest.Run(e.name, "iptables", "-w", "-t", table, "-S", chain)
 		if err != nil {
 			return -1
 		}
@@ -398,7 +399,7 @@ func TestNSPeersAndNetworkChange(t *testing.T) {
 	e.do(t, m.Sync)
 	e.checkChain(t, m, &natDef)
 	e.checkChain(t, m, &forwardDef)
-	if save, _ := nsutil.Run(e.name, "iptables-save"); strings.Contains(save, "10.244.") {
+	if save, _ := nstest.Run(e.name, "iptables-save"); strings.Contains(save, "10.244.") {
 		t.Fatalf("rules for the old network remain:\n%s", save)
 	}
 	e.r.takeCalls()
@@ -436,7 +437,7 @@ func TestNSCleanup(t *testing.T) {
 				if after := hooks(); fmt.Sprint(after) != fmt.Sprint(before) {
 					t.Fatalf("built-in chains after Cleanup:\n%v\nbefore:\n%v", after, before)
 				}
-				save, err := nsutil.Run(e.name, bin+"-save")
+				save, err := nstest.Run(e.name, bin+"-save")
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -1,28 +1,17 @@
-// Package nsutil runs code inside named network namespaces on a locked OS thread and makes
-// throwaway namespaces for tests.
+// Package nsutil runs code inside a named network namespace on a locked OS thread.
 //
 // Do follows the CNI rule: the thread is locked for the switch, and if switching back fails
 // the thread stays locked, so the Go runtime discards it instead of reusing a thread that is
-// in the wrong namespace. Namespace names made here carry the creating PID, so parallel
-// `go test` processes never collide, and Sweep can remove what a killed run left behind.
+// in the wrong namespace. It creates no namespace: throwaway namespaces for tests are made by
+// test/nstest, which product code never imports.
 package nsutil
 
 import (
 	"fmt"
-	"os"
-	"os/exec"
 	"runtime"
-	"strconv"
-	"strings"
-	"sync/atomic"
-	"syscall"
-	"testing"
 
 	"github.com/vishvananda/netns"
 )
-
-// Prefix starts every namespace name this package creates: "wft<pid>-<n>-<label>".
-const Prefix = "wft"
 
 // Do runs fn with the calling goroutine's thread switched into the named namespace.
 // Sockets created inside fn stay in that namespace after Do returns.
@@ -55,104 +44,4 @@ func DoHandle(target netns.NsHandle, fn func() error) error {
 	}
 	runtime.UnlockOSThread()
 	return ferr
-}
-
-var counter atomic.Int64 // per-process sequence for unique names; not configuration
-
-// UniqueName returns a fresh namespace name for label, unique across processes.
-func UniqueName(label string) string {
-	n := counter.Add(1)
-	return fmt.Sprintf("%s%d-%d-%s", Prefix, os.Getpid(), n, label)
-}
-
-// Create makes a named namespace with loopback up. The caller deletes it.
-func Create(name string) error {
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		return fmt.Errorf("ip netns add %s: %v: %s", name, err, strings.TrimSpace(string(out)))
-	}
-	if out, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		_ = Delete(name)
-		return fmt.Errorf("lo up in %s: %v: %s", name, err, strings.TrimSpace(string(out)))
-	}
-	return nil
-}
-
-// Delete removes a named namespace; a missing one is not an error.
-func Delete(name string) error {
-	out, err := exec.Command("ip", "netns", "del", name).CombinedOutput()
-	if err != nil && !strings.Contains(string(out), "No such file") {
-		return fmt.Errorf("ip netns del %s: %v: %s", name, err, strings.TrimSpace(string(out)))
-	}
-	return nil
-}
-
-// Available reports why namespaces cannot be made here (not root, no ip tool), or nil.
-func Available() error {
-	if os.Geteuid() != 0 {
-		return fmt.Errorf("network namespaces need root (running as uid %d)", os.Geteuid())
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		return fmt.Errorf("the ip tool (iproute2) is not installed: %w", err)
-	}
-	return nil
-}
-
-// Temp creates a namespace for t, deleted when t ends. The test is skipped, with the
-// reason, where namespaces cannot be made.
-func Temp(t testing.TB, label string) string {
-	t.Helper()
-	if err := Available(); err != nil {
-		t.Skip(err)
-	}
-	Sweep()
-	name := UniqueName(label)
-	if err := Create(name); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := Delete(name); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-	})
-	return name
-}
-
-// Sweep deletes namespaces left by weft test processes that no longer exist (a run that
-// was killed before its cleanup). Namespaces of live processes are left alone.
-func Sweep() {
-	entries, err := os.ReadDir("/run/netns")
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		pid, ok := ownerPID(e.Name())
-		if !ok || pid == os.Getpid() {
-			continue
-		}
-		if err := syscall.Kill(pid, 0); err == syscall.ESRCH {
-			_ = Delete(e.Name())
-		}
-	}
-}
-
-func ownerPID(name string) (int, bool) {
-	rest, ok := strings.CutPrefix(name, Prefix)
-	if !ok {
-		return 0, false
-	}
-	digits, _, ok := strings.Cut(rest, "-")
-	if !ok {
-		return 0, false
-	}
-	pid, err := strconv.Atoi(digits)
-	return pid, err == nil && pid > 0
-}
-
-// Run runs a command inside the namespace (ip netns exec) and returns its combined output.
-func Run(name string, argv ...string) (string, error) {
-	out, err := exec.Command("ip", append([]string{"netns", "exec", name}, argv...)...).CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("in %s: %s: %v: %s", name, strings.Join(argv, " "), err, strings.TrimSpace(string(out)))
-	}
-	return string(out), nil
 }

@@ -12,9 +12,9 @@ import (
 	"google.golang.org/grpc"
 	"k8s.io/klog/v2/ktesting"
 
-	"github.com/weftnet/weft/pkg/etcdtest"
 	"github.com/weftnet/weft/subnet"
 	"github.com/weftnet/weft/subnet/etcdv3"
+	"github.com/weftnet/weft/test/etcdtest"
 )
 
 // Values exactly as flanneld v0.28 writes them (see FLANNEL-COMPAT.md).

@@ -9,9 +9,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"k8s.io/klog/v2/ktesting"
 
-	"github.com/weftnet/weft/pkg/etcdtest"
 	"github.com/weftnet/weft/subnet"
 	"github.com/weftnet/weft/subnet/etcdv3"
+	"github.com/weftnet/weft/test/etcdtest"
 )
 
 // testPrefix is not flannel's default, so that the tests prove the prefix is honoured.

@@ -20,8 +20,8 @@ import (
 
 	"k8s.io/klog/v2/ktesting"
 
-	"github.com/weftnet/weft/pkg/etcdtest"
 	"github.com/weftnet/weft/subnet/etcdv3"
+	"github.com/weftnet/weft/test/etcdtest"
 )
 
 // pki is a throwaway CA with a server certificate for 127.0.0.1 and a client certificate,

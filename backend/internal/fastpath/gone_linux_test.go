@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/backend/internal/fastpath"
-	"github.com/weftnet/weft/pkg/nsutil"
+	"github.com/weftnet/weft/test/nstest"
 )
 
 // TestTUNDeletedUnderReader checks that deleting a TUN wakes a blocked Read with
@@ -19,7 +19,7 @@ func TestTUNDeletedUnderReader(t *testing.T) {
 		t.Skip(err)
 	}
 	for _, offload := range []bool{false, true} {
-		ns := nsutil.Temp(t, "tungone")
+		ns := nstest.Temp(t, "tungone")
 		var tun *fastpath.TUN
 		inNS(t, ns, func() (err error) {
 			tun, err = fastpath.OpenTUNWith("wtun0", fastpath.TUNOptions{Persist: true, Batch: 8, Offload: offload})

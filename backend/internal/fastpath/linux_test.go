@@ -14,6 +14,7 @@ import (
 
 	"github.com/weftnet/weft/backend/internal/fastpath"
 	"github.com/weftnet/weft/pkg/nsutil"
+	"github.com/weftnet/weft/test/nstest"
 )
 
 // inNS runs fn inside the namespace and fails the test on error.
@@ -26,7 +27,7 @@ func inNS(t *testing.T, ns string, fn func() error) {
 
 func mustRun(t *testing.T, ns string, argv ...string) string {
 	t.Helper()
-	out, err := nsutil.Run(ns, argv...)
+	out, err := nstest.Run(ns, argv...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +43,7 @@ func slots(n, size int) []fastpath.Packet {
 }
 
 func TestSocketConn(t *testing.T) {
-	ns := nsutil.Temp(t, "sock")
+	ns := nstest.Temp(t, "sock")
 	for _, batch := range []int{1, 8} {
 		t.Run(fmt.Sprintf("batch=%d", batch), func(t *testing.T) {
 			var sock, peer *net.UDPConn
@@ -175,7 +176,7 @@ func TestSocketConn(t *testing.T) {
 }
 
 func TestSocketConnRejectsIPv6(t *testing.T) {
-	ns := nsutil.Temp(t, "sock6")
+	ns := nstest.Temp(t, "sock6")
 	var sock *net.UDPConn
 	inNS(t, ns, func() (err error) {
 		sock, err = net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
@@ -210,7 +211,7 @@ func TestTUN(t *testing.T) {
 	if err := fastpath.CheckTUN(); err != nil {
 		t.Skip(err)
 	}
-	ns := nsutil.Temp(t, "tun")
+	ns := nstest.Temp(t, "tun")
 	var tun *fastpath.TUN
 	inNS(t, ns, func() (err error) { tun, err = fastpath.OpenTUN("wtun0", true, 8); return err })
 	defer tun.Close()
@@ -353,7 +354,7 @@ func TestCheckTUNSaysWhatIsMissing(t *testing.T) {
 // BenchmarkSocketConnWrite measures sending 1400-byte datagrams through a SocketConn,
 // one per system call (batch=1, the udp backend's Batch=false) against batches (sendmmsg).
 func BenchmarkSocketConnWrite(b *testing.B) {
-	ns := nsutil.Temp(b, "bench")
+	ns := nstest.Temp(b, "bench")
 	for _, batch := range []int{1, 64} {
 		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
 			var sock, sink *net.UDPConn

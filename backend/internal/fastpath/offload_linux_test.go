@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/pkg/nsutil"
+	"github.com/weftnet/weft/test/nstest"
 )
 
 // The test plays a TCP server at 10.99.0.2:80 behind a TUN with offloads, and a real
@@ -68,7 +69,7 @@ func TestTUNOffloadWithKernelTCP(t *testing.T) {
 	if err := CheckTUN(); err != nil {
 		t.Skip(err)
 	}
-	ns := nsutil.Temp(t, "tunoff")
+	ns := nstest.Temp(t, "tunoff")
 	var tun *TUN
 	if err := nsutil.Do(ns, func() (err error) {
 		tun, err = OpenTUNWith(offTUN, TUNOptions{Batch: 64, Offload: true})
@@ -85,11 +86,11 @@ func TestTUNOffloadWithKernelTCP(t *testing.T) {
 		{"ip", "link", "set", offTUN, "up"},
 		{"ip", "route", "add", "10.99.0.0/24", "dev", offTUN},
 	} {
-		if _, err := nsutil.Run(ns, argv...); err != nil {
+		if _, err := nstest.Run(ns, argv...); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if out, err := nsutil.Run(ns, "ethtool", "-k", offTUN); err == nil && !strings.Contains(out, "tcp-segmentation-offload: on") {
+	if out, err := nstest.Run(ns, "ethtool", "-k", offTUN); err == nil && !strings.Contains(out, "tcp-segmentation-offload: on") {
 		t.Fatalf("TSO is not on for the TUN:\n%s", out)
 	}
 
@@ -226,7 +227,7 @@ func TestTUNOffloadWithKernelTCP(t *testing.T) {
 
 	// Close leaves the persistent device without offloads.
 	tun.Close()
-	if out, err := nsutil.Run(ns, "ethtool", "-k", offTUN); err == nil && strings.Contains(out, "tcp-segmentation-offload: on") {
+	if out, err := nstest.Run(ns, "ethtool", "-k", offTUN); err == nil && strings.Contains(out, "tcp-segmentation-offload: on") {
 		t.Fatalf("TSO still on after Close:\n%s", out)
 	}
 }
@@ -243,7 +244,7 @@ func icmpEchoPkt(t *testing.T, src, dst string) []byte {
 // plain one: the GRO socket's Read hands them out one per Packet, and the plain socket
 // receives exactly the same datagrams, one inner packet each (the wire format).
 func TestUDPOffload(t *testing.T) {
-	ns := nsutil.Temp(t, "udpoff")
+	ns := nstest.Temp(t, "udpoff")
 	var a, b, plain *net.UDPConn
 	if err := nsutil.Do(ns, func() (err error) {
 		lo := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}
@@ -363,7 +364,7 @@ func TestUDPOffload(t *testing.T) {
 // TestUDPGSORefusedMessage: a GSO message the kernel refuses (EINVAL: SO_NO_CHECK forbids
 // GSO) is sent again as single datagrams, which arrive one each.
 func TestUDPGSORefusedMessage(t *testing.T) {
-	ns := nsutil.Temp(t, "udpgso")
+	ns := nstest.Temp(t, "udpgso")
 	var a, b *net.UDPConn
 	if err := nsutil.Do(ns, func() (err error) {
 		lo := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}
@@ -421,7 +422,7 @@ func TestGSORefused(t *testing.T) {
 // TestUDPOffloadOffWithBatchOne: Batch 1 stays one datagram per system call, offloads or
 // not.
 func TestUDPOffloadOffWithBatchOne(t *testing.T) {
-	ns := nsutil.Temp(t, "udpone")
+	ns := nstest.Temp(t, "udpone")
 	var a *net.UDPConn
 	if err := nsutil.Do(ns, func() (err error) {
 		a, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})

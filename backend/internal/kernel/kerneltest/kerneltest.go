@@ -3,7 +3,7 @@
 // node, and a monitor that counts netlink change notifications so a test can assert that an
 // idempotent call wrote nothing.
 //
-// Everything it creates lives in namespaces made by nsutil.Temp and is removed when the
+// Everything it creates lives in namespaces made by nstest.Temp and is removed when the
 // test ends; it never touches the namespace the test runs in. It is imported by tests only.
 package kerneltest
 
@@ -20,7 +20,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/weftnet/weft/pkg/nsutil"
+	"github.com/weftnet/weft/test/nstest"
 )
 
 // Node is a namespace standing for one host, with its underlay interface.
@@ -34,8 +34,8 @@ type Node struct {
 // 192.0.2.1/24 and 192.0.2.2/24, up. The test is skipped where namespaces are unavailable.
 func TwoNodes(t testing.TB) (a, b Node) {
 	t.Helper()
-	a = Node{NS: nsutil.Temp(t, "nodea"), Iface: "eth0", Addr: netip.MustParseAddr("192.0.2.1")}
-	b = Node{NS: nsutil.Temp(t, "nodeb"), Iface: "eth0", Addr: netip.MustParseAddr("192.0.2.2")}
+	a = Node{NS: nstest.Temp(t, "nodea"), Iface: "eth0", Addr: netip.MustParseAddr("192.0.2.1")}
+	b = Node{NS: nstest.Temp(t, "nodeb"), Iface: "eth0", Addr: netip.MustParseAddr("192.0.2.2")}
 	MustRun(t, a.NS, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", b.NS)
 	for _, n := range []Node{a, b} {
 		MustRun(t, n.NS, "ip", "addr", "add", n.Addr.String()+"/24", "dev", "eth0")
@@ -54,7 +54,7 @@ func waitOperUp(t testing.TB, n Node) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		out, err := nsutil.Run(n.NS, "cat", "/sys/class/net/"+n.Iface+"/operstate")
+		out, err := nstest.Run(n.NS, "cat", "/sys/class/net/"+n.Iface+"/operstate")
 		if err == nil && strings.TrimSpace(out) == "up" {
 			return
 		}
@@ -72,9 +72,9 @@ func waitOperUp(t testing.TB, n Node) {
 // pod namespace.
 func AddPod(t testing.TB, node Node, gw netip.Prefix, pod netip.Addr, mtu int) string {
 	t.Helper()
-	podNS := nsutil.Temp(t, "pod")
+	podNS := nstest.Temp(t, "pod")
 	MustRun(t, node.NS, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-	if _, err := nsutil.Run(node.NS, "ip", "link", "show", "cni0"); err != nil {
+	if _, err := nstest.Run(node.NS, "ip", "link", "show", "cni0"); err != nil {
 		MustRun(t, node.NS, "ip", "link", "add", "cni0", "type", "bridge")
 		MustRun(t, node.NS, "ip", "addr", "add", gw.String(), "dev", "cni0")
 		MustRun(t, node.NS, "ip", "link", "set", "cni0", "up")
@@ -94,7 +94,7 @@ func AddPod(t testing.TB, node Node, gw netip.Prefix, pod netip.Addr, mtu int) s
 // MustRun runs a command inside ns and fails the test on error.
 func MustRun(t testing.TB, ns string, argv ...string) string {
 	t.Helper()
-	out, err := nsutil.Run(ns, argv...)
+	out, err := nstest.Run(ns, argv...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,7 @@
 // tests (udp, gre) share: the two-node, two-pod cluster, running commands and ping inside
 // its namespaces, building IPv4/UDP packets and capturing a node's underlay traffic.
 //
-// Everything it creates lives in namespaces made by nsutil.Temp and is removed when the
+// Everything it creates lives in namespaces made by nstest.Temp and is removed when the
 // test ends; it never touches the namespace the test runs in. It is imported by tests only.
 package tundevtest
 
@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/pkg/nsutil"
+	"github.com/weftnet/weft/test/nstest"
 )
 
 // Cluster is the test topology: two nodes on one veth link, each with a pod behind a
@@ -33,7 +34,7 @@ type Cluster struct {
 // Run runs argv in ns and returns its output; it fails the test on error.
 func Run(t *testing.T, ns string, argv ...string) string {
 	t.Helper()
-	out, err := nsutil.Run(ns, argv...)
+	out, err := nstest.Run(ns, argv...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,10 +45,10 @@ func Run(t *testing.T, ns string, argv ...string) string {
 func NewCluster(t *testing.T) Cluster {
 	t.Helper()
 	c := Cluster{
-		NodeA: nsutil.Temp(t, "nodeA"),
-		NodeB: nsutil.Temp(t, "nodeB"),
-		PodA:  nsutil.Temp(t, "podA"),
-		PodB:  nsutil.Temp(t, "podB"),
+		NodeA: nstest.Temp(t, "nodeA"),
+		NodeB: nstest.Temp(t, "nodeB"),
+		PodA:  nstest.Temp(t, "podA"),
+		PodB:  nstest.Temp(t, "podB"),
 	}
 	// The underlay link. Creating both ends inside node A and moving one keeps the root
 	// namespace untouched.
@@ -78,7 +79,7 @@ func NewCluster(t *testing.T) Cluster {
 // Ping runs ping in ns and returns its output; it fails the test unless ok matches.
 func Ping(t *testing.T, ns string, ok bool, args ...string) string {
 	t.Helper()
-	out, err := nsutil.Run(ns, append([]string{"ping", "-n", "-W", "2"}, args...)...)
+	out, err := nstest.Run(ns, append([]string{"ping", "-n", "-W", "2"}, args...)...)
 	if (err == nil) != ok {
 		t.Fatalf("ping %v in %s: success %v, want %v:\n%s", args, ns, err == nil, ok, out)
 	}

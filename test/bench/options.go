@@ -7,8 +7,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/weftnet/weft/pkg/cluster"
-	"github.com/weftnet/weft/pkg/daemon"
+	"github.com/weftnet/weft/daemon"
+	"github.com/weftnet/weft/test/cluster"
 )
 
 // Options say what one run measures. Defaults and Quick fill in the zero fields.

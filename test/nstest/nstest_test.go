@@ -1,4 +1,4 @@
-package nsutil
+package nstest
 
 import (
 	"net"
@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netlink"
+	"github.com/weftnet/weft/pkg/nsutil"
 )
 
 func TestDoEntersNamespaceAndReturns(t *testing.T) {
@@ -14,7 +15,7 @@ func TestDoEntersNamespaceAndReturns(t *testing.T) {
 		t.Fatal(err)
 	}
 	var found bool
-	if err := Do(ns, func() error {
+	if err := nsutil.Do(ns, func() error {
 		_, err := netlink.LinkByName("dummy7")
 		found = err == nil
 		return nil
@@ -29,7 +30,7 @@ func TestDoEntersNamespaceAndReturns(t *testing.T) {
 	}
 	// A socket made inside stays there: listening on 127.0.0.1 inside is not reachable here.
 	var l net.Listener
-	if err := Do(ns, func() (err error) { l, err = net.Listen("tcp", "127.0.0.1:0"); return }); err != nil {
+	if err := nsutil.Do(ns, func() (err error) { l, err = net.Listen("tcp", "127.0.0.1:0"); return }); err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()

@@ -12,8 +12,8 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
-	"github.com/weftnet/weft/pkg/etcdtest"
 	"github.com/weftnet/weft/pkg/nsutil"
+	"github.com/weftnet/weft/test/etcdtest"
 )
 
 // EtcdEndpoint is the first etcd member's client URL as weftd sees it from a node:

@@ -38,11 +38,10 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
-	"github.com/weftnet/weft/pkg/etcdtest"
-	"github.com/weftnet/weft/pkg/nsutil"
+	"github.com/weftnet/weft/test/etcdtest"
+	"github.com/weftnet/weft/test/nstest"
 )
 
 // Fixed addresses of the topology; they exist only inside the cluster's namespaces.
@@ -104,7 +103,7 @@ type Options struct {
 // that the fatal forms (StartNode, AddPod, PutConfig) belong on the test goroutine.
 type Cluster struct {
 	opts     Options // defaults filled in; read-only after Start
-	t        testing.TB
+	t        nstest.TB
 	logf     func(string, ...any)
 	dir      string
 	ownDir   bool // dir was made by Start and is removed by Close
@@ -132,9 +131,9 @@ type Cluster struct {
 // New builds a cluster for t and tears it down when t ends. The test is skipped, with the
 // reason, where namespaces or etcd are unavailable; on failure to build it is ended with
 // t.Fatal. When t has failed, the tail of every weftd log is logged before teardown.
-func New(t testing.TB, opts Options) *Cluster {
+func New(t nstest.TB, opts Options) *Cluster {
 	t.Helper()
-	if err := nsutil.Available(); err != nil {
+	if err := nstest.Available(); err != nil {
 		t.Skip(err)
 	}
 	if err := etcdtest.Available(); err != nil {
@@ -164,7 +163,7 @@ func New(t testing.TB, opts Options) *Cluster {
 // build only. logf, if not nil, receives one line per step. The caller must Close the
 // cluster; Close also runs here if building fails half-way.
 func Start(ctx context.Context, opts Options, logf func(string, ...any)) (*Cluster, error) {
-	if err := nsutil.Available(); err != nil {
+	if err := nstest.Available(); err != nil {
 		return nil, err
 	}
 	if err := etcdtest.Available(); err != nil {
@@ -173,7 +172,7 @@ func Start(ctx context.Context, opts Options, logf func(string, ...any)) (*Clust
 	return start(ctx, opts, logf, nil)
 }
 
-func start(ctx context.Context, opts Options, logf func(string, ...any), t testing.TB) (*Cluster, error) {
+func start(ctx context.Context, opts Options, logf func(string, ...any), t nstest.TB) (*Cluster, error) {
 	if opts.Nodes == 0 {
 		opts.Nodes = 2
 	}
@@ -209,7 +208,7 @@ func start(ctx context.Context, opts Options, logf func(string, ...any), t testi
 	for i := range c.nextHost {
 		c.nextHost[i] = 2
 	}
-	nsutil.Sweep()
+	nstest.Sweep()
 	if err := c.build(ctx); err != nil {
 		if cerr := c.Close(); cerr != nil {
 			err = fmt.Errorf("%w (teardown: %v)", err, cerr)
@@ -243,7 +242,7 @@ func (c *Cluster) Close() error {
 	}
 	// Delete in reverse creation order: pods, then internet and nodes, then the hub.
 	for i := len(namespaces) - 1; i >= 0; i-- {
-		if err := nsutil.Delete(namespaces[i]); err != nil {
+		if err := nstest.Delete(namespaces[i]); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -10,8 +10,8 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/weftnet/weft/pkg/cluster"
 	"github.com/weftnet/weft/pkg/subnetenv"
+	"github.com/weftnet/weft/test/cluster"
 )
 
 // Method texts recorded with the results (Documentation/benchmarks.md says more).

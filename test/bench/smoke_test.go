@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/pkg/nsutil"
+	"github.com/weftnet/weft/test/nstest"
 )
 
 // TestQuickRun runs the whole bench with the smallest settings on one kernel backend and one
@@ -114,7 +114,7 @@ func TestQuickRun(t *testing.T) {
 // ownNamespaces lists this process's namespaces (nsutil names carry the PID).
 func ownNamespaces() []string {
 	entries, _ := os.ReadDir("/run/netns")
-	mine := fmt.Sprintf("%s%d-", nsutil.Prefix, os.Getpid())
+	mine := fmt.Sprintf("%s%d-", nstest.Prefix, os.Getpid())
 	var left []string
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), mine) {

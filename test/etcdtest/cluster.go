@@ -8,9 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
+	"github.com/weftnet/weft/test/nstest"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -44,7 +44,7 @@ type Cluster struct {
 
 // StartCluster starts a cluster for t and stops every member when t ends. The test is skipped
 // with the reason if no etcd binary is installed.
-func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
+func StartCluster(t nstest.TB, opts ClusterOptions) *Cluster {
 	t.Helper()
 	if err := Available(); err != nil {
 		t.Skip(err)

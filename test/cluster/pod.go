@@ -11,8 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/weftnet/weft/pkg/nsutil"
 	"github.com/weftnet/weft/pkg/subnetenv"
+	"github.com/weftnet/weft/test/nstest"
 )
 
 // Pod is a network endpoint: a pod namespace with one address, or (from NodeHost and
@@ -134,7 +134,7 @@ func (c *Cluster) DeletePod(p *Pod) error {
 	if idx < 0 {
 		return fmt.Errorf("pod %s is not a pod of this cluster", p)
 	}
-	return nsutil.Delete(p.NS)
+	return nstest.Delete(p.NS)
 }
 
 // ensureBridge makes cni0 with the gateway address, or checks the one that exists.

@@ -27,9 +27,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/weftnet/weft/pkg/cluster"
-	"github.com/weftnet/weft/pkg/etcdtest"
-	"github.com/weftnet/weft/pkg/nsutil"
+	"github.com/weftnet/weft/test/cluster"
+	"github.com/weftnet/weft/test/etcdtest"
+	"github.com/weftnet/weft/test/nstest"
 )
 
 // Files written in the run's folder.
@@ -178,7 +178,7 @@ func (r *runner) round(ctx context.Context, round int, underlay *Path, backends 
 
 // Available reports why the bench cannot run here (not root, a tool or etcd missing).
 func Available() error {
-	if err := nsutil.Available(); err != nil {
+	if err := nstest.Available(); err != nil {
 		return err
 	}
 	if err := etcdtest.Available(); err != nil {

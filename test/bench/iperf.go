@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/weftnet/weft/pkg/cluster"
+	"github.com/weftnet/weft/test/cluster"
 )
 
 const (

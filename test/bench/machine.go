@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/weftnet/weft/pkg/cluster"
+	"github.com/weftnet/weft/test/cluster"
 )
 
 // machineFacts gathers what makes runs comparable. Missing facts are left empty.

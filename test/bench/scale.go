@@ -12,8 +12,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/weftnet/weft/pkg/cluster"
 	"github.com/weftnet/weft/subnet"
+	"github.com/weftnet/weft/test/cluster"
 )
 
 const (

@@ -21,8 +21,9 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
+
+	"github.com/weftnet/weft/test/nstest"
 )
 
 // Binary is the etcd server binary used by default.
@@ -73,7 +74,7 @@ func Available() error {
 
 // Start starts an etcd server for t and stops it when t ends. The test is skipped with the
 // reason if no etcd binary is installed.
-func Start(t testing.TB, opts Options) *Server {
+func Start(t nstest.TB, opts Options) *Server {
 	t.Helper()
 	if err := Available(); err != nil {
 		t.Skip(err)

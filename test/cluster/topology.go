@@ -10,8 +10,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/weftnet/weft/pkg/etcdtest"
-	"github.com/weftnet/weft/pkg/nsutil"
+	"github.com/weftnet/weft/test/etcdtest"
+	"github.com/weftnet/weft/test/nstest"
 )
 
 // build makes the hub, the nodes, the optional internet and starts etcd. On error the
@@ -139,13 +139,13 @@ func (c *Cluster) buildInternet(ctx context.Context) error {
 
 // newNamespace creates a uniquely named namespace (loopback up) and records it for Close.
 func (c *Cluster) newNamespace(label string) (string, error) {
-	name := nsutil.UniqueName(label)
+	name := nstest.UniqueName(label)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return "", fmt.Errorf("namespace %s: %w", label, ErrClosed)
 	}
-	if err := nsutil.Create(name); err != nil {
+	if err := nstest.Create(name); err != nil {
 		return "", err
 	}
 	c.namespaces = append(c.namespaces, name)

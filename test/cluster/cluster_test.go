@@ -16,7 +16,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/weftnet/weft/pkg/nsutil"
+	"github.com/weftnet/weft/test/nstest"
 )
 
 // fakeWeftdPath is the stand-in daemon built once by TestMain (testdata/fakeweftd).
@@ -203,7 +203,7 @@ func TestTwoNodeCluster(t *testing.T) {
 }
 
 func TestOwnDirAndSinglePodErrors(t *testing.T) {
-	if err := nsutil.Available(); err != nil {
+	if err := nstest.Available(); err != nil {
 		t.Skip(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -271,7 +271,7 @@ func TestOwnDirAndSinglePodErrors(t *testing.T) {
 }
 
 func TestStartFailureCleansUp(t *testing.T) {
-	if err := nsutil.Available(); err != nil {
+	if err := nstest.Available(); err != nil {
 		t.Skip(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -280,7 +280,7 @@ func TestStartFailureCleansUp(t *testing.T) {
 	if _, err := Start(ctx, Options{Nodes: 3}, nil); err == nil {
 		t.Fatal("Start with a cancelled context succeeded")
 	}
-	mine := fmt.Sprintf("%s%d-", nsutil.Prefix, os.Getpid())
+	mine := fmt.Sprintf("%s%d-", nstest.Prefix, os.Getpid())
 	for _, ns := range netnsList(t) {
 		if strings.HasPrefix(ns, mine) && !slices.Contains(before, ns) {
 			t.Errorf("namespace %s left after a failed Start", ns)

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/weftnet/weft/pkg/cluster"
+	"github.com/weftnet/weft/test/cluster"
 )
 
 // underlayPhase measures node namespace to node namespace over the hub bridge, without

@@ -18,8 +18,8 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/weftnet/weft/pkg/cluster"
 	"github.com/weftnet/weft/pkg/nsutil"
+	"github.com/weftnet/weft/test/cluster"
 )
 
 // healthPort is weftd's --healthz-port in the bench's clusters; weftd listens on 127.0.0.1
