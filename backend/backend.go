@@ -54,6 +54,19 @@ type Type struct {
 	Validate func(raw json.RawMessage) error
 	// New builds the backend. It may check the kernel, but creates nothing yet.
 	New func(env Env) (Backend, error)
+
+	// AnyPeerType admits peer leases of every BackendType, as flanneld's udp backend does
+	// (its own leases carry none). Otherwise only leases naming Name are peers.
+	AnyPeerType bool
+	// CheckPeerData, if set, checks a peer lease's BackendData (for vxlan, the VTEP MAC)
+	// and says what is wrong with it. A lease it refuses is not admitted as a peer. It must
+	// be pure and cheap: it runs once per lease change.
+	CheckPeerData func(attrs subnet.LeaseAttrs) error
+}
+
+// Admission returns the backend's part of the peer admission rule (subnet.Admission).
+func (t Type) Admission() subnet.PeerRule {
+	return subnet.PeerRule{BackendType: t.Name, AnyBackendType: t.AnyPeerType, CheckData: t.CheckPeerData}
 }
 
 // Backend is a configured backend, before a lease is held.
@@ -68,6 +81,12 @@ type Backend interface {
 }
 
 // Network is an active data plane.
+//
+// Peers: Apply receives only peers admitted by subnet (see subnet.Admission): a subnet of
+// the network's length inside Network, overlapping no other peer and not the own subnet, a
+// unicast public IP that is not this node's, the BackendType this backend runs and
+// BackendData that Type.CheckPeerData accepts. A Network does not judge leases again; a
+// lease that turns unusable arrives as Removed.
 //
 // Concurrency: Apply is called from one goroutine; Run runs concurrently with Apply in
 // another. Implementations guard shared peer state with a mutex that Run's repairs share.
