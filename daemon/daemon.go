@@ -58,12 +58,14 @@ type Daemon struct {
 	metrics *metrics.Metrics
 	view    *view
 	memory  *memoryGovernor
+	// acquireTimeout bounds one attempt to acquire a lease (defaultAcquireTimeout).
+	acquireTimeout time.Duration
 }
 
 // New returns a daemon; nothing runs until Run.
 func New(cfg Config, log klog.Logger) *Daemon {
 	d := &Daemon{cfg: cfg, log: log, health: health.NewState(nil), metrics: metrics.New(cfg.Version),
-		view: &view{started: time.Now()}, memory: newMemoryGovernor()}
+		view: &view{started: time.Now()}, memory: newMemoryGovernor(), acquireTimeout: defaultAcquireTimeout}
 	d.metrics.SetPacketSource(d.view.packetStats)
 	return d
 }
@@ -95,7 +97,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
-func (d *Daemon) run(ctx context.Context, reg *etcdv3.Registry) error {
+func (d *Daemon) run(ctx context.Context, reg subnet.Registry) error {
 	ext, err := iface.Select(withLog(d.cfg.Iface, d.log))
 	if err != nil {
 		return err
@@ -106,43 +108,45 @@ func (d *Daemon) run(ctx context.Context, reg *etcdv3.Registry) error {
 	d.log.Info("Using interface", "iface", ext.Iface.Name, "ifaceAddr", ext.IfaceAddr, "publicIP", ext.PublicIP, "mtu", ext.Iface.MTU)
 	firewall := d.startFirewall() // off the critical path; awaited before the lease
 
-	netCfg, btype, rev, err := d.waitConfig(ctx, reg)
-	if err != nil || netCfg == nil {
-		return err // ctx ended
-	}
-	d.log.Info("Network config", "network", netCfg.Network, "subnetLen", netCfg.SubnetLen,
-		"subnetMin", netCfg.SubnetMin, "subnetMax", netCfg.SubnetMax, "backend", netCfg.BackendType)
-
-	d.removeLeftovers(btype.Name, netCfg, ext)
-	be, err := btype.New(backend.Env{Ext: ext, Network: netCfg, Log: d.log.WithName(btype.Name), OnRepair: d.metrics.Repaired})
-	if err != nil {
-		return fmt.Errorf("backend %s: %w", btype.Name, err)
-	}
-	if c, ok := be.(io.Closer); ok {
-		defer c.Close()
-	}
-	attrs, err := be.Prepare(ctx)
-	if err != nil {
-		return fmt.Errorf("backend %s: %w", btype.Name, err)
-	}
-	attrs.PublicIP = ext.PublicIP
-
-	mgr := subnet.NewManager(subnet.ManagerConfig{
-		Registry: reg, Network: netCfg, TTL: d.cfg.LeaseTTL, RenewMargin: d.cfg.RenewMargin,
-		Log: d.log.WithName("lease"), Observer: d.metrics,
-	})
 	var hint netip.Prefix
 	if old, err := subnetenv.Read(d.cfg.SubnetFile); err == nil {
 		hint = old.Subnet.Masked()
 	}
-
-	fw, err := firewall()
-	if err != nil {
-		return err
-	}
-	var prev subnet.Lease
-	for ctx.Err() == nil {
-		lease, err := d.acquire(ctx, mgr, attrs, hint)
+	var (
+		cur  *prepared // the backend of the config in force
+		fw   *iptables.Manager
+		prev subnet.Lease
+	)
+	defer func() { cur.close() }()
+	for first := true; ctx.Err() == nil; first = false {
+		// The config is read again before every acquisition: a lease lost while the
+		// config changed is taken again under the current config.
+		netCfg, btype, rev, err := d.waitConfig(ctx, reg)
+		if err != nil || netCfg == nil {
+			return err // ctx ended
+		}
+		if cur == nil || !sameConfig(cur.cfg, netCfg) {
+			if cur != nil {
+				d.log.Info("The network config changed while the lease was lost; applying it now",
+					"network", netCfg.Network, "subnetLen", netCfg.SubnetLen, "backend", netCfg.BackendType)
+				cur.close()
+			}
+			d.log.Info("Network config", "network", netCfg.Network, "subnetLen", netCfg.SubnetLen,
+				"subnetMin", netCfg.SubnetMin, "subnetMax", netCfg.SubnetMax, "backend", netCfg.BackendType)
+			if cur, err = d.prepare(ctx, netCfg, btype, ext); err != nil {
+				return err
+			}
+		}
+		mgr := subnet.NewManager(subnet.ManagerConfig{
+			Registry: reg, Network: cur.cfg, TTL: d.cfg.LeaseTTL, RenewMargin: d.cfg.RenewMargin,
+			Log: d.log.WithName("lease"), Observer: d.metrics, Peers: cur.btype.Admission(),
+		})
+		if first {
+			if fw, err = firewall(); err != nil {
+				return err
+			}
+		}
+		lease, err := d.acquire(ctx, mgr, cur.attrs, hint)
 		if err != nil {
 			return nil // ctx ended
 		}
@@ -153,7 +157,7 @@ func (d *Daemon) run(ctx context.Context, reg *etcdv3.Registry) error {
 			d.metrics.SubnetChanged()
 		}
 		prev, hint = lease, lease.Subnet
-		err = d.session(ctx, reg, mgr, be, btype.Name, netCfg, lease, rev, fw)
+		err = d.session(ctx, reg, mgr, cur.be, cur.btype.Name, cur.cfg, lease, rev, fw)
 		if !errors.Is(err, subnet.ErrLeaseLost) {
 			return err
 		}
@@ -165,6 +169,40 @@ func (d *Daemon) run(ctx context.Context, reg *etcdv3.Registry) error {
 	return nil
 }
 
+// prepared is a backend built and prepared for one network config.
+type prepared struct {
+	cfg   *subnet.Config
+	btype backend.Type
+	be    backend.Backend
+	attrs subnet.LeaseAttrs // to publish, PublicIP included
+}
+
+// prepare removes what other backends left, then builds and prepares the backend of cfg.
+func (d *Daemon) prepare(ctx context.Context, cfg *subnet.Config, btype backend.Type, ext backend.ExternalInterface) (*prepared, error) {
+	d.removeLeftovers(btype.Name, cfg, ext)
+	be, err := btype.New(backend.Env{Ext: ext, Network: cfg, Log: d.log.WithName(btype.Name), OnRepair: d.metrics.Repaired})
+	if err != nil {
+		return nil, fmt.Errorf("backend %s: %w", btype.Name, err)
+	}
+	p := &prepared{cfg: cfg, btype: btype, be: be}
+	if p.attrs, err = be.Prepare(ctx); err != nil {
+		p.close()
+		return nil, fmt.Errorf("backend %s: %w", btype.Name, err)
+	}
+	p.attrs.PublicIP = ext.PublicIP
+	return p, nil
+}
+
+// close releases what the backend holds, if it holds anything; nil-safe.
+func (p *prepared) close() {
+	if p == nil {
+		return
+	}
+	if c, ok := p.be.(io.Closer); ok {
+		_ = c.Close()
+	}
+}
+
 // session runs the data plane for one lease until ctx ends or the lease is lost.
 func (d *Daemon) session(ctx context.Context, reg subnet.Registry, mgr *subnet.Manager, be backend.Backend,
 	btype string, netCfg *subnet.Config, lease subnet.Lease, cfgRev int64, fw *iptables.Manager) error {
@@ -173,8 +211,8 @@ func (d *Daemon) session(ctx context.Context, reg subnet.Registry, mgr *subnet.M
 		return fmt.Errorf("backend %s: activate for %s: %w", btype, lease.Subnet, err)
 	}
 	defer nw.Close()
-	d.view.setSession(nw, btype, netCfg.Network, lease)
-	defer d.view.setSession(nil, btype, netCfg.Network, subnet.Lease{})
+	d.view.setSession(nw, btype, netCfg.Network, lease, mgr.Ignored)
+	defer d.view.setSession(nil, btype, netCfg.Network, subnet.Lease{}, nil)
 	d.metrics.SetLease(lease)
 	d.health.SetLease(lease.Subnet)
 	d.health.SetBackend(btype, false)
@@ -254,19 +292,29 @@ func (d *Daemon) writeSubnetFile(env subnetenv.Env) error {
 	return nil
 }
 
+// defaultAcquireTimeout bounds one attempt to acquire a lease: an etcd that cannot be
+// reached (down, or refusing a rotated certificate) is reported with its reason and
+// retried, not waited for in silence.
+const defaultAcquireTimeout = 10 * time.Second
+
 // acquire gets a lease, retrying (with backoff, logging each new reason once) while the
 // range is full or the store is unreachable. It returns an error only when ctx ends.
 func (d *Daemon) acquire(ctx context.Context, mgr *subnet.Manager, attrs subnet.LeaseAttrs, hint netip.Prefix) (subnet.Lease, error) {
 	delay := 500 * time.Millisecond
 	var last string
 	for {
-		l, err := mgr.Acquire(ctx, attrs, hint)
+		actx, cancel := context.WithTimeout(ctx, d.acquireTimeout)
+		l, err := mgr.Acquire(actx, attrs, hint)
+		cancel()
 		if err == nil {
 			d.log.Info("Acquired lease", "subnet", l.Subnet, "publicIP", l.Attrs.PublicIP, "reserved", l.Reserved(), "expires", l.Expiration)
 			return l, nil
 		}
 		if ctx.Err() != nil {
 			return subnet.Lease{}, ctx.Err()
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("etcd did not answer within %v: %w", d.acquireTimeout, err)
 		}
 		d.health.SetError(err)
 		if err.Error() != last {
@@ -289,8 +337,13 @@ func setTunnelPort(fw *iptables.Manager, nw backend.Network) {
 	}
 }
 
-// newFirewall returns the iptables manager, or nil when no rule is wanted.
+// newFirewall returns the iptables manager, or nil when no rule is wanted: with masquerade,
+// forward rules and the tunnel-port restriction all off, weftd runs no iptables at all.
 func (d *Daemon) newFirewall() (*iptables.Manager, error) {
+	if !d.cfg.IPMasq && !d.cfg.ForwardRules && !d.cfg.RestrictTunnelPort {
+		d.log.Info("No firewall rules wanted (--ip-masq, --iptables-forward-rules and --restrict-tunnel-port are off); not using iptables")
+		return nil, nil
+	}
 	fw, err := iptables.New(iptables.Options{
 		IPMasq: d.cfg.IPMasq, ForwardRules: d.cfg.ForwardRules,
 		RestrictTunnelPort: d.cfg.RestrictTunnelPort, Resync: d.cfg.IPTablesSync,

@@ -25,6 +25,7 @@ type view struct {
 	nw      backend.Network // nil between sessions
 	active  bool
 	peers   map[netip.Prefix]viewPeer
+	ignored func() []subnet.IgnoredLease // the leases admission refused; nil between sessions
 }
 
 // viewPeer is what /status shows of a peer's lease: the rest of the lease is not kept, so
@@ -34,10 +35,10 @@ type viewPeer struct {
 	backendType string
 }
 
-func (v *view) setSession(nw backend.Network, btype string, network netip.Prefix, l subnet.Lease) {
+func (v *view) setSession(nw backend.Network, btype string, network netip.Prefix, l subnet.Lease, ignored func() []subnet.IgnoredLease) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	v.nw, v.btype, v.network, v.lease, v.active = nw, btype, network, l, false
+	v.nw, v.btype, v.network, v.lease, v.active, v.ignored = nw, btype, network, l, false, ignored
 	v.peers = map[netip.Prefix]viewPeer{}
 }
 
@@ -120,6 +121,16 @@ func (v *view) status(version string) status.Status {
 			p.State, p.Reason = status.PeerState(ps.State), ps.Reason
 		}
 		st.Peers = append(st.Peers, p)
+	}
+	if v.ignored != nil {
+		// Leases that are not peers are listed too, so that an operator sees why.
+		for _, ig := range v.ignored() {
+			if !ig.Subnet.IsValid() {
+				continue // a malformed key: no subnet to show; logged and counted
+			}
+			st.Peers = append(st.Peers, status.Peer{Subnet: ig.Subnet, PublicIP: ig.Attrs.PublicIP, BackendType: ig.Attrs.BackendType,
+				State: status.PeerIgnored, Reason: ig.Reason + ": " + ig.Detail})
+		}
 	}
 	sort.Slice(st.Peers, func(i, j int) bool { return st.Peers[i].Subnet.Addr().Less(st.Peers[j].Subnet.Addr()) })
 	return st

@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"k8s.io/klog/v2"
-
-	"github.com/weftnet/weft/pkg/ip"
 )
 
 // Defaults as flanneld's.
@@ -38,6 +36,8 @@ type ManagerConfig struct {
 	Rand        *rand.Rand // subnet choice; a random seed when nil
 	// Observer, if set, is told about renewals, resyncs and errors (for metrics).
 	Observer Observer
+	// Peers is the backend's part of peer admission (see Admission).
+	Peers PeerRule
 }
 
 // Observer receives control-plane facts for metrics. Methods must not block.
@@ -46,14 +46,18 @@ type Observer interface {
 	LeaseRenewFailed(err error)
 	WatchResynced()
 	StoreError(op string, err error)
+	// LeasesIgnored gives the number of leases in the store that are not peers, by reason
+	// (the Ignored* names), each time it changes.
+	LeasesIgnored(byReason map[string]int)
 }
 
 type nopObserver struct{}
 
-func (nopObserver) LeaseRenewed(Lease)       {}
-func (nopObserver) LeaseRenewFailed(error)   {}
-func (nopObserver) WatchResynced()           {}
-func (nopObserver) StoreError(string, error) {}
+func (nopObserver) LeaseRenewed(Lease)           {}
+func (nopObserver) LeaseRenewFailed(error)       {}
+func (nopObserver) WatchResynced()               {}
+func (nopObserver) StoreError(string, error)     {}
+func (nopObserver) LeasesIgnored(map[string]int) {}
 
 // Manager is the lease policy over a Registry: which subnet to take, keeping it, and
 // turning the store's changes into peer events.
@@ -71,8 +75,11 @@ type Manager struct {
 	randMu sync.Mutex // guards rnd
 	rnd    *rand.Rand
 
-	mu  sync.Mutex // guards own
-	own Lease      // the lease this node holds; zero before the first Acquire
+	peers PeerRule
+
+	mu      sync.Mutex     // guards own and ignored
+	own     Lease          // the lease this node holds; zero before the first Acquire
+	ignored []IgnoredLease // what WatchPeers ignores, by key
 
 	// lost carries the store revision at which the watch saw my lease deleted or taken.
 	lost chan int64
@@ -90,6 +97,7 @@ func NewManager(cfg ManagerConfig) *Manager {
 		margin:   cfg.RenewMargin,
 		log:      cfg.Log,
 		obs:      cfg.Observer,
+		peers:    cfg.Peers,
 		rnd:      cfg.Rand,
 		lost:     make(chan int64, 1),
 		renewNow: make(chan struct{}, 1),
@@ -155,16 +163,13 @@ func (m *Manager) tryAcquire(ctx context.Context, attrs LeaseAttrs, hint netip.P
 		m.obs.StoreError("list", err)
 		return Lease{}, fmt.Errorf("list leases: %w", err)
 	}
-	taken := make(map[netip.Prefix]bool, len(list.Leases))
-	for _, l := range list.Leases {
-		taken[l.Subnet] = true
-	}
+	taken := newTakenSet(m.cfg.Network, list.Leases)
 	if mine, ok := findMine(list.Leases, attrs.PublicIP, m.cfg); ok {
 		return m.reuse(ctx, mine, attrs)
 	}
 	if hint.IsValid() {
 		hint = hint.Masked()
-		if m.cfg.InRange(hint) && !taken[hint] {
+		if m.cfg.InRange(hint) && !taken.overlaps(hint) {
 			l, err := m.reg.CreateLease(ctx, hint, attrs, m.ttl)
 			if err == nil {
 				m.log.Info("Took the subnet of the previous subnet file", "subnet", hint)
@@ -175,7 +180,7 @@ func (m *Manager) tryAcquire(ctx context.Context, attrs LeaseAttrs, hint netip.P
 			}
 		}
 	}
-	free := FreeSubnets(m.cfg, taken, maxCandidates)
+	free := taken.free(m.cfg, maxCandidates)
 	if len(free) == 0 {
 		return Lease{}, fmt.Errorf("all subnets from %s to %s (/%d) of %s are taken: %w",
 			m.cfg.SubnetMin, m.cfg.SubnetMax, m.cfg.SubnetLen, m.cfg.Network, ErrNoFreeSubnet)
@@ -232,23 +237,14 @@ func findMine(leases []Lease, publicIP netip.Addr, cfg *Config) (Lease, bool) {
 	return found, ok
 }
 
-// FreeSubnets returns up to limit subnets in [SubnetMin, SubnetMax] that are not taken, in
-// ascending order.
-func FreeSubnets(cfg *Config, taken map[netip.Prefix]bool, limit int) []netip.Prefix {
-	var free []netip.Prefix
-	sn := netip.PrefixFrom(cfg.SubnetMin, cfg.SubnetLen)
-	maxV := ip.ToUint32(cfg.SubnetMax)
-	for len(free) < limit && ip.ToUint32(sn.Addr()) <= maxV {
-		if !taken[sn] {
-			free = append(free, sn)
-		}
-		next, ok := ip.NextSubnet(sn)
-		if !ok {
-			break
-		}
-		sn = next
+// FreeSubnets returns up to limit subnets in [SubnetMin, SubnetMax] that overlap no taken
+// subnet inside the Network, whatever its length, in ascending order.
+func FreeSubnets(cfg *Config, taken []netip.Prefix, limit int) []netip.Prefix {
+	leases := make([]Lease, len(taken))
+	for i, p := range taken {
+		leases[i] = Lease{Subnet: p}
 	}
-	return free
+	return newTakenSet(cfg.Network, leases).free(cfg, limit)
 }
 
 // Hold keeps the lease alive until ctx ends (then it returns nil). It renews the TTL

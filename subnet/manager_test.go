@@ -28,7 +28,7 @@ func newManager(t *testing.T, reg subnet.Registry, cfg *subnet.Config) *subnet.M
 	return subnet.NewManager(subnet.ManagerConfig{
 		Registry: reg, Network: cfg, Log: ktesting.NewLogger(t, ktesting.NewConfig()),
 		TTL: time.Hour, RenewMargin: 10 * time.Minute,
-		Rand: rand.New(rand.NewPCG(1, 2)),
+		Rand: rand.New(rand.NewPCG(1, 2)), Peers: subnet.PeerRule{AnyBackendType: true},
 	})
 }
 
@@ -152,7 +152,7 @@ func TestRangeFullAndRaces(t *testing.T) {
 
 func TestFreeSubnets(t *testing.T) {
 	cfg := mustConfig(t, `{"Network":"10.244.0.0/22","SubnetLen":24}`)
-	free := subnet.FreeSubnets(cfg, map[netip.Prefix]bool{pfx("10.244.2.0/24"): true}, 10)
+	free := subnet.FreeSubnets(cfg, []netip.Prefix{pfx("10.244.2.0/24")}, 10)
 	want := []netip.Prefix{pfx("10.244.1.0/24"), pfx("10.244.3.0/24")}
 	if len(free) != len(want) || free[0] != want[0] || free[1] != want[1] {
 		t.Fatalf("FreeSubnets = %v, want %v", free, want)

@@ -4,28 +4,23 @@ import (
 	"context"
 	"errors"
 	"net/netip"
-	"path"
 	"time"
 )
 
-// peerSet is WatchPeers' view of the other nodes' leases, owned by its goroutine.
-type peerSet struct {
-	peers  map[netip.Prefix]Lease
-	warned map[string]string // key -> last warning text, so each bad value is reported once
-}
-
-// WatchPeers sends the peers' leases to out until ctx ends (then it returns nil): first
-// every current peer as one Added batch (possibly empty, which tells the caller the initial
-// state is known), then each change. The node's own lease is never sent; if the watch sees
-// it deleted or taken by another PublicIP, Hold is told. After a compaction or a broken
-// watch it lists again and sends only the differences. Malformed leases are skipped with one
-// warning per key and value; a lease turning malformed counts as removed.
+// WatchPeers sends the admitted peers' leases to out until ctx ends (then it returns nil):
+// first every current peer as one Added batch (possibly empty, which tells the caller the
+// initial state is known), then each change. Only leases the Admission of this node's lease
+// admits are sent (see Admission); the others are ignored with their reason (logged once per
+// lease and reason, counted through the Observer, listed by Ignored), and a peer whose lease
+// turns unusable or malformed is sent as Removed. The node's own lease is never sent; if the
+// watch sees it deleted or taken by another PublicIP, Hold is told. After a compaction or a
+// broken watch it lists again and sends only the differences.
 //
 // An outage of the store (the watch ends with an error other than a compaction: etcd
 // unreachable, or without a leader) is logged once when it starts and once when the store
 // answers again; in between the peers are kept as they are.
 func (m *Manager) WatchPeers(ctx context.Context, out chan<- []Event) error {
-	ps := &peerSet{peers: map[netip.Prefix]Lease{}, warned: map[string]string{}}
+	ps := newPeerSet(m.admission(), m.logIgnored)
 	rev, err := m.resync(ctx, ps, out, time.Time{})
 	if err != nil {
 		return nil // ctx ended
@@ -100,35 +95,17 @@ func (m *Manager) resync(ctx context.Context, ps *peerSet, out chan<- []Event, o
 		}
 	}
 	own := m.Own()
-	events := []Event{} // non-nil: an empty first batch still says "initial state known"
-	seen := make(map[netip.Prefix]bool, len(list.Leases))
-	for _, bad := range list.Malformed {
-		ps.warn(m, bad)
-	}
 	for _, l := range list.Leases {
-		if l.Subnet == own.Subnet {
-			if l.Attrs.PublicIP != own.Attrs.PublicIP {
-				m.signalLost(list.Revision)
-			}
-			continue
+		if l.Subnet == own.Subnet && l.Attrs.PublicIP != own.Attrs.PublicIP {
+			m.signalLost(list.Revision)
 		}
-		seen[l.Subnet] = true
-		if old, ok := ps.peers[l.Subnet]; ok && old.Attrs.Equal(l.Attrs) {
-			ps.peers[l.Subnet] = l
-			continue
-		}
-		ps.peers[l.Subnet] = l
-		events = append(events, Event{Type: Added, Lease: l})
 	}
 	if own.Subnet.IsValid() && !containsSubnet(list.Leases, own.Subnet) {
 		m.signalLost(list.Revision)
 	}
-	for sn, l := range ps.peers {
-		if !seen[sn] {
-			delete(ps.peers, sn)
-			events = append(events, Event{Type: Removed, Lease: l})
-		}
-	}
+	ps.adm = m.admission()
+	events := ps.resync(list)
+	m.reportIgnored(ps)
 	if !outage.IsZero() {
 		added := 0
 		for _, e := range events {
@@ -167,14 +144,7 @@ func (ps *peerSet) applyBatch(m *Manager, b WatchBatch) []Event {
 	own := m.Own()
 	var events []Event
 	for _, bad := range b.Malformed {
-		ps.warn(m, bad)
-		// A valid key whose value turned bad: that peer is no longer usable.
-		if v4, _, err := ParseLeaseKey(path.Base(bad.Key)); err == nil {
-			if old, ok := ps.peers[v4]; ok {
-				delete(ps.peers, v4)
-				events = append(events, Event{Type: Removed, Lease: old})
-			}
-		}
+		events = append(events, ps.malformed(bad)...)
 	}
 	for _, e := range b.Events {
 		sn := e.Lease.Subnet
@@ -184,30 +154,16 @@ func (ps *peerSet) applyBatch(m *Manager, b WatchBatch) []Event {
 			}
 			continue
 		}
-		old, known := ps.peers[sn]
-		switch e.Type {
-		case Removed:
-			if known {
-				delete(ps.peers, sn)
-				events = append(events, Event{Type: Removed, Lease: old})
-			}
-		case Added:
-			ps.peers[sn] = e.Lease
-			if !known || !old.Attrs.Equal(e.Lease.Attrs) {
-				events = append(events, e)
-			}
+		if e.Type == Removed {
+			events = append(events, ps.remove(e.Lease.Key())...)
+		} else {
+			events = append(events, ps.add(e.Lease)...)
 		}
 	}
-	return events
-}
-
-func (ps *peerSet) warn(m *Manager, bad Malformed) {
-	msg := bad.Err.Error()
-	if ps.warned[bad.Key] == msg {
-		return
+	if ps.ignoredChanged {
+		m.reportIgnored(ps)
 	}
-	ps.warned[bad.Key] = msg
-	m.log.Error(bad.Err, "Skipping malformed lease", "key", bad.Key)
+	return events
 }
 
 func send(ctx context.Context, out chan<- []Event, events []Event) bool {

@@ -123,7 +123,7 @@ func TestWatchPeers(t *testing.T) {
 func TestHoldRenewsAndDetectsLoss(t *testing.T) {
 	cfg := mustConfig(t, `{"Network":"10.244.0.0/16"}`)
 	reg := subnettest.New()
-	m := subnet.NewManager(subnet.ManagerConfig{Registry: reg, Network: cfg, TTL: 300 * time.Millisecond, RenewMargin: 200 * time.Millisecond})
+	m := subnet.NewManager(subnet.ManagerConfig{Peers: subnet.PeerRule{AnyBackendType: true}, Registry: reg, Network: cfg, TTL: 300 * time.Millisecond, RenewMargin: 200 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	l, err := m.Acquire(ctx, subnettest.MustAttrs("192.0.2.1", "vxlan"), netip.Prefix{})
@@ -167,7 +167,7 @@ func TestHoldRenewsAndDetectsLoss(t *testing.T) {
 func TestHoldSurvivesStoreOutage(t *testing.T) {
 	cfg := mustConfig(t, `{"Network":"10.244.0.0/16"}`)
 	reg := subnettest.New()
-	m := subnet.NewManager(subnet.ManagerConfig{Registry: reg, Network: cfg, TTL: time.Hour, RenewMargin: time.Hour - 50*time.Millisecond})
+	m := subnet.NewManager(subnet.ManagerConfig{Peers: subnet.PeerRule{AnyBackendType: true}, Registry: reg, Network: cfg, TTL: time.Hour, RenewMargin: time.Hour - 50*time.Millisecond})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	l, err := m.Acquire(ctx, subnettest.MustAttrs("192.0.2.1", "vxlan"), netip.Prefix{})

@@ -31,6 +31,7 @@ type Metrics struct {
 	storeErrors   *prometheus.CounterVec
 	resyncs       prometheus.Counter
 	peers         prometheus.Gauge
+	ignored       *prometheus.GaugeVec
 	repairs       *prometheus.CounterVec
 	subnetChanges prometheus.Counter
 
@@ -53,6 +54,7 @@ func New(version string) *Metrics {
 	m.storeErrors = prometheus.NewCounterVec(prometheus.CounterOpts(f("etcd_errors_total", "Failed etcd operations, by operation.")), []string{"op"})
 	m.resyncs = prometheus.NewCounter(prometheus.CounterOpts(f("watch_resyncs_total", "Times the lease watch listed all leases again (compaction, broken watch).")))
 	m.peers = prometheus.NewGauge(prometheus.GaugeOpts(f("peers", "Peers (other nodes' leases) currently known.")))
+	m.ignored = prometheus.NewGaugeVec(prometheus.GaugeOpts(f("leases_ignored", "Leases in the store that are not peers of this node, by reason (outside-network, overlap, public-ip, own-public-ip, backend-type, backend-data, malformed).")), []string{"reason"})
 	m.repairs = prometheus.NewCounterVec(prometheus.CounterOpts(f("dataplane_repairs_total", "Kernel state put back after it was changed or deleted by someone else, by kind.")), []string{"kind"})
 	m.subnetChanges = prometheus.NewCounter(prometheus.CounterOpts(f("subnet_changes_total", "Times this node had to take a different subnet after losing its lease.")))
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts(f("build_info", "weftd's version (value 1).")), []string{"version"})
@@ -60,7 +62,7 @@ func New(version string) *Metrics {
 	expiry := prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("lease_expires_in_seconds", "Seconds until the held lease expires unless renewed; 0 without a lease, -1 for a reservation (no TTL).")), m.expiresIn)
 
 	m.reg.MustRegister(m.leaseHeld, m.leaseInfo, m.renewals, m.renewFailures, m.storeErrors, m.resyncs,
-		m.peers, m.repairs, m.subnetChanges, build, expiry, packetCollector{m},
+		m.peers, m.ignored, m.repairs, m.subnetChanges, build, expiry, packetCollector{m},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -134,6 +136,14 @@ func (m *Metrics) LeaseRenewFailed(error) { m.renewFailures.Inc() }
 
 // WatchResynced implements subnet.Observer.
 func (m *Metrics) WatchResynced() { m.resyncs.Inc() }
+
+// LeasesIgnored implements subnet.Observer.
+func (m *Metrics) LeasesIgnored(byReason map[string]int) {
+	m.ignored.Reset()
+	for reason, n := range byReason {
+		m.ignored.WithLabelValues(reason).Set(float64(n))
+	}
+}
 
 // StoreError implements subnet.Observer.
 func (m *Metrics) StoreError(op string, _ error) { m.storeErrors.WithLabelValues(op).Inc() }

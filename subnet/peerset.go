@@ -1,0 +1,199 @@
+package subnet
+
+import (
+	"cmp"
+	"net/netip"
+	"path"
+	"slices"
+)
+
+// peerSet is WatchPeers' view of the other nodes' leases, owned by its goroutine: the
+// admitted peers and the ignored leases, both decided by adm. Its methods fold changes in
+// and return the peer events they cause.
+type peerSet struct {
+	adm     Admission
+	peers   map[netip.Prefix]Lease  // admitted, by subnet
+	ignored map[string]IgnoredLease // by key
+	// ignoredChanged: ignored changed since the Manager last took a snapshot of it.
+	ignoredChanged bool
+	// logged is the reason and detail last logged per key, so that each is logged once,
+	// also across resyncs.
+	logged map[string]string
+	logf   func(IgnoredLease) // logs a newly ignored lease
+}
+
+func newPeerSet(adm Admission, logf func(IgnoredLease)) *peerSet {
+	return &peerSet{adm: adm, peers: map[netip.Prefix]Lease{}, ignored: map[string]IgnoredLease{},
+		logged: map[string]string{}, logf: logf}
+}
+
+// takenBy reports the key of an admitted peer, other than key, whose subnet overlaps sn.
+// Admitted subnets all have SubnetLen and are aligned, so overlapping means equal: the same
+// subnet under another key (a dual-stack key with the same IPv4 part).
+func (ps *peerSet) takenBy(sn netip.Prefix, key string) (string, bool) {
+	if p, ok := ps.peers[sn]; ok && p.Key() != key {
+		return p.Key(), true
+	}
+	return "", false
+}
+
+// add folds in a lease that was created or changed.
+func (ps *peerSet) add(l Lease) []Event {
+	key := l.Key()
+	reason, detail, ok := ps.adm.Check(l, ps.takenBy)
+	if !ok {
+		ps.ignore(IgnoredLease{Key: key, Subnet: l.Subnet, Attrs: l.Attrs, Reason: reason, Detail: detail})
+		return ps.dropPeer(key, l.Subnet)
+	}
+	if _, was := ps.ignored[key]; was {
+		delete(ps.ignored, key)
+		ps.ignoredChanged = true
+	}
+	old, known := ps.peers[l.Subnet]
+	ps.peers[l.Subnet] = l
+	if known && old.Attrs.Equal(l.Attrs) {
+		return nil
+	}
+	return []Event{{Type: Added, Lease: l}}
+}
+
+// remove folds in the deletion of the lease under key.
+func (ps *peerSet) remove(key string) []Event {
+	delete(ps.logged, key)
+	if _, was := ps.ignored[key]; was {
+		delete(ps.ignored, key)
+		ps.ignoredChanged = true
+	}
+	v4, _, err := ParseLeaseKey(key)
+	if err != nil {
+		return nil
+	}
+	events := ps.dropPeer(key, v4)
+	if len(events) > 0 {
+		// Its subnet is free again: a lease that overlapped it may be a peer now.
+		for _, ig := range ps.sortedIgnored() {
+			if ig.Reason == IgnoredOverlap && ig.Subnet == v4 {
+				events = append(events, ps.add(Lease{Subnet: ig.Subnet, IPv6Subnet: ipv6Of(ig.Key), Attrs: ig.Attrs})...)
+				break
+			}
+		}
+	}
+	return events
+}
+
+// malformed folds in a key whose key or value cannot be parsed: it is ignored, and if its
+// key names an admitted peer, that peer is no longer usable.
+func (ps *peerSet) malformed(bad Malformed) []Event {
+	key := path.Base(bad.Key)
+	ig := IgnoredLease{Key: bad.Key, Reason: IgnoredMalformed, Detail: bad.Err.Error()}
+	if v4, _, err := ParseLeaseKey(key); err == nil {
+		ig.Key, ig.Subnet = key, v4
+		ps.ignore(ig)
+		return ps.dropPeer(key, v4)
+	}
+	ps.ignore(ig)
+	return nil
+}
+
+// dropPeer removes the peer of subnet sn if it is admitted under key.
+func (ps *peerSet) dropPeer(key string, sn netip.Prefix) []Event {
+	if p, ok := ps.peers[sn]; ok && p.Key() == key {
+		delete(ps.peers, sn)
+		return []Event{{Type: Removed, Lease: p}}
+	}
+	return nil
+}
+
+func (ps *peerSet) ignore(ig IgnoredLease) {
+	if text := ig.Reason + ": " + ig.Detail; ps.logged[ig.Key] != text {
+		ps.logged[ig.Key] = text
+		if ps.logf != nil {
+			ps.logf(ig)
+		}
+	}
+	if old, ok := ps.ignored[ig.Key]; ok && old.Reason == ig.Reason && old.Detail == ig.Detail {
+		return
+	}
+	ps.ignored[ig.Key] = ig
+	ps.ignoredChanged = true
+}
+
+// resync replaces the set with a full list and returns the differences: Added for new and
+// changed peers, Removed for peers gone or no longer admitted. The result is never nil (an
+// empty first batch still says "initial state known"). The list's leases are judged in a
+// fixed order, peers admitted before first, so that a subnet under two keys keeps the key it
+// had.
+func (ps *peerSet) resync(list LeaseList) []Event {
+	old := ps.peers
+	ps.peers = make(map[netip.Prefix]Lease, len(old))
+	oldIgnored := ps.ignored
+	ps.ignored = make(map[string]IgnoredLease, len(oldIgnored))
+	for _, bad := range list.Malformed {
+		ps.malformed(bad)
+	}
+	leases := slices.Clone(list.Leases)
+	slices.SortFunc(leases, func(a, b Lease) int {
+		pa, pb := old[a.Subnet].Key() == a.Key(), old[b.Subnet].Key() == b.Key()
+		if pa != pb {
+			if pa {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Compare(a.Key(), b.Key())
+	})
+	for _, l := range leases {
+		if ps.adm.Own.Subnet.IsValid() && l.Subnet == ps.adm.Own.Subnet {
+			continue // this node's own lease: Hold's business
+		}
+		ps.add(l)
+	}
+	// Removed first: a subnet that changed keys is removed before its new lease is added.
+	events := []Event{}
+	for sn, o := range old {
+		if p, ok := ps.peers[sn]; !ok || p.Key() != o.Key() {
+			events = append(events, Event{Type: Removed, Lease: o})
+		}
+	}
+	for _, l := range leases {
+		if p, ok := ps.peers[l.Subnet]; ok && p.Key() == l.Key() {
+			if o, was := old[l.Subnet]; !was || o.Key() != l.Key() || !o.Attrs.Equal(l.Attrs) {
+				events = append(events, Event{Type: Added, Lease: l})
+			}
+		}
+	}
+	for key := range ps.logged {
+		if _, ok := ps.ignored[key]; !ok {
+			delete(ps.logged, key)
+		}
+	}
+	ps.ignoredChanged = ps.ignoredChanged || !sameIgnored(oldIgnored, ps.ignored)
+	return events
+}
+
+func sameIgnored(a, b map[string]IgnoredLease) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, x := range a {
+		if y, ok := b[k]; !ok || x.Reason != y.Reason || x.Detail != y.Detail {
+			return false
+		}
+	}
+	return true
+}
+
+// sortedIgnored returns the ignored leases by key.
+func (ps *peerSet) sortedIgnored() []IgnoredLease {
+	out := make([]IgnoredLease, 0, len(ps.ignored))
+	for _, ig := range ps.ignored {
+		out = append(out, ig)
+	}
+	slices.SortFunc(out, func(a, b IgnoredLease) int { return cmp.Compare(a.Key, b.Key) })
+	return out
+}
+
+func ipv6Of(key string) netip.Prefix {
+	_, v6, _ := ParseLeaseKey(key)
+	return v6
+}
