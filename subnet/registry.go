@@ -96,6 +96,10 @@ type Registry interface {
 	// RenewLease extends the lease's TTL to its full length without rewriting the value
 	// and returns the lease with its new Expiration. ErrNotFound if the TTL handle or the
 	// key is gone.
+	// A key that has meanwhile become a reservation (no TTL handle) naming l's PublicIP
+	// is not gone: an operator pinned the subnet to its node. RenewLease returns that
+	// reservation (TTLID 0) even if l's TTL handle no longer exists, and the holder keeps
+	// it with nothing more to renew.
 	RenewLease(ctx context.Context, l Lease) (Lease, error)
 	// DeleteLease removes the key for sn. Deleting a missing key is not an error.
 	DeleteLease(ctx context.Context, sn netip.Prefix) error

@@ -136,6 +136,13 @@ func (r *Registry) UpdateLease(ctx context.Context, old subnet.Lease, attrs subn
 // key sure to live until the returned Expiration. A reservation (TTLID 0) only has its key's
 // existence checked. Either failure returns an error wrapping subnet.ErrNotFound.
 //
+// A key that has meanwhile become a reservation (no etcd lease) naming l's PublicIP is not a
+// loss: an operator pinned the node's subnet (weftctl reserve drops the TTL and revokes the
+// etcd lease; flannel's documented "etcdctl put" without a lease leaves it alive, unused).
+// RenewLease then returns that reservation, TTLID 0, whether or not l's etcd lease still
+// exists, and the holder has nothing more to renew. A reservation naming another PublicIP
+// is a loss.
+//
 // The returned lease is read from the store: its Revision (and Attrs) are current, and for a
 // reservation that someone has meanwhile attached a TTL to, TTLID is that etcd lease.
 func (r *Registry) RenewLease(ctx context.Context, l subnet.Lease) (subnet.Lease, error) {
@@ -147,31 +154,46 @@ func (r *Registry) RenewLease(ctx context.Context, l subnet.Lease) (subnet.Lease
 	}
 	key := r.leaseKey(l.Key())
 	var expiration time.Time
+	handleGone := false // l's etcd lease no longer exists; the key decides what that means
 	if l.TTLID != 0 {
 		start := time.Now()
 		ka, err := r.client.KeepAliveOnce(ctx, clientv3.LeaseID(l.TTLID))
-		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
-			return subnet.Lease{}, fmt.Errorf("renew lease %s: etcd lease %x: %w", key, l.TTLID, subnet.ErrNotFound)
-		}
-		if err != nil {
+		switch {
+		case errors.Is(err, rpctypes.ErrLeaseNotFound):
+			handleGone = true
+		case err != nil:
 			return subnet.Lease{}, fmt.Errorf("renew lease %s: keep-alive of etcd lease %x: %w", key, l.TTLID, r.conn.explain(err))
+		default:
+			expiration = start.Add(time.Duration(ka.TTL) * time.Second)
 		}
-		expiration = start.Add(time.Duration(ka.TTL) * time.Second)
 	}
 	resp, err := r.client.Get(ctx, key)
 	if err != nil {
 		return subnet.Lease{}, fmt.Errorf("renew lease %s: %w", key, r.conn.explain(err))
 	}
 	if len(resp.Kvs) == 0 {
+		if handleGone {
+			return subnet.Lease{}, fmt.Errorf("renew lease %s: etcd lease %x and the key are gone: %w", key, l.TTLID, subnet.ErrNotFound)
+		}
 		return subnet.Lease{}, fmt.Errorf("renew lease %s: key is gone: %w", key, subnet.ErrNotFound)
 	}
 	kv := resp.Kvs[0]
-	if l.TTLID != 0 && kv.Lease != l.TTLID {
+	if l.TTLID != 0 && kv.Lease != l.TTLID && kv.Lease != 0 {
 		return subnet.Lease{}, fmt.Errorf("renew lease %s: key is now held under etcd lease %x, not %x: %w", key, kv.Lease, l.TTLID, subnet.ErrNotFound)
 	}
 	cur, err := decodeLease(r.subnetsDir, kv)
 	if err != nil {
 		return subnet.Lease{}, fmt.Errorf("renew lease %s: stored value no longer parses (%w): %w", key, err, subnet.ErrNotFound)
+	}
+	if l.TTLID != 0 && kv.Lease == 0 {
+		// Pinned: a reservation now. Mine only if it names me.
+		if cur.Attrs.PublicIP != l.Attrs.PublicIP {
+			return subnet.Lease{}, fmt.Errorf("renew lease %s: key is now a reservation for %s, not %s: %w", key, cur.Attrs.PublicIP, l.Attrs.PublicIP, subnet.ErrNotFound)
+		}
+		return cur, nil
+	}
+	if handleGone { // not reachable with etcd (a key dies with its etcd lease); be safe
+		return subnet.Lease{}, fmt.Errorf("renew lease %s: etcd lease %x: %w", key, l.TTLID, subnet.ErrNotFound)
 	}
 	cur.Expiration = expiration
 	if kv.Lease != l.TTLID {

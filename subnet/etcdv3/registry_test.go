@@ -3,6 +3,7 @@ package etcdv3_test
 import (
 	"errors"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -141,6 +142,59 @@ func TestRenewDetectsLoss(t *testing.T) {
 	b.TTLID = mustGrant(t, e) // a live etcd lease that the key does not carry
 	if _, err := e.reg.RenewLease(ctx, b); !errors.Is(err, subnet.ErrNotFound) {
 		t.Fatalf("renew of a lease whose key moved to another etcd lease: %v, want ErrNotFound", err)
+	}
+}
+
+// TestRenewAfterPinned: a lease that an operator turned into a reservation of the same node
+// renews into that reservation, whether the old etcd lease was revoked (weftctl reserve,
+// UpdateLease) or left alive unused (etcdctl put without a lease, flannel's documented way);
+// a reservation for another node is a loss.
+func TestRenewAfterPinned(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := ctxT(t)
+
+	for _, tc := range []struct {
+		name, subnet string
+		pin          func(l subnet.Lease) // turns l's key into a reservation
+		wantPub      string               // "" when the renewal must report a loss
+	}{
+		{"revoked by UpdateLease", "10.244.1.0/24", func(l subnet.Lease) {
+			if _, err := e.reg.UpdateLease(ctx, l, l.Attrs, 0); err != nil {
+				t.Fatal(err)
+			}
+		}, "192.0.2.1"},
+		{"put without a lease", "10.244.2.0/24", func(l subnet.Lease) {
+			v, _, _ := e.rawGet(t, leaseKey(l.Key()))
+			e.rawPut(t, leaseKey(l.Key()), v)
+		}, "192.0.2.1"},
+		{"reserved for another node", "10.244.3.0/24", func(l subnet.Lease) {
+			e.rawPut(t, leaseKey(l.Key()), `{"PublicIP":"192.0.2.99","PublicIPv6":null}`)
+		}, ""},
+	} {
+		l, err := e.reg.CreateLease(ctx, sn(tc.subnet), attrs("192.0.2.1"), time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc.pin(l)
+		rn, err := e.reg.RenewLease(ctx, l)
+		if tc.wantPub == "" {
+			if !errors.Is(err, subnet.ErrNotFound) || !strings.Contains(err.Error(), "reservation for 192.0.2.99") {
+				t.Errorf("%s: renew = %+v, %v; want ErrNotFound naming the other node", tc.name, rn, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: renew of a pinned lease: %v", tc.name, err)
+			continue
+		}
+		if !rn.Reserved() || !rn.Expiration.IsZero() || rn.Subnet != l.Subnet || rn.Attrs.PublicIP.String() != tc.wantPub || rn.Revision <= l.Revision {
+			t.Errorf("%s: renewed %+v, want the reservation read from the store", tc.name, rn)
+		}
+		// And it renews as a reservation from then on.
+		if again, err := e.reg.RenewLease(ctx, rn); err != nil || !again.Reserved() {
+			t.Errorf("%s: renew of the reservation: %+v %v", tc.name, again, err)
+		}
 	}
 }
 
