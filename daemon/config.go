@@ -6,12 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"math/rand/v2"
-	"strings"
 	"time"
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/subnet"
-	"github.com/weftnet/weft/subnet/etcdv3"
 )
 
 // waitConfig reads and validates the network config, waiting (watching the key) while it
@@ -103,13 +101,8 @@ func compact(raw []byte) []byte {
 	return b.Bytes()
 }
 
-func (d *Daemon) configKey() string {
-	p := d.cfg.Etcd.Prefix
-	if p == "" {
-		p = etcdv3.DefaultPrefix
-	}
-	return strings.TrimSuffix(p, "/") + "/config"
-}
+// configKey names the config key in messages (the layout is etcdv3's).
+func (d *Daemon) configKey() string { return d.cfg.Etcd.Keys().Config }
 
 // jitterDelay is the pause before re-reading the store after an error.
 func (d *Daemon) jitterDelay() time.Duration {

@@ -22,13 +22,13 @@ func (r *Registry) ListLeases(ctx context.Context) (subnet.LeaseList, error) {
 	if err := r.checkOpen("list leases"); err != nil {
 		return subnet.LeaseList{}, err
 	}
-	resp, err := r.client.Get(ctx, r.subnetsDir, clientv3.WithPrefix())
+	resp, err := r.client.Get(ctx, r.keys.SubnetsDir, clientv3.WithPrefix())
 	if err != nil {
-		return subnet.LeaseList{}, fmt.Errorf("list leases under %s: %w", r.subnetsDir, r.conn.explain(err))
+		return subnet.LeaseList{}, fmt.Errorf("list leases under %s: %w", r.keys.SubnetsDir, r.conn.explain(err))
 	}
 	list := subnet.LeaseList{Revision: resp.Header.Revision}
 	for _, kv := range resp.Kvs {
-		l, err := decodeLease(r.subnetsDir, kv)
+		l, err := decodeLease(r.keys.SubnetsDir, kv)
 		if err != nil {
 			list.Malformed = append(list.Malformed, subnet.Malformed{Key: string(kv.Key), Err: err})
 			continue
@@ -181,7 +181,7 @@ func (r *Registry) RenewLease(ctx context.Context, l subnet.Lease) (subnet.Lease
 	if l.TTLID != 0 && kv.Lease != l.TTLID && kv.Lease != 0 {
 		return subnet.Lease{}, fmt.Errorf("renew lease %s: key is now held under etcd lease %x, not %x: %w", key, kv.Lease, l.TTLID, subnet.ErrNotFound)
 	}
-	cur, err := decodeLease(r.subnetsDir, kv)
+	cur, err := decodeLease(r.keys.SubnetsDir, kv)
 	if err != nil {
 		return subnet.Lease{}, fmt.Errorf("renew lease %s: stored value no longer parses (%w): %w", key, err, subnet.ErrNotFound)
 	}

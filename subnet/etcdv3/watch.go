@@ -24,12 +24,12 @@ func (r *Registry) GetConfig(ctx context.Context) ([]byte, int64, error) {
 	if err := r.checkOpen("read network config"); err != nil {
 		return nil, 0, err
 	}
-	resp, err := r.client.Get(ctx, r.configKey)
+	resp, err := r.client.Get(ctx, r.keys.Config)
 	if err != nil {
-		return nil, 0, fmt.Errorf("read network config %s: %w", r.configKey, r.conn.explain(err))
+		return nil, 0, fmt.Errorf("read network config %s: %w", r.keys.Config, r.conn.explain(err))
 	}
 	if len(resp.Kvs) == 0 {
-		return nil, resp.Header.Revision, fmt.Errorf("network config %s: %w", r.configKey, subnet.ErrNotFound)
+		return nil, resp.Header.Revision, fmt.Errorf("network config %s: %w", r.keys.Config, subnet.ErrNotFound)
 	}
 	return resp.Kvs[0].Value, resp.Header.Revision, nil
 }
@@ -44,9 +44,9 @@ func (r *Registry) WatchConfig(ctx context.Context, rev int64) <-chan []byte {
 		defer close(out)
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 		defer cancel()
-		for resp := range r.client.Watch(wctx, r.configKey, revOpts(rev)...) {
+		for resp := range r.client.Watch(wctx, r.keys.Config, revOpts(rev)...) {
 			if err := resp.Err(); err != nil {
-				r.log.V(2).Info("Network config watch ended", "key", r.configKey, "err", err)
+				r.log.V(2).Info("Network config watch ended", "key", r.keys.Config, "err", err)
 				return
 			}
 			for _, ev := range resp.Events {
@@ -87,14 +87,14 @@ func (r *Registry) WatchLeases(ctx context.Context, rev int64) <-chan subnet.Wat
 		defer cancel(nil)
 		go r.cancelWhenUnreachable(wctx, cancel)
 		opts := append(revOpts(rev), clientv3.WithPrefix(), clientv3.WithPrevKV())
-		for resp := range r.client.Watch(wctx, r.subnetsDir, opts...) {
+		for resp := range r.client.Watch(wctx, r.keys.SubnetsDir, opts...) {
 			if err := resp.Err(); err != nil {
 				if ctx.Err() == nil {
 					send(ctx, r.done, out, subnet.WatchBatch{Revision: resp.Header.Revision, Err: r.watchError(rev, resp, err)})
 				}
 				return
 			}
-			b := translate(r.subnetsDir, resp.Events)
+			b := translate(r.keys.SubnetsDir, resp.Events)
 			if len(b.Events) == 0 && len(b.Malformed) == 0 {
 				continue // progress notification
 			}
@@ -108,7 +108,7 @@ func (r *Registry) WatchLeases(ctx context.Context, rev int64) <-chan subnet.Wat
 			if cause := context.Cause(wctx); errors.Is(cause, errUnreachable) {
 				err = cause
 			}
-			send(ctx, r.done, out, subnet.WatchBatch{Err: fmt.Errorf("watch %s: %w", r.subnetsDir, err)})
+			send(ctx, r.done, out, subnet.WatchBatch{Err: fmt.Errorf("watch %s: %w", r.keys.SubnetsDir, err)})
 		}
 	}()
 	return out
@@ -159,9 +159,9 @@ func (r *Registry) cancelWhenUnreachable(ctx context.Context, cancel context.Can
 
 func (r *Registry) watchError(rev int64, resp clientv3.WatchResponse, err error) error {
 	if resp.CompactRevision != 0 || errors.Is(err, rpctypes.ErrCompacted) {
-		return fmt.Errorf("watch %s after revision %d: store compacted up to revision %d: %w", r.subnetsDir, rev, resp.CompactRevision, subnet.ErrCompacted)
+		return fmt.Errorf("watch %s after revision %d: store compacted up to revision %d: %w", r.keys.SubnetsDir, rev, resp.CompactRevision, subnet.ErrCompacted)
 	}
-	return fmt.Errorf("watch %s after revision %d: %w", r.subnetsDir, rev, err)
+	return fmt.Errorf("watch %s after revision %d: %w", r.keys.SubnetsDir, rev, err)
 }
 
 // revOpts starts a watch just after rev, or at the current revision when rev <= 0.
