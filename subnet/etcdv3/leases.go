@@ -30,7 +30,7 @@ func (r *Registry) ListLeases(ctx context.Context) (subnet.LeaseList, error) {
 	for _, kv := range resp.Kvs {
 		l, err := decodeLease(r.keys.SubnetsDir, kv)
 		if err != nil {
-			list.Malformed = append(list.Malformed, subnet.Malformed{Key: string(kv.Key), Err: err})
+			list.Malformed = append(list.Malformed, subnet.Malformed{Key: string(kv.Key), Err: err, TTLID: kv.Lease, Revision: kv.ModRevision})
 			continue
 		}
 		list.Leases = append(list.Leases, l)
@@ -222,6 +222,62 @@ func (r *Registry) DeleteLease(ctx context.Context, sn netip.Prefix) error {
 		}
 	}
 	return nil
+}
+
+// DeleteLeaseAt deletes the key for sn in one transaction "if mod_revision(key) == rev then
+// delete", and then revokes, best effort, the etcd lease the deleted key carried. A changed
+// or vanished key returns an error wrapping subnet.ErrTaken.
+func (r *Registry) DeleteLeaseAt(ctx context.Context, sn netip.Prefix, rev int64) (int64, error) {
+	if err := r.checkOpen("delete lease"); err != nil {
+		return 0, err
+	}
+	if !sn.Addr().Is4() || !ip.IsNetworkAddress(sn) {
+		return 0, fmt.Errorf("delete lease: %v is not an IPv4 subnet", sn)
+	}
+	key := r.leaseKey(subnet.LeaseKey(sn, netip.Prefix{}))
+	if rev <= 0 {
+		// ModRevision == 0 would mean "absent": the delete would always lose.
+		return 0, fmt.Errorf("delete lease %s: no revision given; it must come from the store", key)
+	}
+	resp, err := r.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
+		Then(clientv3.OpDelete(key, clientv3.WithPrevKV())).
+		Commit()
+	if err != nil {
+		return 0, fmt.Errorf("delete lease %s: %w", key, r.conn.explain(err))
+	}
+	if !resp.Succeeded {
+		return 0, fmt.Errorf("delete lease %s at revision %d: %w", key, rev, subnet.ErrTaken)
+	}
+	for _, op := range resp.Responses {
+		if del := op.GetResponseDeleteRange(); del != nil {
+			for _, kv := range del.PrevKvs {
+				r.revoke(ctx, kv.Lease)
+			}
+		}
+	}
+	return resp.Header.Revision, nil
+}
+
+// TimeToLive asks etcd how long l's etcd lease has left (whole seconds, as etcd counts).
+// An etcd lease that is gone (etcd answers "not found", or a TTL of -1) returns an error
+// wrapping subnet.ErrNotFound.
+func (r *Registry) TimeToLive(ctx context.Context, l subnet.Lease) (time.Duration, error) {
+	if err := r.checkOpen("time to live"); err != nil {
+		return 0, err
+	}
+	key := r.leaseKey(l.Key())
+	if l.TTLID == 0 {
+		return 0, fmt.Errorf("time to live of %s: a reservation has no TTL", key)
+	}
+	resp, err := r.client.TimeToLive(ctx, clientv3.LeaseID(l.TTLID))
+	if errors.Is(err, rpctypes.ErrLeaseNotFound) || (err == nil && resp.TTL < 0) {
+		return 0, fmt.Errorf("time to live of %s: etcd lease %x: %w", key, l.TTLID, subnet.ErrNotFound)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("time to live of %s: etcd lease %x: %w", key, l.TTLID, r.conn.explain(err))
+	}
+	return time.Duration(resp.TTL) * time.Second, nil
 }
 
 // grantResult is a fresh etcd lease, or none (id 0) for a reservation.

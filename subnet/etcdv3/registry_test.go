@@ -198,6 +198,91 @@ func TestRenewAfterPinned(t *testing.T) {
 	}
 }
 
+// TestDeleteLeaseAt: the delete happens only at the revision the caller saw, for valid and
+// malformed keys alike, and takes the key's etcd lease with it.
+func TestDeleteLeaseAt(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := ctxT(t)
+
+	l, err := e.reg.CreateLease(ctx, sn("10.244.1.0/24"), attrs("192.0.2.1"), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := e.reg.UpdateLease(ctx, l, attrs("192.0.2.1"), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.reg.DeleteLeaseAt(ctx, l.Subnet, l.Revision); !errors.Is(err, subnet.ErrTaken) {
+		t.Fatalf("delete at a stale revision: %v, want ErrTaken", err)
+	}
+	if _, _, ok := e.rawGet(t, leaseKey("10.244.1.0-24")); !ok {
+		t.Fatal("a lost delete removed the key")
+	}
+	rev, err := e.reg.DeleteLeaseAt(ctx, up.Subnet, up.Revision)
+	if err != nil || rev <= up.Revision {
+		t.Fatalf("delete at the current revision: %d, %v", rev, err)
+	}
+	if _, _, ok := e.rawGet(t, leaseKey("10.244.1.0-24")); ok {
+		t.Fatal("key still there")
+	}
+	if e.leaseAlive(t, up.TTLID) {
+		t.Error("the deleted key's etcd lease was not revoked")
+	}
+	if _, err := e.reg.DeleteLeaseAt(ctx, up.Subnet, up.Revision); !errors.Is(err, subnet.ErrTaken) {
+		t.Fatalf("delete of a vanished key: %v, want ErrTaken", err)
+	}
+
+	// A malformed key, listed with its bookkeeping, is deleted at its revision.
+	id := mustGrant(t, e)
+	putRev := e.rawPut(t, leaseKey("10.244.2.0-24"), "{broken", clientv3.WithLease(clientv3.LeaseID(id)))
+	list, err := e.reg.ListLeases(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Malformed) != 1 || list.Malformed[0].Revision != putRev || list.Malformed[0].TTLID != id {
+		t.Fatalf("malformed %+v, want revision %d and etcd lease %x", list.Malformed, putRev, id)
+	}
+	if _, err := e.reg.DeleteLeaseAt(ctx, sn("10.244.2.0/24"), list.Malformed[0].Revision); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := e.rawGet(t, leaseKey("10.244.2.0-24")); ok || e.leaseAlive(t, id) {
+		t.Errorf("malformed key present %v, etcd lease alive %v after delete", ok, e.leaseAlive(t, id))
+	}
+	if _, err := e.reg.DeleteLeaseAt(ctx, sn("10.244.3.0/24"), 0); err == nil || errors.Is(err, subnet.ErrTaken) {
+		t.Errorf("delete without a revision: %v, want a plain error", err)
+	}
+}
+
+// TestTimeToLive: the etcd lease's remaining time, ErrNotFound once it is gone, and an
+// error for a reservation.
+func TestTimeToLive(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := ctxT(t)
+	l, err := e.reg.CreateLease(ctx, sn("10.244.1.0/24"), attrs("192.0.2.1"), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ttl, err := e.reg.TimeToLive(ctx, l)
+	if err != nil || ttl <= 59*time.Minute || ttl > time.Hour {
+		t.Fatalf("TimeToLive = %v, %v; want just under an hour", ttl, err)
+	}
+	if _, err := e.cli.Revoke(ctx, clientv3.LeaseID(l.TTLID)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.reg.TimeToLive(ctx, l); !errors.Is(err, subnet.ErrNotFound) {
+		t.Fatalf("TimeToLive of a revoked etcd lease: %v, want ErrNotFound", err)
+	}
+	r, err := e.reg.CreateLease(ctx, sn("10.244.2.0/24"), attrs("192.0.2.2"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.reg.TimeToLive(ctx, r); err == nil || errors.Is(err, subnet.ErrNotFound) {
+		t.Fatalf("TimeToLive of a reservation: %v, want a plain error", err)
+	}
+}
+
 func TestCreateRace(t *testing.T) {
 	t.Parallel()
 	e := setup(t)

@@ -18,51 +18,6 @@ import (
 // is still live (for example after the client was closed underneath).
 var errWatchEnded = errors.New("etcd watch ended unexpectedly")
 
-// GetConfig returns the bytes at <prefix>/config and the store revision of the read, or an
-// error wrapping subnet.ErrNotFound when the key is absent.
-func (r *Registry) GetConfig(ctx context.Context) ([]byte, int64, error) {
-	if err := r.checkOpen("read network config"); err != nil {
-		return nil, 0, err
-	}
-	resp, err := r.client.Get(ctx, r.keys.Config)
-	if err != nil {
-		return nil, 0, fmt.Errorf("read network config %s: %w", r.keys.Config, r.conn.explain(err))
-	}
-	if len(resp.Kvs) == 0 {
-		return nil, resp.Header.Revision, fmt.Errorf("network config %s: %w", r.keys.Config, subnet.ErrNotFound)
-	}
-	return resp.Kvs[0].Value, resp.Header.Revision, nil
-}
-
-// WatchConfig delivers the config bytes after each change made after revision rev (rev <= 0:
-// changes from now on), and nil when the key is deleted. The channel closes when ctx ends,
-// when the watch fails (compaction, lost leader, closed client) or after Close; callers
-// then re-read with GetConfig.
-func (r *Registry) WatchConfig(ctx context.Context, rev int64) <-chan []byte {
-	out := make(chan []byte)
-	go func() {
-		defer close(out)
-		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		defer cancel()
-		for resp := range r.client.Watch(wctx, r.keys.Config, revOpts(rev)...) {
-			if err := resp.Err(); err != nil {
-				r.log.V(2).Info("Network config watch ended", "key", r.keys.Config, "err", err)
-				return
-			}
-			for _, ev := range resp.Events {
-				var v []byte
-				if ev.Type == mvccpb.PUT {
-					v = append([]byte{}, ev.Kv.Value...) // non-nil even when empty
-				}
-				if !send(ctx, r.done, out, v) {
-					return
-				}
-			}
-		}
-	}()
-	return out
-}
-
 // WatchLeases delivers the lease changes made after revision rev (rev <= 0: from now on),
 // one batch per etcd watch response, until ctx ends, Close is called, or an error is
 // delivered; then the channel closes. The watch requires a leader, so a member cut off
@@ -183,7 +138,7 @@ func translate(dir string, events []*clientv3.Event) subnet.WatchBatch {
 				b.Events = append(b.Events, subnet.Event{Type: subnet.Added, Lease: l})
 				continue
 			}
-			b.Malformed = append(b.Malformed, subnet.Malformed{Key: string(ev.Kv.Key), Err: err})
+			b.Malformed = append(b.Malformed, subnet.Malformed{Key: string(ev.Kv.Key), Err: err, TTLID: ev.Kv.Lease, Revision: ev.Kv.ModRevision})
 			if ev.PrevKv != nil {
 				if prev, err := decodeLease(dir, ev.PrevKv); err == nil {
 					prev.Revision = ev.Kv.ModRevision
