@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/backend/backends"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -44,7 +45,7 @@ func (d *Daemon) waitConfig(ctx context.Context, reg subnet.Registry) (*subnet.C
 			}
 			continue
 		default:
-			cfg, bt, perr := ParseNetworkConfig(raw)
+			cfg, bt, perr := backends.ParseNetworkConfig(raw)
 			if perr == nil {
 				return cfg, bt, rev, nil
 			}
@@ -69,7 +70,7 @@ const configReadTimeout = 5 * time.Second
 func (d *Daemon) watchConfig(ctx context.Context, reg subnet.Registry, running *subnet.Config, rev int64) error {
 	for ctx.Err() == nil {
 		for raw := range reg.WatchConfig(ctx, rev) {
-			switch cfg, _, err := ParseNetworkConfig(raw); {
+			switch cfg, _, err := backends.ParseNetworkConfig(raw); {
 			case raw == nil:
 				d.log.Error(nil, "The network config was deleted from etcd; the running data plane is kept", "key", d.configKey())
 			case err != nil:

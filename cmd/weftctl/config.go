@@ -10,7 +10,7 @@ import (
 	"os"
 	"slices"
 
-	"github.com/weftnet/weft/daemon"
+	"github.com/weftnet/weft/backend/backends"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -33,7 +33,7 @@ func runConfigGet(ctx context.Context, c *cli, _ []string) error {
 	if err != nil {
 		return c.etcdError(fmt.Errorf("read the network config: %w", err))
 	}
-	if _, _, perr := daemon.ParseNetworkConfig(raw); perr != nil {
+	if _, _, perr := backends.ParseNetworkConfig(raw); perr != nil {
 		fmt.Fprintf(c.stderr, "warning: weftd rejects this config: %v\n", perr)
 	}
 	out := raw
@@ -64,7 +64,7 @@ func runConfigSet(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg, _, err := daemon.ParseNetworkConfig(raw)
+	cfg, _, err := backends.ParseNetworkConfig(raw)
 	if err != nil {
 		return err // weftd's own message: "invalid network config: ..."
 	}

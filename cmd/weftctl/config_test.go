@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/daemon"
+	"github.com/weftnet/weft/backend/backends"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -24,7 +24,7 @@ func writeFile(t *testing.T, content string) string {
 }
 
 // TestConfigSetRejectsInvalid: every config weftd would reject is refused with weftd's own
-// message (daemon.ParseNetworkConfig's) and nothing is written.
+// message (backends.ParseNetworkConfig's) and nothing is written.
 func TestConfigSetRejectsInvalid(t *testing.T) {
 	e := newEnv(t)
 	for _, js := range []string{
@@ -46,7 +46,7 @@ func TestConfigSetRejectsInvalid(t *testing.T) {
 		`{"Network":"10.244.0.0/16","Backend":{"Type":"carrier-pigeon"}}`,
 		`{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw","Port":1}}`,
 	} {
-		_, _, perr := daemon.ParseNetworkConfig([]byte(js))
+		_, _, perr := backends.ParseNetworkConfig([]byte(js))
 		if perr == nil || !errors.Is(perr, subnet.ErrInvalidConfig) {
 			t.Fatalf("test case %s: weftd accepts it (%v)", js, perr)
 		}
@@ -189,7 +189,7 @@ func TestConfigSetSeesLeaseCreatedMeanwhile(t *testing.T) {
 		t.Fatal(err)
 	}
 	raw := []byte(`{"Network":"10.244.0.0/17","Backend":{"Type":"host-gw"}}`)
-	cfg, _, err := daemon.ParseNetworkConfig(raw)
+	cfg, _, err := backends.ParseNetworkConfig(raw)
 	if err != nil {
 		t.Fatal(err)
 	}
