@@ -56,7 +56,7 @@ func (c *cli) registry() (subnet.Registry, error) {
 			fmt.Fprintln(c.stderr, strings.TrimSpace(prefix+" "+args))
 		}, funcr.Options{})
 	}
-	reg, err := etcdv3.New(c.opts.etcdConfig(), log)
+	reg, err := etcdv3.New(c.opts.etcdConfig, log)
 	if err != nil {
 		return nil, err
 	}
@@ -73,7 +73,7 @@ func (c *cli) close() {
 // etcdError adds where etcd was expected to an error that says only that time ran out.
 func (c *cli) etcdError(err error) error {
 	if errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("%w (no answer from etcd at %s within --timeout %s)", err, c.opts.etcdEndpoints, c.opts.timeout)
+		return fmt.Errorf("%w (no answer from etcd at %s within --timeout %s)", err, c.opts.etcd.Endpoints, c.opts.timeout)
 	}
 	return err
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/weftnet/weft/backend/backends"
 	"github.com/weftnet/weft/subnet"
+	"github.com/weftnet/weft/subnet/etcdv3"
 )
 
 func writeFile(t *testing.T, content string) string {
@@ -179,7 +180,8 @@ func TestConfigSetSeesLeaseCreatedMeanwhile(t *testing.T) {
 
 	var once sync.Once
 	var out, errOut strings.Builder
-	o := &options{etcdEndpoints: e.srv.Endpoint(), etcdPrefix: testPrefix, output: outputTable, timeout: 10 * time.Second}
+	o := &options{output: outputTable, timeout: 10 * time.Second,
+		etcdConfig: etcdv3.Config{Endpoints: []string{e.srv.Endpoint()}, Prefix: testPrefix, DialTimeout: 10 * time.Second}}
 	c := &cli{opts: o, stdout: &out, stderr: &errOut, afterList: func() {
 		once.Do(func() { e.lease("10.244.200.0/24", "192.0.2.200", "host-gw", time.Hour) })
 	}}
