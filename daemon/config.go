@@ -6,12 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"math/rand/v2"
-	"strings"
 	"time"
 
 	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/backend/backends"
 	"github.com/weftnet/weft/subnet"
-	"github.com/weftnet/weft/subnet/etcdv3"
 )
 
 // waitConfig reads and validates the network config, waiting (watching the key) while it
@@ -46,7 +45,7 @@ func (d *Daemon) waitConfig(ctx context.Context, reg subnet.Registry) (*subnet.C
 			}
 			continue
 		default:
-			cfg, bt, perr := ParseNetworkConfig(raw)
+			cfg, bt, perr := backends.ParseNetworkConfig(raw)
 			if perr == nil {
 				return cfg, bt, rev, nil
 			}
@@ -71,7 +70,7 @@ const configReadTimeout = 5 * time.Second
 func (d *Daemon) watchConfig(ctx context.Context, reg subnet.Registry, running *subnet.Config, rev int64) error {
 	for ctx.Err() == nil {
 		for raw := range reg.WatchConfig(ctx, rev) {
-			switch cfg, _, err := ParseNetworkConfig(raw); {
+			switch cfg, _, err := backends.ParseNetworkConfig(raw); {
 			case raw == nil:
 				d.log.Error(nil, "The network config was deleted from etcd; the running data plane is kept", "key", d.configKey())
 			case err != nil:
@@ -103,13 +102,8 @@ func compact(raw []byte) []byte {
 	return b.Bytes()
 }
 
-func (d *Daemon) configKey() string {
-	p := d.cfg.Etcd.Prefix
-	if p == "" {
-		p = etcdv3.DefaultPrefix
-	}
-	return strings.TrimSuffix(p, "/") + "/config"
-}
+// configKey names the config key in messages (the layout is etcdv3's).
+func (d *Daemon) configKey() string { return d.cfg.Etcd.Keys().Config }
 
 // jitterDelay is the pause before re-reading the store after an error.
 func (d *Daemon) jitterDelay() time.Duration {

@@ -55,6 +55,11 @@ type Event struct {
 type Malformed struct {
 	Key string // the full key in the store
 	Err error
+
+	// The key's storage bookkeeping, as in Lease, filled in by the Registry: its TTL
+	// handle (0 when it has none) and its modification revision (for DeleteLeaseAt).
+	TTLID    int64
+	Revision int64
 }
 
 // LeaseList is a consistent snapshot of all leases.
@@ -82,6 +87,14 @@ type Registry interface {
 	// WatchConfig delivers the raw config (nil when deleted) each time it changes after
 	// revision rev. The channel closes when ctx ends or the watch fails; callers re-read.
 	WatchConfig(ctx context.Context, rev int64) <-chan []byte
+	// PutConfig writes raw as the config, byte for byte, and returns the store revision
+	// of the write. It validates nothing: callers parse the config first. With
+	// leasesRev > 0 it is a compare-and-swap against the leases: it writes only if no
+	// lease key has been created or changed after revision leasesRev (the Revision of the
+	// LeaseList the caller checked the new config against), and returns ErrTaken
+	// otherwise, writing nothing; a lease deleted meanwhile does not count. With
+	// leasesRev == 0 it writes unconditionally.
+	PutConfig(ctx context.Context, raw []byte, leasesRev int64) (int64, error)
 
 	// ListLeases returns every lease with one request to the store; lease TTL handles
 	// come with the keys, so no per-lease request is made.
@@ -96,9 +109,24 @@ type Registry interface {
 	// RenewLease extends the lease's TTL to its full length without rewriting the value
 	// and returns the lease with its new Expiration. ErrNotFound if the TTL handle or the
 	// key is gone.
+	// A key that has meanwhile become a reservation (no TTL handle) naming l's PublicIP
+	// is not gone: an operator pinned the subnet to its node. RenewLease returns that
+	// reservation (TTLID 0) even if l's TTL handle no longer exists, and the holder keeps
+	// it with nothing more to renew.
 	RenewLease(ctx context.Context, l Lease) (Lease, error)
 	// DeleteLease removes the key for sn. Deleting a missing key is not an error.
 	DeleteLease(ctx context.Context, sn netip.Prefix) error
+	// DeleteLeaseAt removes the key for sn only if its modification revision is still
+	// rev (the Revision of a Lease or of a Malformed from ListLeases; the key's value
+	// need not parse), then drops the TTL handle it carried (best effort: a handle left
+	// behind carries no key and expires on its own). It returns the store revision of the
+	// delete, or ErrTaken, deleting nothing, if the key changed or vanished after rev.
+	DeleteLeaseAt(ctx context.Context, sn netip.Prefix, rev int64) (int64, error)
+	// TimeToLive returns how long l's TTL handle (l.TTLID) has left, as the store counts
+	// it, or ErrNotFound when the handle has expired or was revoked. It costs one request
+	// per call (ListLeases leaves Expiration zero to avoid that). A reservation (TTLID 0)
+	// has no TTL: asking is an error.
+	TimeToLive(ctx context.Context, l Lease) (time.Duration, error)
 	// WatchLeases delivers lease changes after revision rev, in order, until ctx ends or
 	// an error is delivered (then the channel closes).
 	WatchLeases(ctx context.Context, rev int64) <-chan WatchBatch

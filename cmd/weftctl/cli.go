@@ -31,7 +31,11 @@ type cli struct {
 	// transaction (tests use it to create a lease in that window).
 	afterList func()
 
-	reg *etcdv3.Registry // nil until registry() opened it
+	// The store, opened on first use by registry(). Commands reach etcd only through the
+	// subnet.Registry contract; keys names etcd keys in messages (etcdv3 spells the layout).
+	reg    subnet.Registry // nil until registry() opened it
+	keys   etcdv3.Keys
+	closer func() error
 }
 
 func (c *cli) clock() time.Time {
@@ -42,7 +46,7 @@ func (c *cli) clock() time.Time {
 }
 
 // registry opens the etcd registry the flags describe (once).
-func (c *cli) registry() (*etcdv3.Registry, error) {
+func (c *cli) registry() (subnet.Registry, error) {
 	if c.reg != nil {
 		return c.reg, nil
 	}
@@ -52,48 +56,47 @@ func (c *cli) registry() (*etcdv3.Registry, error) {
 			fmt.Fprintln(c.stderr, strings.TrimSpace(prefix+" "+args))
 		}, funcr.Options{})
 	}
-	reg, err := etcdv3.New(c.opts.etcdConfig(), log)
+	reg, err := etcdv3.New(c.opts.etcdConfig, log)
 	if err != nil {
 		return nil, err
 	}
-	c.reg = reg
+	c.reg, c.keys, c.closer = reg, reg.Keys(), reg.Close
 	return reg, nil
 }
 
 func (c *cli) close() {
-	if c.reg != nil {
-		_ = c.reg.Close()
+	if c.closer != nil {
+		_ = c.closer()
 	}
 }
 
 // etcdError adds where etcd was expected to an error that says only that time ran out.
 func (c *cli) etcdError(err error) error {
 	if errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("%w (no answer from etcd at %s within --timeout %s)", err, c.opts.etcdEndpoints, c.opts.timeout)
+		return fmt.Errorf("%w (no answer from etcd at %s within --timeout %s)", err, c.opts.etcd.Endpoints, c.opts.timeout)
 	}
 	return err
 }
 
-// configKey is the full etcd key of the network config.
-func (c *cli) configKey(reg *etcdv3.Registry) string { return reg.Prefix() + "/config" }
-
-// subnetsDir is the full etcd key directory of the leases, with its trailing slash.
-func (c *cli) subnetsDir(reg *etcdv3.Registry) string { return reg.Prefix() + "/subnets/" }
+// leaseKey is the full etcd key of sn's (IPv4) lease, for messages.
+func (c *cli) leaseKey(sn netip.Prefix) string {
+	return c.keys.Lease(subnet.LeaseKey(sn, netip.Prefix{}))
+}
 
 // readConfig reads and parses the stored network config with flannel's rules
 // (subnet.ParseConfig; the backend's own keys are not checked, they do not matter to
 // subnets).
-func (c *cli) readConfig(ctx context.Context, reg *etcdv3.Registry) (*subnet.Config, error) {
+func (c *cli) readConfig(ctx context.Context, reg subnet.Registry) (*subnet.Config, error) {
 	raw, _, err := reg.GetConfig(ctx)
 	if errors.Is(err, subnet.ErrNotFound) {
-		return nil, fmt.Errorf("no network config at %s (write one with weftctl config set)", c.configKey(reg))
+		return nil, fmt.Errorf("no network config at %s (write one with weftctl config set)", c.keys.Config)
 	}
 	if err != nil {
 		return nil, c.etcdError(fmt.Errorf("read the network config: %w", err))
 	}
 	cfg, err := subnet.ParseConfig(raw)
 	if err != nil {
-		return nil, fmt.Errorf("the network config at %s: %w", c.configKey(reg), err)
+		return nil, fmt.Errorf("the network config at %s: %w", c.keys.Config, err)
 	}
 	return cfg, nil
 }

@@ -51,7 +51,9 @@ func commands() []*command {
 			long: "Writes a reservation: the lease key of SUBNET with no TTL and the value\n" +
 				"{\"PublicIP\":\"PUBLIC-IP\",\"PublicIPv6\":null}. weftd on the node with that public IP takes it and\n" +
 				"keeps it a reservation. Written only if the key does not exist, or if it is that node's own\n" +
-				"lease, which then loses its TTL and keeps its value. SUBNET must fit the network config.\n" +
+				"lease, which then loses its TTL and keeps its value; a weftd running on that node keeps the\n" +
+				"subnet (its next renewal finds the reservation and stops renewing). SUBNET must fit the\n" +
+				"network config.\n" +
 				"SUBNET is a CIDR (10.244.5.0/24) or a lease key (10.244.5.0-24).",
 			etcd: true, run: runReserve,
 		},

@@ -10,11 +10,8 @@ import (
 	"os"
 	"slices"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
-	"github.com/weftnet/weft/daemon"
+	"github.com/weftnet/weft/backend/backends"
 	"github.com/weftnet/weft/subnet"
-	"github.com/weftnet/weft/subnet/etcdv3"
 )
 
 // maxConfigSize bounds what config set reads; a network config is a few hundred bytes.
@@ -31,12 +28,12 @@ func runConfigGet(ctx context.Context, c *cli, _ []string) error {
 	}
 	raw, _, err := reg.GetConfig(ctx)
 	if errors.Is(err, subnet.ErrNotFound) {
-		return fmt.Errorf("no network config at %s", c.configKey(reg))
+		return fmt.Errorf("no network config at %s", c.keys.Config)
 	}
 	if err != nil {
 		return c.etcdError(fmt.Errorf("read the network config: %w", err))
 	}
-	if _, _, perr := daemon.ParseNetworkConfig(raw); perr != nil {
+	if _, _, perr := backends.ParseNetworkConfig(raw); perr != nil {
 		fmt.Fprintf(c.stderr, "warning: weftd rejects this config: %v\n", perr)
 	}
 	out := raw
@@ -67,7 +64,7 @@ func runConfigSet(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg, _, err := daemon.ParseNetworkConfig(raw)
+	cfg, _, err := backends.ParseNetworkConfig(raw)
 	if err != nil {
 		return err // weftd's own message: "invalid network config: ..."
 	}
@@ -115,10 +112,10 @@ func (c *cli) readConfigFile(name string) ([]byte, error) {
 }
 
 // putConfig writes raw unless leases would be orphaned (or --force). The lease check and the
-// write are one transaction: it succeeds only if no key below <prefix>/subnets/ was created
-// or modified after the listing the check used; otherwise it lists again.
-func (c *cli) putConfig(ctx context.Context, reg *etcdv3.Registry, cfg *subnet.Config, raw []byte) (configSetResult, error) {
-	key := c.configKey(reg)
+// write are one compare-and-swap (Registry.PutConfig): it succeeds only if no lease was
+// created or modified after the listing the check used; otherwise it lists again.
+func (c *cli) putConfig(ctx context.Context, reg subnet.Registry, cfg *subnet.Config, raw []byte) (configSetResult, error) {
+	key := c.keys.Config
 	for attempt := 0; attempt < maxSetAttempts; attempt++ {
 		list, err := reg.ListLeases(ctx)
 		if err != nil {
@@ -136,18 +133,18 @@ func (c *cli) putConfig(ctx context.Context, reg *etcdv3.Registry, cfg *subnet.C
 				"takes a new subnet when weftd restarts, and its old lease stays until it expires",
 				len(orphans), cfg.Network, cfg.SubnetLen, b.String())
 		}
-		txn := reg.Client().Txn(ctx)
-		if !c.opts.force {
-			txn = txn.If(clientv3.Compare(clientv3.ModRevision(c.subnetsDir(reg)), "<", list.Revision+1).WithPrefix())
+		guard := list.Revision
+		if c.opts.force {
+			guard = 0 // written whatever the leases do meanwhile
 		}
-		resp, err := txn.Then(clientv3.OpPut(key, string(raw))).Commit()
+		rev, err := reg.PutConfig(ctx, raw, guard)
+		if errors.Is(err, subnet.ErrTaken) {
+			continue // a lease was created or changed since the listing: check again
+		}
 		if err != nil {
-			return configSetResult{}, c.etcdError(fmt.Errorf("write %s: %w", key, err))
+			return configSetResult{}, c.etcdError(err)
 		}
-		if resp.Succeeded {
-			return configSetResult{Key: key, Revision: resp.Header.Revision, Forced: c.opts.force, Orphans: orphans}, nil
-		}
-		// A lease was created or changed since the listing: check again.
+		return configSetResult{Key: key, Revision: rev, Forced: c.opts.force, Orphans: orphans}, nil
 	}
 	return configSetResult{}, fmt.Errorf("write %s: leases kept changing during %d attempts: %w", key, maxSetAttempts, subnet.ErrTaken)
 }

@@ -10,8 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/daemon"
+	"github.com/weftnet/weft/backend/backends"
 	"github.com/weftnet/weft/subnet"
+	"github.com/weftnet/weft/subnet/etcdv3"
 )
 
 func writeFile(t *testing.T, content string) string {
@@ -24,7 +25,7 @@ func writeFile(t *testing.T, content string) string {
 }
 
 // TestConfigSetRejectsInvalid: every config weftd would reject is refused with weftd's own
-// message (daemon.ParseNetworkConfig's) and nothing is written.
+// message (backends.ParseNetworkConfig's) and nothing is written.
 func TestConfigSetRejectsInvalid(t *testing.T) {
 	e := newEnv(t)
 	for _, js := range []string{
@@ -46,7 +47,7 @@ func TestConfigSetRejectsInvalid(t *testing.T) {
 		`{"Network":"10.244.0.0/16","Backend":{"Type":"carrier-pigeon"}}`,
 		`{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw","Port":1}}`,
 	} {
-		_, _, perr := daemon.ParseNetworkConfig([]byte(js))
+		_, _, perr := backends.ParseNetworkConfig([]byte(js))
 		if perr == nil || !errors.Is(perr, subnet.ErrInvalidConfig) {
 			t.Fatalf("test case %s: weftd accepts it (%v)", js, perr)
 		}
@@ -179,7 +180,8 @@ func TestConfigSetSeesLeaseCreatedMeanwhile(t *testing.T) {
 
 	var once sync.Once
 	var out, errOut strings.Builder
-	o := &options{etcdEndpoints: e.srv.Endpoint(), etcdPrefix: testPrefix, output: outputTable, timeout: 10 * time.Second}
+	o := &options{output: outputTable, timeout: 10 * time.Second,
+		etcdConfig: etcdv3.Config{Endpoints: []string{e.srv.Endpoint()}, Prefix: testPrefix, DialTimeout: 10 * time.Second}}
 	c := &cli{opts: o, stdout: &out, stderr: &errOut, afterList: func() {
 		once.Do(func() { e.lease("10.244.200.0/24", "192.0.2.200", "host-gw", time.Hour) })
 	}}
@@ -189,7 +191,7 @@ func TestConfigSetSeesLeaseCreatedMeanwhile(t *testing.T) {
 		t.Fatal(err)
 	}
 	raw := []byte(`{"Network":"10.244.0.0/17","Backend":{"Type":"host-gw"}}`)
-	cfg, _, err := daemon.ParseNetworkConfig(raw)
+	cfg, _, err := backends.ParseNetworkConfig(raw)
 	if err != nil {
 		t.Fatal(err)
 	}

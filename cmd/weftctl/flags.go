@@ -4,12 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
 
+	"github.com/weftnet/weft/pkg/etcdflags"
 	"github.com/weftnet/weft/pkg/flagenv"
 	"github.com/weftnet/weft/subnet/etcdv3"
 )
@@ -22,14 +22,8 @@ const (
 
 // options are all flags of one invocation.
 type options struct {
-	// etcd, by weftd's flag names and defaults.
-	etcdEndpoints string
-	etcdPrefix    string
-	etcdKeyfile   string
-	etcdCertfile  string
-	etcdCAFile    string
-	etcdUsername  string
-	etcdPassword  string
+	etcd       etcdflags.Flags // weftd's etcd flags
+	etcdConfig etcdv3.Config   // from etcd and --timeout, set by validateEtcd
 
 	output  string
 	timeout time.Duration
@@ -40,18 +34,12 @@ type options struct {
 	node  string // status
 }
 
-// etcdFlags registers weftd's etcd flags. They are the only flags read from the
-// environment.
+// etcdFlags registers weftd's etcd flags (pkg/etcdflags). They are the only flags read
+// from the environment.
 func etcdFlags(o *options) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("etcd", pflag.ContinueOnError)
 	fs.SortFlags = false
-	fs.StringVar(&o.etcdEndpoints, "etcd-endpoints", "http://127.0.0.1:2379", "comma-separated etcd endpoints")
-	fs.StringVar(&o.etcdPrefix, "etcd-prefix", etcdv3.DefaultPrefix, "etcd key prefix of the network config and leases")
-	fs.StringVar(&o.etcdKeyfile, "etcd-keyfile", "", "TLS client key file for etcd")
-	fs.StringVar(&o.etcdCertfile, "etcd-certfile", "", "TLS client certificate file for etcd")
-	fs.StringVar(&o.etcdCAFile, "etcd-cafile", "", "TLS CA file to verify etcd's certificate")
-	fs.StringVar(&o.etcdUsername, "etcd-username", "", "etcd username")
-	fs.StringVar(&o.etcdPassword, "etcd-password", "", "etcd password")
+	o.etcd.AddTo(fs)
 	return fs
 }
 
@@ -127,7 +115,7 @@ func parse(args []string, getenv func(string) string) (*invocation, error) {
 	}
 	if inv.cmd.etcd {
 		// The etcd flags come from weftd's environment too.
-		if err := flagenv.Apply(etcd, getenv, "WEFTD", "FLANNELD"); err != nil {
+		if err := flagenv.Apply(etcd, getenv, flagenv.WeftdPrefixes()...); err != nil {
 			return inv, &usageError{msg: err.Error()}
 		}
 		if err := o.validateEtcd(); err != nil {
@@ -205,43 +193,16 @@ func (o *options) validate() error {
 	return nil
 }
 
-// validateEtcd checks the etcd flags as weftd does.
+// validateEtcd checks the etcd flags as weftd does (pkg/etcdflags) and keeps the registry
+// config they describe, connecting within --timeout.
 func (o *options) validateEtcd() error {
-	for _, ep := range strings.Split(o.etcdEndpoints, ",") {
-		if ep = strings.TrimSpace(ep); !strings.HasPrefix(ep, "http://") && !strings.HasPrefix(ep, "https://") {
-			return usagef("invalid value %q for --etcd-endpoints: each endpoint must be an http:// or https:// URL", o.etcdEndpoints)
-		}
+	cfg, err := o.etcd.Config()
+	if err != nil {
+		return &usageError{msg: err.Error()}
 	}
-	for _, f := range []struct{ flag, path string }{
-		{"--etcd-keyfile", o.etcdKeyfile}, {"--etcd-certfile", o.etcdCertfile}, {"--etcd-cafile", o.etcdCAFile},
-	} {
-		if f.path == "" {
-			continue
-		}
-		file, err := os.Open(f.path)
-		if err != nil {
-			return usagef("%s %s: %v", f.flag, f.path, err)
-		}
-		file.Close()
-	}
-	if (o.etcdKeyfile == "") != (o.etcdCertfile == "") {
-		return usagef("--etcd-keyfile and --etcd-certfile go together (got keyfile %q, certfile %q)", o.etcdKeyfile, o.etcdCertfile)
-	}
+	cfg.DialTimeout = o.timeout
+	o.etcdConfig = cfg
 	return nil
-}
-
-// etcdConfig is the registry config the flags describe.
-func (o *options) etcdConfig() etcdv3.Config {
-	var eps []string
-	for _, ep := range strings.Split(o.etcdEndpoints, ",") {
-		eps = append(eps, strings.TrimSpace(ep))
-	}
-	return etcdv3.Config{
-		Endpoints: eps, Prefix: o.etcdPrefix,
-		KeyFile: o.etcdKeyfile, CertFile: o.etcdCertfile, CAFile: o.etcdCAFile,
-		Username: o.etcdUsername, Password: o.etcdPassword,
-		DialTimeout: o.timeout,
-	}
 }
 
 func topHelp() string {

@@ -10,11 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/weftnet/weft/subnet"
-	"github.com/weftnet/weft/subnet/etcdv3"
 )
 
 // leaseRow is one lease in leases' output.
@@ -87,7 +83,7 @@ func runLeases(ctx context.Context, c *cli, _ []string) error {
 
 // listLeases lists the leases sorted by subnet, with each etcd lease's time to live (one
 // TimeToLive request per distinct etcd lease).
-func (c *cli) listLeases(ctx context.Context, reg *etcdv3.Registry) (leasesResult, error) {
+func (c *cli) listLeases(ctx context.Context, reg subnet.Registry) (leasesResult, error) {
 	list, err := reg.ListLeases(ctx)
 	if err != nil {
 		return leasesResult{}, c.etcdError(err)
@@ -105,7 +101,7 @@ func (c *cli) listLeases(ctx context.Context, reg *etcdv3.Registry) (leasesResul
 		if !l.Reserved() {
 			ttl, ok := ttls[l.TTLID]
 			if !ok {
-				if ttl, err = c.timeToLive(ctx, reg, l.TTLID); err != nil {
+				if ttl, err = c.timeToLive(ctx, reg, l); err != nil {
 					return leasesResult{}, err
 				}
 				ttls[l.TTLID] = ttl
@@ -124,33 +120,39 @@ func (c *cli) listLeases(ctx context.Context, reg *etcdv3.Registry) (leasesResul
 	return res, nil
 }
 
-// timeToLive returns an etcd lease's remaining seconds, -1 when it no longer exists.
-func (c *cli) timeToLive(ctx context.Context, reg *etcdv3.Registry, id int64) (int64, error) {
-	resp, err := reg.Client().TimeToLive(ctx, clientv3.LeaseID(id))
-	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+// timeToLive returns the remaining whole seconds of l's etcd lease, -1 when it no longer
+// exists.
+func (c *cli) timeToLive(ctx context.Context, reg subnet.Registry, l subnet.Lease) (int64, error) {
+	d, err := reg.TimeToLive(ctx, l)
+	if errors.Is(err, subnet.ErrNotFound) {
 		return -1, nil
 	}
 	if err != nil {
-		return 0, c.etcdError(fmt.Errorf("time to live of etcd lease %x: %w", id, err))
+		return 0, c.etcdError(err)
 	}
-	return resp.TTL, nil
+	return int64(d / time.Second), nil
 }
 
 // findLease returns the lease of sn from a listing (a dual-stack key counts by its IPv4
 // subnet), and whether a malformed key names sn exactly.
-func findLease(list subnet.LeaseList, reg *etcdv3.Registry, sn netip.Prefix) (subnet.Lease, *subnet.Malformed, bool) {
+func (c *cli) findLease(list subnet.LeaseList, sn netip.Prefix) (subnet.Lease, *subnet.Malformed, bool) {
 	for _, l := range list.Leases {
 		if l.Subnet == sn {
 			return l, nil, true
 		}
 	}
-	key := reg.Prefix() + "/subnets/" + subnet.LeaseKey(sn, netip.Prefix{})
+	return subnet.Lease{}, c.findMalformed(list, sn), false
+}
+
+// findMalformed returns the malformed key of a listing that is sn's lease key, or nil.
+func (c *cli) findMalformed(list subnet.LeaseList, sn netip.Prefix) *subnet.Malformed {
+	key := c.leaseKey(sn)
 	for i, m := range list.Malformed {
 		if m.Key == key {
-			return subnet.Lease{}, &list.Malformed[i], false
+			return &list.Malformed[i]
 		}
 	}
-	return subnet.Lease{}, nil, false
+	return nil
 }
 
 func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }

@@ -4,8 +4,8 @@
 //
 // It reaches etcd with weftd's --etcd-* flags, which it also reads from the same
 // WEFTD_<FLAG> / FLANNELD_<FLAG> environment, so that on a node it needs no flags at all.
-// It talks to etcd only through subnet/etcdv3 and never changes a lease it was not asked
-// to. Output is a table for people by default and JSON with -o json.
+// It talks to etcd only through the subnet.Registry contract (subnet/etcdv3 implements it
+// and spells the key layout) and never changes a lease it was not asked to. Output is a table for people by default and JSON with -o json.
 //
 // Exit status: 0 on success, 1 when an operation fails or is refused, 2 for a usage error
 // (unknown command or flag, missing argument, a value that does not parse).

@@ -5,13 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"strings"
-
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/weftnet/weft/subnet"
-	"github.com/weftnet/weft/subnet/etcdv3"
 )
 
 // maxReserveAttempts bounds how often reserve lists again after losing a race.
@@ -82,22 +77,22 @@ func runReserve(ctx context.Context, c *cli, args []string) error {
 // reserve makes sn a reservation for pub: create the key if absent, or drop the TTL of
 // pub's own lease keeping its value. Each write is one transaction guarded by the
 // revision the decision was made on; a lost race lists again.
-func (c *cli) reserve(ctx context.Context, reg *etcdv3.Registry, cfg *subnet.Config, sn netip.Prefix, pub netip.Addr) (reserveResult, error) {
-	res := reserveResult{Subnet: sn, PublicIP: pub, Key: c.subnetsDir(reg) + subnet.LeaseKey(sn, netip.Prefix{})}
+func (c *cli) reserve(ctx context.Context, reg subnet.Registry, cfg *subnet.Config, sn netip.Prefix, pub netip.Addr) (reserveResult, error) {
+	res := reserveResult{Subnet: sn, PublicIP: pub, Key: c.leaseKey(sn)}
 	for attempt := 0; attempt < maxReserveAttempts; attempt++ {
 		list, err := reg.ListLeases(ctx)
 		if err != nil {
 			return res, c.etcdError(err)
 		}
 		res.OtherLeases = otherLeases(cfg, list.Leases, sn, pub)
-		l, bad, found := findLease(list, reg, sn)
+		l, bad, found := c.findLease(list, sn)
 		switch {
 		case bad != nil:
 			return res, fmt.Errorf("key %s exists but does not parse (%v); delete it first with weftctl unreserve --force %s", bad.Key, bad.Err, sn)
 		case found && l.Attrs.PublicIP != pub:
 			return res, fmt.Errorf("subnet %s is held by %s (%s), not %s: %w", sn, l.Attrs.PublicIP, leaseKind(l), pub, subnet.ErrTaken)
 		case found && l.Reserved():
-			res.Key, res.Action, res.Revision = c.subnetsDir(reg)+l.Key(), reserveUnchanged, l.Revision
+			res.Key, res.Action, res.Revision = c.keys.Lease(l.Key()), reserveUnchanged, l.Revision
 			return res, nil
 		case found:
 			nl, err := reg.UpdateLease(ctx, l, l.Attrs, 0)
@@ -107,7 +102,7 @@ func (c *cli) reserve(ctx context.Context, reg *etcdv3.Registry, cfg *subnet.Con
 			if err != nil {
 				return res, c.etcdError(err)
 			}
-			res.Key, res.Action, res.Revision = c.subnetsDir(reg)+nl.Key(), reserveConverted, nl.Revision
+			res.Key, res.Action, res.Revision = c.keys.Lease(nl.Key()), reserveConverted, nl.Revision
 			return res, nil
 		default:
 			nl, err := reg.CreateLease(ctx, sn, subnet.LeaseAttrs{PublicIP: pub}, 0)
@@ -179,49 +174,49 @@ func runUnreserve(ctx context.Context, c *cli, args []string) error {
 	return nil
 }
 
-// unreserve deletes sn's key if it is a reservation (or, with --force, any key), in a
-// transaction guarded by the revision it was checked at.
-func (c *cli) unreserve(ctx context.Context, reg *etcdv3.Registry, sn netip.Prefix) (unreserveResult, error) {
-	leaseKey := subnet.LeaseKey(sn, netip.Prefix{})
-	key := c.subnetsDir(reg) + leaseKey
+// unreserve deletes sn's key if it is a reservation (or, with --force, any key), at the
+// revision it was checked at (Registry.DeleteLeaseAt). Only sn's own (IPv4) key counts; its
+// value need not parse.
+func (c *cli) unreserve(ctx context.Context, reg subnet.Registry, sn netip.Prefix) (unreserveResult, error) {
+	key := c.leaseKey(sn)
 	res := unreserveResult{Subnet: sn, Key: key}
-	cli := reg.Client()
-	resp, err := cli.Get(ctx, key)
+	list, err := reg.ListLeases(ctx)
 	if err != nil {
-		return res, c.etcdError(fmt.Errorf("read %s: %w", key, err))
+		return res, c.etcdError(err)
 	}
-	if len(resp.Kvs) == 0 {
+	var rev, ttlID int64
+	if l, ok := exactLease(list, sn); ok {
+		res.PublicIP, rev, ttlID = l.Attrs.PublicIP, l.Revision, l.TTLID
+	} else if bad := c.findMalformed(list, sn); bad != nil {
+		rev, ttlID = bad.Revision, bad.TTLID
+	} else {
 		return res, fmt.Errorf("no reservation or lease for %s at %s: %w", sn, key, subnet.ErrNotFound)
 	}
-	kv := resp.Kvs[0]
-	if l, err := subnet.ParseLease(leaseKey, kv.Value); err == nil {
-		res.PublicIP = l.Attrs.PublicIP
-	}
-	res.Reservation = kv.Lease == 0
+	res.Reservation = ttlID == 0
 	if !res.Reservation && !c.opts.force {
 		holder := ""
 		if res.PublicIP.IsValid() {
 			holder = " held by " + res.PublicIP.String()
 		}
 		return res, fmt.Errorf("%s is an ordinary lease%s (etcd lease %x), not a reservation; "+
-			"use --force to delete it (that node then takes a new subnet)", sn, holder, kv.Lease)
+			"use --force to delete it (that node then takes a new subnet)", sn, holder, ttlID)
 	}
-	tr, err := cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).
-		Then(clientv3.OpDelete(key)).
-		Commit()
-	if err != nil {
-		return res, c.etcdError(fmt.Errorf("delete %s: %w", key, err))
-	}
-	if !tr.Succeeded {
+	res.Revision, err = reg.DeleteLeaseAt(ctx, sn, rev)
+	if errors.Is(err, subnet.ErrTaken) {
 		return res, fmt.Errorf("%s changed while being deleted; check with weftctl leases and run again: %w", key, subnet.ErrTaken)
 	}
-	res.Revision = tr.Header.Revision
-	if kv.Lease != 0 {
-		// Like Registry.DeleteLease: the etcd lease carried only this key.
-		if _, err := cli.Revoke(ctx, clientv3.LeaseID(kv.Lease)); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-			fmt.Fprintf(c.stderr, "warning: could not revoke etcd lease %x (it expires on its own): %v\n", kv.Lease, strings.TrimSpace(err.Error()))
-		}
+	if err != nil {
+		return res, c.etcdError(err)
 	}
 	return res, nil
+}
+
+// exactLease returns the lease stored at sn's own key: an IPv4 key, not a dual-stack one.
+func exactLease(list subnet.LeaseList, sn netip.Prefix) (subnet.Lease, bool) {
+	for _, l := range list.Leases {
+		if l.Subnet == sn && !l.IPv6Subnet.IsValid() {
+			return l, true
+		}
+	}
+	return subnet.Lease{}, false
 }

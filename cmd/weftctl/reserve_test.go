@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -171,5 +172,69 @@ func TestUnreserve(t *testing.T) {
 	r = e.run("unreserve", "10.244.30.0/24").must(t, 0)
 	if r.stdout != "deleted the reservation for 10.244.30.0/24\n" {
 		t.Errorf("malformed reservation: %s", r)
+	}
+}
+
+// TestReserveLiveLeaseKeepsNodeHolding: reserving the subnet of a node that is running
+// (a Manager holding and renewing its lease, watching peers) makes that lease a reservation
+// without the node ever declaring it lost: its next renewal finds the reservation and keeps
+// it, with nothing left to renew. Before, the conversion revoked the etcd lease the node
+// renews, and the node's next renewal (a day later in production) reported the lease lost.
+func TestReserveLiveLeaseKeepsNodeHolding(t *testing.T) {
+	e := newEnv(t)
+	e.putConfig(hostGWConfig)
+	cfg, err := subnet.ParseConfig([]byte(hostGWConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A short TTL so that renewals come every second or so.
+	mgr := subnet.NewManager(subnet.ManagerConfig{Registry: e.reg, Network: cfg, TTL: 3 * time.Second, RenewMargin: 2 * time.Second, Log: logr.Discard()})
+	ctx, cancel := context.WithCancel(ctxT(t))
+	defer cancel()
+	l, err := mgr.Acquire(ctx, subnet.LeaseAttrs{PublicIP: addr("192.0.2.9"), BackendType: "host-gw"}, pfx("10.244.9.0/24"))
+	if err != nil || l.Subnet != pfx("10.244.9.0/24") || l.Reserved() {
+		t.Fatalf("Acquire: %+v %v", l, err)
+	}
+	renewed := make(chan subnet.Lease, 100)
+	held := make(chan error, 1)
+	go func() { held <- mgr.Hold(ctx, l, func(l subnet.Lease) { renewed <- l }) }()
+	peers := make(chan []subnet.Event, 100)
+	watched := make(chan error, 1)
+	go func() { watched <- mgr.WatchPeers(ctx, peers) }()
+	select {
+	case <-renewed: // the Hold loop runs
+	case err := <-held:
+		t.Fatalf("Hold ended before the first renewal: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no renewal within 10s")
+	}
+
+	r := e.run("reserve", "10.244.9.0/24", "192.0.2.9").must(t, 0)
+	if !strings.Contains(r.stdout, "now a reservation") {
+		t.Fatalf("reserve: %s", r)
+	}
+	// Several renewal periods: the node must keep its subnet, now as a reservation.
+	deadline := time.After(5 * time.Second)
+	for done := false; !done; {
+		select {
+		case err := <-held:
+			t.Fatalf("the node lost its lease after weftctl reserve: %v", err)
+		case <-renewed:
+		case <-deadline:
+			done = true
+		}
+	}
+	if own := mgr.Own(); own.Subnet != pfx("10.244.9.0/24") || !own.Reserved() {
+		t.Errorf("the node holds %s (reserved %v), want the reservation 10.244.9.0/24", own.Subnet, own.Reserved())
+	}
+	if _, id, ok := e.raw("10.244.9.0-24"); !ok || id != 0 {
+		t.Errorf("key after reserve: present %v, etcd lease %x; want a reservation", ok, id)
+	}
+	cancel()
+	if err := <-held; err != nil {
+		t.Errorf("Hold: %v", err)
+	}
+	if err := <-watched; err != nil {
+		t.Errorf("WatchPeers: %v", err)
 	}
 }

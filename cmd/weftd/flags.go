@@ -6,13 +6,13 @@ import (
 	"net"
 	"os"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
 	"k8s.io/klog/v2"
 
 	"github.com/weftnet/weft/daemon"
+	"github.com/weftnet/weft/pkg/etcdflags"
 	"github.com/weftnet/weft/pkg/flagenv"
 	"github.com/weftnet/weft/pkg/iface"
 	"github.com/weftnet/weft/subnet/etcdv3"
@@ -20,13 +20,8 @@ import (
 
 // options mirrors flanneld's flags, by the same names.
 type options struct {
-	etcdEndpoints  string
-	etcdPrefix     string
-	etcdKeyfile    string
-	etcdCertfile   string
-	etcdCAFile     string
-	etcdUsername   string
-	etcdPassword   string
+	etcd           etcdflags.Flags
+	etcdConfig     etcdv3.Config // from etcd, set by validate
 	ifaces         []string
 	ifaceRegexes   []string
 	ifaceCanReach  string
@@ -50,13 +45,7 @@ func parseFlags(args []string, getenv func(string) string) (*options, *pflag.Fla
 	o := &options{}
 	fs := pflag.NewFlagSet("weftd", pflag.ContinueOnError)
 	fs.SortFlags = false
-	fs.StringVar(&o.etcdEndpoints, "etcd-endpoints", "http://127.0.0.1:2379", "comma-separated etcd endpoints")
-	fs.StringVar(&o.etcdPrefix, "etcd-prefix", etcdv3.DefaultPrefix, "etcd key prefix of the network config and leases")
-	fs.StringVar(&o.etcdKeyfile, "etcd-keyfile", "", "TLS client key file for etcd")
-	fs.StringVar(&o.etcdCertfile, "etcd-certfile", "", "TLS client certificate file for etcd")
-	fs.StringVar(&o.etcdCAFile, "etcd-cafile", "", "TLS CA file to verify etcd's certificate")
-	fs.StringVar(&o.etcdUsername, "etcd-username", "", "etcd username")
-	fs.StringVar(&o.etcdPassword, "etcd-password", "", "etcd password")
+	o.etcd.AddTo(fs)
 	fs.StringSliceVar(&o.ifaces, "iface", nil, "interface (name or IPv4 address) for inter-node traffic; repeatable, tried in order")
 	fs.StringSliceVar(&o.ifaceRegexes, "iface-regex", nil, "regular expression matched against interface names and addresses; repeatable")
 	fs.StringVar(&o.ifaceCanReach, "iface-can-reach", "", "use the interface the kernel would use to reach this IPv4 address")
@@ -84,7 +73,7 @@ func parseFlags(args []string, getenv func(string) string) (*options, *pflag.Fla
 	if fs.NArg() > 0 {
 		return nil, nil, fmt.Errorf("unexpected argument %q (weftd takes flags only)", fs.Arg(0))
 	}
-	if err := flagenv.Apply(fs, getenv, "WEFTD", "FLANNELD"); err != nil {
+	if err := flagenv.Apply(fs, getenv, flagenv.WeftdPrefixes()...); err != nil {
 		return nil, nil, err
 	}
 	return o, fs, o.validate()
@@ -109,38 +98,14 @@ func (o *options) validate() error {
 	if o.subnetFile == "" {
 		return fmt.Errorf("--subnet-file must not be empty")
 	}
-	for _, ep := range strings.Split(o.etcdEndpoints, ",") {
-		if ep = strings.TrimSpace(ep); !strings.HasPrefix(ep, "http://") && !strings.HasPrefix(ep, "https://") {
-			return fmt.Errorf("invalid value %q for --etcd-endpoints: each endpoint must be an http:// or https:// URL", o.etcdEndpoints)
-		}
-	}
-	for flagName, path := range map[string]string{"--etcd-keyfile": o.etcdKeyfile, "--etcd-certfile": o.etcdCertfile, "--etcd-cafile": o.etcdCAFile} {
-		if path == "" {
-			continue
-		}
-		f, err := os.Open(path)
-		if err != nil {
-			return fmt.Errorf("%s %s: %v", flagName, path, err)
-		}
-		f.Close()
-	}
-	if (o.etcdKeyfile == "") != (o.etcdCertfile == "") {
-		return fmt.Errorf("--etcd-keyfile and --etcd-certfile go together (got keyfile %q, certfile %q)", o.etcdKeyfile, o.etcdCertfile)
-	}
-	return nil
+	var err error
+	o.etcdConfig, err = o.etcd.Config()
+	return err
 }
 
 func (o *options) daemonConfig(version string) daemon.Config {
-	var eps []string
-	for _, ep := range strings.Split(o.etcdEndpoints, ",") {
-		eps = append(eps, strings.TrimSpace(ep))
-	}
 	c := daemon.Config{
-		Etcd: etcdv3.Config{
-			Endpoints: eps, Prefix: o.etcdPrefix,
-			KeyFile: o.etcdKeyfile, CertFile: o.etcdCertfile, CAFile: o.etcdCAFile,
-			Username: o.etcdUsername, Password: o.etcdPassword,
-		},
+		Etcd:               o.etcdConfig,
 		Iface:              iface.Options{Ifaces: o.ifaces, Regexes: o.ifaceRegexes, CanReach: o.ifaceCanReach, PublicIP: o.publicIP},
 		SubnetFile:         o.subnetFile,
 		LeaseTTL:           o.leaseTTL,

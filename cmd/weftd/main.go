@@ -1,6 +1,6 @@
 // Command weftd is weft's per-node daemon: it leases a subnet from etcd, keeps it, watches
 // the other nodes' leases and programs the configured backend. Wiring only: the work is in
-// pkg/daemon.
+// daemon/.
 package main
 
 import (

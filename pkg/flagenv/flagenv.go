@@ -20,6 +20,11 @@ func Name(prefix, flag string) string {
 	return prefix + "_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
 }
 
+// WeftdPrefixes are the environment prefixes of weftd's flags, in the order Apply tries
+// them: WEFTD_<FLAG>, then flanneld's FLANNELD_<FLAG>. weftctl reads its etcd flags from
+// the same variables.
+func WeftdPrefixes() []string { return []string{"WEFTD", "FLANNELD"} }
+
 // Apply sets every flag of fs that is not Changed (not given on the command line; parse the
 // command line first) from the first non-empty variable among Name(prefix, flag) for the
 // prefixes, in order. A flag set this way is marked Changed. An empty variable counts as

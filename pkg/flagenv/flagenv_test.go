@@ -86,3 +86,12 @@ func TestApplyMarksChanged(t *testing.T) {
 		t.Errorf("Changed: etcd-prefix %v (want true), iptables-resync %v (want false)", fs.Changed("etcd-prefix"), fs.Changed("iptables-resync"))
 	}
 }
+
+// TestWeftdPrefixes: WEFTD_ is tried before flanneld's FLANNELD_.
+func TestWeftdPrefixes(t *testing.T) {
+	fs, prefix, _, _ := newFS(t)
+	env := map[string]string{"FLANNELD_ETCD_PREFIX": "/flannel", "WEFTD_ETCD_PREFIX": "/weft"}
+	if err := Apply(fs, func(k string) string { return env[k] }, WeftdPrefixes()...); err != nil || *prefix != "/weft" {
+		t.Fatalf("prefix %q (%v), want WEFTD_'s /weft", *prefix, err)
+	}
+}

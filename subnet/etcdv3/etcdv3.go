@@ -60,11 +60,9 @@ type Config struct {
 // Registry is a subnet.Registry backed by etcd v3. Its methods are safe for concurrent
 // use. After Close, requests fail and watch channels close.
 type Registry struct {
-	client     *clientv3.Client
-	log        klog.Logger
-	prefix     string // without a trailing slash
-	configKey  string // <prefix>/config
-	subnetsDir string // <prefix>/subnets/ (with the slash, so that a prefix watch is exact)
+	client *clientv3.Client
+	log    klog.Logger
+	keys   Keys
 
 	closeOnce sync.Once
 	done      chan struct{} // closed by Close; watch goroutines stop delivering
@@ -121,15 +119,12 @@ func newRegistry(cfg Config, log klog.Logger, dialOpts ...grpc.DialOption) (*Reg
 	if err != nil {
 		return nil, fmt.Errorf("etcd client for %s: %w", strings.Join(cfg.Endpoints, ","), err)
 	}
-	prefix := normalizePrefix(cfg.Prefix)
 	return &Registry{
-		client:     client,
-		log:        log,
-		prefix:     prefix,
-		configKey:  prefix + "/config",
-		subnetsDir: prefix + "/subnets/",
-		done:       make(chan struct{}),
-		conn:       conn,
+		client: client,
+		log:    log,
+		keys:   cfg.Keys(),
+		done:   make(chan struct{}),
+		conn:   conn,
 	}, nil
 }
 
@@ -154,21 +149,15 @@ func reconnectParams(connectTimeout time.Duration) grpc.DialOption {
 	})
 }
 
-// normalizePrefix applies the default and drops trailing slashes, so that "/a/" and "/a"
-// name the same keys.
-func normalizePrefix(p string) string {
-	if p == "" {
-		return DefaultPrefix
-	}
-	return strings.TrimRight(p, "/")
-}
-
 // Client returns the underlying etcd client, for tools (etcdctl-like inspection, tests).
 // It is owned by the Registry: do not close it.
 func (r *Registry) Client() *clientv3.Client { return r.client }
 
 // Prefix returns the normalized key prefix, e.g. /coreos.com/network.
-func (r *Registry) Prefix() string { return r.prefix }
+func (r *Registry) Prefix() string { return r.keys.Prefix }
+
+// Keys returns the key layout the registry reads and writes.
+func (r *Registry) Keys() Keys { return r.keys }
 
 // Close closes the etcd client. Watch channels close without delivering anything more.
 // Calling Close again does nothing and returns nil.
@@ -197,4 +186,4 @@ func (r *Registry) checkOpen(op string) error {
 }
 
 // leaseKey returns the full etcd key of a lease key such as 10.244.5.0-24.
-func (r *Registry) leaseKey(k string) string { return r.subnetsDir + k }
+func (r *Registry) leaseKey(k string) string { return r.keys.Lease(k) }

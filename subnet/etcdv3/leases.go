@@ -22,15 +22,15 @@ func (r *Registry) ListLeases(ctx context.Context) (subnet.LeaseList, error) {
 	if err := r.checkOpen("list leases"); err != nil {
 		return subnet.LeaseList{}, err
 	}
-	resp, err := r.client.Get(ctx, r.subnetsDir, clientv3.WithPrefix())
+	resp, err := r.client.Get(ctx, r.keys.SubnetsDir, clientv3.WithPrefix())
 	if err != nil {
-		return subnet.LeaseList{}, fmt.Errorf("list leases under %s: %w", r.subnetsDir, r.conn.explain(err))
+		return subnet.LeaseList{}, fmt.Errorf("list leases under %s: %w", r.keys.SubnetsDir, r.conn.explain(err))
 	}
 	list := subnet.LeaseList{Revision: resp.Header.Revision}
 	for _, kv := range resp.Kvs {
-		l, err := decodeLease(r.subnetsDir, kv)
+		l, err := decodeLease(r.keys.SubnetsDir, kv)
 		if err != nil {
-			list.Malformed = append(list.Malformed, subnet.Malformed{Key: string(kv.Key), Err: err})
+			list.Malformed = append(list.Malformed, subnet.Malformed{Key: string(kv.Key), Err: err, TTLID: kv.Lease, Revision: kv.ModRevision})
 			continue
 		}
 		list.Leases = append(list.Leases, l)
@@ -136,6 +136,13 @@ func (r *Registry) UpdateLease(ctx context.Context, old subnet.Lease, attrs subn
 // key sure to live until the returned Expiration. A reservation (TTLID 0) only has its key's
 // existence checked. Either failure returns an error wrapping subnet.ErrNotFound.
 //
+// A key that has meanwhile become a reservation (no etcd lease) naming l's PublicIP is not a
+// loss: an operator pinned the node's subnet (weftctl reserve drops the TTL and revokes the
+// etcd lease; flannel's documented "etcdctl put" without a lease leaves it alive, unused).
+// RenewLease then returns that reservation, TTLID 0, whether or not l's etcd lease still
+// exists, and the holder has nothing more to renew. A reservation naming another PublicIP
+// is a loss.
+//
 // The returned lease is read from the store: its Revision (and Attrs) are current, and for a
 // reservation that someone has meanwhile attached a TTL to, TTLID is that etcd lease.
 func (r *Registry) RenewLease(ctx context.Context, l subnet.Lease) (subnet.Lease, error) {
@@ -147,31 +154,46 @@ func (r *Registry) RenewLease(ctx context.Context, l subnet.Lease) (subnet.Lease
 	}
 	key := r.leaseKey(l.Key())
 	var expiration time.Time
+	handleGone := false // l's etcd lease no longer exists; the key decides what that means
 	if l.TTLID != 0 {
 		start := time.Now()
 		ka, err := r.client.KeepAliveOnce(ctx, clientv3.LeaseID(l.TTLID))
-		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
-			return subnet.Lease{}, fmt.Errorf("renew lease %s: etcd lease %x: %w", key, l.TTLID, subnet.ErrNotFound)
-		}
-		if err != nil {
+		switch {
+		case errors.Is(err, rpctypes.ErrLeaseNotFound):
+			handleGone = true
+		case err != nil:
 			return subnet.Lease{}, fmt.Errorf("renew lease %s: keep-alive of etcd lease %x: %w", key, l.TTLID, r.conn.explain(err))
+		default:
+			expiration = start.Add(time.Duration(ka.TTL) * time.Second)
 		}
-		expiration = start.Add(time.Duration(ka.TTL) * time.Second)
 	}
 	resp, err := r.client.Get(ctx, key)
 	if err != nil {
 		return subnet.Lease{}, fmt.Errorf("renew lease %s: %w", key, r.conn.explain(err))
 	}
 	if len(resp.Kvs) == 0 {
+		if handleGone {
+			return subnet.Lease{}, fmt.Errorf("renew lease %s: etcd lease %x and the key are gone: %w", key, l.TTLID, subnet.ErrNotFound)
+		}
 		return subnet.Lease{}, fmt.Errorf("renew lease %s: key is gone: %w", key, subnet.ErrNotFound)
 	}
 	kv := resp.Kvs[0]
-	if l.TTLID != 0 && kv.Lease != l.TTLID {
+	if l.TTLID != 0 && kv.Lease != l.TTLID && kv.Lease != 0 {
 		return subnet.Lease{}, fmt.Errorf("renew lease %s: key is now held under etcd lease %x, not %x: %w", key, kv.Lease, l.TTLID, subnet.ErrNotFound)
 	}
-	cur, err := decodeLease(r.subnetsDir, kv)
+	cur, err := decodeLease(r.keys.SubnetsDir, kv)
 	if err != nil {
 		return subnet.Lease{}, fmt.Errorf("renew lease %s: stored value no longer parses (%w): %w", key, err, subnet.ErrNotFound)
+	}
+	if l.TTLID != 0 && kv.Lease == 0 {
+		// Pinned: a reservation now. Mine only if it names me.
+		if cur.Attrs.PublicIP != l.Attrs.PublicIP {
+			return subnet.Lease{}, fmt.Errorf("renew lease %s: key is now a reservation for %s, not %s: %w", key, cur.Attrs.PublicIP, l.Attrs.PublicIP, subnet.ErrNotFound)
+		}
+		return cur, nil
+	}
+	if handleGone { // not reachable with etcd (a key dies with its etcd lease); be safe
+		return subnet.Lease{}, fmt.Errorf("renew lease %s: etcd lease %x: %w", key, l.TTLID, subnet.ErrNotFound)
 	}
 	cur.Expiration = expiration
 	if kv.Lease != l.TTLID {
@@ -200,6 +222,62 @@ func (r *Registry) DeleteLease(ctx context.Context, sn netip.Prefix) error {
 		}
 	}
 	return nil
+}
+
+// DeleteLeaseAt deletes the key for sn in one transaction "if mod_revision(key) == rev then
+// delete", and then revokes, best effort, the etcd lease the deleted key carried. A changed
+// or vanished key returns an error wrapping subnet.ErrTaken.
+func (r *Registry) DeleteLeaseAt(ctx context.Context, sn netip.Prefix, rev int64) (int64, error) {
+	if err := r.checkOpen("delete lease"); err != nil {
+		return 0, err
+	}
+	if !sn.Addr().Is4() || !ip.IsNetworkAddress(sn) {
+		return 0, fmt.Errorf("delete lease: %v is not an IPv4 subnet", sn)
+	}
+	key := r.leaseKey(subnet.LeaseKey(sn, netip.Prefix{}))
+	if rev <= 0 {
+		// ModRevision == 0 would mean "absent": the delete would always lose.
+		return 0, fmt.Errorf("delete lease %s: no revision given; it must come from the store", key)
+	}
+	resp, err := r.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
+		Then(clientv3.OpDelete(key, clientv3.WithPrevKV())).
+		Commit()
+	if err != nil {
+		return 0, fmt.Errorf("delete lease %s: %w", key, r.conn.explain(err))
+	}
+	if !resp.Succeeded {
+		return 0, fmt.Errorf("delete lease %s at revision %d: %w", key, rev, subnet.ErrTaken)
+	}
+	for _, op := range resp.Responses {
+		if del := op.GetResponseDeleteRange(); del != nil {
+			for _, kv := range del.PrevKvs {
+				r.revoke(ctx, kv.Lease)
+			}
+		}
+	}
+	return resp.Header.Revision, nil
+}
+
+// TimeToLive asks etcd how long l's etcd lease has left (whole seconds, as etcd counts).
+// An etcd lease that is gone (etcd answers "not found", or a TTL of -1) returns an error
+// wrapping subnet.ErrNotFound.
+func (r *Registry) TimeToLive(ctx context.Context, l subnet.Lease) (time.Duration, error) {
+	if err := r.checkOpen("time to live"); err != nil {
+		return 0, err
+	}
+	key := r.leaseKey(l.Key())
+	if l.TTLID == 0 {
+		return 0, fmt.Errorf("time to live of %s: a reservation has no TTL", key)
+	}
+	resp, err := r.client.TimeToLive(ctx, clientv3.LeaseID(l.TTLID))
+	if errors.Is(err, rpctypes.ErrLeaseNotFound) || (err == nil && resp.TTL < 0) {
+		return 0, fmt.Errorf("time to live of %s: etcd lease %x: %w", key, l.TTLID, subnet.ErrNotFound)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("time to live of %s: etcd lease %x: %w", key, l.TTLID, r.conn.explain(err))
+	}
+	return time.Duration(resp.TTL) * time.Second, nil
 }
 
 // grantResult is a fresh etcd lease, or none (id 0) for a reservation.

@@ -3,6 +3,7 @@ package etcdv3_test
 import (
 	"errors"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -141,6 +142,144 @@ func TestRenewDetectsLoss(t *testing.T) {
 	b.TTLID = mustGrant(t, e) // a live etcd lease that the key does not carry
 	if _, err := e.reg.RenewLease(ctx, b); !errors.Is(err, subnet.ErrNotFound) {
 		t.Fatalf("renew of a lease whose key moved to another etcd lease: %v, want ErrNotFound", err)
+	}
+}
+
+// TestRenewAfterPinned: a lease that an operator turned into a reservation of the same node
+// renews into that reservation, whether the old etcd lease was revoked (weftctl reserve,
+// UpdateLease) or left alive unused (etcdctl put without a lease, flannel's documented way);
+// a reservation for another node is a loss.
+func TestRenewAfterPinned(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := ctxT(t)
+
+	for _, tc := range []struct {
+		name, subnet string
+		pin          func(l subnet.Lease) // turns l's key into a reservation
+		wantPub      string               // "" when the renewal must report a loss
+	}{
+		{"revoked by UpdateLease", "10.244.1.0/24", func(l subnet.Lease) {
+			if _, err := e.reg.UpdateLease(ctx, l, l.Attrs, 0); err != nil {
+				t.Fatal(err)
+			}
+		}, "192.0.2.1"},
+		{"put without a lease", "10.244.2.0/24", func(l subnet.Lease) {
+			v, _, _ := e.rawGet(t, leaseKey(l.Key()))
+			e.rawPut(t, leaseKey(l.Key()), v)
+		}, "192.0.2.1"},
+		{"reserved for another node", "10.244.3.0/24", func(l subnet.Lease) {
+			e.rawPut(t, leaseKey(l.Key()), `{"PublicIP":"192.0.2.99","PublicIPv6":null}`)
+		}, ""},
+	} {
+		l, err := e.reg.CreateLease(ctx, sn(tc.subnet), attrs("192.0.2.1"), time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc.pin(l)
+		rn, err := e.reg.RenewLease(ctx, l)
+		if tc.wantPub == "" {
+			if !errors.Is(err, subnet.ErrNotFound) || !strings.Contains(err.Error(), "reservation for 192.0.2.99") {
+				t.Errorf("%s: renew = %+v, %v; want ErrNotFound naming the other node", tc.name, rn, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: renew of a pinned lease: %v", tc.name, err)
+			continue
+		}
+		if !rn.Reserved() || !rn.Expiration.IsZero() || rn.Subnet != l.Subnet || rn.Attrs.PublicIP.String() != tc.wantPub || rn.Revision <= l.Revision {
+			t.Errorf("%s: renewed %+v, want the reservation read from the store", tc.name, rn)
+		}
+		// And it renews as a reservation from then on.
+		if again, err := e.reg.RenewLease(ctx, rn); err != nil || !again.Reserved() {
+			t.Errorf("%s: renew of the reservation: %+v %v", tc.name, again, err)
+		}
+	}
+}
+
+// TestDeleteLeaseAt: the delete happens only at the revision the caller saw, for valid and
+// malformed keys alike, and takes the key's etcd lease with it.
+func TestDeleteLeaseAt(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := ctxT(t)
+
+	l, err := e.reg.CreateLease(ctx, sn("10.244.1.0/24"), attrs("192.0.2.1"), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := e.reg.UpdateLease(ctx, l, attrs("192.0.2.1"), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.reg.DeleteLeaseAt(ctx, l.Subnet, l.Revision); !errors.Is(err, subnet.ErrTaken) {
+		t.Fatalf("delete at a stale revision: %v, want ErrTaken", err)
+	}
+	if _, _, ok := e.rawGet(t, leaseKey("10.244.1.0-24")); !ok {
+		t.Fatal("a lost delete removed the key")
+	}
+	rev, err := e.reg.DeleteLeaseAt(ctx, up.Subnet, up.Revision)
+	if err != nil || rev <= up.Revision {
+		t.Fatalf("delete at the current revision: %d, %v", rev, err)
+	}
+	if _, _, ok := e.rawGet(t, leaseKey("10.244.1.0-24")); ok {
+		t.Fatal("key still there")
+	}
+	if e.leaseAlive(t, up.TTLID) {
+		t.Error("the deleted key's etcd lease was not revoked")
+	}
+	if _, err := e.reg.DeleteLeaseAt(ctx, up.Subnet, up.Revision); !errors.Is(err, subnet.ErrTaken) {
+		t.Fatalf("delete of a vanished key: %v, want ErrTaken", err)
+	}
+
+	// A malformed key, listed with its bookkeeping, is deleted at its revision.
+	id := mustGrant(t, e)
+	putRev := e.rawPut(t, leaseKey("10.244.2.0-24"), "{broken", clientv3.WithLease(clientv3.LeaseID(id)))
+	list, err := e.reg.ListLeases(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Malformed) != 1 || list.Malformed[0].Revision != putRev || list.Malformed[0].TTLID != id {
+		t.Fatalf("malformed %+v, want revision %d and etcd lease %x", list.Malformed, putRev, id)
+	}
+	if _, err := e.reg.DeleteLeaseAt(ctx, sn("10.244.2.0/24"), list.Malformed[0].Revision); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := e.rawGet(t, leaseKey("10.244.2.0-24")); ok || e.leaseAlive(t, id) {
+		t.Errorf("malformed key present %v, etcd lease alive %v after delete", ok, e.leaseAlive(t, id))
+	}
+	if _, err := e.reg.DeleteLeaseAt(ctx, sn("10.244.3.0/24"), 0); err == nil || errors.Is(err, subnet.ErrTaken) {
+		t.Errorf("delete without a revision: %v, want a plain error", err)
+	}
+}
+
+// TestTimeToLive: the etcd lease's remaining time, ErrNotFound once it is gone, and an
+// error for a reservation.
+func TestTimeToLive(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := ctxT(t)
+	l, err := e.reg.CreateLease(ctx, sn("10.244.1.0/24"), attrs("192.0.2.1"), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ttl, err := e.reg.TimeToLive(ctx, l)
+	if err != nil || ttl <= 59*time.Minute || ttl > time.Hour {
+		t.Fatalf("TimeToLive = %v, %v; want just under an hour", ttl, err)
+	}
+	if _, err := e.cli.Revoke(ctx, clientv3.LeaseID(l.TTLID)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.reg.TimeToLive(ctx, l); !errors.Is(err, subnet.ErrNotFound) {
+		t.Fatalf("TimeToLive of a revoked etcd lease: %v, want ErrNotFound", err)
+	}
+	r, err := e.reg.CreateLease(ctx, sn("10.244.2.0/24"), attrs("192.0.2.2"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.reg.TimeToLive(ctx, r); err == nil || errors.Is(err, subnet.ErrNotFound) {
+		t.Fatalf("TimeToLive of a reservation: %v, want a plain error", err)
 	}
 }
 

@@ -18,51 +18,6 @@ import (
 // is still live (for example after the client was closed underneath).
 var errWatchEnded = errors.New("etcd watch ended unexpectedly")
 
-// GetConfig returns the bytes at <prefix>/config and the store revision of the read, or an
-// error wrapping subnet.ErrNotFound when the key is absent.
-func (r *Registry) GetConfig(ctx context.Context) ([]byte, int64, error) {
-	if err := r.checkOpen("read network config"); err != nil {
-		return nil, 0, err
-	}
-	resp, err := r.client.Get(ctx, r.configKey)
-	if err != nil {
-		return nil, 0, fmt.Errorf("read network config %s: %w", r.configKey, r.conn.explain(err))
-	}
-	if len(resp.Kvs) == 0 {
-		return nil, resp.Header.Revision, fmt.Errorf("network config %s: %w", r.configKey, subnet.ErrNotFound)
-	}
-	return resp.Kvs[0].Value, resp.Header.Revision, nil
-}
-
-// WatchConfig delivers the config bytes after each change made after revision rev (rev <= 0:
-// changes from now on), and nil when the key is deleted. The channel closes when ctx ends,
-// when the watch fails (compaction, lost leader, closed client) or after Close; callers
-// then re-read with GetConfig.
-func (r *Registry) WatchConfig(ctx context.Context, rev int64) <-chan []byte {
-	out := make(chan []byte)
-	go func() {
-		defer close(out)
-		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		defer cancel()
-		for resp := range r.client.Watch(wctx, r.configKey, revOpts(rev)...) {
-			if err := resp.Err(); err != nil {
-				r.log.V(2).Info("Network config watch ended", "key", r.configKey, "err", err)
-				return
-			}
-			for _, ev := range resp.Events {
-				var v []byte
-				if ev.Type == mvccpb.PUT {
-					v = append([]byte{}, ev.Kv.Value...) // non-nil even when empty
-				}
-				if !send(ctx, r.done, out, v) {
-					return
-				}
-			}
-		}
-	}()
-	return out
-}
-
 // WatchLeases delivers the lease changes made after revision rev (rev <= 0: from now on),
 // one batch per etcd watch response, until ctx ends, Close is called, or an error is
 // delivered; then the channel closes. The watch requires a leader, so a member cut off
@@ -87,14 +42,14 @@ func (r *Registry) WatchLeases(ctx context.Context, rev int64) <-chan subnet.Wat
 		defer cancel(nil)
 		go r.cancelWhenUnreachable(wctx, cancel)
 		opts := append(revOpts(rev), clientv3.WithPrefix(), clientv3.WithPrevKV())
-		for resp := range r.client.Watch(wctx, r.subnetsDir, opts...) {
+		for resp := range r.client.Watch(wctx, r.keys.SubnetsDir, opts...) {
 			if err := resp.Err(); err != nil {
 				if ctx.Err() == nil {
 					send(ctx, r.done, out, subnet.WatchBatch{Revision: resp.Header.Revision, Err: r.watchError(rev, resp, err)})
 				}
 				return
 			}
-			b := translate(r.subnetsDir, resp.Events)
+			b := translate(r.keys.SubnetsDir, resp.Events)
 			if len(b.Events) == 0 && len(b.Malformed) == 0 {
 				continue // progress notification
 			}
@@ -108,7 +63,7 @@ func (r *Registry) WatchLeases(ctx context.Context, rev int64) <-chan subnet.Wat
 			if cause := context.Cause(wctx); errors.Is(cause, errUnreachable) {
 				err = cause
 			}
-			send(ctx, r.done, out, subnet.WatchBatch{Err: fmt.Errorf("watch %s: %w", r.subnetsDir, err)})
+			send(ctx, r.done, out, subnet.WatchBatch{Err: fmt.Errorf("watch %s: %w", r.keys.SubnetsDir, err)})
 		}
 	}()
 	return out
@@ -159,9 +114,9 @@ func (r *Registry) cancelWhenUnreachable(ctx context.Context, cancel context.Can
 
 func (r *Registry) watchError(rev int64, resp clientv3.WatchResponse, err error) error {
 	if resp.CompactRevision != 0 || errors.Is(err, rpctypes.ErrCompacted) {
-		return fmt.Errorf("watch %s after revision %d: store compacted up to revision %d: %w", r.subnetsDir, rev, resp.CompactRevision, subnet.ErrCompacted)
+		return fmt.Errorf("watch %s after revision %d: store compacted up to revision %d: %w", r.keys.SubnetsDir, rev, resp.CompactRevision, subnet.ErrCompacted)
 	}
-	return fmt.Errorf("watch %s after revision %d: %w", r.subnetsDir, rev, err)
+	return fmt.Errorf("watch %s after revision %d: %w", r.keys.SubnetsDir, rev, err)
 }
 
 // revOpts starts a watch just after rev, or at the current revision when rev <= 0.
@@ -183,7 +138,7 @@ func translate(dir string, events []*clientv3.Event) subnet.WatchBatch {
 				b.Events = append(b.Events, subnet.Event{Type: subnet.Added, Lease: l})
 				continue
 			}
-			b.Malformed = append(b.Malformed, subnet.Malformed{Key: string(ev.Kv.Key), Err: err})
+			b.Malformed = append(b.Malformed, subnet.Malformed{Key: string(ev.Kv.Key), Err: err, TTLID: ev.Kv.Lease, Revision: ev.Kv.ModRevision})
 			if ev.PrevKv != nil {
 				if prev, err := decodeLease(dir, ev.PrevKv); err == nil {
 					prev.Revision = ev.Kv.ModRevision

@@ -88,6 +88,25 @@ func (r *Registry) WatchConfig(ctx context.Context, rev int64) <-chan []byte {
 	return ch
 }
 
+// PutConfig stores raw unless, with leasesRev > 0, a lease was written after leasesRev.
+func (r *Registry) PutConfig(ctx context.Context, raw []byte, leasesRev int64) (int64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.failErr != nil {
+		return 0, r.failErr
+	}
+	if leasesRev > 0 {
+		for k, e := range r.leases {
+			if e.lease.Revision > leasesRev {
+				return 0, fmt.Errorf("put config: lease %s changed at revision %d: %w", k, e.lease.Revision, subnet.ErrTaken)
+			}
+		}
+	}
+	r.rev++
+	r.config = raw
+	return r.rev, nil
+}
+
 func (r *Registry) ListLeases(ctx context.Context) (subnet.LeaseList, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -99,7 +118,7 @@ func (r *Registry) ListLeases(ctx context.Context) (subnet.LeaseList, error) {
 	for k, e := range r.leases {
 		if e.raw != nil {
 			if l, err := subnet.ParseLease(k, e.raw); err != nil {
-				list.Malformed = append(list.Malformed, subnet.Malformed{Key: "/coreos.com/network/subnets/" + k, Err: err})
+				list.Malformed = append(list.Malformed, subnet.Malformed{Key: "/coreos.com/network/subnets/" + k, Err: err, Revision: e.lease.Revision})
 			} else {
 				l.Revision = e.lease.Revision
 				list.Leases = append(list.Leases, l)
@@ -161,6 +180,9 @@ func (r *Registry) RenewLease(ctx context.Context, l subnet.Lease) (subnet.Lease
 		return subnet.Lease{}, r.failErr
 	}
 	e, ok := r.leases[l.Key()]
+	if ok && e.raw == nil && l.TTLID != 0 && e.lease.TTLID == 0 && e.lease.Attrs.PublicIP == l.Attrs.PublicIP {
+		return e.lease, nil // pinned by an operator: a reservation of mine now
+	}
 	if !ok || e.lease.TTLID != l.TTLID {
 		return subnet.Lease{}, fmt.Errorf("renew %s: %w", l.Key(), subnet.ErrNotFound)
 	}
@@ -179,6 +201,38 @@ func (r *Registry) DeleteLease(ctx context.Context, sn netip.Prefix) error {
 	}
 	r.deleteLocked(subnet.LeaseKey(sn, netip.Prefix{}))
 	return nil
+}
+
+func (r *Registry) DeleteLeaseAt(ctx context.Context, sn netip.Prefix, rev int64) (int64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.failErr != nil {
+		return 0, r.failErr
+	}
+	key := subnet.LeaseKey(sn, netip.Prefix{})
+	if e, ok := r.leases[key]; !ok || e.lease.Revision != rev {
+		return 0, fmt.Errorf("delete %s at revision %d: %w", key, rev, subnet.ErrTaken)
+	}
+	r.deleteLocked(key)
+	return r.rev, nil
+}
+
+// TimeToLive is the time left until the lease's Expiration; Expire ends it.
+func (r *Registry) TimeToLive(ctx context.Context, l subnet.Lease) (time.Duration, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.failErr != nil {
+		return 0, r.failErr
+	}
+	if l.TTLID == 0 {
+		return 0, fmt.Errorf("time to live of %s: a reservation has no TTL", l.Key())
+	}
+	for _, e := range r.leases {
+		if e.raw == nil && e.lease.TTLID == l.TTLID {
+			return max(time.Until(e.lease.Expiration), 0), nil
+		}
+	}
+	return 0, fmt.Errorf("time to live of %s: TTL handle %d: %w", l.Key(), l.TTLID, subnet.ErrNotFound)
 }
 
 // Expire removes a lease as if its TTL ran out.
@@ -208,7 +262,7 @@ func (r *Registry) PutRaw(key string, value []byte, reservation bool) {
 	l, err := subnet.ParseLease(key, value)
 	b := subnet.WatchBatch{Revision: r.rev}
 	if err != nil {
-		b.Malformed = []subnet.Malformed{{Key: "/coreos.com/network/subnets/" + key, Err: err}}
+		b.Malformed = []subnet.Malformed{{Key: "/coreos.com/network/subnets/" + key, Err: err, Revision: r.rev}}
 	} else {
 		l.Revision = r.rev
 		if !reservation {

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/weftnet/weft/daemon"
+	"github.com/weftnet/weft/backend/backends"
 	"github.com/weftnet/weft/test/cluster"
 )
 
@@ -111,7 +111,7 @@ func (s Spec) NetworkConfig(network string) string {
 // is checked exactly as weftd checks it, so an unregistered backend (gre before it lands)
 // is skipped with a note rather than failed.
 func (s Spec) Supported() string {
-	if _, _, err := daemon.ParseNetworkConfig([]byte(s.NetworkConfig(Network))); err != nil {
+	if _, _, err := backends.ParseNetworkConfig([]byte(s.NetworkConfig(Network))); err != nil {
 		return err.Error()
 	}
 	return ""

@@ -1,8 +1,15 @@
-package daemon
+// Package backends is the explicit table of the backends weft knows and the validation of a
+// network config against it. weftd builds its backend from this table, and weftctl
+// validates a config with it before writing, so that both accept exactly the same configs.
+//
+// It only lists and validates: nothing here touches the system, and no backend registers
+// itself from init(). It must not import the daemon, so that weftctl does not link it.
+package backends
 
 import (
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/gre"
@@ -12,8 +19,8 @@ import (
 	"github.com/weftnet/weft/subnet"
 )
 
-// Backends is the explicit table of backend types weft knows, by Backend.Type name.
-func Backends() map[string]backend.Type {
+// Types is the explicit table of backend types, by Backend.Type name.
+func Types() map[string]backend.Type {
 	types := []backend.Type{
 		hostgw.Type(),
 		vxlan.Type(),
@@ -29,21 +36,17 @@ func Backends() map[string]backend.Type {
 
 // ParseNetworkConfig validates a raw <prefix>/config exactly as weftd does: flannel's keys
 // and defaults (subnet.ParseConfig), a known backend type, and the backend's own keys.
-// weftctl uses it before writing a config. Errors wrap subnet.ErrInvalidConfig.
+// Errors wrap subnet.ErrInvalidConfig.
 func ParseNetworkConfig(raw []byte) (*subnet.Config, backend.Type, error) {
 	cfg, err := subnet.ParseConfig(raw)
 	if err != nil {
 		return nil, backend.Type{}, err
 	}
-	types := Backends()
+	types := Types()
 	bt, ok := types[cfg.BackendType]
 	if !ok {
-		names := make([]string, 0, len(types))
-		for n := range types {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		return nil, backend.Type{}, fmt.Errorf("%w: Backend.Type %q is not a known backend (known: %v)", subnet.ErrInvalidConfig, cfg.BackendType, names)
+		return nil, backend.Type{}, fmt.Errorf("%w: Backend.Type %q is not a known backend (known: %v)",
+			subnet.ErrInvalidConfig, cfg.BackendType, slices.Sorted(maps.Keys(types)))
 	}
 	if err := bt.Validate(cfg.Backend); err != nil {
 		return nil, backend.Type{}, fmt.Errorf("%w: Backend (Type %q): %v", subnet.ErrInvalidConfig, cfg.BackendType, err)
