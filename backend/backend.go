@@ -3,8 +3,8 @@
 // devices, tells the daemon what to publish in the lease, and then turns peer events into
 // kernel (or userspace) state.
 //
-// Each backend lives in its own package below backend/ and is listed in the daemon's
-// explicit table of Types; nothing registers itself from init().
+// Each backend lives in its own package below backend/ and is listed in the explicit table
+// of Types in backend/backends; nothing registers itself from init().
 package backend
 
 import (
