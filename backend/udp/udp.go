@@ -29,9 +29,10 @@
 // the configured port. A NAT between nodes that rewrites either makes that peer's traffic
 // count as not-peer, where flanneld would accept it.
 //
-// The package owns flannel0 and its configuration; it does not talk to the subnet store.
-// Like flanneld's udp backend it accepts peer leases of any BackendType (and logs those
-// that name another backend, as such a node may not speak udp).
+// The package owns flannel0 and its configuration; it does not talk to the subnet store
+// and does not judge peer leases (the daemon admits them, see backend.Network). Like
+// flanneld's udp backend it takes peers of any BackendType (Type sets AnyPeerType) and
+// logs those that name another backend, as such a node may not speak udp.
 package udp
 
 import (
@@ -72,7 +73,7 @@ const NumDropReasons = fastpath.NumDropReasons
 
 // Type returns the udp backend's entry for the daemon's table.
 func Type() backend.Type {
-	return backend.Type{Name: Name, Validate: Validate, New: New}
+	return backend.Type{Name: Name, Validate: Validate, New: New, AnyPeerType: true}
 }
 
 type udpBackend struct {
@@ -182,7 +183,7 @@ func (b *udpBackend) activate(h *kernel.Handle, own, network netip.Prefix, batch
 		log:    b.log,
 		plane:  plane,
 		listen: listen,
-		peers:  newPeerSet(own, network, b.env.Ext.PublicIP, uint16(b.cfg.Port)),
+		peers:  newPeerSet(uint16(b.cfg.Port)),
 	}
 	return n, nil
 }
