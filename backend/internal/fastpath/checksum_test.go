@@ -4,6 +4,8 @@ import (
 	"math/bits"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/weftnet/weft/backend/internal/fastpath/packettest"
 )
 
 // TestSumBytesMatchesReference checks the word-at-a-time sum against refChecksum for
@@ -45,7 +47,7 @@ func testSumBytesMatchesReference(t *testing.T) {
 			}
 			for align := 0; align < 8; align++ {
 				b := buf[align : align+l]
-				want := refChecksum(b)
+				want := packettest.RefChecksum(b)
 				if got := checksum(b, 0); got != want && !(got == 0 && want == 0xffff) && !(got == 0xffff && want == 0) {
 					t.Fatalf("%s, length %d, offset %d: checksum %#04x, reference %#04x", fill, l, align, got, want)
 				}

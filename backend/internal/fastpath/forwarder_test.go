@@ -3,7 +3,6 @@ package fastpath_test
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/weftnet/weft/backend/internal/fastpath"
 	"github.com/weftnet/weft/backend/internal/fastpath/fastpathtest"
+	"github.com/weftnet/weft/backend/internal/fastpath/packettest"
 )
 
 // node is one Forwarder on a fake device, attached to a shared fake underlay.
@@ -53,32 +53,7 @@ func startNode(t *testing.T, ctx context.Context, hub *fastpathtest.Hub, subnet 
 
 // ipv4UDP builds an IPv4/UDP packet with a correct header checksum (UDP checksum 0).
 func ipv4UDP(src, dst string, ttl uint8, data []byte) []byte {
-	b := make([]byte, 28+len(data))
-	b[0] = 0x45
-	binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
-	b[8], b[9] = ttl, 17
-	s, d := netip.MustParseAddr(src).As4(), netip.MustParseAddr(dst).As4()
-	copy(b[12:], s[:])
-	copy(b[16:], d[:])
-	binary.BigEndian.PutUint16(b[20:], 40000)
-	binary.BigEndian.PutUint16(b[22:], 5001)
-	binary.BigEndian.PutUint16(b[24:], uint16(8+len(data)))
-	copy(b[28:], data)
-	binary.BigEndian.PutUint16(b[10:], headerChecksum(b[:20]))
-	return b
-}
-
-func headerChecksum(h []byte) uint16 {
-	var sum uint32
-	for i := 0; i < len(h); i += 2 {
-		if i != 10 {
-			sum += uint32(h[i])<<8 | uint32(h[i+1])
-		}
-	}
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
+	return packettest.UDP(src, dst, ttl, string(data)).Build()
 }
 
 func receive(t *testing.T, ch <-chan []byte) []byte {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"testing"
+
+	"github.com/weftnet/weft/backend/internal/fastpath/packettest"
 )
 
 // Fuzz targets for the offload parsers: the virtio-net header and TCP segmentation (what
@@ -13,9 +15,9 @@ import (
 //	go test -fuzz=FuzzTSOSplit -fuzztime=30s ./backend/internal/fastpath/
 
 // tsoSeed is a virtio-net header followed by a superpacket.
-func tsoSeed(p tcpPkt, mss int, mod func(*virtioHdr)) []byte {
-	p.partial = true
-	b := p.build()
+func tsoSeed(p packettest.TCP, mss int, mod func(*virtioHdr)) []byte {
+	p.Partial = true
+	b := p.Build()
 	h := tsoHdr(b, mss)
 	if mod != nil {
 		mod(&h)
@@ -26,9 +28,9 @@ func tsoSeed(p tcpPkt, mss int, mod func(*virtioHdr)) []byte {
 }
 
 func FuzzTSOSplit(f *testing.F) {
-	f.Add(tsoSeed(flow(1, 5000), 1400, nil))
-	f.Add(tsoSeed(flow(1, 3000).with(func(p *tcpPkt) { p.tcpOptions = tsOption(1, 2); p.flags |= tcpPSH | tcpCWR }), 1000, nil))
-	f.Add(tsoSeed(flow(1, 100).with(func(p *tcpPkt) { p.ipOptions = 4 }), 7, func(h *virtioHdr) { h.GSOType |= gsoECN }))
+	f.Add(tsoSeed(packettest.Flow(1, 5000), 1400, nil))
+	f.Add(tsoSeed(packettest.Flow(1, 3000).With(func(p *packettest.TCP) { p.TCPOptions = packettest.TSOption(1, 2); p.Flags |= tcpPSH | tcpCWR }), 1000, nil))
+	f.Add(tsoSeed(packettest.Flow(1, 100).With(func(p *packettest.TCP) { p.IPOptions = 4 }), 7, func(h *virtioHdr) { h.GSOType |= gsoECN }))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		h, ok := decodeVirtioHdr(in)
 		if !ok {
@@ -43,7 +45,7 @@ func FuzzTSOSplit(f *testing.F) {
 			}
 			return
 		}
-		ihl, thl := ihlOf(super), thlOf(super)
+		ihl, thl := packettest.IHL(super), packettest.THL(super)
 		dst := make([]byte, 1600)
 		var payload []byte
 		for i := 0; s.pending(); i++ {
@@ -58,10 +60,10 @@ func FuzzTSOSplit(f *testing.F) {
 				return // a segment larger than the slot
 			}
 			seg := dst[:n]
-			if n < ihl+thl || int(binary.BigEndian.Uint16(seg[2:])) != n || refChecksum(seg[:ihl]) != 0 {
+			if n < ihl+thl || int(binary.BigEndian.Uint16(seg[2:])) != n || packettest.RefChecksum(seg[:ihl]) != 0 {
 				t.Fatalf("segment %d: bad IPv4 header", i)
 			}
-			if !refTCPValid(seg, ihl) {
+			if !packettest.RefTCPValid(seg, ihl) {
 				t.Fatalf("segment %d: bad TCP checksum", i)
 			}
 			if len(seg)-ihl-thl > int(h.GSOSize) {
@@ -90,13 +92,13 @@ func groInput(pkts ...[]byte) []byte {
 
 func FuzzGRO(f *testing.F) {
 	f.Add(groInput(segments(5, 1000, nil)...))
-	f.Add(groInput(segments(4, 500, func(i int, p *tcpPkt) {
-		p.tcpOptions = tsOption(1, 2)
+	f.Add(groInput(segments(4, 500, func(i int, p *packettest.TCP) {
+		p.TCPOptions = packettest.TSOption(1, 2)
 		if i == 3 {
-			p.flags |= tcpPSH
+			p.Flags |= tcpPSH
 		}
 	})...))
-	f.Add(groInput(append(segments(2, 100, nil), udp("10.244.2.3", "10.244.1.2", 63, "u").build(), flow(5000, 0).build())...))
+	f.Add(groInput(append(segments(2, 100, nil), packettest.UDP("10.244.2.3", "10.244.1.2", 63, "u").Build(), packettest.Flow(5000, 0).Build())...))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		var pkts [][]byte
 		for len(in) >= 2 && len(pkts) < 128 {
@@ -123,7 +125,7 @@ func FuzzGRO(f *testing.F) {
 			}
 			b := w.data
 			if w.hdr.GSOType != gsoTCPv4 || w.hdr.GSOSize == 0 || len(b) > MaxPacket ||
-				int(binary.BigEndian.Uint16(b[2:])) != len(b) || refChecksum(b[:20]) != 0 {
+				int(binary.BigEndian.Uint16(b[2:])) != len(b) || packettest.RefChecksum(b[:20]) != 0 {
 				t.Fatalf("bad coalesced write: %+v", w.hdr)
 			}
 			full := append([]byte(nil), b...)
@@ -161,8 +163,8 @@ func FuzzGROSegment(f *testing.F) {
 }
 
 func FuzzCompleteChecksum(f *testing.F) {
-	f.Add(flow(5, 33).with(func(p *tcpPkt) { p.partial = true }).build(), uint16(20), uint16(16))
-	f.Add(udp("10.244.1.2", "10.244.2.3", 64, "x").build(), uint16(20), uint16(6))
+	f.Add(packettest.Flow(5, 33).With(func(p *packettest.TCP) { p.Partial = true }).Build(), uint16(20), uint16(16))
+	f.Add(packettest.UDP("10.244.1.2", "10.244.2.3", 64, "x").Build(), uint16(20), uint16(6))
 	f.Fuzz(func(t *testing.T, b []byte, start, off uint16) {
 		at := int(start) + int(off)
 		var partial uint16 // the pseudo header sum the field held

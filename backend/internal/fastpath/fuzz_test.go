@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"testing"
+
+	"github.com/weftnet/weft/backend/internal/fastpath/packettest"
 )
 
 // The fuzz targets feed arbitrary bytes to the decoders that see untrusted input. Seeds
@@ -13,7 +15,7 @@ import (
 //	go test -fuzz=FuzzFromConn -fuzztime=30s ./backend/internal/fastpath/
 
 func FuzzParseIPv4(f *testing.F) {
-	f.Add(udp("10.244.1.2", "10.244.2.3", 64, "seed").build())
+	f.Add(packettest.UDP("10.244.1.2", "10.244.2.3", 64, "seed").Build())
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, r := parseIPv4(b)
 		if r != DropNone {
@@ -22,7 +24,7 @@ func FuzzParseIPv4(f *testing.F) {
 		if h.hlen < 20 || h.hlen > 60 || h.total < h.hlen || h.total > len(b) {
 			t.Fatalf("accepted header with hlen %d total %d len %d", h.hlen, h.total, len(b))
 		}
-		if b[0]>>4 != 4 || refChecksum(b[:h.hlen]) != 0 {
+		if b[0]>>4 != 4 || packettest.RefChecksum(b[:h.hlen]) != 0 {
 			t.Fatal("accepted a header with a wrong version or checksum")
 		}
 	})
@@ -32,9 +34,9 @@ func FuzzParseIPv4(f *testing.F) {
 var fuzzSenders = [...]string{"192.0.2.2:8285", "192.0.2.3:8285", "192.0.2.9:8285", "192.0.2.2:1"}
 
 func FuzzFromConn(f *testing.F) {
-	f.Add(udp("10.244.2.3", "10.244.1.2", 63, "seed").build(), uint8(0), false)
-	f.Add(udp("10.244.2.3", "10.244.1.2", 1, "ttl").build(), uint8(0), false)
-	f.Add(udp("10.244.3.3", "10.244.1.2", 63, "spoof").build(), uint8(0), false)
+	f.Add(packettest.UDP("10.244.2.3", "10.244.1.2", 63, "seed").Build(), uint8(0), false)
+	f.Add(packettest.UDP("10.244.2.3", "10.244.1.2", 1, "ttl").Build(), uint8(0), false)
+	f.Add(packettest.UDP("10.244.3.3", "10.244.1.2", 63, "spoof").Build(), uint8(0), false)
 	fw := testForwarder(f)
 	tab := testPeers(f)
 	f.Fuzz(func(t *testing.T, b []byte, sender uint8, fix bool) {
@@ -42,7 +44,7 @@ func FuzzFromConn(f *testing.F) {
 			return
 		}
 		if fix {
-			fixHeaderChecksum(b)
+			packettest.FixHeaderChecksum(b)
 		}
 		from := ap(fuzzSenders[int(sender)%len(fuzzSenders)])
 		p := packetOf(b, from)
@@ -52,18 +54,18 @@ func FuzzFromConn(f *testing.F) {
 		case DropNone:
 			out := p.Bytes()
 			h, pr := parseIPv4(out)
-			if pr != DropNone || h.total != len(out) || !headerValid(out) {
+			if pr != DropNone || h.total != len(out) || !packettest.HeaderValid(out) {
 				t.Fatalf("forwarded a packet that does not parse: %v", pr)
 			}
 			if h.ttl != b[8]-1 || b[8] < 2 {
 				t.Fatalf("TTL %d -> %d", b[8], h.ttl)
 			}
-			peer, ok := tab.Lookup(u32addr(h.src))
+			peer, ok := tab.Lookup(packettest.AddrOf(h.src))
 			if !ok || peer.Endpoint != from {
-				t.Fatalf("forwarded inner source %v not behind sender %s", u32addr(h.src), from)
+				t.Fatalf("forwarded inner source %v not behind sender %s", packettest.AddrOf(h.src), from)
 			}
-			if !netip.MustParsePrefix("10.244.1.0/24").Contains(u32addr(h.dst)) {
-				t.Fatalf("forwarded inner destination %v outside own subnet", u32addr(h.dst))
+			if !netip.MustParsePrefix("10.244.1.0/24").Contains(packettest.AddrOf(h.dst)) {
+				t.Fatalf("forwarded inner destination %v outside own subnet", packettest.AddrOf(h.dst))
 			}
 		case DropTTLExceeded:
 			if n > 0 {
@@ -78,9 +80,9 @@ func FuzzFromConn(f *testing.F) {
 }
 
 func FuzzFromDevice(f *testing.F) {
-	f.Add(udp("10.244.1.2", "10.244.2.3", 64, "seed").build(), false)
-	f.Add(udp("10.244.1.2", "10.244.9.3", 64, "no route").build(), false)
-	f.Add(udp("10.244.1.2", "10.244.2.3", 1, "ttl").build(), false)
+	f.Add(packettest.UDP("10.244.1.2", "10.244.2.3", 64, "seed").Build(), false)
+	f.Add(packettest.UDP("10.244.1.2", "10.244.9.3", 64, "no route").Build(), false)
+	f.Add(packettest.UDP("10.244.1.2", "10.244.2.3", 1, "ttl").Build(), false)
 	fw := testForwarder(f)
 	tab := testPeers(f)
 	f.Fuzz(func(t *testing.T, b []byte, fix bool) {
@@ -88,7 +90,7 @@ func FuzzFromDevice(f *testing.F) {
 			return
 		}
 		if fix {
-			fixHeaderChecksum(b)
+			packettest.FixHeaderChecksum(b)
 		}
 		p := packetOf(b, netip.AddrPort{})
 		icmp := make([]byte, icmpMaxLen)
@@ -97,11 +99,11 @@ func FuzzFromDevice(f *testing.F) {
 		case DropNone:
 			out := p.Bytes()
 			h, pr := parseIPv4(out)
-			if pr != DropNone || h.total != len(out) || !headerValid(out) || h.ttl != b[8]-1 {
+			if pr != DropNone || h.total != len(out) || !packettest.HeaderValid(out) || h.ttl != b[8]-1 {
 				t.Fatalf("forwarded a bad packet: %v", pr)
 			}
-			if peer, ok := tab.Lookup(u32addr(h.dst)); !ok || peer.Endpoint != p.Addr {
-				t.Fatalf("sent to %s, not the holder of %v", p.Addr, u32addr(h.dst))
+			if peer, ok := tab.Lookup(packettest.AddrOf(h.dst)); !ok || peer.Endpoint != p.Addr {
+				t.Fatalf("sent to %s, not the holder of %v", p.Addr, packettest.AddrOf(h.dst))
 			}
 		case DropNoRoute, DropTTLExceeded:
 			if n > 0 {
@@ -120,11 +122,11 @@ func FuzzFromDevice(f *testing.F) {
 func checkICMPErrorFuzz(t *testing.T, msg, orig []byte) {
 	t.Helper()
 	h, r := parseIPv4(msg)
-	if r != DropNone || h.total != len(msg) || len(msg) > icmpMaxLen || refChecksum(msg[20:]) != 0 {
+	if r != DropNone || h.total != len(msg) || len(msg) > icmpMaxLen || packettest.RefChecksum(msg[20:]) != 0 {
 		t.Fatalf("bad ICMP error (%v): % x", r, msg)
 	}
-	if h.src != addr4("10.244.1.0") || h.dst != binary.BigEndian.Uint32(orig[12:]) {
-		t.Fatalf("ICMP error from %v to %v", u32addr(h.src), u32addr(h.dst))
+	if h.src != packettest.Addr4("10.244.1.0") || h.dst != binary.BigEndian.Uint32(orig[12:]) {
+		t.Fatalf("ICMP error from %v to %v", packettest.AddrOf(h.src), packettest.AddrOf(h.dst))
 	}
 	if !bytes.HasPrefix(orig, msg[28:]) {
 		t.Fatal("ICMP error does not quote the offender")
@@ -132,24 +134,4 @@ func checkICMPErrorFuzz(t *testing.T, msg, orig []byte) {
 	if oh, _ := parseIPv4(orig); oh.proto == protoICMP && isICMPError(orig[oh.hlen]) {
 		t.Fatal("ICMP error about an ICMP error")
 	}
-}
-
-// fixHeaderChecksum makes the header checksum of b right where the header length allows,
-// so the fuzzer gets past the checksum test to the decisions behind it.
-func fixHeaderChecksum(b []byte) {
-	if len(b) < 20 {
-		return
-	}
-	hlen := int(b[0]&0x0f) * 4
-	if hlen < 20 || hlen > len(b) {
-		return
-	}
-	binary.BigEndian.PutUint16(b[10:], 0)
-	binary.BigEndian.PutUint16(b[10:], refChecksum(b[:hlen]))
-}
-
-func u32addr(v uint32) netip.Addr {
-	var b [4]byte
-	binary.BigEndian.PutUint32(b[:], v)
-	return netip.AddrFrom4(b)
 }

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"testing"
+
+	"github.com/weftnet/weft/backend/internal/fastpath/packettest"
 )
 
 // groWrite is one planned write, reassembled: its virtio-net header and the bytes.
@@ -51,38 +53,38 @@ func checkCoalesced(t *testing.T, w groWrite, segs [][]byte) {
 	t.Helper()
 	b := w.data
 	first, last := segs[0], segs[len(segs)-1]
-	thl := thlOf(first)
+	thl := packettest.THL(first)
 	if w.pkts != len(segs) {
 		t.Fatalf("write carries %d packets, want %d", w.pkts, len(segs))
 	}
 	want := virtioHdr{Flags: vnetNeedsCsum, GSOType: gsoTCPv4, HdrLen: uint16(20 + thl),
-		GSOSize: uint16(len(payloadOf(first))), CsumStart: 20, CsumOffset: 16}
+		GSOSize: uint16(len(packettest.TCPPayload(first))), CsumStart: 20, CsumOffset: 16}
 	if w.hdr != want {
 		t.Fatalf("virtio-net header %+v, want %+v", w.hdr, want)
 	}
-	if int(binary.BigEndian.Uint16(b[2:])) != len(b) || refChecksum(b[:20]) != 0 {
+	if int(binary.BigEndian.Uint16(b[2:])) != len(b) || packettest.RefChecksum(b[:20]) != 0 {
 		t.Fatal("coalesced IPv4 header: wrong total length or checksum")
 	}
 	mustEqualBytes(t, "IPv4 header but length and checksum", append(b[:2:2], b[4:10]...), append(first[:2:2], first[4:10]...))
 	mustEqualBytes(t, "addresses", b[12:20], first[12:20])
 	// Partial checksum: the field holds the pseudo header sum, uncomplemented.
-	if got, want := binary.BigEndian.Uint16(b[36:]), ^refChecksum(refPseudo(b, 20)); got != want {
+	if got, want := binary.BigEndian.Uint16(b[36:]), ^packettest.RefChecksum(packettest.RefPseudo(b, 20)); got != want {
 		t.Fatalf("partial TCP checksum %#04x, want the pseudo header sum %#04x", got, want)
 	}
-	wantFlags := tcpFlags(first) | tcpFlags(last)&tcpPSH
-	if f := tcpFlags(b); f != wantFlags {
+	wantFlags := packettest.TCPFlags(first) | packettest.TCPFlags(last)&tcpPSH
+	if f := packettest.TCPFlags(b); f != wantFlags {
 		t.Fatalf("flags %#02x, want %#02x", f, wantFlags)
 	}
 	mustEqualBytes(t, "TCP header but flags and checksum", append(b[20:33:33], b[34:36]...), append(first[20:33:33], first[34:36]...))
 	mustEqualBytes(t, "TCP options", b[40:20+thl], first[40:20+thl])
 	var payload []byte
 	for _, s := range segs {
-		payload = append(payload, payloadOf(s)...)
+		payload = append(payload, packettest.TCPPayload(s)...)
 	}
-	mustEqualBytes(t, "payload", payloadOf(b), payload)
+	mustEqualBytes(t, "payload", packettest.TCPPayload(b), payload)
 	// What the kernel will do: complete the checksum over the superpacket.
 	full := append([]byte(nil), b...)
-	if !completeChecksum(full, 20, 16) || !refTCPValid(full, 20) {
+	if !completeChecksum(full, 20, 16) || !packettest.RefTCPValid(full, 20) {
 		t.Fatal("the completed checksum of the superpacket is wrong")
 	}
 }
@@ -97,22 +99,22 @@ func checkSingle(t *testing.T, w groWrite, p []byte) {
 }
 
 // segments returns n full segments of mss bytes of one flow, then the packets of extra.
-func segments(n, mss int, mod func(i int, p *tcpPkt)) [][]byte {
+func segments(n, mss int, mod func(i int, p *packettest.TCP)) [][]byte {
 	var out [][]byte
 	for i := 0; i < n; i++ {
-		p := flow(uint32(1000+i*mss), mss)
-		p.id = uint16(100 + i)
+		p := packettest.Flow(uint32(1000+i*mss), mss)
+		p.ID = uint16(100 + i)
 		if mod != nil {
 			mod(i, &p)
 		}
-		out = append(out, p.build())
+		out = append(out, p.Build())
 	}
 	return out
 }
 
 func TestGROCoalesces(t *testing.T) {
 	const mss = 1400
-	ts := func(i int, p *tcpPkt) { p.tcpOptions = tsOption(42, 43) }
+	ts := func(i int, p *packettest.TCP) { p.TCPOptions = packettest.TSOption(42, 43) }
 	tests := []struct {
 		name   string
 		pkts   [][]byte
@@ -120,56 +122,56 @@ func TestGROCoalesces(t *testing.T) {
 	}{
 		{"five in order", segments(5, mss, nil), []int{5}},
 		{"with timestamps", segments(5, mss-12, ts), []int{5}},
-		{"last shorter", append(segments(4, mss, nil), flow(1000+4*mss, 10).with(func(p *tcpPkt) { p.id = 104 }).build()), []int{5}},
+		{"last shorter", append(segments(4, mss, nil), packettest.Flow(1000+4*mss, 10).With(func(p *packettest.TCP) { p.ID = 104 }).Build()), []int{5}},
 		{"short one ends the run", func() [][]byte {
 			s := segments(2, mss, nil)
-			s = append(s, flow(1000+2*mss, 10).build(), flow(1000+2*mss+10, mss).build())
+			s = append(s, packettest.Flow(1000+2*mss, 10).Build(), packettest.Flow(1000+2*mss+10, mss).Build())
 			return s
 		}(), []int{3, 1}},
 		{"longer one does not join", func() [][]byte {
 			s := segments(2, mss, nil)
-			return append(s, flow(1000+2*mss, mss+1).build())
+			return append(s, packettest.Flow(1000+2*mss, mss+1).Build())
 		}(), []int{2, 1}},
-		{"PSH on the last", segments(4, mss, func(i int, p *tcpPkt) {
+		{"PSH on the last", segments(4, mss, func(i int, p *packettest.TCP) {
 			if i == 3 {
-				p.flags |= tcpPSH
+				p.Flags |= tcpPSH
 			}
 		}), []int{4}},
-		{"PSH in the middle ends the run", segments(5, mss, func(i int, p *tcpPkt) {
+		{"PSH in the middle ends the run", segments(5, mss, func(i int, p *packettest.TCP) {
 			if i == 2 {
-				p.flags |= tcpPSH
+				p.Flags |= tcpPSH
 			}
 		}), []int{3, 2}},
-		{"PSH on the first", segments(3, mss, func(i int, p *tcpPkt) {
+		{"PSH on the first", segments(3, mss, func(i int, p *packettest.TCP) {
 			if i == 0 {
-				p.flags |= tcpPSH
+				p.Flags |= tcpPSH
 			}
 		}), []int{1, 2}},
-		{"CWR on the first joins", segments(3, mss, func(i int, p *tcpPkt) {
+		{"CWR on the first joins", segments(3, mss, func(i int, p *packettest.TCP) {
 			if i == 0 {
-				p.flags |= tcpCWR
+				p.Flags |= tcpCWR
 			}
 		}), []int{3}},
-		{"CWR on the second does not", segments(3, mss, func(i int, p *tcpPkt) {
+		{"CWR on the second does not", segments(3, mss, func(i int, p *packettest.TCP) {
 			if i == 1 {
-				p.flags |= tcpCWR
+				p.Flags |= tcpCWR
 			}
 		}), []int{1, 2}},
-		{"ECE on all joins", segments(3, mss, func(i int, p *tcpPkt) { p.flags |= tcpECE }), []int{3}},
-		{"ECE on some does not", segments(3, mss, func(i int, p *tcpPkt) {
+		{"ECE on all joins", segments(3, mss, func(i int, p *packettest.TCP) { p.Flags |= tcpECE }), []int{3}},
+		{"ECE on some does not", segments(3, mss, func(i int, p *packettest.TCP) {
 			if i == 1 {
-				p.flags |= tcpECE
+				p.Flags |= tcpECE
 			}
 		}), []int{1, 1, 1}},
-		{"ECN CE mark splits", segments(4, mss, func(i int, p *tcpPkt) {
-			p.tos = 0x02 // ECT(0)
+		{"ECN CE mark splits", segments(4, mss, func(i int, p *packettest.TCP) {
+			p.TOS = 0x02 // ECT(0)
 			if i == 2 {
-				p.tos = 0x03 // CE
+				p.TOS = 0x03 // CE
 			}
 		}), []int{2, 1, 1}},
-		{"sequence gap", segments(4, mss, func(i int, p *tcpPkt) {
+		{"sequence gap", segments(4, mss, func(i int, p *packettest.TCP) {
 			if i >= 2 {
-				p.seq += 1
+				p.Seq += 1
 			}
 		}), []int{2, 2}},
 		{"reordered", func() [][]byte {
@@ -180,21 +182,21 @@ func TestGROCoalesces(t *testing.T) {
 			s := segments(3, mss, nil)
 			return [][]byte{s[0], s[1], s[1], s[2]}
 		}(), []int{2, 2}},
-		{"ack changes", segments(4, mss, func(i int, p *tcpPkt) { p.ack += uint32(i / 2) }), []int{2, 2}},
-		{"window changes", segments(4, mss, func(i int, p *tcpPkt) { p.window += uint16(i / 3) }), []int{3, 1}},
-		{"TTL changes", segments(2, mss, func(i int, p *tcpPkt) { p.ttl -= uint8(i) }), []int{1, 1}},
-		{"timestamp changes", segments(4, mss-12, func(i int, p *tcpPkt) { p.tcpOptions = tsOption(uint32(i/2), 0) }), []int{2, 2}},
-		{"option length changes", segments(2, mss-12, func(i int, p *tcpPkt) {
+		{"ack changes", segments(4, mss, func(i int, p *packettest.TCP) { p.Ack += uint32(i / 2) }), []int{2, 2}},
+		{"window changes", segments(4, mss, func(i int, p *packettest.TCP) { p.Window += uint16(i / 3) }), []int{3, 1}},
+		{"TTL changes", segments(2, mss, func(i int, p *packettest.TCP) { p.TTL -= uint8(i) }), []int{1, 1}},
+		{"timestamp changes", segments(4, mss-12, func(i int, p *packettest.TCP) { p.TCPOptions = packettest.TSOption(uint32(i/2), 0) }), []int{2, 2}},
+		{"option length changes", segments(2, mss-12, func(i int, p *packettest.TCP) {
 			if i == 1 {
-				p.tcpOptions = tsOption(1, 1)
+				p.TCPOptions = packettest.TSOption(1, 1)
 			}
 		}), []int{1, 1}},
-		{"DF clear, ids follow on", segments(3, mss, func(i int, p *tcpPkt) { p.frag = 0xffff }), []int{3}},
-		{"DF clear, ids do not follow on", segments(3, mss, func(i int, p *tcpPkt) { p.frag = 0xffff; p.id = 7 }), []int{1, 1, 1}},
-		{"DF set, ids irrelevant", segments(3, mss, func(i int, p *tcpPkt) { p.id = 7 }), []int{3}},
-		{"DF differs", segments(2, mss, func(i int, p *tcpPkt) {
+		{"DF clear, ids follow on", segments(3, mss, func(i int, p *packettest.TCP) { p.Frag = 0xffff }), []int{3}},
+		{"DF clear, ids do not follow on", segments(3, mss, func(i int, p *packettest.TCP) { p.Frag = 0xffff; p.ID = 7 }), []int{1, 1, 1}},
+		{"DF set, ids irrelevant", segments(3, mss, func(i int, p *packettest.TCP) { p.ID = 7 }), []int{3}},
+		{"DF differs", segments(2, mss, func(i int, p *packettest.TCP) {
 			if i == 1 {
-				p.frag = 0xffff
+				p.Frag = 0xffff
 			}
 		}), []int{1, 1}},
 	}
@@ -223,20 +225,20 @@ func TestGROPassesThrough(t *testing.T) {
 	const mss = 1000
 	for _, tt := range []struct {
 		name string
-		mod  func(p *tcpPkt)
+		mod  func(p *packettest.TCP)
 	}{
-		{"SYN", func(p *tcpPkt) { p.flags |= tcpSYN }},
-		{"FIN", func(p *tcpPkt) { p.flags |= tcpFIN }},
-		{"RST", func(p *tcpPkt) { p.flags |= tcpRST }},
-		{"URG", func(p *tcpPkt) { p.flags |= tcpURG }},
-		{"no ACK", func(p *tcpPkt) { p.flags = tcpPSH }},
-		{"no payload", func(p *tcpPkt) { p.payload = nil }},
-		{"IPv4 options", func(p *tcpPkt) { p.ipOptions = 4 }},
-		{"more fragments", func(p *tcpPkt) { p.frag = ipFlagMF }},
-		{"fragment offset", func(p *tcpPkt) { p.frag = 0x0010 }},
+		{"SYN", func(p *packettest.TCP) { p.Flags |= tcpSYN }},
+		{"FIN", func(p *packettest.TCP) { p.Flags |= tcpFIN }},
+		{"RST", func(p *packettest.TCP) { p.Flags |= tcpRST }},
+		{"URG", func(p *packettest.TCP) { p.Flags |= tcpURG }},
+		{"no ACK", func(p *packettest.TCP) { p.Flags = tcpPSH }},
+		{"no payload", func(p *packettest.TCP) { p.Payload = nil }},
+		{"IPv4 options", func(p *packettest.TCP) { p.IPOptions = 4 }},
+		{"more fragments", func(p *packettest.TCP) { p.Frag = ipFlagMF }},
+		{"fragment offset", func(p *packettest.TCP) { p.Frag = 0x0010 }},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			pkts := segments(3, mss, func(i int, p *tcpPkt) { tt.mod(p) })
+			pkts := segments(3, mss, func(i int, p *packettest.TCP) { tt.mod(p) })
 			ws := planWrites(t, pkts)
 			if len(ws) != 3 {
 				t.Fatalf("%d writes, want 3 single ones", len(ws))
@@ -247,7 +249,7 @@ func TestGROPassesThrough(t *testing.T) {
 		})
 	}
 	t.Run("UDP and ICMP", func(t *testing.T) {
-		u := udp("10.244.2.3", "10.244.1.2", 63, "datagram").build()
+		u := packettest.UDP("10.244.2.3", "10.244.1.2", 63, "datagram").Build()
 		ws := planWrites(t, [][]byte{u, u})
 		checkSingle(t, ws[0], u)
 		checkSingle(t, ws[1], u)
@@ -259,7 +261,7 @@ func TestGROPassesThrough(t *testing.T) {
 func TestGROVerifiesChecksums(t *testing.T) {
 	const mss = 1000
 	t.Run("bad second", func(t *testing.T) {
-		pkts := segments(4, mss, func(i int, p *tcpPkt) { p.badCsum = i == 1 })
+		pkts := segments(4, mss, func(i int, p *packettest.TCP) { p.BadCsum = i == 1 })
 		ws := planWrites(t, pkts)
 		if len(ws) != 3 {
 			t.Fatalf("%d writes, want 3", len(ws))
@@ -269,7 +271,7 @@ func TestGROVerifiesChecksums(t *testing.T) {
 		checkCoalesced(t, ws[2], pkts[2:])
 	})
 	t.Run("bad first", func(t *testing.T) {
-		pkts := segments(4, mss, func(i int, p *tcpPkt) { p.badCsum = i == 0 })
+		pkts := segments(4, mss, func(i int, p *packettest.TCP) { p.BadCsum = i == 0 })
 		ws := planWrites(t, pkts)
 		if len(ws) != 2 {
 			t.Fatalf("%d writes, want 2", len(ws))
@@ -283,7 +285,7 @@ func TestGROVerifiesChecksums(t *testing.T) {
 func TestGROFlows(t *testing.T) {
 	const mss = 1000
 	a := segments(3, mss, nil)
-	b := segments(3, mss, func(i int, p *tcpPkt) { p.sport = 40001 })
+	b := segments(3, mss, func(i int, p *packettest.TCP) { p.SPort = 40001 })
 	t.Run("interleaved", func(t *testing.T) {
 		ws := planWrites(t, [][]byte{a[0], b[0], a[1], b[1], a[2], b[2]})
 		if len(ws) != 2 {
@@ -293,7 +295,7 @@ func TestGROFlows(t *testing.T) {
 		checkCoalesced(t, ws[1], b)
 	})
 	t.Run("pure ACK of the flow flushes its run first", func(t *testing.T) {
-		ack := flow(5000, 0).build()
+		ack := packettest.Flow(5000, 0).Build()
 		ws := planWrites(t, [][]byte{a[0], a[1], ack, a[2]})
 		if len(ws) != 3 {
 			t.Fatalf("%d writes, want 3", len(ws))
@@ -303,7 +305,7 @@ func TestGROFlows(t *testing.T) {
 		checkSingle(t, ws[2], a[2])
 	})
 	t.Run("UDP between does not break a run", func(t *testing.T) {
-		u := udp("10.244.2.3", "10.244.1.2", 63, "x").build()
+		u := packettest.UDP("10.244.2.3", "10.244.1.2", 63, "x").Build()
 		ws := planWrites(t, [][]byte{a[0], u, a[1], a[2]})
 		if len(ws) != 2 {
 			t.Fatalf("%d writes, want 2", len(ws))
@@ -314,7 +316,7 @@ func TestGROFlows(t *testing.T) {
 	t.Run("more flows than runs", func(t *testing.T) {
 		var pkts [][]byte
 		for f := 0; f < maxGROFlows+2; f++ {
-			for _, s := range segments(2, mss, func(i int, p *tcpPkt) { p.sport = uint16(1000 + f) }) {
+			for _, s := range segments(2, mss, func(i int, p *packettest.TCP) { p.SPort = uint16(1000 + f) }) {
 				pkts = append(pkts, s)
 			}
 		}
@@ -362,7 +364,7 @@ func TestGROLimits(t *testing.T) {
 
 // TestGROThenTSO: cutting a coalesced superpacket gives back the segments.
 func TestGROThenTSO(t *testing.T) {
-	pkts := segments(7, 1388, func(i int, p *tcpPkt) { p.tcpOptions = tsOption(9, 8) })
+	pkts := segments(7, 1388, func(i int, p *packettest.TCP) { p.TCPOptions = packettest.TSOption(9, 8) })
 	ws := planWrites(t, pkts)
 	if len(ws) != 1 {
 		t.Fatalf("%d writes", len(ws))
@@ -376,7 +378,7 @@ func TestGROThenTSO(t *testing.T) {
 func TestGRODoesNotAllocate(t *testing.T) {
 	batch := make([]Packet, 0, 128)
 	for f := 0; f < 3; f++ {
-		for _, b := range segments(40, 1400, func(i int, p *tcpPkt) { p.sport = uint16(f) }) {
+		for _, b := range segments(40, 1400, func(i int, p *packettest.TCP) { p.SPort = uint16(f) }) {
 			buf := append(make([]byte, Headroom), b...)
 			batch = append(batch, Packet{Buf: buf, Off: Headroom, Len: len(b)})
 		}

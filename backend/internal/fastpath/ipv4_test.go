@@ -4,11 +4,13 @@ import (
 	"encoding/binary"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/weftnet/weft/backend/internal/fastpath/packettest"
 )
 
 func TestParseIPv4(t *testing.T) {
-	good := udp("10.244.1.2", "10.244.2.3", 64, "hello").build()
-	withOptions := pkt{src: "10.0.0.1", dst: "10.0.0.2", ttl: 5, proto: 6, options: 8, payload: []byte("xyz")}.build()
+	good := packettest.UDP("10.244.1.2", "10.244.2.3", 64, "hello").Build()
+	withOptions := packettest.IPv4{Src: "10.0.0.1", Dst: "10.0.0.2", TTL: 5, Proto: 6, Options: 8, Payload: []byte("xyz")}.Build()
 	mutate := func(b []byte, f func([]byte)) []byte {
 		c := append([]byte(nil), b...)
 		f(c)
@@ -20,7 +22,7 @@ func TestParseIPv4(t *testing.T) {
 			return
 		}
 		binary.BigEndian.PutUint16(b[10:], 0)
-		binary.BigEndian.PutUint16(b[10:], refChecksum(b[:hlen]))
+		binary.BigEndian.PutUint16(b[10:], packettest.RefChecksum(b[:hlen]))
 	}
 	tests := []struct {
 		name string
@@ -41,7 +43,7 @@ func TestParseIPv4(t *testing.T) {
 		{"total length beyond data", mutate(good, func(b []byte) { binary.BigEndian.PutUint16(b[2:], uint16(len(b)+1)); fixSum(b) }), DropMalformed},
 		{"bad checksum", mutate(good, func(b []byte) { b[10] ^= 0x01 }), DropMalformed},
 		{"bad checksum in options", mutate(withOptions, func(b []byte) { b[21] = 7 }), DropMalformed},
-		{"header only", pkt{src: "10.0.0.1", dst: "10.0.0.2", ttl: 1, proto: 17}.build(), DropNone},
+		{"header only", packettest.IPv4{Src: "10.0.0.1", Dst: "10.0.0.2", TTL: 1, Proto: 17}.Build(), DropNone},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -66,7 +68,7 @@ func TestParseIPv4FragmentOffset(t *testing.T) {
 		field uint16
 		want  uint16
 	}{{0x0000, 0}, {0x4000, 0}, {0x2000, 0}, {0x2001, 1}, {0x1fff, 0x1fff}, {0x00b9, 0xb9}} {
-		b := pkt{src: "10.0.0.1", dst: "10.0.0.2", ttl: 9, proto: 17, frag: tt.field}.build()
+		b := packettest.IPv4{Src: "10.0.0.1", Dst: "10.0.0.2", TTL: 9, Proto: 17, Frag: tt.field}.Build()
 		h, r := parseIPv4(b)
 		if r != DropNone || h.fragOff != tt.want {
 			t.Errorf("frag field %#04x: offset %d (%v), want %d", tt.field, h.fragOff, r, tt.want)
@@ -86,7 +88,7 @@ func TestChecksumMatchesReference(t *testing.T) {
 				b[j] = 0xff
 			}
 		}
-		if got, want := checksum(b, 0), refChecksum(b); got != want {
+		if got, want := checksum(b, 0), packettest.RefChecksum(b); got != want {
 			t.Fatalf("checksum(% x) = %#04x, want %#04x", b, got, want)
 		}
 	}
@@ -103,7 +105,7 @@ func TestDecrementTTLMatchesFullRecomputation(t *testing.T) {
 		}
 		want := append([]byte(nil), b...)
 		binary.BigEndian.PutUint16(want[10:], 0)
-		binary.BigEndian.PutUint16(want[10:], refChecksum(want[:20]))
+		binary.BigEndian.PutUint16(want[10:], packettest.RefChecksum(want[:20]))
 		if got, w := binary.BigEndian.Uint16(b[10:]), binary.BigEndian.Uint16(want[10:]); got != w {
 			t.Fatalf("header % x: incremental checksum %#04x, full recomputation %#04x", before[:20], got, w)
 		}
@@ -113,12 +115,12 @@ func TestDecrementTTLMatchesFullRecomputation(t *testing.T) {
 	}
 	for ttl := 2; ttl <= 255; ttl++ {
 		for i := 0; i < 200; i++ {
-			b := udp("10.244.1.2", "10.244.2.3", uint8(ttl), "x").build()
+			b := packettest.UDP("10.244.1.2", "10.244.2.3", uint8(ttl), "x").Build()
 			binary.BigEndian.PutUint32(b[12:], rng.Uint32())
 			binary.BigEndian.PutUint32(b[16:], rng.Uint32())
 			binary.BigEndian.PutUint16(b[4:], uint16(rng.Uint32()))
 			binary.BigEndian.PutUint16(b[10:], 0)
-			binary.BigEndian.PutUint16(b[10:], refChecksum(b[:20]))
+			binary.BigEndian.PutUint16(b[10:], packettest.RefChecksum(b[:20]))
 			check(b)
 		}
 	}
@@ -126,10 +128,10 @@ func TestDecrementTTLMatchesFullRecomputation(t *testing.T) {
 	// 0x0000: search for them by varying the ID field.
 	edges := map[uint16]bool{}
 	for id := 0; id < 1<<16; id++ {
-		b := udp("10.244.1.2", "10.244.2.3", uint8(2+id%254), "x").build()
+		b := packettest.UDP("10.244.1.2", "10.244.2.3", uint8(2+id%254), "x").Build()
 		binary.BigEndian.PutUint16(b[4:], uint16(id))
 		binary.BigEndian.PutUint16(b[10:], 0)
-		sum := refChecksum(b[:20])
+		sum := packettest.RefChecksum(b[:20])
 		if sum < 0xfeff && sum > 0x0100 {
 			continue
 		}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/backend/internal/fastpath"
+	"github.com/weftnet/weft/backend/internal/fastpath/packettest"
 	"github.com/weftnet/weft/pkg/nsutil"
 	"github.com/weftnet/weft/test/nstest"
 )
@@ -238,7 +239,7 @@ func TestTUN(t *testing.T) {
 
 	// A packet written into the TUN enters the kernel: an echo request to the TUN's own
 	// address from 10.9.1.5 is answered back into the TUN.
-	echo := icmpEcho("10.9.1.5", "10.9.0.0", 77)
+	echo := packettest.ICMPEcho("10.9.1.5", "10.9.0.0", 77)
 	w := slots(1, 1500)
 	w[0].Len = copy(w[0].Buf[w[0].Off:], echo)
 	if n, err := tun.Write(w); n != 1 || err != nil {
@@ -306,39 +307,6 @@ func TestTUN(t *testing.T) {
 	if allocs != 0 {
 		t.Errorf("%v allocations per TUN write+read", allocs)
 	}
-}
-
-// icmpEcho builds an ICMP echo request with correct checksums.
-func icmpEcho(src, dst string, id uint16) []byte {
-	b := make([]byte, 28+8)
-	b[0] = 0x45
-	b[2], b[3] = 0, byte(len(b))
-	b[8], b[9] = 64, 1
-	s, d := netip.MustParseAddr(src).As4(), netip.MustParseAddr(dst).As4()
-	copy(b[12:], s[:])
-	copy(b[16:], d[:])
-	b[20] = 8
-	b[24], b[25] = byte(id>>8), byte(id)
-	copy(b[28:], "weftping")
-	hc := headerChecksum(b[:20])
-	b[10], b[11] = byte(hc>>8), byte(hc)
-	ic := icmpChecksum(b[20:])
-	b[22], b[23] = byte(ic>>8), byte(ic)
-	return b
-}
-
-func icmpChecksum(m []byte) uint16 {
-	var sum uint32
-	for i := 0; i+1 < len(m); i += 2 {
-		sum += uint32(m[i])<<8 | uint32(m[i+1])
-	}
-	if len(m)%2 == 1 {
-		sum += uint32(m[len(m)-1]) << 8
-	}
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
 }
 
 func TestCheckTUNSaysWhatIsMissing(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/weftnet/weft/backend/internal/fastpath/packettest"
 	"github.com/weftnet/weft/pkg/nsutil"
 	"github.com/weftnet/weft/test/nstest"
 )
@@ -116,19 +117,19 @@ func TestTUNOffloadWithKernelTCP(t *testing.T) {
 
 	// Handshake. The SYN came with a partial checksum (TUN_F_CSUM), which Read completed.
 	syn := readTCP(t, tun, in, deadline)[0]
-	if tcpFlags(syn)&tcpSYN == 0 || !refTCPValid(syn, 20) || refChecksum(syn[:20]) != 0 {
+	if packettest.TCPFlags(syn)&tcpSYN == 0 || !packettest.RefTCPValid(syn, 20) || packettest.RefChecksum(syn[:20]) != 0 {
 		t.Fatalf("first packet is not a valid SYN: %x", syn)
 	}
 	cport := binary.BigEndian.Uint16(syn[20:])
-	cseq := tcpSeq(syn) + 1
+	cseq := packettest.TCPSeq(syn) + 1
 	const sseq0 = 5000
-	server := func(seq, ack uint32, flags uint8, payload []byte) tcpPkt {
-		return tcpPkt{src: serverAddr, dst: clientAddr, sport: 80, dport: cport, seq: seq, ack: ack,
-			flags: flags, window: 0xffff, id: 1, ttl: 64, payload: payload}
+	server := func(seq, ack uint32, flags uint8, payload []byte) packettest.TCP {
+		return packettest.TCP{Src: serverAddr, Dst: clientAddr, SPort: 80, DPort: cport, Seq: seq, Ack: ack,
+			Flags: flags, Window: 0xffff, ID: 1, TTL: 64, Payload: payload}
 	}
 	synack := server(sseq0, cseq, tcpSYN|tcpACK, nil)
-	synack.tcpOptions = []byte{2, 4, serverMSS >> 8, serverMSS & 0xff, 1, 3, 3, 7} // MSS, NOP, window scale 7
-	writePkts(t, tun, synack.build())
+	synack.TCPOptions = []byte{2, 4, serverMSS >> 8, serverMSS & 0xff, 1, 3, 3, 7} // MSS, NOP, window scale 7
+	writePkts(t, tun, synack.Build())
 	d := <-dialc
 	if d.err != nil {
 		t.Fatal(d.err)
@@ -149,10 +150,10 @@ func TestTUNOffloadWithKernelTCP(t *testing.T) {
 		pkts := readTCP(t, tun, in, deadline)
 		data := 0
 		for _, p := range pkts {
-			if refChecksum(p[:20]) != 0 || !refTCPValid(p, 20) || len(p) > 1500 {
+			if packettest.RefChecksum(p[:20]) != 0 || !packettest.RefTCPValid(p, 20) || len(p) > 1500 {
 				t.Fatalf("segment with a wrong checksum or too long (%d bytes)", len(p))
 			}
-			pl := payloadOf(p)
+			pl := packettest.TCPPayload(p)
 			if len(pl) == 0 {
 				continue
 			}
@@ -160,12 +161,12 @@ func TestTUNOffloadWithKernelTCP(t *testing.T) {
 				t.Fatalf("segment of %d bytes with MSS %d", len(pl), serverMSS)
 			}
 			data++
-			if off := int(tcpSeq(p) - cseq); off == len(got) {
+			if off := int(packettest.TCPSeq(p) - cseq); off == len(got) {
 				got = append(got, pl...)
 			}
 		}
 		maxPerRead = max(maxPerRead, data)
-		writePkts(t, tun, server(sseq0+1, cseq+uint32(len(got)), tcpACK, nil).build())
+		writePkts(t, tun, server(sseq0+1, cseq+uint32(len(got)), tcpACK, nil).Build())
 	}
 	if !bytes.Equal(got, up) {
 		t.Fatal("the client's data arrived changed")
@@ -185,8 +186,8 @@ func TestTUNOffloadWithKernelTCP(t *testing.T) {
 		var batch [][]byte
 		for len(batch) < 40 && off < len(down) {
 			p := server(sseq0+1+uint32(off), ack, tcpACK, down[off:off+serverMSS])
-			p.id = uint16(off / serverMSS)
-			batch = append(batch, p.build())
+			p.ID = uint16(off / serverMSS)
+			batch = append(batch, p.Build())
 			off += serverMSS
 		}
 		writePkts(t, tun, batch...)
@@ -211,7 +212,7 @@ func TestTUNOffloadWithKernelTCP(t *testing.T) {
 	}
 
 	// Single packets through the virtio-net header path do not allocate.
-	echo := icmpEchoPkt(t, serverAddr, clientAddr)
+	echo := packettest.ICMPEcho(serverAddr, clientAddr, 1)
 	w := []Packet{{Buf: append(make([]byte, Headroom), echo...), Off: Headroom, Len: len(echo)}}
 	allocs := testing.AllocsPerRun(50, func() {
 		if _, err := tun.Write(w); err != nil {
@@ -230,14 +231,6 @@ func TestTUNOffloadWithKernelTCP(t *testing.T) {
 	if out, err := nstest.Run(ns, "ethtool", "-k", offTUN); err == nil && strings.Contains(out, "tcp-segmentation-offload: on") {
 		t.Fatalf("TSO still on after Close:\n%s", out)
 	}
-}
-
-func icmpEchoPkt(t *testing.T, src, dst string) []byte {
-	t.Helper()
-	b := pkt{src: src, dst: dst, ttl: 64, proto: protoICMP, payload: make([]byte, 16)}.build()
-	b[20] = 8
-	binary.BigEndian.PutUint16(b[22:], refChecksum(b[20:]))
-	return b
 }
 
 // TestUDPOffload sends runs of equal datagrams with UDP GSO to a GRO socket and to a

@@ -2,9 +2,10 @@ package fastpath
 
 import (
 	"bytes"
-	"encoding/binary"
 	"net/netip"
 	"testing"
+
+	"github.com/weftnet/weft/backend/internal/fastpath/packettest"
 )
 
 // The decision tests run as node 10.244.1.0/24 with testPeers: 10.244.2.0/24 behind
@@ -13,32 +14,32 @@ import (
 func TestFromDevice(t *testing.T) {
 	tests := []struct {
 		name     string
-		p        pkt
+		p        packettest.IPv4
 		trailing int
 		want     DropReason
 		wantTo   string // endpoint when forwarded
 		wantICMP uint8  // ICMP type written back, 0 for none
 	}{
-		{"to peer", udp("10.244.1.2", "10.244.2.3", 64, "hi"), 0, DropNone, "192.0.2.2:8285", 0},
-		{"to second subnet of a peer", udp("10.244.1.2", "10.244.4.9", 64, "hi"), 0, DropNone, "192.0.2.3:8285", 0},
-		{"from host address", udp("10.244.1.0", "10.244.3.1", 64, "hi"), 0, DropNone, "192.0.2.3:8285", 0},
-		{"trailing bytes trimmed", udp("10.244.1.2", "10.244.2.3", 64, "hi"), 5, DropNone, "192.0.2.2:8285", 0},
-		{"TTL 2 still forwarded", udp("10.244.1.2", "10.244.2.3", 2, "hi"), 0, DropNone, "192.0.2.2:8285", 0},
-		{"TTL 1 expires", udp("10.244.1.2", "10.244.2.3", 1, "hi"), 0, DropTTLExceeded, "", icmpTimeExceeded},
-		{"TTL 0 expires", udp("10.244.1.2", "10.244.2.3", 0, "hi"), 0, DropTTLExceeded, "", icmpTimeExceeded},
-		{"no peer in network", udp("10.244.1.2", "10.244.9.9", 64, "hi"), 0, DropNoRoute, "", icmpDestUnreachable},
-		{"outside network", udp("10.244.1.2", "8.8.8.8", 64, "hi"), 0, DropNoRoute, "", icmpDestUnreachable},
-		{"no peer, about an ICMP error", pkt{src: "10.244.1.2", dst: "10.244.9.9", ttl: 64, proto: protoICMP, payload: make([]byte, 8)}.withICMPType(3), 0, DropNoRoute, "", 0},
-		{"no peer, multicast", udp("10.244.1.2", "239.0.0.1", 64, "hi"), 0, DropNoRoute, "", 0},
-		{"own subnet", udp("10.244.1.2", "10.244.1.3", 64, "hi"), 0, DropOwnSubnet, "", 0},
-		{"IPv6", pkt{src: "10.244.1.2", dst: "10.244.2.3", ttl: 64}.withVersion(6), 0, DropNotIPv4, "", 0},
-		{"bad checksum", udp("10.244.1.2", "10.244.2.3", 64, "hi").withBadChecksum(), 0, DropMalformed, "", 0},
+		{"to peer", packettest.UDP("10.244.1.2", "10.244.2.3", 64, "hi"), 0, DropNone, "192.0.2.2:8285", 0},
+		{"to second subnet of a peer", packettest.UDP("10.244.1.2", "10.244.4.9", 64, "hi"), 0, DropNone, "192.0.2.3:8285", 0},
+		{"from host address", packettest.UDP("10.244.1.0", "10.244.3.1", 64, "hi"), 0, DropNone, "192.0.2.3:8285", 0},
+		{"trailing bytes trimmed", packettest.UDP("10.244.1.2", "10.244.2.3", 64, "hi"), 5, DropNone, "192.0.2.2:8285", 0},
+		{"TTL 2 still forwarded", packettest.UDP("10.244.1.2", "10.244.2.3", 2, "hi"), 0, DropNone, "192.0.2.2:8285", 0},
+		{"TTL 1 expires", packettest.UDP("10.244.1.2", "10.244.2.3", 1, "hi"), 0, DropTTLExceeded, "", icmpTimeExceeded},
+		{"TTL 0 expires", packettest.UDP("10.244.1.2", "10.244.2.3", 0, "hi"), 0, DropTTLExceeded, "", icmpTimeExceeded},
+		{"no peer in network", packettest.UDP("10.244.1.2", "10.244.9.9", 64, "hi"), 0, DropNoRoute, "", icmpDestUnreachable},
+		{"outside network", packettest.UDP("10.244.1.2", "8.8.8.8", 64, "hi"), 0, DropNoRoute, "", icmpDestUnreachable},
+		{"no peer, about an ICMP error", packettest.IPv4{Src: "10.244.1.2", Dst: "10.244.9.9", TTL: 64, Proto: protoICMP, Payload: make([]byte, 8)}.WithICMPType(3), 0, DropNoRoute, "", 0},
+		{"no peer, multicast", packettest.UDP("10.244.1.2", "239.0.0.1", 64, "hi"), 0, DropNoRoute, "", 0},
+		{"own subnet", packettest.UDP("10.244.1.2", "10.244.1.3", 64, "hi"), 0, DropOwnSubnet, "", 0},
+		{"IPv6", packettest.IPv4{Src: "10.244.1.2", Dst: "10.244.2.3", TTL: 64}.WithVersion(6), 0, DropNotIPv4, "", 0},
+		{"bad checksum", packettest.UDP("10.244.1.2", "10.244.2.3", 64, "hi").WithBadChecksum(), 0, DropMalformed, "", 0},
 	}
 	f := testForwarder(t)
 	tab := testPeers(t)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			orig := tt.p.build()
+			orig := tt.p.Build()
 			b := append(append([]byte(nil), orig...), make([]byte, tt.trailing)...)
 			p := packetOf(b, netip.AddrPort{})
 			icmp := make([]byte, icmpMaxLen)
@@ -59,7 +60,7 @@ func TestFromDevice(t *testing.T) {
 				return
 			}
 			code := uint8(0)
-			checkICMPError(t, icmp[:n], orig, "10.244.1.0", tt.p.src, tt.wantICMP, code)
+			checkICMPError(t, icmp[:n], orig, "10.244.1.0", tt.p.Src, tt.wantICMP, code)
 		})
 	}
 }
@@ -68,31 +69,31 @@ func TestFromConn(t *testing.T) {
 	tests := []struct {
 		name     string
 		from     string
-		p        pkt
+		p        packettest.IPv4
 		want     DropReason
 		wantICMP bool // a time-exceeded back to the sender
 	}{
-		{"from peer", "192.0.2.2:8285", udp("10.244.2.3", "10.244.1.2", 63, "hi"), DropNone, false},
-		{"from peer's second subnet", "192.0.2.3:8285", udp("10.244.4.3", "10.244.1.2", 63, "hi"), DropNone, false},
-		{"to own host address", "192.0.2.2:8285", udp("10.244.2.0", "10.244.1.0", 63, "hi"), DropNone, false},
-		{"unknown sender address", "192.0.2.9:8285", udp("10.244.2.3", "10.244.1.2", 63, "hi"), DropNotPeer, false},
-		{"peer address, other port", "192.0.2.2:9999", udp("10.244.2.3", "10.244.1.2", 63, "hi"), DropNotPeer, false},
-		{"no sender", "0.0.0.0:0", udp("10.244.2.3", "10.244.1.2", 63, "hi"), DropNotPeer, false},
-		{"source of another peer", "192.0.2.2:8285", udp("10.244.3.3", "10.244.1.2", 63, "hi"), DropSpoofedSource, false},
-		{"source outside all peers", "192.0.2.2:8285", udp("10.244.7.3", "10.244.1.2", 63, "hi"), DropSpoofedSource, false},
-		{"source in own subnet", "192.0.2.2:8285", udp("10.244.1.5", "10.244.1.2", 63, "hi"), DropSpoofedSource, false},
-		{"source outside network", "192.0.2.2:8285", udp("192.0.2.2", "10.244.1.2", 63, "hi"), DropSpoofedSource, false},
-		{"destination of another peer", "192.0.2.2:8285", udp("10.244.2.3", "10.244.3.2", 63, "hi"), DropWrongDestination, false},
-		{"destination outside network", "192.0.2.2:8285", udp("10.244.2.3", "1.1.1.1", 63, "hi"), DropWrongDestination, false},
-		{"malformed from peer", "192.0.2.2:8285", udp("10.244.2.3", "10.244.1.2", 63, "hi").withBadChecksum(), DropMalformed, false},
-		{"IPv6 from peer", "192.0.2.2:8285", pkt{src: "10.244.2.3", dst: "10.244.1.2", ttl: 63}.withVersion(6), DropNotIPv4, false},
-		{"TTL 1", "192.0.2.2:8285", udp("10.244.2.3", "10.244.1.2", 1, "hi"), DropTTLExceeded, true},
+		{"from peer", "192.0.2.2:8285", packettest.UDP("10.244.2.3", "10.244.1.2", 63, "hi"), DropNone, false},
+		{"from peer's second subnet", "192.0.2.3:8285", packettest.UDP("10.244.4.3", "10.244.1.2", 63, "hi"), DropNone, false},
+		{"to own host address", "192.0.2.2:8285", packettest.UDP("10.244.2.0", "10.244.1.0", 63, "hi"), DropNone, false},
+		{"unknown sender address", "192.0.2.9:8285", packettest.UDP("10.244.2.3", "10.244.1.2", 63, "hi"), DropNotPeer, false},
+		{"peer address, other port", "192.0.2.2:9999", packettest.UDP("10.244.2.3", "10.244.1.2", 63, "hi"), DropNotPeer, false},
+		{"no sender", "0.0.0.0:0", packettest.UDP("10.244.2.3", "10.244.1.2", 63, "hi"), DropNotPeer, false},
+		{"source of another peer", "192.0.2.2:8285", packettest.UDP("10.244.3.3", "10.244.1.2", 63, "hi"), DropSpoofedSource, false},
+		{"source outside all peers", "192.0.2.2:8285", packettest.UDP("10.244.7.3", "10.244.1.2", 63, "hi"), DropSpoofedSource, false},
+		{"source in own subnet", "192.0.2.2:8285", packettest.UDP("10.244.1.5", "10.244.1.2", 63, "hi"), DropSpoofedSource, false},
+		{"source outside network", "192.0.2.2:8285", packettest.UDP("192.0.2.2", "10.244.1.2", 63, "hi"), DropSpoofedSource, false},
+		{"destination of another peer", "192.0.2.2:8285", packettest.UDP("10.244.2.3", "10.244.3.2", 63, "hi"), DropWrongDestination, false},
+		{"destination outside network", "192.0.2.2:8285", packettest.UDP("10.244.2.3", "1.1.1.1", 63, "hi"), DropWrongDestination, false},
+		{"malformed from peer", "192.0.2.2:8285", packettest.UDP("10.244.2.3", "10.244.1.2", 63, "hi").WithBadChecksum(), DropMalformed, false},
+		{"IPv6 from peer", "192.0.2.2:8285", packettest.IPv4{Src: "10.244.2.3", Dst: "10.244.1.2", TTL: 63}.WithVersion(6), DropNotIPv4, false},
+		{"TTL 1", "192.0.2.2:8285", packettest.UDP("10.244.2.3", "10.244.1.2", 1, "hi"), DropTTLExceeded, true},
 	}
 	f := testForwarder(t)
 	tab := testPeers(t)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			orig := tt.p.build()
+			orig := tt.p.Build()
 			p := packetOf(orig, ap(tt.from))
 			icmp := make([]byte, icmpMaxLen)
 			r, n := f.fromConn(tab, &p, icmp)
@@ -106,7 +107,7 @@ func TestFromConn(t *testing.T) {
 				t.Fatalf("ICMP error length %d, want one: %v", n, tt.wantICMP)
 			}
 			if n > 0 {
-				checkICMPError(t, icmp[:n], orig, "10.244.1.0", tt.p.src, icmpTimeExceeded, icmpTTLExceeded)
+				checkICMPError(t, icmp[:n], orig, "10.244.1.0", tt.p.Src, icmpTimeExceeded, icmpTTLExceeded)
 			}
 		})
 	}
@@ -122,7 +123,7 @@ func checkForwarded(t *testing.T, got, orig []byte) {
 	if got[8] != orig[8]-1 {
 		t.Fatalf("TTL %d, want %d", got[8], orig[8]-1)
 	}
-	if !headerValid(got) {
+	if !packettest.HeaderValid(got) {
 		t.Fatal("forwarded header checksum wrong")
 	}
 	g, o := append([]byte(nil), got...), append([]byte(nil), orig...)
@@ -133,20 +134,6 @@ func checkForwarded(t *testing.T, got, orig []byte) {
 	}
 }
 
-func (p pkt) withICMPType(typ byte) pkt {
-	p.payload = append([]byte{typ}, p.payload[1:]...)
-	return p
-}
-
-func (p pkt) withVersion(v byte) pkt {
-	p.options = 0
-	return p.post(func(b []byte) { b[0] = v<<4 | b[0]&0x0f })
-}
-
-func (p pkt) withBadChecksum() pkt {
-	return p.post(func(b []byte) { binary.BigEndian.PutUint16(b[10:], ^binary.BigEndian.Uint16(b[10:])+1) })
-}
-
 func TestPerPacketFunctionsDoNotAllocate(t *testing.T) {
 	f := testForwarder(t)
 	tab := testPeers(t)
@@ -155,13 +142,13 @@ func TestPerPacketFunctionsDoNotAllocate(t *testing.T) {
 		name string
 		run  func()
 	}{
-		{"fromDevice forward", perPacket(udp("10.244.1.2", "10.244.2.3", 200, "payload"), ap("0.0.0.0:0"), func(p *Packet) { f.fromDevice(tab, p, icmp) })},
-		{"fromDevice no route + ICMP", perPacket(udp("10.244.1.2", "10.244.9.3", 200, "payload"), ap("0.0.0.0:0"), func(p *Packet) { f.fromDevice(tab, p, icmp) })},
-		{"fromDevice TTL + ICMP", perPacket(udp("10.244.1.2", "10.244.2.3", 1, "payload"), ap("0.0.0.0:0"), func(p *Packet) { f.fromDevice(tab, p, icmp) })},
-		{"fromConn forward", perPacket(udp("10.244.2.3", "10.244.1.2", 200, "payload"), ap("192.0.2.2:8285"), func(p *Packet) { f.fromConn(tab, p, icmp) })},
-		{"fromConn spoofed", perPacket(udp("10.244.3.3", "10.244.1.2", 200, "payload"), ap("192.0.2.2:8285"), func(p *Packet) { f.fromConn(tab, p, icmp) })},
-		{"fromConn not peer", perPacket(udp("10.244.2.3", "10.244.1.2", 200, "payload"), ap("192.0.2.77:8285"), func(p *Packet) { f.fromConn(tab, p, icmp) })},
-		{"fromConn TTL + ICMP", perPacket(udp("10.244.2.3", "10.244.1.2", 1, "payload"), ap("192.0.2.2:8285"), func(p *Packet) { f.fromConn(tab, p, icmp) })},
+		{"fromDevice forward", perPacket(packettest.UDP("10.244.1.2", "10.244.2.3", 200, "payload"), ap("0.0.0.0:0"), func(p *Packet) { f.fromDevice(tab, p, icmp) })},
+		{"fromDevice no route + ICMP", perPacket(packettest.UDP("10.244.1.2", "10.244.9.3", 200, "payload"), ap("0.0.0.0:0"), func(p *Packet) { f.fromDevice(tab, p, icmp) })},
+		{"fromDevice TTL + ICMP", perPacket(packettest.UDP("10.244.1.2", "10.244.2.3", 1, "payload"), ap("0.0.0.0:0"), func(p *Packet) { f.fromDevice(tab, p, icmp) })},
+		{"fromConn forward", perPacket(packettest.UDP("10.244.2.3", "10.244.1.2", 200, "payload"), ap("192.0.2.2:8285"), func(p *Packet) { f.fromConn(tab, p, icmp) })},
+		{"fromConn spoofed", perPacket(packettest.UDP("10.244.3.3", "10.244.1.2", 200, "payload"), ap("192.0.2.2:8285"), func(p *Packet) { f.fromConn(tab, p, icmp) })},
+		{"fromConn not peer", perPacket(packettest.UDP("10.244.2.3", "10.244.1.2", 200, "payload"), ap("192.0.2.77:8285"), func(p *Packet) { f.fromConn(tab, p, icmp) })},
+		{"fromConn TTL + ICMP", perPacket(packettest.UDP("10.244.2.3", "10.244.1.2", 1, "payload"), ap("192.0.2.2:8285"), func(p *Packet) { f.fromConn(tab, p, icmp) })},
 	}
 	for _, c := range cases {
 		if n := testing.AllocsPerRun(1000, c.run); n != 0 {
@@ -172,8 +159,8 @@ func TestPerPacketFunctionsDoNotAllocate(t *testing.T) {
 
 // perPacket returns a function that restores the packet and runs fn on it, so the TTL
 // does not run out over many runs.
-func perPacket(p pkt, from netip.AddrPort, fn func(*Packet)) func() {
-	orig := p.build()
+func perPacket(p packettest.IPv4, from netip.AddrPort, fn func(*Packet)) func() {
+	orig := p.Build()
 	slot := packetOf(orig, from)
 	return func() {
 		copy(slot.Buf[slot.Off:], orig)

@@ -4,12 +4,14 @@ import (
 	"encoding/binary"
 	"fmt"
 	"testing"
+
+	"github.com/weftnet/weft/backend/internal/fastpath/packettest"
 )
 
 // tsoHdr is the virtio-net header the kernel puts before a TCPv4 superpacket b.
 func tsoHdr(b []byte, mss int) virtioHdr {
-	ihl := ihlOf(b)
-	return virtioHdr{Flags: vnetNeedsCsum, GSOType: gsoTCPv4, HdrLen: uint16(ihl + thlOf(b)),
+	ihl := packettest.IHL(b)
+	return virtioHdr{Flags: vnetNeedsCsum, GSOType: gsoTCPv4, HdrLen: uint16(ihl + packettest.THL(b)),
 		GSOSize: uint16(mss), CsumStart: uint16(ihl), CsumOffset: 16}
 }
 
@@ -40,18 +42,18 @@ func splitAll(t *testing.T, super []byte, h virtioHdr, slotLen int) [][]byte {
 // the payload in order.
 func checkSegments(t *testing.T, super []byte, segs [][]byte, mss int) {
 	t.Helper()
-	ihl, thl := ihlOf(super), thlOf(super)
-	payload := payloadOf(super)
+	ihl, thl := packettest.IHL(super), packettest.THL(super)
+	payload := packettest.TCPPayload(super)
 	wantSegs := max(1, (len(payload)+mss-1)/mss)
 	if len(segs) != wantSegs {
 		t.Fatalf("%d segments, want %d", len(segs), wantSegs)
 	}
 	id0 := binary.BigEndian.Uint16(super[4:])
-	flags0 := tcpFlags(super)
+	flags0 := packettest.TCPFlags(super)
 	var got []byte
 	for i, seg := range segs {
 		last := i == len(segs)-1
-		if refChecksum(seg[:ihl]) != 0 {
+		if packettest.RefChecksum(seg[:ihl]) != 0 {
 			t.Fatalf("segment %d: IPv4 header checksum wrong", i)
 		}
 		if int(binary.BigEndian.Uint16(seg[2:])) != len(seg) {
@@ -64,11 +66,11 @@ func checkSegments(t *testing.T, super []byte, segs [][]byte, mss int) {
 		for _, r := range [][2]int{{0, 2}, {6, 10}, {12, ihl}} {
 			mustEqualBytes(t, fmt.Sprintf("segment %d IPv4 bytes %d-%d", i, r[0], r[1]), seg[r[0]:r[1]], super[r[0]:r[1]])
 		}
-		if !refTCPValid(seg, ihl) {
+		if !packettest.RefTCPValid(seg, ihl) {
 			t.Fatalf("segment %d: TCP checksum wrong", i)
 		}
-		if s := tcpSeq(seg); s != tcpSeq(super)+uint32(i*mss) {
-			t.Fatalf("segment %d: seq %d, want %d", i, s, tcpSeq(super)+uint32(i*mss))
+		if s := packettest.TCPSeq(seg); s != packettest.TCPSeq(super)+uint32(i*mss) {
+			t.Fatalf("segment %d: seq %d, want %d", i, s, packettest.TCPSeq(super)+uint32(i*mss))
 		}
 		want := flags0
 		if !last {
@@ -77,7 +79,7 @@ func checkSegments(t *testing.T, super []byte, segs [][]byte, mss int) {
 		if i > 0 {
 			want &^= tcpCWR
 		}
-		if f := tcpFlags(seg); f != want {
+		if f := packettest.TCPFlags(seg); f != want {
 			t.Fatalf("segment %d: flags %#02x, want %#02x", i, f, want)
 		}
 		// Ports, ack, offset, window, urgent pointer and options as in the superpacket.
@@ -86,46 +88,46 @@ func checkSegments(t *testing.T, super []byte, segs [][]byte, mss int) {
 		mustEqualBytes(t, "ack, offset", st[8:13], ht[8:13])
 		mustEqualBytes(t, "window", st[14:16], ht[14:16])
 		mustEqualBytes(t, "urgent pointer, options", st[18:thl], ht[18:thl])
-		if p := len(payloadOf(seg)); !last && p != mss || p > mss {
+		if p := len(packettest.TCPPayload(seg)); !last && p != mss || p > mss {
 			t.Fatalf("segment %d: %d payload bytes with MSS %d", i, p, mss)
 		}
-		got = append(got, payloadOf(seg)...)
+		got = append(got, packettest.TCPPayload(seg)...)
 	}
 	mustEqualBytes(t, "payload", got, payload)
 }
 
 func TestTSOSplit(t *testing.T) {
 	const mss = 1400
-	ts := tsOption(123456, 654321)
+	ts := packettest.TSOption(123456, 654321)
 	tests := []struct {
 		name string
-		p    tcpPkt
+		p    packettest.TCP
 		mss  int
 	}{
-		{"ack, 5 full segments", flow(1000, 5*mss), mss},
-		{"ack, last short", flow(1000, 5*mss+123), mss},
-		{"one byte more than a segment", flow(7, mss+1), mss},
-		{"less than one segment", flow(7, 100), mss},
-		{"no payload", flow(7, 0), mss},
-		{"largest superpacket", flow(1, 65535-40), mss},
-		{"timestamps", flow(1000, 3*mss).with(func(p *tcpPkt) { p.tcpOptions = ts }), mss - 12},
-		{"PSH on the last only", flow(1000, 3*mss+5).with(func(p *tcpPkt) { p.flags |= tcpPSH }), mss},
-		{"FIN and PSH on the last only", flow(1000, 3*mss+5).with(func(p *tcpPkt) { p.flags |= tcpPSH | tcpFIN }), mss},
-		{"CWR on the first only, ECE on all", flow(1000, 3*mss).with(func(p *tcpPkt) { p.flags |= tcpCWR | tcpECE }), mss},
-		{"URG copied as the kernel's GSO does", flow(1000, 2*mss).with(func(p *tcpPkt) { p.flags |= tcpURG }), mss},
-		{"IPv4 options copied", flow(1000, 3*mss).with(func(p *tcpPkt) { p.ipOptions = 8 }), mss - 8},
-		{"ECN CE in TOS kept", flow(1000, 3*mss).with(func(p *tcpPkt) { p.tos = 0x03 }), mss},
-		{"DF clear", flow(1000, 3*mss).with(func(p *tcpPkt) { p.frag = 0xffff }), mss},
-		{"IP id wraps", flow(1000, 4*mss).with(func(p *tcpPkt) { p.id = 0xfffe }), mss},
-		{"sequence wraps", flow(0xffffff00, 4*mss), mss},
-		{"tiny MSS", flow(1000, 3000), 8},
-		{"odd MSS and odd tail", flow(1000, 3001), 333},
+		{"ack, 5 full segments", packettest.Flow(1000, 5*mss), mss},
+		{"ack, last short", packettest.Flow(1000, 5*mss+123), mss},
+		{"one byte more than a segment", packettest.Flow(7, mss+1), mss},
+		{"less than one segment", packettest.Flow(7, 100), mss},
+		{"no payload", packettest.Flow(7, 0), mss},
+		{"largest superpacket", packettest.Flow(1, 65535-40), mss},
+		{"timestamps", packettest.Flow(1000, 3*mss).With(func(p *packettest.TCP) { p.TCPOptions = ts }), mss - 12},
+		{"PSH on the last only", packettest.Flow(1000, 3*mss+5).With(func(p *packettest.TCP) { p.Flags |= tcpPSH }), mss},
+		{"FIN and PSH on the last only", packettest.Flow(1000, 3*mss+5).With(func(p *packettest.TCP) { p.Flags |= tcpPSH | tcpFIN }), mss},
+		{"CWR on the first only, ECE on all", packettest.Flow(1000, 3*mss).With(func(p *packettest.TCP) { p.Flags |= tcpCWR | tcpECE }), mss},
+		{"URG copied as the kernel's GSO does", packettest.Flow(1000, 2*mss).With(func(p *packettest.TCP) { p.Flags |= tcpURG }), mss},
+		{"IPv4 options copied", packettest.Flow(1000, 3*mss).With(func(p *packettest.TCP) { p.IPOptions = 8 }), mss - 8},
+		{"ECN CE in TOS kept", packettest.Flow(1000, 3*mss).With(func(p *packettest.TCP) { p.TOS = 0x03 }), mss},
+		{"DF clear", packettest.Flow(1000, 3*mss).With(func(p *packettest.TCP) { p.Frag = 0xffff }), mss},
+		{"IP id wraps", packettest.Flow(1000, 4*mss).With(func(p *packettest.TCP) { p.ID = 0xfffe }), mss},
+		{"sequence wraps", packettest.Flow(0xffffff00, 4*mss), mss},
+		{"tiny MSS", packettest.Flow(1000, 3000), 8},
+		{"odd MSS and odd tail", packettest.Flow(1000, 3001), 333},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := tt.p
-			p.partial = true
-			super := p.build()
+			p.Partial = true
+			super := p.Build()
 			orig := append([]byte(nil), super...)
 			segs := splitAll(t, super, tsoHdr(super, tt.mss), 1600)
 			mustEqualBytes(t, "superpacket after the split", super, orig)
@@ -135,15 +137,15 @@ func TestTSOSplit(t *testing.T) {
 }
 
 func TestTSOSplitECNGSOType(t *testing.T) {
-	p := flow(1000, 3*1400).with(func(p *tcpPkt) { p.flags |= tcpCWR; p.partial = true })
-	super := p.build()
+	p := packettest.Flow(1000, 3*1400).With(func(p *packettest.TCP) { p.Flags |= tcpCWR; p.Partial = true })
+	super := p.Build()
 	h := tsoHdr(super, 1400)
 	h.GSOType |= gsoECN
 	checkSegments(t, super, splitAll(t, super, h, 1600), 1400)
 }
 
 func TestTSORefuses(t *testing.T) {
-	good := flow(1000, 3000).with(func(p *tcpPkt) { p.partial = true })
+	good := packettest.Flow(1000, 3000).With(func(p *packettest.TCP) { p.Partial = true })
 	tests := []struct {
 		name  string
 		mod   func(b []byte, h *virtioHdr)
@@ -163,7 +165,7 @@ func TestTSORefuses(t *testing.T) {
 		{name: "fragment offset", mod: func(b []byte, h *virtioHdr) { b[7] = 1 }},
 		{name: "TCP data offset below 5", mod: func(b []byte, h *virtioHdr) { b[32] = 0x40 }},
 		{name: "TCP header beyond packet", build: func() []byte {
-			b := flow(1, 0).with(func(p *tcpPkt) { p.partial = true }).build()
+			b := packettest.Flow(1, 0).With(func(p *packettest.TCP) { p.Partial = true }).Build()
 			b[32] = 0xf0
 			return b
 		}},
@@ -175,7 +177,7 @@ func TestTSORefuses(t *testing.T) {
 			if tt.build != nil {
 				b = tt.build()
 			} else {
-				b = good.build()
+				b = good.Build()
 			}
 			h := virtioHdr{Flags: vnetNeedsCsum, GSOType: gsoTCPv4, HdrLen: 40, GSOSize: 1000, CsumStart: 20, CsumOffset: 16}
 			if tt.mod != nil {
@@ -194,7 +196,7 @@ func TestTSORefuses(t *testing.T) {
 
 // TestTSOSlotTooSmall: a segment larger than the slot abandons the superpacket.
 func TestTSOSlotTooSmall(t *testing.T) {
-	super := flow(1, 3000).with(func(p *tcpPkt) { p.partial = true }).build()
+	super := packettest.Flow(1, 3000).With(func(p *packettest.TCP) { p.Partial = true }).Build()
 	var s tsoSplitter
 	if r := s.start(super, tsoHdr(super, 1400)); r != DropNone {
 		t.Fatal(r)
@@ -205,18 +207,18 @@ func TestTSOSlotTooSmall(t *testing.T) {
 }
 
 func TestCompleteChecksum(t *testing.T) {
-	tcp := flow(5, 333).with(func(p *tcpPkt) { p.partial = true; p.flags |= tcpPSH }).build()
-	if !completeChecksum(tcp, 20, 16) || !refTCPValid(tcp, 20) {
+	tcp := packettest.Flow(5, 333).With(func(p *packettest.TCP) { p.Partial = true; p.Flags |= tcpPSH }).Build()
+	if !completeChecksum(tcp, 20, 16) || !packettest.RefTCPValid(tcp, 20) {
 		t.Fatal("TCP checksum not completed")
 	}
-	opt := flow(5, 333).with(func(p *tcpPkt) { p.partial = true; p.ipOptions = 4 }).build()
-	if !completeChecksum(opt, 24, 16) || !refTCPValid(opt, 24) {
+	opt := packettest.Flow(5, 333).With(func(p *packettest.TCP) { p.Partial = true; p.IPOptions = 4 }).Build()
+	if !completeChecksum(opt, 24, 16) || !packettest.RefTCPValid(opt, 24) {
 		t.Fatal("TCP checksum behind IPv4 options not completed")
 	}
 
-	u := udp("10.244.1.2", "10.244.2.3", 64, "hello, world").build()
-	binary.BigEndian.PutUint16(u[26:], ^refChecksum(refPseudo(u, 20)))
-	if !completeChecksum(u, 20, 6) || refChecksum(append(refPseudo(u, 20), u[20:]...)) != 0 {
+	u := packettest.UDP("10.244.1.2", "10.244.2.3", 64, "hello, world").Build()
+	binary.BigEndian.PutUint16(u[26:], ^packettest.RefChecksum(packettest.RefPseudo(u, 20)))
+	if !completeChecksum(u, 20, 6) || packettest.RefChecksum(append(packettest.RefPseudo(u, 20), u[20:]...)) != 0 {
 		t.Fatal("UDP checksum not completed")
 	}
 
@@ -230,14 +232,14 @@ func TestCompleteChecksum(t *testing.T) {
 // TestCompleteChecksumZeroIsSentAsFFFF: a UDP checksum that computes to 0 goes out as
 // 0xffff (0 would mean "no checksum").
 func TestCompleteChecksumZeroIsSentAsFFFF(t *testing.T) {
-	u := udp("10.244.1.2", "10.244.2.3", 64, "xx").build()
+	u := packettest.UDP("10.244.1.2", "10.244.2.3", 64, "xx").Build()
 	// Choose the two data bytes so that the whole sum is 0xffff.
-	ph := refPseudo(u, 20)
+	ph := packettest.RefPseudo(u, 20)
 	binary.BigEndian.PutUint16(u[26:], 0)
 	binary.BigEndian.PutUint16(u[28:], 0)
-	rest := ^refChecksum(append(ph, u[20:]...))
+	rest := ^packettest.RefChecksum(append(ph, u[20:]...))
 	binary.BigEndian.PutUint16(u[28:], ^rest)
-	binary.BigEndian.PutUint16(u[26:], ^refChecksum(ph))
+	binary.BigEndian.PutUint16(u[26:], ^packettest.RefChecksum(ph))
 	if !completeChecksum(u, 20, 6) {
 		t.Fatal("refused")
 	}
@@ -260,7 +262,7 @@ func TestVirtioHdrRoundTrip(t *testing.T) {
 }
 
 func TestTSODoesNotAllocate(t *testing.T) {
-	super := flow(1, 40000).with(func(p *tcpPkt) { p.partial = true; p.tcpOptions = tsOption(1, 2) }).build()
+	super := packettest.Flow(1, 40000).With(func(p *packettest.TCP) { p.Partial = true; p.TCPOptions = packettest.TSOption(1, 2) }).Build()
 	h := tsoHdr(super, 1388)
 	dst := make([]byte, 1600)
 	var s tsoSplitter
@@ -277,7 +279,7 @@ func TestTSODoesNotAllocate(t *testing.T) {
 }
 
 func BenchmarkTSOSplit(b *testing.B) {
-	super := flow(1, 65535-52).with(func(p *tcpPkt) { p.partial = true; p.tcpOptions = tsOption(1, 2) }).build()
+	super := packettest.Flow(1, 65535-52).With(func(p *packettest.TCP) { p.Partial = true; p.TCPOptions = packettest.TSOption(1, 2) }).Build()
 	h := tsoHdr(super, 1420)
 	dst := make([]byte, 1600)
 	var s tsoSplitter
