@@ -45,6 +45,7 @@ import (
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/internal/fastpath"
+	"github.com/weftnet/weft/backend/internal/fastpath/dgram"
 	"github.com/weftnet/weft/backend/internal/kernel"
 	"github.com/weftnet/weft/backend/internal/tundev"
 	"github.com/weftnet/weft/pkg/ip"
@@ -162,7 +163,7 @@ func (b *udpBackend) activate(h *kernel.Handle, own, network netip.Prefix, batch
 		return nil, fmt.Errorf("udp backend: listen on %s: %w", listen, err)
 	}
 	setSocketBuffers(sock, b.log)
-	conn, err := fastpath.NewSocketConnWith(sock, fastpath.SocketOptions{Batch: batch, Offload: offload, Log: b.log})
+	conn, err := dgram.NewWith(sock, dgram.Options{Batch: batch, Offload: offload, Log: b.log})
 	if err != nil {
 		sock.Close()
 		return nil, fmt.Errorf("udp backend: %w", err)

@@ -53,7 +53,7 @@
 //     partial one. Write coalesces consecutive segments of a TCP flow, verified, into one
 //     superpacket written with writev(2) straight from the packets' buffers (gro.go,
 //     following the kernel's GRO rules); everything else goes through unmodified.
-//   - SocketConn (NewSocketConnWith, Offload, UDP sockets only): UDP_SEGMENT sends a run
+//   - dgram.Conn (dgram.NewWith, Offload, UDP sockets only): UDP_SEGMENT sends a run
 //     of equal-sized datagrams to one peer as one message, and UDP_GRO receives such runs
 //     as one message, which Read hands out one datagram per Packet from its own buffers.
 //

@@ -151,7 +151,7 @@ func (f *Forwarder) BatchSize() int { return f.batch }
 var _ StatsReporter = (*Forwarder)(nil)
 
 // offloader is implemented by a Device or Conn that may use kernel offloads (*TUN,
-// *SocketConn).
+// *dgram.Conn).
 type offloader interface{ Offloads() string }
 
 // Offloads describes the offloads the Device and the Conn use, for logs and status:
@@ -292,9 +292,10 @@ func (s *slots) reset() {
 	}
 }
 
-// readBuffers is implemented by a Conn whose Read hands out packets in buffers of its own
-// (UDP GRO), so the loop's slots need no room for data.
-type readBuffers interface{ ownsReadBuffers() bool }
+// readBuffers is implemented by a Conn whose Read may hand out packets in buffers of its
+// own (*dgram.Conn with UDP GRO): when OwnsReadBuffers says so, the loop's slots need no
+// room for data.
+type readBuffers interface{ OwnsReadBuffers() bool }
 
 // readFailed counts a failed Read and reports whether the loop must end, with the error
 // to end it with.
@@ -372,7 +373,7 @@ func (f *Forwarder) deviceLoop() error {
 // the conn keeps failing.
 func (f *Forwarder) connLoop() error {
 	size := MaxPacket
-	if rb, ok := f.conn.(readBuffers); ok && rb.ownsReadBuffers() {
+	if rb, ok := f.conn.(readBuffers); ok && rb.OwnsReadBuffers() {
 		size = 0
 	}
 	slots := makeSlots(f.batch, size)

@@ -152,16 +152,6 @@ func FuzzGRO(f *testing.F) {
 	})
 }
 
-func FuzzGROSegment(f *testing.F) {
-	f.Add([]byte{20, 0, 0, 0, 0, 0, 0, 0, 17, 0, 0, 0, 104, 0, 0, 0, 0x78, 5, 0, 0, 0, 0, 0, 0})
-	f.Add([]byte{})
-	f.Fuzz(func(t *testing.T, ctl []byte) {
-		if s := groSegment(ctl); s < 0 {
-			t.Fatalf("segment size %d", s)
-		}
-	})
-}
-
 func FuzzCompleteChecksum(f *testing.F) {
 	f.Add(packettest.Flow(5, 33).With(func(p *packettest.TCP) { p.Partial = true }).Build(), uint16(20), uint16(16))
 	f.Add(packettest.UDP("10.244.1.2", "10.244.2.3", 64, "x").Build(), uint16(20), uint16(6))

@@ -69,7 +69,7 @@ type Device interface {
 var ErrDeviceGone = errors.New("device is gone")
 
 // Conn is the underlay side: a datagram socket carrying one overlay packet per datagram
-// (the UDP payload for the udp backend). It is implemented by *SocketConn and, in tests,
+// (the UDP payload for the udp backend). It is implemented by *dgram.Conn and, in tests,
 // by fastpathtest.Conn.
 //
 // Rules:

@@ -4,8 +4,6 @@ package fastpath
 
 import (
 	"errors"
-	"io"
-	"syscall"
 
 	"k8s.io/klog/v2"
 )
@@ -45,31 +43,6 @@ func (t *TUN) Write(pkts []Packet) (int, error) { return 0, ErrNoTUN }
 // Close implements Device.
 func (t *TUN) Close() error { return nil }
 
-// SocketConn is a Conn over an IPv4 datagram socket; Linux only.
-type SocketConn struct{}
-
-var _ Conn = (*SocketConn)(nil)
-
-// NewSocketConn reports an error on this platform.
-func NewSocketConn(sock interface {
-	syscall.Conn
-	io.Closer
-}, batch int) (*SocketConn, error) {
-	return nil, errors.New("fastpath.SocketConn is supported on Linux only")
-}
-
-// BatchSize implements Conn.
-func (c *SocketConn) BatchSize() int { return 1 }
-
-// Read implements Conn.
-func (c *SocketConn) Read(pkts []Packet) (int, error) { return 0, ErrNoTUN }
-
-// Write implements Conn.
-func (c *SocketConn) Write(pkts []Packet) (int, error) { return 0, ErrNoTUN }
-
-// Close implements Conn.
-func (c *SocketConn) Close() error { return nil }
-
 // TUNOptions configure OpenTUNWith.
 type TUNOptions struct {
 	Persist bool
@@ -83,29 +56,3 @@ func OpenTUNWith(name string, o TUNOptions) (*TUN, error) { return nil, ErrNoTUN
 
 // Offloads reports "off": there are none on this platform.
 func (t *TUN) Offloads() string { return "off" }
-
-// SocketOptions configure NewSocketConnWith.
-type SocketOptions struct {
-	Batch   int
-	Offload bool
-	Log     klog.Logger
-}
-
-// NewSocketConnWith reports an error on this platform.
-func NewSocketConnWith(sock interface {
-	syscall.Conn
-	io.Closer
-}, o SocketOptions) (*SocketConn, error) {
-	return NewSocketConn(sock, o.Batch)
-}
-
-// Offloads reports "off": there are none on this platform.
-func (c *SocketConn) Offloads() string { return "off" }
-
-// SocketBuffer is the socket buffer size asked for on Linux.
-const SocketBuffer = 4 << 20
-
-// EnlargeSocketBuffers is only implemented on Linux.
-func EnlargeSocketBuffers(syscall.Conn) error {
-	return errors.New("fastpath.EnlargeSocketBuffers is supported on Linux only")
-}

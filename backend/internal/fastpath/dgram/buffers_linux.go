@@ -1,4 +1,4 @@
-package fastpath
+package dgram
 
 import (
 	"errors"
@@ -7,14 +7,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// SocketBuffer is the receive and send buffer the userspace backends ask for on their
+// BufferSize is the receive and send buffer the userspace backends ask for on their
 // underlay socket, so that a burst from many peers is not dropped while the forwarder is busy.
-const SocketBuffer = 4 << 20
+const BufferSize = 4 << 20
 
-// EnlargeSocketBuffers asks for SocketBuffer-sized receive and send buffers, past
+// EnlargeBuffers asks for BufferSize-sized receive and send buffers, past
 // net.core.[rw]mem_max when the process may (CAP_NET_ADMIN), else as large as the limits
 // allow. Callers log a failure; forwarding works with smaller buffers too.
-func EnlargeSocketBuffers(sock syscall.Conn) error {
+func EnlargeBuffers(sock syscall.Conn) error {
 	rc, err := sock.SyscallConn()
 	if err != nil {
 		return err
@@ -25,10 +25,10 @@ func EnlargeSocketBuffers(sock syscall.Conn) error {
 			{unix.SO_RCVBUFFORCE, unix.SO_RCVBUF},
 			{unix.SO_SNDBUFFORCE, unix.SO_SNDBUF},
 		} {
-			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o.force, SocketBuffer) == nil {
+			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o.force, BufferSize) == nil {
 				continue
 			}
-			if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o.plain, SocketBuffer); err != nil {
+			if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o.plain, BufferSize); err != nil {
 				errs = append(errs, err)
 			}
 		}
