@@ -61,7 +61,7 @@ func listenGRE(local netip.Addr, batch int, log klog.Logger) (*conn, error) {
 // BatchSize implements fastpath.Conn.
 func (c *conn) BatchSize() int { return c.sock.BatchSize() }
 
-// Offloads says what fastpath.Forwarder.Offloads reports for the socket: a raw IP socket
+// Offloads says what forward.Forwarder.Offloads reports for the socket: a raw IP socket
 // has neither GSO nor GRO, so every GRE packet is one send and one receive in the kernel.
 func (c *conn) Offloads() string { return "none (raw IP socket)" }
 

@@ -3,7 +3,7 @@ package udp
 import (
 	"net/netip"
 
-	"github.com/weftnet/weft/backend/internal/fastpath"
+	"github.com/weftnet/weft/backend/internal/fastpath/forward"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -66,10 +66,10 @@ func (s *peerSet) apply(e subnet.Event) change {
 }
 
 // table returns the fast path's peer table for the set.
-func (s *peerSet) table() (*fastpath.PeerTable, error) {
-	peers := make([]fastpath.Peer, 0, len(s.leases))
+func (s *peerSet) table() (*forward.PeerTable, error) {
+	peers := make([]forward.Peer, 0, len(s.leases))
 	for sn, l := range s.leases {
-		peers = append(peers, fastpath.Peer{Subnet: sn, Endpoint: netip.AddrPortFrom(l.Attrs.PublicIP, s.port)})
+		peers = append(peers, forward.Peer{Subnet: sn, Endpoint: netip.AddrPortFrom(l.Attrs.PublicIP, s.port)})
 	}
-	return fastpath.NewPeerTable(peers)
+	return forward.NewPeerTable(peers)
 }

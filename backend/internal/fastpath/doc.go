@@ -1,42 +1,14 @@
 // Package fastpath is weft's userspace forwarding core: it moves IPv4 packets between an
-// overlay Device (a TUN) and an underlay Conn (a UDP socket for the udp backend, later a raw
-// IP protocol 47 socket for userspace GRE), and decides per packet where it goes.
+// overlay Device (a TUN) and an underlay Conn (a UDP socket for the udp backend, a raw IP
+// protocol 47 socket for userspace GRE), and decides per packet where it goes. The
+// Forwarder that does so lives in fastpath/forward (see its design notes), the underlay
+// socket in fastpath/dgram.
 //
 // It owns the per-packet work and nothing else: the backend creates the device and the
-// socket, turns peer leases into a PeerTable, and hands both to a Forwarder. The package
-// never logs per packet, never allocates per packet (buffers are allocated once per loop),
-// and never touches kernel state beyond reading and writing the two file descriptors.
-//
-// # Design notes
-//
-// Two loops run per Forwarder, each on its own goroutine:
-//
-//	device loop:  Device.Read (batch) -> parse IPv4 -> PeerTable.lookup(dst) -> TTL-1
-//	              -> Conn.Write (batch);  no peer / TTL expired -> ICMP error -> Device.Write
-//	conn loop:    Conn.Read (batch) -> sender is a peer endpoint? -> parse IPv4
-//	              -> inner source inside that peer's subnet? -> destination in own subnet?
-//	              -> TTL-1 -> Device.Write (batch);  TTL expired -> ICMP error -> Conn.Write
-//	              back to the sending peer
-//
-// Both loops read the peer table through an atomic.Pointer: Apply builds a new immutable
-// PeerTable and swaps it in, so the fast path takes no lock. Counters are kept per batch on
-// the loop's stack and added to shared atomics once per batch.
-//
-// The Device is read through an atomic.Pointer too. When someone deletes the TUN, its
-// queue is detached and Read fails with ErrDeviceGone; the device loop then calls
-// Config.Reopen (the backend re-creates and configures the device), swaps the new Device
-// in and closes the old one, while the conn loop counts its writes into the old one as
-// drops. Without Reopen the error ends Run.
-//
-// TTL is decremented on both sides, as flanneld's proxy does, so pods see the same hop
-// counts through weft and flanneld. The IPv4 header checksum is updated incrementally
-// (RFC 1624, eqn. 3). ICMP errors follow RFC 1812: none about ICMP errors, non-initial
-// fragments, or packets from or to broadcast, multicast, loopback or unspecified
-// addresses; they quote up to 576 bytes in total and come from Config.Self, the own
-// subnet's network address (the TUN's /32), as if a router behind the TUN had sent them.
-// Errors about packets from the device are written back into the device (the kernel must
-// accept a local source address there: the udp backend sets accept_local on the TUN);
-// errors about packets from a peer go back to that peer over the Conn.
+// socket, turns peer leases into a forward.PeerTable, and hands both to a
+// forward.Forwarder. The fast path never logs per packet, never allocates per packet
+// (buffers are allocated once per loop), and never touches kernel state beyond reading
+// and writing the two file descriptors.
 //
 // # Batching and offloads
 //

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/backend/internal/fastpath"
+	"github.com/weftnet/weft/backend/internal/fastpath/packettest"
 	"github.com/weftnet/weft/test/nstest"
 )
 
@@ -48,7 +49,7 @@ func TestTUNDeletedUnderReader(t *testing.T) {
 			t.Fatalf("offload %v: deletion did not wake Read", offload)
 		}
 		w := slots(1, 1500)
-		w[0].Len = copy(w[0].Buf[w[0].Off:], ipv4UDP("10.9.1.2", "10.9.0.1", 64, []byte("x")))
+		w[0].Len = copy(w[0].Buf[w[0].Off:], packettest.UDP("10.9.1.2", "10.9.0.1", 64, "x").Build())
 		if _, err := tun.Write(w); !errors.Is(err, fastpath.ErrDeviceGone) {
 			t.Fatalf("offload %v: Write after deletion: %v, want ErrDeviceGone", offload, err)
 		}

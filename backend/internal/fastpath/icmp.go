@@ -4,15 +4,15 @@ import "encoding/binary"
 
 // ICMP errors the fast path sends.
 const (
-	icmpDestUnreachable = 3
-	icmpNetUnreachable  = 0 // code of icmpDestUnreachable
-	icmpTimeExceeded    = 11
-	icmpTTLExceeded     = 0 // code of icmpTimeExceeded
+	ICMPDestUnreachable = 3
+	ICMPNetUnreachable  = 0 // code of ICMPDestUnreachable
+	ICMPTimeExceeded    = 11
+	ICMPTTLExceeded     = 0 // code of ICMPTimeExceeded
 
 	icmpHeaderLen = 8
-	// icmpMaxLen bounds a generated ICMP error: RFC 1812 4.3.2.3 quotes as much of the
+	// ICMPMaxLen bounds a generated ICMP error: RFC 1812 4.3.2.3 quotes as much of the
 	// offending packet as fits in 576 bytes.
-	icmpMaxLen = 576
+	ICMPMaxLen = 576
 	// icmpTTL is the TTL of generated errors (the Linux default).
 	icmpTTL = 64
 	// tosInternetControl is the precedence Linux gives ICMP errors.
@@ -39,29 +39,29 @@ func isUnicast(a uint32) bool {
 	return true
 }
 
-// icmpErrorAllowed reports whether RFC 1812 (4.3.2.7) allows an ICMP error about the
+// ICMPErrorAllowed reports whether RFC 1812 (4.3.2.7) allows an ICMP error about the
 // packet b with the validated header h: not about a non-initial fragment, not about an
 // ICMP error (or an ICMP packet too short to tell), not when the source is not a unicast
 // host address, and not when the destination is multicast or broadcast.
-func icmpErrorAllowed(b []byte, h header) bool {
-	if h.fragOff != 0 || !isUnicast(h.src) {
+func ICMPErrorAllowed(b []byte, h Header) bool {
+	if h.FragOff != 0 || !isUnicast(h.Src) {
 		return false
 	}
-	if first := h.dst >> 24; first >= 224 {
+	if first := h.Dst >> 24; first >= 224 {
 		return false
 	}
-	if h.proto == protoICMP && (h.total <= h.hlen || isICMPError(b[h.hlen])) {
+	if h.Proto == protoICMP && (h.Total <= h.HLen || isICMPError(b[h.HLen])) {
 		return false
 	}
 	return true
 }
 
-// buildICMPError writes into out an IPv4 ICMP error of type typ and code about the packet
+// BuildICMPError writes into out an IPv4 ICMP error of type typ and code about the packet
 // b (whose header h was validated), from src to the packet's source, and returns its
-// length. It quotes b up to icmpMaxLen bytes in total. out must hold icmpMaxLen bytes;
+// length. It quotes b up to ICMPMaxLen bytes in total. out must hold ICMPMaxLen bytes;
 // every byte of the result is written, so out may be reused without clearing.
-func buildICMPError(out, b []byte, h header, src uint32, typ, code uint8) int {
-	quote := min(h.total, icmpMaxLen-ipv4HeaderLen-icmpHeaderLen)
+func BuildICMPError(out, b []byte, h Header, src uint32, typ, code uint8) int {
+	quote := min(h.Total, ICMPMaxLen-ipv4HeaderLen-icmpHeaderLen)
 	n := ipv4HeaderLen + icmpHeaderLen + quote
 	o := out[:n]
 
@@ -73,7 +73,7 @@ func buildICMPError(out, b []byte, h header, src uint32, typ, code uint8) int {
 	o[offProto] = protoICMP
 	binary.BigEndian.PutUint16(o[offChecksum:], 0)
 	binary.BigEndian.PutUint32(o[offSrc:], src)
-	binary.BigEndian.PutUint32(o[offDst:], h.src)
+	binary.BigEndian.PutUint32(o[offDst:], h.Src)
 	binary.BigEndian.PutUint16(o[offChecksum:], checksum(o[:ipv4HeaderLen], 0))
 
 	m := o[ipv4HeaderLen:]

@@ -2,7 +2,6 @@ package fastpath
 
 import (
 	"bytes"
-	"encoding/binary"
 	"strings"
 	"testing"
 
@@ -45,59 +44,35 @@ func TestICMPErrorAllowed(t *testing.T) {
 	}
 	for _, tt := range tests {
 		b := tt.p.Build()
-		h, r := parseIPv4(b)
+		h, r := ParseIPv4(b)
 		if r != DropNone {
 			t.Fatalf("%s: test packet invalid: %v", tt.name, r)
 		}
-		if got := icmpErrorAllowed(b, h); got != tt.want {
-			t.Errorf("%s: icmpErrorAllowed = %v, want %v", tt.name, got, tt.want)
+		if got := ICMPErrorAllowed(b, h); got != tt.want {
+			t.Errorf("%s: ICMPErrorAllowed = %v, want %v", tt.name, got, tt.want)
 		}
 	}
 }
 
-// checkICMPError verifies an ICMP error independently of buildICMPError's code.
+// checkICMPError verifies an ICMP error independently of BuildICMPError's code.
 func checkICMPError(t *testing.T, msg, orig []byte, src, dst string, typ, code uint8) {
 	t.Helper()
-	h, r := parseIPv4(msg)
-	if r != DropNone || h.total != len(msg) {
-		t.Fatalf("ICMP error is not a valid IPv4 packet: %v (total %d, len %d)", r, h.total, len(msg))
-	}
-	if !packettest.HeaderValid(msg) {
-		t.Fatal("ICMP error header checksum wrong")
-	}
-	if h.proto != protoICMP || h.hlen != 20 || h.src != packettest.Addr4(src) || h.dst != packettest.Addr4(dst) || h.ttl != icmpTTL || h.fragOff != 0 {
-		t.Fatalf("ICMP error header wrong: %+v", h)
-	}
-	m := msg[20:]
-	if packettest.RefChecksum(m) != 0 {
-		t.Fatal("ICMP checksum wrong")
-	}
-	if m[0] != typ || m[1] != code || binary.BigEndian.Uint32(m[4:]) != 0 {
-		t.Fatalf("ICMP header % x, want type %d code %d", m[:8], typ, code)
-	}
-	wantQuote := orig
-	if len(wantQuote) > icmpMaxLen-28 {
-		wantQuote = wantQuote[:icmpMaxLen-28]
-	}
-	if !bytes.Equal(m[8:], wantQuote) {
-		t.Fatalf("quoted packet differs: got %d bytes, want %d", len(m[8:]), len(wantQuote))
-	}
-	if len(msg) > icmpMaxLen {
-		t.Fatalf("ICMP error of %d bytes exceeds %d", len(msg), icmpMaxLen)
+	if err := packettest.CheckICMPError(msg, orig, src, dst, typ, code); err != nil {
+		t.Fatal(err)
 	}
 }
 
 func TestBuildICMPError(t *testing.T) {
 	for _, size := range []int{0, 1, 7, 8, 100, 548 - 28, 548 - 27, 1400} {
 		orig := packettest.UDP("10.244.1.2", "10.244.9.9", 64, strings.Repeat("a", size)).Build()
-		h, _ := parseIPv4(orig)
-		out := bytes.Repeat([]byte{0xee}, icmpMaxLen) // dirty buffer: every byte must be written
-		n := buildICMPError(out, orig, h, packettest.Addr4("10.244.1.0"), icmpDestUnreachable, icmpNetUnreachable)
-		checkICMPError(t, out[:n], orig, "10.244.1.0", "10.244.1.2", icmpDestUnreachable, icmpNetUnreachable)
+		h, _ := ParseIPv4(orig)
+		out := bytes.Repeat([]byte{0xee}, ICMPMaxLen) // dirty buffer: every byte must be written
+		n := BuildICMPError(out, orig, h, packettest.Addr4("10.244.1.0"), ICMPDestUnreachable, ICMPNetUnreachable)
+		checkICMPError(t, out[:n], orig, "10.244.1.0", "10.244.1.2", ICMPDestUnreachable, ICMPNetUnreachable)
 	}
 	orig := packettest.IPv4{Src: "10.244.2.7", Dst: "10.244.1.5", TTL: 1, Proto: 6, Options: 12, Payload: []byte("0123456789abcdef")}.Build()
-	h, _ := parseIPv4(orig)
-	out := make([]byte, icmpMaxLen)
-	n := buildICMPError(out, orig, h, packettest.Addr4("10.244.1.0"), icmpTimeExceeded, icmpTTLExceeded)
-	checkICMPError(t, out[:n], orig, "10.244.1.0", "10.244.2.7", icmpTimeExceeded, icmpTTLExceeded)
+	h, _ := ParseIPv4(orig)
+	out := make([]byte, ICMPMaxLen)
+	n := BuildICMPError(out, orig, h, packettest.Addr4("10.244.1.0"), ICMPTimeExceeded, ICMPTTLExceeded)
+	checkICMPError(t, out[:n], orig, "10.244.1.0", "10.244.2.7", ICMPTimeExceeded, ICMPTTLExceeded)
 }

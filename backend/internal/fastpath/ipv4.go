@@ -17,56 +17,56 @@ const (
 	protoICMP = 1
 )
 
-// header is what the fast path needs from an IPv4 header. Addresses are big-endian
+// Header is what the fast path needs from an IPv4 header. Addresses are big-endian
 // integers, so lookups and comparisons need no conversion.
-type header struct {
-	hlen    int    // header length in bytes (IHL*4)
-	total   int    // total length from the header; the packet is b[:total]
-	ttl     uint8  //
-	proto   uint8  //
-	fragOff uint16 // fragment offset in 8-byte units (0 for an unfragmented or first fragment)
-	src     uint32 //
-	dst     uint32 //
+type Header struct {
+	HLen    int    // header length in bytes (IHL*4)
+	Total   int    // total length from the header; the packet is b[:Total]
+	TTL     uint8  //
+	Proto   uint8  //
+	FragOff uint16 // fragment offset in 8-byte units (0 for an unfragmented or first fragment)
+	Src     uint32 //
+	Dst     uint32 //
 }
 
-// parseIPv4 checks that b starts with a well-formed IPv4 packet and decodes its header.
+// ParseIPv4 checks that b starts with a well-formed IPv4 packet and decodes its header.
 // Well-formed means: version 4; IHL at least 5; the header, with a correct checksum, lies
 // within b; the total length covers the header and lies within b. Bytes after the total
 // length are allowed (the caller trims them). The reason is DropNone when the packet is
 // well-formed, DropNotIPv4 for another IP version, else DropMalformed.
-func parseIPv4(b []byte) (header, DropReason) {
+func ParseIPv4(b []byte) (Header, DropReason) {
 	if len(b) < 1 {
-		return header{}, DropMalformed
+		return Header{}, DropMalformed
 	}
 	if b[0]>>4 != 4 {
-		return header{}, DropNotIPv4
+		return Header{}, DropNotIPv4
 	}
 	hlen := int(b[0]&0x0f) * 4
 	if hlen < ipv4HeaderLen || len(b) < hlen {
-		return header{}, DropMalformed
+		return Header{}, DropMalformed
 	}
 	total := int(binary.BigEndian.Uint16(b[offTotalLen:]))
 	if total < hlen || total > len(b) {
-		return header{}, DropMalformed
+		return Header{}, DropMalformed
 	}
 	if checksum(b[:hlen], 0) != 0 {
-		return header{}, DropMalformed
+		return Header{}, DropMalformed
 	}
-	return header{
-		hlen:    hlen,
-		total:   total,
-		ttl:     b[offTTL],
-		proto:   b[offProto],
-		fragOff: binary.BigEndian.Uint16(b[offFrag:]) & 0x1fff,
-		src:     binary.BigEndian.Uint32(b[offSrc:]),
-		dst:     binary.BigEndian.Uint32(b[offDst:]),
+	return Header{
+		HLen:    hlen,
+		Total:   total,
+		TTL:     b[offTTL],
+		Proto:   b[offProto],
+		FragOff: binary.BigEndian.Uint16(b[offFrag:]) & 0x1fff,
+		Src:     binary.BigEndian.Uint32(b[offSrc:]),
+		Dst:     binary.BigEndian.Uint32(b[offDst:]),
 	}, DropNone
 }
 
-// decrementTTL lowers the TTL of the IPv4 header at b by one and updates its checksum
+// DecrementTTL lowers the TTL of the IPv4 header at b by one and updates its checksum
 // incrementally (RFC 1624, eqn. 3: HC' = ~(~HC + ~m + m')), where m is the 16-bit word
 // holding TTL and protocol. The caller has checked that the TTL is above 1.
-func decrementTTL(b []byte) {
+func DecrementTTL(b []byte) {
 	old := binary.BigEndian.Uint16(b[offTTL:])
 	b[offTTL]--
 	updated := old - 0x0100

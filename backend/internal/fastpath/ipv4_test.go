@@ -47,16 +47,16 @@ func TestParseIPv4(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h, got := parseIPv4(tt.b)
+			h, got := ParseIPv4(tt.b)
 			if got != tt.want {
-				t.Fatalf("parseIPv4 = %v, want %v", got, tt.want)
+				t.Fatalf("ParseIPv4 = %v, want %v", got, tt.want)
 			}
 			if got != DropNone {
 				return
 			}
-			if h.hlen != int(tt.b[0]&0xf)*4 || h.total != int(binary.BigEndian.Uint16(tt.b[2:])) ||
-				h.ttl != tt.b[8] || h.proto != tt.b[9] ||
-				h.src != binary.BigEndian.Uint32(tt.b[12:]) || h.dst != binary.BigEndian.Uint32(tt.b[16:]) {
+			if h.HLen != int(tt.b[0]&0xf)*4 || h.Total != int(binary.BigEndian.Uint16(tt.b[2:])) ||
+				h.TTL != tt.b[8] || h.Proto != tt.b[9] ||
+				h.Src != binary.BigEndian.Uint32(tt.b[12:]) || h.Dst != binary.BigEndian.Uint32(tt.b[16:]) {
 				t.Fatalf("header fields wrong: %+v", h)
 			}
 		})
@@ -69,9 +69,9 @@ func TestParseIPv4FragmentOffset(t *testing.T) {
 		want  uint16
 	}{{0x0000, 0}, {0x4000, 0}, {0x2000, 0}, {0x2001, 1}, {0x1fff, 0x1fff}, {0x00b9, 0xb9}} {
 		b := packettest.IPv4{Src: "10.0.0.1", Dst: "10.0.0.2", TTL: 9, Proto: 17, Frag: tt.field}.Build()
-		h, r := parseIPv4(b)
-		if r != DropNone || h.fragOff != tt.want {
-			t.Errorf("frag field %#04x: offset %d (%v), want %d", tt.field, h.fragOff, r, tt.want)
+		h, r := ParseIPv4(b)
+		if r != DropNone || h.FragOff != tt.want {
+			t.Errorf("frag field %#04x: offset %d (%v), want %d", tt.field, h.FragOff, r, tt.want)
 		}
 	}
 }
@@ -99,7 +99,7 @@ func TestDecrementTTLMatchesFullRecomputation(t *testing.T) {
 	check := func(b []byte) {
 		t.Helper()
 		before := append([]byte(nil), b...)
-		decrementTTL(b)
+		DecrementTTL(b)
 		if b[8] != before[8]-1 {
 			t.Fatalf("TTL %d -> %d", before[8], b[8])
 		}
@@ -109,7 +109,7 @@ func TestDecrementTTLMatchesFullRecomputation(t *testing.T) {
 		if got, w := binary.BigEndian.Uint16(b[10:]), binary.BigEndian.Uint16(want[10:]); got != w {
 			t.Fatalf("header % x: incremental checksum %#04x, full recomputation %#04x", before[:20], got, w)
 		}
-		if _, r := parseIPv4(b); r != DropNone {
+		if _, r := ParseIPv4(b); r != DropNone {
 			t.Fatalf("header invalid after decrement: %v", r)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/weftnet/weft/backend/internal/fastpath"
+	"github.com/weftnet/weft/backend/internal/fastpath/forward"
 	"github.com/weftnet/weft/backend/internal/kernel"
 )
 
@@ -33,13 +34,13 @@ type PlaneConfig struct {
 	Log      klog.Logger
 }
 
-// Plane is a userspace backend's running data plane: a fastpath.Forwarder between the TUN
+// Plane is a userspace backend's running data plane: a forward.Forwarder between the TUN
 // and the socket, and the upkeep of the TUN. What someone else changes on the device (its
 // link state, MTU, address, the route to the Network) is put back as soon as the kernel
 // reports it, and every Resync period anyway; a deleted device is re-created by the
 // Forwarder through Reopen, with its configuration, while traffic waits.
 type Plane struct {
-	f        *fastpath.Forwarder
+	f        *forward.Forwarder
 	tunOpts  fastpath.TUNOptions
 	resync   time.Duration
 	repaired func(kind string)
@@ -77,8 +78,8 @@ func NewPlane(c PlaneConfig) (*Plane, error) {
 	if p.repaired == nil {
 		p.repaired = func(string) {}
 	}
-	cfg := fastpath.Config{Subnet: d.Own, MTU: d.MTU, BatchSize: c.TUNOptions.Batch, Log: c.Log, Reopen: p.reopen}
-	if p.f, err = fastpath.New(cfg, tun, c.Conn); err != nil {
+	cfg := forward.Config{Subnet: d.Own, MTU: d.MTU, BatchSize: c.TUNOptions.Batch, Log: c.Log, Reopen: p.reopen}
+	if p.f, err = forward.New(cfg, tun, c.Conn); err != nil {
 		tun.Close()
 		c.Conn.Close()
 		return nil, fmt.Errorf("%s: %w", d.ErrPrefix, err)
@@ -87,7 +88,7 @@ func NewPlane(c PlaneConfig) (*Plane, error) {
 }
 
 // Forwarder returns the Forwarder, for its counters, offloads and peer table.
-func (p *Plane) Forwarder() *fastpath.Forwarder { return p.f }
+func (p *Plane) Forwarder() *forward.Forwarder { return p.f }
 
 // SetResync changes the period of the full checks; it takes effect at Run, so call it
 // before (tests shorten it).

@@ -1,4 +1,4 @@
-package fastpath_test
+package forward_test
 
 import (
 	"bytes"
@@ -13,12 +13,13 @@ import (
 
 	"github.com/weftnet/weft/backend/internal/fastpath"
 	"github.com/weftnet/weft/backend/internal/fastpath/fastpathtest"
+	"github.com/weftnet/weft/backend/internal/fastpath/forward"
 )
 
 // reopenNode is a Forwarder on a fake device whose Reopen hands out fresh fake devices,
 // failing the first fail calls.
 type reopenNode struct {
-	f     *fastpath.Forwarder
+	f     *forward.Forwarder
 	devs  chan *fastpathtest.Device // each device Reopen returned
 	calls atomic.Int32
 	done  chan error
@@ -28,7 +29,7 @@ func startReopenNode(t *testing.T, ctx context.Context, hub *fastpathtest.Hub, f
 	t.Helper()
 	dev := fastpathtest.NewDevice(8, 64)
 	n := &reopenNode{devs: make(chan *fastpathtest.Device, 8), done: make(chan error, 1)}
-	cfg := fastpath.Config{Subnet: subnetA, MTU: 1472, BatchSize: 8, Log: ktesting.NewLogger(t, ktesting.NewConfig())}
+	cfg := forward.Config{Subnet: subnetA, MTU: 1472, BatchSize: 8, Log: ktesting.NewLogger(t, ktesting.NewConfig())}
 	if withReopen {
 		cfg.Reopen = func() (fastpath.Device, error) {
 			if n.calls.Add(1) <= fail {
@@ -39,11 +40,11 @@ func startReopenNode(t *testing.T, ctx context.Context, hub *fastpathtest.Hub, f
 			return d, nil
 		}
 	}
-	f, err := fastpath.New(cfg, dev, hub.Conn(epA, 8, 64))
+	f, err := forward.New(cfg, dev, hub.Conn(epA, 8, 64))
 	if err != nil {
 		t.Fatal(err)
 	}
-	tab, err := fastpath.NewPeerTable([]fastpath.Peer{{Subnet: subnetB, Endpoint: epB}})
+	tab, err := forward.NewPeerTable([]forward.Peer{{Subnet: subnetB, Endpoint: epB}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,10 @@
-package fastpath
+package forward
 
 import (
 	"net/netip"
 	"testing"
+
+	"github.com/weftnet/weft/backend/internal/fastpath"
 )
 
 func ap(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
@@ -25,10 +27,10 @@ func testPeers(t testing.TB) *PeerTable {
 // nullDevice and nullConn satisfy the interfaces for Forwarders whose loops never run.
 type nullIO struct{}
 
-func (nullIO) Read([]Packet) (int, error)  { return 0, nil }
-func (nullIO) Write([]Packet) (int, error) { return 0, nil }
-func (nullIO) BatchSize() int              { return 64 }
-func (nullIO) Close() error                { return nil }
+func (nullIO) Read([]fastpath.Packet) (int, error)  { return 0, nil }
+func (nullIO) Write([]fastpath.Packet) (int, error) { return 0, nil }
+func (nullIO) BatchSize() int                       { return 64 }
+func (nullIO) Close() error                         { return nil }
 
 // testForwarder returns a Forwarder for node 10.244.1.0/24 that is never run.
 func testForwarder(t testing.TB) *Forwarder {
@@ -41,8 +43,8 @@ func testForwarder(t testing.TB) *Forwarder {
 }
 
 // packetOf returns a slot holding b, as a loop would present it.
-func packetOf(b []byte, from netip.AddrPort) Packet {
-	buf := make([]byte, Headroom+MaxPacket)
-	n := copy(buf[Headroom:], b)
-	return Packet{Buf: buf, Off: Headroom, Len: n, Addr: from}
+func packetOf(b []byte, from netip.AddrPort) fastpath.Packet {
+	buf := make([]byte, fastpath.Headroom+fastpath.MaxPacket)
+	n := copy(buf[fastpath.Headroom:], b)
+	return fastpath.Packet{Buf: buf, Off: fastpath.Headroom, Len: n, Addr: from}
 }

@@ -1,4 +1,6 @@
-package fastpath
+package forward
+
+import "github.com/weftnet/weft/backend/internal/fastpath"
 
 // The per-packet decisions. They run on the hot path: no allocation, no logging, no
 // locks. They are methods on Forwarder only to read its immutable configuration.
@@ -7,28 +9,28 @@ package fastpath
 // t. It returns DropNone when the packet is to be sent: its TTL is decremented, p.Len is
 // trimmed to the IPv4 total length and p.Addr is the peer's endpoint. Otherwise it returns
 // why the packet is dropped, and, when it wrote an ICMP error for the device into icmp
-// (which must hold icmpMaxLen bytes), that error's length.
-func (f *Forwarder) fromDevice(t *PeerTable, p *Packet, icmp []byte) (DropReason, int) {
+// (which must hold ICMPMaxLen bytes), that error's length.
+func (f *Forwarder) fromDevice(t *PeerTable, p *fastpath.Packet, icmp []byte) (fastpath.DropReason, int) {
 	b := p.Bytes()
-	h, r := parseIPv4(b)
-	if r != DropNone {
+	h, r := fastpath.ParseIPv4(b)
+	if r != fastpath.DropNone {
 		return r, 0
 	}
-	p.Len = h.total
-	b = b[:h.total]
-	i, ok := t.lookup(h.dst)
+	p.Len = h.Total
+	b = b[:h.Total]
+	i, ok := t.lookup(h.Dst)
 	if !ok {
-		if f.inSubnet(h.dst) {
-			return DropOwnSubnet, 0
+		if f.inSubnet(h.Dst) {
+			return fastpath.DropOwnSubnet, 0
 		}
-		return DropNoRoute, f.icmpError(icmp, b, h, icmpDestUnreachable, icmpNetUnreachable)
+		return fastpath.DropNoRoute, f.icmpError(icmp, b, h, fastpath.ICMPDestUnreachable, fastpath.ICMPNetUnreachable)
 	}
-	if h.ttl <= 1 {
-		return DropTTLExceeded, f.icmpError(icmp, b, h, icmpTimeExceeded, icmpTTLExceeded)
+	if h.TTL <= 1 {
+		return fastpath.DropTTLExceeded, f.icmpError(icmp, b, h, fastpath.ICMPTimeExceeded, fastpath.ICMPTTLExceeded)
 	}
-	decrementTTL(b)
+	fastpath.DecrementTTL(b)
 	p.Addr = t.peers[i].Endpoint
-	return DropNone, 0
+	return fastpath.DropNone, 0
 }
 
 // fromConn decides what happens to the datagram p received from the underlay, with peer
@@ -37,29 +39,29 @@ func (f *Forwarder) fromDevice(t *PeerTable, p *Packet, icmp []byte) (DropReason
 // of that same peer, its destination in the own subnet; its TTL is then decremented and
 // p.Len trimmed to the total length. Otherwise it returns why the packet is dropped, and,
 // when it wrote an ICMP error into icmp to be sent back to p.Addr, that error's length.
-func (f *Forwarder) fromConn(t *PeerTable, p *Packet, icmp []byte) (DropReason, int) {
+func (f *Forwarder) fromConn(t *PeerTable, p *fastpath.Packet, icmp []byte) (fastpath.DropReason, int) {
 	if !t.isEndpoint(p.Addr) {
-		return DropNotPeer, 0
+		return fastpath.DropNotPeer, 0
 	}
 	b := p.Bytes()
-	h, r := parseIPv4(b)
-	if r != DropNone {
+	h, r := fastpath.ParseIPv4(b)
+	if r != fastpath.DropNone {
 		return r, 0
 	}
-	p.Len = h.total
-	b = b[:h.total]
-	i, ok := t.lookup(h.src)
+	p.Len = h.Total
+	b = b[:h.Total]
+	i, ok := t.lookup(h.Src)
 	if !ok || endpointKey(t.peers[i].Endpoint) != endpointKey(p.Addr) {
-		return DropSpoofedSource, 0
+		return fastpath.DropSpoofedSource, 0
 	}
-	if !f.inSubnet(h.dst) {
-		return DropWrongDestination, 0
+	if !f.inSubnet(h.Dst) {
+		return fastpath.DropWrongDestination, 0
 	}
-	if h.ttl <= 1 {
-		return DropTTLExceeded, f.icmpError(icmp, b, h, icmpTimeExceeded, icmpTTLExceeded)
+	if h.TTL <= 1 {
+		return fastpath.DropTTLExceeded, f.icmpError(icmp, b, h, fastpath.ICMPTimeExceeded, fastpath.ICMPTTLExceeded)
 	}
-	decrementTTL(b)
-	return DropNone, 0
+	fastpath.DecrementTTL(b)
+	return fastpath.DropNone, 0
 }
 
 // inSubnet reports whether a lies in the own subnet.
@@ -67,9 +69,9 @@ func (f *Forwarder) inSubnet(a uint32) bool { return a&f.subnetMask == f.subnetA
 
 // icmpError writes an ICMP error about b from Config.Self into icmp when RFC 1812 allows
 // one, and returns its length (0 when none is sent).
-func (f *Forwarder) icmpError(icmp, b []byte, h header, typ, code uint8) int {
-	if !icmpErrorAllowed(b, h) {
+func (f *Forwarder) icmpError(icmp, b []byte, h fastpath.Header, typ, code uint8) int {
+	if !fastpath.ICMPErrorAllowed(b, h) {
 		return 0
 	}
-	return buildICMPError(icmp, b, h, f.self, typ, code)
+	return fastpath.BuildICMPError(icmp, b, h, f.self, typ, code)
 }

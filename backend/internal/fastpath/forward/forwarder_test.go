@@ -1,4 +1,4 @@
-package fastpath_test
+package forward_test
 
 import (
 	"bytes"
@@ -15,12 +15,13 @@ import (
 
 	"github.com/weftnet/weft/backend/internal/fastpath"
 	"github.com/weftnet/weft/backend/internal/fastpath/fastpathtest"
+	"github.com/weftnet/weft/backend/internal/fastpath/forward"
 	"github.com/weftnet/weft/backend/internal/fastpath/packettest"
 )
 
 // node is one Forwarder on a fake device, attached to a shared fake underlay.
 type node struct {
-	f    *fastpath.Forwarder
+	f    *forward.Forwarder
 	dev  *fastpathtest.Device
 	conn *fastpathtest.Conn
 	done chan error
@@ -33,15 +34,15 @@ var (
 	epB     = netip.MustParseAddrPort("192.0.2.2:8285")
 )
 
-func startNode(t *testing.T, ctx context.Context, hub *fastpathtest.Hub, subnet netip.Prefix, ep netip.AddrPort, batch int, peers ...fastpath.Peer) *node {
+func startNode(t *testing.T, ctx context.Context, hub *fastpathtest.Hub, subnet netip.Prefix, ep netip.AddrPort, batch int, peers ...forward.Peer) *node {
 	t.Helper()
 	dev := fastpathtest.NewDevice(batch, 1024)
 	conn := hub.Conn(ep, batch, 1024)
-	f, err := fastpath.New(fastpath.Config{Subnet: subnet, MTU: 1472, BatchSize: batch, Log: ktesting.NewLogger(t, ktesting.NewConfig())}, dev, conn)
+	f, err := forward.New(forward.Config{Subnet: subnet, MTU: 1472, BatchSize: batch, Log: ktesting.NewLogger(t, ktesting.NewConfig())}, dev, conn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tab, err := fastpath.NewPeerTable(peers)
+	tab, err := forward.NewPeerTable(peers)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,8 +96,8 @@ func TestForwardingBetweenTwoNodes(t *testing.T) {
 			base := runtime.NumGoroutine()
 			ctx, cancel := context.WithCancel(context.Background())
 			hub := fastpathtest.NewHub()
-			a := startNode(t, ctx, hub, subnetA, epA, batch, fastpath.Peer{Subnet: subnetB, Endpoint: epB})
-			b := startNode(t, ctx, hub, subnetB, epB, batch, fastpath.Peer{Subnet: subnetA, Endpoint: epA})
+			a := startNode(t, ctx, hub, subnetA, epA, batch, forward.Peer{Subnet: subnetB, Endpoint: epB})
+			b := startNode(t, ctx, hub, subnetB, epB, batch, forward.Peer{Subnet: subnetA, Endpoint: epA})
 
 			// A burst from a pod on A to a pod on B arrives in order, TTL lowered twice.
 			const burst = 300
@@ -182,12 +183,12 @@ func TestPeerTableSwapIsSeen(t *testing.T) {
 	defer cancel()
 	hub := fastpathtest.NewHub()
 	a := startNode(t, ctx, hub, subnetA, epA, 8)
-	b := startNode(t, ctx, hub, subnetB, epB, 8, fastpath.Peer{Subnet: subnetA, Endpoint: epA})
+	b := startNode(t, ctx, hub, subnetB, epB, 8, forward.Peer{Subnet: subnetA, Endpoint: epA})
 	a.dev.Inject(ipv4UDP("10.244.1.2", "10.244.2.3", 64, []byte("before")))
 	if icmp := receive(t, a.dev.Written()); icmp[20] != 3 {
 		t.Fatalf("want net-unreachable before B is a peer: % x", icmp)
 	}
-	tab, err := fastpath.NewPeerTable([]fastpath.Peer{{Subnet: subnetB, Endpoint: epB}})
+	tab, err := forward.NewPeerTable([]forward.Peer{{Subnet: subnetB, Endpoint: epB}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,7 +238,7 @@ func (brokenDevice) Read([]fastpath.Packet) (int, error) { return 0, errors.New(
 func TestPersistentReadErrorsEndRun(t *testing.T) {
 	base := runtime.NumGoroutine()
 	hub := fastpathtest.NewHub()
-	f, err := fastpath.New(fastpath.Config{Subnet: subnetA, MTU: 1472}, brokenDevice{fastpathtest.NewDevice(1, 1)}, hub.Conn(epA, 1, 1))
+	f, err := forward.New(forward.Config{Subnet: subnetA, MTU: 1472}, brokenDevice{fastpathtest.NewDevice(1, 1)}, hub.Conn(epA, 1, 1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +255,7 @@ func TestPersistentReadErrorsEndRun(t *testing.T) {
 func TestNewRejectsBadConfig(t *testing.T) {
 	hub := fastpathtest.NewHub()
 	dev, conn := fastpathtest.NewDevice(1, 1), hub.Conn(epA, 1, 1)
-	for _, cfg := range []fastpath.Config{
+	for _, cfg := range []forward.Config{
 		{Subnet: netip.MustParsePrefix("10.244.1.1/24"), MTU: 1472},
 		{Subnet: netip.MustParsePrefix("fd00::/64"), MTU: 1472},
 		{Subnet: subnetA, MTU: 20},
@@ -262,14 +263,14 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{Subnet: subnetA, MTU: 1472, BatchSize: -1},
 		{Subnet: subnetA, MTU: 1472, Self: netip.MustParseAddr("fd00::1")},
 	} {
-		if _, err := fastpath.New(cfg, dev, conn); err == nil {
+		if _, err := forward.New(cfg, dev, conn); err == nil {
 			t.Errorf("New(%+v) succeeded", cfg)
 		}
 	}
-	if _, err := fastpath.New(fastpath.Config{Subnet: subnetA, MTU: 1472}, nil, conn); err == nil {
+	if _, err := forward.New(forward.Config{Subnet: subnetA, MTU: 1472}, nil, conn); err == nil {
 		t.Error("New without a device succeeded")
 	}
-	f, err := fastpath.New(fastpath.Config{Subnet: subnetA, MTU: 1472, BatchSize: 500}, fastpathtest.NewDevice(16, 1), hub.Conn(epB, 32, 1))
+	f, err := forward.New(forward.Config{Subnet: subnetA, MTU: 1472, BatchSize: 500}, fastpathtest.NewDevice(16, 1), hub.Conn(epB, 32, 1))
 	if err != nil || f.BatchSize() != 16 {
 		t.Fatalf("batch size %d (%v), want the device's 16", f.BatchSize(), err)
 	}
@@ -301,11 +302,11 @@ func TestReadMayAdvanceOff(t *testing.T) {
 	defer cancel()
 	hub := fastpathtest.NewHub()
 	dev := fastpathtest.NewDevice(4, 64)
-	f, err := fastpath.New(fastpath.Config{Subnet: subnetB, MTU: 1472, BatchSize: 4}, dev, headerConn{hub.Conn(epB, 4, 64)})
+	f, err := forward.New(forward.Config{Subnet: subnetB, MTU: 1472, BatchSize: 4}, dev, headerConn{hub.Conn(epB, 4, 64)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tab, _ := fastpath.NewPeerTable([]fastpath.Peer{{Subnet: subnetA, Endpoint: epA}})
+	tab, _ := forward.NewPeerTable([]forward.Peer{{Subnet: subnetA, Endpoint: epA}})
 	f.SetPeers(tab)
 	done := make(chan error, 1)
 	go func() { done <- f.Run(ctx) }()
@@ -361,11 +362,11 @@ func TestReadMayHandOutOwnBuffers(t *testing.T) {
 	for range 8 {
 		c.slots = append(c.slots, make([]byte, 2000))
 	}
-	f, err := fastpath.New(fastpath.Config{Subnet: subnetB, MTU: 1472, BatchSize: 8}, dev, c)
+	f, err := forward.New(forward.Config{Subnet: subnetB, MTU: 1472, BatchSize: 8}, dev, c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tab, _ := fastpath.NewPeerTable([]fastpath.Peer{{Subnet: subnetA, Endpoint: epA}})
+	tab, _ := forward.NewPeerTable([]forward.Peer{{Subnet: subnetA, Endpoint: epA}})
 	f.SetPeers(tab)
 	done := make(chan error, 1)
 	go func() { done <- f.Run(ctx) }()
