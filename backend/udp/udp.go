@@ -46,6 +46,7 @@ import (
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/internal/fastpath"
 	"github.com/weftnet/weft/backend/internal/fastpath/dgram"
+	"github.com/weftnet/weft/backend/internal/fastpath/tun"
 	"github.com/weftnet/weft/backend/internal/kernel"
 	"github.com/weftnet/weft/backend/internal/tundev"
 	"github.com/weftnet/weft/pkg/ip"
@@ -96,7 +97,7 @@ func New(env backend.Env) (backend.Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := fastpath.CheckTUN(); err != nil {
+	if err := tun.Check(); err != nil {
 		return nil, fmt.Errorf("udp backend needs a TUN device: %w", err)
 	}
 	if env.Ext.Iface == nil || !env.Ext.IfaceAddr.Is4() {
@@ -171,7 +172,7 @@ func (b *udpBackend) activate(h *kernel.Handle, own, network netip.Prefix, batch
 	plane, err := tundev.NewPlane(tundev.PlaneConfig{
 		Device:     dev,
 		Handle:     h,
-		TUNOptions: fastpath.TUNOptions{Persist: true, Batch: batch, Offload: offload, Log: b.log},
+		TUNOptions: tun.Options{Persist: true, Batch: batch, Offload: offload, Log: b.log},
 		Conn:       conn,
 		Resync:     resyncPeriod,
 		Repaired:   b.env.Repaired,

@@ -1,8 +1,8 @@
 // Package fastpath is weft's userspace forwarding core: it moves IPv4 packets between an
 // overlay Device (a TUN) and an underlay Conn (a UDP socket for the udp backend, a raw IP
 // protocol 47 socket for userspace GRE), and decides per packet where it goes. The
-// Forwarder that does so lives in fastpath/forward (see its design notes), the underlay
-// socket in fastpath/dgram.
+// Forwarder that does so lives in fastpath/forward (see its design notes), the TUN in
+// fastpath/tun, the underlay socket in fastpath/dgram.
 //
 // It owns the per-packet work and nothing else: the backend creates the device and the
 // socket, turns peer leases into a forward.PeerTable, and hands both to a
@@ -17,7 +17,7 @@
 // prepends its header without copying. Per-packet decisions always see single inner
 // IPv4 packets; the offloads live entirely in the Device and the Conn:
 //
-//   - TUN (OpenTUNWith, Offload): IFF_VNET_HDR with TUN_F_CSUM|TUN_F_TSO4. The kernel
+//   - tun.Device (tun.OpenWith, Offload): IFF_VNET_HDR with TUN_F_CSUM|TUN_F_TSO4. The kernel
 //     hands over TCP superpackets of up to 64 KiB with a partial checksum; Read cuts
 //     them into MTU-sized segments in the slots (tso.go: IPv4 id, length and checksum,
 //     TCP sequence number, FIN/PSH on the last segment only, CWR on the first only, full

@@ -15,32 +15,32 @@ import (
 //	go test -fuzz=FuzzTSOSplit -fuzztime=30s ./backend/internal/fastpath/
 
 // tsoSeed is a virtio-net header followed by a superpacket.
-func tsoSeed(p packettest.TCP, mss int, mod func(*virtioHdr)) []byte {
+func tsoSeed(p packettest.TCP, mss int, mod func(*VirtioHdr)) []byte {
 	p.Partial = true
 	b := p.Build()
 	h := tsoHdr(b, mss)
 	if mod != nil {
 		mod(&h)
 	}
-	out := make([]byte, virtioHdrLen, virtioHdrLen+len(b))
-	h.encode(out)
+	out := make([]byte, VirtioHdrLen, VirtioHdrLen+len(b))
+	h.Encode(out)
 	return append(out, b...)
 }
 
 func FuzzTSOSplit(f *testing.F) {
 	f.Add(tsoSeed(packettest.Flow(1, 5000), 1400, nil))
 	f.Add(tsoSeed(packettest.Flow(1, 3000).With(func(p *packettest.TCP) { p.TCPOptions = packettest.TSOption(1, 2); p.Flags |= tcpPSH | tcpCWR }), 1000, nil))
-	f.Add(tsoSeed(packettest.Flow(1, 100).With(func(p *packettest.TCP) { p.IPOptions = 4 }), 7, func(h *virtioHdr) { h.GSOType |= gsoECN }))
+	f.Add(tsoSeed(packettest.Flow(1, 100).With(func(p *packettest.TCP) { p.IPOptions = 4 }), 7, func(h *VirtioHdr) { h.GSOType |= GSOECN }))
 	f.Fuzz(func(t *testing.T, in []byte) {
-		h, ok := decodeVirtioHdr(in)
+		h, ok := DecodeVirtioHdr(in)
 		if !ok {
 			return
 		}
-		super := in[virtioHdrLen:]
+		super := in[VirtioHdrLen:]
 		orig := append([]byte(nil), super...)
-		var s tsoSplitter
-		if s.start(super, h) != DropNone {
-			if s.pending() {
+		var s TSOSplitter
+		if s.Start(super, h) != DropNone {
+			if s.Pending() {
 				t.Fatal("refused but pending")
 			}
 			return
@@ -48,13 +48,13 @@ func FuzzTSOSplit(f *testing.F) {
 		ihl, thl := packettest.IHL(super), packettest.THL(super)
 		dst := make([]byte, 1600)
 		var payload []byte
-		for i := 0; s.pending(); i++ {
+		for i := 0; s.Pending(); i++ {
 			if i > MaxPacket {
 				t.Fatal("more segments than bytes")
 			}
-			n := s.next(dst)
+			n := s.Next(dst)
 			if n == 0 {
-				if s.pending() {
+				if s.Pending() {
 					t.Fatal("abandoned but pending")
 				}
 				return // a segment larger than the slot
@@ -112,7 +112,7 @@ func FuzzGRO(f *testing.F) {
 		}
 		ws := planWrites(t, pkts)
 		for _, w := range ws {
-			if w.pkts == 1 && w.hdr == (virtioHdr{}) {
+			if w.pkts == 1 && w.hdr == (VirtioHdr{}) {
 				// Unmodified, in order within its flow: find it among the originals.
 				found := false
 				for _, o := range orig {
@@ -124,23 +124,23 @@ func FuzzGRO(f *testing.F) {
 				continue
 			}
 			b := w.data
-			if w.hdr.GSOType != gsoTCPv4 || w.hdr.GSOSize == 0 || len(b) > MaxPacket ||
+			if w.hdr.GSOType != GSOTCPv4 || w.hdr.GSOSize == 0 || len(b) > MaxPacket ||
 				int(binary.BigEndian.Uint16(b[2:])) != len(b) || packettest.RefChecksum(b[:20]) != 0 {
 				t.Fatalf("bad coalesced write: %+v", w.hdr)
 			}
 			full := append([]byte(nil), b...)
-			if !completeChecksum(full, 20, 16) {
+			if !CompleteChecksum(full, 20, 16) {
 				t.Fatal("bad checksum offsets")
 			}
 			// Cut again, the segments carry the same payload as the packets merged.
-			var s tsoSplitter
-			if s.start(b, w.hdr) != DropNone {
+			var s TSOSplitter
+			if s.Start(b, w.hdr) != DropNone {
 				t.Fatal("a coalesced write does not cut")
 			}
 			segs := 0
 			dst := make([]byte, MaxPacket)
-			for s.pending() {
-				if s.next(dst) == 0 {
+			for s.Pending() {
+				if s.Next(dst) == 0 {
 					t.Fatal("cut failed")
 				}
 				segs++
@@ -161,7 +161,7 @@ func FuzzCompleteChecksum(f *testing.F) {
 		if at+2 <= len(b) {
 			partial = binary.BigEndian.Uint16(b[at:])
 		}
-		if !completeChecksum(b, int(start), int(off)) {
+		if !CompleteChecksum(b, int(start), int(off)) {
 			if at+2 <= len(b) && int(start) <= len(b) && off%2 == 0 {
 				t.Fatal("refused offsets inside the packet")
 			}

@@ -27,8 +27,8 @@ import (
 // Everything else goes to the kernel unmodified, one packet per write, in order with
 // respect to the runs of its own flow.
 
-// maxGROSegs bounds the segments in one superpacket (the kernel's GRO limit too).
-const maxGROSegs = 64
+// MaxGROSegs bounds the segments in one superpacket (the kernel's GRO limit too).
+const MaxGROSegs = 64
 
 // maxGROFlows is how many runs are open at once while a batch is planned; a new flow
 // beyond it flushes the oldest run.
@@ -73,7 +73,7 @@ func tcpFlowKey(b []byte) (addrs uint64, ports uint32, ok bool) {
 type groRun struct {
 	addrs    uint64 // flow key: source and destination address
 	ports    uint32 // flow key: source and destination port
-	members  [maxGROSegs]int32
+	members  [MaxGROSegs]int32
 	count    int    // segments in the run; members[:count] index the batch
 	total    int    // IPv4 total length of the superpacket
 	mss      int    // payload bytes of the first segment
@@ -87,7 +87,7 @@ type groRun struct {
 // groCanAppend reports whether the segment b (decoded as s) may follow the run r whose
 // first segment is head. It does not check the checksum.
 func groCanAppend(r *groRun, head, b []byte, s groSeg) bool {
-	if r.psh || r.short || r.count >= maxGROSegs || s.thl != r.thl || s.seq != r.nextSeq ||
+	if r.psh || r.short || r.count >= MaxGROSegs || s.thl != r.thl || s.seq != r.nextSeq ||
 		s.payload > r.mss || r.total+s.payload > MaxPacket || s.flags&tcpCWR != 0 {
 		return false
 	}
@@ -115,35 +115,36 @@ func groCanAppend(r *groRun, head, b []byte, s groSeg) bool {
 	return bytes.Equal(ht[tcpMinHeader:r.thl], bt[tcpMinHeader:r.thl])
 }
 
-// groOp is one write to the TUN: bufs[start:start+n] gathered (a virtio-net header, then
-// the packet or the first segment, then the payloads of the following segments),
-// carrying pkts packets of the batch.
-type groOp struct {
+// GROOp is one write to the TUN: its pieces (GROPlanner.Pieces, bufs[start:start+n])
+// gathered (a virtio-net header, then the packet or the first segment, then the payloads
+// of the following segments), carrying Packets packets of the batch.
+type GROOp struct {
 	start, n int
-	pkts     int
+	Packets  int
 }
 
-// groPlanner turns a batch of packets into writes, coalescing what it may. It keeps its
+// GROPlanner turns a batch of packets into writes, coalescing what it may. It keeps its
 // scratch between batches, so planning does not allocate once it has seen the largest
 // batch.
-type groPlanner struct {
+type GROPlanner struct {
 	runs  [maxGROFlows]groRun
 	nruns int
 	pkts  []Packet
-	hdrs  [][virtioHdrLen]byte // one virtio-net header per op
+	hdrs  [][VirtioHdrLen]byte // one virtio-net header per op
 	bufs  [][]byte             // the pieces of all ops, in order
-	ops   []groOp
+	ops   []GROOp
 }
 
-// plan fills ops and bufs for pkts. It rewrites the headers of the first segment of each
-// coalesced run in place; pkts must stay unchanged until the writes are done.
-func (g *groPlanner) plan(pkts []Packet) {
+// Plan fills ops and bufs for pkts (read them with Ops and Pieces). It rewrites the
+// headers of the first segment of each coalesced run in place; pkts must stay unchanged
+// until the writes are done.
+func (g *GROPlanner) Plan(pkts []Packet) {
 	g.pkts = pkts
 	g.nruns = 0
 	g.ops = g.ops[:0]
 	g.bufs = g.bufs[:0]
 	if cap(g.hdrs) < len(pkts) {
-		g.hdrs = make([][virtioHdrLen]byte, len(pkts))
+		g.hdrs = make([][VirtioHdrLen]byte, len(pkts))
 	}
 	g.hdrs = g.hdrs[:cap(g.hdrs)]
 	for i := range pkts {
@@ -155,7 +156,14 @@ func (g *groPlanner) plan(pkts []Packet) {
 	g.pkts = nil
 }
 
-func (g *groPlanner) add(i int) {
+// Ops returns the writes the last Plan planned, in order.
+func (g *GROPlanner) Ops() []GROOp { return g.ops }
+
+// Pieces returns the buffers op gathers, in order: a virtio-net header of VirtioHdrLen
+// bytes, then at most MaxGROSegs pieces of packets.
+func (g *GROPlanner) Pieces(op GROOp) [][]byte { return g.bufs[op.start : op.start+op.n] }
+
+func (g *GROPlanner) add(i int) {
 	b := g.pkts[i].Bytes()
 	s, ok := groCandidate(b)
 	if !ok {
@@ -200,7 +208,7 @@ func (g *groPlanner) add(i int) {
 }
 
 // open starts a run with packet i.
-func (g *groPlanner) open(i int, s groSeg, addrs uint64, ports uint32) {
+func (g *GROPlanner) open(i int, s groSeg, addrs uint64, ports uint32) {
 	if g.nruns == maxGROFlows {
 		g.flush(0)
 	}
@@ -219,7 +227,7 @@ func (g *groPlanner) open(i int, s groSeg, addrs uint64, ports uint32) {
 	r.members[0] = int32(i)
 }
 
-func (g *groPlanner) find(addrs uint64, ports uint32) int {
+func (g *GROPlanner) find(addrs uint64, ports uint32) int {
 	for k := 0; k < g.nruns; k++ {
 		if g.runs[k].addrs == addrs && g.runs[k].ports == ports {
 			return k
@@ -229,15 +237,15 @@ func (g *groPlanner) find(addrs uint64, ports uint32) int {
 }
 
 // single plans packet i as a write of its own, unmodified.
-func (g *groPlanner) single(i int) {
+func (g *GROPlanner) single(i int) {
 	h := &g.hdrs[len(g.ops)]
-	*h = [virtioHdrLen]byte{}
-	g.ops = append(g.ops, groOp{start: len(g.bufs), n: 2, pkts: 1})
+	*h = [VirtioHdrLen]byte{}
+	g.ops = append(g.ops, GROOp{start: len(g.bufs), n: 2, Packets: 1})
 	g.bufs = append(g.bufs, h[:], g.pkts[i].Bytes())
 }
 
 // flush plans run k as one write and removes it from the open runs.
-func (g *groPlanner) flush(k int) {
+func (g *GROPlanner) flush(k int) {
 	r := &g.runs[k]
 	if r.count == 1 {
 		g.single(int(r.members[0]))
@@ -253,15 +261,15 @@ func (g *groPlanner) flush(k int) {
 		// for a local socket) completes it.
 		binary.BigEndian.PutUint16(t[tcpOffCsum:], uint16(pseudoSum(head, protoTCP, r.total-ipv4HeaderLen)))
 		h := &g.hdrs[len(g.ops)]
-		virtioHdr{
-			Flags:      vnetNeedsCsum,
-			GSOType:    gsoTCPv4,
+		VirtioHdr{
+			Flags:      VnetNeedsCsum,
+			GSOType:    GSOTCPv4,
 			HdrLen:     uint16(ipv4HeaderLen + r.thl),
 			GSOSize:    uint16(r.mss),
 			CsumStart:  ipv4HeaderLen,
 			CsumOffset: tcpOffCsum,
-		}.encode(h[:])
-		g.ops = append(g.ops, groOp{start: len(g.bufs), n: 1 + r.count, pkts: r.count})
+		}.Encode(h[:])
+		g.ops = append(g.ops, GROOp{start: len(g.bufs), n: 1 + r.count, Packets: r.count})
 		g.bufs = append(g.bufs, h[:], head)
 		for _, m := range r.members[1:r.count] {
 			g.bufs = append(g.bufs, g.pkts[m].Bytes()[ipv4HeaderLen+r.thl:])

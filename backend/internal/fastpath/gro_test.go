@@ -10,7 +10,7 @@ import (
 
 // groWrite is one planned write, reassembled: its virtio-net header and the bytes.
 type groWrite struct {
-	hdr  virtioHdr
+	hdr  VirtioHdr
 	data []byte
 	pkts int
 }
@@ -23,22 +23,22 @@ func planWrites(t *testing.T, pkts [][]byte) []groWrite {
 		buf := append(make([]byte, Headroom), b...)
 		batch[i] = Packet{Buf: buf, Off: Headroom, Len: len(b)}
 	}
-	var g groPlanner
-	g.plan(batch)
+	var g GROPlanner
+	g.Plan(batch)
 	var out []groWrite
 	total := 0
-	for _, op := range g.ops {
-		pieces := g.bufs[op.start : op.start+op.n]
-		h, ok := decodeVirtioHdr(pieces[0])
-		if !ok || len(pieces[0]) != virtioHdrLen {
+	for _, op := range g.Ops() {
+		pieces := g.Pieces(op)
+		h, ok := DecodeVirtioHdr(pieces[0])
+		if !ok || len(pieces[0]) != VirtioHdrLen {
 			t.Fatalf("write without a virtio-net header: %x", pieces[0])
 		}
 		var data []byte
 		for _, p := range pieces[1:] {
 			data = append(data, p...)
 		}
-		out = append(out, groWrite{hdr: h, data: data, pkts: op.pkts})
-		total += op.pkts
+		out = append(out, groWrite{hdr: h, data: data, pkts: op.Packets})
+		total += op.Packets
 	}
 	if total != len(pkts) {
 		t.Fatalf("writes carry %d packets, the batch has %d", total, len(pkts))
@@ -57,7 +57,7 @@ func checkCoalesced(t *testing.T, w groWrite, segs [][]byte) {
 	if w.pkts != len(segs) {
 		t.Fatalf("write carries %d packets, want %d", w.pkts, len(segs))
 	}
-	want := virtioHdr{Flags: vnetNeedsCsum, GSOType: gsoTCPv4, HdrLen: uint16(20 + thl),
+	want := VirtioHdr{Flags: VnetNeedsCsum, GSOType: GSOTCPv4, HdrLen: uint16(20 + thl),
 		GSOSize: uint16(len(packettest.TCPPayload(first))), CsumStart: 20, CsumOffset: 16}
 	if w.hdr != want {
 		t.Fatalf("virtio-net header %+v, want %+v", w.hdr, want)
@@ -84,7 +84,7 @@ func checkCoalesced(t *testing.T, w groWrite, segs [][]byte) {
 	mustEqualBytes(t, "payload", packettest.TCPPayload(b), payload)
 	// What the kernel will do: complete the checksum over the superpacket.
 	full := append([]byte(nil), b...)
-	if !completeChecksum(full, 20, 16) || !packettest.RefTCPValid(full, 20) {
+	if !CompleteChecksum(full, 20, 16) || !packettest.RefTCPValid(full, 20) {
 		t.Fatal("the completed checksum of the superpacket is wrong")
 	}
 }
@@ -92,7 +92,7 @@ func checkCoalesced(t *testing.T, w groWrite, segs [][]byte) {
 // checkSingle verifies an unmodified write of packet p.
 func checkSingle(t *testing.T, w groWrite, p []byte) {
 	t.Helper()
-	if w.hdr != (virtioHdr{}) || w.pkts != 1 {
+	if w.hdr != (VirtioHdr{}) || w.pkts != 1 {
 		t.Fatalf("single write with header %+v, %d packets", w.hdr, w.pkts)
 	}
 	mustEqualBytes(t, "single packet", w.data, p)
@@ -340,13 +340,13 @@ func TestGROFlows(t *testing.T) {
 
 func TestGROLimits(t *testing.T) {
 	t.Run("segments", func(t *testing.T) {
-		pkts := segments(maxGROSegs+6, 100, nil)
+		pkts := segments(MaxGROSegs+6, 100, nil)
 		ws := planWrites(t, pkts)
-		if len(ws) != 2 || ws[0].pkts != maxGROSegs || ws[1].pkts != 6 {
+		if len(ws) != 2 || ws[0].pkts != MaxGROSegs || ws[1].pkts != 6 {
 			t.Fatalf("writes %d, first %d packets", len(ws), ws[0].pkts)
 		}
-		checkCoalesced(t, ws[0], pkts[:maxGROSegs])
-		checkCoalesced(t, ws[1], pkts[maxGROSegs:])
+		checkCoalesced(t, ws[0], pkts[:MaxGROSegs])
+		checkCoalesced(t, ws[1], pkts[MaxGROSegs:])
 	})
 	t.Run("64 KiB", func(t *testing.T) {
 		pkts := segments(50, 1400, nil)
@@ -392,13 +392,13 @@ func TestGRODoesNotAllocate(t *testing.T) {
 			copy(batch[i].Bytes(), heads[i])
 		}
 	}
-	var g groPlanner
-	g.plan(batch) // grows the scratch once
+	var g GROPlanner
+	g.Plan(batch) // grows the scratch once
 	allocs := testing.AllocsPerRun(20, func() {
 		restore()
-		g.plan(batch)
-		if len(g.ops) != 3 {
-			t.Fatalf("%d writes, want 3", len(g.ops))
+		g.Plan(batch)
+		if len(g.Ops()) != 3 {
+			t.Fatalf("%d writes, want 3", len(g.Ops()))
 		}
 	})
 	if allocs != 0 {
@@ -417,15 +417,15 @@ func BenchmarkGROPlan(b *testing.B) {
 	for i := range batch {
 		heads[i] = append([]byte(nil), batch[i].Bytes()[:40]...)
 	}
-	var g groPlanner
+	var g GROPlanner
 	b.SetBytes(46 * 1460)
 	for b.Loop() {
 		for i := range batch {
 			copy(batch[i].Bytes(), heads[i])
 		}
-		g.plan(batch)
-		if len(g.ops) != 1 {
-			b.Fatalf("%d writes", len(g.ops))
+		g.Plan(batch)
+		if len(g.Ops()) != 1 {
+			b.Fatalf("%d writes", len(g.Ops()))
 		}
 	}
 }

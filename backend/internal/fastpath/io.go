@@ -37,7 +37,7 @@ type Packet struct {
 func (p *Packet) Bytes() []byte { return p.Buf[p.Off : p.Off+p.Len] }
 
 // Device is the overlay side: a TUN device carrying raw IPv4 packets, no packet-info
-// header. It is implemented by *TUN and, in tests, by fastpathtest.Device.
+// header. It is implemented by *tun.Device and, in tests, by fastpathtest.Device.
 //
 // Rules:
 //   - Read blocks until at least one packet is available, then returns n >= 1 packets in

@@ -18,10 +18,10 @@ import "encoding/binary"
 // transport header that is not where the checksum offsets say, a length that does not
 // match) is refused and counted as malformed.
 
-// tsoSplitter cuts one superpacket into segments, one per call of next, so that a
+// TSOSplitter cuts one superpacket into segments, one per call of Next, so that a
 // superpacket that does not fit in what is left of a batch continues in the next batch.
 // The zero value holds nothing.
-type tsoSplitter struct {
+type TSOSplitter struct {
 	pkt    []byte // the superpacket; nil when nothing is pending
 	ihl    int    // IPv4 header length
 	hdrLen int    // IPv4 + TCP header length
@@ -32,12 +32,12 @@ type tsoSplitter struct {
 	id     uint16 // IPv4 identification of the first segment
 }
 
-// start checks the superpacket pkt described by h and makes it pending. It reports
+// Start checks the superpacket pkt described by h and makes it pending. It reports
 // DropNone, or why pkt is refused (then nothing is pending). pkt must stay unchanged
 // until the last segment is cut.
-func (s *tsoSplitter) start(pkt []byte, h virtioHdr) DropReason {
-	*s = tsoSplitter{}
-	if h.GSOType&^gsoECN != gsoTCPv4 || h.GSOSize == 0 {
+func (s *TSOSplitter) Start(pkt []byte, h VirtioHdr) DropReason {
+	*s = TSOSplitter{}
+	if h.GSOType&^GSOECN != GSOTCPv4 || h.GSOSize == 0 {
 		return DropMalformed
 	}
 	if len(pkt) < ipv4HeaderLen || pkt[0]>>4 != 4 {
@@ -55,7 +55,7 @@ func (s *tsoSplitter) start(pkt []byte, h virtioHdr) DropReason {
 	if thl < tcpMinHeader || len(pkt) < ihl+thl {
 		return DropMalformed
 	}
-	*s = tsoSplitter{
+	*s = TSOSplitter{
 		pkt:    pkt,
 		ihl:    ihl,
 		hdrLen: ihl + thl,
@@ -67,25 +67,25 @@ func (s *tsoSplitter) start(pkt []byte, h virtioHdr) DropReason {
 	return DropNone
 }
 
-// pending reports whether segments remain to be cut.
-func (s *tsoSplitter) pending() bool { return s.pkt != nil }
+// Pending reports whether segments remain to be cut.
+func (s *TSOSplitter) Pending() bool { return s.pkt != nil }
 
 // segmentLen returns the length of the next segment.
-func (s *tsoSplitter) segmentLen() int {
+func (s *TSOSplitter) segmentLen() int {
 	return s.hdrLen + min(s.mss, len(s.pkt)-s.off)
 }
 
-// next writes the next segment into dst and returns its length. When dst is too short
+// Next writes the next segment into dst and returns its length. When dst is too short
 // it returns 0 and abandons the superpacket (a segment larger than a device-side slot
 // cannot be sent as one datagram of the MTU).
-func (s *tsoSplitter) next(dst []byte) int {
+func (s *TSOSplitter) Next(dst []byte) int {
 	if s.pkt == nil {
 		return 0
 	}
 	end := min(s.off+s.mss, len(s.pkt))
 	n := s.hdrLen + end - s.off
 	if n > len(dst) {
-		*s = tsoSplitter{}
+		*s = TSOSplitter{}
 		return 0
 	}
 	seg := dst[:n]
@@ -111,18 +111,18 @@ func (s *tsoSplitter) next(dst []byte) int {
 	s.index++
 	s.off = end
 	if last {
-		*s = tsoSplitter{}
+		*s = TSOSplitter{}
 	}
 	return n
 }
 
-// completeChecksum finishes the partial checksum of a packet the kernel handed over with
+// CompleteChecksum finishes the partial checksum of a packet the kernel handed over with
 // VIRTIO_NET_HDR_F_NEEDS_CSUM (CHECKSUM_PARTIAL): the field at start+offset holds the
 // pseudo header sum, and the checksum is that of everything from start on, as the
 // kernel's skb_checksum_help computes it (a result of 0 is sent as 0xffff, which UDP
 // needs and TCP accepts). It reports false when the offsets lie outside b, or the field
 // does not lie on a 16-bit word of the checksummed part (no protocol puts it there).
-func completeChecksum(b []byte, start, offset int) bool {
+func CompleteChecksum(b []byte, start, offset int) bool {
 	at := start + offset
 	if start < 0 || offset < 0 || offset%2 != 0 || at+2 > len(b) || start > len(b) {
 		return false

@@ -9,23 +9,23 @@ import (
 )
 
 // tsoHdr is the virtio-net header the kernel puts before a TCPv4 superpacket b.
-func tsoHdr(b []byte, mss int) virtioHdr {
+func tsoHdr(b []byte, mss int) VirtioHdr {
 	ihl := packettest.IHL(b)
-	return virtioHdr{Flags: vnetNeedsCsum, GSOType: gsoTCPv4, HdrLen: uint16(ihl + packettest.THL(b)),
+	return VirtioHdr{Flags: VnetNeedsCsum, GSOType: GSOTCPv4, HdrLen: uint16(ihl + packettest.THL(b)),
 		GSOSize: uint16(mss), CsumStart: uint16(ihl), CsumOffset: 16}
 }
 
 // splitAll cuts super into slots of slotLen bytes, resuming the splitter as a TUN would.
-func splitAll(t *testing.T, super []byte, h virtioHdr, slotLen int) [][]byte {
+func splitAll(t *testing.T, super []byte, h VirtioHdr, slotLen int) [][]byte {
 	t.Helper()
-	var s tsoSplitter
-	if r := s.start(super, h); r != DropNone {
+	var s TSOSplitter
+	if r := s.Start(super, h); r != DropNone {
 		t.Fatalf("start: %v", r)
 	}
 	var out [][]byte
-	for s.pending() {
+	for s.Pending() {
 		dst := make([]byte, slotLen)
-		n := s.next(dst)
+		n := s.Next(dst)
 		if n == 0 {
 			t.Fatal("next returned 0 for a superpacket that fits")
 		}
@@ -140,7 +140,7 @@ func TestTSOSplitECNGSOType(t *testing.T) {
 	p := packettest.Flow(1000, 3*1400).With(func(p *packettest.TCP) { p.Flags |= tcpCWR; p.Partial = true })
 	super := p.Build()
 	h := tsoHdr(super, 1400)
-	h.GSOType |= gsoECN
+	h.GSOType |= GSOECN
 	checkSegments(t, super, splitAll(t, super, h, 1600), 1400)
 }
 
@@ -148,22 +148,22 @@ func TestTSORefuses(t *testing.T) {
 	good := packettest.Flow(1000, 3000).With(func(p *packettest.TCP) { p.Partial = true })
 	tests := []struct {
 		name  string
-		mod   func(b []byte, h *virtioHdr)
+		mod   func(b []byte, h *VirtioHdr)
 		build func() []byte
 	}{
-		{name: "UDP GSO type", mod: func(b []byte, h *virtioHdr) { h.GSOType = 3 }},
-		{name: "UDP L4 GSO type", mod: func(b []byte, h *virtioHdr) { h.GSOType = 5 }},
-		{name: "TCPv6 GSO type", mod: func(b []byte, h *virtioHdr) { h.GSOType = 4 }},
-		{name: "GSO size 0", mod: func(b []byte, h *virtioHdr) { h.GSOSize = 0 }},
-		{name: "checksum start not at TCP", mod: func(b []byte, h *virtioHdr) { h.CsumStart = 24 }},
-		{name: "checksum offset not TCP's", mod: func(b []byte, h *virtioHdr) { h.CsumOffset = 6 }},
-		{name: "total length mismatch", mod: func(b []byte, h *virtioHdr) { b[3]-- }},
-		{name: "not TCP", mod: func(b []byte, h *virtioHdr) { b[9] = protoUDP }},
-		{name: "IPv6", mod: func(b []byte, h *virtioHdr) { b[0] = 0x60 }},
-		{name: "IHL below 5", mod: func(b []byte, h *virtioHdr) { b[0] = 0x44 }},
-		{name: "more fragments", mod: func(b []byte, h *virtioHdr) { b[6] |= 0x20 }},
-		{name: "fragment offset", mod: func(b []byte, h *virtioHdr) { b[7] = 1 }},
-		{name: "TCP data offset below 5", mod: func(b []byte, h *virtioHdr) { b[32] = 0x40 }},
+		{name: "UDP GSO type", mod: func(b []byte, h *VirtioHdr) { h.GSOType = 3 }},
+		{name: "UDP L4 GSO type", mod: func(b []byte, h *VirtioHdr) { h.GSOType = 5 }},
+		{name: "TCPv6 GSO type", mod: func(b []byte, h *VirtioHdr) { h.GSOType = 4 }},
+		{name: "GSO size 0", mod: func(b []byte, h *VirtioHdr) { h.GSOSize = 0 }},
+		{name: "checksum start not at TCP", mod: func(b []byte, h *VirtioHdr) { h.CsumStart = 24 }},
+		{name: "checksum offset not TCP's", mod: func(b []byte, h *VirtioHdr) { h.CsumOffset = 6 }},
+		{name: "total length mismatch", mod: func(b []byte, h *VirtioHdr) { b[3]-- }},
+		{name: "not TCP", mod: func(b []byte, h *VirtioHdr) { b[9] = protoUDP }},
+		{name: "IPv6", mod: func(b []byte, h *VirtioHdr) { b[0] = 0x60 }},
+		{name: "IHL below 5", mod: func(b []byte, h *VirtioHdr) { b[0] = 0x44 }},
+		{name: "more fragments", mod: func(b []byte, h *VirtioHdr) { b[6] |= 0x20 }},
+		{name: "fragment offset", mod: func(b []byte, h *VirtioHdr) { b[7] = 1 }},
+		{name: "TCP data offset below 5", mod: func(b []byte, h *VirtioHdr) { b[32] = 0x40 }},
 		{name: "TCP header beyond packet", build: func() []byte {
 			b := packettest.Flow(1, 0).With(func(p *packettest.TCP) { p.Partial = true }).Build()
 			b[32] = 0xf0
@@ -179,15 +179,15 @@ func TestTSORefuses(t *testing.T) {
 			} else {
 				b = good.Build()
 			}
-			h := virtioHdr{Flags: vnetNeedsCsum, GSOType: gsoTCPv4, HdrLen: 40, GSOSize: 1000, CsumStart: 20, CsumOffset: 16}
+			h := VirtioHdr{Flags: VnetNeedsCsum, GSOType: GSOTCPv4, HdrLen: 40, GSOSize: 1000, CsumStart: 20, CsumOffset: 16}
 			if tt.mod != nil {
 				tt.mod(b, &h)
 			}
-			var s tsoSplitter
-			if r := s.start(b, h); r != DropMalformed {
+			var s TSOSplitter
+			if r := s.Start(b, h); r != DropMalformed {
 				t.Fatalf("start: %v, want malformed", r)
 			}
-			if s.pending() {
+			if s.Pending() {
 				t.Fatal("a refused superpacket is pending")
 			}
 		})
@@ -197,33 +197,33 @@ func TestTSORefuses(t *testing.T) {
 // TestTSOSlotTooSmall: a segment larger than the slot abandons the superpacket.
 func TestTSOSlotTooSmall(t *testing.T) {
 	super := packettest.Flow(1, 3000).With(func(p *packettest.TCP) { p.Partial = true }).Build()
-	var s tsoSplitter
-	if r := s.start(super, tsoHdr(super, 1400)); r != DropNone {
+	var s TSOSplitter
+	if r := s.Start(super, tsoHdr(super, 1400)); r != DropNone {
 		t.Fatal(r)
 	}
-	if n := s.next(make([]byte, 1439)); n != 0 || s.pending() {
-		t.Fatalf("next into a short slot: %d, pending %v", n, s.pending())
+	if n := s.Next(make([]byte, 1439)); n != 0 || s.Pending() {
+		t.Fatalf("next into a short slot: %d, pending %v", n, s.Pending())
 	}
 }
 
 func TestCompleteChecksum(t *testing.T) {
 	tcp := packettest.Flow(5, 333).With(func(p *packettest.TCP) { p.Partial = true; p.Flags |= tcpPSH }).Build()
-	if !completeChecksum(tcp, 20, 16) || !packettest.RefTCPValid(tcp, 20) {
+	if !CompleteChecksum(tcp, 20, 16) || !packettest.RefTCPValid(tcp, 20) {
 		t.Fatal("TCP checksum not completed")
 	}
 	opt := packettest.Flow(5, 333).With(func(p *packettest.TCP) { p.Partial = true; p.IPOptions = 4 }).Build()
-	if !completeChecksum(opt, 24, 16) || !packettest.RefTCPValid(opt, 24) {
+	if !CompleteChecksum(opt, 24, 16) || !packettest.RefTCPValid(opt, 24) {
 		t.Fatal("TCP checksum behind IPv4 options not completed")
 	}
 
 	u := packettest.UDP("10.244.1.2", "10.244.2.3", 64, "hello, world").Build()
 	binary.BigEndian.PutUint16(u[26:], ^packettest.RefChecksum(packettest.RefPseudo(u, 20)))
-	if !completeChecksum(u, 20, 6) || packettest.RefChecksum(append(packettest.RefPseudo(u, 20), u[20:]...)) != 0 {
+	if !CompleteChecksum(u, 20, 6) || packettest.RefChecksum(append(packettest.RefPseudo(u, 20), u[20:]...)) != 0 {
 		t.Fatal("UDP checksum not completed")
 	}
 
 	for _, c := range []struct{ start, off int }{{-1, 6}, {20, -1}, {20, 5}, {20, len(u) - 21}, {len(u) + 1, 0}} {
-		if completeChecksum(u, c.start, c.off) {
+		if CompleteChecksum(u, c.start, c.off) {
 			t.Fatalf("offsets %d+%d accepted for a %d-byte packet", c.start, c.off, len(u))
 		}
 	}
@@ -240,7 +240,7 @@ func TestCompleteChecksumZeroIsSentAsFFFF(t *testing.T) {
 	rest := ^packettest.RefChecksum(append(ph, u[20:]...))
 	binary.BigEndian.PutUint16(u[28:], ^rest)
 	binary.BigEndian.PutUint16(u[26:], ^packettest.RefChecksum(ph))
-	if !completeChecksum(u, 20, 6) {
+	if !CompleteChecksum(u, 20, 6) {
 		t.Fatal("refused")
 	}
 	if c := binary.BigEndian.Uint16(u[26:]); c != 0xffff {
@@ -249,14 +249,14 @@ func TestCompleteChecksumZeroIsSentAsFFFF(t *testing.T) {
 }
 
 func TestVirtioHdrRoundTrip(t *testing.T) {
-	h := virtioHdr{Flags: 1, GSOType: 0x81, HdrLen: 52, GSOSize: 1448, CsumStart: 20, CsumOffset: 16}
-	b := make([]byte, virtioHdrLen)
-	h.encode(b)
-	got, ok := decodeVirtioHdr(b)
+	h := VirtioHdr{Flags: 1, GSOType: 0x81, HdrLen: 52, GSOSize: 1448, CsumStart: 20, CsumOffset: 16}
+	b := make([]byte, VirtioHdrLen)
+	h.Encode(b)
+	got, ok := DecodeVirtioHdr(b)
 	if !ok || got != h {
 		t.Fatalf("round trip: %+v, %v", got, ok)
 	}
-	if _, ok := decodeVirtioHdr(b[:9]); ok {
+	if _, ok := DecodeVirtioHdr(b[:9]); ok {
 		t.Fatal("decoded a 9-byte header")
 	}
 }
@@ -265,13 +265,13 @@ func TestTSODoesNotAllocate(t *testing.T) {
 	super := packettest.Flow(1, 40000).With(func(p *packettest.TCP) { p.Partial = true; p.TCPOptions = packettest.TSOption(1, 2) }).Build()
 	h := tsoHdr(super, 1388)
 	dst := make([]byte, 1600)
-	var s tsoSplitter
+	var s TSOSplitter
 	allocs := testing.AllocsPerRun(50, func() {
-		s.start(super, h)
-		for s.pending() {
-			s.next(dst)
+		s.Start(super, h)
+		for s.Pending() {
+			s.Next(dst)
 		}
-		completeChecksum(dst[:200], 20, 16)
+		CompleteChecksum(dst[:200], 20, 16)
 	})
 	if allocs != 0 {
 		t.Fatalf("%v allocations per superpacket", allocs)
@@ -282,12 +282,12 @@ func BenchmarkTSOSplit(b *testing.B) {
 	super := packettest.Flow(1, 65535-52).With(func(p *packettest.TCP) { p.Partial = true; p.TCPOptions = packettest.TSOption(1, 2) }).Build()
 	h := tsoHdr(super, 1420)
 	dst := make([]byte, 1600)
-	var s tsoSplitter
+	var s TSOSplitter
 	b.SetBytes(int64(len(super)))
 	for b.Loop() {
-		s.start(super, h)
-		for s.pending() {
-			s.next(dst)
+		s.Start(super, h)
+		for s.Pending() {
+			s.Next(dst)
 		}
 	}
 }

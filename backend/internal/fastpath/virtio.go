@@ -5,20 +5,20 @@ import "encoding/binary"
 // The virtio-net header a TUN opened with IFF_VNET_HDR puts before every packet it hands
 // out and expects before every packet written to it (include/uapi/linux/virtio_net.h,
 // struct virtio_net_hdr: 10 bytes, fields in the host's byte order for a legacy header).
-const virtioHdrLen = 10
+const VirtioHdrLen = 10
 
 // Virtio-net header flags and GSO types the fast path reads and writes.
 const (
-	vnetNeedsCsum = 1 // VIRTIO_NET_HDR_F_NEEDS_CSUM: checksum at CsumStart+CsumOffset is partial
-	vnetDataValid = 2 // VIRTIO_NET_HDR_F_DATA_VALID: the checksum was verified
+	VnetNeedsCsum = 1 // VIRTIO_NET_HDR_F_NEEDS_CSUM: checksum at CsumStart+CsumOffset is partial
+	VnetDataValid = 2 // VIRTIO_NET_HDR_F_DATA_VALID: the checksum was verified
 
-	gsoNone  = 0    // VIRTIO_NET_HDR_GSO_NONE
-	gsoTCPv4 = 1    // VIRTIO_NET_HDR_GSO_TCPV4
-	gsoECN   = 0x80 // VIRTIO_NET_HDR_GSO_ECN: the segments carry ECN (CWR on the first only)
+	GSONone  = 0    // VIRTIO_NET_HDR_GSO_NONE
+	GSOTCPv4 = 1    // VIRTIO_NET_HDR_GSO_TCPV4
+	GSOECN   = 0x80 // VIRTIO_NET_HDR_GSO_ECN: the segments carry ECN (CWR on the first only)
 )
 
-// virtioHdr is a decoded virtio-net header.
-type virtioHdr struct {
+// VirtioHdr is a decoded virtio-net header.
+type VirtioHdr struct {
 	Flags      uint8
 	GSOType    uint8
 	HdrLen     uint16 // length of the headers to repeat in front of every segment
@@ -27,14 +27,14 @@ type virtioHdr struct {
 	CsumOffset uint16 // where, from CsumStart, the checksum field lies
 }
 
-// decodeVirtioHdr decodes the header at the start of b. It reports false when b is
-// shorter than a header; it checks nothing else (see tsoSplitter and completeChecksum).
-func decodeVirtioHdr(b []byte) (virtioHdr, bool) {
-	if len(b) < virtioHdrLen {
-		return virtioHdr{}, false
+// DecodeVirtioHdr decodes the header at the start of b. It reports false when b is
+// shorter than a header; it checks nothing else (see TSOSplitter and CompleteChecksum).
+func DecodeVirtioHdr(b []byte) (VirtioHdr, bool) {
+	if len(b) < VirtioHdrLen {
+		return VirtioHdr{}, false
 	}
 	e := binary.NativeEndian
-	return virtioHdr{
+	return VirtioHdr{
 		Flags:      b[0],
 		GSOType:    b[1],
 		HdrLen:     e.Uint16(b[2:]),
@@ -44,9 +44,9 @@ func decodeVirtioHdr(b []byte) (virtioHdr, bool) {
 	}, true
 }
 
-// encode writes h into b[:virtioHdrLen].
-func (h virtioHdr) encode(b []byte) {
-	_ = b[virtioHdrLen-1]
+// Encode writes h into b[:VirtioHdrLen].
+func (h VirtioHdr) Encode(b []byte) {
+	_ = b[VirtioHdrLen-1]
 	e := binary.NativeEndian
 	b[0], b[1] = h.Flags, h.GSOType
 	e.PutUint16(b[2:], h.HdrLen)

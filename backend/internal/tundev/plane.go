@@ -13,6 +13,7 @@ import (
 
 	"github.com/weftnet/weft/backend/internal/fastpath"
 	"github.com/weftnet/weft/backend/internal/fastpath/forward"
+	"github.com/weftnet/weft/backend/internal/fastpath/tun"
 	"github.com/weftnet/weft/backend/internal/kernel"
 )
 
@@ -23,7 +24,7 @@ type PlaneConfig struct {
 	Handle *kernel.Handle // netlink in the device's namespace; the Plane closes it
 	// TUNOptions open the device's queue, and again a re-created device's; their Batch
 	// is the Forwarder's batch size too.
-	TUNOptions fastpath.TUNOptions
+	TUNOptions tun.Options
 	Conn       fastpath.Conn // the underlay socket
 	// Resync is the period of the full checks between kernel notifications
 	// (kernel.DefaultPeriod if 0).
@@ -41,7 +42,7 @@ type PlaneConfig struct {
 // Forwarder through Reopen, with its configuration, while traffic waits.
 type Plane struct {
 	f        *forward.Forwarder
-	tunOpts  fastpath.TUNOptions
+	tunOpts  tun.Options
 	resync   time.Duration
 	repaired func(kind string)
 	log      klog.Logger
@@ -61,7 +62,7 @@ type Plane struct {
 // now on. On error it closes the Conn, and the caller keeps the Handle.
 func NewPlane(c PlaneConfig) (*Plane, error) {
 	d := c.Device
-	tun, err := fastpath.OpenTUNWith(d.Name, c.TUNOptions)
+	queue, err := tun.OpenWith(d.Name, c.TUNOptions)
 	if err != nil {
 		c.Conn.Close()
 		return nil, fmt.Errorf("%s: %w", d.ErrPrefix, err)
@@ -79,8 +80,8 @@ func NewPlane(c PlaneConfig) (*Plane, error) {
 		p.repaired = func(string) {}
 	}
 	cfg := forward.Config{Subnet: d.Own, MTU: d.MTU, BatchSize: c.TUNOptions.Batch, Log: c.Log, Reopen: p.reopen}
-	if p.f, err = forward.New(cfg, tun, c.Conn); err != nil {
-		tun.Close()
+	if p.f, err = forward.New(cfg, queue, c.Conn); err != nil {
+		queue.Close()
 		c.Conn.Close()
 		return nil, fmt.Errorf("%s: %w", d.ErrPrefix, err)
 	}
@@ -199,11 +200,11 @@ func (p *Plane) repair() (drift bool, err error) {
 func (p *Plane) reopen() (fastpath.Device, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	tun, err := p.dev.Reopen(p.h, p.tunOpts, p.repaired)
+	queue, err := p.dev.Reopen(p.h, p.tunOpts, p.repaired)
 	if err != nil {
 		return nil, err
 	}
-	return tun, nil
+	return queue, nil
 }
 
 // Close stops forwarding and releases the TUN queue, the socket and the netlink handle.

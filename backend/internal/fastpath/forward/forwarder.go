@@ -139,8 +139,8 @@ func (f *Forwarder) BatchSize() int { return f.batch }
 
 var _ fastpath.StatsReporter = (*Forwarder)(nil)
 
-// offloader is implemented by a Device or Conn that may use kernel offloads (*TUN,
-// *dgram.Conn).
+// offloader is implemented by a Device or Conn that may use kernel offloads
+// (*tun.Device, *dgram.Conn).
 type offloader interface{ Offloads() string }
 
 // Offloads describes the offloads the Device and the Conn use, for logs and status:

@@ -1,6 +1,6 @@
 //go:build linux
 
-package fastpath_test
+package tun_test
 
 import (
 	"bytes"
@@ -14,6 +14,7 @@ import (
 
 	"github.com/weftnet/weft/backend/internal/fastpath"
 	"github.com/weftnet/weft/backend/internal/fastpath/packettest"
+	"github.com/weftnet/weft/backend/internal/fastpath/tun"
 	"github.com/weftnet/weft/pkg/nsutil"
 	"github.com/weftnet/weft/test/nstest"
 )
@@ -45,10 +46,10 @@ func mustRun(t *testing.T, ns string, argv ...string) string {
 
 // readIPv4 reads from the TUN until an IPv4 packet arrives (the kernel may also send IPv6
 // router solicitations into a fresh device).
-func readIPv4(t *testing.T, tun *fastpath.TUN, in []fastpath.Packet) []byte {
+func readIPv4(t *testing.T, dev *tun.Device, in []fastpath.Packet) []byte {
 	t.Helper()
 	for i := 0; i < 50; i++ {
-		n, err := tun.Read(in)
+		n, err := dev.Read(in)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -63,15 +64,15 @@ func readIPv4(t *testing.T, tun *fastpath.TUN, in []fastpath.Packet) []byte {
 }
 
 func TestTUN(t *testing.T) {
-	if err := fastpath.CheckTUN(); err != nil {
+	if err := tun.Check(); err != nil {
 		t.Skip(err)
 	}
 	ns := nstest.Temp(t, "tun")
-	var tun *fastpath.TUN
-	inNS(t, ns, func() (err error) { tun, err = fastpath.OpenTUN("wtun0", true, 8); return err })
-	defer tun.Close()
-	if tun.Name() != "wtun0" || tun.BatchSize() != 8 {
-		t.Fatalf("name %q batch %d", tun.Name(), tun.BatchSize())
+	var dev *tun.Device
+	inNS(t, ns, func() (err error) { dev, err = tun.Open("wtun0", true, 8); return err })
+	defer dev.Close()
+	if dev.Name() != "wtun0" || dev.BatchSize() != 8 {
+		t.Fatalf("name %q batch %d", dev.Name(), dev.BatchSize())
 	}
 	mustRun(t, ns, "ip", "addr", "add", "10.9.0.0/32", "dev", "wtun0")
 	mustRun(t, ns, "ip", "link", "set", "wtun0", "up")
@@ -86,7 +87,7 @@ func TestTUN(t *testing.T) {
 		t.Fatal(err)
 	}
 	in := slots(8, 1500)
-	pkt := readIPv4(t, tun, in)
+	pkt := readIPv4(t, dev, in)
 	if !bytes.Equal(pkt[12:16], []byte{10, 9, 0, 0}) || !bytes.Equal(pkt[16:20], []byte{10, 9, 1, 5}) || !bytes.HasSuffix(pkt, []byte("to the tun")) {
 		t.Fatalf("read % x", pkt)
 	}
@@ -96,19 +97,19 @@ func TestTUN(t *testing.T) {
 	echo := packettest.ICMPEcho("10.9.1.5", "10.9.0.0", 77)
 	w := slots(1, 1500)
 	w[0].Len = copy(w[0].Buf[w[0].Off:], echo)
-	if n, err := tun.Write(w); n != 1 || err != nil {
+	if n, err := dev.Write(w); n != 1 || err != nil {
 		t.Fatalf("Write = %d, %v", n, err)
 	}
-	reply := readIPv4(t, tun, in)
+	reply := readIPv4(t, dev, in)
 	if reply[9] != 1 || reply[20] != 0 || !bytes.Equal(reply[16:20], []byte{10, 9, 1, 5}) {
 		t.Fatalf("no echo reply: % x", reply)
 	}
 
 	// Close wakes a blocked Read; the persistent device, its address and route stay.
 	errc := make(chan error, 1)
-	go func() { _, err := tun.Read(in); errc <- err }()
+	go func() { _, err := dev.Read(in); errc <- err }()
 	time.Sleep(50 * time.Millisecond)
-	tun.Close()
+	dev.Close()
 	select {
 	case err := <-errc:
 		if !errors.Is(err, net.ErrClosed) {
@@ -121,9 +122,9 @@ func TestTUN(t *testing.T) {
 		t.Fatalf("route gone after Close: %q", out)
 	}
 	// Adopting it again gives the same device.
-	inNS(t, ns, func() error { return fastpath.EnsurePersistentTUN("wtun0") })
-	inNS(t, ns, func() (err error) { tun, err = fastpath.OpenTUN("wtun0", true, 1); return err })
-	defer tun.Close()
+	inNS(t, ns, func() error { return tun.EnsurePersistent("wtun0") })
+	inNS(t, ns, func() (err error) { dev, err = tun.Open("wtun0", true, 1); return err })
+	defer dev.Close()
 	if again := mustRun(t, ns, "cat", "/sys/class/net/wtun0/ifindex"); again != index {
 		t.Fatalf("ifindex %s after adopting, was %s", again, index)
 	}
@@ -133,28 +134,28 @@ func TestTUN(t *testing.T) {
 
 	// A second queue on a single-queue TUN is refused with a clear message.
 	inNS(t, ns, func() error {
-		_, err := fastpath.OpenTUN("wtun0", true, 1)
+		_, err := tun.Open("wtun0", true, 1)
 		if err == nil || !strings.Contains(err.Error(), "in use") {
-			return fmt.Errorf("second OpenTUN: %v, want an in-use error", err)
+			return fmt.Errorf("second Open: %v, want an in-use error", err)
 		}
 		return nil
 	})
 	// A non-TUN device of the name is refused with a clear message.
 	mustRun(t, ns, "ip", "link", "add", "wdummy0", "type", "bridge")
 	inNS(t, ns, func() error {
-		err := fastpath.EnsurePersistentTUN("wdummy0")
+		err := tun.EnsurePersistent("wdummy0")
 		if err == nil || !strings.Contains(err.Error(), "another type") {
-			return fmt.Errorf("OpenTUN on a dummy: %v, want a clear error", err)
+			return fmt.Errorf("EnsurePersistent on a bridge: %v, want a clear error", err)
 		}
 		return nil
 	})
 
 	// No allocation per written and read packet.
 	allocs := testing.AllocsPerRun(100, func() {
-		if _, err := tun.Write(w); err != nil {
+		if _, err := dev.Write(w); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := tun.Read(in[:1]); err != nil {
+		if _, err := dev.Read(in[:1]); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -163,12 +164,12 @@ func TestTUN(t *testing.T) {
 	}
 }
 
-func TestCheckTUNSaysWhatIsMissing(t *testing.T) {
-	err := fastpath.CheckTUNAt(t.TempDir() + "/tun")
-	if !errors.Is(err, fastpath.ErrNoTUN) || !strings.Contains(err.Error(), "modprobe tun") || !strings.Contains(err.Error(), "does not exist") {
-		t.Fatalf("CheckTUN on a missing path: %v", err)
+func TestCheckSaysWhatIsMissing(t *testing.T) {
+	err := tun.CheckAt(t.TempDir() + "/tun")
+	if !errors.Is(err, tun.ErrNoDriver) || !strings.Contains(err.Error(), "modprobe tun") || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("Check on a missing path: %v", err)
 	}
-	if err := fastpath.CheckTUNAt(t.TempDir()); !errors.Is(err, fastpath.ErrNoTUN) {
-		t.Fatalf("CheckTUN on a directory: %v", err)
+	if err := tun.CheckAt(t.TempDir()); !errors.Is(err, tun.ErrNoDriver) {
+		t.Fatalf("Check on a directory: %v", err)
 	}
 }

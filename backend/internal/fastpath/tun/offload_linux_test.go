@@ -1,6 +1,6 @@
 //go:build linux
 
-package fastpath
+package tun_test
 
 import (
 	"bytes"
@@ -12,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftnet/weft/backend/internal/fastpath"
 	"github.com/weftnet/weft/backend/internal/fastpath/packettest"
+	"github.com/weftnet/weft/backend/internal/fastpath/tun"
 	"github.com/weftnet/weft/pkg/nsutil"
 	"github.com/weftnet/weft/test/nstest"
 )
@@ -29,17 +31,17 @@ const (
 	serverMSS  = 1000
 )
 
-func readTCP(t *testing.T, tun *TUN, in []Packet, deadline time.Time) [][]byte {
+func readTCP(t *testing.T, dev *tun.Device, in []fastpath.Packet, deadline time.Time) [][]byte {
 	t.Helper()
 	for time.Now().Before(deadline) {
-		n, err := tun.Read(in)
+		n, err := dev.Read(in)
 		if err != nil {
 			t.Fatal(err)
 		}
 		var out [][]byte
 		for i := range in[:n] {
 			b := in[i].Bytes()
-			if len(b) >= 40 && b[0] == 0x45 && b[9] == protoTCP {
+			if len(b) >= 40 && b[0] == 0x45 && b[9] == packettest.ProtoTCP {
 				out = append(out, append([]byte(nil), b...))
 			}
 		}
@@ -51,31 +53,31 @@ func readTCP(t *testing.T, tun *TUN, in []Packet, deadline time.Time) [][]byte {
 	return nil
 }
 
-func writePkts(t *testing.T, tun *TUN, pkts ...[]byte) {
+func writePkts(t *testing.T, dev *tun.Device, pkts ...[]byte) {
 	t.Helper()
-	batch := make([]Packet, len(pkts))
+	batch := make([]fastpath.Packet, len(pkts))
 	for i, b := range pkts {
-		batch[i] = Packet{Buf: append(make([]byte, Headroom), b...), Off: Headroom, Len: len(b)}
+		batch[i] = fastpath.Packet{Buf: append(make([]byte, fastpath.Headroom), b...), Off: fastpath.Headroom, Len: len(b)}
 	}
-	if n, err := tun.Write(batch); n != len(pkts) || err != nil {
+	if n, err := dev.Write(batch); n != len(pkts) || err != nil {
 		t.Fatalf("TUN Write = %d of %d, %v", n, len(pkts), err)
 	}
 }
 
 func TestTUNOffloadWithKernelTCP(t *testing.T) {
-	if err := CheckTUN(); err != nil {
+	if err := tun.Check(); err != nil {
 		t.Skip(err)
 	}
 	ns := nstest.Temp(t, "tunoff")
-	var tun *TUN
+	var dev *tun.Device
 	if err := nsutil.Do(ns, func() (err error) {
-		tun, err = OpenTUNWith(offTUN, TUNOptions{Batch: 64, Offload: true})
+		dev, err = tun.OpenWith(offTUN, tun.Options{Batch: 64, Offload: true})
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
-	defer tun.Close()
-	if got := tun.Offloads(); got != "tso4,csum,gro" {
+	defer dev.Close()
+	if got := dev.Offloads(); got != "tso4,csum,gro" {
 		t.Fatalf("Offloads() = %q", got)
 	}
 	for _, argv := range [][]string{
@@ -105,15 +107,15 @@ func TestTUNOffloadWithKernelTCP(t *testing.T) {
 		dialc <- d
 	}()
 
-	in := make([]Packet, 64)
+	in := make([]fastpath.Packet, 64)
 	for i := range in {
-		in[i] = Packet{Buf: make([]byte, Headroom+1500), Off: Headroom}
+		in[i] = fastpath.Packet{Buf: make([]byte, fastpath.Headroom+1500), Off: fastpath.Headroom}
 	}
 	deadline := time.Now().Add(20 * time.Second)
 
 	// Handshake. The SYN came with a partial checksum (TUN_F_CSUM), which Read completed.
-	syn := readTCP(t, tun, in, deadline)[0]
-	if packettest.TCPFlags(syn)&tcpSYN == 0 || !packettest.RefTCPValid(syn, 20) || packettest.RefChecksum(syn[:20]) != 0 {
+	syn := readTCP(t, dev, in, deadline)[0]
+	if packettest.TCPFlags(syn)&packettest.FlagSYN == 0 || !packettest.RefTCPValid(syn, 20) || packettest.RefChecksum(syn[:20]) != 0 {
 		t.Fatalf("first packet is not a valid SYN: %x", syn)
 	}
 	cport := binary.BigEndian.Uint16(syn[20:])
@@ -123,9 +125,9 @@ func TestTUNOffloadWithKernelTCP(t *testing.T) {
 		return packettest.TCP{Src: serverAddr, Dst: clientAddr, SPort: 80, DPort: cport, Seq: seq, Ack: ack,
 			Flags: flags, Window: 0xffff, ID: 1, TTL: 64, Payload: payload}
 	}
-	synack := server(sseq0, cseq, tcpSYN|tcpACK, nil)
+	synack := server(sseq0, cseq, packettest.FlagSYN|packettest.FlagACK, nil)
 	synack.TCPOptions = []byte{2, 4, serverMSS >> 8, serverMSS & 0xff, 1, 3, 3, 7} // MSS, NOP, window scale 7
-	writePkts(t, tun, synack.Build())
+	writePkts(t, dev, synack.Build())
 	d := <-dialc
 	if d.err != nil {
 		t.Fatal(d.err)
@@ -143,7 +145,7 @@ func TestTUNOffloadWithKernelTCP(t *testing.T) {
 	got := make([]byte, 0, len(up))
 	maxPerRead := 0
 	for len(got) < len(up) {
-		pkts := readTCP(t, tun, in, deadline)
+		pkts := readTCP(t, dev, in, deadline)
 		data := 0
 		for _, p := range pkts {
 			if packettest.RefChecksum(p[:20]) != 0 || !packettest.RefTCPValid(p, 20) || len(p) > 1500 {
@@ -162,7 +164,7 @@ func TestTUNOffloadWithKernelTCP(t *testing.T) {
 			}
 		}
 		maxPerRead = max(maxPerRead, data)
-		writePkts(t, tun, server(sseq0+1, cseq+uint32(len(got)), tcpACK, nil).Build())
+		writePkts(t, dev, server(sseq0+1, cseq+uint32(len(got)), packettest.FlagACK, nil).Build())
 	}
 	if !bytes.Equal(got, up) {
 		t.Fatal("the client's data arrived changed")
@@ -181,15 +183,15 @@ func TestTUNOffloadWithKernelTCP(t *testing.T) {
 	for off := 0; off < len(down); {
 		var batch [][]byte
 		for len(batch) < 40 && off < len(down) {
-			p := server(sseq0+1+uint32(off), ack, tcpACK, down[off:off+serverMSS])
+			p := server(sseq0+1+uint32(off), ack, packettest.FlagACK, down[off:off+serverMSS])
 			p.ID = uint16(off / serverMSS)
 			batch = append(batch, p.Build())
 			off += serverMSS
 		}
-		writePkts(t, tun, batch...)
+		writePkts(t, dev, batch...)
 		// Wait for the client to acknowledge the batch.
 		for acked := false; !acked; {
-			for _, p := range readTCP(t, tun, in, deadline) {
+			for _, p := range readTCP(t, dev, in, deadline) {
 				a := binary.BigEndian.Uint32(p[28:])
 				acked = acked || int(a-(sseq0+1)) >= off
 			}
@@ -209,12 +211,12 @@ func TestTUNOffloadWithKernelTCP(t *testing.T) {
 
 	// Single packets through the virtio-net header path do not allocate.
 	echo := packettest.ICMPEcho(serverAddr, clientAddr, 1)
-	w := []Packet{{Buf: append(make([]byte, Headroom), echo...), Off: Headroom, Len: len(echo)}}
+	w := []fastpath.Packet{{Buf: append(make([]byte, fastpath.Headroom), echo...), Off: fastpath.Headroom, Len: len(echo)}}
 	allocs := testing.AllocsPerRun(50, func() {
-		if _, err := tun.Write(w); err != nil {
+		if _, err := dev.Write(w); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := tun.Read(in[:1]); err != nil {
+		if _, err := dev.Read(in[:1]); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -223,7 +225,7 @@ func TestTUNOffloadWithKernelTCP(t *testing.T) {
 	}
 
 	// Close leaves the persistent device without offloads.
-	tun.Close()
+	dev.Close()
 	if out, err := nstest.Run(ns, "ethtool", "-k", offTUN); err == nil && strings.Contains(out, "tcp-segmentation-offload: on") {
 		t.Fatalf("TSO still on after Close:\n%s", out)
 	}
