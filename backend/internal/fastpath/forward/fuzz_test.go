@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/weftnet/weft/backend/internal/fastpath"
+	"github.com/weftnet/weft/backend/internal/fastpath/packet"
 	"github.com/weftnet/weft/backend/internal/fastpath/packettest"
 )
 
@@ -33,12 +34,12 @@ func FuzzFromConn(f *testing.F) {
 		}
 		from := ap(fuzzSenders[int(sender)%len(fuzzSenders)])
 		p := packetOf(b, from)
-		icmp := make([]byte, fastpath.ICMPMaxLen)
+		icmp := make([]byte, packet.ICMPMaxLen)
 		r, n := fw.fromConn(tab, &p, icmp)
 		switch r {
 		case fastpath.DropNone:
 			out := p.Bytes()
-			h, pr := fastpath.ParseIPv4(out)
+			h, pr := packet.ParseIPv4(out)
 			if pr != fastpath.DropNone || h.Total != len(out) || !packettest.HeaderValid(out) {
 				t.Fatalf("forwarded a packet that does not parse: %v", pr)
 			}
@@ -78,12 +79,12 @@ func FuzzFromDevice(f *testing.F) {
 			packettest.FixHeaderChecksum(b)
 		}
 		p := packetOf(b, netip.AddrPort{})
-		icmp := make([]byte, fastpath.ICMPMaxLen)
+		icmp := make([]byte, packet.ICMPMaxLen)
 		r, n := fw.fromDevice(tab, &p, icmp)
 		switch r {
 		case fastpath.DropNone:
 			out := p.Bytes()
-			h, pr := fastpath.ParseIPv4(out)
+			h, pr := packet.ParseIPv4(out)
 			if pr != fastpath.DropNone || h.Total != len(out) || !packettest.HeaderValid(out) || h.TTL != b[8]-1 {
 				t.Fatalf("forwarded a bad packet: %v", pr)
 			}
@@ -106,8 +107,8 @@ func FuzzFromDevice(f *testing.F) {
 // offender's source, quoting its start, never about an ICMP error.
 func checkICMPErrorFuzz(t *testing.T, msg, orig []byte) {
 	t.Helper()
-	h, r := fastpath.ParseIPv4(msg)
-	if r != fastpath.DropNone || h.Total != len(msg) || len(msg) > fastpath.ICMPMaxLen || packettest.RefChecksum(msg[20:]) != 0 {
+	h, r := packet.ParseIPv4(msg)
+	if r != fastpath.DropNone || h.Total != len(msg) || len(msg) > packet.ICMPMaxLen || packettest.RefChecksum(msg[20:]) != 0 {
 		t.Fatalf("bad ICMP error (%v): % x", r, msg)
 	}
 	if h.Src != packettest.Addr4("10.244.1.0") || h.Dst != binary.BigEndian.Uint32(orig[12:]) {
@@ -116,7 +117,7 @@ func checkICMPErrorFuzz(t *testing.T, msg, orig []byte) {
 	if !bytes.HasPrefix(orig, msg[28:]) {
 		t.Fatal("ICMP error does not quote the offender")
 	}
-	if oh, _ := fastpath.ParseIPv4(orig); oh.Proto == packettest.ProtoICMP && packettest.IsICMPError(orig[oh.HLen]) {
+	if oh, _ := packet.ParseIPv4(orig); oh.Proto == packettest.ProtoICMP && packettest.IsICMPError(orig[oh.HLen]) {
 		t.Fatal("ICMP error about an ICMP error")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 
 	"github.com/weftnet/weft/backend/internal/fastpath"
+	"github.com/weftnet/weft/backend/internal/fastpath/packet"
 )
 
 // slots is a loop's batch of packet slots over one allocation, each with Headroom and
@@ -61,7 +62,7 @@ func (f *Forwarder) readFailed(side string, err error, inARow *int) error {
 func (f *Forwarder) deviceLoop() error {
 	slots := makeSlots(f.batch, f.mtu)
 	in := slots.pkts
-	icmp := makePackets(f.batch, fastpath.ICMPMaxLen)
+	icmp := makePackets(f.batch, packet.ICMPMaxLen)
 	out := make([]fastpath.Packet, 0, f.batch)
 	var c batchCounts
 	failures := 0
@@ -123,7 +124,7 @@ func (f *Forwarder) connLoop() error {
 	}
 	slots := makeSlots(f.batch, size)
 	in := slots.pkts
-	icmp := makePackets(f.batch, fastpath.ICMPMaxLen)
+	icmp := makePackets(f.batch, packet.ICMPMaxLen)
 	out := make([]fastpath.Packet, 0, f.batch)
 	var c batchCounts
 	failures := 0

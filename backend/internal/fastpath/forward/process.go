@@ -1,6 +1,10 @@
 package forward
 
-import "github.com/weftnet/weft/backend/internal/fastpath"
+import (
+	"github.com/weftnet/weft/backend/internal/fastpath"
+
+	"github.com/weftnet/weft/backend/internal/fastpath/packet"
+)
 
 // The per-packet decisions. They run on the hot path: no allocation, no logging, no
 // locks. They are methods on Forwarder only to read its immutable configuration.
@@ -12,7 +16,7 @@ import "github.com/weftnet/weft/backend/internal/fastpath"
 // (which must hold ICMPMaxLen bytes), that error's length.
 func (f *Forwarder) fromDevice(t *PeerTable, p *fastpath.Packet, icmp []byte) (fastpath.DropReason, int) {
 	b := p.Bytes()
-	h, r := fastpath.ParseIPv4(b)
+	h, r := packet.ParseIPv4(b)
 	if r != fastpath.DropNone {
 		return r, 0
 	}
@@ -23,12 +27,12 @@ func (f *Forwarder) fromDevice(t *PeerTable, p *fastpath.Packet, icmp []byte) (f
 		if f.inSubnet(h.Dst) {
 			return fastpath.DropOwnSubnet, 0
 		}
-		return fastpath.DropNoRoute, f.icmpError(icmp, b, h, fastpath.ICMPDestUnreachable, fastpath.ICMPNetUnreachable)
+		return fastpath.DropNoRoute, f.icmpError(icmp, b, h, packet.ICMPDestUnreachable, packet.ICMPNetUnreachable)
 	}
 	if h.TTL <= 1 {
-		return fastpath.DropTTLExceeded, f.icmpError(icmp, b, h, fastpath.ICMPTimeExceeded, fastpath.ICMPTTLExceeded)
+		return fastpath.DropTTLExceeded, f.icmpError(icmp, b, h, packet.ICMPTimeExceeded, packet.ICMPTTLExceeded)
 	}
-	fastpath.DecrementTTL(b)
+	packet.DecrementTTL(b)
 	p.Addr = t.peers[i].Endpoint
 	return fastpath.DropNone, 0
 }
@@ -44,7 +48,7 @@ func (f *Forwarder) fromConn(t *PeerTable, p *fastpath.Packet, icmp []byte) (fas
 		return fastpath.DropNotPeer, 0
 	}
 	b := p.Bytes()
-	h, r := fastpath.ParseIPv4(b)
+	h, r := packet.ParseIPv4(b)
 	if r != fastpath.DropNone {
 		return r, 0
 	}
@@ -58,9 +62,9 @@ func (f *Forwarder) fromConn(t *PeerTable, p *fastpath.Packet, icmp []byte) (fas
 		return fastpath.DropWrongDestination, 0
 	}
 	if h.TTL <= 1 {
-		return fastpath.DropTTLExceeded, f.icmpError(icmp, b, h, fastpath.ICMPTimeExceeded, fastpath.ICMPTTLExceeded)
+		return fastpath.DropTTLExceeded, f.icmpError(icmp, b, h, packet.ICMPTimeExceeded, packet.ICMPTTLExceeded)
 	}
-	fastpath.DecrementTTL(b)
+	packet.DecrementTTL(b)
 	return fastpath.DropNone, 0
 }
 
@@ -69,9 +73,9 @@ func (f *Forwarder) inSubnet(a uint32) bool { return a&f.subnetMask == f.subnetA
 
 // icmpError writes an ICMP error about b from Config.Self into icmp when RFC 1812 allows
 // one, and returns its length (0 when none is sent).
-func (f *Forwarder) icmpError(icmp, b []byte, h fastpath.Header, typ, code uint8) int {
-	if !fastpath.ICMPErrorAllowed(b, h) {
+func (f *Forwarder) icmpError(icmp, b []byte, h packet.Header, typ, code uint8) int {
+	if !packet.ICMPErrorAllowed(b, h) {
 		return 0
 	}
-	return fastpath.BuildICMPError(icmp, b, h, f.self, typ, code)
+	return packet.BuildICMPError(icmp, b, h, f.self, typ, code)
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/weftnet/weft/backend/internal/fastpath"
+	"github.com/weftnet/weft/backend/internal/fastpath/packet"
 	"github.com/weftnet/weft/backend/internal/fastpath/packettest"
 )
 
@@ -26,10 +27,10 @@ func TestFromDevice(t *testing.T) {
 		{"from host address", packettest.UDP("10.244.1.0", "10.244.3.1", 64, "hi"), 0, fastpath.DropNone, "192.0.2.3:8285", 0},
 		{"trailing bytes trimmed", packettest.UDP("10.244.1.2", "10.244.2.3", 64, "hi"), 5, fastpath.DropNone, "192.0.2.2:8285", 0},
 		{"TTL 2 still forwarded", packettest.UDP("10.244.1.2", "10.244.2.3", 2, "hi"), 0, fastpath.DropNone, "192.0.2.2:8285", 0},
-		{"TTL 1 expires", packettest.UDP("10.244.1.2", "10.244.2.3", 1, "hi"), 0, fastpath.DropTTLExceeded, "", fastpath.ICMPTimeExceeded},
-		{"TTL 0 expires", packettest.UDP("10.244.1.2", "10.244.2.3", 0, "hi"), 0, fastpath.DropTTLExceeded, "", fastpath.ICMPTimeExceeded},
-		{"no peer in network", packettest.UDP("10.244.1.2", "10.244.9.9", 64, "hi"), 0, fastpath.DropNoRoute, "", fastpath.ICMPDestUnreachable},
-		{"outside network", packettest.UDP("10.244.1.2", "8.8.8.8", 64, "hi"), 0, fastpath.DropNoRoute, "", fastpath.ICMPDestUnreachable},
+		{"TTL 1 expires", packettest.UDP("10.244.1.2", "10.244.2.3", 1, "hi"), 0, fastpath.DropTTLExceeded, "", packet.ICMPTimeExceeded},
+		{"TTL 0 expires", packettest.UDP("10.244.1.2", "10.244.2.3", 0, "hi"), 0, fastpath.DropTTLExceeded, "", packet.ICMPTimeExceeded},
+		{"no peer in network", packettest.UDP("10.244.1.2", "10.244.9.9", 64, "hi"), 0, fastpath.DropNoRoute, "", packet.ICMPDestUnreachable},
+		{"outside network", packettest.UDP("10.244.1.2", "8.8.8.8", 64, "hi"), 0, fastpath.DropNoRoute, "", packet.ICMPDestUnreachable},
 		{"no peer, about an ICMP error", packettest.IPv4{Src: "10.244.1.2", Dst: "10.244.9.9", TTL: 64, Proto: packettest.ProtoICMP, Payload: make([]byte, 8)}.WithICMPType(3), 0, fastpath.DropNoRoute, "", 0},
 		{"no peer, multicast", packettest.UDP("10.244.1.2", "239.0.0.1", 64, "hi"), 0, fastpath.DropNoRoute, "", 0},
 		{"own subnet", packettest.UDP("10.244.1.2", "10.244.1.3", 64, "hi"), 0, fastpath.DropOwnSubnet, "", 0},
@@ -43,7 +44,7 @@ func TestFromDevice(t *testing.T) {
 			orig := tt.p.Build()
 			b := append(append([]byte(nil), orig...), make([]byte, tt.trailing)...)
 			p := packetOf(b, netip.AddrPort{})
-			icmp := make([]byte, fastpath.ICMPMaxLen)
+			icmp := make([]byte, packet.ICMPMaxLen)
 			r, n := f.fromDevice(tab, &p, icmp)
 			if r != tt.want {
 				t.Fatalf("fromDevice = %v, want %v", r, tt.want)
@@ -96,7 +97,7 @@ func TestFromConn(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			orig := tt.p.Build()
 			p := packetOf(orig, ap(tt.from))
-			icmp := make([]byte, fastpath.ICMPMaxLen)
+			icmp := make([]byte, packet.ICMPMaxLen)
 			r, n := f.fromConn(tab, &p, icmp)
 			if r != tt.want {
 				t.Fatalf("fromConn = %v, want %v", r, tt.want)
@@ -108,7 +109,7 @@ func TestFromConn(t *testing.T) {
 				t.Fatalf("ICMP error length %d, want one: %v", n, tt.wantICMP)
 			}
 			if n > 0 {
-				checkICMPError(t, icmp[:n], orig, "10.244.1.0", tt.p.Src, fastpath.ICMPTimeExceeded, fastpath.ICMPTTLExceeded)
+				checkICMPError(t, icmp[:n], orig, "10.244.1.0", tt.p.Src, packet.ICMPTimeExceeded, packet.ICMPTTLExceeded)
 			}
 		})
 	}
@@ -138,7 +139,7 @@ func checkForwarded(t *testing.T, got, orig []byte) {
 func TestPerPacketFunctionsDoNotAllocate(t *testing.T) {
 	f := testForwarder(t)
 	tab := testPeers(t)
-	icmp := make([]byte, fastpath.ICMPMaxLen)
+	icmp := make([]byte, packet.ICMPMaxLen)
 	cases := []struct {
 		name string
 		run  func()

@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/backend/internal/fastpath"
+	"github.com/weftnet/weft/backend/internal/fastpath/packet"
 )
 
 // Read implements fastpath.Device. With offloads, a superpacket is cut into segments,
@@ -98,8 +99,8 @@ func (t *Device) readVnetLocked(fd uintptr) bool {
 			return true
 		}
 		var slot []byte
-		if p.Off >= fastpath.VirtioHdrLen {
-			slot = p.Buf[p.Off-fastpath.VirtioHdrLen:]
+		if p.Off >= packet.VirtioHdrLen {
+			slot = p.Buf[p.Off-packet.VirtioHdrLen:]
 		}
 		t.riov[0].Base = unsafe.SliceData(slot)
 		t.riov[0].SetLen(len(slot))
@@ -139,21 +140,21 @@ func maxSegments(slot int) int {
 
 // gotSlot handles a read that fit in p's slot (b: virtio-net header and packet).
 func (t *Device) gotSlot(p *fastpath.Packet, b []byte) {
-	h, ok := fastpath.DecodeVirtioHdr(b)
+	h, ok := packet.DecodeVirtioHdr(b)
 	if !ok {
 		p.Len = 0
 		t.rn++
 		return
 	}
-	if h.GSOType != fastpath.GSONone {
+	if h.GSOType != packet.GSONone {
 		// A superpacket small enough for a slot: cut it from rbuf, as the segments go to
 		// this slot and the next ones.
 		n := copy(t.rbuf, b)
 		t.gotSuper(p, t.rbuf[:n])
 		return
 	}
-	p.Len = len(b) - fastpath.VirtioHdrLen
-	if h.Flags&fastpath.VnetNeedsCsum != 0 && !fastpath.CompleteChecksum(p.Bytes(), int(h.CsumStart), int(h.CsumOffset)) {
+	p.Len = len(b) - packet.VirtioHdrLen
+	if h.Flags&packet.VnetNeedsCsum != 0 && !packet.CompleteChecksum(p.Bytes(), int(h.CsumStart), int(h.CsumOffset)) {
 		p.Len = 0
 	}
 	t.rn++
@@ -161,8 +162,8 @@ func (t *Device) gotSlot(p *fastpath.Packet, b []byte) {
 
 // gotSuper handles a read gathered in rbuf (b: virtio-net header and superpacket).
 func (t *Device) gotSuper(p *fastpath.Packet, b []byte) {
-	h, _ := fastpath.DecodeVirtioHdr(b)
-	if h.GSOType == fastpath.GSONone || t.split.Start(b[fastpath.VirtioHdrLen:], h) != fastpath.DropNone {
+	h, _ := packet.DecodeVirtioHdr(b)
+	if h.GSOType == packet.GSONone || t.split.Start(b[packet.VirtioHdrLen:], h) != fastpath.DropNone {
 		// Longer than a slot without being a superpacket, or not one we can cut.
 		p.Len = 0
 		t.rn++

@@ -12,6 +12,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/weftnet/weft/backend/internal/fastpath"
+	"github.com/weftnet/weft/backend/internal/fastpath/packet"
 )
 
 // Path is the TUN clone device.
@@ -47,7 +48,7 @@ type Options struct {
 	// Offload asks for IFF_VNET_HDR with TCP segmentation and checksum offload
 	// (TUN_F_CSUM|TUN_F_TSO4): the kernel hands over TCP superpackets of up to 64 KiB,
 	// which Read cuts into MTU-sized segments, and Write coalesces consecutive segments of
-	// a TCP flow into superpackets (fastpath.TSOSplitter, fastpath.GROPlanner). When the
+	// a TCP flow into superpackets (packet.TSOSplitter, packet.GROPlanner). When the
 	// kernel refuses, the TUN is opened without, logged once; Offloads says which.
 	Offload bool
 	// Log receives the offload decision.
@@ -71,17 +72,17 @@ type Device struct {
 	rpkts  []fastpath.Packet
 	rn     int
 	rerr   error
-	rbuf   []byte               // vnet: where a superpacket is read (its start lands in a slot)
-	riov   [2]unix.Iovec        // vnet: a slot, then rbuf
-	split  fastpath.TSOSplitter // vnet: the superpacket being cut
+	rbuf   []byte             // vnet: where a superpacket is read (its start lands in a slot)
+	riov   [2]unix.Iovec      // vnet: a slot, then rbuf
+	split  packet.TSOSplitter // vnet: the superpacket being cut
 	readFn func(fd uintptr) bool
 
 	wmu     sync.Mutex // serialises Write; guards the write state below
 	wpkts   []fastpath.Packet
 	wi, wn  int
 	werr    error
-	gro     fastpath.GROPlanner                 // vnet: the writes planned for wpkts
-	wiov    [1 + fastpath.MaxGROSegs]unix.Iovec // vnet: one write's pieces
+	gro     packet.GROPlanner                 // vnet: the writes planned for wpkts
+	wiov    [1 + packet.MaxGROSegs]unix.Iovec // vnet: one write's pieces
 	writeFn func(fd uintptr) bool
 }
 
@@ -170,7 +171,7 @@ func newTUN(fd int, name string, batch int, vnet bool, desc string) (*Device, er
 	t.readFn = t.readLocked
 	t.writeFn = t.writeLocked
 	if vnet {
-		t.rbuf = make([]byte, fastpath.VirtioHdrLen+fastpath.MaxPacket+1)
+		t.rbuf = make([]byte, packet.VirtioHdrLen+fastpath.MaxPacket+1)
 		t.readFn = t.readVnetLocked
 		t.writeFn = t.writeVnetLocked
 	}

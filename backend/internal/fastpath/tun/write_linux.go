@@ -12,7 +12,7 @@ import (
 )
 
 // Write implements fastpath.Device. With offloads, consecutive TCP segments of a flow are
-// written as one superpacket (fastpath.GROPlanner); the count returned is still in
+// written as one superpacket (packet.GROPlanner); the count returned is still in
 // packets.
 func (t *Device) Write(pkts []fastpath.Packet) (int, error) {
 	if len(pkts) == 0 {

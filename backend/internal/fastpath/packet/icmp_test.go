@@ -1,10 +1,11 @@
-package fastpath
+package packet
 
 import (
 	"bytes"
 	"strings"
 	"testing"
 
+	"github.com/weftnet/weft/backend/internal/fastpath"
 	"github.com/weftnet/weft/backend/internal/fastpath/packettest"
 )
 
@@ -45,7 +46,7 @@ func TestICMPErrorAllowed(t *testing.T) {
 	for _, tt := range tests {
 		b := tt.p.Build()
 		h, r := ParseIPv4(b)
-		if r != DropNone {
+		if r != fastpath.DropNone {
 			t.Fatalf("%s: test packet invalid: %v", tt.name, r)
 		}
 		if got := ICMPErrorAllowed(b, h); got != tt.want {

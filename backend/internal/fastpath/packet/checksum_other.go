@@ -1,6 +1,6 @@
 //go:build !amd64
 
-package fastpath
+package packet
 
 // useVector is false: there is no vector sum on this architecture.
 var useVector = false

@@ -1,6 +1,10 @@
-package fastpath
+package packet
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+
+	"github.com/weftnet/weft/backend/internal/fastpath"
+)
 
 // IPv4 header layout used by the fast path.
 const (
@@ -34,23 +38,23 @@ type Header struct {
 // within b; the total length covers the header and lies within b. Bytes after the total
 // length are allowed (the caller trims them). The reason is DropNone when the packet is
 // well-formed, DropNotIPv4 for another IP version, else DropMalformed.
-func ParseIPv4(b []byte) (Header, DropReason) {
+func ParseIPv4(b []byte) (Header, fastpath.DropReason) {
 	if len(b) < 1 {
-		return Header{}, DropMalformed
+		return Header{}, fastpath.DropMalformed
 	}
 	if b[0]>>4 != 4 {
-		return Header{}, DropNotIPv4
+		return Header{}, fastpath.DropNotIPv4
 	}
 	hlen := int(b[0]&0x0f) * 4
 	if hlen < ipv4HeaderLen || len(b) < hlen {
-		return Header{}, DropMalformed
+		return Header{}, fastpath.DropMalformed
 	}
 	total := int(binary.BigEndian.Uint16(b[offTotalLen:]))
 	if total < hlen || total > len(b) {
-		return Header{}, DropMalformed
+		return Header{}, fastpath.DropMalformed
 	}
 	if checksum(b[:hlen], 0) != 0 {
-		return Header{}, DropMalformed
+		return Header{}, fastpath.DropMalformed
 	}
 	return Header{
 		HLen:    hlen,
@@ -60,7 +64,7 @@ func ParseIPv4(b []byte) (Header, DropReason) {
 		FragOff: binary.BigEndian.Uint16(b[offFrag:]) & 0x1fff,
 		Src:     binary.BigEndian.Uint32(b[offSrc:]),
 		Dst:     binary.BigEndian.Uint32(b[offDst:]),
-	}, DropNone
+	}, fastpath.DropNone
 }
 
 // DecrementTTL lowers the TTL of the IPv4 header at b by one and updates its checksum

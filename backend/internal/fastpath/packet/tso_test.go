@@ -1,10 +1,11 @@
-package fastpath
+package packet
 
 import (
 	"encoding/binary"
 	"fmt"
 	"testing"
 
+	"github.com/weftnet/weft/backend/internal/fastpath"
 	"github.com/weftnet/weft/backend/internal/fastpath/packettest"
 )
 
@@ -19,7 +20,7 @@ func tsoHdr(b []byte, mss int) VirtioHdr {
 func splitAll(t *testing.T, super []byte, h VirtioHdr, slotLen int) [][]byte {
 	t.Helper()
 	var s TSOSplitter
-	if r := s.Start(super, h); r != DropNone {
+	if r := s.Start(super, h); r != fastpath.DropNone {
 		t.Fatalf("start: %v", r)
 	}
 	var out [][]byte
@@ -184,7 +185,7 @@ func TestTSORefuses(t *testing.T) {
 				tt.mod(b, &h)
 			}
 			var s TSOSplitter
-			if r := s.Start(b, h); r != DropMalformed {
+			if r := s.Start(b, h); r != fastpath.DropMalformed {
 				t.Fatalf("start: %v, want malformed", r)
 			}
 			if s.Pending() {
@@ -198,7 +199,7 @@ func TestTSORefuses(t *testing.T) {
 func TestTSOSlotTooSmall(t *testing.T) {
 	super := packettest.Flow(1, 3000).With(func(p *packettest.TCP) { p.Partial = true }).Build()
 	var s TSOSplitter
-	if r := s.Start(super, tsoHdr(super, 1400)); r != DropNone {
+	if r := s.Start(super, tsoHdr(super, 1400)); r != fastpath.DropNone {
 		t.Fatal(r)
 	}
 	if n := s.Next(make([]byte, 1439)); n != 0 || s.Pending() {

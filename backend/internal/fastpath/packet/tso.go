@@ -1,6 +1,10 @@
-package fastpath
+package packet
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+
+	"github.com/weftnet/weft/backend/internal/fastpath"
+)
 
 // TCP segmentation (TSO in userspace). A TUN with TUN_F_TSO4 hands over TCP/IPv4
 // superpackets of up to 64 KiB, with a virtio-net header saying how to cut them. The
@@ -35,25 +39,25 @@ type TSOSplitter struct {
 // Start checks the superpacket pkt described by h and makes it pending. It reports
 // DropNone, or why pkt is refused (then nothing is pending). pkt must stay unchanged
 // until the last segment is cut.
-func (s *TSOSplitter) Start(pkt []byte, h VirtioHdr) DropReason {
+func (s *TSOSplitter) Start(pkt []byte, h VirtioHdr) fastpath.DropReason {
 	*s = TSOSplitter{}
 	if h.GSOType&^GSOECN != GSOTCPv4 || h.GSOSize == 0 {
-		return DropMalformed
+		return fastpath.DropMalformed
 	}
 	if len(pkt) < ipv4HeaderLen || pkt[0]>>4 != 4 {
-		return DropMalformed
+		return fastpath.DropMalformed
 	}
 	ihl := int(pkt[0]&0x0f) * 4
 	if ihl < ipv4HeaderLen || int(binary.BigEndian.Uint16(pkt[offTotalLen:])) != len(pkt) ||
 		pkt[offProto] != protoTCP || binary.BigEndian.Uint16(pkt[offFrag:])&(ipFlagMF|fragMask) != 0 {
-		return DropMalformed
+		return fastpath.DropMalformed
 	}
 	if int(h.CsumStart) != ihl || h.CsumOffset != tcpOffCsum || len(pkt) < ihl+tcpMinHeader {
-		return DropMalformed
+		return fastpath.DropMalformed
 	}
 	thl := int(pkt[ihl+tcpOffDoff]>>4) * 4
 	if thl < tcpMinHeader || len(pkt) < ihl+thl {
-		return DropMalformed
+		return fastpath.DropMalformed
 	}
 	*s = TSOSplitter{
 		pkt:    pkt,
@@ -64,7 +68,7 @@ func (s *TSOSplitter) Start(pkt []byte, h VirtioHdr) DropReason {
 		seq:    binary.BigEndian.Uint32(pkt[ihl+tcpOffSeq:]),
 		id:     binary.BigEndian.Uint16(pkt[offID:]),
 	}
-	return DropNone
+	return fastpath.DropNone
 }
 
 // Pending reports whether segments remain to be cut.

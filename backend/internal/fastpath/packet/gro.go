@@ -1,8 +1,10 @@
-package fastpath
+package packet
 
 import (
 	"bytes"
 	"encoding/binary"
+
+	"github.com/weftnet/weft/backend/internal/fastpath"
 )
 
 // TCP coalescing (GRO in userspace). Packets from peers are written to a TUN with
@@ -88,7 +90,7 @@ type groRun struct {
 // first segment is head. It does not check the checksum.
 func groCanAppend(r *groRun, head, b []byte, s groSeg) bool {
 	if r.psh || r.short || r.count >= MaxGROSegs || s.thl != r.thl || s.seq != r.nextSeq ||
-		s.payload > r.mss || r.total+s.payload > MaxPacket || s.flags&tcpCWR != 0 {
+		s.payload > r.mss || r.total+s.payload > fastpath.MaxPacket || s.flags&tcpCWR != 0 {
 		return false
 	}
 	// IPv4: TOS (with the ECN bits), flags (DF), TTL equal; without DF the
@@ -129,7 +131,7 @@ type GROOp struct {
 type GROPlanner struct {
 	runs  [maxGROFlows]groRun
 	nruns int
-	pkts  []Packet
+	pkts  []fastpath.Packet
 	hdrs  [][VirtioHdrLen]byte // one virtio-net header per op
 	bufs  [][]byte             // the pieces of all ops, in order
 	ops   []GROOp
@@ -138,7 +140,7 @@ type GROPlanner struct {
 // Plan fills ops and bufs for pkts (read them with Ops and Pieces). It rewrites the
 // headers of the first segment of each coalesced run in place; pkts must stay unchanged
 // until the writes are done.
-func (g *GROPlanner) Plan(pkts []Packet) {
+func (g *GROPlanner) Plan(pkts []fastpath.Packet) {
 	g.pkts = pkts
 	g.nruns = 0
 	g.ops = g.ops[:0]

@@ -1,10 +1,11 @@
-package fastpath
+package packet
 
 import (
 	"encoding/binary"
 	"math/rand/v2"
 	"testing"
 
+	"github.com/weftnet/weft/backend/internal/fastpath"
 	"github.com/weftnet/weft/backend/internal/fastpath/packettest"
 )
 
@@ -27,23 +28,23 @@ func TestParseIPv4(t *testing.T) {
 	tests := []struct {
 		name string
 		b    []byte
-		want DropReason
+		want fastpath.DropReason
 	}{
-		{"valid", good, DropNone},
-		{"valid with options", withOptions, DropNone},
-		{"trailing bytes after total length", append(append([]byte(nil), good...), 0, 0, 0), DropNone},
-		{"empty", nil, DropMalformed},
-		{"one byte", []byte{0x45}, DropMalformed},
-		{"19 bytes", good[:19], DropMalformed},
-		{"IPv6", mutate(good, func(b []byte) { b[0] = 0x60 }), DropNotIPv4},
-		{"version 0", mutate(good, func(b []byte) { b[0] = 0x05 }), DropNotIPv4},
-		{"IHL 4", mutate(good, func(b []byte) { b[0] = 0x44; fixSum(b) }), DropMalformed},
-		{"IHL 15 beyond packet", mutate(good, func(b []byte) { b[0] = 0x4f }), DropMalformed},
-		{"total length below header", mutate(good, func(b []byte) { binary.BigEndian.PutUint16(b[2:], 19); fixSum(b) }), DropMalformed},
-		{"total length beyond data", mutate(good, func(b []byte) { binary.BigEndian.PutUint16(b[2:], uint16(len(b)+1)); fixSum(b) }), DropMalformed},
-		{"bad checksum", mutate(good, func(b []byte) { b[10] ^= 0x01 }), DropMalformed},
-		{"bad checksum in options", mutate(withOptions, func(b []byte) { b[21] = 7 }), DropMalformed},
-		{"header only", packettest.IPv4{Src: "10.0.0.1", Dst: "10.0.0.2", TTL: 1, Proto: 17}.Build(), DropNone},
+		{"valid", good, fastpath.DropNone},
+		{"valid with options", withOptions, fastpath.DropNone},
+		{"trailing bytes after total length", append(append([]byte(nil), good...), 0, 0, 0), fastpath.DropNone},
+		{"empty", nil, fastpath.DropMalformed},
+		{"one byte", []byte{0x45}, fastpath.DropMalformed},
+		{"19 bytes", good[:19], fastpath.DropMalformed},
+		{"IPv6", mutate(good, func(b []byte) { b[0] = 0x60 }), fastpath.DropNotIPv4},
+		{"version 0", mutate(good, func(b []byte) { b[0] = 0x05 }), fastpath.DropNotIPv4},
+		{"IHL 4", mutate(good, func(b []byte) { b[0] = 0x44; fixSum(b) }), fastpath.DropMalformed},
+		{"IHL 15 beyond packet", mutate(good, func(b []byte) { b[0] = 0x4f }), fastpath.DropMalformed},
+		{"total length below header", mutate(good, func(b []byte) { binary.BigEndian.PutUint16(b[2:], 19); fixSum(b) }), fastpath.DropMalformed},
+		{"total length beyond data", mutate(good, func(b []byte) { binary.BigEndian.PutUint16(b[2:], uint16(len(b)+1)); fixSum(b) }), fastpath.DropMalformed},
+		{"bad checksum", mutate(good, func(b []byte) { b[10] ^= 0x01 }), fastpath.DropMalformed},
+		{"bad checksum in options", mutate(withOptions, func(b []byte) { b[21] = 7 }), fastpath.DropMalformed},
+		{"header only", packettest.IPv4{Src: "10.0.0.1", Dst: "10.0.0.2", TTL: 1, Proto: 17}.Build(), fastpath.DropNone},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -51,7 +52,7 @@ func TestParseIPv4(t *testing.T) {
 			if got != tt.want {
 				t.Fatalf("ParseIPv4 = %v, want %v", got, tt.want)
 			}
-			if got != DropNone {
+			if got != fastpath.DropNone {
 				return
 			}
 			if h.HLen != int(tt.b[0]&0xf)*4 || h.Total != int(binary.BigEndian.Uint16(tt.b[2:])) ||
@@ -70,7 +71,7 @@ func TestParseIPv4FragmentOffset(t *testing.T) {
 	}{{0x0000, 0}, {0x4000, 0}, {0x2000, 0}, {0x2001, 1}, {0x1fff, 0x1fff}, {0x00b9, 0xb9}} {
 		b := packettest.IPv4{Src: "10.0.0.1", Dst: "10.0.0.2", TTL: 9, Proto: 17, Frag: tt.field}.Build()
 		h, r := ParseIPv4(b)
-		if r != DropNone || h.FragOff != tt.want {
+		if r != fastpath.DropNone || h.FragOff != tt.want {
 			t.Errorf("frag field %#04x: offset %d (%v), want %d", tt.field, h.FragOff, r, tt.want)
 		}
 	}
@@ -109,7 +110,7 @@ func TestDecrementTTLMatchesFullRecomputation(t *testing.T) {
 		if got, w := binary.BigEndian.Uint16(b[10:]), binary.BigEndian.Uint16(want[10:]); got != w {
 			t.Fatalf("header % x: incremental checksum %#04x, full recomputation %#04x", before[:20], got, w)
 		}
-		if _, r := ParseIPv4(b); r != DropNone {
+		if _, r := ParseIPv4(b); r != fastpath.DropNone {
 			t.Fatalf("header invalid after decrement: %v", r)
 		}
 	}

@@ -1,10 +1,11 @@
-package fastpath
+package packet
 
 import (
 	"encoding/binary"
 	"fmt"
 	"testing"
 
+	"github.com/weftnet/weft/backend/internal/fastpath"
 	"github.com/weftnet/weft/backend/internal/fastpath/packettest"
 )
 
@@ -18,10 +19,10 @@ type groWrite struct {
 // planWrites runs the planner over copies of pkts and reassembles each write.
 func planWrites(t *testing.T, pkts [][]byte) []groWrite {
 	t.Helper()
-	batch := make([]Packet, len(pkts))
+	batch := make([]fastpath.Packet, len(pkts))
 	for i, b := range pkts {
-		buf := append(make([]byte, Headroom), b...)
-		batch[i] = Packet{Buf: buf, Off: Headroom, Len: len(b)}
+		buf := append(make([]byte, fastpath.Headroom), b...)
+		batch[i] = fastpath.Packet{Buf: buf, Off: fastpath.Headroom, Len: len(b)}
 	}
 	var g GROPlanner
 	g.Plan(batch)
@@ -352,11 +353,11 @@ func TestGROLimits(t *testing.T) {
 		pkts := segments(50, 1400, nil)
 		ws := planWrites(t, pkts)
 		for i, w := range ws {
-			if len(w.data) > MaxPacket {
+			if len(w.data) > fastpath.MaxPacket {
 				t.Fatalf("write %d is %d bytes", i, len(w.data))
 			}
 		}
-		if len(ws) != 2 || ws[0].pkts != (MaxPacket-40)/1400 {
+		if len(ws) != 2 || ws[0].pkts != (fastpath.MaxPacket-40)/1400 {
 			t.Fatalf("%d writes, first with %d packets", len(ws), ws[0].pkts)
 		}
 	})
@@ -376,11 +377,11 @@ func TestGROThenTSO(t *testing.T) {
 }
 
 func TestGRODoesNotAllocate(t *testing.T) {
-	batch := make([]Packet, 0, 128)
+	batch := make([]fastpath.Packet, 0, 128)
 	for f := 0; f < 3; f++ {
 		for _, b := range segments(40, 1400, func(i int, p *packettest.TCP) { p.SPort = uint16(f) }) {
-			buf := append(make([]byte, Headroom), b...)
-			batch = append(batch, Packet{Buf: buf, Off: Headroom, Len: len(b)})
+			buf := append(make([]byte, fastpath.Headroom), b...)
+			batch = append(batch, fastpath.Packet{Buf: buf, Off: fastpath.Headroom, Len: len(b)})
 		}
 	}
 	heads := make([][]byte, len(batch))
@@ -407,10 +408,10 @@ func TestGRODoesNotAllocate(t *testing.T) {
 }
 
 func BenchmarkGROPlan(b *testing.B) {
-	var batch []Packet
+	var batch []fastpath.Packet
 	for _, s := range segments(46, 1420, nil) {
-		buf := append(make([]byte, Headroom), s...)
-		batch = append(batch, Packet{Buf: buf, Off: Headroom, Len: len(s)})
+		buf := append(make([]byte, fastpath.Headroom), s...)
+		batch = append(batch, fastpath.Packet{Buf: buf, Off: fastpath.Headroom, Len: len(s)})
 	}
 	// plan rewrites the first segment's header: restore the headers before each run.
 	heads := make([][]byte, len(batch))

@@ -1,18 +1,20 @@
-package fastpath
+package packet
 
 import (
 	"bytes"
 	"encoding/binary"
 	"testing"
 
+	"github.com/weftnet/weft/backend/internal/fastpath"
 	"github.com/weftnet/weft/backend/internal/fastpath/packettest"
 )
 
 // Fuzz targets for the offload parsers: the virtio-net header and TCP segmentation (what
-// the kernel hands a TUN with offloads), coalescing (packets from peers), and the UDP_GRO
-// control message. Seeds live in testdata/fuzz/<Target>; run one with e.g.
+// the kernel hands a TUN with offloads), coalescing (packets from peers) and checksum
+// completion. (The UDP_GRO control message is dgram's FuzzGROSegment.) Seeds live in
+// testdata/fuzz/<Target>; run one with e.g.
 //
-//	go test -fuzz=FuzzTSOSplit -fuzztime=30s ./backend/internal/fastpath/
+//	go test -fuzz=FuzzTSOSplit -fuzztime=30s ./backend/internal/fastpath/packet/
 
 // tsoSeed is a virtio-net header followed by a superpacket.
 func tsoSeed(p packettest.TCP, mss int, mod func(*VirtioHdr)) []byte {
@@ -39,7 +41,7 @@ func FuzzTSOSplit(f *testing.F) {
 		super := in[VirtioHdrLen:]
 		orig := append([]byte(nil), super...)
 		var s TSOSplitter
-		if s.Start(super, h) != DropNone {
+		if s.Start(super, h) != fastpath.DropNone {
 			if s.Pending() {
 				t.Fatal("refused but pending")
 			}
@@ -49,7 +51,7 @@ func FuzzTSOSplit(f *testing.F) {
 		dst := make([]byte, 1600)
 		var payload []byte
 		for i := 0; s.Pending(); i++ {
-			if i > MaxPacket {
+			if i > fastpath.MaxPacket {
 				t.Fatal("more segments than bytes")
 			}
 			n := s.Next(dst)
@@ -124,7 +126,7 @@ func FuzzGRO(f *testing.F) {
 				continue
 			}
 			b := w.data
-			if w.hdr.GSOType != GSOTCPv4 || w.hdr.GSOSize == 0 || len(b) > MaxPacket ||
+			if w.hdr.GSOType != GSOTCPv4 || w.hdr.GSOSize == 0 || len(b) > fastpath.MaxPacket ||
 				int(binary.BigEndian.Uint16(b[2:])) != len(b) || packettest.RefChecksum(b[:20]) != 0 {
 				t.Fatalf("bad coalesced write: %+v", w.hdr)
 			}
@@ -134,11 +136,11 @@ func FuzzGRO(f *testing.F) {
 			}
 			// Cut again, the segments carry the same payload as the packets merged.
 			var s TSOSplitter
-			if s.Start(b, w.hdr) != DropNone {
+			if s.Start(b, w.hdr) != fastpath.DropNone {
 				t.Fatal("a coalesced write does not cut")
 			}
 			segs := 0
-			dst := make([]byte, MaxPacket)
+			dst := make([]byte, fastpath.MaxPacket)
 			for s.Pending() {
 				if s.Next(dst) == 0 {
 					t.Fatal("cut failed")

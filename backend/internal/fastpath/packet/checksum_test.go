@@ -1,4 +1,4 @@
-package fastpath
+package packet
 
 import (
 	"math/bits"
