@@ -1,14 +1,29 @@
 // Package fastpath is weft's userspace forwarding core: it moves IPv4 packets between an
 // overlay Device (a TUN) and an underlay Conn (a UDP socket for the udp backend, a raw IP
-// protocol 47 socket for userspace GRE), and decides per packet where it goes. The
-// Forwarder that does so lives in fastpath/forward (see its design notes), the TUN in
-// fastpath/tun, the underlay socket in fastpath/dgram.
+// protocol 47 socket for userspace GRE), and decides per packet where it goes.
 //
-// It owns the per-packet work and nothing else: the backend creates the device and the
-// socket, turns peer leases into a forward.PeerTable, and hands both to a
-// forward.Forwarder. The fast path never logs per packet, never allocates per packet
-// (buffers are allocated once per loop), and never touches kernel state beyond reading
-// and writing the two file descriptors.
+// The work lives in four sub-packages, one job each:
+//
+//	forward  the Forwarder: the two loops between a Device and a Conn, the per-packet
+//	         decisions, the PeerTable, the counters, replacing a deleted device
+//	packet   pure work on packet bytes: IPv4 parsing and TTL, the Internet checksum,
+//	         ICMP errors, the virtio-net header, TCP segmentation (TSO) and coalescing (GRO)
+//	tun      the Device over a Linux TUN queue, with virtio-net offloads
+//	dgram    the Conn over an IPv4 datagram socket: recvmmsg/sendmmsg, UDP GSO and GRO
+//
+// This package holds only the contract they share: the Packet slot, its Headroom and the
+// batch for offloads, the Device and Conn interfaces with their rules, ErrDeviceGone, why
+// packets are dropped (DropReason) and the counters (Stats). It must not grow behaviour:
+// code that does something belongs in one of the four. Imports point one way: packet,
+// tun, dgram and forward use fastpath; tun and forward use packet; forward sees tun and
+// dgram only through Device and Conn. fastpathtest (fakes of Device and Conn) and
+// packettest (test packets, reference checksums) are for tests only.
+//
+// The fast path owns the per-packet work and nothing else: the backend creates the device
+// and the socket, turns peer leases into a forward.PeerTable, and hands both to a
+// forward.Forwarder. It never logs per packet, never allocates per packet (buffers are
+// allocated once per loop), and never touches kernel state beyond reading and writing
+// the two file descriptors.
 //
 // # Batching and offloads
 //
@@ -17,22 +32,24 @@
 // prepends its header without copying. Per-packet decisions always see single inner
 // IPv4 packets; the offloads live entirely in the Device and the Conn:
 //
-//   - tun.Device (tun.OpenWith, Offload): IFF_VNET_HDR with TUN_F_CSUM|TUN_F_TSO4. The kernel
-//     hands over TCP superpackets of up to 64 KiB with a partial checksum; Read cuts
-//     them into MTU-sized segments in the slots (tso.go: IPv4 id, length and checksum,
-//     TCP sequence number, FIN/PSH on the last segment only, CWR on the first only, full
-//     TCP checksum per segment) and completes the checksum of packets handed over with a
-//     partial one. Write coalesces consecutive segments of a TCP flow, verified, into one
-//     superpacket written with writev(2) straight from the packets' buffers (gro.go,
-//     following the kernel's GRO rules); everything else goes through unmodified.
+//   - tun.Device (tun.OpenWith, Offload): IFF_VNET_HDR with TUN_F_CSUM|TUN_F_TSO4. The
+//     kernel hands over TCP superpackets of up to 64 KiB with a partial checksum; Read
+//     cuts them into MTU-sized segments in the slots (packet.TSOSplitter: IPv4 id,
+//     length and checksum, TCP sequence number, FIN/PSH on the last segment only, CWR on
+//     the first only, full TCP checksum per segment) and completes the checksum of
+//     packets handed over with a partial one. Write coalesces consecutive segments of a
+//     TCP flow, verified, into one superpacket written with writev(2) straight from the
+//     packets' buffers (packet.GROPlanner, following the kernel's GRO rules); everything
+//     else goes through unmodified.
 //   - dgram.Conn (dgram.NewWith, Offload, UDP sockets only): UDP_SEGMENT sends a run
 //     of equal-sized datagrams to one peer as one message, and UDP_GRO receives such runs
 //     as one message, which Read hands out one datagram per Packet from its own buffers.
 //
 // The wire format does not change: every datagram (or GRE packet) carries exactly one
 // inner packet, as flanneld sends and expects. Each offload is tried at run time and
-// falls back when the kernel refuses it (logged once; Forwarder.Offloads says what is in
-// use). A raw GRE socket has no GSO or GRO, so userspace GRE gets the TUN offloads only.
+// falls back when the kernel refuses it (logged once; forward.Forwarder.Offloads says
+// what is in use). A raw GRE socket has no GSO or GRO, so userspace GRE gets the TUN
+// offloads only.
 //
 // # System calls
 //

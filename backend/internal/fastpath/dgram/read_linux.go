@@ -13,8 +13,8 @@ import (
 	"github.com/weftnet/weft/backend/internal/fastpath"
 )
 
-// Read implements fastpath.Conn. With UDP GRO, the packets it returns lie in the Conn's own
-// buffers (Buf is replaced), valid until the next Read; a run the kernel coalesced is
+// Read implements fastpath.Conn. With UDP GRO, the packets it returns lie in the Conn's
+// own buffers (Buf is replaced), valid until the next Read; a run the kernel coalesced is
 // handed out one datagram per Packet, continued by the next Read when pkts is full.
 func (c *Conn) Read(pkts []fastpath.Packet) (int, error) {
 	if len(pkts) == 0 {

@@ -12,9 +12,9 @@ import (
 	"github.com/weftnet/weft/backend/internal/fastpath"
 )
 
-// Write implements fastpath.Conn. With UDP GSO, consecutive packets to the same peer of equal
-// length (the last of a run may be shorter) go as one message with UDP_SEGMENT, which
-// the kernel sends as one datagram per packet.
+// Write implements fastpath.Conn. With UDP GSO, consecutive packets to the same peer of
+// equal length (the last of a run may be shorter) go as one message with UDP_SEGMENT,
+// which the kernel sends as one datagram per packet.
 func (c *Conn) Write(pkts []fastpath.Packet) (int, error) {
 	if len(pkts) == 0 {
 		return 0, nil
