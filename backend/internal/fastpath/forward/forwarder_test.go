@@ -77,6 +77,21 @@ func expectNothing(t *testing.T, ch <-chan []byte, d time.Duration) {
 	}
 }
 
+// statsWhen waits (bounded) until f's counters satisfy done and returns them. A loop adds
+// a batch's counts after it has written the batch out, so a packet seen to arrive does
+// not mean its batch is counted yet.
+func statsWhen(t *testing.T, f *forward.Forwarder, done func(fastpath.Stats) bool) fastpath.Stats {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s := f.Stats()
+		if done(s) || time.Now().After(deadline) {
+			return s
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // waitGoroutines waits (bounded) until no more than n goroutines run.
 func waitGoroutines(t *testing.T, n int) {
 	t.Helper()
@@ -128,7 +143,10 @@ func TestForwardingBetweenTwoNodes(t *testing.T) {
 			if got := receive(t, b.dev.Written()); !bytes.Contains(got, []byte("marker")) {
 				t.Fatalf("a forged packet reached the device: % x", got)
 			}
-			s := b.f.Stats()
+			// The marker's batch is counted after it is written: wait for the counts.
+			s := statsWhen(t, b.f, func(s fastpath.Stats) bool {
+				return s.ConnIn.Packets >= burst+6 && s.DeviceOut.Packets >= burst+1 && s.ConnOut.Packets >= 1
+			})
 			for r, want := range map[fastpath.DropReason]uint64{
 				fastpath.DropNotPeer: 2, fastpath.DropSpoofedSource: 1, fastpath.DropWrongDestination: 1, fastpath.DropMalformed: 1,
 			} {
@@ -139,7 +157,8 @@ func TestForwardingBetweenTwoNodes(t *testing.T) {
 			if s.ConnIn.Packets != burst+6 || s.DeviceOut.Packets != burst+1 || s.DeviceIn.Packets != 1 || s.ConnOut.Packets != 1 {
 				t.Errorf("B stats %+v", s)
 			}
-			if sa := a.f.Stats(); sa.DeviceIn.Packets != burst || sa.ConnOut.Packets != burst || sa.Dropped() != 0 || sa.ConnOut.Bytes != sa.DeviceIn.Bytes {
+			sa := statsWhen(t, a.f, func(s fastpath.Stats) bool { return s.ConnOut.Packets >= burst })
+			if sa.DeviceIn.Packets != burst || sa.ConnOut.Packets != burst || sa.Dropped() != 0 || sa.ConnOut.Bytes != sa.DeviceIn.Bytes {
 				t.Errorf("A stats %+v", sa)
 			}
 
@@ -201,7 +220,7 @@ func TestPeerTableSwapIsSeen(t *testing.T) {
 	b.f.SetPeers(nil)
 	a.dev.Inject(ipv4UDP("10.244.1.2", "10.244.2.3", 64, []byte("forgotten")))
 	expectNothing(t, b.dev.Written(), 100*time.Millisecond)
-	if s := b.f.Stats(); s.Drops[fastpath.DropNotPeer] != 1 {
+	if s := statsWhen(t, b.f, func(s fastpath.Stats) bool { return s.Drops[fastpath.DropNotPeer] >= 1 }); s.Drops[fastpath.DropNotPeer] != 1 {
 		t.Fatalf("B stats %+v", s)
 	}
 }
