@@ -10,6 +10,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/weftnet/weft/backend/internal/fastpath"
+	"github.com/weftnet/weft/backend/internal/fastpath/dgram"
 )
 
 // errNoHeadroom: a packet handed to Write has less than headerLen bytes before it. The
@@ -18,7 +19,7 @@ var errNoHeadroom = errors.New("gre: packet has no headroom for the GRE header")
 
 // conn is the underlay side of userspace GRE: a fastpath.Conn over a raw IPv4 socket for
 // IP protocol 47, bound to the external interface's address. It moves many datagrams per
-// system call through fastpath.SocketConn (recvmmsg/sendmmsg).
+// system call through dgram.Conn (recvmmsg/sendmmsg).
 //
 //   - Read: the kernel hands a raw IPPROTO_GRE socket the whole datagram, outer IPv4
 //     header included. Read advances each packet's Off past the outer header (IHL) and the
@@ -33,7 +34,7 @@ var errNoHeadroom = errors.New("gre: packet has no headroom for the GRE header")
 // A raw socket receives every GRE datagram addressed to the bound address, from anyone;
 // the Forwarder's anti-spoofing checks decide what is a peer's. It needs CAP_NET_RAW.
 type conn struct {
-	sock *fastpath.SocketConn
+	sock *dgram.Conn
 }
 
 var _ fastpath.Conn = (*conn)(nil)
@@ -49,7 +50,7 @@ func listenGRE(local netip.Addr, batch int, log klog.Logger) (*conn, error) {
 		return nil, fmt.Errorf("gre backend: open a raw IP socket for protocol 47 on %s: %w", local, err)
 	}
 	setSocketBuffers(pc, log)
-	sc, err := fastpath.NewSocketConn(pc, batch)
+	sc, err := dgram.New(pc, batch)
 	if err != nil {
 		pc.Close()
 		return nil, fmt.Errorf("gre backend: %w", err)
@@ -60,7 +61,7 @@ func listenGRE(local netip.Addr, batch int, log klog.Logger) (*conn, error) {
 // BatchSize implements fastpath.Conn.
 func (c *conn) BatchSize() int { return c.sock.BatchSize() }
 
-// Offloads says what fastpath.Forwarder.Offloads reports for the socket: a raw IP socket
+// Offloads says what forward.Forwarder.Offloads reports for the socket: a raw IP socket
 // has neither GSO nor GRO, so every GRE packet is one send and one receive in the kernel.
 func (c *conn) Offloads() string { return "none (raw IP socket)" }
 
@@ -137,10 +138,10 @@ func (c *conn) writeRun(pkts []fastpath.Packet) (int, error) {
 	return n, err
 }
 
-// setSocketBuffers enlarges the socket's buffers (fastpath.EnlargeSocketBuffers); a failure
+// setSocketBuffers enlarges the socket's buffers (dgram.EnlargeBuffers); a failure
 // is logged only.
 func setSocketBuffers(sock *net.IPConn, log klog.Logger) {
-	if err := fastpath.EnlargeSocketBuffers(sock); err != nil {
+	if err := dgram.EnlargeBuffers(sock); err != nil {
 		log.Info("Could not enlarge the raw GRE socket buffers", "err", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/internal/fastpath"
+	"github.com/weftnet/weft/backend/internal/fastpath/tun"
 	"github.com/weftnet/weft/backend/internal/kernel"
 	"github.com/weftnet/weft/backend/internal/tundev"
 	"github.com/weftnet/weft/pkg/ip"
@@ -71,7 +72,7 @@ func New(env backend.Env) (backend.Backend, error) {
 		return nil, err
 	}
 	if cfg.Mode == ModeUserspace {
-		if err := fastpath.CheckTUN(); err != nil {
+		if err := tun.Check(); err != nil {
 			return nil, fmt.Errorf("gre backend in userspace mode needs a TUN device: %w", err)
 		}
 	}
@@ -132,7 +133,7 @@ func (b *greBackend) prepareMode(h *kernel.Handle, mode Mode) error {
 		}
 		return nil
 	}
-	if err := fastpath.CheckTUN(); err != nil {
+	if err := tun.Check(); err != nil {
 		return fmt.Errorf("gre backend in userspace mode needs a TUN device: %w", err)
 	}
 	deleted, err := deleteLinkIf(h, DeviceName, isGRELink)
@@ -213,7 +214,7 @@ func (b *greBackend) activateUserspace(h *kernel.Handle, own, network netip.Pref
 	plane, err := tundev.NewPlane(tundev.PlaneConfig{
 		Device:     dev,
 		Handle:     h,
-		TUNOptions: fastpath.TUNOptions{Persist: true, Batch: batch, Offload: true, Log: b.log},
+		TUNOptions: tun.Options{Persist: true, Batch: batch, Offload: true, Log: b.log},
 		Conn:       c,
 		Resync:     repairPeriod,
 		Repaired:   b.env.Repaired,

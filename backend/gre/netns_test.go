@@ -17,6 +17,7 @@ import (
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/internal/fastpath"
+	"github.com/weftnet/weft/backend/internal/fastpath/tun"
 	"github.com/weftnet/weft/backend/internal/kernel/kerneltest"
 	"github.com/weftnet/weft/pkg/nsutil"
 	"github.com/weftnet/weft/subnet"
@@ -29,7 +30,7 @@ func skipWithoutNamespaces(t *testing.T) {
 	if err := nstest.Available(); err != nil {
 		t.Skip(err)
 	}
-	if err := fastpath.CheckTUN(); err != nil {
+	if err := tun.Check(); err != nil {
 		t.Skip(err)
 	}
 }

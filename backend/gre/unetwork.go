@@ -10,6 +10,7 @@ import (
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/internal/fastpath"
+	"github.com/weftnet/weft/backend/internal/fastpath/forward"
 	"github.com/weftnet/weft/backend/internal/tundev"
 	"github.com/weftnet/weft/subnet"
 )
@@ -48,12 +49,12 @@ func (n *userNetwork) PacketStats() backend.PacketStats { return n.plane.Forward
 
 // peerTable builds the fast path's table: each peer's subnet and its public IP with port
 // 0, as a raw socket reports senders.
-func peerTable(s *peerSet) (*fastpath.PeerTable, error) {
-	peers := make([]fastpath.Peer, 0, len(s.peers))
+func peerTable(s *peerSet) (*forward.PeerTable, error) {
+	peers := make([]forward.Peer, 0, len(s.peers))
 	for sn, pub := range s.peers {
-		peers = append(peers, fastpath.Peer{Subnet: sn, Endpoint: netip.AddrPortFrom(pub, 0)})
+		peers = append(peers, forward.Peer{Subnet: sn, Endpoint: netip.AddrPortFrom(pub, 0)})
 	}
-	return fastpath.NewPeerTable(peers)
+	return forward.NewPeerTable(peers)
 }
 
 // Apply folds peer events into the peer set and swaps the Forwarder's table once per

@@ -5,7 +5,7 @@ import (
 
 	"k8s.io/klog/v2"
 
-	"github.com/weftnet/weft/backend/internal/fastpath"
+	"github.com/weftnet/weft/backend/internal/fastpath/dgram"
 )
 
 // DeviceName is the TUN device, named as flanneld names it.
@@ -14,10 +14,10 @@ const DeviceName = "flannel0"
 // errPrefix starts the udp backend's error messages.
 const errPrefix = "udp backend"
 
-// setSocketBuffers enlarges the socket's buffers (fastpath.EnlargeSocketBuffers); a failure
+// setSocketBuffers enlarges the socket's buffers (dgram.EnlargeBuffers); a failure
 // is logged only.
 func setSocketBuffers(sock *net.UDPConn, log klog.Logger) {
-	if err := fastpath.EnlargeSocketBuffers(sock); err != nil {
+	if err := dgram.EnlargeBuffers(sock); err != nil {
 		log.Info("Could not enlarge the UDP socket buffers", "err", err)
 	}
 }

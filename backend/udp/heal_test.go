@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/backend/internal/fastpath"
+	"github.com/weftnet/weft/backend/internal/fastpath/tun"
 	"github.com/weftnet/weft/backend/internal/kernel/kerneltest"
 	"github.com/weftnet/weft/test/nstest"
 )
@@ -18,7 +18,7 @@ func skipWithoutNetns(t *testing.T) {
 	if err := nstest.Available(); err != nil {
 		t.Skip(err)
 	}
-	if err := fastpath.CheckTUN(); err != nil {
+	if err := tun.Check(); err != nil {
 		t.Skip(err)
 	}
 }

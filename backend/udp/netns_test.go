@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/backend/internal/fastpath"
+	"github.com/weftnet/weft/backend/internal/fastpath/tun"
 	"github.com/weftnet/weft/pkg/nsutil"
 	weftcluster "github.com/weftnet/weft/test/cluster"
 	"github.com/weftnet/weft/test/nstest"
@@ -23,7 +24,7 @@ func TestTwoNodesInNamespaces(t *testing.T) {
 	if err := nstest.Available(); err != nil {
 		t.Skip(err)
 	}
-	if err := fastpath.CheckTUN(); err != nil {
+	if err := tun.Check(); err != nil {
 		t.Skip(err)
 	}
 	base := runtime.NumGoroutine()

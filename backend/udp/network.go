@@ -2,7 +2,6 @@ package udp
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -28,7 +27,7 @@ type udpNetwork struct {
 	listen netip.AddrPort
 
 	mu    sync.Mutex // guards peers
-	peers *peerSet   // the accepted peer leases; the Forwarder holds their table
+	peers *peerSet   // the admitted peer leases; the Forwarder holds their table
 }
 
 var (
@@ -47,12 +46,11 @@ func (n *udpNetwork) Stats() fastpath.Stats { return n.plane.Forwarder().Stats()
 // PacketStats returns the counters in the daemon's backend-neutral form.
 func (n *udpNetwork) PacketStats() backend.PacketStats { return n.plane.Forwarder().Stats().Export() }
 
-// Apply folds peer events into the peer set and swaps the Forwarder's table once per
-// call. A lease that cannot be used is logged with its subnet and skipped.
+// Apply folds peer events (admitted peers, see backend.Network) into the peer set and
+// swaps the Forwarder's table once per call.
 func (n *udpNetwork) Apply(_ context.Context, events []subnet.Event) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	var errs []error
 	dirty := false
 	for _, e := range events {
 		c := n.peers.apply(e)
@@ -64,9 +62,6 @@ func (n *udpNetwork) Apply(_ context.Context, events []subnet.Event) error {
 			n.log.Info("Peer changed", "subnet", sn, "publicIP", pub)
 		case removed:
 			n.log.Info("Peer removed", "subnet", sn, "publicIP", pub)
-		case rejected:
-			n.log.Error(c.err, "Ignoring peer lease", "subnet", sn, "publicIP", pub)
-			errs = append(errs, c.err)
 		}
 		if c.foreign {
 			n.log.Info("Peer lease names another backend; accepted as flanneld's udp backend does, but that node may not speak udp",
@@ -77,12 +72,12 @@ func (n *udpNetwork) Apply(_ context.Context, events []subnet.Event) error {
 	if dirty {
 		t, err := n.peers.table()
 		if err != nil {
-			// peerSet rejects overlaps, so this is a bug; keep the old table.
-			return errors.Join(append(errs, fmt.Errorf("udp backend: build peer table: %w", err))...)
+			// Admitted peers do not overlap, so this is a bug; keep the old table.
+			return fmt.Errorf("udp backend: build peer table: %w", err)
 		}
 		n.plane.Forwarder().SetPeers(t)
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // Run forwards packets and keeps flannel0's link state, address and route in place until

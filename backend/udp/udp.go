@@ -29,9 +29,10 @@
 // the configured port. A NAT between nodes that rewrites either makes that peer's traffic
 // count as not-peer, where flanneld would accept it.
 //
-// The package owns flannel0 and its configuration; it does not talk to the subnet store.
-// Like flanneld's udp backend it accepts peer leases of any BackendType (and logs those
-// that name another backend, as such a node may not speak udp).
+// The package owns flannel0 and its configuration; it does not talk to the subnet store
+// and does not judge peer leases (the daemon admits them, see backend.Network). Like
+// flanneld's udp backend it takes peers of any BackendType (Type sets AnyPeerType) and
+// logs those that name another backend, as such a node may not speak udp.
 package udp
 
 import (
@@ -44,6 +45,8 @@ import (
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/internal/fastpath"
+	"github.com/weftnet/weft/backend/internal/fastpath/dgram"
+	"github.com/weftnet/weft/backend/internal/fastpath/tun"
 	"github.com/weftnet/weft/backend/internal/kernel"
 	"github.com/weftnet/weft/backend/internal/tundev"
 	"github.com/weftnet/weft/pkg/ip"
@@ -72,7 +75,7 @@ const NumDropReasons = fastpath.NumDropReasons
 
 // Type returns the udp backend's entry for the daemon's table.
 func Type() backend.Type {
-	return backend.Type{Name: Name, Validate: Validate, New: New}
+	return backend.Type{Name: Name, Validate: Validate, New: New, AnyPeerType: true}
 }
 
 type udpBackend struct {
@@ -94,7 +97,7 @@ func New(env backend.Env) (backend.Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := fastpath.CheckTUN(); err != nil {
+	if err := tun.Check(); err != nil {
 		return nil, fmt.Errorf("udp backend needs a TUN device: %w", err)
 	}
 	if env.Ext.Iface == nil || !env.Ext.IfaceAddr.Is4() {
@@ -161,7 +164,7 @@ func (b *udpBackend) activate(h *kernel.Handle, own, network netip.Prefix, batch
 		return nil, fmt.Errorf("udp backend: listen on %s: %w", listen, err)
 	}
 	setSocketBuffers(sock, b.log)
-	conn, err := fastpath.NewSocketConnWith(sock, fastpath.SocketOptions{Batch: batch, Offload: offload, Log: b.log})
+	conn, err := dgram.NewWith(sock, dgram.Options{Batch: batch, Offload: offload, Log: b.log})
 	if err != nil {
 		sock.Close()
 		return nil, fmt.Errorf("udp backend: %w", err)
@@ -169,7 +172,7 @@ func (b *udpBackend) activate(h *kernel.Handle, own, network netip.Prefix, batch
 	plane, err := tundev.NewPlane(tundev.PlaneConfig{
 		Device:     dev,
 		Handle:     h,
-		TUNOptions: fastpath.TUNOptions{Persist: true, Batch: batch, Offload: offload, Log: b.log},
+		TUNOptions: tun.Options{Persist: true, Batch: batch, Offload: offload, Log: b.log},
 		Conn:       conn,
 		Resync:     resyncPeriod,
 		Repaired:   b.env.Repaired,
@@ -182,7 +185,7 @@ func (b *udpBackend) activate(h *kernel.Handle, own, network netip.Prefix, batch
 		log:    b.log,
 		plane:  plane,
 		listen: listen,
-		peers:  newPeerSet(own, network, b.env.Ext.PublicIP, uint16(b.cfg.Port)),
+		peers:  newPeerSet(uint16(b.cfg.Port)),
 	}
 	return n, nil
 }

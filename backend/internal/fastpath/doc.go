@@ -1,42 +1,29 @@
 // Package fastpath is weft's userspace forwarding core: it moves IPv4 packets between an
-// overlay Device (a TUN) and an underlay Conn (a UDP socket for the udp backend, later a raw
-// IP protocol 47 socket for userspace GRE), and decides per packet where it goes.
+// overlay Device (a TUN) and an underlay Conn (a UDP socket for the udp backend, a raw IP
+// protocol 47 socket for userspace GRE), and decides per packet where it goes.
 //
-// It owns the per-packet work and nothing else: the backend creates the device and the
-// socket, turns peer leases into a PeerTable, and hands both to a Forwarder. The package
-// never logs per packet, never allocates per packet (buffers are allocated once per loop),
-// and never touches kernel state beyond reading and writing the two file descriptors.
+// The work lives in four sub-packages, one job each:
 //
-// # Design notes
+//	forward  the Forwarder: the two loops between a Device and a Conn, the per-packet
+//	         decisions, the PeerTable, the counters, replacing a deleted device
+//	packet   pure work on packet bytes: IPv4 parsing and TTL, the Internet checksum,
+//	         ICMP errors, the virtio-net header, TCP segmentation (TSO) and coalescing (GRO)
+//	tun      the Device over a Linux TUN queue, with virtio-net offloads
+//	dgram    the Conn over an IPv4 datagram socket: recvmmsg/sendmmsg, UDP GSO and GRO
 //
-// Two loops run per Forwarder, each on its own goroutine:
+// This package holds only the contract they share: the Packet slot, its Headroom and the
+// batch for offloads, the Device and Conn interfaces with their rules, ErrDeviceGone, why
+// packets are dropped (DropReason) and the counters (Stats). It must not grow behaviour:
+// code that does something belongs in one of the four. Imports point one way: packet,
+// tun, dgram and forward use fastpath; tun and forward use packet; forward sees tun and
+// dgram only through Device and Conn. fastpathtest (fakes of Device and Conn) and
+// packettest (test packets, reference checksums) are for tests only.
 //
-//	device loop:  Device.Read (batch) -> parse IPv4 -> PeerTable.lookup(dst) -> TTL-1
-//	              -> Conn.Write (batch);  no peer / TTL expired -> ICMP error -> Device.Write
-//	conn loop:    Conn.Read (batch) -> sender is a peer endpoint? -> parse IPv4
-//	              -> inner source inside that peer's subnet? -> destination in own subnet?
-//	              -> TTL-1 -> Device.Write (batch);  TTL expired -> ICMP error -> Conn.Write
-//	              back to the sending peer
-//
-// Both loops read the peer table through an atomic.Pointer: Apply builds a new immutable
-// PeerTable and swaps it in, so the fast path takes no lock. Counters are kept per batch on
-// the loop's stack and added to shared atomics once per batch.
-//
-// The Device is read through an atomic.Pointer too. When someone deletes the TUN, its
-// queue is detached and Read fails with ErrDeviceGone; the device loop then calls
-// Config.Reopen (the backend re-creates and configures the device), swaps the new Device
-// in and closes the old one, while the conn loop counts its writes into the old one as
-// drops. Without Reopen the error ends Run.
-//
-// TTL is decremented on both sides, as flanneld's proxy does, so pods see the same hop
-// counts through weft and flanneld. The IPv4 header checksum is updated incrementally
-// (RFC 1624, eqn. 3). ICMP errors follow RFC 1812: none about ICMP errors, non-initial
-// fragments, or packets from or to broadcast, multicast, loopback or unspecified
-// addresses; they quote up to 576 bytes in total and come from Config.Self, the own
-// subnet's network address (the TUN's /32), as if a router behind the TUN had sent them.
-// Errors about packets from the device are written back into the device (the kernel must
-// accept a local source address there: the udp backend sets accept_local on the TUN);
-// errors about packets from a peer go back to that peer over the Conn.
+// The fast path owns the per-packet work and nothing else: the backend creates the device
+// and the socket, turns peer leases into a forward.PeerTable, and hands both to a
+// forward.Forwarder. It never logs per packet, never allocates per packet (buffers are
+// allocated once per loop), and never touches kernel state beyond reading and writing
+// the two file descriptors.
 //
 // # Batching and offloads
 //
@@ -45,22 +32,24 @@
 // prepends its header without copying. Per-packet decisions always see single inner
 // IPv4 packets; the offloads live entirely in the Device and the Conn:
 //
-//   - TUN (OpenTUNWith, Offload): IFF_VNET_HDR with TUN_F_CSUM|TUN_F_TSO4. The kernel
-//     hands over TCP superpackets of up to 64 KiB with a partial checksum; Read cuts
-//     them into MTU-sized segments in the slots (tso.go: IPv4 id, length and checksum,
-//     TCP sequence number, FIN/PSH on the last segment only, CWR on the first only, full
-//     TCP checksum per segment) and completes the checksum of packets handed over with a
-//     partial one. Write coalesces consecutive segments of a TCP flow, verified, into one
-//     superpacket written with writev(2) straight from the packets' buffers (gro.go,
-//     following the kernel's GRO rules); everything else goes through unmodified.
-//   - SocketConn (NewSocketConnWith, Offload, UDP sockets only): UDP_SEGMENT sends a run
+//   - tun.Device (tun.OpenWith, Offload): IFF_VNET_HDR with TUN_F_CSUM|TUN_F_TSO4. The
+//     kernel hands over TCP superpackets of up to 64 KiB with a partial checksum; Read
+//     cuts them into MTU-sized segments in the slots (packet.TSOSplitter: IPv4 id,
+//     length and checksum, TCP sequence number, FIN/PSH on the last segment only, CWR on
+//     the first only, full TCP checksum per segment) and completes the checksum of
+//     packets handed over with a partial one. Write coalesces consecutive segments of a
+//     TCP flow, verified, into one superpacket written with writev(2) straight from the
+//     packets' buffers (packet.GROPlanner, following the kernel's GRO rules); everything
+//     else goes through unmodified.
+//   - dgram.Conn (dgram.NewWith, Offload, UDP sockets only): UDP_SEGMENT sends a run
 //     of equal-sized datagrams to one peer as one message, and UDP_GRO receives such runs
 //     as one message, which Read hands out one datagram per Packet from its own buffers.
 //
 // The wire format does not change: every datagram (or GRE packet) carries exactly one
 // inner packet, as flanneld sends and expects. Each offload is tried at run time and
-// falls back when the kernel refuses it (logged once; Forwarder.Offloads says what is in
-// use). A raw GRE socket has no GSO or GRO, so userspace GRE gets the TUN offloads only.
+// falls back when the kernel refuses it (logged once; forward.Forwarder.Offloads says
+// what is in use). A raw GRE socket has no GSO or GRO, so userspace GRE gets the TUN
+// offloads only.
 //
 // # System calls
 //

@@ -13,6 +13,10 @@ const Headroom = 32
 // MaxPacket is the largest IPv4 packet (the total-length field is 16 bits).
 const MaxPacket = 65535
 
+// OffloadBatchSize is the batch to use with offloads: room for two TCP superpackets of 64
+// KiB cut at an MTU of 1500 or more, so that each stays whole within one batch.
+const OffloadBatchSize = 128
+
 // Packet is one slot of a batch: a buffer, and where in it the packet lies.
 type Packet struct {
 	// Buf is the whole buffer, owned by the Forwarder loop that made it. A reader may fill
@@ -33,7 +37,7 @@ type Packet struct {
 func (p *Packet) Bytes() []byte { return p.Buf[p.Off : p.Off+p.Len] }
 
 // Device is the overlay side: a TUN device carrying raw IPv4 packets, no packet-info
-// header. It is implemented by *TUN and, in tests, by fastpathtest.Device.
+// header. It is implemented by *tun.Device and, in tests, by fastpathtest.Device.
 //
 // Rules:
 //   - Read blocks until at least one packet is available, then returns n >= 1 packets in
@@ -65,11 +69,11 @@ type Device interface {
 
 // ErrDeviceGone is wrapped by a Device's Read or Write error when the device it was
 // attached to no longer exists (someone deleted it). The Forwarder replaces such a Device
-// through Config.Reopen, or ends Run with the error when there is none.
+// through forward.Config.Reopen, or ends Run with the error when there is none.
 var ErrDeviceGone = errors.New("device is gone")
 
 // Conn is the underlay side: a datagram socket carrying one overlay packet per datagram
-// (the UDP payload for the udp backend). It is implemented by *SocketConn and, in tests,
+// (the UDP payload for the udp backend). It is implemented by *dgram.Conn and, in tests,
 // by fastpathtest.Conn.
 //
 // Rules:

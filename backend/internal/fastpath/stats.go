@@ -1,8 +1,6 @@
 package fastpath
 
 import (
-	"sync/atomic"
-
 	"github.com/weftnet/weft/backend"
 )
 
@@ -108,68 +106,6 @@ type StatsReporter interface {
 	// Stats returns a snapshot of the counters. It is safe to call at any time from any
 	// goroutine, also after Close.
 	Stats() Stats
-}
-
-// counters is the shared, atomically updated form of Stats.
-type counters struct {
-	deviceIn, deviceInBytes   atomic.Uint64
-	connOut, connOutBytes     atomic.Uint64
-	connIn, connInBytes       atomic.Uint64
-	deviceOut, deviceOutBytes atomic.Uint64
-	icmpOut                   atomic.Uint64
-	readErrors                atomic.Uint64
-	drops                     [NumDropReasons]atomic.Uint64
-}
-
-// batchCounts accumulates one batch's counts on a loop's stack; flush adds them to the
-// shared counters with one atomic operation per non-zero field.
-type batchCounts struct {
-	deviceIn, deviceInBytes   uint64
-	connOut, connOutBytes     uint64
-	connIn, connInBytes       uint64
-	deviceOut, deviceOutBytes uint64
-	icmp                      uint64
-	drops                     [NumDropReasons]uint64
-}
-
-func (b *batchCounts) drop(r DropReason) { b.drops[r]++ }
-
-func addIf(c *atomic.Uint64, v uint64) {
-	if v != 0 {
-		c.Add(v)
-	}
-}
-
-// flush adds a batch to the shared counters and zeroes it.
-func (c *counters) flush(b *batchCounts) {
-	addIf(&c.deviceIn, b.deviceIn)
-	addIf(&c.deviceInBytes, b.deviceInBytes)
-	addIf(&c.connOut, b.connOut)
-	addIf(&c.connOutBytes, b.connOutBytes)
-	addIf(&c.connIn, b.connIn)
-	addIf(&c.connInBytes, b.connInBytes)
-	addIf(&c.deviceOut, b.deviceOut)
-	addIf(&c.deviceOutBytes, b.deviceOutBytes)
-	addIf(&c.icmpOut, b.icmp)
-	for r, v := range b.drops {
-		addIf(&c.drops[r], v)
-	}
-	*b = batchCounts{}
-}
-
-func (c *counters) snapshot() Stats {
-	s := Stats{
-		DeviceIn:   Counter{c.deviceIn.Load(), c.deviceInBytes.Load()},
-		ConnOut:    Counter{c.connOut.Load(), c.connOutBytes.Load()},
-		ConnIn:     Counter{c.connIn.Load(), c.connInBytes.Load()},
-		DeviceOut:  Counter{c.deviceOut.Load(), c.deviceOutBytes.Load()},
-		ICMPOut:    c.icmpOut.Load(),
-		ReadErrors: c.readErrors.Load(),
-	}
-	for r := range s.Drops {
-		s.Drops[r] = c.drops[r].Load()
-	}
-	return s
 }
 
 // Export converts the snapshot into the backend-neutral form the daemon reads.

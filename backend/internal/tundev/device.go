@@ -9,7 +9,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"k8s.io/klog/v2"
 
-	"github.com/weftnet/weft/backend/internal/fastpath"
+	"github.com/weftnet/weft/backend/internal/fastpath/tun"
 	"github.com/weftnet/weft/backend/internal/kernel"
 	"github.com/weftnet/weft/pkg/ip"
 )
@@ -21,7 +21,7 @@ import (
 func Create(h *kernel.Handle, name string, mtu int, errPrefix string, log klog.Logger) (netlink.Link, error) {
 	_, lookupErr := h.Netlink().LinkByName(name)
 	existed := lookupErr == nil
-	if err := fastpath.EnsurePersistentTUN(name); err != nil {
+	if err := tun.EnsurePersistent(name); err != nil {
 		return nil, fmt.Errorf("%s: %w", errPrefix, err)
 	}
 	link, err := h.Netlink().LinkByName(name)

@@ -13,7 +13,7 @@
 // must be the Handle's, or inside the Handle's namespace (Reopen). Errors start with the
 // Device's ErrPrefix (for example "udp backend"), so each backend keeps its wording.
 //
-// A Plane is the running data plane built on a Device: the fastpath.Forwarder between the
+// A Plane is the running data plane built on a Device: the forward.Forwarder between the
 // TUN and the backend's socket, the repair of the device on the kernel's change
 // notifications (kernel.Watcher), and its re-creation through the Forwarder's Reopen.
 package tundev

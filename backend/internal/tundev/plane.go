@@ -12,6 +12,8 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/weftnet/weft/backend/internal/fastpath"
+	"github.com/weftnet/weft/backend/internal/fastpath/forward"
+	"github.com/weftnet/weft/backend/internal/fastpath/tun"
 	"github.com/weftnet/weft/backend/internal/kernel"
 )
 
@@ -22,7 +24,7 @@ type PlaneConfig struct {
 	Handle *kernel.Handle // netlink in the device's namespace; the Plane closes it
 	// TUNOptions open the device's queue, and again a re-created device's; their Batch
 	// is the Forwarder's batch size too.
-	TUNOptions fastpath.TUNOptions
+	TUNOptions tun.Options
 	Conn       fastpath.Conn // the underlay socket
 	// Resync is the period of the full checks between kernel notifications
 	// (kernel.DefaultPeriod if 0).
@@ -33,14 +35,14 @@ type PlaneConfig struct {
 	Log      klog.Logger
 }
 
-// Plane is a userspace backend's running data plane: a fastpath.Forwarder between the TUN
+// Plane is a userspace backend's running data plane: a forward.Forwarder between the TUN
 // and the socket, and the upkeep of the TUN. What someone else changes on the device (its
 // link state, MTU, address, the route to the Network) is put back as soon as the kernel
 // reports it, and every Resync period anyway; a deleted device is re-created by the
 // Forwarder through Reopen, with its configuration, while traffic waits.
 type Plane struct {
-	f        *fastpath.Forwarder
-	tunOpts  fastpath.TUNOptions
+	f        *forward.Forwarder
+	tunOpts  tun.Options
 	resync   time.Duration
 	repaired func(kind string)
 	log      klog.Logger
@@ -60,7 +62,7 @@ type Plane struct {
 // now on. On error it closes the Conn, and the caller keeps the Handle.
 func NewPlane(c PlaneConfig) (*Plane, error) {
 	d := c.Device
-	tun, err := fastpath.OpenTUNWith(d.Name, c.TUNOptions)
+	queue, err := tun.OpenWith(d.Name, c.TUNOptions)
 	if err != nil {
 		c.Conn.Close()
 		return nil, fmt.Errorf("%s: %w", d.ErrPrefix, err)
@@ -77,9 +79,9 @@ func NewPlane(c PlaneConfig) (*Plane, error) {
 	if p.repaired == nil {
 		p.repaired = func(string) {}
 	}
-	cfg := fastpath.Config{Subnet: d.Own, MTU: d.MTU, BatchSize: c.TUNOptions.Batch, Log: c.Log, Reopen: p.reopen}
-	if p.f, err = fastpath.New(cfg, tun, c.Conn); err != nil {
-		tun.Close()
+	cfg := forward.Config{Subnet: d.Own, MTU: d.MTU, BatchSize: c.TUNOptions.Batch, Log: c.Log, Reopen: p.reopen}
+	if p.f, err = forward.New(cfg, queue, c.Conn); err != nil {
+		queue.Close()
 		c.Conn.Close()
 		return nil, fmt.Errorf("%s: %w", d.ErrPrefix, err)
 	}
@@ -87,7 +89,7 @@ func NewPlane(c PlaneConfig) (*Plane, error) {
 }
 
 // Forwarder returns the Forwarder, for its counters, offloads and peer table.
-func (p *Plane) Forwarder() *fastpath.Forwarder { return p.f }
+func (p *Plane) Forwarder() *forward.Forwarder { return p.f }
 
 // SetResync changes the period of the full checks; it takes effect at Run, so call it
 // before (tests shorten it).
@@ -198,11 +200,11 @@ func (p *Plane) repair() (drift bool, err error) {
 func (p *Plane) reopen() (fastpath.Device, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	tun, err := p.dev.Reopen(p.h, p.tunOpts, p.repaired)
+	queue, err := p.dev.Reopen(p.h, p.tunOpts, p.repaired)
 	if err != nil {
 		return nil, err
 	}
-	return tun, nil
+	return queue, nil
 }
 
 // Close stops forwarding and releases the TUN queue, the socket and the netlink handle.

@@ -5,7 +5,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/weftnet/weft/backend/internal/fastpath"
+	"github.com/weftnet/weft/backend/internal/fastpath/tun"
 	"github.com/weftnet/weft/backend/internal/kernel"
 )
 
@@ -30,14 +30,14 @@ func AllowLocalSource(dev, errPrefix string) error {
 // link index and gives it back its MTU, link state, address and route, before the caller
 // reads from it. On success it reports a "device" repair to repaired. A nil h (the
 // Network is closed) is an error. The caller serialises calls with its other uses of d.
-func (d *Device) Reopen(h *kernel.Handle, opts fastpath.TUNOptions, repaired func(kind string)) (*fastpath.TUN, error) {
+func (d *Device) Reopen(h *kernel.Handle, opts tun.Options, repaired func(kind string)) (*tun.Device, error) {
 	if h == nil {
 		return nil, fmt.Errorf("%s: re-create %s: network closed", d.ErrPrefix, d.Name)
 	}
-	var tun *fastpath.TUN
+	var dev *tun.Device
 	err := h.InNamespace(func() error {
 		var err error
-		if tun, err = fastpath.OpenTUNWith(d.Name, opts); err != nil {
+		if dev, err = tun.OpenWith(d.Name, opts); err != nil {
 			return err
 		}
 		return AllowLocalSource(d.Name, d.ErrPrefix)
@@ -46,13 +46,13 @@ func (d *Device) Reopen(h *kernel.Handle, opts fastpath.TUNOptions, repaired fun
 		err = d.adopt(h)
 	}
 	if err != nil {
-		if tun != nil {
-			tun.Close()
+		if dev != nil {
+			dev.Close()
 		}
 		return nil, fmt.Errorf("%s: re-create %s: %w", d.ErrPrefix, d.Name, err)
 	}
 	repaired("device")
-	return tun, nil
+	return dev, nil
 }
 
 // adopt points d at the device of its name that now exists and configures it.

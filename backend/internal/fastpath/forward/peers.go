@@ -1,0 +1,131 @@
+package forward
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/weftnet/weft/pkg/ip"
+)
+
+// Peer is one remote subnet and the underlay endpoint of the node that holds it.
+type Peer struct {
+	Subnet netip.Prefix // IPv4 subnet, written as its network address
+	// Endpoint is where packets for Subnet go and where packets from Subnet must come
+	// from: PublicIP:Port for the udp backend; port 0 for protocols without ports.
+	Endpoint netip.AddrPort
+}
+
+// PeerTable is an immutable set of peers, built once by NewPeerTable and then read
+// without locks by any number of goroutines. A nil *PeerTable is an empty table.
+type PeerTable struct {
+	peers     []Peer              // sorted by subnet start; subnets do not overlap
+	first     []uint32            // peers[i]'s first address, for the binary search
+	last      []uint32            // peers[i]'s last address
+	endpoints map[uint64]struct{} // endpointKey of every peer
+}
+
+// NewPeerTable checks peers and builds a table. Every subnet must be an IPv4 network
+// address, every endpoint an IPv4 address; subnets must not overlap. The error names the
+// offending peers.
+func NewPeerTable(peers []Peer) (*PeerTable, error) {
+	t := &PeerTable{
+		peers:     slices.Clone(peers),
+		first:     make([]uint32, len(peers)),
+		last:      make([]uint32, len(peers)),
+		endpoints: make(map[uint64]struct{}, len(peers)),
+	}
+	for _, p := range peers {
+		if !p.Subnet.Addr().Is4() || !ip.IsNetworkAddress(p.Subnet) {
+			return nil, fmt.Errorf("peer subnet %s is not an IPv4 network address", p.Subnet)
+		}
+		if !p.Endpoint.Addr().Is4() {
+			return nil, fmt.Errorf("peer %s: endpoint %s is not an IPv4 address", p.Subnet, p.Endpoint)
+		}
+	}
+	slices.SortFunc(t.peers, func(a, b Peer) int {
+		return cmp.Compare(ip.ToUint32(a.Subnet.Addr()), ip.ToUint32(b.Subnet.Addr()))
+	})
+	for i, p := range t.peers {
+		t.first[i] = ip.ToUint32(p.Subnet.Addr())
+		t.last[i] = t.first[i] + (ip.SubnetSize(p.Subnet.Bits()) - 1)
+		if p.Subnet.Bits() == 0 {
+			t.last[i] = ^uint32(0)
+		}
+		if i > 0 && t.first[i] <= t.last[i-1] {
+			return nil, fmt.Errorf("peer subnets %s and %s overlap", t.peers[i-1].Subnet, p.Subnet)
+		}
+		t.endpoints[endpointKey(p.Endpoint)] = struct{}{}
+	}
+	return t, nil
+}
+
+// endpointKey packs an IPv4 endpoint into an integer map key. Non-IPv4 endpoints give a
+// key no table holds (IPv4 keys never have bit 48 set).
+func endpointKey(ep netip.AddrPort) uint64 {
+	a := ep.Addr().Unmap()
+	if !a.Is4() {
+		return 1 << 48
+	}
+	b := a.As4()
+	return uint64(b[0])<<40 | uint64(b[1])<<32 | uint64(b[2])<<24 | uint64(b[3])<<16 | uint64(ep.Port())
+}
+
+// lookup returns the index of the peer whose subnet holds a.
+func (t *PeerTable) lookup(a uint32) (int, bool) {
+	if t == nil {
+		return 0, false
+	}
+	// Find the last subnet that starts at or before a.
+	lo, hi := 0, len(t.first)
+	for lo < hi {
+		mid := int(uint(lo+hi) >> 1)
+		if t.first[mid] <= a {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	if lo == 0 || a > t.last[lo-1] {
+		return 0, false
+	}
+	return lo - 1, true
+}
+
+// isEndpoint reports whether ep is some peer's endpoint.
+func (t *PeerTable) isEndpoint(ep netip.AddrPort) bool {
+	if t == nil {
+		return false
+	}
+	_, ok := t.endpoints[endpointKey(ep)]
+	return ok
+}
+
+// Lookup returns the peer whose subnet holds a.
+func (t *PeerTable) Lookup(a netip.Addr) (Peer, bool) {
+	if !a.Is4() {
+		return Peer{}, false
+	}
+	i, ok := t.lookup(ip.ToUint32(a))
+	if !ok {
+		return Peer{}, false
+	}
+	return t.peers[i], true
+}
+
+// Len returns the number of peers.
+func (t *PeerTable) Len() int {
+	if t == nil {
+		return 0
+	}
+	return len(t.peers)
+}
+
+// Peers returns a copy of the peers, sorted by subnet.
+func (t *PeerTable) Peers() []Peer {
+	if t == nil {
+		return nil
+	}
+	return slices.Clone(t.peers)
+}

@@ -1,0 +1,6 @@
+//go:build linux
+
+package tun
+
+// CheckAt exposes checkAt to the external tests.
+var CheckAt = checkAt
