@@ -48,6 +48,15 @@ func (h *Handle) NewBatch() *Batch {
 
 // routesTo returns the main-table routes to dst, dumping every route on first use.
 func (b *Batch) routesTo(dst netip.Prefix) ([]routeEntry, error) {
+	all, err := b.allRoutes()
+	if err != nil {
+		return nil, err
+	}
+	return all[dst], nil
+}
+
+// allRoutes returns the main-table routes by destination, dumping them on first use.
+func (b *Batch) allRoutes() (map[netip.Prefix][]routeEntry, error) {
 	if b.routes == nil {
 		if err := b.h.check(); err != nil {
 			return nil, err
@@ -64,7 +73,7 @@ func (b *Batch) routesTo(dst netip.Prefix) ([]routeEntry, error) {
 		}
 		b.routes = m
 	}
-	return b.routes[dst], nil
+	return b.routes, nil
 }
 
 func (b *Batch) neighsOn(link int) (map[netip.Addr]neighEntry, error) {

@@ -25,6 +25,9 @@
 //     the next pass verifies. Backends use one per Apply and per reconcile pass, so that
 //     programming N peers costs O(N), not O(N²).
 //   - Delete* treat "already gone" as success; they need no dump.
+//   - A Batch's Sweep* list a table (from the same dump) and delete exactly the entries
+//     the caller's stale function picks: leftovers of peers that left while weftd was
+//     not running. Which entries are stale is the backend's decision.
 //   - Dumps are retried when the kernel reports that they were interrupted by a concurrent
 //     change (netlink.ErrDumpInterrupted); see RetryDump.
 //   - Routes live in the main table unless Route.Table says otherwise; only IPv4 is handled.
@@ -58,6 +61,7 @@
 //	h.EnsureFDB(linkIndex, mac, dst) / h.DeleteFDB(linkIndex, mac, dst) / h.FDB(linkIndex)
 //	b := h.NewBatch(); b.EnsureRoute(r) / b.HasRoute(r) / b.DeleteRoute(dst, linkIndex)
 //	b.EnsureNeigh / HasNeigh / DeleteNeigh, b.EnsureFDB / HasFDB / DeleteFDB  // same arguments
+//	b.SweepRoutes(linkIndex, stale) / SweepNeighs / SweepFDB // delete what stale picks
 //	h.EnsureSoleAddr(linkIndex, prefix) / h.Addrs(linkIndex)
 //	h.TxChecksum(name) / h.EnsureTxChecksum(name, on)
 //	h.Netlink()                                    // links and anything else, same namespace
