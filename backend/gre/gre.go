@@ -185,7 +185,7 @@ func (b *greBackend) activateKernel(h *kernel.Handle, own netip.Prefix) (*kernel
 		ownAddr: netip.PrefixFrom(own.Addr(), 32),
 		resync:  repairPeriod,
 		done:    make(chan struct{}),
-		peers:   newPeerSet(own, b.env.Network.Network, b.env.Ext.PublicIP),
+		peers:   newPeerSet(),
 		failed:  map[netip.Prefix]string{},
 		gone:    map[netip.Prefix]netip.Addr{},
 	}
@@ -227,7 +227,7 @@ func (b *greBackend) activateUserspace(h *kernel.Handle, own, network netip.Pref
 		plane:  plane,
 		local:  local,
 		reason: b.reason,
-		peers:  newPeerSet(own, network, b.env.Ext.PublicIP),
+		peers:  newPeerSet(),
 	}
 	b.log.Info("GRE network active", "mode", ModeUserspace, "device", TUNName, "subnet", own, "network", network,
 		"local", local, "mtu", b.spec.mtu, "batch", plane.Forwarder().BatchSize(), "offloads", plane.Forwarder().Offloads())

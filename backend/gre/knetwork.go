@@ -37,7 +37,7 @@ type kernelNetwork struct {
 	// kernel is written from one of them at a time. It guards the fields below.
 	mu       sync.Mutex
 	devIndex int                         // the device's ifindex; changes if it is re-created
-	peers    *peerSet                    // accepted and ignored leases
+	peers    *peerSet                    // admitted peers
 	failed   map[netip.Prefix]string     // peers whose entries are not in place: last error
 	gone     map[netip.Prefix]netip.Addr // removed peers whose entries could not all be deleted yet
 	applied  bool                        // Apply ran: entries of no known peer are stale
@@ -119,11 +119,6 @@ func (n *kernelNetwork) Apply(ctx context.Context, events []subnet.Event) error 
 			errs = append(errs, err)
 		case removed:
 			errs = append(errs, n.removeLocked(c.subnet, c.old))
-		case ignored:
-			n.log.Info("Ignoring peer lease", "subnet", c.subnet, "reason", c.reason)
-			if c.old.IsValid() {
-				errs = append(errs, n.removeLocked(c.subnet, c.old))
-			}
 		}
 	}
 	return errors.Join(errs...)
@@ -309,9 +304,6 @@ func (n *kernelNetwork) Describe() backend.Description {
 		} else {
 			d.Peers[sn] = backend.PeerStatus{State: backend.PeerProgrammed}
 		}
-	}
-	for sn, reason := range n.peers.ignored {
-		d.Peers[sn] = backend.PeerStatus{State: backend.PeerIgnored, Reason: reason}
 	}
 	return d
 }

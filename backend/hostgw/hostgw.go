@@ -137,16 +137,6 @@ func (n *network) Apply(_ context.Context, events []subnet.Event) error {
 			}
 			n.log.Info("Peer left", "subnet", sn, "publicIP", old.lease.Attrs.PublicIP)
 		case subnet.Added:
-			if e.Lease.Attrs.BackendType != Name {
-				if !known || old.lease.Attrs.BackendType != e.Lease.Attrs.BackendType {
-					n.log.Info("Ignoring peer with another backend", "subnet", sn, "peerBackend", e.Lease.Attrs.BackendType)
-				}
-				if known && old.lease.Attrs.BackendType == Name {
-					_ = b.DeleteRoute(sn, n.ext.Iface.Index)
-				}
-				n.peers[sn] = peer{lease: e.Lease, ok: true, err: "other backend"}
-				continue
-			}
 			if known && old.ok && old.lease.Attrs.Equal(e.Lease.Attrs) {
 				continue // nothing new; Run repairs drift
 			}
@@ -246,9 +236,6 @@ func (n *network) reconcile() (drift bool, err error) {
 	b := n.h.NewBatch() // one dump for all peers
 	var errs []error
 	for sn, p := range n.peers {
-		if p.lease.Attrs.BackendType != Name {
-			continue
-		}
 		if p.ok {
 			ok, err := b.HasRoute(routeFor(p.lease, n.ext.Iface.Index))
 			if err != nil {
@@ -304,8 +291,6 @@ func (n *network) Describe() backend.Description {
 	d := backend.Description{Info: map[string]string{"interface": n.ext.Iface.Name}, Peers: map[netip.Prefix]backend.PeerStatus{}}
 	for sn, p := range n.peers {
 		switch {
-		case p.lease.Attrs.BackendType != Name:
-			d.Peers[sn] = backend.PeerStatus{State: backend.PeerIgnored, Reason: "backend " + p.lease.Attrs.BackendType}
 		case !p.ok:
 			d.Peers[sn] = backend.PeerStatus{State: backend.PeerError, Reason: p.err}
 		default:

@@ -28,7 +28,6 @@ type network struct {
 	extIdx  int          // external interface index
 	direct  bool         // DirectRouting
 	cidr    netip.Prefix // the Network, which holds every peer subnet
-	own     netip.Prefix // own subnet
 	ownAddr netip.Prefix // <own subnet>.0/32 on the device
 	resync  time.Duration
 
@@ -38,11 +37,10 @@ type network struct {
 	// mu serialises Apply and reconcile (Run): each holds it for its whole pass, so the
 	// kernel is only ever written from one of them at a time. It guards the fields below.
 	mu       sync.Mutex
-	devIndex int                     // current ifindex of flannel.<VNI>; changes if re-created
-	devIdx   atomic.Int64            // devIndex, also readable without mu (by relevant)
-	peers    map[netip.Prefix]*peer  // known vxlan peers by subnet
-	gone     map[netip.Prefix]*peer  // removed peers whose entries could not all be deleted yet
-	ignored  map[netip.Prefix]string // peers not programmed, with the reason already logged
+	devIndex int                    // current ifindex of flannel.<VNI>; changes if re-created
+	devIdx   atomic.Int64           // devIndex, also readable without mu (by relevant)
+	peers    map[netip.Prefix]*peer // admitted peers by subnet
+	gone     map[netip.Prefix]*peer // removed peers whose entries could not all be deleted yet
 }
 
 var _ backend.Network = (*network)(nil)
@@ -116,11 +114,7 @@ func (n *network) Apply(ctx context.Context, events []subnet.Event) error {
 			return errors.Join(append(errs, err)...)
 		}
 		sn := ev.Lease.Subnet.Masked()
-		if sn == n.own {
-			continue
-		}
 		if ev.Type == subnet.Removed {
-			delete(n.ignored, sn)
 			if p, ok := n.peers[sn]; ok {
 				delete(n.peers, sn)
 				n.gone[sn] = p
@@ -130,12 +124,12 @@ func (n *network) Apply(ctx context.Context, events []subnet.Event) error {
 			}
 			continue
 		}
-		p, reason := n.peerFromLease(ev.Lease)
-		if p == nil {
-			n.ignoreLocked(sn, reason)
+		p, err := peerFromLease(ev.Lease)
+		if err != nil { // admission ran the same parse (checkPeerData): not a peer
+			n.log.Error(err, "Skipping a peer lease that admission should have refused", "subnet", sn)
+			errs = append(errs, err)
 			continue
 		}
-		delete(n.ignored, sn)
 		delete(n.gone, sn)
 		old := n.peers[sn]
 		if old != nil && old.sameLease(p) && old.failErr == "" {
@@ -150,36 +144,6 @@ func (n *network) Apply(ctx context.Context, events []subnet.Event) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// peerFromLease turns a lease into a peer, or says why it is not one.
-func (n *network) peerFromLease(l subnet.Lease) (*peer, string) {
-	if l.Attrs.BackendType != Name {
-		return nil, fmt.Sprintf("its BackendType is %q, not %q", l.Attrs.BackendType, Name)
-	}
-	if !l.Attrs.PublicIP.Is4() {
-		return nil, "it has no IPv4 PublicIP"
-	}
-	d, err := parseLeaseData(l.Attrs.BackendData)
-	if err != nil {
-		return nil, err.Error()
-	}
-	return &peer{subnet: l.Subnet.Masked(), publicIP: l.Attrs.PublicIP, mac: d.MAC, vni: d.VNI}, ""
-}
-
-// ignoreLocked logs, once per peer and reason, that a lease is not programmed. A peer that
-// was programmed before keeps its entries: a lease rewritten with bad data is more likely
-// a broken writer than a moved node.
-func (n *network) ignoreLocked(sn netip.Prefix, reason string) {
-	if n.ignored[sn] == reason {
-		return
-	}
-	n.ignored[sn] = reason
-	if _, known := n.peers[sn]; known {
-		n.log.Info("Warning: peer lease changed to something weft cannot use; keeping its previous entries", "subnet", sn, "reason", reason)
-		return
-	}
-	n.log.Info("Ignoring peer lease", "subnet", sn, "reason", reason)
 }
 
 // programPeerLocked makes the kernel entries for p, replacing those of old (the same subnet
@@ -479,9 +443,6 @@ func (n *network) Describe() backend.Description {
 		default:
 			d.Peers[sn] = backend.PeerStatus{State: backend.PeerProgrammed}
 		}
-	}
-	for sn, reason := range n.ignored {
-		d.Peers[sn] = backend.PeerStatus{State: backend.PeerIgnored, Reason: reason}
 	}
 	return d
 }
