@@ -7,11 +7,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Batch checks and changes many routes, neighbours and bridge forwarding (FDB) entries
-// for the cost of one dump of each kind, where the Handle's Ensure* pay one or two dumps
-// per entry (a dump lists the whole table, so programming N peers entry by entry costs
-// O(N²)). Create one with Handle.NewBatch for one pass over many entries (a backend's
-// Apply or reconcile) and drop it afterwards.
+// Batch is the one way this package programs routes, neighbours and bridge forwarding
+// (FDB) entries: it checks and changes many of them for the cost of one dump of each kind
+// (a dump lists the whole table, so checking N peers with a dump each would cost O(N²)).
+// Create one with Handle.NewBatch for one pass over many entries (a backend's Apply or
+// reconcile) and drop it afterwards.
 //
 // Each kind is dumped the first time a check needs it: every IPv4 main-table route at
 // once; neighbours and FDB entries per link. The Batch then keeps its copy up to date with
@@ -65,7 +65,7 @@ func (b *Batch) allRoutes() (map[netip.Prefix][]routeEntry, error) {
 		// as a list of netlink.Routes (hundreds of bytes and a few allocations each).
 		m, err := RetryDump(func() (map[netip.Prefix][]routeEntry, error) {
 			m := map[netip.Prefix][]routeEntry{}
-			err := b.h.dumps.mainRoutes(func(e routeEntry) { m[e.dst] = append(m[e.dst], e) })
+			err := b.h.dumps.mainRoutes(func(e routeEntry, _ []byte) { m[e.dst] = append(m[e.dst], e) })
 			return m, err
 		})
 		if err != nil {

@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -9,12 +10,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// matchesNeigh is NeighMatches for a listed entry.
+// matchesNeigh reports whether the listed entry e is the permanent neighbour addr -> mac.
 func (e *neighEntry) matchesNeigh(addr netip.Addr, mac net.HardwareAddr) bool {
 	return e.ip == addr && e.mac == string(mac) && e.state&netlink.NUD_PERMANENT != 0
 }
 
-// matchesFDB is FDBMatches for a listed entry.
+// matchesFDB reports whether the listed entry e is the permanent forwarding entry
+// mac -> dst of the device's own table.
 func (e *neighEntry) matchesFDB(mac net.HardwareAddr, dst netip.Addr) bool {
 	return e.ip == dst && e.mac == string(mac) && e.state&netlink.NUD_PERMANENT != 0 && e.flags&netlink.NTF_SELF != 0
 }
@@ -39,8 +41,9 @@ func (b *Batch) HasNeigh(linkIndex int, addr netip.Addr, mac net.HardwareAddr) (
 	return ok && n.matchesNeigh(addr, mac), nil
 }
 
-// EnsureNeigh makes the permanent neighbour addr -> mac on linkIndex, as Handle.EnsureNeigh
-// does, checking it against the dump.
+// EnsureNeigh makes a permanent IPv4 neighbour entry "addr lladdr mac" on linkIndex
+// (ip neigh replace addr lladdr mac dev <link> nud permanent), checking it against the
+// dump. An entry that already has that MAC and is permanent is left alone.
 func (b *Batch) EnsureNeigh(linkIndex int, addr netip.Addr, mac net.HardwareAddr) error {
 	if err := b.h.check(); err != nil {
 		return err
@@ -91,7 +94,7 @@ func permanentNeigh(linkIndex int, addr netip.Addr, mac net.HardwareAddr) *netli
 
 // DeleteNeigh removes the IPv4 neighbour entry for addr on linkIndex; a missing one is fine.
 func (b *Batch) DeleteNeigh(linkIndex int, addr netip.Addr) error {
-	if err := b.h.DeleteNeigh(linkIndex, addr); err != nil {
+	if err := b.h.deleteNeigh(linkIndex, addr); err != nil {
 		return err
 	}
 	if m, ok := b.neighs[linkIndex]; ok {
@@ -115,8 +118,10 @@ func (b *Batch) HasFDB(linkIndex int, mac net.HardwareAddr, dst netip.Addr) (boo
 	return false, nil
 }
 
-// EnsureFDB makes "mac dst <dst> self permanent" on linkIndex the only remote of mac, as
-// Handle.EnsureFDB does, checking it against the dump.
+// EnsureFDB makes the bridge forwarding entry "mac dst <dst> self permanent" on the
+// (vxlan) device linkIndex the only remote of mac, as `bridge fdb replace` does, checking
+// it against the dump: other remote addresses recorded for mac on that device are
+// removed, so frames to mac go to dst only.
 func (b *Batch) EnsureFDB(linkIndex int, mac net.HardwareAddr, dst netip.Addr) error {
 	if err := b.h.check(); err != nil {
 		return err
@@ -180,25 +185,66 @@ func fdbEntry(linkIndex int, mac net.HardwareAddr, dst netip.Addr) *netlink.Neig
 }
 
 // DeleteFDB removes the forwarding entry mac -> dst on linkIndex (every remote of mac when
-// dst is the zero Addr). A missing entry is fine.
+// dst is the zero Addr, which needs the dump). A missing entry is fine.
 func (b *Batch) DeleteFDB(linkIndex int, mac net.HardwareAddr, dst netip.Addr) error {
-	if err := b.h.DeleteFDB(linkIndex, mac, dst); err != nil {
+	if err := b.h.check(); err != nil {
 		return err
 	}
-	m, ok := b.fdb[linkIndex]
-	if !ok {
-		return nil
+	if dst.IsValid() {
+		if err := b.h.deleteFDB(&netlink.Neigh{LinkIndex: linkIndex, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF,
+			HardwareAddr: mac, IP: net.IP(dst.AsSlice())}); err != nil {
+			return err
+		}
+		if _, read := b.fdb[linkIndex]; !read {
+			return nil
+		}
+	}
+	// netlink cannot send a delete without a destination address (it would send an empty
+	// one, which the kernel refuses): without dst, each listed remote of mac goes.
+	m, err := b.fdbOn(linkIndex)
+	if err != nil {
+		return err
 	}
 	var kept []neighEntry
+	var errs []error
 	for _, e := range m[string(mac)] {
-		if dst.IsValid() && e.ip != dst {
+		switch {
+		case dst.IsValid() && e.ip != dst:
 			kept = append(kept, e)
+		case dst.IsValid(): // deleted above
+		default:
+			if err := b.h.deleteFDB(e.fdbNeigh(linkIndex)); err != nil {
+				kept = append(kept, e)
+				errs = append(errs, err)
+			}
 		}
 	}
 	if len(kept) == 0 {
 		delete(m, string(mac))
 	} else {
 		m[string(mac)] = kept
+	}
+	return errors.Join(errs...)
+}
+
+// deleteNeigh removes the IPv4 neighbour entry for addr on linkIndex; a missing one is
+// fine. It needs no dump.
+func (h *Handle) deleteNeigh(linkIndex int, addr netip.Addr) error {
+	if err := h.check(); err != nil {
+		return err
+	}
+	n := &netlink.Neigh{LinkIndex: linkIndex, Family: unix.AF_INET, IP: net.IP(addr.AsSlice())}
+	if err := h.nl.NeighDel(n); err != nil && !isGone(err) {
+		return fmt.Errorf("delete neighbour %s on link #%d: %w", addr, linkIndex, err)
+	}
+	return nil
+}
+
+// deleteFDB removes the forwarding entry n (which names its remote); a missing one is
+// fine.
+func (h *Handle) deleteFDB(n *netlink.Neigh) error {
+	if err := h.nl.NeighDel(n); err != nil && !isGone(err) {
+		return fmt.Errorf("delete fdb %s dst %s on link #%d: %w", n.HardwareAddr, n.IP, n.LinkIndex, err)
 	}
 	return nil
 }

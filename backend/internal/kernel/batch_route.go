@@ -45,7 +45,10 @@ func batchRouteDst(r *netlink.Route) (netip.Prefix, error) {
 	return dst, nil
 }
 
-// EnsureRoute makes r present, as Handle.EnsureRoute does, checking it against the dump.
+// EnsureRoute makes r present, checking it against the dump: if a route to the same
+// destination with the same metric exists and differs, it is replaced; if r is already
+// there, nothing is written. r.Dst must be an IPv4 network in the main table (r.Table 0);
+// Protocol 0 in r accepts any protocol on an existing route.
 func (b *Batch) EnsureRoute(r *netlink.Route) error {
 	if err := b.h.check(); err != nil {
 		return err

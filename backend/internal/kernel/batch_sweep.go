@@ -93,7 +93,7 @@ func (b *Batch) SweepNeighs(linkIndex int, stale func(ListedNeigh) bool) ([]List
 		if !stale(l) {
 			continue
 		}
-		if err := b.h.DeleteNeigh(linkIndex, a); err != nil {
+		if err := b.h.deleteNeigh(linkIndex, a); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -134,9 +134,9 @@ func (b *Batch) SweepFDB(linkIndex int, stale func(ListedFDB) bool) ([]ListedFDB
 			if kept == nil {
 				kept = append(make([]neighEntry, 0, len(have)), have[:i]...)
 			}
-			if err := b.h.nl.NeighDel(e.fdbNeigh(linkIndex)); err != nil && !isGone(err) {
+			if err := b.h.deleteFDB(e.fdbNeigh(linkIndex)); err != nil {
 				kept = append(kept, e)
-				errs = append(errs, fmt.Errorf("delete fdb %s dst %s on link #%d: %w", l.MAC, e.ip, linkIndex, err))
+				errs = append(errs, err)
 				continue
 			}
 			deleted = append(deleted, l)
