@@ -3,7 +3,6 @@ package kernel
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
@@ -70,9 +69,12 @@ func (b *Batch) SweepRoutes(linkIndex int, stale func(ListedRoute) bool) ([]List
 
 // ListedNeigh is an IPv4 neighbour entry as a Batch's dump lists it.
 type ListedNeigh struct {
-	Addr      netip.Addr
-	MAC       net.HardwareAddr // nil when the entry has none (incomplete)
-	Permanent bool             // NUD_PERMANENT: written by someone, not learned
+	Addr netip.Addr
+	// LLAddr is the link-layer address's bytes, string(mac) ("" when the entry has none):
+	// a string, so that listing thousands of entries allocates nothing. Compare it with
+	// string(mac); net.HardwareAddr(LLAddr) prints it.
+	LLAddr    string
+	Permanent bool // NUD_PERMANENT: written by someone, not learned
 }
 
 // SweepNeighs deletes the IPv4 neighbour entries on linkIndex for which stale reports
@@ -86,10 +88,7 @@ func (b *Batch) SweepNeighs(linkIndex int, stale func(ListedNeigh) bool) ([]List
 	var deleted []ListedNeigh
 	var errs []error
 	for a, e := range m {
-		l := ListedNeigh{Addr: a, Permanent: e.state&netlink.NUD_PERMANENT != 0}
-		if e.mac != "" {
-			l.MAC = net.HardwareAddr(e.mac)
-		}
+		l := ListedNeigh{Addr: a, LLAddr: e.mac, Permanent: e.state&netlink.NUD_PERMANENT != 0}
 		if !stale(l) {
 			continue
 		}
@@ -105,7 +104,7 @@ func (b *Batch) SweepNeighs(linkIndex int, stale func(ListedNeigh) bool) ([]List
 
 // ListedFDB is a bridge forwarding entry as a Batch's dump lists it.
 type ListedFDB struct {
-	MAC       net.HardwareAddr
+	MAC       string     // the MAC's bytes, string(mac), as ListedNeigh.LLAddr
 	Dst       netip.Addr // the remote (NDA_DST); the zero Addr when the entry names none
 	Permanent bool       // NUD_PERMANENT: written by someone, not learned
 	Self      bool       // NTF_SELF: the device's own table (a vxlan device's), not a bridge's
@@ -123,7 +122,7 @@ func (b *Batch) SweepFDB(linkIndex int, stale func(ListedFDB) bool) ([]ListedFDB
 	for mac, have := range m {
 		var kept []neighEntry // a copy of have without the deleted, once one is
 		for i, e := range have {
-			l := ListedFDB{MAC: net.HardwareAddr(mac), Dst: e.ip, Permanent: e.state&netlink.NUD_PERMANENT != 0,
+			l := ListedFDB{MAC: mac, Dst: e.ip, Permanent: e.state&netlink.NUD_PERMANENT != 0,
 				Self: e.flags&netlink.NTF_SELF != 0}
 			if !stale(l) {
 				if kept != nil {

@@ -238,7 +238,7 @@ func TestBatchSweeps(t *testing.T) {
 	if err != nil || len(gotN) != 2 {
 		t.Fatalf("SweepNeighs = %+v, %v", gotN, err)
 	}
-	gotF, err := b.SweepFDB(vx, func(f kernel.ListedFDB) bool { return f.Self && f.Permanent && f.MAC.String() == ps[2].mac.String() })
+	gotF, err := b.SweepFDB(vx, func(f kernel.ListedFDB) bool { return f.Self && f.Permanent && f.MAC == string(ps[2].mac) })
 	if err != nil || len(gotF) != 1 || gotF[0].Dst != ps[2].pub {
 		t.Fatalf("SweepFDB = %+v, %v", gotF, err)
 	}
