@@ -40,6 +40,7 @@ type network struct {
 	devIdx   atomic.Int64           // devIndex, also readable without mu (by relevant)
 	peers    map[netip.Prefix]*peer // admitted peers by subnet
 	gone     map[netip.Prefix]*peer // removed peers whose entries could not all be deleted yet
+	applied  bool                   // Apply ran: the peer set is complete, leftovers can be swept
 }
 
 var _ backend.Network = (*network)(nil)
@@ -100,7 +101,9 @@ func (n *network) relevant(c kernel.Change) bool {
 	return false
 }
 
-// Apply programs peer changes. See backend.Network.
+// Apply programs peer changes. See backend.Network. The first call (the complete initial
+// peer list) also sweeps leftovers (sweepLocked), and so does a call in which a peer that
+// moved cannot be programmed, so that no entry points at its old address.
 func (n *network) Apply(ctx context.Context, events []subnet.Event) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -108,6 +111,7 @@ func (n *network) Apply(ctx context.Context, events []subnet.Event) error {
 	// events cost O(N) however large the tables are.
 	b := n.h.NewBatch()
 	var errs []error
+	sweep := !n.applied
 	for _, ev := range events {
 		if err := ctx.Err(); err != nil {
 			return errors.Join(append(errs, err)...)
@@ -129,8 +133,13 @@ func (n *network) Apply(ctx context.Context, events []subnet.Event) error {
 			errs = append(errs, err)
 			continue
 		}
-		delete(n.gone, sn)
 		old := n.peers[sn]
+		if g, leaving := n.gone[sn]; leaving {
+			if old == nil && !g.sameLease(p) {
+				old = g // its entries are replaced, or swept
+			}
+			delete(n.gone, sn)
+		}
 		if old != nil && old.sameLease(p) && old.failErr == "" {
 			continue // nothing new; Run repairs drift
 		}
@@ -139,6 +148,13 @@ func (n *network) Apply(ctx context.Context, events []subnet.Event) error {
 			n.log.Info("Warning: peer publishes a different VNI; its device will drop our packets", "subnet", sn, "peerVNI", p.vni, "vni", n.spec.vni)
 		}
 		if err := n.programPeerLocked(b, old, p); err != nil {
+			errs = append(errs, err)
+			sweep = sweep || (old != nil && old.publicIP != p.publicIP)
+		}
+	}
+	n.applied = true
+	if sweep {
+		if _, err := n.sweepLocked(b); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -39,7 +39,8 @@ func (n *network) ensureDeviceLocked() ([]string, error) {
 }
 
 // reconcile brings the kernel back to the wanted state: the device and its address, the
-// entries of every known peer, and the removal of peers whose deletion failed. Each
+// entries of every known peer, the removal of peers whose deletion failed and, once Apply
+// has run, of leftovers no peer needs (sweepLocked; found leftovers count as drift). Each
 // repair of state someone else changed is logged and counted by kind; retrying a peer
 // that failed before is not a repair. It reports whether it found such drift, and an
 // error while something is not in place. When nothing is wrong it only reads (one link
@@ -106,12 +107,17 @@ func (n *network) reconcile() (drift bool, err error) {
 		}
 		n.noteResultLocked(p, nil, "")
 	}
+	if n.applied {
+		swept, err := n.sweepLocked(b)
+		drift = drift || swept
+		errs = append(errs, err)
+	}
 	return drift, errors.Join(errs...)
 }
 
 // missingLocked lists the kinds of entries ("route", "neighbour", "fdb") that p needs and
 // b's tables lack; none when p is in place. It does not look for leftovers (a stale FDB
-// remote for the same MAC); EnsureFDB cleans those when anything else needs fixing.
+// remote for the same MAC): sweepLocked removes those.
 func (n *network) missingLocked(b *kernel.Batch, p *peer) ([]string, error) {
 	var m []string
 	want := tunnelRoute(p, n.devIndex)
