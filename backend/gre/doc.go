@@ -45,8 +45,8 @@
 //
 // # What it must not do
 //
-// It never talks to the subnet store, programs nothing for leases of other backends (they
-// are ignored with one log line), and leaves its devices, routes and neighbours in place on
-// Close so pods keep talking across a restart. In kernel mode the device accepts GRE from
+// It never talks to the subnet store and does not judge leases: the daemon hands it only
+// admitted peers (gre leases; see backend.Network). It leaves its devices, routes and
+// neighbours in place on Close so pods keep talking across a restart. In kernel mode the device accepts GRE from
 // any sender; weftd's --restrict-tunnel-port admits protocol 47 from current peers only.
 package gre

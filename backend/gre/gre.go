@@ -20,7 +20,7 @@ import (
 // Name is the Backend.Type value and the BackendType of gre leases.
 const Name = "gre"
 
-// repairPeriod is how often Run re-checks the kernel state.
+// repairPeriod is how often the userspace Run re-checks the TUN's kernel state.
 const repairPeriod = 5 * time.Second
 
 // The daemon reads a userspace gre Network's counters with a type assertion to
@@ -102,7 +102,7 @@ func (b *greBackend) Prepare(ctx context.Context) (subnet.LeaseAttrs, error) {
 	defer h.Close()
 	var probe error
 	if b.cfg.Mode != ModeUserspace {
-		_, probe = ensureKernelDevice(h, b.spec, false, b.log)
+		_, _, probe = ensureKernelDevice(h, b.spec, false, b.log)
 	}
 	mode, err := decideMode(b.cfg.Mode, probe)
 	if err != nil {
@@ -183,16 +183,17 @@ func (b *greBackend) activateKernel(h *kernel.Handle, own netip.Prefix) (*kernel
 		log:     b.log,
 		h:       h,
 		spec:    b.spec,
+		cidr:    b.env.Network.Network,
 		ownAddr: netip.PrefixFrom(own.Addr(), 32),
-		resync:  repairPeriod,
+		resync:  kernelResync,
 		done:    make(chan struct{}),
-		peers:   newPeerSet(own, b.env.Network.Network, b.env.Ext.PublicIP),
+		peers:   newPeerSet(),
 		failed:  map[netip.Prefix]string{},
-		gone:    map[netip.Prefix]netip.Addr{},
+		gone:    map[netip.Prefix]*leaving{},
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if err := n.ensureDeviceLocked(); err != nil {
+	if _, err := n.ensureDeviceLocked(); err != nil {
 		return nil, err
 	}
 	b.log.Info("GRE network active", "mode", ModeKernel, "device", b.spec.name, "address", n.ownAddr,
@@ -228,7 +229,7 @@ func (b *greBackend) activateUserspace(h *kernel.Handle, own, network netip.Pref
 		plane:  plane,
 		local:  local,
 		reason: b.reason,
-		peers:  newPeerSet(own, network, b.env.Ext.PublicIP),
+		peers:  newPeerSet(),
 	}
 	b.log.Info("GRE network active", "mode", ModeUserspace, "device", TUNName, "subnet", own, "network", network,
 		"local", local, "mtu", b.spec.mtu, "batch", plane.Forwarder().BatchSize(), "offloads", plane.Forwarder().Offloads())

@@ -107,12 +107,21 @@ func TestKernelMode(t *testing.T) {
 		}
 	})
 
-	t.Run("restart adopts the device", func(t *testing.T) {
+	t.Run("restart adopts the device and sweeps leftovers", func(t *testing.T) {
 		index := run(t, c.nodeB, "cat", "/sys/class/net/"+DeviceName+"/ifindex")
 		b.Stop(t)
+		// A peer left while weftd was stopped: its entries stay behind.
+		run(t, c.nodeB, "ip", "neigh", "add", "192.0.2.9", "lladdr", "192.0.2.9", "dev", DeviceName, "nud", "permanent")
+		run(t, c.nodeB, "ip", "route", "add", "10.244.9.0/24", "via", "192.0.2.9", "dev", DeviceName, "onlink")
 		b = startNode(t, c, c.nodeB, "192.0.2.2", "10.244.2.0/24", `{"Type":"gre","Mode":"kernel","MTU":1400}`, greLease("10.244.1.0/24", "192.0.2.1"))
 		if again := run(t, c.nodeB, "cat", "/sys/class/net/"+DeviceName+"/ifindex"); again != index {
 			t.Fatalf("index %s after restart, was %s", again, index)
+		}
+		if out := run(t, c.nodeB, "ip", "route", "show", "dev", DeviceName); contains(out, "10.244.9.0") || !contains(out, "10.244.1.0/24 via 192.0.2.1") {
+			t.Fatalf("routes after restart:\n%s", out)
+		}
+		if out := run(t, c.nodeB, "ip", "neigh", "show", "dev", DeviceName); contains(out, "192.0.2.9") {
+			t.Fatalf("leftover neighbour kept:\n%s", out)
 		}
 	})
 

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -19,28 +20,37 @@ import (
 	"github.com/weftnet/weft/subnet"
 )
 
+// kernelResync is how often the kernel-mode Run checks everything without being told of a
+// change (kernel.Watcher's safety net).
+const kernelResync = kernel.DefaultPeriod
+
 // kernelNetwork is the kernel-mode data plane: one GRE device, and per peer a route via
 // the peer's public IP and a neighbour entry naming that address as the link-layer
-// (outer) destination.
+// (outer) destination. Apply and reconcile each program through one kernel.Batch; Run
+// heals through a kernel.Watcher.
 type kernelNetwork struct {
 	env     backend.Env // for OnRepair
 	log     klog.Logger
 	h       *kernel.Handle
 	spec    deviceSpec
+	cidr    netip.Prefix // the Network, which holds every peer subnet
 	ownAddr netip.Prefix // <own subnet>.0/32 on the device
 	resync  time.Duration
 
 	done      chan struct{} // closed by Close
 	closeOnce sync.Once
+	devIdx    atomic.Int64 // devIndex, also readable without mu (by relevant)
 
-	// mu serialises Apply and reconcile (Run): each holds it for its whole pass, so the
-	// kernel is written from one of them at a time. It guards the fields below.
+	// mu serialises Apply, reconcile (Run) and Close: each holds it for its whole pass, so
+	// the kernel is written from one of them at a time and the handle is never closed
+	// under a pass. It guards the fields below.
 	mu       sync.Mutex
-	devIndex int                         // the device's ifindex; changes if it is re-created
-	peers    *peerSet                    // accepted and ignored leases
-	failed   map[netip.Prefix]string     // peers whose entries are not in place: last error
-	gone     map[netip.Prefix]netip.Addr // removed peers whose entries could not all be deleted yet
-	applied  bool                        // Apply ran: entries of no known peer are stale
+	devIndex int                       // the device's ifindex; changes if it is re-created
+	peers    *peerSet                  // admitted peers
+	failed   map[netip.Prefix]string   // peers whose entries are not in place: last error
+	gone     map[netip.Prefix]*leaving // removed peers whose entries are not all deleted yet
+	applied  bool                      // Apply ran: the peer set is complete, leftovers can be swept
+	closed   bool
 }
 
 var (
@@ -73,35 +83,72 @@ func (n *kernelNetwork) MTU() int { return n.spec.mtu }
 // TunnelPort: GRE is IP protocol 47 and has no port.
 func (n *kernelNetwork) TunnelPort() (string, int) { return "gre", 0 }
 
-// Close stops Run. The device, its address, routes and neighbours stay.
+// Close stops Run and releases the netlink sockets. The device, its address, routes and
+// neighbours stay. Idempotent.
 func (n *kernelNetwork) Close() error {
-	n.closeOnce.Do(func() { close(n.done) })
+	var err error
+	n.closeOnce.Do(func() {
+		close(n.done)
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		n.closed = true
+		err = n.h.Close()
+	})
+	return err
+}
+
+// Run keeps the device and every peer's entries in place until ctx ends or Close is
+// called: what someone else deletes or changes is put back as soon as the kernel reports
+// it, and every resync period everything is checked anyway. A check that finds everything
+// in place writes nothing.
+func (n *kernelNetwork) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-n.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	changes, err := n.h.Subscribe(ctx)
+	if err != nil {
+		if errors.Is(err, kernel.ErrClosed) {
+			return nil
+		}
+		n.log.Error(err, "Cannot watch kernel changes; checking the data plane every period only", "period", n.resync)
+	}
+	w := kernel.Watcher{Relevant: n.relevant, Reconcile: n.reconcile, Period: n.resync, Log: n.log}
+	w.Run(ctx, changes)
 	return nil
 }
 
-// Run repairs drift every few seconds until ctx ends or Close is called.
-func (n *kernelNetwork) Run(ctx context.Context) error {
-	t := time.NewTicker(n.resync)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-n.done:
-			return nil
-		case <-t.C:
-			if _, err := n.reconcile(); err != nil {
-				n.log.V(1).Info("Repair pass incomplete", "err", err)
-			}
-		}
+// relevant reports whether a kernel change may concern the device or a peer's entries:
+// anything on the device (found by name too, as it may have been re-created) and a
+// main-table route inside the Network (a peer route moved to another device).
+func (n *kernelNetwork) relevant(c kernel.Change) bool {
+	dev := int(n.devIdx.Load())
+	switch c.Kind {
+	case kernel.LinkChange:
+		return c.LinkIndex == dev || c.LinkName == n.spec.name
+	case kernel.AddrChange, kernel.NeighChange:
+		return c.LinkIndex == dev
+	case kernel.RouteChange:
+		return c.Table == unix.RT_TABLE_MAIN && (c.LinkIndex == dev || ip.Contains(n.cidr, c.Prefix))
 	}
+	return false
 }
 
-// Apply programs peer changes. See backend.Network.
+// Apply programs peer changes through one Batch. See backend.Network. The first Apply
+// (the complete initial peer set) also sweeps the device's leftovers: entries of peers
+// that left while weftd was not running.
 func (n *kernelNetwork) Apply(ctx context.Context, events []subnet.Event) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.applied = true
+	if n.closed {
+		return kernel.ErrClosed
+	}
+	b := n.h.NewBatch()
 	var errs []error
 	for _, ev := range events {
 		if err := ctx.Err(); err != nil {
@@ -111,20 +158,22 @@ func (n *kernelNetwork) Apply(ctx context.Context, events []subnet.Event) error 
 		switch c.kind {
 		case added, updated:
 			delete(n.gone, c.subnet)
-			err := n.programLocked(c.subnet, c.publicIP, c.old)
+			err := n.programLocked(b, c.subnet, c.publicIP, c.old)
 			if err == nil {
 				n.log.Info(map[changeKind]string{added: "Added peer", updated: "Updated peer"}[c.kind],
 					"subnet", c.subnet, "publicIP", c.publicIP, "was", c.old)
 			}
 			errs = append(errs, err)
 		case removed:
-			errs = append(errs, n.removeLocked(c.subnet, c.old))
-		case ignored:
-			n.log.Info("Ignoring peer lease", "subnet", c.subnet, "reason", c.reason)
-			if c.old.IsValid() {
-				errs = append(errs, n.removeLocked(c.subnet, c.old))
-			}
+			l := &leaving{pub: c.old}
+			n.gone[c.subnet] = l
+			errs = append(errs, n.removeLocked(b, c.subnet, l))
 		}
+	}
+	if !n.applied {
+		n.applied = true
+		_, err := n.sweepLocked(b)
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -133,13 +182,13 @@ func (n *kernelNetwork) Apply(ctx context.Context, events []subnet.Event) error 
 // the route never points at an unresolved next hop) and drops the neighbour of its old
 // address when no other peer uses it. The outcome is recorded in failed and logged on
 // change.
-func (n *kernelNetwork) programLocked(sn netip.Prefix, pub, old netip.Addr) error {
-	err := n.h.EnsureNeigh(n.devIndex, pub, peerLLAddr(pub))
+func (n *kernelNetwork) programLocked(b *kernel.Batch, sn netip.Prefix, pub, old netip.Addr) error {
+	err := b.EnsureNeigh(n.devIndex, pub, peerLLAddr(pub))
 	if err == nil {
-		err = n.h.EnsureRoute(peerRoute(sn, pub, n.devIndex))
+		err = b.EnsureRoute(peerRoute(sn, pub, n.devIndex))
 	}
 	if err == nil && old.IsValid() && old != pub && !n.peers.inUse(old, netip.Prefix{}) {
-		err = n.h.DeleteNeigh(n.devIndex, old)
+		err = b.DeleteNeigh(n.devIndex, old)
 	}
 	if err != nil {
 		err = fmt.Errorf("peer %s: %w", sn, err)
@@ -156,142 +205,32 @@ func (n *kernelNetwork) programLocked(sn netip.Prefix, pub, old netip.Addr) erro
 	return nil
 }
 
-// removeLocked deletes the route of a removed peer and its neighbour when no other peer
-// uses the address; what cannot be deleted is kept in gone and retried by Run.
-func (n *kernelNetwork) removeLocked(sn netip.Prefix, pub netip.Addr) error {
+// leaving is a removed peer whose entries are not all deleted yet.
+type leaving struct {
+	pub netip.Addr
+	err string // the last delete error, "" before the first try
+}
+
+// removeLocked deletes the route of a removed peer (recorded in gone) and its neighbour
+// when no other peer uses the address. Only when that worked does the peer leave gone;
+// otherwise Run retries.
+func (n *kernelNetwork) removeLocked(b *kernel.Batch, sn netip.Prefix, l *leaving) error {
 	delete(n.failed, sn)
-	err := n.h.DeleteRoute(sn, n.devIndex)
-	if err == nil && !n.peers.inUse(pub, netip.Prefix{}) {
-		err = n.h.DeleteNeigh(n.devIndex, pub)
+	err := b.DeleteRoute(sn, n.devIndex)
+	if err == nil && !n.peers.inUse(l.pub, netip.Prefix{}) {
+		err = b.DeleteNeigh(n.devIndex, l.pub)
 	}
 	if err != nil {
 		err = fmt.Errorf("remove peer %s: %w", sn, err)
-		if _, retry := n.gone[sn]; !retry {
+		if l.err != err.Error() {
 			n.log.Error(err, "Cannot remove peer entries; will retry", "subnet", sn)
 		}
-		n.gone[sn] = pub
+		l.err = err.Error()
 		return err
 	}
 	delete(n.gone, sn)
-	n.log.Info("Removed peer", "subnet", sn, "publicIP", pub)
+	n.log.Info("Removed peer", "subnet", sn, "publicIP", l.pub)
 	return nil
-}
-
-// ensureDeviceLocked makes the device, its MTU, up state and address right and records its
-// index.
-func (n *kernelNetwork) ensureDeviceLocked() error {
-	idx, err := ensureKernelDevice(n.h, n.spec, true, n.log)
-	if err != nil {
-		return fmt.Errorf("gre backend: %w", err)
-	}
-	if n.devIndex != 0 && idx != n.devIndex {
-		n.log.Info("GRE device was re-created; programming all peers again", "device", n.spec.name, "index", idx)
-		n.env.Repaired("device")
-	}
-	n.devIndex = idx
-	if err := n.h.EnsureSoleAddr(idx, n.ownAddr); err != nil {
-		return fmt.Errorf("gre backend: %s: %w", n.spec.name, err)
-	}
-	return nil
-}
-
-// reconcile brings the kernel back to the wanted state: the device and its address, the
-// entries of every peer, the removal of peers whose deletion failed and, once Apply has
-// run, of routes and neighbours on the device that belong to no peer. It reports whether
-// it found anything to repair (the shape kernel.Watcher's Reconcile asks for). When nothing
-// is wrong it only reads (a link lookup, an address dump and one dump each of routes and
-// neighbours).
-func (n *kernelNetwork) reconcile() (drift bool, err error) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	index := n.devIndex
-	if err := n.ensureDeviceLocked(); err != nil {
-		n.log.Error(err, "Cannot repair the GRE device")
-		return true, err
-	}
-	drift = index != n.devIndex
-	var errs []error
-	for sn, pub := range n.gone {
-		drift = true
-		errs = append(errs, n.removeLocked(sn, pub))
-	}
-	routes, err := n.h.Routes(n.devIndex)
-	if err != nil {
-		return drift, errors.Join(append(errs, err)...)
-	}
-	neighs, err := n.h.Neighs(n.devIndex)
-	if err != nil {
-		return drift, errors.Join(append(errs, err)...)
-	}
-	for sn, pub := range n.peers.peers {
-		_, failed := n.failed[sn]
-		if !failed && hasRoute(routes, peerRoute(sn, pub, n.devIndex)) && hasNeigh(neighs, pub) {
-			continue
-		}
-		drift = true
-		if !failed {
-			n.log.Info("Repairing peer entries", "subnet", sn, "publicIP", pub)
-			n.env.Repaired("peer")
-		}
-		errs = append(errs, n.programLocked(sn, pub, netip.Addr{}))
-	}
-	if n.applied {
-		stale, err := n.removeStaleLocked(routes, neighs)
-		drift = drift || stale
-		errs = append(errs, err)
-	}
-	return drift, errors.Join(errs...)
-}
-
-// removeStaleLocked deletes main-table routes and permanent neighbours on the device that
-// no current peer needs: left by a peer that went away while weftd was not running. It
-// reports whether it found any.
-func (n *kernelNetwork) removeStaleLocked(routes []netlink.Route, neighs []netlink.Neigh) (bool, error) {
-	found := false
-	var errs []error
-	for i := range routes {
-		dst, ok := ip.FromIPNet(routes[i].Dst)
-		if !ok {
-			continue
-		}
-		if _, peer := n.peers.peers[dst]; peer {
-			continue
-		}
-		if _, pending := n.gone[dst]; pending {
-			continue
-		}
-		found = true
-		n.log.Info("Removing stale route on the GRE device", "dst", dst, "via", routes[i].Gw)
-		errs = append(errs, n.h.DeleteRoute(dst, n.devIndex))
-	}
-	for i := range neighs {
-		a, ok := netip.AddrFromSlice(neighs[i].IP)
-		if !ok || neighs[i].State&netlink.NUD_PERMANENT == 0 || n.peers.inUse(a.Unmap(), netip.Prefix{}) {
-			continue
-		}
-		found = true
-		n.log.Info("Removing stale neighbour on the GRE device", "addr", a)
-		errs = append(errs, n.h.DeleteNeigh(n.devIndex, a.Unmap()))
-	}
-	return found, errors.Join(errs...)
-}
-
-func hasRoute(have []netlink.Route, want *netlink.Route) bool {
-	for i := range have {
-		if kernel.RouteMatches(want, &have[i]) {
-			return true
-		}
-	}
-	return false
-}
-
-func hasNeigh(have []netlink.Neigh, pub netip.Addr) bool {
-	for i := range have {
-		if kernel.NeighMatches(&have[i], pub, peerLLAddr(pub)) {
-			return true
-		}
-	}
-	return false
 }
 
 // Describe reports the device, the mode and each peer's state.
@@ -309,9 +248,6 @@ func (n *kernelNetwork) Describe() backend.Description {
 		} else {
 			d.Peers[sn] = backend.PeerStatus{State: backend.PeerProgrammed}
 		}
-	}
-	for sn, reason := range n.peers.ignored {
-		d.Peers[sn] = backend.PeerStatus{State: backend.PeerIgnored, Reason: reason}
 	}
 	return d
 }

@@ -225,20 +225,6 @@ func TestUserspaceTwoNodes(t *testing.T) {
 		ping(t, c.podA, true, "-c", "2", "-i", "0.2", "10.244.2.2")
 	})
 
-	t.Run("peer of another backend is ignored", func(t *testing.T) {
-		l := greLease("10.244.3.0/24", "192.0.2.3")
-		l.Attrs.BackendType = "vxlan"
-		if err := a.NW.Apply(t.Context(), []subnet.Event{{Type: subnet.Added, Lease: l}}); err != nil {
-			t.Fatal(err)
-		}
-		if p := a.NW.(backend.Describer).Describe().Peers[l.Subnet]; p.State != backend.PeerIgnored || !contains(p.Reason, "vxlan") {
-			t.Fatalf("vxlan peer: %+v", p)
-		}
-		if out := ping(t, c.podA, false, "-c", "1", "10.244.3.2"); !contains(out, "Destination Net Unreachable") {
-			t.Fatalf("to the ignored peer:\n%s", out)
-		}
-	})
-
 	t.Run("peer removal stops traffic", func(t *testing.T) {
 		if err := a.NW.Apply(t.Context(), []subnet.Event{{Type: subnet.Removed, Lease: greLease("10.244.2.0/24", "192.0.2.2")}}); err != nil {
 			t.Fatal(err)

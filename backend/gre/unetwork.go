@@ -24,7 +24,7 @@ type userNetwork struct {
 	reason string     // why userspace mode was chosen, for Describe
 
 	mu    sync.Mutex // guards peers
-	peers *peerSet   // accepted and ignored leases; the Forwarder holds the table
+	peers *peerSet   // admitted peers; the Forwarder holds the table
 }
 
 var (
@@ -72,8 +72,6 @@ func (n *userNetwork) Apply(_ context.Context, events []subnet.Event) error {
 			n.log.Info("Updated peer", "subnet", c.subnet, "publicIP", c.publicIP, "was", c.old)
 		case removed:
 			n.log.Info("Removed peer", "subnet", c.subnet, "publicIP", c.old)
-		case ignored:
-			n.log.Info("Ignoring peer lease", "subnet", c.subnet, "reason", c.reason)
 		}
 		dirty = dirty || c.kind != unchanged
 	}
@@ -82,7 +80,7 @@ func (n *userNetwork) Apply(_ context.Context, events []subnet.Event) error {
 	}
 	t, err := peerTable(n.peers)
 	if err != nil {
-		// peerSet rejects overlaps, so this is a bug; keep the old table.
+		// Admission rejects overlaps, so this is a bug; keep the old table.
 		return fmt.Errorf("gre backend: build peer table: %w", err)
 	}
 	n.plane.Forwarder().SetPeers(t)
@@ -112,9 +110,6 @@ func (n *userNetwork) Describe() backend.Description {
 	}
 	for sn := range n.peers.peers {
 		d.Peers[sn] = backend.PeerStatus{State: backend.PeerProgrammed}
-	}
-	for sn, reason := range n.peers.ignored {
-		d.Peers[sn] = backend.PeerStatus{State: backend.PeerIgnored, Reason: reason}
 	}
 	return d
 }

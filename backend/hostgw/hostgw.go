@@ -4,7 +4,9 @@
 //
 // It owns only the routes it adds for peers' subnets; it creates no device. Run puts back
 // a route that someone else deletes or changes within a few tens of milliseconds (kernel
-// change notifications, and a full check every 30 s); flanneld takes up to 10 s.
+// change notifications, and a full check every 30 s); flanneld takes up to 10 s. Routes of
+// that shape that no admitted peer needs (peers that left while weftd was down, an old
+// address of a peer that moved) are swept: see staleRoute.
 package hostgw
 
 import (
@@ -81,6 +83,8 @@ func (b *hostGW) Activate(_ context.Context, own subnet.Lease) (backend.Network,
 		resync: resyncPeriod,
 		done:   make(chan struct{}),
 		peers:  map[netip.Prefix]peer{},
+		gone:   map[netip.Prefix]*leaving{},
+		del:    (*kernel.Batch).DeleteRoute,
 	}, nil
 }
 
@@ -89,6 +93,12 @@ type peer struct {
 	lease subnet.Lease
 	ok    bool // the route is in place; false: retried by Run
 	err   string
+}
+
+// leaving is a removed peer whose route is not deleted yet.
+type leaving struct {
+	lease subnet.Lease
+	err   string // the last delete error, "" before the first try
 }
 
 type network struct {
@@ -102,11 +112,16 @@ type network struct {
 	done      chan struct{} // closed by Close; ends Run
 	closeOnce sync.Once
 
-	// mu guards peers and closed and serialises Apply, Run's repairs and Close, so the
+	// mu guards the fields below and serialises Apply, Run's repairs and Close, so the
 	// handle is never closed under a running pass.
-	mu     sync.Mutex
-	peers  map[netip.Prefix]peer
-	closed bool
+	mu      sync.Mutex
+	peers   map[netip.Prefix]peer     // admitted peers
+	gone    map[netip.Prefix]*leaving // removed peers until their route is deleted
+	applied bool                      // Apply ran: the peer set is complete, leftovers can be swept
+	closed  bool
+
+	// del deletes a peer's route: (*kernel.Batch).DeleteRoute, replaced by tests to fail.
+	del func(b *kernel.Batch, dst netip.Prefix, linkIndex int) error
 }
 
 var _ backend.Network = (*network)(nil)
@@ -115,12 +130,15 @@ func (n *network) MTU() int { return n.ext.Iface.MTU }
 
 // Apply programs peer changes. See backend.Network. One Batch serves the whole call, so N
 // events cost O(N) whatever the size of the routing table; a peer already programmed with
-// the same lease is left to Run's checks.
+// the same lease is left to Run's checks. The first call (the complete initial peer list)
+// also sweeps leftovers (sweepLocked), and so does a call in which a peer that moved
+// cannot be routed, so that its route via the old address goes at once.
 func (n *network) Apply(_ context.Context, events []subnet.Event) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	b := n.h.NewBatch()
 	var errs []error
+	sweep := !n.applied
 	for _, e := range events {
 		sn := e.Lease.Subnet
 		old, known := n.peers[sn]
@@ -130,36 +148,52 @@ func (n *network) Apply(_ context.Context, events []subnet.Event) error {
 				continue
 			}
 			delete(n.peers, sn)
-			if err := b.DeleteRoute(sn, n.ext.Iface.Index); err != nil {
-				errs = append(errs, fmt.Errorf("peer %s: %w", sn, err))
-				n.log.Error(err, "Removing peer route failed", "subnet", sn)
-				continue
+			l := &leaving{lease: old.lease}
+			n.gone[sn] = l
+			if err := n.removeLocked(b, sn, l); err != nil {
+				errs = append(errs, err)
 			}
-			n.log.Info("Peer left", "subnet", sn, "publicIP", old.lease.Attrs.PublicIP)
 		case subnet.Added:
-			if e.Lease.Attrs.BackendType != Name {
-				if !known || old.lease.Attrs.BackendType != e.Lease.Attrs.BackendType {
-					n.log.Info("Ignoring peer with another backend", "subnet", sn, "peerBackend", e.Lease.Attrs.BackendType)
-				}
-				if known && old.lease.Attrs.BackendType == Name {
-					_ = b.DeleteRoute(sn, n.ext.Iface.Index)
-				}
-				n.peers[sn] = peer{lease: e.Lease, ok: true, err: "other backend"}
-				continue
-			}
 			if known && old.ok && old.lease.Attrs.Equal(e.Lease.Attrs) {
 				continue // nothing new; Run repairs drift
+			}
+			if l, leaving := n.gone[sn]; leaving {
+				old, known = peer{lease: l.lease, ok: true}, true
+				delete(n.gone, sn) // the route is the peer's again, or replaced, or swept
 			}
 			p := n.ensureLocked(b, e.Lease)
 			n.peers[sn] = p
 			if !p.ok {
 				errs = append(errs, fmt.Errorf("peer %s: %s", sn, p.err))
+				sweep = sweep || known && old.lease.Attrs.PublicIP != e.Lease.Attrs.PublicIP
 			} else if !known || !old.lease.Attrs.Equal(e.Lease.Attrs) {
 				n.log.Info("Peer route in place", "subnet", sn, "via", e.Lease.Attrs.PublicIP)
 			}
 		}
 	}
+	n.applied = true
+	if sweep {
+		if _, err := n.sweepLocked(b); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// removeLocked deletes the route of a removed peer (recorded in gone). Only when that
+// worked does the peer leave gone; otherwise Run retries, logging each new error once.
+func (n *network) removeLocked(b *kernel.Batch, sn netip.Prefix, l *leaving) error {
+	if err := n.del(b, sn, n.ext.Iface.Index); err != nil {
+		err = fmt.Errorf("remove peer %s: %w", sn, err)
+		if err.Error() != l.err {
+			n.log.Error(err, "Removing peer route failed; will retry", "subnet", sn)
+		}
+		l.err = err.Error()
+		return err
+	}
+	delete(n.gone, sn)
+	n.log.Info("Peer left", "subnet", sn, "publicIP", l.lease.Attrs.PublicIP)
+	return nil
 }
 
 // ensureLocked programs one peer's route and returns its new state, logging a failure
@@ -235,8 +269,9 @@ func (n *network) relevant(c kernel.Change) bool {
 }
 
 // reconcile checks every peer's route with one dump (O(peers)) and puts back what is
-// missing or was changed by someone else. It reports whether it found such drift, and an
-// error while some peer's route is not in place.
+// missing or was changed by someone else, retries the deletes of removed peers and, once
+// Apply has run, sweeps leftovers. It reports whether it found drift (or leftovers), and
+// an error while some peer's route is not in place or not deleted.
 func (n *network) reconcile() (drift bool, err error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -245,10 +280,12 @@ func (n *network) reconcile() (drift bool, err error) {
 	}
 	b := n.h.NewBatch() // one dump for all peers
 	var errs []error
-	for sn, p := range n.peers {
-		if p.lease.Attrs.BackendType != Name {
-			continue
+	for sn, l := range n.gone {
+		if err := n.removeLocked(b, sn, l); err != nil {
+			errs = append(errs, err)
 		}
+	}
+	for sn, p := range n.peers {
 		if p.ok {
 			ok, err := b.HasRoute(routeFor(p.lease, n.ext.Iface.Index))
 			if err != nil {
@@ -274,6 +311,11 @@ func (n *network) reconcile() (drift bool, err error) {
 		default:
 			n.env.Repaired("route")
 		}
+	}
+	if n.applied {
+		swept, err := n.sweepLocked(b)
+		drift = drift || swept
+		errs = append(errs, err)
 	}
 	return drift, errors.Join(errs...)
 }
@@ -304,8 +346,6 @@ func (n *network) Describe() backend.Description {
 	d := backend.Description{Info: map[string]string{"interface": n.ext.Iface.Name}, Peers: map[netip.Prefix]backend.PeerStatus{}}
 	for sn, p := range n.peers {
 		switch {
-		case p.lease.Attrs.BackendType != Name:
-			d.Peers[sn] = backend.PeerStatus{State: backend.PeerIgnored, Reason: "backend " + p.lease.Attrs.BackendType}
 		case !p.ok:
 			d.Peers[sn] = backend.PeerStatus{State: backend.PeerError, Reason: p.err}
 		default:

@@ -21,7 +21,7 @@ const defaultResync = 30 * time.Second
 
 // Type returns the vxlan entry for the daemon's table of backends.
 func Type() backend.Type {
-	return backend.Type{Name: Name, Validate: Validate, New: New}
+	return backend.Type{Name: Name, Validate: Validate, New: New, CheckPeerData: checkPeerData}
 }
 
 // Backend is the vxlan backend before a lease is held. Its kernel sockets are bound to the
@@ -129,12 +129,10 @@ func (b *Backend) Activate(ctx context.Context, own subnet.Lease) (backend.Netwo
 		direct:  b.cfg.DirectRouting,
 		ownAddr: netip.PrefixFrom(own.Subnet.Masked().Addr(), 32),
 		cidr:    b.env.Network.Network,
-		own:     own.Subnet.Masked(),
 		resync:  b.resync,
 		done:    make(chan struct{}),
 		peers:   map[netip.Prefix]*peer{},
 		gone:    map[netip.Prefix]*peer{},
-		ignored: map[netip.Prefix]string{},
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()

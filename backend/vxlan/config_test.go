@@ -199,6 +199,41 @@ func TestParseLeaseData(t *testing.T) {
 	}
 }
 
+// TestCheckPeerData: the Type's part of admission refuses the BackendData the network
+// could not program (no or a bad VTEP MAC, a bad VNI), whatever else the lease says.
+func TestCheckPeerData(t *testing.T) {
+	check := Type().CheckPeerData
+	if check == nil {
+		t.Fatal("the vxlan Type has no CheckPeerData")
+	}
+	pub := netip.MustParseAddr("192.0.2.2")
+	for _, c := range []struct {
+		data string
+		want string // substring of the error; "" = admitted
+	}{
+		{`{"VNI":1,"VtepMAC":"fa:a7:71:71:58:90"}`, ""},
+		{`{"VNI":4096,"VtepMAC":"fa:a7:71:71:58:90"}`, ""}, // another VNI: admitted, warned about
+		{`{"VtepMAC":"fa:a7:71:71:58:90"}`, ""},
+		{``, "no BackendData"},
+		{`{"VNI":1}`, "no VtepMAC"},
+		{`{"VNI":1,"VtepMAC":"zz"}`, "not a MAC address"},
+		{`{"VNI":1,"VtepMAC":"01:00:5e:00:00:01"}`, "not a unicast"},
+		{`{"VNI":-1,"VtepMAC":"fa:a7:71:71:58:90"}`, "not a VNI"},
+		{`"fa:a7:71:71:58:90"`, "BackendData"},
+	} {
+		attrs := subnet.LeaseAttrs{PublicIP: pub, BackendType: Name, BackendData: json.RawMessage(c.data)}
+		err := check(attrs)
+		if (err == nil) != (c.want == "") || (err != nil && !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("CheckPeerData(%s) = %v, want ~%q", c.data, err, c.want)
+		}
+		if _, perr := peerFromLease(subnet.Lease{Subnet: netip.MustParsePrefix(subnetB), Attrs: attrs}); (perr == nil) != (err == nil) {
+			t.Errorf("%s: CheckPeerData says %v but peerFromLease %v", c.data, err, perr)
+		}
+	}
+}
+
+// FuzzParseLeaseData: anything parseLeaseData accepts is programmable, and CheckPeerData
+// (admission) agrees with it on every input.
 func FuzzParseLeaseData(f *testing.F) {
 	f.Add([]byte(`{"VNI":1,"VtepMAC":"fa:a7:71:71:58:90"}`))
 	f.Add([]byte(`{"VNI":1e99,"VtepMAC":""}`))
@@ -206,6 +241,9 @@ func FuzzParseLeaseData(f *testing.F) {
 		d, err := parseLeaseData(b)
 		if err == nil && (len(d.MAC) != 6 || d.MAC[0]&1 != 0 || d.VNI < 0 || d.VNI > maxVNI) {
 			t.Fatalf("accepted bad data %q: %+v", b, d)
+		}
+		if cerr := checkPeerData(subnet.LeaseAttrs{BackendType: Name, BackendData: b}); (cerr == nil) != (err == nil) {
+			t.Fatalf("%q: checkPeerData %v, parseLeaseData %v", b, cerr, err)
 		}
 	})
 }

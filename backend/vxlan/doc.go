@@ -34,10 +34,19 @@
 //     routes, neighbours and FDB entries per call, and only the entries that differ are
 //     written, so N peers cost O(N) (2 000 peers in one Apply: tens of milliseconds; see
 //     BenchmarkApplyPeers), where checking each entry with its own dump costs O(N²).
+//   - Entries no admitted peer needs are removed: routes, permanent neighbours and FDB
+//     entries on flannel.<VNI>, and with DirectRouting routes of the direct shape on the
+//     external interface (sweep.go). They are left by peers that went away while weftd
+//     was down (or during a re-acquire gap) and by peers that moved; the first Apply after
+//     Activate (the complete peer list) and every reconcile pass after it sweep them.
+//     flanneld keeps them until the node reboots.
 //
 // # What it must not do
 //
-// It never talks to the subnet store, never touches routes or neighbours it did not
-// derive from a peer lease, and leaves all kernel state in place on Close so pods keep
-// talking across a restart.
+// It never talks to the subnet store and does not judge leases (it gets admitted peers
+// only; its Type's CheckPeerData is the parse of the BackendData). It touches only
+// entries on its own device and, with DirectRouting, routes of the shape it writes on the
+// external interface (inside the Network, via a gateway, metric 0); never the default
+// route or anything outside the Network. It leaves all kernel state in place on Close so
+// pods keep talking across a restart.
 package vxlan

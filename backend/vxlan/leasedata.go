@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+
+	"github.com/weftnet/weft/subnet"
 )
 
 // vtepMAC derives the device's MAC from the public IP and the VNI: the same on every start
@@ -40,6 +42,14 @@ func marshalLeaseData(vni int, mac net.HardwareAddr) json.RawMessage {
 type peerData struct {
 	VNI int
 	MAC net.HardwareAddr
+}
+
+// checkPeerData is the vxlan Type's CheckPeerData: a peer lease is admitted only when its
+// BackendData carries a VTEP MAC (and, if any, a VNI) that parseLeaseData accepts. It is
+// pure.
+func checkPeerData(attrs subnet.LeaseAttrs) error {
+	_, err := parseLeaseData(attrs.BackendData)
+	return err
 }
 
 // parseLeaseData decodes a peer's BackendData, accepting what flanneld and weft write. The

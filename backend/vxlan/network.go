@@ -3,7 +3,6 @@ package vxlan
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/netip"
 	"strconv"
 	"sync"
@@ -28,7 +27,6 @@ type network struct {
 	extIdx  int          // external interface index
 	direct  bool         // DirectRouting
 	cidr    netip.Prefix // the Network, which holds every peer subnet
-	own     netip.Prefix // own subnet
 	ownAddr netip.Prefix // <own subnet>.0/32 on the device
 	resync  time.Duration
 
@@ -38,11 +36,11 @@ type network struct {
 	// mu serialises Apply and reconcile (Run): each holds it for its whole pass, so the
 	// kernel is only ever written from one of them at a time. It guards the fields below.
 	mu       sync.Mutex
-	devIndex int                     // current ifindex of flannel.<VNI>; changes if re-created
-	devIdx   atomic.Int64            // devIndex, also readable without mu (by relevant)
-	peers    map[netip.Prefix]*peer  // known vxlan peers by subnet
-	gone     map[netip.Prefix]*peer  // removed peers whose entries could not all be deleted yet
-	ignored  map[netip.Prefix]string // peers not programmed, with the reason already logged
+	devIndex int                    // current ifindex of flannel.<VNI>; changes if re-created
+	devIdx   atomic.Int64           // devIndex, also readable without mu (by relevant)
+	peers    map[netip.Prefix]*peer // admitted peers by subnet
+	gone     map[netip.Prefix]*peer // removed peers whose entries could not all be deleted yet
+	applied  bool                   // Apply ran: the peer set is complete, leftovers can be swept
 }
 
 var _ backend.Network = (*network)(nil)
@@ -103,7 +101,9 @@ func (n *network) relevant(c kernel.Change) bool {
 	return false
 }
 
-// Apply programs peer changes. See backend.Network.
+// Apply programs peer changes. See backend.Network. The first call (the complete initial
+// peer list) also sweeps leftovers (sweepLocked), and so does a call in which a peer that
+// moved cannot be programmed, so that no entry points at its old address.
 func (n *network) Apply(ctx context.Context, events []subnet.Event) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -111,16 +111,13 @@ func (n *network) Apply(ctx context.Context, events []subnet.Event) error {
 	// events cost O(N) however large the tables are.
 	b := n.h.NewBatch()
 	var errs []error
+	sweep := !n.applied
 	for _, ev := range events {
 		if err := ctx.Err(); err != nil {
 			return errors.Join(append(errs, err)...)
 		}
 		sn := ev.Lease.Subnet.Masked()
-		if sn == n.own {
-			continue
-		}
 		if ev.Type == subnet.Removed {
-			delete(n.ignored, sn)
 			if p, ok := n.peers[sn]; ok {
 				delete(n.peers, sn)
 				n.gone[sn] = p
@@ -130,14 +127,19 @@ func (n *network) Apply(ctx context.Context, events []subnet.Event) error {
 			}
 			continue
 		}
-		p, reason := n.peerFromLease(ev.Lease)
-		if p == nil {
-			n.ignoreLocked(sn, reason)
+		p, err := peerFromLease(ev.Lease)
+		if err != nil { // admission ran the same parse (checkPeerData): not a peer
+			n.log.Error(err, "Skipping a peer lease that admission should have refused", "subnet", sn)
+			errs = append(errs, err)
 			continue
 		}
-		delete(n.ignored, sn)
-		delete(n.gone, sn)
 		old := n.peers[sn]
+		if g, leaving := n.gone[sn]; leaving {
+			if old == nil && !g.sameLease(p) {
+				old = g // its entries are replaced, or swept
+			}
+			delete(n.gone, sn)
+		}
 		if old != nil && old.sameLease(p) && old.failErr == "" {
 			continue // nothing new; Run repairs drift
 		}
@@ -147,309 +149,17 @@ func (n *network) Apply(ctx context.Context, events []subnet.Event) error {
 		}
 		if err := n.programPeerLocked(b, old, p); err != nil {
 			errs = append(errs, err)
+			sweep = sweep || (old != nil && old.publicIP != p.publicIP)
+		}
+	}
+	n.applied = true
+	if sweep {
+		if _, err := n.sweepLocked(b); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
 }
-
-// peerFromLease turns a lease into a peer, or says why it is not one.
-func (n *network) peerFromLease(l subnet.Lease) (*peer, string) {
-	if l.Attrs.BackendType != Name {
-		return nil, fmt.Sprintf("its BackendType is %q, not %q", l.Attrs.BackendType, Name)
-	}
-	if !l.Attrs.PublicIP.Is4() {
-		return nil, "it has no IPv4 PublicIP"
-	}
-	d, err := parseLeaseData(l.Attrs.BackendData)
-	if err != nil {
-		return nil, err.Error()
-	}
-	return &peer{subnet: l.Subnet.Masked(), publicIP: l.Attrs.PublicIP, mac: d.MAC, vni: d.VNI}, ""
-}
-
-// ignoreLocked logs, once per peer and reason, that a lease is not programmed. A peer that
-// was programmed before keeps its entries: a lease rewritten with bad data is more likely
-// a broken writer than a moved node.
-func (n *network) ignoreLocked(sn netip.Prefix, reason string) {
-	if n.ignored[sn] == reason {
-		return
-	}
-	n.ignored[sn] = reason
-	if _, known := n.peers[sn]; known {
-		n.log.Info("Warning: peer lease changed to something weft cannot use; keeping its previous entries", "subnet", sn, "reason", reason)
-		return
-	}
-	n.log.Info("Ignoring peer lease", "subnet", sn, "reason", reason)
-}
-
-// programPeerLocked makes the kernel entries for p, replacing those of old (the same subnet
-// as last programmed, or nil), and records the outcome in p.
-func (n *network) programPeerLocked(b *kernel.Batch, old, p *peer) error {
-	err := n.ensurePeerLocked(b, old, p)
-	switch {
-	case old == nil:
-		n.noteResultLocked(p, err, "Added peer")
-	case !old.sameLease(p):
-		n.noteResultLocked(p, err, "Updated peer")
-	default:
-		n.noteResultLocked(p, err, "")
-	}
-	return err
-}
-
-// noteResultLocked records the outcome of programming p and logs state changes: a new
-// error, a recovery, or the given success message (none when empty).
-func (n *network) noteResultLocked(p *peer, err error, success string) {
-	switch {
-	case err != nil:
-		msg := err.Error()
-		if msg != p.failErr {
-			n.log.Error(err, "Cannot program peer; will retry", "subnet", p.subnet, "publicIP", p.publicIP)
-		}
-		p.failErr = msg
-	case p.failErr != "":
-		p.failErr = ""
-		n.log.Info("Programmed peer after earlier failure", "subnet", p.subnet, "publicIP", p.publicIP, "vtepMAC", p.mac, "direct", p.direct)
-	case success != "":
-		n.log.Info(success, "subnet", p.subnet, "publicIP", p.publicIP, "vtepMAC", p.mac, "direct", p.direct)
-	}
-}
-
-// ensurePeerLocked writes what p's entries lack, checked against b. With DirectRouting it
-// first decides whether p is on the external interface's segment.
-func (n *network) ensurePeerLocked(b *kernel.Batch, old, p *peer) error {
-	if err := n.decideDirectLocked(p); err != nil {
-		return err
-	}
-	if p.direct {
-		if err := b.EnsureRoute(directRoute(p, n.extIdx)); err != nil {
-			return fmt.Errorf("peer %s: %w", p.subnet, err)
-		}
-		// Tunnel entries of an earlier, non-direct programming are no longer used.
-		return n.deleteTunnelEntriesLocked(b, p, old)
-	}
-	// Neighbour and FDB first, so the route never points at an unresolvable next hop.
-	if err := b.EnsureNeigh(n.devIndex, p.vtepAddr(), p.mac); err != nil {
-		return fmt.Errorf("peer %s: %w", p.subnet, err)
-	}
-	if err := b.EnsureFDB(n.devIndex, p.mac, p.publicIP); err != nil {
-		return fmt.Errorf("peer %s: %w", p.subnet, err)
-	}
-	if err := b.EnsureRoute(tunnelRoute(p, n.devIndex)); err != nil {
-		return fmt.Errorf("peer %s: %w", p.subnet, err)
-	}
-	if old != nil && !equalMAC(old.mac, p.mac) && !n.macInUseLocked(old.mac) {
-		if err := b.DeleteFDB(n.devIndex, old.mac, old.publicIP); err != nil {
-			return fmt.Errorf("peer %s: old fdb entry: %w", p.subnet, err)
-		}
-	}
-	return nil
-}
-
-// decideDirectLocked sets p.direct: with DirectRouting, whether the external interface
-// reaches p's public IP without a gateway. A public IP with no route at all goes through
-// the tunnel, as in flanneld; on another lookup error p keeps its previous decision.
-func (n *network) decideDirectLocked(p *peer) error {
-	if !n.direct {
-		p.direct = false
-		return nil
-	}
-	d, err := n.h.DirectlyConnected(p.publicIP, n.extIdx)
-	switch {
-	case errors.Is(err, unix.ENETUNREACH) || errors.Is(err, unix.EHOSTUNREACH):
-		p.direct = false
-	case err != nil:
-		return fmt.Errorf("peer %s: %w", p.subnet, err)
-	default:
-		p.direct = d
-	}
-	return nil
-}
-
-// deleteTunnelEntriesLocked removes p's (and old's) neighbour and FDB entries.
-func (n *network) deleteTunnelEntriesLocked(b *kernel.Batch, p, old *peer) error {
-	var errs []error
-	errs = append(errs, b.DeleteNeigh(n.devIndex, p.vtepAddr()))
-	for _, q := range []*peer{p, old} {
-		if q != nil && !n.macInUseByOtherLocked(q.mac, p.subnet) {
-			errs = append(errs, b.DeleteFDB(n.devIndex, q.mac, q.publicIP))
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("peer %s: %w", p.subnet, err)
-	}
-	return nil
-}
-
-// removePeerLocked deletes p's route, neighbour and FDB entries; on success p leaves gone.
-func (n *network) removePeerLocked(b *kernel.Batch, p *peer) error {
-	var errs []error
-	errs = append(errs, b.DeleteRoute(p.subnet, n.devIndex))
-	if p.direct {
-		errs = append(errs, b.DeleteRoute(p.subnet, n.extIdx))
-	}
-	if err := n.deleteTunnelEntriesLocked(b, p, nil); err != nil {
-		errs = append(errs, err)
-	}
-	if err := errors.Join(errs...); err != nil {
-		err = fmt.Errorf("remove peer %s: %w", p.subnet, err)
-		if err.Error() != p.failErr {
-			n.log.Error(err, "Cannot remove peer entries; will retry", "subnet", p.subnet)
-		}
-		p.failErr = err.Error()
-		return err
-	}
-	delete(n.gone, p.subnet)
-	n.log.Info("Removed peer", "subnet", p.subnet, "publicIP", p.publicIP, "vtepMAC", p.mac)
-	return nil
-}
-
-// macInUseLocked reports whether a known peer uses mac.
-func (n *network) macInUseLocked(mac []byte) bool {
-	return n.macInUseByOtherLocked(mac, netip.Prefix{})
-}
-
-func (n *network) macInUseByOtherLocked(mac []byte, except netip.Prefix) bool {
-	for sn, q := range n.peers {
-		if sn != except && !q.direct && equalMAC(q.mac, mac) {
-			return true
-		}
-	}
-	return false
-}
-
-// ensureDeviceLocked makes the device, its MAC, MTU, up state, checksum setting and
-// address right, and records its index. It reports what it had to correct, by repair
-// kind ("device", "address").
-func (n *network) ensureDeviceLocked() ([]string, error) {
-	var fixed []string
-	idx, changed, err := ensureDevice(n.h, n.spec, true, n.log)
-	if changed {
-		fixed = append(fixed, "device")
-	}
-	if err != nil {
-		return fixed, fmt.Errorf("vxlan: %w", err)
-	}
-	n.devIndex = idx
-	n.devIdx.Store(int64(idx))
-	addrs, err := n.h.Addrs(idx)
-	if err != nil {
-		return fixed, fmt.Errorf("vxlan: %s: %w", n.spec.name, err)
-	}
-	if len(addrs) == 1 {
-		if have, ok := ip.FromIPNet(addrs[0].IPNet); ok && have == n.ownAddr {
-			return fixed, nil
-		}
-	}
-	fixed = append(fixed, "address")
-	if err := n.h.EnsureSoleAddr(idx, n.ownAddr); err != nil {
-		return fixed, fmt.Errorf("vxlan: %s: %w", n.spec.name, err)
-	}
-	return fixed, nil
-}
-
-// reconcile brings the kernel back to the wanted state: the device and its address, the
-// entries of every known peer, and the removal of peers whose deletion failed. Each
-// repair of state someone else changed is logged and counted by kind; retrying a peer
-// that failed before is not a repair. It reports whether it found such drift, and an
-// error while something is not in place. When nothing is wrong it only reads (one link
-// lookup, one dump each of addresses, routes, neighbours and FDB entries, and a route
-// lookup per peer with DirectRouting), so a pass costs O(peers). Run calls it on kernel
-// changes and periodically.
-func (n *network) reconcile() (drift bool, err error) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	fixed, err := n.ensureDeviceLocked()
-	for _, kind := range fixed {
-		drift = true
-		n.log.Info("Repaired VXLAN device changed or deleted by someone else", "device", n.spec.name, "repair", kind)
-		n.env.Repaired(kind)
-	}
-	if err != nil {
-		n.log.Error(err, "Cannot repair the VXLAN device")
-		return drift, err
-	}
-	b := n.h.NewBatch()
-	var errs []error
-	for _, p := range n.gone {
-		if err := n.removePeerLocked(b, p); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	for _, p := range n.peers {
-		wasDirect := p.direct
-		if err := n.decideDirectLocked(p); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		missing, err := n.missingLocked(b, p)
-		if err != nil {
-			return drift, errors.Join(append(errs, err)...) // the tables cannot be read
-		}
-		if p.failErr == "" && p.direct == wasDirect && len(missing) == 0 {
-			continue
-		}
-		repair := p.failErr == "" && p.direct == wasDirect
-		if repair {
-			drift = true
-			n.log.Info("Repairing peer entries changed or deleted by someone else", "subnet", p.subnet,
-				"publicIP", p.publicIP, "direct", p.direct, "missing", missing)
-		}
-		var old *peer
-		if wasDirect != p.direct {
-			old = &peer{subnet: p.subnet, publicIP: p.publicIP, mac: p.mac, vni: p.vni, direct: wasDirect}
-		}
-		if err := n.ensurePeerLocked(b, old, p); err != nil {
-			errs = append(errs, err)
-			n.noteResultLocked(p, err, "")
-			continue
-		}
-		if wasDirect && !p.direct {
-			if err := b.DeleteRoute(p.subnet, n.extIdx); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		if repair {
-			for _, kind := range missing {
-				n.env.Repaired(kind)
-			}
-		}
-		n.noteResultLocked(p, nil, "")
-	}
-	return drift, errors.Join(errs...)
-}
-
-// missingLocked lists the kinds of entries ("route", "neighbour", "fdb") that p needs and
-// b's tables lack; none when p is in place. It does not look for leftovers (a stale FDB
-// remote for the same MAC); EnsureFDB cleans those when anything else needs fixing.
-func (n *network) missingLocked(b *kernel.Batch, p *peer) ([]string, error) {
-	var m []string
-	want := tunnelRoute(p, n.devIndex)
-	if p.direct {
-		want = directRoute(p, n.extIdx)
-	}
-	if ok, err := b.HasRoute(want); err != nil {
-		return nil, err
-	} else if !ok {
-		m = append(m, "route")
-	}
-	if p.direct {
-		return m, nil
-	}
-	if ok, err := b.HasNeigh(n.devIndex, p.vtepAddr(), p.mac); err != nil {
-		return nil, err
-	} else if !ok {
-		m = append(m, "neighbour")
-	}
-	if ok, err := b.HasFDB(n.devIndex, p.mac, p.publicIP); err != nil {
-		return nil, err
-	} else if !ok {
-		m = append(m, "fdb")
-	}
-	return m, nil
-}
-
-func equalMAC(a, b []byte) bool { return string(a) == string(b) }
 
 var _ backend.Tunnel = (*network)(nil)
 
@@ -479,9 +189,6 @@ func (n *network) Describe() backend.Description {
 		default:
 			d.Peers[sn] = backend.PeerStatus{State: backend.PeerProgrammed}
 		}
-	}
-	for sn, reason := range n.ignored {
-		d.Peers[sn] = backend.PeerStatus{State: backend.PeerIgnored, Reason: reason}
 	}
 	return d
 }

@@ -2,6 +2,7 @@ package vxlan
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"net/netip"
 
@@ -9,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/pkg/ip"
+	"github.com/weftnet/weft/subnet"
 )
 
 // peer is one remote vxlan node as last seen in its lease, plus how it is programmed.
@@ -20,6 +22,16 @@ type peer struct {
 
 	direct  bool   // programmed with a direct route over the external interface
 	failErr string // last programming error, "" when the entries are in place
+}
+
+// peerFromLease turns an admitted lease into a peer. Admission checked its BackendData
+// with the same parse (checkPeerData), so an error means a lease that is not a peer.
+func peerFromLease(l subnet.Lease) (*peer, error) {
+	d, err := parseLeaseData(l.Attrs.BackendData)
+	if err != nil {
+		return nil, fmt.Errorf("peer %s: %w", l.Subnet, err)
+	}
+	return &peer{subnet: l.Subnet.Masked(), publicIP: l.Attrs.PublicIP, mac: d.MAC, vni: d.VNI}, nil
 }
 
 // sameLease reports whether two peers carry the same lease information.

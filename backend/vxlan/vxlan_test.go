@@ -331,41 +331,6 @@ func TestPeerRemovedAndChanged(t *testing.T) {
 	}
 }
 
-func TestIgnoresOtherBackendsAndBadData(t *testing.T) {
-	ka, _ := kerneltest.TwoNodes(t)
-	a := startNode(t, ka, subnetA, nil)
-	mon := kerneltest.Watch(t, ka.NS)
-	pub := netip.MustParseAddr("192.0.2.2")
-	leases := []subnet.Lease{
-		{Subnet: netip.MustParsePrefix("10.244.3.0/24"), Attrs: subnet.LeaseAttrs{PublicIP: pub, BackendType: "host-gw"}},
-		{Subnet: netip.MustParsePrefix("10.244.4.0/24"), Attrs: subnet.LeaseAttrs{PublicIP: pub}}, // flanneld's udp
-		{Subnet: netip.MustParsePrefix("10.244.5.0/24"), Attrs: subnet.LeaseAttrs{PublicIP: pub, BackendType: "vxlan", BackendData: []byte(`{"VNI":1}`)}},
-		{Subnet: netip.MustParsePrefix("10.244.6.0/24"), Attrs: subnet.LeaseAttrs{PublicIP: pub, BackendType: "vxlan", BackendData: []byte(`{"VNI":1,"VtepMAC":"zz"}`)}},
-		a.lease(), // my own lease is never a peer
-	}
-	for i := 0; i < 2; i++ {
-		if err := a.nw.Apply(context.Background(), added(leases...)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if n, last := mon.Settle(50 * time.Millisecond); n != 0 {
-		t.Fatalf("ignored leases made %d changes (last: %s)", n, last)
-	}
-	a.nw.mu.Lock()
-	if len(a.nw.peers) != 0 || len(a.nw.ignored) != 4 {
-		t.Errorf("peers %v, ignored %v", a.nw.peers, a.nw.ignored)
-	}
-	a.nw.mu.Unlock()
-	if err := a.nw.Apply(context.Background(), removed(leases[:4]...)); err != nil {
-		t.Fatal(err)
-	}
-	a.nw.mu.Lock()
-	defer a.nw.mu.Unlock()
-	if len(a.nw.ignored) != 0 {
-		t.Errorf("ignored after removal: %v", a.nw.ignored)
-	}
-}
-
 func TestDirectRouting(t *testing.T) {
 	a, b, pa, pb := twoNodes(t, map[string]any{"DirectRouting": true})
 	if out := kerneltest.MustRun(t, a.NS, "ip", "route", "show", "10.244.2.0/24"); !strings.Contains(out, "10.244.2.0/24 via 192.0.2.2 dev eth0") {

@@ -184,3 +184,74 @@ func TestBatchRouteWithOtherMetricAndOnOtherLink(t *testing.T) {
 		t.Fatal("a Batch accepted another table")
 	}
 }
+
+func TestBatchSweeps(t *testing.T) {
+	a, _ := kerneltest.TwoNodes(t)
+	h := openIn(t, a.NS)
+	kerneltest.MustRun(t, a.NS, "ip", "link", "add", "vx0", "type", "vxlan", "id", "7", "local", "192.0.2.1",
+		"dev", "eth0", "dstport", "8472", "nolearning")
+	kerneltest.MustRun(t, a.NS, "ip", "link", "set", "vx0", "up")
+	vx, eth := linkIndex(t, h, "vx0"), linkIndex(t, h, "eth0")
+	ps := batchPeers(3)
+	ensureAll(t, h.NewBatch(), vx, ps)
+	for _, argv := range []string{
+		"ip route add 10.200.9.0/24 via 192.0.2.9 dev eth0",
+		"ip route add 10.200.9.0/24 via 192.0.2.8 dev eth0 metric 5",
+		"ip neigh add 192.0.2.77 lladdr 02:00:00:00:00:77 dev eth0 nud permanent",
+	} {
+		kerneltest.MustRun(t, a.NS, strings.Fields(argv)...)
+	}
+	mon := kerneltest.Watch(t, a.NS)
+
+	// A sweep that finds nothing stale writes nothing.
+	b := h.NewBatch()
+	never := func(kernel.ListedRoute) bool { return false }
+	if got, err := b.SweepRoutes(0, never); err != nil || len(got) != 0 {
+		t.Fatalf("SweepRoutes(never) = %v, %v", got, err)
+	}
+	if n, last := mon.Settle(50 * time.Millisecond); n != 0 {
+		t.Fatalf("an empty sweep made %d changes (last %s)", n, last)
+	}
+
+	// Routes: only the matching link and the chosen entries go; one batch sees its sweep.
+	got, err := b.SweepRoutes(vx, func(r kernel.ListedRoute) bool { return r.Dst == ps[1].sn })
+	if err != nil || len(got) != 1 || got[0].Dst != ps[1].sn || got[0].Gw != ps[1].vtep || !got[0].Onlink || got[0].LinkIndex != vx {
+		t.Fatalf("SweepRoutes(vx0) = %+v, %v", got, err)
+	}
+	if ok, err := b.HasRoute(ps[1].route(vx)); err != nil || ok {
+		t.Fatalf("swept route still in the batch's view: %v, %v", ok, err)
+	}
+	got, err = b.SweepRoutes(eth, func(r kernel.ListedRoute) bool { return r.Gw == netip.MustParseAddr("192.0.2.8") })
+	if err != nil || len(got) != 1 || got[0].Priority != 5 {
+		t.Fatalf("SweepRoutes(eth0, metric 5) = %+v, %v", got, err)
+	}
+	out := kerneltest.MustRun(t, a.NS, "ip", "route", "show", "10.200.9.0/24")
+	if !strings.Contains(out, "via 192.0.2.9") || strings.Contains(out, "192.0.2.8") {
+		t.Fatalf("routes to 10.200.9.0/24 after sweeping the metric-5 one: %q", out)
+	}
+	if out := kerneltest.MustRun(t, a.NS, "ip", "route", "show", ps[1].sn.String()); out != "" {
+		t.Fatalf("swept route left: %q", out)
+	}
+
+	// Neighbours and FDB entries of one link.
+	gotN, err := b.SweepNeighs(vx, func(n kernel.ListedNeigh) bool { return n.Permanent && n.Addr != ps[0].vtep })
+	if err != nil || len(gotN) != 2 {
+		t.Fatalf("SweepNeighs = %+v, %v", gotN, err)
+	}
+	gotF, err := b.SweepFDB(vx, func(f kernel.ListedFDB) bool { return f.Self && f.Permanent && f.MAC == string(ps[2].mac) })
+	if err != nil || len(gotF) != 1 || gotF[0].Dst != ps[2].pub {
+		t.Fatalf("SweepFDB = %+v, %v", gotF, err)
+	}
+	checkAll(t, b, vx, ps[:1], true)
+	checkAll(t, h.NewBatch(), vx, ps[:1], true)
+	if out := kerneltest.MustRun(t, a.NS, "ip", "neigh", "show", "dev", "vx0"); strings.Count(out, "PERMANENT") != 1 {
+		t.Fatalf("neighbours after sweep: %q", out)
+	}
+	if out := kerneltest.MustRun(t, a.NS, "ip", "neigh", "show", "dev", "eth0"); !strings.Contains(out, "192.0.2.77") {
+		t.Fatalf("a neighbour on another link was swept: %q", out)
+	}
+	if out := kerneltest.MustRun(t, a.NS, "bridge", "fdb", "show", "dev", "vx0"); strings.Contains(out, ps[2].mac.String()) ||
+		!strings.Contains(out, ps[1].mac.String()) {
+		t.Fatalf("fdb after sweep: %q", out)
+	}
+}

@@ -15,19 +15,22 @@
 //
 // # Contract of the helpers
 //
-//   - Ensure* write only what differs from what is there, so calling one again changes
-//     nothing (and sends no netlink notification). The Handle's first try an exclusive
-//     create, which is one request when nothing is in the way; otherwise they dump, compare,
-//     write and read back, returning an error wrapping ErrNotApplied if the kernel does not
-//     show the wanted state.
-//   - A Batch does the same for many entries with one dump of each kind (routes,
-//     neighbours, FDB) instead of one or two per entry, and writes without reading back:
-//     the next pass verifies. Backends use one per Apply and per reconcile pass, so that
-//     programming N peers costs O(N), not O(N²).
-//   - Delete* treat "already gone" as success; they need no dump.
+//   - There is one way to program routes, neighbours and bridge FDB entries: a Batch. It
+//     checks and writes many entries with at most one dump of each kind (routes,
+//     neighbours, FDB) instead of one or two per entry, and writes only what differs,
+//     without reading back: the next pass verifies. Backends use one per Apply and per
+//     reconcile pass, so that programming N peers costs O(N), not O(N²). Calling an
+//     Ensure* again changes nothing (and sends no netlink notification).
+//     Handle.EnsureRoute is a Batch of one route, for callers with a single route.
+//   - There is one way to list them: the Handle's dump socket, which parses the kernel's
+//     messages in place (Batch, Handle.Routes).
+//   - Delete* treat "already gone" as success; deleting a known entry needs no dump.
+//   - A Batch's Sweep* list a table (from the same dump) and delete exactly the entries
+//     the caller's stale function picks: leftovers of peers that left while weftd was
+//     not running. Which entries are stale is the backend's decision.
 //   - Dumps are retried when the kernel reports that they were interrupted by a concurrent
 //     change (netlink.ErrDumpInterrupted); see RetryDump.
-//   - Routes live in the main table unless Route.Table says otherwise; only IPv4 is handled.
+//   - Routes live in the main table; only IPv4 is handled.
 //   - A Handle is safe for concurrent use (netlink requests on one socket are serialised);
 //     after Close its methods return ErrClosed rather than act in another namespace.
 //
@@ -52,16 +55,17 @@
 // # API at a glance
 //
 //	h, err := kernel.Open()                        // in the target namespace
-//	h.EnsureRoute(r) / h.DeleteRoute(dst, linkIndex) / h.Routes(linkIndex)
+//	b := h.NewBatch()                              // one per pass
+//	b.EnsureRoute(r) / b.HasRoute(r) / b.DeleteRoute(dst, linkIndex)
+//	b.EnsureNeigh(linkIndex, addr, mac) / HasNeigh / DeleteNeigh(linkIndex, addr)
+//	b.EnsureFDB(linkIndex, mac, dst) / HasFDB / DeleteFDB(linkIndex, mac, dst)
+//	b.SweepRoutes(linkIndex, stale) / SweepNeighs / SweepFDB // delete what stale picks
+//	h.EnsureRoute(r) / h.DeleteRoute(dst, linkIndex) / h.Routes(linkIndex) // one route
 //	h.DirectlyConnected(addr, linkIndex)
-//	h.EnsureNeigh(linkIndex, addr, mac) / h.DeleteNeigh(linkIndex, addr) / h.Neighs(linkIndex)
-//	h.EnsureFDB(linkIndex, mac, dst) / h.DeleteFDB(linkIndex, mac, dst) / h.FDB(linkIndex)
-//	b := h.NewBatch(); b.EnsureRoute(r) / b.HasRoute(r) / b.DeleteRoute(dst, linkIndex)
-//	b.EnsureNeigh / HasNeigh / DeleteNeigh, b.EnsureFDB / HasFDB / DeleteFDB  // same arguments
 //	h.EnsureSoleAddr(linkIndex, prefix) / h.Addrs(linkIndex)
 //	h.TxChecksum(name) / h.EnsureTxChecksum(name, on)
 //	h.Netlink()                                    // links and anything else, same namespace
-//	kernel.RouteMatches / NeighMatches / FDBMatches // pure, to check many entries per dump
+//	kernel.RouteMatches                            // pure, to check listed routes
 //	kernel.RetryDump(fn), kernel.KernelVersion(), kernel.ParseKernelRelease(s)
 //	h.Subscribe(ctx) -> <-chan Change; kernel.ParseChange(msg); kernel.Watcher{…}.Run(ctx, changes)
 //

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"sync"
 	"syscall"
@@ -160,8 +161,10 @@ func (s *dumpSocket) neighbours(family uint8, link int, fn func(neighEntry)) err
 	})
 }
 
-// mainRoutes lists the IPv4 routes of the main table (not cached clones), as routeEntries.
-func (s *dumpSocket) mainRoutes(fn func(routeEntry)) error {
+// mainRoutes lists the IPv4 routes of the main table (not cached clones), as routeEntries,
+// with the RTA_MULTIPATH attribute of a multipath route (nil for others; valid during the
+// call only).
+func (s *dumpSocket) mainRoutes(fn func(e routeEntry, nexthops []byte)) error {
 	ne := binary.NativeEndian
 	hdr := make([]byte, unix.SizeofRtMsg)
 	hdr[0] = unix.AF_INET
@@ -177,6 +180,7 @@ func (s *dumpSocket) mainRoutes(fn func(routeEntry)) error {
 			scope: netlink.Scope(b[6]), typ: int(b[7]), flags: int(flags)}
 		dstLen := int(b[1])
 		var dst netip.Addr
+		var nexthops []byte
 		eachAttr(b[unix.SizeofRtMsg:], func(typ uint16, v []byte) {
 			switch typ {
 			case unix.RTA_DST:
@@ -198,13 +202,38 @@ func (s *dumpSocket) mainRoutes(fn func(routeEntry)) error {
 					e.table = int(ne.Uint32(v))
 				}
 			case unix.RTA_MULTIPATH:
-				e.multipath = true
+				e.multipath, nexthops = true, v
 			}
 		})
 		if e.table != unix.RT_TABLE_MAIN || !dst.IsValid() {
 			return
 		}
 		e.dst = netip.PrefixFrom(dst, dstLen)
-		fn(e)
+		fn(e, nexthops)
 	})
+}
+
+// parseNexthops parses an RTA_MULTIPATH attribute: rtnexthop headers (length, flags, hops,
+// ifindex), each followed by its attributes (the gateway). It stops at anything malformed.
+func parseNexthops(b []byte) []*netlink.NexthopInfo {
+	const sizeofRtNexthop = 8
+	ne := binary.NativeEndian
+	var nhs []*netlink.NexthopInfo
+	for len(b) >= sizeofRtNexthop {
+		l := int(ne.Uint16(b))
+		if l < sizeofRtNexthop || l > len(b) {
+			break
+		}
+		nh := &netlink.NexthopInfo{Flags: int(b[2]), Hops: int(b[3]), LinkIndex: int(int32(ne.Uint32(b[4:])))}
+		eachAttr(b[sizeofRtNexthop:l], func(typ uint16, v []byte) {
+			if typ == unix.RTA_GATEWAY {
+				if gw := addr4(v); gw.IsValid() {
+					nh.Gw = net.IP(gw.AsSlice())
+				}
+			}
+		})
+		nhs = append(nhs, nh)
+		b = b[min(len(b), (l+unix.RTA_ALIGNTO-1)&^(unix.RTA_ALIGNTO-1)):]
+	}
+	return nhs
 }

@@ -1,8 +1,10 @@
 package kernel
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -51,28 +53,30 @@ func TestDumpsMatchNetlink(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var lean []routeEntry
-	if err := h.dumps.mainRoutes(func(e routeEntry) { lean = append(lean, e) }); err != nil {
-		t.Fatal(err)
-	}
-	list, err := h.Routes(0)
+	// Handle.Routes goes through the same in-place dump; netlink's own list is the reference.
+	lean, err := h.Routes(0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var want []routeEntry
-	for i := range list {
-		if e := entryOf(&list[i]); e.dst.IsValid() {
-			want = append(want, e)
+	list, err := h.nl.RouteListFiltered(unix.AF_INET, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, want := fmtRoutes(lean), fmtRoutes(list)
+	if !slices.Equal(got, want) {
+		t.Fatalf("routes:\nin place %q\nnetlink  %q", got, want)
+	}
+	if len(got) < 6 || !strings.Contains(strings.Join(got, "\n"), "nexthops [dev "+strconv.Itoa(eth.Attrs().Index)+" via 192.0.2.2 dev") {
+		t.Fatalf("routes listed: %q", got)
+	}
+	onEth, err := h.Routes(eth.Attrs().Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range onEth {
+		if r.LinkIndex != eth.Attrs().Index {
+			t.Fatalf("Routes(eth0) lists %v", r)
 		}
-	}
-	cmp := func(x, y routeEntry) int { return strings.Compare(fmtEntry(x), fmtEntry(y)) }
-	slices.SortFunc(lean, cmp)
-	slices.SortFunc(want, cmp)
-	if !slices.Equal(lean, want) {
-		t.Fatalf("routes:\nin place %v\nnetlink  %v", lean, want)
-	}
-	if len(lean) < 6 {
-		t.Fatalf("only %d routes listed: %v", len(lean), lean)
 	}
 
 	for _, c := range []struct {
@@ -99,7 +103,21 @@ func TestDumpsMatchNetlink(t *testing.T) {
 	}
 }
 
-func fmtEntry(e routeEntry) string {
-	return strings.Join([]string{e.dst.String(), e.gw.String(), e.src.String(),
-		netlink.Route{LinkIndex: e.link, Priority: e.priority, Table: e.table, Type: e.typ}.String()}, " ")
+// fmtRoutes renders what RouteMatches and a delete look at, and the nexthops, sorted.
+func fmtRoutes(rs []netlink.Route) []string {
+	var out []string
+	for i := range rs {
+		e := entryOf(&rs[i])
+		if !e.dst.IsValid() {
+			continue
+		}
+		s := fmt.Sprintf("%s gw %s src %s dev %d table %d metric %d tos %d type %d scope %d proto %d flags %#x nexthops [",
+			e.dst, e.gw, e.src, e.link, e.table, e.priority, e.tos, e.typ, e.scope, e.protocol, e.flags&unix.RTNH_F_ONLINK)
+		for _, nh := range rs[i].MultiPath {
+			s += fmt.Sprintf("dev %d via %s ", nh.LinkIndex, nh.Gw)
+		}
+		out = append(out, s+"]")
+	}
+	slices.Sort(out)
+	return out
 }

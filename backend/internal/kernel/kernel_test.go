@@ -145,6 +145,8 @@ func TestDirectlyConnected(t *testing.T) {
 	}
 }
 
+// TestNeighAndFDB programs neighbour and FDB entries one fresh Batch at a time (each write
+// before any dump, as one peer joining costs).
 func TestNeighAndFDB(t *testing.T) {
 	a, _ := kerneltest.TwoNodes(t)
 	h := openIn(t, a.NS)
@@ -162,8 +164,8 @@ func TestNeighAndFDB(t *testing.T) {
 		name string
 		do   func() error
 	}{
-		{"neigh", func() error { return h.EnsureNeigh(vx, peer, mac1) }},
-		{"fdb", func() error { return h.EnsureFDB(vx, mac1, pub) }},
+		{"neigh", func() error { return h.NewBatch().EnsureNeigh(vx, peer, mac1) }},
+		{"fdb", func() error { return h.NewBatch().EnsureFDB(vx, mac1, pub) }},
 	}
 	for _, s := range steps {
 		if err := s.do(); err != nil {
@@ -188,10 +190,10 @@ func TestNeighAndFDB(t *testing.T) {
 	// Change of MAC for the neighbour; change of remote for the FDB entry (a stale remote
 	// appended by someone else is removed too).
 	kerneltest.MustRun(t, a.NS, "bridge", "fdb", "append", "0a:00:00:00:00:01", "dev", "vx0", "dst", "192.0.2.9", "self", "permanent")
-	if err := h.EnsureNeigh(vx, peer, mac2); err != nil {
+	if err := h.NewBatch().EnsureNeigh(vx, peer, mac2); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.EnsureFDB(vx, mac1, netip.MustParseAddr("192.0.2.3")); err != nil {
+	if err := h.NewBatch().EnsureFDB(vx, mac1, netip.MustParseAddr("192.0.2.3")); err != nil {
 		t.Fatal(err)
 	}
 	out = kerneltest.MustRun(t, a.NS, "ip", "neigh", "show", "dev", "vx0")
@@ -203,16 +205,16 @@ func TestNeighAndFDB(t *testing.T) {
 		strings.Contains(out, "192.0.2.2") || strings.Contains(out, "192.0.2.9") {
 		t.Fatalf("fdb after change = %q", out)
 	}
-	if err := h.DeleteNeigh(vx, peer); err != nil {
+	if err := h.NewBatch().DeleteNeigh(vx, peer); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.DeleteFDB(vx, mac1, netip.MustParseAddr("192.0.2.3")); err != nil {
+	if err := h.NewBatch().DeleteFDB(vx, mac1, netip.MustParseAddr("192.0.2.3")); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.DeleteNeigh(vx, peer); err != nil {
+	if err := h.NewBatch().DeleteNeigh(vx, peer); err != nil {
 		t.Fatalf("deleting a missing neighbour: %v", err)
 	}
-	if err := h.DeleteFDB(vx, mac1, netip.MustParseAddr("192.0.2.3")); err != nil {
+	if err := h.NewBatch().DeleteFDB(vx, mac1, netip.MustParseAddr("192.0.2.3")); err != nil {
 		t.Fatalf("deleting a missing fdb entry: %v", err)
 	}
 	if out := kerneltest.MustRun(t, a.NS, "ip", "neigh", "show", "dev", "vx0"); strings.Contains(out, "10.244.2.0") {
@@ -359,7 +361,9 @@ func TestClosedHandleRefuses(t *testing.T) {
 	for name, err := range map[string]error{
 		"EnsureRoute": h.EnsureRoute(&netlink.Route{Dst: ip.IPNet(dst), LinkIndex: 1}),
 		"DeleteRoute": h.DeleteRoute(dst, 0),
-		"EnsureNeigh": h.EnsureNeigh(1, netip.MustParseAddr("10.244.2.0"), net.HardwareAddr{2, 0, 0, 0, 0, 1}),
+		"EnsureNeigh": h.NewBatch().EnsureNeigh(1, netip.MustParseAddr("10.244.2.0"), net.HardwareAddr{2, 0, 0, 0, 0, 1}),
+		"EnsureFDB":   h.NewBatch().EnsureFDB(1, net.HardwareAddr{2, 0, 0, 0, 0, 1}, netip.MustParseAddr("192.0.2.2")),
+		"SweepRoutes": func() error { _, err := h.NewBatch().SweepRoutes(0, nil); return err }(),
 		"EnsureAddr":  h.EnsureSoleAddr(1, netip.MustParsePrefix("10.244.1.0/32")),
 	} {
 		if !errors.Is(err, kernel.ErrClosed) {

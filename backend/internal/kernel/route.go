@@ -11,45 +11,12 @@ import (
 	"github.com/weftnet/weft/pkg/ip"
 )
 
-// EnsureRoute makes r present. If a route to the same destination (same table, same
-// metric) exists and differs, it is replaced; if r is already there, nothing is written.
-// r.Dst must be an IPv4 network; r.Table 0 means the main table. Protocol 0 in r accepts
-// any protocol on an existing route.
-//
-// It first tries to create r exclusively (`ip route add`): when nothing is in the way that
-// is one request and needs no dump. Otherwise it dumps the routes to compare, replaces and
-// reads back. To program many routes, use a Batch.
-func (h *Handle) EnsureRoute(r *netlink.Route) error {
-	if err := h.check(); err != nil {
-		return err
-	}
-	dst, ok := ip.FromIPNet(r.Dst)
-	if !ok || !dst.Addr().Is4() {
-		return fmt.Errorf("ensure route: destination %v is not an IPv4 network", r.Dst)
-	}
-	if err := h.nl.RouteAdd(r); err == nil {
-		return nil // the kernel acknowledged a new route with no other of its metric there
-	} else if !isExist(err) {
-		return fmt.Errorf("add route %s: %w", describeRoute(r), err)
-	}
-	have, err := h.routesTo(dst, r.Table)
-	if err != nil {
-		return err
-	}
-	if containsRoute(have, r) {
-		return nil
-	}
-	if err := h.nl.RouteReplace(r); err != nil {
-		return fmt.Errorf("replace route %s: %w", describeRoute(r), err)
-	}
-	if have, err = h.routesTo(dst, r.Table); err != nil {
-		return err
-	}
-	if !containsRoute(have, r) {
-		return fmt.Errorf("route %s: %w", describeRoute(r), ErrNotApplied)
-	}
-	return nil
-}
+// EnsureRoute makes r present, as a Batch of its own does (Batch.EnsureRoute): if a
+// route to the same destination with the same metric exists and differs, it is replaced;
+// if r is already there, nothing is written. r.Dst must be an IPv4 network in the main
+// table. It first tries to create r exclusively (`ip route add`), which is one request and
+// needs no dump when nothing is in the way. To program many routes, use one Batch.
+func (h *Handle) EnsureRoute(r *netlink.Route) error { return h.NewBatch().EnsureRoute(r) }
 
 // DeleteRoute removes the main-table routes to dst whose output link is linkIndex (any
 // link when linkIndex is 0). A missing route is not an error. It needs no dump: it asks the
@@ -80,48 +47,25 @@ func (h *Handle) DeleteRoute(dst netip.Prefix, linkIndex int) error {
 const maxRoutesPerDst = 64
 
 // Routes lists the IPv4 main-table routes whose output link is linkIndex (all links when
-// linkIndex is 0), retrying interrupted dumps. Use it with RouteMatches to check many
-// routes with one dump.
+// linkIndex is 0), through the same dump as a Batch, retrying interrupted dumps. Use it
+// with RouteMatches; a Batch checks many routes more cheaply.
 func (h *Handle) Routes(linkIndex int) ([]netlink.Route, error) {
 	if err := h.check(); err != nil {
 		return nil, err
 	}
-	filter := &netlink.Route{LinkIndex: linkIndex, Table: unix.RT_TABLE_MAIN}
-	mask := uint64(netlink.RT_FILTER_TABLE)
-	if linkIndex != 0 {
-		mask |= netlink.RT_FILTER_OIF
-	}
 	rs, err := RetryDump(func() ([]netlink.Route, error) {
-		return h.nl.RouteListFiltered(unix.AF_INET, filter, mask)
+		var rs []netlink.Route
+		err := h.dumps.mainRoutes(func(e routeEntry, nexthops []byte) {
+			if linkIndex == 0 || e.link == linkIndex {
+				rs = append(rs, e.netlinkRoute(nexthops))
+			}
+		})
+		return rs, err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list routes: %w", err)
 	}
 	return rs, nil
-}
-
-// routesTo lists the IPv4 routes to exactly dst in table (0: main).
-func (h *Handle) routesTo(dst netip.Prefix, table int) ([]netlink.Route, error) {
-	if table == 0 {
-		table = unix.RT_TABLE_MAIN
-	}
-	filter := &netlink.Route{Dst: ip.IPNet(dst), Table: table}
-	rs, err := RetryDump(func() ([]netlink.Route, error) {
-		return h.nl.RouteListFiltered(unix.AF_INET, filter, netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list routes to %s: %w", dst, err)
-	}
-	return rs, nil
-}
-
-func containsRoute(have []netlink.Route, want *netlink.Route) bool {
-	for i := range have {
-		if RouteMatches(want, &have[i]) {
-			return true
-		}
-	}
-	return false
 }
 
 // RouteMatches reports whether the kernel route have (as listed) is the route want (as
@@ -190,6 +134,20 @@ func (e *routeEntry) matches(want *netlink.Route) bool {
 	}
 	src, _ := ip.FromNetIP(want.Src)
 	return !src.IsValid() || src == e.src
+}
+
+// netlinkRoute is e as a netlink.Route, with the nexthops of a multipath route parsed from
+// its RTA_MULTIPATH attribute.
+func (e *routeEntry) netlinkRoute(nexthops []byte) netlink.Route {
+	r := *e.route()
+	r.Flags = e.flags
+	if e.src.IsValid() {
+		r.Src = net.IP(e.src.AsSlice())
+	}
+	if e.multipath {
+		r.MultiPath = parseNexthops(nexthops)
+	}
+	return r
 }
 
 // route is a netlink.Route that names e for a delete.
