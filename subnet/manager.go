@@ -164,7 +164,7 @@ func (m *Manager) tryAcquire(ctx context.Context, attrs LeaseAttrs, hint netip.P
 		return Lease{}, fmt.Errorf("list leases: %w", err)
 	}
 	taken := newTakenSet(m.cfg.Network, list.Leases)
-	if mine, ok := findMine(list.Leases, attrs.PublicIP, m.cfg); ok {
+	if mine, ok := findMine(list.Leases, attrs.PublicIP, m.cfg, hint); ok {
 		return m.reuse(ctx, mine, attrs)
 	}
 	if hint.IsValid() {
@@ -219,22 +219,28 @@ func (m *Manager) reuse(ctx context.Context, mine Lease, attrs LeaseAttrs) (Leas
 }
 
 // findMine returns the lease naming publicIP that fits the config, preferring a
-// reservation: an operator's pin beats an ordinary lease the node may also still hold.
-func findMine(leases []Lease, publicIP netip.Addr, cfg *Config) (Lease, bool) {
+// reservation (an operator's pin beats an ordinary lease the node may also still hold), then
+// the lease of hint (the subnet the node had: another lease naming its address, e.g. a stale
+// one, must not move its pods), then the first in key order.
+func findMine(leases []Lease, publicIP netip.Addr, cfg *Config, hint netip.Prefix) (Lease, bool) {
 	var found Lease
-	ok := false
+	rank := 0 // 0: none, 1: any, 2: the hint's, 3: a reservation
 	for _, l := range leases {
 		if l.Attrs.PublicIP != publicIP || !cfg.Contains(l.Subnet) {
 			continue
 		}
-		if l.Reserved() {
-			return l, true
+		r := 1
+		switch {
+		case l.Reserved():
+			r = 3
+		case hint.IsValid() && l.Subnet == hint.Masked():
+			r = 2
 		}
-		if !ok {
-			found, ok = l, true
+		if r > rank {
+			found, rank = l, r
 		}
 	}
-	return found, ok
+	return found, rank > 0
 }
 
 // FreeSubnets returns up to limit subnets in [SubnetMin, SubnetMax] that overlap no taken

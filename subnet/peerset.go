@@ -143,7 +143,7 @@ func (ps *peerSet) resync(list LeaseList) []Event {
 		return cmp.Compare(a.Key(), b.Key())
 	})
 	for _, l := range leases {
-		if ps.adm.Own.Subnet.IsValid() && l.Subnet == ps.adm.Own.Subnet {
+		if ps.adm.Own.Subnet.IsValid() && l.Key() == ps.adm.Own.Key() {
 			continue // this node's own lease: Hold's business
 		}
 		ps.add(l)

@@ -70,3 +70,21 @@ func TestAcquireNeverOverlapsAfterSubnetLenChange(t *testing.T) {
 		seen[l.Subnet] = true
 	}
 }
+
+// A node that lost its lease and finds two leases naming its address (its own and a stale
+// one) takes its own subnet back, not the first in key order: its pods keep their addresses.
+func TestAcquirePrefersTheSubnetItHad(t *testing.T) {
+	reg := subnettest.New()
+	ctx := context.Background()
+	me := subnettest.MustAttrs("192.0.2.1", "vxlan")
+	for _, sn := range []string{"10.244.3.0/24", "10.244.9.0/24"} {
+		if _, err := reg.CreateLease(ctx, pfx(sn), me, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := mustConfig(t, `{"Network":"10.244.0.0/16"}`)
+	l, err := newManager(t, reg, cfg).Acquire(ctx, me, pfx("10.244.9.0/24"))
+	if err != nil || l.Subnet != pfx("10.244.9.0/24") {
+		t.Fatalf("Acquire with hint 10.244.9.0/24 = %v, %v; want the hint's lease", l.Subnet, err)
+	}
+}

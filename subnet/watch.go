@@ -3,7 +3,6 @@ package subnet
 import (
 	"context"
 	"errors"
-	"net/netip"
 	"time"
 )
 
@@ -96,11 +95,11 @@ func (m *Manager) resync(ctx context.Context, ps *peerSet, out chan<- []Event, o
 	}
 	own := m.Own()
 	for _, l := range list.Leases {
-		if l.Subnet == own.Subnet && l.Attrs.PublicIP != own.Attrs.PublicIP {
+		if own.Subnet.IsValid() && l.Key() == own.Key() && l.Attrs.PublicIP != own.Attrs.PublicIP {
 			m.signalLost(list.Revision)
 		}
 	}
-	if own.Subnet.IsValid() && !containsSubnet(list.Leases, own.Subnet) {
+	if own.Subnet.IsValid() && !containsKey(list.Leases, own.Key()) {
 		m.signalLost(list.Revision)
 	}
 	ps.adm = m.admission()
@@ -130,9 +129,9 @@ func (m *Manager) listOnce(ctx context.Context) (LeaseList, error) {
 	return m.reg.ListLeases(ctx)
 }
 
-func containsSubnet(leases []Lease, sn netip.Prefix) bool {
+func containsKey(leases []Lease, key string) bool {
 	for _, l := range leases {
-		if l.Subnet == sn {
+		if l.Key() == key {
 			return true
 		}
 	}
@@ -147,8 +146,9 @@ func (ps *peerSet) applyBatch(m *Manager, b WatchBatch) []Event {
 		events = append(events, ps.malformed(bad)...)
 	}
 	for _, e := range b.Events {
-		sn := e.Lease.Subnet
-		if own.Subnet.IsValid() && sn == own.Subnet {
+		// The own lease is its key: another key with the same IPv4 subnet (a dual-stack
+		// key) is a lease like any other, which admission refuses as overlapping.
+		if own.Subnet.IsValid() && e.Lease.Key() == own.Key() {
 			if e.Type == Removed || e.Lease.Attrs.PublicIP != own.Attrs.PublicIP {
 				m.signalLost(b.Revision)
 			}
