@@ -48,6 +48,8 @@ type Config struct {
 	RestrictTunnelPort bool
 	HealthzAddr        string // host:port; empty disables the health server
 	Version            string
+	// Kube, if set, runs weftd in Kubernetes mode instead of on etcd.
+	Kube *KubeConfig
 }
 
 // Daemon is one weftd.
@@ -75,7 +77,7 @@ func New(cfg Config, log klog.Logger) *Daemon {
 func (d *Daemon) Run(ctx context.Context) error {
 	d.memory.setPeers(0)
 	defer d.memory.stop()
-	reg, err := etcdv3.New(d.cfg.Etcd, d.log.WithName("etcd"))
+	reg, err := d.openRegistry(ctx)
 	if err != nil {
 		return err
 	}
@@ -270,6 +272,7 @@ func (d *Daemon) session(ctx context.Context, reg subnet.Registry, mgr *subnet.M
 				case <-applied:
 				default:
 					close(applied)
+					g.Go(func() error { return d.markNetworkAvailable(gctx, reg) })
 				}
 			}
 		}
@@ -315,6 +318,9 @@ func (d *Daemon) acquire(ctx context.Context, mgr *subnet.Manager, attrs subnet.
 		}
 		if errors.Is(err, context.DeadlineExceeded) {
 			err = fmt.Errorf("etcd did not answer within %v: %w", d.acquireTimeout, err)
+		}
+		if errors.Is(err, subnet.ErrNotAssigned) {
+			delay = 250 * time.Millisecond // AssignedSubnet itself waits for the subnet
 		}
 		d.health.SetError(err)
 		if err.Error() != last {

@@ -36,6 +36,7 @@ type options struct {
 	healthzIP      string
 	healthzPort    int
 	version        bool
+	kube           kubeFlags // Kubernetes mode: kubeflags.go
 }
 
 // parseFlags parses args (without the program name) and the environment: a flag not on
@@ -61,6 +62,7 @@ func parseFlags(args []string, getenv func(string) string) (*options, *pflag.Fla
 	fs.StringVar(&o.healthzIP, "healthz-ip", "0.0.0.0", "address of the health endpoint")
 	fs.IntVar(&o.healthzPort, "healthz-port", 0, "port of the health endpoint (/healthz, /readyz); 0 disables it")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
+	o.kube.addTo(fs, getenv)
 	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(klogFlags)
 	fs.AddGoFlag(klogFlags.Lookup("v"))
@@ -115,6 +117,7 @@ func (o *options) daemonConfig(version string) daemon.Config {
 		IPTablesSync:       time.Duration(o.iptablesResync) * time.Second,
 		RestrictTunnelPort: o.restrictTunnel,
 		Version:            version,
+		Kube:               o.kube.config(),
 	}
 	if o.healthzPort != 0 {
 		c.HealthzAddr = net.JoinHostPort(o.healthzIP, strconv.Itoa(o.healthzPort))

@@ -85,3 +85,28 @@ func TestFlagErrorsNameFlagAndValue(t *testing.T) {
 		}
 	}
 }
+
+// TestKubeFlags: flanneld's Kubernetes-mode flags, defaults and environment.
+func TestKubeFlags(t *testing.T) {
+	o, _, err := parseFlags(nil, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.daemonConfig("test").Kube != nil {
+		t.Error("Kubernetes mode without --kube-subnet-mgr")
+	}
+	o, _, err = parseFlags([]string{"--kube-subnet-mgr", "--kubeconfig-file", "/k", "--set-node-network-unavailable=false"},
+		env(map[string]string{"FLANNELD_KUBE_ANNOTATION_PREFIX": "example.com/weft", "NODE_NAME": "n1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := o.daemonConfig("test").Kube
+	if k == nil || k.Kubeconfig != "/k" || k.APIURL != "" || k.AnnotationPrefix != "example.com/weft" ||
+		k.NetConfPath != "/etc/kube-flannel/net-conf.json" || k.SetNodeNetworkUnavailable || k.Getenv("NODE_NAME") != "n1" {
+		t.Errorf("kube config %+v", k)
+	}
+	o, _, _ = parseFlags([]string{"--kube-subnet-mgr"}, env(nil))
+	if k := o.daemonConfig("test").Kube; k.AnnotationPrefix != "flannel.alpha.coreos.com" || !k.SetNodeNetworkUnavailable {
+		t.Errorf("defaults %+v", k)
+	}
+}
