@@ -365,6 +365,7 @@ func (r *Registry) AssignedSubnet(ctx context.Context) (netip.Prefix, error) {
 	if err := r.waitSynced(ctx); err != nil {
 		return netip.Prefix{}, err
 	}
+	var lastWhy string
 	for {
 		r.mu.Lock()
 		node, wake, closed := r.ownNode, r.wake, r.closed
@@ -384,6 +385,10 @@ func (r *Registry) AssignedSubnet(ctx context.Context) (netip.Prefix, error) {
 				err = fmt.Errorf("node %q has no spec.podCIDR yet (kube-controller-manager assigns it with --allocate-node-cidrs)", r.nodeName)
 			}
 			why = err
+		}
+		if msg := why.Error(); msg != lastWhy {
+			r.log.Info("Waiting for this node's pod CIDR", "reason", msg)
+			lastWhy = msg
 		}
 		if r.waitChange(ctx, wake) != nil {
 			return netip.Prefix{}, fmt.Errorf("%w: %w", subnet.ErrNotAssigned, why)
