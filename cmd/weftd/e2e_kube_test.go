@@ -1,0 +1,230 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/weftnet/weft/test/cluster"
+	"github.com/weftnet/weft/test/kubetest"
+)
+
+// kubeCluster is a namespace cluster with a real kube-apiserver in its hub namespace (on the
+// cluster's etcd), the shipped manifest applied, and weftd started in Kubernetes mode with
+// the shipped ServiceAccount's token: exactly the permissions of dist/kube-weft.yml.
+type kubeCluster struct {
+	*cluster.Cluster
+	api        *kubetest.Server
+	admin      kubernetes.Interface
+	kubeconfig string
+	netConf    string
+}
+
+const kubeNetwork = "10.244.0.0/16"
+
+func newKubeCluster(t *testing.T, nodes int, backend string) *kubeCluster {
+	t.Helper()
+	if err := kubetest.Available(); err != nil {
+		t.Skip(err)
+	}
+	c := cluster.New(t, cluster.Options{Nodes: nodes})
+	api := kubetest.Start(t, kubetest.Options{Netns: c.HubNS(), Host: cluster.HubIP, EtcdEndpoint: c.EtcdEndpoint(),
+		Dir: filepath.Join(c.Dir(), "kube-apiserver")})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("kube-apiserver log: %s", api.LogPath())
+		}
+	})
+	admin, err := api.AdminClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	root, err := cluster.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest, err := os.ReadFile(filepath.Join(root, "dist", "kube-weft.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kubetest.Apply(ctx, admin, string(manifest)); err != nil {
+		t.Fatalf("dist/kube-weft.yml: %v", err)
+	}
+	token, err := api.ServiceAccountToken(ctx, "kube-system", "kube-weft")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &kubeCluster{Cluster: c, api: api, admin: admin,
+		kubeconfig: filepath.Join(c.Dir(), "kubeconfig"), netConf: filepath.Join(c.Dir(), "net-conf.json")}
+	if err := api.WriteKubeconfig(k.kubeconfig, token); err != nil {
+		t.Fatal(err)
+	}
+	conf := fmt.Sprintf(`{"Network":%q,"Backend":{"Type":%q}}`, kubeNetwork, backend)
+	if err := os.WriteFile(k.netConf, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func nodeName(i int) string { return fmt.Sprintf("node-%d", i) }
+
+// podCIDRFor is the pod CIDR the test's "controller manager" gives node i.
+func podCIDRFor(i int) string { return fmt.Sprintf("10.244.%d.0/24", i+1) }
+
+// createNode creates node i's Node object, with its pod CIDR unless cidr is "".
+func (k *kubeCluster) createNode(t *testing.T, i int, cidr string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName(i)}, Spec: corev1.NodeSpec{PodCIDR: cidr}}
+	if cidr != "" {
+		n.Spec.PodCIDRs = []string{cidr}
+	}
+	if _, err := k.admin.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startWeftd starts weftd in Kubernetes mode on node i, as the DaemonSet would.
+func (k *kubeCluster) startWeftd(t *testing.T, i int, args ...string) *cluster.Weftd {
+	t.Helper()
+	return k.StartNodeWith(i, cluster.WeftdOptions{
+		Omit: []string{"etcd-endpoints"},
+		Args: append([]string{"--kube-subnet-mgr", "--kubeconfig-file", k.kubeconfig, "--net-config-path", k.netConf}, args...),
+		Env:  []string{"NODE_NAME=" + nodeName(i)},
+	})
+}
+
+// TestKubeMode runs three weftd in Kubernetes mode against a real kube-apiserver, with only
+// the shipped ClusterRole: pods ping and carry TCP; a node added is programmed, a node
+// deleted is removed within a second; nodes with nothing (or nonsense) published are
+// ignored; NetworkUnavailable goes false.
+func TestKubeMode(t *testing.T) {
+	for _, backend := range []string{"vxlan", "host-gw"} {
+		t.Run(backend, func(t *testing.T) { testKubeMode(t, backend) })
+	}
+}
+
+func testKubeMode(t *testing.T, backend string) {
+	k := newKubeCluster(t, 3, backend)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	// Nodes other writers made: one with no annotations at all, one with nonsense.
+	bare := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "bare"}, Spec: corev1.NodeSpec{PodCIDR: "10.244.200.0/24"}}
+	junk := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "junk", Annotations: map[string]string{
+		"flannel.alpha.coreos.com/kube-subnet-manager": "true", "flannel.alpha.coreos.com/public-ip": "not-an-ip",
+		"flannel.alpha.coreos.com/backend-type": backend, "flannel.alpha.coreos.com/backend-data": "{"}},
+		Spec: corev1.NodeSpec{PodCIDR: "10.244.201.0/24"}}
+	for _, n := range []*corev1.Node{bare, junk} {
+		if _, err := k.admin.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k.createNode(t, 0, podCIDRFor(0))
+	k.createNode(t, 1, "") // no pod CIDR yet: weftd waits and says so
+	ds := map[int]*cluster.Weftd{0: k.startWeftd(t, 0), 1: k.startWeftd(t, 1)}
+	if err := ds[1].WaitLog("has no spec.podCIDR yet", 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	patch := fmt.Sprintf(`{"spec":{"podCIDR":%q,"podCIDRs":[%q]}}`, podCIDRFor(1), podCIDRFor(1))
+	if _, err := k.admin.CoreV1().Nodes().Patch(ctx, nodeName(1), "application/merge-patch+json", []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pods := map[int]*cluster.Pod{}
+	for i := range 2 {
+		env, err := k.WaitSubnetEnv(i, 30*time.Second)
+		if err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+		if got := env.Subnet.Masked().String(); got != podCIDRFor(i) {
+			t.Fatalf("node %d took %s, want its pod CIDR %s", i, got, podCIDRFor(i))
+		}
+		pods[i] = k.AddPod(i)
+	}
+	pingAll(t, pods, 15*time.Second)
+
+	// The node published flanneld's annotations, and its network is available.
+	n0, err := k.admin.CoreV1().Nodes().Get(ctx, nodeName(0), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for key, want := range map[string]string{"kube-subnet-manager": "true", "backend-type": backend, "public-ip": k.NodeIP(0).String()} {
+		if got := n0.Annotations["flannel.alpha.coreos.com/"+key]; got != want {
+			t.Errorf("annotation %s = %q, want %q", key, got, want)
+		}
+	}
+	if backend == "host-gw" && n0.Annotations["flannel.alpha.coreos.com/backend-data"] != "null" {
+		t.Errorf("host-gw backend-data %q, want null as flanneld", n0.Annotations["flannel.alpha.coreos.com/backend-data"])
+	}
+	eventually(t, 10*time.Second, "NetworkUnavailable=false on node-0", func() error {
+		n, err := k.admin.CoreV1().Nodes().Get(ctx, nodeName(0), metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeNetworkUnavailable && c.Status == corev1.ConditionFalse {
+				return nil
+			}
+		}
+		return fmt.Errorf("conditions %+v", n.Status.Conditions)
+	})
+
+	// A node added: programmed on the others as soon as its weftd publishes.
+	k.createNode(t, 2, podCIDRFor(2))
+	ds[2] = k.startWeftd(t, 2)
+	if _, err := k.WaitSubnetEnv(2, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	pods[2] = k.AddPod(2)
+	pingAll(t, pods, 15*time.Second)
+	if err := cluster.TCPTransfer(pods[0], pods[2], 8<<20, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	// The bad nodes were never peers, and nobody crashed on them.
+	for _, cidr := range []string{"10.244.200.0/24", "10.244.201.0/24"} {
+		if r := routeTo(t, k.Cluster, 0, cidr); r != "" {
+			t.Errorf("a route to the bad node's %s: %s", cidr, r)
+		}
+	}
+	for i, d := range ds {
+		if !d.Running() {
+			t.Fatalf("weftd on node %d exited:\n%s", i, d.Log())
+		}
+	}
+
+	// A node deleted: its peer entries go within a second, everywhere.
+	ds[2].Kill()
+	gone := podCIDRFor(2)
+	if routeTo(t, k.Cluster, 0, gone) == "" {
+		t.Fatal("no route to node-2 before its deletion")
+	}
+	start := time.Now()
+	if err := k.admin.CoreV1().Nodes().Delete(ctx, nodeName(2), metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{0, 1} {
+		for routeTo(t, k.Cluster, i, gone) != "" {
+			if time.Since(start) > time.Second {
+				t.Fatalf("node %d still routes to deleted node-2's %s after %v", i, gone, time.Since(start).Round(time.Millisecond))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	t.Logf("%s: deleted node's routes gone from both peers %v after the delete", backend, time.Since(start).Round(time.Millisecond))
+	delete(pods, 2)
+	pingAll(t, pods, 10*time.Second)
+	if log := ds[0].Log(); !strings.Contains(log, "bare") || !strings.Contains(log, "junk") {
+		t.Errorf("weftd did not log why the bad nodes are ignored:\n%s", log)
+	}
+}
