@@ -106,11 +106,12 @@ func (k *kubeCluster) startWeftd(t *testing.T, i int, args ...string) *cluster.W
 }
 
 // TestKubeMode runs three weftd in Kubernetes mode against a real kube-apiserver, with only
-// the shipped ClusterRole: pods ping and carry TCP; a node added is programmed, a node
-// deleted is removed within a second; nodes with nothing (or nonsense) published are
-// ignored; NetworkUnavailable goes false.
+// the shipped ClusterRole, for every backend: pods ping and carry TCP; a node added is
+// programmed; nodes with nothing (or nonsense) published are ignored; NetworkUnavailable
+// goes false. Where a peer is a route of its own (vxlan, host-gw), a changed annotation is
+// seen reprogrammed and a deleted node's route seen gone within a second.
 func TestKubeMode(t *testing.T) {
-	for _, backend := range []string{"vxlan", "host-gw"} {
+	for _, backend := range []string{"vxlan", "host-gw", "udp", "gre"} {
 		t.Run(backend, func(t *testing.T) { testKubeMode(t, backend) })
 	}
 }
@@ -158,7 +159,11 @@ func testKubeMode(t *testing.T, backend string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for key, want := range map[string]string{"kube-subnet-manager": "true", "backend-type": backend, "public-ip": k.NodeIP(0).String()} {
+	wantType := backend
+	if backend == "udp" {
+		wantType = "" // flanneld's udp backend publishes no type either
+	}
+	for key, want := range map[string]string{"kube-subnet-manager": "true", "backend-type": wantType, "public-ip": k.NodeIP(0).String()} {
 		if got := n0.Annotations["flannel.alpha.coreos.com/"+key]; got != want {
 			t.Errorf("annotation %s = %q, want %q", key, got, want)
 		}
@@ -206,9 +211,45 @@ func testKubeMode(t *testing.T, backend string) {
 	// A node deleted: its peer entries go within a second, everywhere.
 	ds[2].Kill()
 	gone := podCIDRFor(2)
+	if backend != "vxlan" && backend != "host-gw" {
+		// udp and gre keep their peers in userspace or behind one route: the deletion is
+		// seen by the others carrying on.
+		if err := k.admin.CoreV1().Nodes().Delete(ctx, nodeName(2), metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		delete(pods, 2)
+		pingAll(t, pods, 10*time.Second)
+		return
+	}
 	if routeTo(t, k.Cluster, 0, gone) == "" {
 		t.Fatal("no route to node-2 before its deletion")
 	}
+	// An annotation changed (by hand here; weftd would after a restart): the peer is
+	// reprogrammed with it.
+	ann, changedTo := "backend-data", `{"VNI":1,"VtepMAC":"aa:bb:cc:00:00:02"}`
+	if backend == "host-gw" {
+		ann, changedTo = "public-ip", "192.0.2.99"
+	}
+	patch = fmt.Sprintf(`{"metadata":{"annotations":{"flannel.alpha.coreos.com/%s":%q}}}`, ann, changedTo)
+	if _, err := k.admin.CoreV1().Nodes().Patch(ctx, nodeName(2), "application/merge-patch+json", []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "node 0 reprograms node-2 after its "+ann+" changed", func() error {
+		got := routeTo(t, k.Cluster, 0, gone)
+		want := "via 192.0.2.99 "
+		if backend == "vxlan" {
+			out, err := k.Exec(k.NodeNS(0), "bridge", "fdb", "show", "dev", "flannel.1")
+			if err != nil {
+				return err
+			}
+			got, want = out, "aa:bb:cc:00:00:02 dst 192.0.2.3"
+		}
+		if !strings.Contains(got, want) {
+			return fmt.Errorf("%q does not contain %q", got, want)
+		}
+		return nil
+	})
+
 	start := time.Now()
 	if err := k.admin.CoreV1().Nodes().Delete(ctx, nodeName(2), metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
