@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -206,6 +207,10 @@ func testKubeMode(t *testing.T, backend string) {
 		if !d.Running() {
 			t.Fatalf("weftd on node %d exited:\n%s", i, d.Log())
 		}
+		// The shipped role is enough: the API server refused weftd nothing.
+		if strings.Contains(d.Log(), "forbidden") {
+			t.Errorf("weftd on node %d was refused something with the shipped ClusterRole:\n%s", i, d.Log())
+		}
 	}
 
 	// A node deleted: its peer entries go within a second, everywhere.
@@ -267,5 +272,58 @@ func testKubeMode(t *testing.T, backend string) {
 	pingAll(t, pods, 10*time.Second)
 	if log := ds[0].Log(); !strings.Contains(log, "bare") || !strings.Contains(log, "junk") {
 		t.Errorf("weftd did not log why the bad nodes are ignored:\n%s", log)
+	}
+}
+
+// TestKubeRBACMinimal: every verb the shipped ClusterRole grants is used. weftd runs with the
+// shipped role less one verb at a time and fails for want of exactly that verb.
+func TestKubeRBACMinimal(t *testing.T) {
+	k := newKubeCluster(t, 1, "host-gw")
+	k.createNode(t, 0, podCIDRFor(0))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	shipped, err := k.admin.RbacV1().ClusterRoles().Get(ctx, "kube-weft", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ri, rule := range shipped.Rules {
+		for vi, verb := range rule.Verbs {
+			name := "weft-minus-" + verb
+			t.Run(rule.Resources[0]+" "+verb, func(t *testing.T) {
+				role := shipped.DeepCopy()
+				role.ObjectMeta = metav1.ObjectMeta{Name: name}
+				role.Rules[ri].Verbs = append(append([]string{}, rule.Verbs[:vi]...), rule.Verbs[vi+1:]...)
+				if len(role.Rules[ri].Verbs) == 0 {
+					role.Rules = append(role.Rules[:ri:ri], role.Rules[ri+1:]...)
+				}
+				if _, err := k.admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
+					t.Fatal(err)
+				}
+				bind := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name},
+					RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: name},
+					Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: name, Namespace: "kube-system"}}}
+				if _, err := k.admin.RbacV1().ClusterRoleBindings().Create(ctx, bind, metav1.CreateOptions{}); err != nil {
+					t.Fatal(err)
+				}
+				token, err := k.api.ServiceAccountToken(ctx, "kube-system", name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				kc := filepath.Join(k.Dir(), name+".kubeconfig")
+				if err := k.api.WriteKubeconfig(kc, token); err != nil {
+					t.Fatal(err)
+				}
+				d := k.StartNodeWith(0, cluster.WeftdOptions{
+					Omit: []string{"etcd-endpoints"},
+					Args: []string{"--kube-subnet-mgr", "--kubeconfig-file", kc, "--net-config-path", k.netConf},
+					Env:  []string{"NODE_NAME=" + nodeName(0)},
+				})
+				defer d.Kill()
+				want := fmt.Sprintf("cannot %s resource \\\"%s\\\"", verb, rule.Resources[0])
+				if err := d.WaitLog(want, 20*time.Second); err != nil {
+					t.Fatalf("without %s on %s: %v", verb, rule.Resources[0], err)
+				}
+			})
+		}
 	}
 }
