@@ -31,7 +31,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
@@ -76,8 +75,10 @@ type Registry struct {
 	// ownNode is this node's object as last seen (nil while it does not exist), for
 	// AssignedSubnet and the patches.
 	ownNode *corev1.Node
-	// apiDown is when the informer's watch started failing; zero while it works.
+	// apiDown is when the API server stopped answering; zero while it answers.
 	apiDown time.Time
+	// lastWatchErr is the last list or watch error logged.
+	lastWatchErr string
 }
 
 // nodeState is what one node is as a lease: a lease, a Malformed, or nothing (deleted).
@@ -115,7 +116,7 @@ func New(cfg Config) (*Registry, error) {
 	}
 	// No resync period: the watch delivers every change; a periodic resync would only
 	// replay the cache.
-	r.informer = v1.NewNodeInformer(cfg.Client, 0, cache.Indexers{})
+	r.informer = cache.NewSharedIndexInformerWithOptions(r.nodeListWatch(cfg.Client), &corev1.Node{}, cache.SharedIndexInformerOptions{})
 	if _, err := r.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { r.observe(obj, false) },
 		UpdateFunc: func(_, obj any) { r.observe(obj, false) },
@@ -148,17 +149,16 @@ func (r *Registry) Close() error {
 	return nil
 }
 
-// watchError logs the API server going away once, and the informer's default handling
-// (back off, list and watch again) does the rest.
+// watchError logs each new reason the list or watch failed for (the API server refusing
+// weftd something, say), once; client-go backs off and lists and watches again.
 func (r *Registry) watchError(ctx context.Context, refl *cache.Reflector, err error) {
 	r.mu.Lock()
-	first := r.apiDown.IsZero()
-	if first {
-		r.apiDown = time.Now()
-	}
+	msg := err.Error()
+	first := msg != r.lastWatchErr
+	r.lastWatchErr = msg
 	r.mu.Unlock()
 	if first && ctx.Err() == nil {
-		r.log.Error(err, "The Kubernetes API server is unavailable: lost the node watch; the data plane is kept as it is until it answers again")
+		r.log.Error(err, "Cannot list or watch the nodes; retrying")
 	}
 	cache.DefaultWatchErrorHandler(ctx, refl, err)
 }
@@ -178,10 +178,6 @@ func (r *Registry) observe(obj any, deleted bool) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.apiDown.IsZero() {
-		r.log.Info("The Kubernetes API server answers again: the node watch resumed", "after", time.Since(r.apiDown).Round(time.Millisecond))
-		r.apiDown = time.Time{}
-	}
 	if n.Name == r.nodeName {
 		if deleted {
 			r.ownNode = nil
