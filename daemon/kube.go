@@ -2,10 +2,7 @@ package daemon
 
 import (
 	"context"
-	"fmt"
 	"time"
-
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/weftnet/weft/subnet"
 	"github.com/weftnet/weft/subnet/etcdv3"
@@ -45,18 +42,18 @@ func (d *Daemon) openRegistry(ctx context.Context) (registry, error) {
 	if err != nil {
 		return nil, err
 	}
-	cs, err := kubernetes.NewForConfig(rc)
+	api, err := kube.NewAPI(rc)
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
+		return nil, err
 	}
 	nctx, cancel := context.WithTimeout(ctx, nodeNameTimeout)
-	name, err := kube.NodeName(nctx, cs, k.Getenv)
+	name, err := kube.NodeName(nctx, api, k.Getenv)
 	cancel()
 	if err != nil {
 		return nil, err
 	}
 	d.log.Info("Kubernetes mode", "apiServer", rc.Host, "node", name, "netConf", k.NetConfPath)
-	return kube.New(kube.Config{Client: cs, NodeName: name, AnnotationPrefix: k.AnnotationPrefix,
+	return kube.New(kube.Config{API: api, NodeName: name, AnnotationPrefix: k.AnnotationPrefix,
 		NetConfPath: k.NetConfPath, Log: d.log.WithName("kube")})
 }
 

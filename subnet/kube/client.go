@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
@@ -27,12 +25,15 @@ func RESTConfig(apiURL, kubeconfig string) (*rest.Config, error) {
 		return nil, fmt.Errorf("kubernetes client config (--kube-api-url, --kubeconfig-file, or in-cluster): %w", err)
 	}
 	cfg.UserAgent = "weftd"
+	// Protobuf: listing thousands of Nodes decodes several times faster than JSON.
+	cfg.ContentType = "application/vnd.kubernetes.protobuf"
+	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
 	return cfg, nil
 }
 
 // NodeName finds this node's name as flanneld does: NODE_NAME, else the node of the pod
 // POD_NAMESPACE/POD_NAME (one get of that pod).
-func NodeName(ctx context.Context, c kubernetes.Interface, getenv func(string) string) (string, error) {
+func NodeName(ctx context.Context, c API, getenv func(string) string) (string, error) {
 	if n := getenv("NODE_NAME"); n != "" {
 		return n, nil
 	}
@@ -40,7 +41,7 @@ func NodeName(ctx context.Context, c kubernetes.Interface, getenv func(string) s
 	if pod == "" || ns == "" {
 		return "", fmt.Errorf("the node name is unknown: set NODE_NAME, or POD_NAME and POD_NAMESPACE")
 	}
-	p, err := c.CoreV1().Pods(ns).Get(ctx, pod, metav1.GetOptions{})
+	p, err := c.GetPod(ctx, ns, pod)
 	if err != nil {
 		return "", fmt.Errorf("find the node of pod %s/%s: %w", ns, pod, err)
 	}

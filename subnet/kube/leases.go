@@ -57,7 +57,7 @@ func (r *Registry) CreateLease(ctx context.Context, sn netip.Prefix, attrs subne
 			return subnet.Lease{}, err
 		}
 		// nodes/status, as flanneld: its ClusterRole grants patch there, not on nodes.
-		if _, err := r.client.CoreV1().Nodes().Patch(ctx, r.nodeName, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status"); err != nil {
+		if _, err := r.api.PatchNodeStatus(ctx, r.nodeName, types.StrategicMergePatchType, patch); err != nil {
 			return subnet.Lease{}, fmt.Errorf("annotate node %q: %w", r.nodeName, err)
 		}
 	}
@@ -125,7 +125,7 @@ func (r *Registry) SetNetworkAvailable(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := r.client.CoreV1().Nodes().PatchStatus(ctx, r.nodeName, patch); err != nil {
+	if _, err := r.api.PatchNodeStatus(ctx, r.nodeName, types.StrategicMergePatchType, patch); err != nil {
 		return fmt.Errorf("set NetworkUnavailable=false on node %q: %w", r.nodeName, err)
 	}
 	return nil

@@ -10,7 +10,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -19,13 +18,13 @@ import (
 // every 0.5-1 s until it works, with one log line when the outage starts and one when it
 // ends. client-go's reflector would instead back off exponentially up to a minute, and so
 // catch up long after the server is back.
-func (r *Registry) nodeListWatch(c kubernetes.Interface) cache.ListerWatcher {
+func (r *Registry) nodeListWatch(c API) cache.ListerWatcher {
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			return untilReachable(ctx, r, func() (runtime.Object, error) { return c.CoreV1().Nodes().List(ctx, o) })
+			return untilReachable(ctx, r, func() (runtime.Object, error) { return c.ListNodes(ctx, o) })
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			return untilReachable(ctx, r, func() (watch.Interface, error) { return c.CoreV1().Nodes().Watch(ctx, o) })
+			return untilReachable(ctx, r, func() (watch.Interface, error) { return c.WatchNodes(ctx, o) })
 		},
 	}
 	return cache.ToListWatcherWithWatchListSemantics(lw, c)

@@ -31,7 +31,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
@@ -40,7 +39,7 @@ import (
 
 // Config configures a Registry.
 type Config struct {
-	Client   kubernetes.Interface
+	API      API
 	NodeName string // this node's Node object
 	// AnnotationPrefix is flanneld's --kube-annotation-prefix (DefaultAnnotationPrefix
 	// when empty).
@@ -57,7 +56,7 @@ const logSize = 8192
 // Registry is the Kubernetes subnet.Registry. See the package comment for what each
 // method means here.
 type Registry struct {
-	client   kubernetes.Interface
+	api      API
 	nodeName string
 	ann      annotations
 	netConf  string
@@ -99,8 +98,8 @@ var _ subnet.Assigner = (*Registry)(nil)
 // New starts the node informer and returns the Registry; Close stops it. It does not wait
 // for the first list: methods that need it wait, bounded by their context.
 func New(cfg Config) (*Registry, error) {
-	if cfg.Client == nil || cfg.NodeName == "" {
-		return nil, errors.New("kube registry: a client and a node name are required")
+	if cfg.API == nil || cfg.NodeName == "" {
+		return nil, errors.New("kube registry: an API and a node name are required")
 	}
 	prefix := cfg.AnnotationPrefix
 	if prefix == "" {
@@ -111,12 +110,12 @@ func New(cfg Config) (*Registry, error) {
 		return nil, fmt.Errorf("--kube-annotation-prefix: %w", err)
 	}
 	r := &Registry{
-		client: cfg.Client, nodeName: cfg.NodeName, ann: ann, netConf: cfg.NetConfPath, log: cfg.Log,
+		api: cfg.API, nodeName: cfg.NodeName, ann: ann, netConf: cfg.NetConfPath, log: cfg.Log,
 		nodes: map[string]nodeState{}, wake: make(chan struct{}), done: make(chan struct{}),
 	}
 	// No resync period: the watch delivers every change; a periodic resync would only
 	// replay the cache.
-	r.informer = cache.NewSharedIndexInformerWithOptions(r.nodeListWatch(cfg.Client), &corev1.Node{}, cache.SharedIndexInformerOptions{})
+	r.informer = cache.NewSharedIndexInformerWithOptions(r.nodeListWatch(cfg.API), &corev1.Node{}, cache.SharedIndexInformerOptions{})
 	if _, err := r.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { r.observe(obj, false) },
 		UpdateFunc: func(_, obj any) { r.observe(obj, false) },

@@ -104,7 +104,7 @@ func newTestRegistry(t *testing.T, own string, nodes ...*corev1.Node) (*Registry
 			t.Fatal(err)
 		}
 	}
-	r, err := New(Config{Client: cs, NodeName: own, Log: klog.Background(), NetConfPath: t.TempDir() + "/net-conf.json"})
+	r, err := New(Config{API: fakeAPI{cs}, NodeName: own, Log: klog.Background(), NetConfPath: t.TempDir() + "/net-conf.json"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,4 +285,21 @@ func FuzzNodeLease(f *testing.F) {
 			t.Fatalf("accepted attributes that cannot be written: %+v: %v", l.Attrs, err)
 		}
 	})
+}
+
+// TestNodeName: NODE_NAME, else the node of the pod POD_NAMESPACE/POD_NAME, as flanneld.
+func TestNodeName(t *testing.T) {
+	ctx := context.Background()
+	cs := fake.NewClientset(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "weft-abc", Namespace: "kube-system"},
+		Spec: corev1.PodSpec{NodeName: "n7"}})
+	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+	if n, err := NodeName(ctx, fakeAPI{cs}, env(map[string]string{"NODE_NAME": "n1", "POD_NAME": "weft-abc", "POD_NAMESPACE": "kube-system"})); n != "n1" || err != nil {
+		t.Errorf("NODE_NAME: %q, %v", n, err)
+	}
+	if n, err := NodeName(ctx, fakeAPI{cs}, env(map[string]string{"POD_NAME": "weft-abc", "POD_NAMESPACE": "kube-system"})); n != "n7" || err != nil {
+		t.Errorf("from the pod: %q, %v", n, err)
+	}
+	if _, err := NodeName(ctx, fakeAPI{cs}, env(nil)); err == nil {
+		t.Error("no name, no pod: no error")
+	}
 }
