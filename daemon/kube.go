@@ -54,7 +54,7 @@ func (d *Daemon) openRegistry(ctx context.Context) (registry, error) {
 	}
 	d.log.Info("Kubernetes mode", "apiServer", rc.Host, "node", name, "netConf", k.NetConfPath)
 	return kube.New(kube.Config{API: api, NodeName: name, AnnotationPrefix: k.AnnotationPrefix,
-		NetConfPath: k.NetConfPath, Log: d.log.WithName("kube")})
+		NetConfPath: k.NetConfPath, Log: d.log.WithName("kube"), Waiting: d.health.SetError})
 }
 
 // configWhere names where the network config comes from, in messages.

@@ -47,6 +47,9 @@ type Config struct {
 	// NetConfPath is the network config file (flanneld's --net-config-path).
 	NetConfPath string
 	Log         klog.Logger
+	// Waiting, if set, is told each new reason why this node cannot take its subnet yet
+	// (no Node, no pod CIDR), as soon as AssignedSubnet starts waiting for it (for /readyz).
+	Waiting func(reason error)
 }
 
 // logSize bounds the change log WatchLeases replays from; a watcher further behind lists
@@ -61,6 +64,7 @@ type Registry struct {
 	ann      annotations
 	netConf  string
 	log      klog.Logger
+	waiting  func(error) // Config.Waiting; never nil
 	informer cache.SharedIndexInformer
 	cancel   context.CancelFunc
 	done     chan struct{} // closed when the informer has stopped
@@ -112,6 +116,10 @@ func New(cfg Config) (*Registry, error) {
 	r := &Registry{
 		api: cfg.API, nodeName: cfg.NodeName, ann: ann, netConf: cfg.NetConfPath, log: cfg.Log,
 		nodes: map[string]nodeState{}, wake: make(chan struct{}), done: make(chan struct{}),
+		waiting: cfg.Waiting,
+	}
+	if r.waiting == nil {
+		r.waiting = func(error) {}
 	}
 	// No resync period: the watch delivers every change; a periodic resync would only
 	// replay the cache.
@@ -382,6 +390,7 @@ func (r *Registry) AssignedSubnet(ctx context.Context) (netip.Prefix, error) {
 			why = err
 		}
 		if msg := why.Error(); msg != lastWhy {
+			r.waiting(fmt.Errorf("%w: %w", subnet.ErrNotAssigned, why))
 			r.log.Info("Waiting for this node's pod CIDR", "reason", msg)
 			lastWhy = msg
 		}
