@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -175,8 +176,12 @@ func testKubeMode(t *testing.T, backend string) {
 			t.Errorf("annotation %s = %q, want %q", key, got, want)
 		}
 	}
-	if backend == "host-gw" && n0.Annotations["flannel.alpha.coreos.com/backend-data"] != "null" {
-		t.Errorf("host-gw backend-data %q, want null as flanneld", n0.Annotations["flannel.alpha.coreos.com/backend-data"])
+	// backend-data with flanneld's bytes: vxlan's VNI and VTEP MAC, compact; null for the
+	// backends that publish nothing.
+	wantData := map[string]string{"host-gw": `^null$`, "udp": `^null$`, "gre": `^null$`,
+		"vxlan": `^\{"VNI":1,"VtepMAC":"([0-9a-f]{2}:){5}[0-9a-f]{2}"\}$`}[backend]
+	if got := n0.Annotations["flannel.alpha.coreos.com/backend-data"]; !regexp.MustCompile(wantData).MatchString(got) {
+		t.Errorf("%s backend-data %q, want %s", backend, got, wantData)
 	}
 	eventually(t, 10*time.Second, "NetworkUnavailable=false on node-0", func() error {
 		n, err := k.admin.CoreV1().Nodes().Get(ctx, nodeName(0), metav1.GetOptions{})
@@ -190,6 +195,18 @@ func testKubeMode(t *testing.T, backend string) {
 		}
 		return fmt.Errorf("conditions %+v", n.Status.Conditions)
 	})
+
+	// A restart keeps the subnet and the data plane: pods keep talking across it.
+	if err := ds[0].Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ds[0].WaitLog("Claimed the subnet assigned to this node", 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if env, err := k.WaitSubnetEnv(0, 10*time.Second); err != nil || env.Subnet.Masked().String() != podCIDRFor(0) {
+		t.Fatalf("after a restart: %+v, %v", env, err)
+	}
+	pingAll(t, pods, 10*time.Second)
 
 	// A node added: programmed on the others as soon as its weftd publishes.
 	k.createNode(t, 2, podCIDRFor(2))
