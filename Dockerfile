@@ -19,6 +19,22 @@ COPY subnet/ subnet/
 ARG VERSION=dev
 RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o bin/weftd ./cmd/weftd
 
+# The CNI plugins the DaemonSet's init container installs into /opt/cni/bin: weft-cni as
+# "flannel" (the type of the flannel conflist), and bridge, host-local and portmap built from
+# github.com/containernetworking/plugins at the version go.mod pins.
+FROM golang:1.26.8-bookworm AS cni
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY cmd/weft-cni/ cmd/weft-cni/
+COPY pkg/subnetenv/ pkg/subnetenv/
+ARG VERSION=dev
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /cni/flannel ./cmd/weft-cni \
+    && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /cni/ \
+       github.com/containernetworking/plugins/plugins/main/bridge \
+       github.com/containernetworking/plugins/plugins/ipam/host-local \
+       github.com/containernetworking/plugins/plugins/meta/portmap
+
 # Run stage. Not distroless: weftd runs iptables(8), so the image carries Debian's iptables
 # (iptables-nft by default; on hosts still on iptables-legacy, switch the alternative with
 # `update-alternatives --set iptables /usr/sbin/iptables-legacy` in a derived image).
@@ -28,6 +44,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/bin/weftd /usr/local/bin/weftd
 COPY dist/mk-docker-opts.sh /usr/local/bin/mk-docker-opts.sh
+COPY --from=cni /cni/ /opt/weft/cni/
 # No USER: weftd runs as root. Its work is network administration (links, routes, TUN
 # devices, iptables), which needs CAP_NET_ADMIN and CAP_NET_RAW in the host's network
 # namespace; a non-root user would need file capabilities on weftd and on iptables, which
