@@ -45,6 +45,7 @@ type options struct {
 	weftd   string
 	timeout time.Duration
 	keep    bool
+	mode    string // "etcd", or "kube": weftd --kube-subnet-mgr against a real kube-apiserver
 }
 
 // node is what the demo knows about one node.
@@ -67,6 +68,7 @@ type demo struct {
 	out   io.Writer
 	c     *cluster.Cluster
 	etcd  *clientv3.Client
+	kube  *kubeDemo // nil in etcd mode
 	nodes []*node
 }
 
@@ -127,10 +129,16 @@ func (d *demo) demo(ctx context.Context) (bool, error) {
 	if d.etcd, err = d.c.Etcd(ctx); err != nil {
 		return false, err
 	}
-	cfg := configJSON(network, d.opts.backend)
-	d.step("writing the network config: %s/config = %s", d.c.Prefix(), cfg)
-	if err := d.c.TryPutConfig(cfg); err != nil {
-		return false, err
+	if d.opts.mode == "kube" {
+		if err := d.startKube(ctx); err != nil {
+			return false, err
+		}
+	} else {
+		cfg := configJSON(network, d.opts.backend)
+		d.step("writing the network config: %s/config = %s", d.c.Prefix(), cfg)
+		if err := d.c.TryPutConfig(cfg); err != nil {
+			return false, err
+		}
 	}
 	if err := d.startWeftds(); err != nil {
 		return false, err
@@ -174,7 +182,7 @@ func (d *demo) ensureWeftd(ctx context.Context) (string, error) {
 func (d *demo) startWeftds() error {
 	for i := range d.opts.nodes {
 		n := &node{started: time.Now()}
-		w, err := d.c.TryStartNode(i, cluster.WeftdOptions{})
+		w, err := d.c.TryStartNode(i, d.weftdOptions(i))
 		if err != nil {
 			return err
 		}
@@ -227,6 +235,10 @@ func (d *demo) waitLeases(ctx context.Context) {
 
 // reportLease prints node i's lease: the subnet file and the value weftd stored in etcd.
 func (d *demo) reportLease(ctx context.Context, i int) {
+	if d.kube != nil {
+		d.reportNode(ctx, i)
+		return
+	}
 	n := d.nodes[i]
 	key := d.c.Prefix() + "/subnets/" + subnet.LeaseKey(n.env.Subnet.Masked(), netip.Prefix{})
 	value, pub := "(not found)", "?"
@@ -298,6 +310,9 @@ func (d *demo) cleanup() {
 	}
 	if d.c == nil {
 		return
+	}
+	if d.kube != nil {
+		d.kube.api.Stop()
 	}
 	d.step("cleaning up: stopping weftd and etcd, deleting the namespaces")
 	if err := d.c.Close(); err != nil {

@@ -62,6 +62,11 @@ func parseFlags(args []string, errOut io.Writer) (options, error) {
 	fs.StringVar(&o.weftd, "weftd", "bin/weftd", "weftd binary (built with go build if missing)")
 	fs.DurationVar(&o.timeout, "timeout", 3*time.Minute, "bound on the whole run (not on -keep's wait)")
 	fs.BoolVar(&o.keep, "keep", false, "leave the cluster running until Ctrl-C")
+	mode := os.Getenv("MODE") // `make demo MODE=kube`
+	if mode == "" {
+		mode = "etcd"
+	}
+	fs.StringVar(&o.mode, "mode", mode, "etcd, or kube: weftd --kube-subnet-mgr against a real kube-apiserver (default: $MODE, else etcd)")
 	fs.Usage = func() {
 		fmt.Fprintf(errOut, "usage: weft-demo [flags]  (as root)\n\n"+
 			"Runs weftd on -nodes node namespaces with -backend, one pod per node, and reports\n"+
@@ -80,6 +85,9 @@ func parseFlags(args []string, errOut io.Writer) (options, error) {
 	}
 	if o.nodes < 1 || o.nodes > maxNodes {
 		return o, fmt.Errorf("-nodes %d: want 1 to %d", o.nodes, maxNodes)
+	}
+	if o.mode != "etcd" && o.mode != "kube" {
+		return o, fmt.Errorf("-mode %q: want etcd or kube", o.mode)
 	}
 	if o.timeout <= 0 {
 		return o, fmt.Errorf("-timeout %v: want a positive duration", o.timeout)
