@@ -37,6 +37,7 @@ func TestBinariesLinkNoTestCodeAndWeftctlNoDaemon(t *testing.T) {
 	}{
 		{module + "/cmd/weftctl", []string{"testing", module + "/daemon", module + "/daemon/", module + "/test/", module + "/subnet/subnettest"}},
 		{module + "/cmd/weftd", []string{"testing", module + "/test/", module + "/subnet/subnettest"}},
+		{module + "/cmd/weft-cni", []string{"testing", module + "/test/", module + "/daemon", module + "/subnet"}},
 	} {
 		d := deps(t, tc.main)
 		if !d[tc.main] {
