@@ -2,28 +2,10 @@ package tundev
 
 import (
 	"fmt"
-	"os"
-	"strings"
 
 	"github.com/weftnet/weft/backend/internal/fastpath/tun"
 	"github.com/weftnet/weft/backend/internal/kernel"
 )
-
-// AllowLocalSource sets accept_local on the device dev, in the network namespace of the
-// calling thread. The forwarder writes ICMP errors into the TUN from the device's own
-// address (the own subnet's network address, as flanneld does); without accept_local the
-// kernel drops such packets as martians. errPrefix starts the error message.
-func AllowLocalSource(dev, errPrefix string) error {
-	path := "/proc/sys/net/ipv4/conf/" + dev + "/accept_local"
-	cur, err := os.ReadFile(path)
-	if err == nil && strings.TrimSpace(string(cur)) == "1" {
-		return nil
-	}
-	if err := os.WriteFile(path, []byte("1\n"), 0o644); err != nil {
-		return fmt.Errorf("%s: enable accept_local on %s (for ICMP errors from its address): %w", errPrefix, dev, err)
-	}
-	return nil
-}
 
 // Reopen re-creates the device after someone deleted it — a persistent TUN of the same
 // name, opened with opts, in h's namespace — sets accept_local, points d at the new
