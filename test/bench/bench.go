@@ -151,6 +151,9 @@ func (r *runner) measure(ctx context.Context) {
 			return
 		}
 		r.res.Scale = r.scalePhase(ctx)
+		if ctx.Err() == nil {
+			r.res.KubeScale = r.kubeScalePhase(ctx)
+		}
 	}
 }
 

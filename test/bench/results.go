@@ -17,6 +17,7 @@ type Results struct {
 	Paths      []*Path     `json:"paths"`
 	BatchRatio *BatchRatio `json:"udp_batch_vs_nobatch,omitempty"`
 	Scale      *Scale      `json:"scale,omitempty"`
+	KubeScale  *KubeScale  `json:"kube_scale,omitempty"` // kube.go
 	// Errors lists every measurement that could not be made; empty on a clean run.
 	Errors []string `json:"errors"`
 }

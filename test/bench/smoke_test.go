@@ -76,6 +76,9 @@ func TestQuickRun(t *testing.T) {
 	if s == nil || s.Routes != o.Scale || s.FDB < o.Scale || s.RoutesS < 0 || s.JoinMs < 0 || s.LeaveMs < 0 || s.RestartRoutesS < 0 || s.RSSKiB <= 0 {
 		t.Errorf("scale %+v", s)
 	}
+	if k := res.KubeScale; k == nil || (k.Skipped == "" && (k.Routes != o.Scale || k.ProgrammedS < 0 || k.ReadyS < 0 || k.RSSKiB <= 0)) {
+		t.Errorf("kube scale %+v", k)
+	}
 	if res.Machine.NProc == 0 || res.Machine.Iperf3Version == "" || res.Machine.ClockTicks == 0 {
 		t.Errorf("machine facts %+v", res.Machine)
 	}

@@ -180,6 +180,8 @@ func FormatTable(res *Results) string {
 		pf("  kernel state on flannel.1: %d routes, %d neighbours, %d FDB entries\n", s.Routes, s.Neighbours, s.FDB)
 	}
 
+	b.WriteString(kubeScaleText(res.KubeScale))
+
 	if len(res.Errors) > 0 {
 		pf("\nERRORS (measurements that could not be made):\n")
 		for _, e := range res.Errors {
