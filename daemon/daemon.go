@@ -48,6 +48,9 @@ type Config struct {
 	RestrictTunnelPort bool
 	HealthzAddr        string // host:port; empty disables the health server
 	Version            string
+
+	// IPMasqNoRandomFully masquerades without --random-fully (--ip-masq-fully-random-disable).
+	IPMasqNoRandomFully bool
 }
 
 // Daemon is one weftd.
@@ -345,7 +348,7 @@ func (d *Daemon) newFirewall() (*iptables.Manager, error) {
 		return nil, nil
 	}
 	fw, err := iptables.New(iptables.Options{
-		IPMasq: d.cfg.IPMasq, ForwardRules: d.cfg.ForwardRules,
+		IPMasq: d.cfg.IPMasq, NoRandomFully: d.cfg.IPMasqNoRandomFully, ForwardRules: d.cfg.ForwardRules,
 		RestrictTunnelPort: d.cfg.RestrictTunnelPort, Resync: d.cfg.IPTablesSync,
 		OnRepair: func() { d.metrics.Repaired("iptables") },
 	}, d.log.WithName("iptables"))
