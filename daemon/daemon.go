@@ -51,6 +51,9 @@ type Config struct {
 
 	// IPMasqNoRandomFully masquerades without --random-fully (--ip-masq-fully-random-disable).
 	IPMasqNoRandomFully bool
+	// BlackholeRoute keeps a blackhole route for the node's subnet (--ip-blackhole-route;
+	// see blackhole.go).
+	BlackholeRoute bool
 }
 
 // Daemon is one weftd.
@@ -236,6 +239,7 @@ func (d *Daemon) session(ctx context.Context, reg subnet.Registry, mgr *subnet.M
 	g.Go(func() error { return mgr.WatchPeers(gctx, events) })
 	g.Go(func() error { return nw.Run(gctx) })
 	g.Go(func() error { return d.watchConfig(gctx, reg, netCfg, cfgRev) })
+	g.Go(func() error { return d.keepBlackhole(gctx, currentNS{}, netCfg.Network, lease.Subnet) })
 	if fw != nil {
 		// The rules come after the routes: the data plane is programmed first.
 		fw.SetNetwork(netCfg.Network, lease.Subnet)
