@@ -362,6 +362,10 @@ func TestGoStyleArgs(t *testing.T) {
 // TestFlagErrorsExit2: refusals end weftd with exit status 2 before it starts anything.
 func TestFlagErrorsExit2(t *testing.T) {
 	for _, args := range [][]string{{"--no-such-flag"}, {"-kube-subnet-mgr"}, {"--public-ipv6", "2001:db8::1"}, {"stray"}} {
+		// run starts the daemon when the flags are accepted: never here, in the root namespace.
+		if _, _, err := parseFlags(args, os.Environ()); err == nil {
+			t.Fatalf("weftd %q accepted", args)
+		}
 		if code := run(args); code != 2 {
 			t.Errorf("weftd %q exits %d, want 2", args, code)
 		}
