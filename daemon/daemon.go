@@ -48,6 +48,12 @@ type Config struct {
 	RestrictTunnelPort bool
 	HealthzAddr        string // host:port; empty disables the health server
 	Version            string
+
+	// IPMasqNoRandomFully masquerades without --random-fully (--ip-masq-fully-random-disable).
+	IPMasqNoRandomFully bool
+	// BlackholeRoute keeps a blackhole route for the node's subnet (--ip-blackhole-route;
+	// see blackhole.go).
+	BlackholeRoute bool
 }
 
 // Daemon is one weftd.
@@ -233,6 +239,7 @@ func (d *Daemon) session(ctx context.Context, reg subnet.Registry, mgr *subnet.M
 	g.Go(func() error { return mgr.WatchPeers(gctx, events) })
 	g.Go(func() error { return nw.Run(gctx) })
 	g.Go(func() error { return d.watchConfig(gctx, reg, netCfg, cfgRev) })
+	g.Go(func() error { return d.keepBlackhole(gctx, currentNS{}, netCfg.Network, lease.Subnet) })
 	if fw != nil {
 		// The rules come after the routes: the data plane is programmed first.
 		fw.SetNetwork(netCfg.Network, lease.Subnet)
@@ -345,7 +352,7 @@ func (d *Daemon) newFirewall() (*iptables.Manager, error) {
 		return nil, nil
 	}
 	fw, err := iptables.New(iptables.Options{
-		IPMasq: d.cfg.IPMasq, ForwardRules: d.cfg.ForwardRules,
+		IPMasq: d.cfg.IPMasq, NoRandomFully: d.cfg.IPMasqNoRandomFully, ForwardRules: d.cfg.ForwardRules,
 		RestrictTunnelPort: d.cfg.RestrictTunnelPort, Resync: d.cfg.IPTablesSync,
 		OnRepair: func() { d.metrics.Repaired("iptables") },
 	}, d.log.WithName("iptables"))

@@ -47,6 +47,9 @@ type Options struct {
 	// IPMasq keeps flanneld's masquerade rules in nat WEFT-POSTRTG. When false, a chain left
 	// by an earlier run with masquerading on is removed.
 	IPMasq bool
+	// NoRandomFully masquerades without --random-fully even where iptables has it
+	// (flanneld's --ip-masq-fully-random-disable).
+	NoRandomFully bool
 	// ForwardRules keeps the ACCEPT rules for the overlay network in filter WEFT-FWD. When
 	// false, a chain left by an earlier run is removed.
 	ForwardRules bool
@@ -115,7 +118,7 @@ func newManager(r runner, randomFully bool, opts Options, log klog.Logger) *Mana
 		log:         log,
 		kick:        make(chan struct{}, 1),
 		dirty:       map[*chainDef]bool{},
-		randomFully: randomFully,
+		randomFully: randomFully && !opts.NoRandomFully,
 		listed:      map[string]string{},
 		removed:     map[*chainDef]bool{},
 		unlearned:   map[*chainDef][][]string{},

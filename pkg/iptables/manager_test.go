@@ -177,6 +177,28 @@ func TestRandomFullyFallback(t *testing.T) {
 	}
 }
 
+// TestNoRandomFully: --ip-masq-fully-random-disable masquerades without --random-fully
+// although iptables has it, as flanneld does.
+func TestNoRandomFully(t *testing.T) {
+	m, f := fakeManager(t, Options{IPMasq: true, NoRandomFully: true}, true)
+	if err := m.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	checkChains(t, f, wantChains(t, m, false))
+	masq := 0
+	for _, r := range f.rules("nat", NATChain) {
+		if strings.Contains(r, "--random-fully") {
+			t.Errorf("rule %q has --random-fully", r)
+		}
+		if strings.Contains(r, "MASQUERADE") {
+			masq++
+		}
+	}
+	if masq != 2 {
+		t.Errorf("%d MASQUERADE rules, want flanneld's 2", masq)
+	}
+}
+
 func TestOtherFailureKeepsRandomFully(t *testing.T) {
 	m, f := fakeManager(t, Options{IPMasq: true, ForwardRules: true}, true)
 	boom := errors.New("fake iptables: resource temporarily unavailable")
