@@ -1,13 +1,12 @@
 package iptables
 
 import (
-	"errors"
 	"fmt"
 	"math/bits"
 	"net/netip"
-	"slices"
 	"strconv"
 
+	"github.com/weftnet/weft/pkg/firewall"
 	"github.com/weftnet/weft/pkg/ip"
 )
 
@@ -18,27 +17,29 @@ const (
 	InputChain   = "WEFT-INPUT"   // filter table, jumped from INPUT
 )
 
-// kubeProxyMark is the mark kube-proxy puts on packets it will masquerade itself.
-const kubeProxyMark = "0x4000/0x4000"
-
-// multicast is never masqueraded.
-const multicast = "224.0.0.0/4"
+// PeerSet is the ipset (hash:ip) of the peers' public addresses that the tunnel rule
+// matches.
+const PeerSet = "weft-peers"
 
 // protoGRE is GRE's IP protocol number. Rules name it by number, which needs no
 // /etc/protocols; iptables lists it by name.
-const protoGRE = "47"
+var protoGRE = strconv.Itoa(firewall.ProtoGRE)
 
-// Tunnel protocols accepted by SetTunnelPort.
+// Aliases of the shared contract, for callers that only know this package.
+type Options = firewall.Options
+
 const (
-	TunnelUDP = "udp"
-	TunnelGRE = "gre"
+	TunnelUDP     = firewall.TunnelUDP
+	TunnelGRE     = firewall.TunnelGRE
+	DefaultResync = firewall.DefaultResync
 )
 
-// ErrInvalid is wrapped by errors about inputs the rules cannot be built from.
-var ErrInvalid = errors.New("invalid iptables input")
+// ErrInvalid is firewall.ErrInvalid.
+var ErrInvalid = firewall.ErrInvalid
 
 // chainDef is one of weft's chains and the jump rule that leads to it.
 type chainDef struct {
+	part  firewall.Part
 	table string
 	name  string
 	hook  string // built-in chain holding the jump rule
@@ -46,156 +47,122 @@ type chainDef struct {
 	jump  []string
 }
 
-// The three chains weft owns, in the order a pass handles them. Never modified.
+// The three chains weft owns, in the order a pass handles them (firewall.Parts). Never
+// modified.
 var (
-	natDef = chainDef{table: "nat", name: NATChain, hook: "POSTROUTING",
+	natDef = chainDef{part: firewall.Masq, table: "nat", name: NATChain, hook: "POSTROUTING",
 		jump: []string{"-m", "comment", "--comment", "weft: masq", "-j", NATChain}}
-	forwardDef = chainDef{table: "filter", name: ForwardChain, hook: "FORWARD",
+	forwardDef = chainDef{part: firewall.Forward, table: "filter", name: ForwardChain, hook: "FORWARD",
 		jump: []string{"-m", "comment", "--comment", "weft: forward", "-j", ForwardChain}}
 	// The tunnel rules go first in INPUT so that a host firewall further down neither drops
 	// peers' tunnel traffic nor lets others past the restriction.
-	inputDef = chainDef{table: "filter", name: InputChain, hook: "INPUT", first: true,
+	inputDef = chainDef{part: firewall.Tunnel, table: "filter", name: InputChain, hook: "INPUT", first: true,
 		jump: []string{"-m", "comment", "--comment", "weft: tunnel input", "-j", InputChain}}
 	chainDefs = []*chainDef{&natDef, &forwardDef, &inputDef}
 )
 
-// action says what a pass does with one chain.
-type action int
-
-const (
-	leave  action = iota // inputs not known yet: touch nothing, so rules survive a restart
-	manage               // make the chain hold exactly the desired rules, and jump to it
-	remove               // the feature is off: delete the jump and the chain
-)
-
-// chainPlan is the desired state of one chain.
+// chainPlan is the desired state of one chain: the plan's part, rendered.
 type chainPlan struct {
 	def    *chainDef
-	action action
-	rules  [][]string // when action == manage
-	err    error      // inputs given but unusable; the chain is left alone
+	action firewall.Action
+	rules  [][]string   // when action == Manage
+	peers  []netip.Addr // the members of PeerSet (input chain, with the set)
+	err    error        // inputs given but unusable; the chain is left alone
 }
 
-// state is everything the rules depend on besides Options.
-type state struct {
-	network, subnet netip.Prefix // zero until SetNetwork
-	tunnelSet       bool         // SetTunnelPort was called
-	tunnelProto     string       // "" means no tunnel
-	tunnelPort      int
-	peers           []netip.Addr
+// render options: what this host's iptables can do.
+type caps struct {
+	randomFully bool // MASQUERADE --random-fully works
+	ipset       bool // the tunnel rule matches PeerSet; else one rule per block of peers
 }
 
-// desired decides, purely, what each of weft's chains should hold.
-func desired(o Options, s state, randomFully bool) []chainPlan {
-	nat := chainPlan{def: &natDef}
-	fwd := chainPlan{def: &forwardDef}
-	in := chainPlan{def: &inputDef}
+// desired decides, purely, what each of weft's chains should hold: the shared plan,
+// rendered for iptables.
+func desired(o Options, in firewall.Inputs, c caps) []chainPlan {
+	plan := firewall.Desired(o, in)
+	out := make([]chainPlan, 0, len(chainDefs))
+	for _, def := range chainDefs {
+		p := plan[def.part]
+		cp := chainPlan{def: def, action: p.Action, err: p.Err}
+		if p.Action == firewall.Manage {
+			cp.rules = renderRules(p.Rules, p.Peers, c)
+			if c.ipset && def == &inputDef {
+				cp.peers = p.Peers
+			}
+		}
+		out = append(out, cp)
+	}
+	return out
+}
 
-	switch {
-	case !o.IPMasq:
-		nat.action = remove
-	case s.network.IsValid():
-		nat.action = manage
-		nat.rules, nat.err = natRules(s.network, s.subnet, randomFully)
+// renderRules turns plan rules into iptables arguments. A FromPeers rule matches PeerSet
+// with c.ipset, else becomes one rule per CIDR block of peers (peerBlocks).
+func renderRules(rules []firewall.Rule, peers []netip.Addr, c caps) [][]string {
+	out := make([][]string, 0, len(rules))
+	for _, r := range rules {
+		if r.FromPeers && !c.ipset {
+			for _, b := range peerBlocks(peers) {
+				r := r
+				r.FromPeers, r.Src = false, b
+				out = append(out, ruleArgs(r, c))
+			}
+			continue
+		}
+		out = append(out, ruleArgs(r, c))
 	}
-	switch {
-	case !o.ForwardRules:
-		fwd.action = remove
-	case s.network.IsValid():
-		fwd.action = manage
-		fwd.rules, fwd.err = forwardRules(s.network)
+	return out
+}
+
+// ruleArgs returns one rule's arguments in the order iptables lists them: addresses,
+// protocol, matches, the comment, the target.
+func ruleArgs(r firewall.Rule, c caps) []string {
+	var a []string
+	addr := func(not bool, flag string, p netip.Prefix) {
+		if !p.IsValid() {
+			return
+		}
+		if not {
+			a = append(a, "!")
+		}
+		a = append(a, flag, p.String())
 	}
-	switch {
-	case !s.tunnelSet:
-	case s.tunnelProto == "":
-		in.action = remove
-	default:
-		in.action = manage
-		in.rules, in.err = inputRules(s.peers, s.tunnelProto, s.tunnelPort, o.RestrictTunnelPort)
+	addr(r.NotSrc, "-s", r.Src)
+	addr(r.NotDst, "-d", r.Dst)
+	switch r.Proto {
+	case firewall.TunnelUDP:
+		a = append(a, "-p", "udp")
+	case firewall.TunnelGRE:
+		a = append(a, "-p", protoGRE)
 	}
-	for _, p := range []*chainPlan{&nat, &fwd, &in} {
-		if p.err != nil {
-			p.action, p.rules = leave, nil
+	if r.KubeProxyMark {
+		m := fmt.Sprintf("%#x", firewall.KubeProxyMark)
+		a = append(a, "-m", "mark", "--mark", m+"/"+m)
+	}
+	if r.FromPeers {
+		a = append(a, "-m", "set", "--match-set", PeerSet, "src")
+	}
+	if r.DPort != 0 {
+		a = append(a, "-m", "udp", "--dport", strconv.Itoa(r.DPort))
+	}
+	a = append(a, "-m", "comment", "--comment", r.Comment)
+	switch r.Verdict {
+	case firewall.Return:
+		a = append(a, "-j", "RETURN")
+	case firewall.Accept:
+		a = append(a, "-j", "ACCEPT")
+	case firewall.Drop:
+		a = append(a, "-j", "DROP")
+	case firewall.Masquerade:
+		a = append(a, "-j", "MASQUERADE")
+		if r.FullyRandom && c.randomFully {
+			a = append(a, "--random-fully")
 		}
 	}
-	return []chainPlan{nat, fwd, in}
+	return a
 }
 
-// natRules returns flanneld's masquerade rules (v0.28 order) for the nat chain.
-func natRules(network, subnet netip.Prefix, randomFully bool) ([][]string, error) {
-	if err := checkNetwork(network, subnet); err != nil {
-		return nil, err
-	}
-	n, sn := network.Masked().String(), subnet.Masked().String()
-	masq := []string{"-j", "MASQUERADE"}
-	if randomFully {
-		masq = append(masq, "--random-fully")
-	}
-	return [][]string{
-		withComment("weft: kube-proxy marked, no masq", []string{"-m", "mark", "--mark", kubeProxyMark}, "-j", "RETURN"),
-		withComment("weft: own subnet to network, no masq", []string{"-s", sn, "-d", n}, "-j", "RETURN"),
-		withComment("weft: network to own subnet, no masq", []string{"-s", n, "-d", sn}, "-j", "RETURN"),
-		withComment("weft: outside to own subnet, no masq", []string{"!", "-s", n, "-d", sn}, "-j", "RETURN"),
-		withComment("weft: masq network to outside", []string{"-s", n, "!", "-d", multicast}, masq...),
-		withComment("weft: masq outside to network", []string{"!", "-s", n, "-d", n}, masq...),
-	}, nil
-}
-
-// forwardRules returns the FORWARD accept rules for the overlay network.
-func forwardRules(network netip.Prefix) ([][]string, error) {
-	if err := checkNetwork(network, network); err != nil {
-		return nil, err
-	}
-	n := network.Masked().String()
-	return [][]string{
-		withComment("weft: forward from network", []string{"-s", n}, "-j", "ACCEPT"),
-		withComment("weft: forward to network", []string{"-d", n}, "-j", "ACCEPT"),
-	}, nil
-}
-
-// inputRules returns the ACCEPT rules for the tunnel's traffic from the peers, sorted by
-// address; with restrict, a final DROP of that traffic from anyone else. Peers that are
-// not IPv4 addresses are skipped (these are iptables, not ip6tables, rules). Peers whose
-// addresses fill a whole CIDR block share one rule for it (peerBlocks), so nodes numbered
-// in a row need a handful of rules rather than one each; scattered addresses keep one /32
-// rule each.
-func inputRules(peers []netip.Addr, proto string, port int, restrict bool) ([][]string, error) {
-	var match []string
-	switch proto {
-	case TunnelUDP:
-		if port < 1 || port > 65535 {
-			return nil, fmt.Errorf("%w: udp tunnel port %d", ErrInvalid, port)
-		}
-		match = []string{"-p", "udp", "-m", "udp", "--dport", strconv.Itoa(port)}
-	case TunnelGRE:
-		match = []string{"-p", protoGRE}
-	default:
-		return nil, fmt.Errorf("%w: tunnel protocol %q (want %q or %q)", ErrInvalid, proto, TunnelUDP, TunnelGRE)
-	}
-	blocks := peerBlocks(peerSet(peers))
-	rules := make([][]string, 0, len(blocks)+1)
-	for _, b := range blocks {
-		m := append([]string{"-s", b.String()}, match...)
-		rules = append(rules, withComment("weft: tunnel from peer", m, "-j", "ACCEPT"))
-	}
-	if restrict {
-		rules = append(rules, withComment("weft: tunnel from non-peer, drop", match, "-j", "DROP"))
-	}
-	return rules, nil
-}
-
-// peerSet returns the IPv4 addresses among peers (4-in-6 unmapped), sorted, without
-// duplicates, in a new slice.
-func peerSet(peers []netip.Addr) []netip.Addr {
-	addrs := make([]netip.Addr, 0, len(peers))
-	for _, a := range peers {
-		if a = a.Unmap(); a.Is4() {
-			addrs = append(addrs, a)
-		}
-	}
-	slices.SortFunc(addrs, netip.Addr.Compare)
-	return slices.Compact(addrs)
-}
+// Without ip_set in the kernel the tunnel rule cannot match a set: then it becomes one rule
+// per CIDR block of peers, so that nodes numbered in a row still need a handful of rules.
 
 // minPeerBlock is the smallest block of peers that shares one rule: two peers in a /31
 // keep a /32 rule each (one rule saved is not worth a rule that names no node), which also
@@ -203,7 +170,7 @@ func peerSet(peers []netip.Addr) []netip.Addr {
 const minPeerBlock = 4
 
 // peerBlocks returns CIDR blocks that hold exactly addrs (sorted, distinct IPv4 addresses,
-// as peerSet returns them), in address order: from the lowest address not yet covered,
+// as firewall.PeerSet returns them), in address order: from the lowest address not yet covered,
 // the largest block aligned there whose every address is in addrs, if it holds at least
 // minPeerBlock addresses, else that address alone. It is pure.
 func peerBlocks(addrs []netip.Addr) []netip.Prefix {
@@ -224,24 +191,4 @@ func peerBlocks(addrs []netip.Addr) []netip.Prefix {
 		i += int(size)
 	}
 	return out
-}
-
-// withComment assembles match, the comment, and target in the order iptables lists them.
-func withComment(comment string, match []string, target ...string) []string {
-	r := slices.Clip(match)
-	r = append(r, "-m", "comment", "--comment", comment)
-	return append(r, target...)
-}
-
-// checkNetwork verifies that network is IPv4 and holds subnet.
-func checkNetwork(network, subnet netip.Prefix) error {
-	switch {
-	case !network.IsValid() || !network.Addr().Is4():
-		return fmt.Errorf("%w: network %v is not an IPv4 prefix", ErrInvalid, network)
-	case !subnet.IsValid() || !subnet.Addr().Is4():
-		return fmt.Errorf("%w: subnet %v is not an IPv4 prefix", ErrInvalid, subnet)
-	case subnet.Bits() < network.Bits() || !network.Contains(subnet.Addr()):
-		return fmt.Errorf("%w: subnet %v is not inside network %v", ErrInvalid, subnet, network)
-	}
-	return nil
 }
