@@ -25,6 +25,7 @@ import (
 	"sync"
 
 	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
 	"github.com/weftnet/weft/pkg/firewall"
@@ -90,9 +91,11 @@ func (m *Manager) pass(all bool) error {
 		}
 	}
 	err := m.syncLocked(plan, due, !m.noFullyRandom)
-	if err != nil && !m.noFullyRandom && due[firewall.Masq] && plan[firewall.Masq].Action == firewall.Manage {
-		// An older kernel may refuse masquerade fully-random: go on without it if that
-		// is what failed.
+	if (errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP)) && !m.noFullyRandom &&
+		due[firewall.Masq] && plan[firewall.Masq].Action == firewall.Manage {
+		// An older kernel refuses masquerade flags it does not know (EINVAL or
+		// EOPNOTSUPP for the whole transaction): go on without fully-random if that is
+		// what failed.
 		if m.syncLocked(plan, due, false) == nil {
 			m.noFullyRandom = true
 			m.log.Info("nftables refused masquerade fully-random; masquerading without it", "reason", err.Error())
