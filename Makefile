@@ -5,7 +5,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 BACKEND  ?= host-gw
 NODES    ?= 3
 # Debian packages the tests and the demo use: a real etcd, namespaces and traffic tools.
-DEB_PKGS := etcd-server etcd-client iproute2 iptables iputils-ping iperf3 tcpdump ethtool procps shellcheck systemd
+DEB_PKGS := etcd-server etcd-client iproute2 iptables ipset nftables iputils-ping iperf3 tcpdump ethtool procps shellcheck systemd
 
 .PHONY: all build deps test fuzz demo clean vet static shellcheck bench bench-smoke
 

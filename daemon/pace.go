@@ -6,7 +6,8 @@ import (
 	"runtime/debug"
 	"time"
 
-	"github.com/weftnet/weft/pkg/iptables"
+	"github.com/weftnet/weft/pkg/firewall"
+	"github.com/weftnet/weft/pkg/firewall/iptables"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -14,8 +15,8 @@ import (
 //
 //   - The subnet file is written while the peers are listed and programmed (its fsync takes
 //     milliseconds), not before.
-//   - The firewall's iptables binary is looked up (one `iptables --version` run) while the
-//     config is read and the backend prepared, not before the lease (startFirewall).
+//   - The host's iptables front end is looked up (its mode detected: a few *-save runs) while
+//     the config is read and the backend prepared, not before the lease (startFirewall).
 //   - The first firewall pass waits for the first Apply: the routes to the peers come
 //     first, the iptables runs after (runFirewallAfter).
 //   - Peer batches that queue while Apply is busy are applied as one (drainEvents): a
@@ -41,29 +42,36 @@ func drainEvents(ch <-chan []subnet.Event, first []subnet.Event) []subnet.Event 
 	}
 }
 
-// firewallResult is the outcome of newFirewall, made in the background.
-type firewallResult struct {
-	fw  *iptables.Manager
-	err error
+// iptablesLookup is the outcome of iptables.Find, made in the background.
+type iptablesLookup struct {
+	tool *iptables.Tool
+	err  error
 }
 
-// startFirewall makes the firewall manager in the background; the returned function waits
-// for it.
-func (d *Daemon) startFirewall() func() (*iptables.Manager, error) {
-	ch := make(chan firewallResult, 1)
-	go func() {
-		fw, err := d.newFirewall()
-		ch <- firewallResult{fw, err}
-	}()
-	return func() (*iptables.Manager, error) {
+// startFirewall looks for the host's iptables front end in the background (iptables.Find:
+// a few *-save runs), while the config is read and the backend prepared; the returned
+// function waits for it and makes the firewall the config asks for (newFirewall). iptables
+// is looked for in nftables mode too: its leftovers are cleaned away. Nothing is looked
+// for when no rule is wanted.
+func (d *Daemon) startFirewall() func(enableNFTables bool) (firewall.Firewall, error) {
+	ch := make(chan iptablesLookup, 1)
+	if d.wantsFirewall() {
+		go func() {
+			tool, err := iptables.Find(d.log.WithName("iptables"))
+			ch <- iptablesLookup{tool, err}
+		}()
+	} else {
+		ch <- iptablesLookup{}
+	}
+	return func(enableNFTables bool) (firewall.Firewall, error) {
 		r := <-ch
-		return r.fw, r.err
+		return d.newFirewall(enableNFTables, r.tool, r.err)
 	}
 }
 
 // runFirewallAfter runs fw once the first Apply is done (applied closed) or firewallWait
 // has passed, until ctx ends.
-func runFirewallAfter(ctx context.Context, fw *iptables.Manager, applied <-chan struct{}) error {
+func runFirewallAfter(ctx context.Context, fw firewall.Firewall, applied <-chan struct{}) error {
 	t := time.NewTimer(firewallWait)
 	defer t.Stop()
 	select {

@@ -20,7 +20,7 @@ type Config struct {
 	SubnetMin netip.Addr   // network address of the first subnet handed out
 	SubnetMax netip.Addr   // network address of the last subnet handed out
 
-	EnableNFTables bool // accepted for flannel compatibility; weft's rules use iptables
+	EnableNFTables bool // weft's rules in nftables (table ip weft) instead of iptables
 
 	BackendType string          // "vxlan" unless the Backend object says otherwise
 	Backend     json.RawMessage // the whole Backend object, for the backend to parse strictly

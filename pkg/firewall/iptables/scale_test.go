@@ -38,7 +38,7 @@ func BenchmarkNSInputPeers(b *testing.B) {
 				for range b.N {
 					b.StopTimer()
 					e := newNSEnv(b, bin)
-					m := newManager(e.r, e.r.ipt.HasRandomFully(), allOn, logr.Discard())
+					m := newManager(e.r, e.sets, e.r.ipt.HasRandomFully(), allOn, logr.Discard())
 					m.SetNetwork(testNetwork, testSubnet)
 					m.SetTunnelPort(TunnelUDP, 8472)
 					m.SetPeers(peers)
