@@ -27,7 +27,7 @@ func scalePeers(n, stride int) []netip.Addr {
 // installs the tunnel rules for N peers (ns/op), and at that size one pass after a peer
 // joins, one after it leaves and one idle pass. Run it with
 //
-//	go test -run XXX -bench NSInputPeers -benchtime 3x ./pkg/iptables
+//	go test -run XXX -bench NSInputPeers -benchtime 3x ./pkg/firewall/iptables
 func BenchmarkNSInputPeers(b *testing.B) {
 	for _, bin := range []string{"iptables", "iptables-legacy"} {
 		for _, stride := range []int{1, 2} {
