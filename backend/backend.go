@@ -104,7 +104,9 @@ type Network interface {
 	// repair) until ctx ends, and returns nil then. A non-nil return is fatal.
 	Run(ctx context.Context) error
 	// Close releases what the process holds (sockets, file descriptors). It leaves the
-	// kernel state (devices, routes) in place so that pods keep talking across a restart.
+	// kernel state it can (devices, routes) in place so that pods keep talking across a
+	// restart; a device that lives only as long as its file descriptor (udp's flannel0, not
+	// persistent so that flanneld can take the node back) goes with it.
 	Close() error
 }
 

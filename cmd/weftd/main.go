@@ -48,6 +48,6 @@ func run(args []string) int {
 		log.Error(err, "weftd failed")
 		return 1
 	}
-	log.Info("weftd stopped; the lease and the data plane stay in place")
+	log.Info("weftd stopped; the lease and the kernel data plane stay in place (udp's flannel0 goes with the process)")
 	return 0
 }
