@@ -8,7 +8,6 @@
 package backend
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"net"
@@ -160,21 +159,4 @@ type PacketStats struct {
 // at any time, also after Close.
 type PacketCounter interface {
 	PacketStats() PacketStats
-}
-
-// StrictDecode decodes a Backend object into dst, rejecting unknown keys; the Type key is
-// allowed and ignored. It is the shared helper for Type.Validate implementations.
-func StrictDecode(raw json.RawMessage, dst any) error {
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return err
-	}
-	delete(m, "Type")
-	rest, err := json.Marshal(m)
-	if err != nil {
-		return err
-	}
-	dec := json.NewDecoder(bytes.NewReader(rest))
-	dec.DisallowUnknownFields()
-	return dec.Decode(dst)
 }

@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,12 +16,17 @@ type UnknownKeyError struct {
 }
 
 func (e *UnknownKeyError) Error() string {
-	return fmt.Sprintf("unknown key %q (known: Type, %s)", e.Key, strings.Join(e.Known, ", "))
+	return fmt.Sprintf("unknown key %q (known: %s)", e.Key, strings.Join(append([]string{"Type"}, e.Known...), ", "))
 }
 
-// DecodeKeys decodes a Backend object into dst, which holds the defaults; an empty or null
-// raw leaves dst as it is. Keys are matched case-insensitively, as encoding/json (and so
-// flanneld) does, and Type is always allowed. Errors name the key and the value:
+// DecodeKeys is the one decoder of Backend objects: every backend's Validate uses it. It
+// decodes raw into dst, a pointer to the backend's config struct holding the defaults; an
+// empty or null raw leaves dst as it is. The keys are dst's exported fields (or their json
+// tags), matched case-insensitively as encoding/json, and so flanneld, matches them. Type
+// is always allowed, spelled exactly so: that is the only spelling subnet.ParseConfig
+// reads the backend's name from, so another ("type") would be ignored there and is
+// refused here. Unlike flanneld, which ignores keys it does not know, DecodeKeys refuses
+// them. Errors name the key and the value:
 //
 //	not a JSON object: ...
 //	unknown key "Foo" (known: Type, VNI, Port)      (an *UnknownKeyError)
@@ -28,20 +34,23 @@ func (e *UnknownKeyError) Error() string {
 //
 // It returns the keys as written, for messages about values that decode but are wrong
 // (see RawValue). Backends wrap the error with their name and subnet.ErrInvalidConfig.
-func DecodeKeys(raw json.RawMessage, dst any, known []string) (map[string]json.RawMessage, error) {
-	if len(raw) == 0 || string(raw) == "null" {
+func DecodeKeys(raw json.RawMessage, dst any) (map[string]json.RawMessage, error) {
+	if len(bytes.TrimSpace(raw)) == 0 || string(bytes.TrimSpace(raw)) == "null" {
 		return nil, nil
 	}
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &m); err != nil {
 		return nil, fmt.Errorf("not a JSON object: %v", err)
 	}
+	known := keyNames(dst)
 	for k := range m {
 		if k != "Type" && !containsFold(known, k) {
 			return nil, &UnknownKeyError{Key: k, Known: known}
 		}
 	}
-	if err := StrictDecode(raw, dst); err != nil {
+	// Every key is known, so encoding/json's own matching decides which field each sets
+	// (and ignores Type, unless dst has such a field).
+	if err := json.Unmarshal(raw, dst); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
 			return nil, fmt.Errorf("key %s: value %s is not %s", te.Field, RawValue(m, te.Field), jsonKind(te.Type))
@@ -49,6 +58,31 @@ func DecodeKeys(raw json.RawMessage, dst any, known []string) (map[string]json.R
 		return nil, err
 	}
 	return m, nil
+}
+
+// keyNames returns the JSON keys of the struct dst points to, as encoding/json names them
+// (the field name, or the json tag's name; "-" and unexported fields are no keys), in
+// declaration order. Embedded structs are not flattened: no backend config has one.
+func keyNames(dst any) []string {
+	t := reflect.TypeOf(dst)
+	if t == nil || t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct {
+		panic(fmt.Sprintf("backend.DecodeKeys: dst is %v, not a pointer to a struct", t))
+	}
+	t = t.Elem()
+	var names []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag := f.Tag.Get("json")
+		if !f.IsExported() || tag == "-" {
+			continue
+		}
+		name, _, _ := strings.Cut(tag, ",")
+		if name == "" {
+			name = f.Name
+		}
+		names = append(names, name)
+	}
+	return names
 }
 
 // RawValue returns the JSON text given for key (matched as encoding/json does), or "?".
