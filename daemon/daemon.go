@@ -31,6 +31,7 @@ import (
 	"github.com/weftnet/weft/pkg/metrics"
 	"github.com/weftnet/weft/pkg/status"
 	"github.com/weftnet/weft/pkg/subnetenv"
+	"github.com/weftnet/weft/pkg/wait"
 	"github.com/weftnet/weft/subnet"
 	"github.com/weftnet/weft/subnet/etcdv3"
 )
@@ -330,7 +331,7 @@ func (d *Daemon) acquire(ctx context.Context, mgr *subnet.Manager, attrs subnet.
 			d.log.Error(err, "Cannot acquire a subnet lease yet; retrying")
 			last = err.Error()
 		}
-		if err := sleep(ctx, delay+rand.N(delay/2)); err != nil {
+		if err := wait.Sleep(ctx, delay+rand.N(delay/2)); err != nil {
 			return subnet.Lease{}, err
 		}
 		delay = min(delay*2, 30*time.Second)
@@ -385,15 +386,4 @@ func (d *Daemon) newFirewall(enableNFTables bool, ipt *iptables.Tool, iptErr err
 func withLog(o iface.Options, log klog.Logger) iface.Options {
 	o.Log = log.WithName("iface")
 	return o
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
