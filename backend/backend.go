@@ -48,9 +48,13 @@ func (e Env) Repaired(kind string) {
 type Type struct {
 	// Name is the Backend.Type value, e.g. "host-gw".
 	Name string
-	// Validate checks the raw Backend object strictly: unknown keys and bad values give
-	// an error naming them. It must not touch the system.
+	// Validate checks the raw Backend object: bad values give an error naming the key and
+	// the value. Unknown keys are not errors (flanneld ignores them): the config check warns
+	// about the keys not in Keys. It must not touch the system.
 	Validate func(raw json.RawMessage) error
+	// Keys are the Backend keys the backend reads besides Type (KeyNames of its config
+	// struct).
+	Keys []string
 	// New builds the backend. It may check the kernel, but creates nothing yet.
 	New func(env Env) (Backend, error)
 

@@ -3,8 +3,8 @@ package backend
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -28,7 +28,7 @@ func TestDecodeKeys(t *testing.T) {
 		raw     string
 		want    keysConfig // when err is ""
 		err     string     // a substring of the error
-		unknown string     // the key of the *UnknownKeyError, if any
+		unknown []string   // what UnknownKeys says of it
 	}{
 		{raw: ``, want: defaults},
 		{raw: `null`, want: defaults},
@@ -41,15 +41,14 @@ func TestDecodeKeys(t *testing.T) {
 		{raw: `{"vni":3,"LEARNING":true,"mOdE":"userspace","PORT":1}`,
 			want: keysConfig{VNI: 3, Learning: true, Mode: "userspace", Port: 1}},
 		{raw: `{"Checksum":null}`, want: defaults},
-		// Unknown keys are refused and named as written.
-		{raw: `{"VNI":2,"Foo":1}`, err: `unknown key "Foo" (known: Type, VNI, Learning, Mode, Checksum, port)`, unknown: "Foo"},
-		{raw: `{"vnii":2}`, err: `unknown key "vnii"`, unknown: "vnii"},
-		{raw: `{"Skipped":1}`, err: `unknown key "Skipped"`, unknown: "Skipped"},
-		{raw: `{"hidden":1}`, err: `unknown key "hidden"`, unknown: "hidden"},
-		{raw: `{"Types":"vxlan"}`, err: `unknown key "Types"`, unknown: "Types"},
-		// subnet.ParseConfig reads the backend's name from "Type" only.
-		{raw: `{"type":"vxlan","vni":3}`, err: `unknown key "type"`, unknown: "type"},
-		{raw: `{"TYPE":"vxlan"}`, err: `unknown key "TYPE"`, unknown: "TYPE"},
+		// Unknown keys are ignored, as flanneld ignores them, and listed as written.
+		{raw: `{"VNI":2,"Foo":1}`, want: keysConfig{VNI: 2, Mode: "auto"}, unknown: []string{"Foo"}},
+		{raw: `{"vnii":2}`, want: defaults, unknown: []string{"vnii"}},
+		{raw: `{"Skipped":1,"hidden":1}`, want: defaults, unknown: []string{"Skipped", "hidden"}},
+		{raw: `{"Types":"vxlan"}`, want: defaults, unknown: []string{"Types"}},
+		// Type, in any case, is the backend's name (subnet.ParseConfig reads it so).
+		{raw: `{"type":"vxlan","vni":3}`, want: keysConfig{VNI: 3, Mode: "auto"}},
+		{raw: `{"TYPE":"vxlan"}`, want: defaults},
 		// Values of the wrong kind name the key and the value as written.
 		{raw: `{"VNI":"1"}`, err: `key VNI: value "1" is not an integer`},
 		{raw: `{"vni":1.5}`, err: `key VNI: value 1.5 is not an integer`},
@@ -68,10 +67,6 @@ func TestDecodeKeys(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), c.err) {
 				t.Errorf("%s: error %v, want one containing %q", c.raw, err, c.err)
 			}
-			var uk *UnknownKeyError
-			if isUnknown := errors.As(err, &uk); isUnknown != (c.unknown != "") || isUnknown && uk.Key != c.unknown {
-				t.Errorf("%s: error %#v, want an *UnknownKeyError for %q: %v", c.raw, err, c.unknown, isUnknown)
-			}
 			continue
 		}
 		if err != nil {
@@ -81,23 +76,26 @@ func TestDecodeKeys(t *testing.T) {
 		if !reflect.DeepEqual(got, c.want) {
 			t.Errorf("%s: decoded %+v, want %+v", c.raw, got, c.want)
 		}
+		if u := UnknownKeys(json.RawMessage(c.raw), KeyNames(&keysConfig{})); !slices.Equal(u, c.unknown) {
+			t.Errorf("%s: UnknownKeys = %q, want %q", c.raw, u, c.unknown)
+		}
 		if strings.HasPrefix(c.raw, "{") && len(m) != strings.Count(c.raw, ":") {
 			t.Errorf("%s: keys as written %v", c.raw, m)
 		}
 	}
 }
 
-// A backend without keys (host-gw) decodes into an empty struct: only Type is allowed.
+// A backend without keys (host-gw) decodes into an empty struct: every key but Type is
+// unknown.
 func TestDecodeKeysNoKeys(t *testing.T) {
 	var none struct{}
-	for _, raw := range []string{``, `{}`, `{"Type":"host-gw"}`} {
+	for _, raw := range []string{``, `{}`, `{"Type":"host-gw"}`, `{"Type":"host-gw","MTU":1400}`} {
 		if _, err := DecodeKeys(json.RawMessage(raw), &none); err != nil {
 			t.Errorf("%s: %v", raw, err)
 		}
 	}
-	_, err := DecodeKeys(json.RawMessage(`{"Type":"host-gw","MTU":1400}`), &none)
-	if err == nil || err.Error() != `unknown key "MTU" (known: Type)` {
-		t.Errorf("MTU for a backend without keys: %v", err)
+	if u := UnknownKeys(json.RawMessage(`{"Type":"host-gw","MTU":1400}`), KeyNames(&none)); !slices.Equal(u, []string{"MTU"}) {
+		t.Errorf("MTU for a backend without keys: UnknownKeys = %q", u)
 	}
 }
 
@@ -137,30 +135,36 @@ func FuzzDecodeKeys(f *testing.F) {
 			}
 			return
 		}
-		var keys map[string]json.RawMessage
-		if json.Unmarshal(raw, &keys) == nil {
-			for k := range keys {
-				if k != "Type" && strings.EqualFold(k, "Type") {
-					if err == nil {
-						t.Fatalf("%q: key %q accepted", raw, k)
-					}
-					return
-				}
-			}
-		}
-		var want struct {
-			keysConfig
-			Type json.RawMessage
-		}
-		want.keysConfig = defaults
-		dec := json.NewDecoder(bytes.NewReader(raw))
-		dec.DisallowUnknownFields()
-		wantErr := dec.Decode(&want)
+		// The decoding is encoding/json's, as flanneld's: unknown keys ignored.
+		want := defaults
+		wantErr := json.Unmarshal(raw, &want)
 		if (err == nil) != (wantErr == nil) {
 			t.Fatalf("%q: DecodeKeys: %v; encoding/json: %v", raw, err, wantErr)
 		}
-		if err == nil && !reflect.DeepEqual(got, want.keysConfig) {
-			t.Fatalf("%q: DecodeKeys: %+v; encoding/json: %+v", raw, got, want.keysConfig)
+		if err == nil && !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q: DecodeKeys: %+v; encoding/json: %+v", raw, got, want)
+		}
+		// UnknownKeys lists exactly the keys encoding/json (with a Type field) would refuse.
+		var keys map[string]json.RawMessage
+		if json.Unmarshal(raw, &keys) != nil {
+			return
+		}
+		unknown := UnknownKeys(raw, KeyNames(&keysConfig{}))
+		for k := range keys {
+			// encoding/json, told to refuse unknown fields, on an object of that key alone
+			// (with null, which any field takes).
+			var one struct {
+				keysConfig
+				Type json.RawMessage
+			}
+			quoted, _ := json.Marshal(k)
+			dec := json.NewDecoder(strings.NewReader(`{` + string(quoted) + `:null}`))
+			dec.DisallowUnknownFields()
+			err := dec.Decode(&one)
+			refused := err != nil && strings.Contains(err.Error(), "unknown field")
+			if slices.Contains(unknown, k) != refused {
+				t.Fatalf("%q: UnknownKeys = %q, but encoding/json on key %q: %v", raw, unknown, k, err)
+			}
 		}
 	})
 }

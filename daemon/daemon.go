@@ -142,6 +142,10 @@ func (d *Daemon) run(ctx context.Context, reg subnet.Registry) error {
 			}
 			d.log.Info("Network config", "network", netCfg.Network, "subnetLen", netCfg.SubnetLen,
 				"subnetMin", netCfg.SubnetMin, "subnetMax", netCfg.SubnetMax, "backend", netCfg.BackendType)
+			for _, w := range netCfg.Warnings {
+				d.log.Info("Network config warning: "+w, "key", d.configKey())
+			}
+			d.view.setConfigWarnings(netCfg.Warnings)
 			if cur, err = d.prepare(ctx, netCfg, btype, ext); err != nil {
 				return err
 			}

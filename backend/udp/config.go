@@ -2,9 +2,7 @@ package udp
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/subnet"
@@ -47,10 +45,6 @@ func Validate(raw json.RawMessage) error {
 func ParseConfig(raw json.RawMessage) (Config, error) {
 	cfg := Config{Port: DefaultPort, Batch: true}
 	if _, err := backend.DecodeKeys(raw, &cfg); err != nil {
-		var unknown *backend.UnknownKeyError
-		if errors.As(err, &unknown) && strings.EqualFold(unknown.Key, "MTU") {
-			return Config{}, invalid("%v; the udp backend derives its MTU from the interface (MTU - 28), as flanneld does", err)
-		}
 		return Config{}, invalid("%v", err)
 	}
 	if cfg.Port < 1 || cfg.Port > maxPort {

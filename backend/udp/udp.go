@@ -85,7 +85,7 @@ const NumDropReasons = fastpath.NumDropReasons
 
 // Type returns the udp backend's entry for the daemon's table.
 func Type() backend.Type {
-	return backend.Type{Name: Name, Validate: Validate, New: New, AnyPeerType: true}
+	return backend.Type{Name: Name, Validate: Validate, New: New, AnyPeerType: true, Keys: backend.KeyNames(&Config{})}
 }
 
 type udpBackend struct {

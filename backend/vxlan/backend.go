@@ -21,7 +21,7 @@ const defaultResync = 30 * time.Second
 
 // Type returns the vxlan entry for the daemon's table of backends.
 func Type() backend.Type {
-	return backend.Type{Name: Name, Validate: Validate, New: New, CheckPeerData: checkPeerData}
+	return backend.Type{Name: Name, Validate: Validate, New: New, CheckPeerData: checkPeerData, Keys: backend.KeyNames(&Config{})}
 }
 
 // Backend is the vxlan backend before a lease is held. Its kernel sockets are bound to the
