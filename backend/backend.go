@@ -120,6 +120,14 @@ type Tunnel interface {
 	TunnelPort() (proto string, port int)
 }
 
+// MemoryUser is implemented by Networks whose data plane needs a sizeable heap of its own
+// (wireguard-go's packet buffers). weftd's soft memory limit, which otherwise follows the
+// peer count, is kept at least at MemoryFloor bytes while the Network runs, so that the
+// garbage collector does not run all the time under load.
+type MemoryUser interface {
+	MemoryFloor() int64
+}
+
 // Peer states reported by Describe.
 const (
 	PeerProgrammed = "programmed" // the peer's state is in place

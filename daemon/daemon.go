@@ -224,6 +224,10 @@ func (d *Daemon) session(ctx context.Context, reg subnet.Registry, mgr *subnet.M
 		return fmt.Errorf("backend %s: activate for %s: %w", btype, lease.Subnet, err)
 	}
 	defer nw.Close()
+	if mu, ok := nw.(backend.MemoryUser); ok {
+		d.memory.setFloor(mu.MemoryFloor())
+		defer d.memory.setFloor(0)
+	}
 	d.view.setSession(nw, btype, netCfg.Network, lease, mgr.Ignored)
 	defer d.view.setSession(nil, btype, netCfg.Network, subnet.Lease{}, nil)
 	d.metrics.SetLease(lease)

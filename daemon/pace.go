@@ -95,8 +95,11 @@ const (
 	peerMemory      = 1 << 10
 )
 
-// memoryLimit is the soft limit for a node with peers peers.
-func memoryLimit(peers int) int64 { return baseMemoryLimit + int64(peers)*peerMemory }
+// memoryLimit is the soft limit for a node with peers peers, and at least floor (what the
+// data plane's own buffers need: backend.MemoryUser).
+func memoryLimit(peers int, floor int64) int64 {
+	return max(baseMemoryLimit+int64(peers)*peerMemory, floor)
+}
 
 // After a burst of at least burstEvents peer events (in one Apply or in several, each less
 // than burstSettle after the one before), once burstSettle has passed without another
@@ -114,6 +117,8 @@ const (
 type memoryGovernor struct {
 	enabled bool        // GOMEMLIMIT is not set: the operator's choice wins
 	limit   int64       // the limit last set
+	peers   int         // the peer count last set
+	floor   int64       // the running Network's MemoryFloor; 0: none
 	burst   int         // events applied in the current burst
 	last    time.Time   // when the last Apply was noted
 	release *time.Timer // pending FreeOSMemory after a burst; nil until the first
@@ -152,9 +157,16 @@ func newMemoryGovernor() *memoryGovernor {
 	return &memoryGovernor{enabled: !set}
 }
 
+// setFloor keeps the limit at least at floor bytes (0: no floor).
+func (g *memoryGovernor) setFloor(floor int64) {
+	g.floor = floor
+	g.setPeers(g.peers)
+}
+
 // setPeers sets the limit for n peers.
 func (g *memoryGovernor) setPeers(n int) {
-	if l := memoryLimit(n); g.enabled && l != g.limit {
+	g.peers = n
+	if l := memoryLimit(n, g.floor); g.enabled && l != g.limit {
 		debug.SetMemoryLimit(l)
 		g.limit = l
 	}

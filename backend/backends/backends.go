@@ -17,6 +17,7 @@ import (
 	"github.com/weftnet/weft/backend/hostgw"
 	"github.com/weftnet/weft/backend/udp"
 	"github.com/weftnet/weft/backend/vxlan"
+	"github.com/weftnet/weft/backend/wireguard"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -27,6 +28,7 @@ func Types() map[string]backend.Type {
 		vxlan.Type(),
 		udp.Type(),
 		gre.Type(),
+		wireguard.Type(),
 	}
 	m := make(map[string]backend.Type, len(types))
 	for _, t := range types {

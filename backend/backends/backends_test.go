@@ -11,14 +11,14 @@ import (
 
 func TestTableNamesItsTypes(t *testing.T) {
 	types := backends.Types()
-	for _, name := range []string{"host-gw", "vxlan", "udp", "gre"} {
+	for _, name := range []string{"host-gw", "vxlan", "udp", "gre", "wireguard"} {
 		bt, ok := types[name]
 		if !ok || bt.Name != name || bt.Validate == nil || bt.New == nil {
 			t.Errorf("%s: %+v (present %v)", name, bt, ok)
 		}
 	}
-	if len(types) != 4 {
-		t.Errorf("%d types, want 4", len(types))
+	if len(types) != 5 {
+		t.Errorf("%d types, want 5", len(types))
 	}
 }
 
@@ -38,7 +38,7 @@ func TestParseNetworkConfig(t *testing.T) {
 		t.Errorf("flanneld's Windows vxlan keys: %s %v %q", bt.Name, err, cfg.Warnings)
 	}
 	for js, want := range map[string]string{
-		`{"Network":"10.244.0.0/16","Backend":{"Type":"carrier-pigeon"}}`: `Backend.Type "carrier-pigeon" is not a known backend (known: [gre host-gw udp vxlan])`,
+		`{"Network":"10.244.0.0/16","Backend":{"Type":"carrier-pigeon"}}`: `Backend.Type "carrier-pigeon" is not a known backend (known: [gre host-gw udp vxlan wireguard])`,
 		`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":0}}`:  `Backend (Type "vxlan")`,
 		`{"Network":"10.244.0.0/16","Backend":{}}`:                        `Backend has no Type`,
 	} {
