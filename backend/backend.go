@@ -21,8 +21,22 @@ import (
 // ExternalInterface is the node's underlay interface, chosen by --iface and friends.
 type ExternalInterface struct {
 	Iface     *net.Interface // the link (Index, Name, MTU)
-	IfaceAddr netip.Addr     // the IPv4 address on Iface used as the tunnel source
+	IfaceAddr netip.Addr     // the IPv4 address selected on Iface
 	PublicIP  netip.Addr     // the address peers send to (IfaceAddr unless --public-ip)
+	// PublicIPIface names the interface of this node that holds PublicIP (Iface's name
+	// when PublicIP is IfaceAddr); "" when none does: a NAT or load-balancer address.
+	PublicIPIface string
+}
+
+// TunnelSource is the underlay address that tunnel traffic is sent from and (for the
+// userspace backends) received on: PublicIP when an interface of this node holds it, so
+// that peers, which admit tunnel traffic only from lease public IPs
+// (--restrict-tunnel-port), see the address they know; else IfaceAddr, as flanneld.
+func (e ExternalInterface) TunnelSource() netip.Addr {
+	if e.PublicIPIface != "" && e.PublicIP.IsValid() {
+		return e.PublicIP
+	}
+	return e.IfaceAddr
 }
 
 // Env is what a backend is built from.

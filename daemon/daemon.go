@@ -114,7 +114,13 @@ func (d *Daemon) run(ctx context.Context, reg subnet.Registry) error {
 	d.view.mu.Lock()
 	d.view.ext = ext
 	d.view.mu.Unlock()
-	d.log.Info("Using interface", "iface", ext.Iface.Name, "ifaceAddr", ext.IfaceAddr, "publicIP", ext.PublicIP, "mtu", ext.Iface.MTU)
+	d.log.Info("Using interface", "iface", ext.Iface.Name, "ifaceAddr", ext.IfaceAddr, "publicIP", ext.PublicIP,
+		"tunnelSource", ext.TunnelSource(), "mtu", ext.Iface.MTU)
+	if note, warn := tunnelSourceNote(ext); warn {
+		d.log.Info("Warning: " + note)
+	} else if note != "" {
+		d.log.Info(note)
+	}
 	makeFirewall := d.startFirewall() // off the critical path; awaited before the lease
 
 	var hint netip.Prefix

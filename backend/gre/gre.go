@@ -77,11 +77,11 @@ func New(env backend.Env) (backend.Backend, error) {
 		}
 	}
 	log := env.Log.WithValues("backend", Name)
-	log.Info("GRE backend configured", "mode", cfg.Mode, "mtu", mtu, "local", ext.IfaceAddr)
+	log.Info("GRE backend configured", "mode", cfg.Mode, "mtu", mtu, "local", ext.TunnelSource())
 	return &greBackend{
 		env:  env,
 		cfg:  cfg,
-		spec: deviceSpec{name: DeviceName, local: ext.IfaceAddr, mtu: mtu},
+		spec: deviceSpec{name: DeviceName, local: ext.TunnelSource(), mtu: mtu},
 		log:  log,
 	}, nil
 }
@@ -207,7 +207,7 @@ func (b *greBackend) activateUserspace(h *kernel.Handle, own, network netip.Pref
 		return nil, err
 	}
 	batch := fastpath.OffloadBatchSize
-	local := b.env.Ext.IfaceAddr
+	local := b.env.Ext.TunnelSource()
 	c, err := listenGRE(local, batch, b.log)
 	if err != nil {
 		return nil, err

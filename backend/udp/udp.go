@@ -37,7 +37,10 @@
 //
 // Caveat of the stricter check: a peer's datagrams must come from its lease's PublicIP and
 // the configured port. A NAT between nodes that rewrites either makes that peer's traffic
-// count as not-peer, where flanneld would accept it.
+// count as not-peer, where flanneld would accept it. The socket is bound to
+// backend.ExternalInterface.TunnelSource: the public IP when an interface of the node
+// holds it (so that a weft peer sees the datagrams come from the lease's address, and
+// datagrams sent to it arrive), else the interface address, as flanneld's.
 //
 // The package owns flannel0 and its configuration; it does not talk to the subnet store
 // and does not judge peer leases (the daemon admits them, see backend.Network). Like
@@ -163,7 +166,7 @@ func (b *udpBackend) activate(h *kernel.Handle, own, network netip.Prefix, batch
 	if err != nil {
 		return nil, err
 	}
-	listen := netip.AddrPortFrom(b.env.Ext.IfaceAddr, uint16(b.cfg.Port))
+	listen := netip.AddrPortFrom(b.env.Ext.TunnelSource(), uint16(b.cfg.Port))
 	sock, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(listen))
 	if err != nil {
 		queue.Close()

@@ -81,7 +81,7 @@ func New(env backend.Env) (backend.Backend, error) {
 			mac:       vtepMAC(ext.PublicIP, cfg.VNI),
 			mtu:       mtu,
 			extIndex:  ext.Iface.Index,
-			local:     ext.IfaceAddr,
+			local:     ext.TunnelSource(),
 			port:      port,
 			learning:  cfg.Learning,
 			gbp:       cfg.GBP,
