@@ -230,6 +230,12 @@ func (d *Daemon) session(ctx context.Context, reg subnet.Registry, mgr *subnet.M
 		return fmt.Errorf("backend %s: activate for %s: %w", btype, lease.Subnet, err)
 	}
 	defer nw.Close()
+	mode := ""
+	if ds, ok := nw.(backend.Describer); ok {
+		mode = ds.Describe().Info["mode"]
+	}
+	d.metrics.SetBackend(btype, mode)
+	defer d.metrics.SetBackend("", "")
 	if mu, ok := nw.(backend.MemoryUser); ok {
 		d.memory.setFloor(mu.MemoryFloor())
 		defer d.memory.setFloor(0)
