@@ -35,6 +35,6 @@ COPY dist/mk-docker-opts.sh /usr/local/bin/mk-docker-opts.sh
 # devices, iptables), which needs CAP_NET_ADMIN and CAP_NET_RAW in the host's network
 # namespace; a non-root user would need file capabilities on weftd and on iptables, which
 # do not survive every runtime. Instead root is bounded by the runtime: the DaemonSet
-# (dist/kube-weft.yml) drops ALL capabilities and adds back only NET_ADMIN and NET_RAW,
+# (dist/kube-weft.yml, kube-weft-etcd.yml) drops ALL capabilities and adds back only NET_ADMIN and NET_RAW,
 # with privileged: false, no privilege escalation and a read-only root filesystem.
 ENTRYPOINT ["/usr/local/bin/weftd"]

@@ -35,12 +35,12 @@ func (d *Daemon) waitConfig(ctx context.Context, reg subnet.Registry) (*subnet.C
 		cancel()
 		switch {
 		case errors.Is(err, subnet.ErrNotFound):
-			report("No network config in etcd at "+d.configKey()+"; waiting for a valid config", err)
+			report("No network config in "+d.configPlace()+"; waiting for a valid config", err)
 		case err != nil:
 			if ctx.Err() != nil {
 				return nil, backend.Type{}, 0, nil
 			}
-			report("Cannot read the network config from etcd; retrying", err)
+			report("Cannot read the network config from "+d.configWhere()+"; retrying", err)
 			if wait.Sleep(ctx, d.jitterDelay()) != nil {
 				return nil, backend.Type{}, 0, nil
 			}
@@ -73,11 +73,11 @@ func (d *Daemon) watchConfig(ctx context.Context, reg subnet.Registry, running *
 		for raw := range reg.WatchConfig(ctx, rev) {
 			switch cfg, _, err := backends.ParseNetworkConfig(raw); {
 			case raw == nil:
-				d.log.Error(nil, "The network config was deleted from etcd; the running data plane is kept", "key", d.configKey())
+				d.log.Error(nil, "The network config was deleted from "+d.configWhere()+"; the running data plane is kept", "key", d.configKey())
 			case err != nil:
-				d.log.Error(err, "The network config in etcd is now invalid; the running data plane is kept")
+				d.log.Error(err, "The network config in "+d.configWhere()+" is now invalid; the running data plane is kept")
 			case !sameConfig(cfg, running):
-				d.log.Info("The network config in etcd changed; restart weftd to apply it", "network", cfg.Network, "backend", cfg.BackendType)
+				d.log.Info("The network config in "+d.configWhere()+" changed; restart weftd to apply it", "network", cfg.Network, "backend", cfg.BackendType)
 			}
 		}
 		if wait.Sleep(ctx, d.jitterDelay()) != nil {
@@ -103,8 +103,13 @@ func compact(raw []byte) []byte {
 	return b.Bytes()
 }
 
-// configKey names the config key in messages (the layout is etcdv3's).
-func (d *Daemon) configKey() string { return d.cfg.Etcd.Keys().Config }
+// configKey names the config key in messages (the layout is etcdv3's), or the file.
+func (d *Daemon) configKey() string {
+	if d.cfg.Kube != nil {
+		return d.cfg.Kube.NetConfPath
+	}
+	return d.cfg.Etcd.Keys().Config
+}
 
 // jitterDelay is the pause before re-reading the store after an error.
 func (d *Daemon) jitterDelay() time.Duration {

@@ -57,6 +57,8 @@ type Config struct {
 	// BlackholeRoute keeps a blackhole route for the node's subnet (--ip-blackhole-route;
 	// see blackhole.go).
 	BlackholeRoute bool
+	// Kube, if set, runs weftd in Kubernetes mode instead of on etcd.
+	Kube *KubeConfig
 }
 
 // Daemon is one weftd.
@@ -84,7 +86,7 @@ func New(cfg Config, log klog.Logger) *Daemon {
 func (d *Daemon) Run(ctx context.Context) error {
 	d.memory.setPeers(0)
 	defer d.memory.stop()
-	reg, err := etcdv3.New(d.cfg.Etcd, d.log.WithName("etcd"))
+	reg, err := d.openRegistry(ctx)
 	if err != nil {
 		return err
 	}
@@ -300,6 +302,7 @@ func (d *Daemon) session(ctx context.Context, reg subnet.Registry, mgr *subnet.M
 				case <-applied:
 				default:
 					close(applied)
+					g.Go(func() error { return d.markNetworkAvailable(gctx, reg) })
 				}
 			}
 		}
@@ -345,6 +348,9 @@ func (d *Daemon) acquire(ctx context.Context, mgr *subnet.Manager, attrs subnet.
 		}
 		if errors.Is(err, context.DeadlineExceeded) {
 			err = fmt.Errorf("etcd did not answer within %v: %w", d.acquireTimeout, err)
+		}
+		if errors.Is(err, subnet.ErrNotAssigned) {
+			delay = 250 * time.Millisecond // AssignedSubnet itself waits for the subnet
 		}
 		d.health.SetError(err)
 		if err.Error() != last {

@@ -26,9 +26,9 @@ import (
 	"github.com/weftnet/weft/subnet"
 )
 
-const manifestPath = "dist/kube-weft.yml"
+const manifestPath = "dist/kube-weft-etcd.yml"
 
-// manifest is kube-weft.yml, decoded.
+// manifest is kube-weft-etcd.yml (the etcd-mode DaemonSet), decoded.
 type manifest struct {
 	serviceAccount *corev1.ServiceAccount
 	configMap      *corev1.ConfigMap

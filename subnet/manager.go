@@ -139,7 +139,17 @@ func (m *Manager) setOwn(l Lease) {
 // previous subnet file, or the subnet just lost) if it is free and in range; then a random
 // free subnet among the first ones from SubnetMin. Losing a create race moves on to another
 // subnet. When the range is full it returns an error wrapping ErrNoFreeSubnet.
+//
+// With a Registry that assigns the subnet (an Assigner: Kubernetes) there is no choice to
+// make: Acquire claims the assigned subnet, which must fit the config, and hint is unused.
 func (m *Manager) Acquire(ctx context.Context, attrs LeaseAttrs, hint netip.Prefix) (Lease, error) {
+	if as, ok := m.reg.(Assigner); ok {
+		l, err := m.claimAssigned(ctx, as, attrs)
+		if err == nil {
+			m.setOwn(l)
+		}
+		return l, err
+	}
 	for attempt := 0; attempt < maxCreateAttempts; attempt++ {
 		l, err := m.tryAcquire(ctx, attrs, hint)
 		if err == nil {
@@ -156,6 +166,25 @@ func (m *Manager) Acquire(ctx context.Context, attrs LeaseAttrs, hint netip.Pref
 		}
 	}
 	return Lease{}, fmt.Errorf("acquire: lost %d create races in a row: %w", maxCreateAttempts, ErrTaken)
+}
+
+// claimAssigned claims the subnet the Registry assigns to this node.
+func (m *Manager) claimAssigned(ctx context.Context, as Assigner, attrs LeaseAttrs) (Lease, error) {
+	sn, err := as.AssignedSubnet(ctx)
+	if err != nil {
+		return Lease{}, err
+	}
+	if !m.cfg.Contains(sn) {
+		return Lease{}, fmt.Errorf("the subnet %s assigned to this node is not a /%d inside the network %s: the config's Network and SubnetLen must match how the cluster assigns node subnets",
+			sn, m.cfg.SubnetLen, m.cfg.Network)
+	}
+	l, err := m.reg.CreateLease(ctx, sn, attrs, 0)
+	if err != nil {
+		m.obs.StoreError("create", err)
+		return Lease{}, fmt.Errorf("claim the assigned subnet %s: %w", sn, err)
+	}
+	m.log.Info("Claimed the subnet assigned to this node", "subnet", sn, "publicIP", l.Attrs.PublicIP)
+	return l, nil
 }
 
 func (m *Manager) tryAcquire(ctx context.Context, attrs LeaseAttrs, hint netip.Prefix) (Lease, error) {

@@ -131,3 +131,15 @@ type Registry interface {
 	// an error is delivered (then the channel closes).
 	WatchLeases(ctx context.Context, rev int64) <-chan WatchBatch
 }
+
+// ErrNotAssigned: the Registry assigns this node's subnet (an Assigner) and has none yet.
+var ErrNotAssigned = errors.New("no subnet assigned to this node yet")
+
+// Assigner is a Registry where a node's subnet is not chosen by weft but assigned to it by
+// someone else: in Kubernetes, kube-controller-manager sets the Node's spec.podCIDR. The
+// Manager then claims that subnet (CreateLease) instead of choosing one.
+type Assigner interface {
+	// AssignedSubnet returns the subnet assigned to this node, waiting until ctx ends for
+	// one; then the error wraps ErrNotAssigned and says what is missing.
+	AssignedSubnet(ctx context.Context) (netip.Prefix, error)
+}

@@ -39,6 +39,7 @@ type options struct {
 	healthzIP           string
 	healthzPort         int
 	version             bool
+	kube                kubeFlags // Kubernetes mode: kubeflags.go
 }
 
 // notYet are flanneld's flags that weft does not have yet. They are declared (hidden) only
@@ -49,16 +50,8 @@ var notYet = []struct {
 	name, def, why string
 	isBool         bool
 }{
-	{name: "kube-subnet-mgr", def: "false", why: kubeWhy, isBool: true},
-	{name: "kube-api-url", why: kubeWhy},
-	{name: "kubeconfig-file", why: kubeWhy},
-	{name: "kube-annotation-prefix", def: "flannel.alpha.coreos.com", why: kubeWhy},
-	{name: "net-config-path", def: "/etc/kube-flannel/net-conf.json", why: kubeWhy},
-	{name: "set-node-network-unavailable", def: "true", why: kubeWhy, isBool: true},
 	{name: "public-ipv6", why: "weft has no IPv6 yet"},
 }
-
-const kubeWhy = "weft has no Kubernetes subnet manager yet; it leases from etcd"
 
 // flagSet declares weftd's flags, bound to o: flanneld's names and defaults, weft's own
 // (--restrict-tunnel-port, the hidden --subnet-lease-ttl), klog's -v, -vmodule and
@@ -88,6 +81,7 @@ func (o *options) flagSet() *pflag.FlagSet {
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	// flanneld reads --version before its environment: FLANNELD_VERSION does nothing.
 	flagenv.CommandLineOnly(fs, "version")
+	o.kube.addTo(fs)
 	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(klogFlags)
 	for _, name := range []string{"v", "vmodule", "log_backtrace_at"} {
@@ -125,6 +119,7 @@ func parseFlags(args, environ []string) (o *options, warnings []string, err erro
 		return nil, nil, err
 	}
 	getenv := lookupIn(environ)
+	o.kube.getenv = getenv
 	if err := flagenv.Apply(fs, getenv, flagenv.WeftdPrefixes()...); err != nil {
 		return nil, nil, err
 	}
@@ -202,6 +197,7 @@ func (o *options) daemonConfig(version string) daemon.Config {
 		IPTablesSync:        time.Duration(o.iptablesResync) * time.Second,
 		RestrictTunnelPort:  o.restrictTunnel,
 		Version:             version,
+		Kube:                o.kube.config(),
 	}
 	if o.healthzPort != 0 {
 		c.HealthzAddr = net.JoinHostPort(o.healthzIP, strconv.Itoa(o.healthzPort))

@@ -172,15 +172,13 @@ func TestFlagCompat(t *testing.T) {
 		},
 		{
 			name: "Kubernetes subnet manager", args: []string{"--kube-subnet-mgr"},
-			flanneld: "leases from the Kubernetes API instead of etcd",
-			weft:     "refused by name: not supported yet", wantErr: "--kube-subnet-mgr is not supported yet (weft has no Kubernetes subnet manager yet",
-			differs: "Kubernetes subnet manager (`--kube-subnet-mgr` and the other kube flags)",
+			flanneld: "leases from the Kubernetes API instead of etcd", weft: "the same", agree: true,
+			ok: func(o *options) bool { return o.kube.enabled },
 		},
 		{
 			name: "kube flag with a value", args: []string{"-kube-api-url", "https://k:6443"},
-			flanneld: "used by the Kubernetes subnet manager (ignored without it)",
-			weft:     "refused by name", wantErr: "--kube-api-url is not supported yet",
-			differs: "Kubernetes subnet manager (`--kube-subnet-mgr` and the other kube flags)",
+			flanneld: "used by the Kubernetes subnet manager (ignored without it)", weft: "the same", agree: true,
+			ok: func(o *options) bool { return o.kube.apiURL == "https://k:6443" && o.daemonConfig("t").Kube == nil },
 		},
 		{
 			name: "kube flag at flanneld's default", args: []string{"--kube-subnet-mgr=false", "--net-config-path=/etc/kube-flannel/net-conf.json"},
@@ -288,10 +286,8 @@ func TestEnvCompat(t *testing.T) {
 		},
 		{
 			name: "Kubernetes subnet manager", env: map[string]string{"FLANNELD_KUBE_SUBNET_MGR": "true"},
-			flanneld: "leases from the Kubernetes API instead of etcd",
-			weft:     "refused naming the variable: not supported yet",
-			wantErr:  "$FLANNELD_KUBE_SUBNET_MGR=true sets --kube-subnet-mgr, which is not supported yet (weft has no Kubernetes subnet manager",
-			differs:  "Kubernetes subnet manager (`--kube-subnet-mgr` and the other kube flags)",
+			flanneld: "leases from the Kubernetes API instead of etcd", weft: "the same", agree: true,
+			ok: func(o *options) bool { return o.kube.enabled },
 		},
 		{
 			name: "Kubernetes subnet manager off", env: map[string]string{"FLANNELD_KUBE_SUBNET_MGR": "false"},
@@ -361,7 +357,7 @@ func TestGoStyleArgs(t *testing.T) {
 
 // TestFlagErrorsExit2: refusals end weftd with exit status 2 before it starts anything.
 func TestFlagErrorsExit2(t *testing.T) {
-	for _, args := range [][]string{{"--no-such-flag"}, {"-kube-subnet-mgr"}, {"--public-ipv6", "2001:db8::1"}, {"stray"}} {
+	for _, args := range [][]string{{"--no-such-flag"}, {"--public-ipv6", "2001:db8::1"}, {"stray"}} {
 		// run starts the daemon when the flags are accepted: never here, in the root namespace.
 		if _, _, err := parseFlags(args, os.Environ()); err == nil {
 			t.Fatalf("weftd %q accepted", args)
@@ -440,12 +436,36 @@ func TestFlagErrorsNameFlagAndValue(t *testing.T) {
 		{nil, map[string]string{"WEFTD_ETCD_ENDPOINTS": "http://a:2379,ftp://b:2379"}, `invalid value "http://a:2379,ftp://b:2379" for --etcd-endpoints: "ftp://b:2379"`},
 		{[]string{"--etcd-cafile", "/nonexistent/ca.pem"}, nil, "--etcd-cafile /nonexistent/ca.pem"},
 		{nil, map[string]string{"FLANNELD_IP_MASQ": "yes"}, `invalid value "yes" for --ip-masq (from $FLANNELD_IP_MASQ)`},
-		{nil, map[string]string{"WEFTD_KUBECONFIG_FILE": "/etc/k"}, "$WEFTD_KUBECONFIG_FILE=/etc/k sets --kubeconfig-file, which is not supported yet"},
 		{[]string{"stray"}, nil, `unexpected argument "stray"`},
 	} {
 		_, _, err := parseFlags(tc.args, environ(tc.env))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v %v: got %v, want %q", tc.args, tc.env, err, tc.want)
 		}
+	}
+}
+
+// TestKubeFlags: flanneld's Kubernetes-mode flags, defaults and environment.
+func TestKubeFlags(t *testing.T) {
+	o, _, err := parseFlags(nil, environ(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.daemonConfig("test").Kube != nil {
+		t.Error("Kubernetes mode without --kube-subnet-mgr")
+	}
+	o, _, err = parseFlags([]string{"--kube-subnet-mgr", "--kubeconfig-file", "/k", "--set-node-network-unavailable=false"},
+		environ(map[string]string{"FLANNELD_KUBE_ANNOTATION_PREFIX": "example.com/weft", "NODE_NAME": "n1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := o.daemonConfig("test").Kube
+	if k == nil || k.Kubeconfig != "/k" || k.APIURL != "" || k.AnnotationPrefix != "example.com/weft" ||
+		k.NetConfPath != "/etc/kube-flannel/net-conf.json" || k.SetNodeNetworkUnavailable || k.Getenv("NODE_NAME") != "n1" {
+		t.Errorf("kube config %+v", k)
+	}
+	o, _, _ = parseFlags([]string{"--kube-subnet-mgr"}, environ(nil))
+	if k := o.daemonConfig("test").Kube; k.AnnotationPrefix != "flannel.alpha.coreos.com" || !k.SetNodeNetworkUnavailable {
+		t.Errorf("defaults %+v", k)
 	}
 }

@@ -1,0 +1,132 @@
+package kube
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/weftnet/weft/subnet"
+)
+
+// ErrUnsupported is returned by the Registry methods that have no Kubernetes meaning here:
+// deleting leases (delete the Node instead) and writing the config (edit the ConfigMap).
+var ErrUnsupported = errors.New("not supported in Kubernetes mode")
+
+// ErrNotPodCIDR: a lease was asked for another subnet than this node's pod CIDR.
+var ErrNotPodCIDR = errors.New("in Kubernetes mode a node can only hold its spec.podCIDR")
+
+// CreateLease claims this node's pod CIDR: it publishes attrs in the node's annotations
+// (patching nodes/status, as flanneld does, only when they differ), waits until the
+// informer shows them, and returns the lease (a reservation: ttl is ignored, nothing
+// expires). sn must be the node's pod CIDR (ErrNotPodCIDR otherwise). With the node's
+// public-ip-overwrite annotation set, that address is published, and returned, as PublicIP.
+func (r *Registry) CreateLease(ctx context.Context, sn netip.Prefix, attrs subnet.LeaseAttrs, _ time.Duration) (subnet.Lease, error) {
+	if err := r.waitSynced(ctx); err != nil {
+		return subnet.Lease{}, err
+	}
+	r.mu.Lock()
+	node := r.ownNode
+	r.mu.Unlock()
+	if node == nil {
+		return subnet.Lease{}, fmt.Errorf("node %q does not exist: %w", r.nodeName, subnet.ErrNotFound)
+	}
+	cidr, err := podCIDR(node)
+	if err != nil {
+		return subnet.Lease{}, fmt.Errorf("node %q: %w", r.nodeName, err)
+	}
+	if cidr != sn.Masked() {
+		return subnet.Lease{}, fmt.Errorf("node %q has pod CIDR %s, asked for %s: %w", r.nodeName, cidr, sn, ErrNotPodCIDR)
+	}
+	want, attrs, err := r.ann.published(node, attrs)
+	if err != nil {
+		return subnet.Lease{}, err
+	}
+	if differ(node, want) {
+		if node.Annotations[r.ann.publicIPOverwrite] != "" {
+			r.log.Info("Publishing the public IP the node's annotation names", "annotation", r.ann.publicIPOverwrite, "publicIP", attrs.PublicIP)
+		}
+		patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": want}})
+		if err != nil {
+			return subnet.Lease{}, err
+		}
+		// nodes/status, as flanneld: its ClusterRole grants patch there, not on nodes.
+		if _, err := r.api.PatchNodeStatus(ctx, r.nodeName, types.StrategicMergePatchType, patch); err != nil {
+			return subnet.Lease{}, fmt.Errorf("annotate node %q: %w", r.nodeName, err)
+		}
+	}
+	// Wait until the watch shows the lease, so that its revision orders it among the changes.
+	want4 := subnet.Lease{Subnet: cidr, Attrs: attrs}
+	for {
+		r.mu.Lock()
+		st, wake := r.nodes[r.nodeName], r.wake
+		r.mu.Unlock()
+		if st.lease != nil && st.lease.Key() == want4.Key() && st.lease.Attrs.Equal(attrs) {
+			return *st.lease, nil
+		}
+		if err := r.waitChange(ctx, wake); err != nil {
+			return subnet.Lease{}, fmt.Errorf("node %q: the annotations did not come back through the watch: %w", r.nodeName, err)
+		}
+	}
+}
+
+// UpdateLease publishes attrs for this node's pod CIDR, as CreateLease; old.Subnet must be it.
+func (r *Registry) UpdateLease(ctx context.Context, old subnet.Lease, attrs subnet.LeaseAttrs, ttl time.Duration) (subnet.Lease, error) {
+	return r.CreateLease(ctx, old.Subnet, attrs, ttl)
+}
+
+// RenewLease re-reads this node's lease from the cache: there is no TTL to extend. It
+// returns subnet.ErrNotFound when the node no longer publishes l's subnet (deleted, another
+// pod CIDR, or its annotations gone).
+func (r *Registry) RenewLease(ctx context.Context, l subnet.Lease) (subnet.Lease, error) {
+	if err := r.waitSynced(ctx); err != nil {
+		return subnet.Lease{}, err
+	}
+	r.mu.Lock()
+	st := r.nodes[r.nodeName]
+	r.mu.Unlock()
+	if st.lease == nil || st.lease.Key() != l.Key() {
+		return subnet.Lease{}, fmt.Errorf("node %q no longer publishes %s: %w", r.nodeName, l.Subnet, subnet.ErrNotFound)
+	}
+	return *st.lease, nil
+}
+
+// DeleteLease is unsupported: a node's pod CIDR goes with the Node object.
+func (r *Registry) DeleteLease(context.Context, netip.Prefix) error {
+	return fmt.Errorf("delete a lease: %w (delete the Node; its pod CIDR goes with it)", ErrUnsupported)
+}
+
+// DeleteLeaseAt is unsupported, as DeleteLease.
+func (r *Registry) DeleteLeaseAt(context.Context, netip.Prefix, int64) (int64, error) {
+	return 0, fmt.Errorf("delete a lease: %w (delete the Node; its pod CIDR goes with it)", ErrUnsupported)
+}
+
+// TimeToLive is an error: Kubernetes leases have no TTL.
+func (r *Registry) TimeToLive(context.Context, subnet.Lease) (time.Duration, error) {
+	return 0, fmt.Errorf("time to live: %w (a node's pod CIDR has no TTL)", ErrUnsupported)
+}
+
+// SetNetworkAvailable sets this node's NetworkUnavailable condition to false, as flanneld
+// does once its data plane is up (--set-node-network-unavailable).
+func (r *Registry) SetNetworkAvailable(ctx context.Context) error {
+	now := metav1.Now()
+	cond := corev1.NodeCondition{
+		Type: corev1.NodeNetworkUnavailable, Status: corev1.ConditionFalse,
+		Reason: "FlannelIsUp", Message: "Flannel is running on this node",
+		LastTransitionTime: now, LastHeartbeatTime: now,
+	}
+	patch, err := json.Marshal(map[string]any{"status": map[string]any{"conditions": []corev1.NodeCondition{cond}}})
+	if err != nil {
+		return err
+	}
+	if _, err := r.api.PatchNodeStatus(ctx, r.nodeName, types.StrategicMergePatchType, patch); err != nil {
+		return fmt.Errorf("set NetworkUnavailable=false on node %q: %w", r.nodeName, err)
+	}
+	return nil
+}
