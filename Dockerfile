@@ -35,9 +35,12 @@ RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}"
        github.com/containernetworking/plugins/plugins/ipam/host-local \
        github.com/containernetworking/plugins/plugins/meta/portmap
 
-# Run stage. Not distroless: weftd runs iptables(8), so the image carries Debian's iptables
-# (iptables-nft by default; on hosts still on iptables-legacy, switch the alternative with
-# `update-alternatives --set iptables /usr/sbin/iptables-legacy` in a derived image).
+# Run stage. Not distroless: in iptables mode weftd runs iptables(8), so the image carries
+# Debian's iptables package, which has both back ends (iptables-legacy, iptables-nft). weftd
+# picks the one the host uses at start, as iptables-wrappers does (kubelet's hint chain, else
+# where the kube/weft rules are) and logs which; no wrapper or update-alternatives is needed.
+# nftables mode (EnableNFTables) and the ipset of peers go through netlink: no nft or ipset
+# binary.
 FROM debian:bookworm-slim
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iptables \

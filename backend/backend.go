@@ -8,7 +8,6 @@
 package backend
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"net"
@@ -22,8 +21,22 @@ import (
 // ExternalInterface is the node's underlay interface, chosen by --iface and friends.
 type ExternalInterface struct {
 	Iface     *net.Interface // the link (Index, Name, MTU)
-	IfaceAddr netip.Addr     // the IPv4 address on Iface used as the tunnel source
+	IfaceAddr netip.Addr     // the IPv4 address selected on Iface
 	PublicIP  netip.Addr     // the address peers send to (IfaceAddr unless --public-ip)
+	// PublicIPIface names the interface of this node that holds PublicIP (Iface's name
+	// when PublicIP is IfaceAddr); "" when none does: a NAT or load-balancer address.
+	PublicIPIface string
+}
+
+// TunnelSource is the underlay address that tunnel traffic is sent from and (for the
+// userspace backends) received on: PublicIP when an interface of this node holds it, so
+// that peers, which admit tunnel traffic only from lease public IPs
+// (--restrict-tunnel-port), see the address they know; else IfaceAddr, as flanneld.
+func (e ExternalInterface) TunnelSource() netip.Addr {
+	if e.PublicIPIface != "" && e.PublicIP.IsValid() {
+		return e.PublicIP
+	}
+	return e.IfaceAddr
 }
 
 // Env is what a backend is built from.
@@ -49,9 +62,13 @@ func (e Env) Repaired(kind string) {
 type Type struct {
 	// Name is the Backend.Type value, e.g. "host-gw".
 	Name string
-	// Validate checks the raw Backend object strictly: unknown keys and bad values give
-	// an error naming them. It must not touch the system.
+	// Validate checks the raw Backend object: bad values give an error naming the key and
+	// the value. Unknown keys are not errors (flanneld ignores them): the config check warns
+	// about the keys not in Keys. It must not touch the system.
 	Validate func(raw json.RawMessage) error
+	// Keys are the Backend keys the backend reads besides Type (KeyNames of its config
+	// struct).
+	Keys []string
 	// New builds the backend. It may check the kernel, but creates nothing yet.
 	New func(env Env) (Backend, error)
 
@@ -104,7 +121,9 @@ type Network interface {
 	// repair) until ctx ends, and returns nil then. A non-nil return is fatal.
 	Run(ctx context.Context) error
 	// Close releases what the process holds (sockets, file descriptors). It leaves the
-	// kernel state (devices, routes) in place so that pods keep talking across a restart.
+	// kernel state it can (devices, routes) in place so that pods keep talking across a
+	// restart; a device that lives only as long as its file descriptor (udp's flannel0, not
+	// persistent so that flanneld can take the node back) goes with it.
 	Close() error
 }
 
@@ -113,6 +132,14 @@ type Network interface {
 // --restrict-tunnel-port). Proto is "udp" (with a port) or "gre".
 type Tunnel interface {
 	TunnelPort() (proto string, port int)
+}
+
+// MemoryUser is implemented by Networks whose data plane needs a sizeable heap of its own
+// (wireguard-go's packet buffers). weftd's soft memory limit, which otherwise follows the
+// peer count, is kept at least at MemoryFloor bytes while the Network runs, so that the
+// garbage collector does not run all the time under load.
+type MemoryUser interface {
+	MemoryFloor() int64
 }
 
 // Peer states reported by Describe.
@@ -158,21 +185,4 @@ type PacketStats struct {
 // at any time, also after Close.
 type PacketCounter interface {
 	PacketStats() PacketStats
-}
-
-// StrictDecode decodes a Backend object into dst, rejecting unknown keys; the Type key is
-// allowed and ignored. It is the shared helper for Type.Validate implementations.
-func StrictDecode(raw json.RawMessage, dst any) error {
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return err
-	}
-	delete(m, "Type")
-	rest, err := json.Marshal(m)
-	if err != nil {
-		return err
-	}
-	dec := json.NewDecoder(bytes.NewReader(rest))
-	dec.DisallowUnknownFields()
-	return dec.Decode(dst)
 }

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"strings"
 	"testing"
@@ -9,6 +10,8 @@ import (
 
 	"k8s.io/klog/v2/ktesting"
 
+	"github.com/weftnet/weft/pkg/firewall/iptables"
+	"github.com/weftnet/weft/pkg/firewall/nftables"
 	"github.com/weftnet/weft/subnet"
 	"github.com/weftnet/weft/subnet/subnettest"
 )
@@ -63,12 +66,22 @@ func TestNoFirewallWhenNoRuleIsWanted(t *testing.T) {
 	logger, _ := ktesting.NewTestContext(t)
 	t.Setenv("PATH", t.TempDir()) // no iptables binary to find
 	d := New(Config{}, logger)
-	fw, err := d.newFirewall()
-	if err != nil || fw != nil {
-		t.Fatalf("newFirewall() = %v, %v; want no firewall and no error", fw, err)
+	for _, nft := range []bool{false, true} {
+		fw, err := d.startFirewall()(nft)
+		if err != nil || fw != nil {
+			t.Fatalf("firewall (nftables %v) = %v, %v; want no firewall and no error", nft, fw, err)
+		}
 	}
 	d = New(Config{IPMasq: true}, logger)
-	if _, err := d.newFirewall(); err == nil {
-		t.Fatal("with --ip-masq and no iptables binary, newFirewall did not fail")
+	if _, err := d.startFirewall()(false); !errors.Is(err, iptables.ErrNoIPTables) {
+		t.Fatalf("with --ip-masq and no iptables binary, the iptables firewall: %v, want ErrNoIPTables", err)
+	}
+	// nftables mode needs no binary; with none, there is no iptables to clean either.
+	fw, err := d.startFirewall()(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := fw.(*nftables.Manager); !ok {
+		t.Fatalf("EnableNFTables gave %T", fw)
 	}
 }

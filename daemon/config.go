@@ -10,6 +10,7 @@ import (
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/backends"
+	"github.com/weftnet/weft/pkg/wait"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -40,7 +41,7 @@ func (d *Daemon) waitConfig(ctx context.Context, reg subnet.Registry) (*subnet.C
 				return nil, backend.Type{}, 0, nil
 			}
 			report("Cannot read the network config from "+d.configWhere()+"; retrying", err)
-			if sleep(ctx, d.jitterDelay()) != nil {
+			if wait.Sleep(ctx, d.jitterDelay()) != nil {
 				return nil, backend.Type{}, 0, nil
 			}
 			continue
@@ -79,7 +80,7 @@ func (d *Daemon) watchConfig(ctx context.Context, reg subnet.Registry, running *
 				d.log.Info("The network config in "+d.configWhere()+" changed; restart weftd to apply it", "network", cfg.Network, "backend", cfg.BackendType)
 			}
 		}
-		if sleep(ctx, d.jitterDelay()) != nil {
+		if wait.Sleep(ctx, d.jitterDelay()) != nil {
 			return nil
 		}
 		if _, r, err := reg.GetConfig(ctx); err == nil {

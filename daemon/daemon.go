@@ -22,13 +22,16 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/pkg/firewall"
+	"github.com/weftnet/weft/pkg/firewall/iptables"
+	"github.com/weftnet/weft/pkg/firewall/nftables"
 	"github.com/weftnet/weft/pkg/health"
 	"github.com/weftnet/weft/pkg/iface"
 	"github.com/weftnet/weft/pkg/ip"
-	"github.com/weftnet/weft/pkg/iptables"
 	"github.com/weftnet/weft/pkg/metrics"
 	"github.com/weftnet/weft/pkg/status"
 	"github.com/weftnet/weft/pkg/subnetenv"
+	"github.com/weftnet/weft/pkg/wait"
 	"github.com/weftnet/weft/subnet"
 	"github.com/weftnet/weft/subnet/etcdv3"
 )
@@ -48,6 +51,12 @@ type Config struct {
 	RestrictTunnelPort bool
 	HealthzAddr        string // host:port; empty disables the health server
 	Version            string
+
+	// IPMasqNoRandomFully masquerades without --random-fully (--ip-masq-fully-random-disable).
+	IPMasqNoRandomFully bool
+	// BlackholeRoute keeps a blackhole route for the node's subnet (--ip-blackhole-route;
+	// see blackhole.go).
+	BlackholeRoute bool
 	// Kube, if set, runs weftd in Kubernetes mode instead of on etcd.
 	Kube *KubeConfig
 }
@@ -107,8 +116,14 @@ func (d *Daemon) run(ctx context.Context, reg subnet.Registry) error {
 	d.view.mu.Lock()
 	d.view.ext = ext
 	d.view.mu.Unlock()
-	d.log.Info("Using interface", "iface", ext.Iface.Name, "ifaceAddr", ext.IfaceAddr, "publicIP", ext.PublicIP, "mtu", ext.Iface.MTU)
-	firewall := d.startFirewall() // off the critical path; awaited before the lease
+	d.log.Info("Using interface", "iface", ext.Iface.Name, "ifaceAddr", ext.IfaceAddr, "publicIP", ext.PublicIP,
+		"tunnelSource", ext.TunnelSource(), "mtu", ext.Iface.MTU)
+	if note, warn := tunnelSourceNote(ext); warn {
+		d.log.Info("Warning: " + note)
+	} else if note != "" {
+		d.log.Info(note)
+	}
+	makeFirewall := d.startFirewall() // off the critical path; awaited before the lease
 
 	var hint netip.Prefix
 	if old, err := subnetenv.Read(d.cfg.SubnetFile); err == nil {
@@ -116,7 +131,7 @@ func (d *Daemon) run(ctx context.Context, reg subnet.Registry) error {
 	}
 	var (
 		cur  *prepared // the backend of the config in force
-		fw   *iptables.Manager
+		fw   firewall.Firewall
 		prev subnet.Lease
 	)
 	defer func() { cur.close() }()
@@ -135,6 +150,10 @@ func (d *Daemon) run(ctx context.Context, reg subnet.Registry) error {
 			}
 			d.log.Info("Network config", "network", netCfg.Network, "subnetLen", netCfg.SubnetLen,
 				"subnetMin", netCfg.SubnetMin, "subnetMax", netCfg.SubnetMax, "backend", netCfg.BackendType)
+			for _, w := range netCfg.Warnings {
+				d.log.Info("Network config warning: "+w, "key", d.configKey())
+			}
+			d.view.setConfigWarnings(netCfg.Warnings)
 			if cur, err = d.prepare(ctx, netCfg, btype, ext); err != nil {
 				return err
 			}
@@ -144,7 +163,7 @@ func (d *Daemon) run(ctx context.Context, reg subnet.Registry) error {
 			Log: d.log.WithName("lease"), Observer: d.metrics, Peers: cur.btype.Admission(),
 		})
 		if first {
-			if fw, err = firewall(); err != nil {
+			if fw, err = makeFirewall(netCfg.EnableNFTables); err != nil {
 				return err
 			}
 		}
@@ -207,12 +226,22 @@ func (p *prepared) close() {
 
 // session runs the data plane for one lease until ctx ends or the lease is lost.
 func (d *Daemon) session(ctx context.Context, reg subnet.Registry, mgr *subnet.Manager, be backend.Backend,
-	btype string, netCfg *subnet.Config, lease subnet.Lease, cfgRev int64, fw *iptables.Manager) error {
+	btype string, netCfg *subnet.Config, lease subnet.Lease, cfgRev int64, fw firewall.Firewall) error {
 	nw, err := be.Activate(ctx, lease)
 	if err != nil {
 		return fmt.Errorf("backend %s: activate for %s: %w", btype, lease.Subnet, err)
 	}
 	defer nw.Close()
+	mode := ""
+	if ds, ok := nw.(backend.Describer); ok {
+		mode = ds.Describe().Info["mode"]
+	}
+	d.metrics.SetBackend(btype, mode)
+	defer d.metrics.SetBackend("", "")
+	if mu, ok := nw.(backend.MemoryUser); ok {
+		d.memory.setFloor(mu.MemoryFloor())
+		defer d.memory.setFloor(0)
+	}
 	d.view.setSession(nw, btype, netCfg.Network, lease, mgr.Ignored)
 	defer d.view.setSession(nil, btype, netCfg.Network, subnet.Lease{}, nil)
 	d.metrics.SetLease(lease)
@@ -235,6 +264,7 @@ func (d *Daemon) session(ctx context.Context, reg subnet.Registry, mgr *subnet.M
 	g.Go(func() error { return mgr.WatchPeers(gctx, events) })
 	g.Go(func() error { return nw.Run(gctx) })
 	g.Go(func() error { return d.watchConfig(gctx, reg, netCfg, cfgRev) })
+	g.Go(func() error { return d.keepBlackhole(gctx, currentNS{}, netCfg.Network, lease.Subnet) })
 	if fw != nil {
 		// The rules come after the routes: the data plane is programmed first.
 		fw.SetNetwork(netCfg.Network, lease.Subnet)
@@ -327,7 +357,7 @@ func (d *Daemon) acquire(ctx context.Context, mgr *subnet.Manager, attrs subnet.
 			d.log.Error(err, "Cannot acquire a subnet lease yet; retrying")
 			last = err.Error()
 		}
-		if err := sleep(ctx, delay+rand.N(delay/2)); err != nil {
+		if err := wait.Sleep(ctx, delay+rand.N(delay/2)); err != nil {
 			return subnet.Lease{}, err
 		}
 		delay = min(delay*2, 30*time.Second)
@@ -335,7 +365,7 @@ func (d *Daemon) acquire(ctx context.Context, mgr *subnet.Manager, attrs subnet.
 }
 
 // setTunnelPort tells the firewall which encapsulation nw receives (none for host-gw).
-func setTunnelPort(fw *iptables.Manager, nw backend.Network) {
+func setTunnelPort(fw firewall.Firewall, nw backend.Network) {
 	if t, ok := nw.(backend.Tunnel); ok {
 		fw.SetTunnelPort(t.TunnelPort())
 	} else {
@@ -343,36 +373,43 @@ func setTunnelPort(fw *iptables.Manager, nw backend.Network) {
 	}
 }
 
-// newFirewall returns the iptables manager, or nil when no rule is wanted: with masquerade,
-// forward rules and the tunnel-port restriction all off, weftd runs no iptables at all.
-func (d *Daemon) newFirewall() (*iptables.Manager, error) {
-	if !d.cfg.IPMasq && !d.cfg.ForwardRules && !d.cfg.RestrictTunnelPort {
-		d.log.Info("No firewall rules wanted (--ip-masq, --iptables-forward-rules and --restrict-tunnel-port are off); not using iptables")
+// wantsFirewall reports whether any rule is wanted: with masquerade, forward rules and the
+// tunnel-port restriction all off, weftd keeps no firewall at all.
+func (d *Daemon) wantsFirewall() bool {
+	return d.cfg.IPMasq || d.cfg.ForwardRules || d.cfg.RestrictTunnelPort
+}
+
+// newFirewall returns the firewall the network config asks for: nftables (weft's own table,
+// through netlink) when it enables nftables, else iptables through ipt, the front end the
+// host uses (iptables.Find; iptErr when there is none). Each is handed the other mode to
+// clean away, so a switch leaves nothing of the old one. It returns nil when no rule is
+// wanted: then weftd runs neither iptables nor nftables.
+func (d *Daemon) newFirewall(enableNFTables bool, ipt *iptables.Tool, iptErr error) (firewall.Firewall, error) {
+	if !d.wantsFirewall() {
+		d.log.Info("No firewall rules wanted (--ip-masq, --iptables-forward-rules and --restrict-tunnel-port are off); not using iptables or nftables")
 		return nil, nil
 	}
-	fw, err := iptables.New(iptables.Options{
-		IPMasq: d.cfg.IPMasq, ForwardRules: d.cfg.ForwardRules,
+	opts := firewall.Options{
+		IPMasq: d.cfg.IPMasq, DisableFullyRandom: d.cfg.IPMasqNoRandomFully, ForwardRules: d.cfg.ForwardRules,
 		RestrictTunnelPort: d.cfg.RestrictTunnelPort, Resync: d.cfg.IPTablesSync,
-		OnRepair: func() { d.metrics.Repaired("iptables") },
-	}, d.log.WithName("iptables"))
-	if err != nil {
-		return nil, fmt.Errorf("iptables rules (--ip-masq, --iptables-forward-rules and the tunnel port rules need them): %w", err)
 	}
-	return fw, nil
+	if enableNFTables {
+		opts.OnRepair = func() { d.metrics.Repaired("nftables") }
+		if iptErr == nil {
+			opts.Replaces = iptables.New(ipt, firewall.Options{DisableFullyRandom: true}, d.log.WithName("iptables"))
+		}
+		d.log.Info("Firewall rules in nftables (EnableNFTables), table ip " + nftables.TableName)
+		return nftables.New(opts, d.log.WithName("nftables")), nil
+	}
+	if iptErr != nil {
+		return nil, fmt.Errorf("iptables rules (--ip-masq, --iptables-forward-rules and the tunnel port rules need them; or set EnableNFTables): %w", iptErr)
+	}
+	opts.OnRepair = func() { d.metrics.Repaired("iptables") }
+	opts.Replaces = nftables.Leftovers(d.log.WithName("nftables"))
+	return iptables.New(ipt, opts, d.log.WithName("iptables")), nil
 }
 
 func withLog(o iface.Options, log klog.Logger) iface.Options {
 	o.Log = log.WithName("iface")
 	return o
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

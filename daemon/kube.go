@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/weftnet/weft/pkg/wait"
 	"github.com/weftnet/weft/subnet"
 	"github.com/weftnet/weft/subnet/etcdv3"
 	"github.com/weftnet/weft/subnet/kube"
@@ -93,7 +94,7 @@ func (d *Daemon) markNetworkAvailable(ctx context.Context, reg subnet.Registry) 
 			return nil
 		}
 		d.log.Error(err, "Cannot set the node's NetworkUnavailable condition yet; retrying")
-		if sleep(ctx, delay) != nil {
+		if wait.Sleep(ctx, delay) != nil {
 			return nil
 		}
 		delay = min(2*delay, 30*time.Second)

@@ -24,6 +24,7 @@ import (
 //	vxlan    vxlan devices named flannel.<VNI>   (routes, neighbours, fdb go with them)
 //	udp      the TUN flannel0                    (its route goes with it)
 //	gre      the GRE device weft.gre, the TUN weft-gre0
+//	wireguard the device flannel-wg (kernel "wireguard", or userspace's TUN)
 //	host-gw  main-table routes to subnets of the Network via a gateway on the external
 //	         interface (kept for vxlan with DirectRouting, which installs the same)
 //
@@ -39,6 +40,8 @@ func leftoverOwner(name, kind string) string {
 		return "udp"
 	case kind == "gre" && name == "weft.gre", kind == "tuntap" && name == "weft-gre0":
 		return "gre"
+	case name == "flannel-wg" && (kind == "wireguard" || kind == "tuntap"):
+		return "wireguard"
 	}
 	return ""
 }

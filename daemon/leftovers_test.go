@@ -24,6 +24,9 @@ func TestLeftoverOwner(t *testing.T) {
 		{"weft.gre", "gre", "gre"},
 		{"weft-gre0", "tuntap", "gre"},
 		{"weft.gre", "tuntap", ""},
+		{"flannel-wg", "wireguard", "wireguard"},
+		{"flannel-wg", "tuntap", "wireguard"},
+		{"flannel-wg", "vxlan", ""},
 		{"eth0", "veth", ""},
 		{"cni0", "bridge", ""},
 	} {

@@ -26,6 +26,14 @@ type view struct {
 	active  bool
 	peers   map[netip.Prefix]viewPeer
 	ignored func() []subnet.IgnoredLease // the leases admission refused; nil between sessions
+	// configWarnings are the running network config's warnings (subnet.Config.Warnings).
+	configWarnings []string
+}
+
+func (v *view) setConfigWarnings(w []string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.configWarnings = w
 }
 
 // viewPeer is what /status shows of a peer's lease: the rest of the lease is not kept, so
@@ -88,8 +96,9 @@ func (v *view) status(version string) status.Status {
 		Node: status.Node{Hostname: host, InterfaceIP: v.ext.IfaceAddr, PublicIP: v.ext.PublicIP},
 		Lease: status.Lease{Network: v.network, Subnet: v.lease.Subnet, Reserved: v.lease.Subnet.IsValid() && v.lease.Reserved(),
 			Expires: v.lease.Expiration, Renewed: v.renewed},
-		Backend: status.Backend{Type: v.btype, Active: v.active},
-		Peers:   []status.Peer{},
+		Backend:        status.Backend{Type: v.btype, Active: v.active},
+		ConfigWarnings: v.configWarnings,
+		Peers:          []status.Peer{},
 	}
 	if v.ext.Iface != nil {
 		st.Node.Interface = v.ext.Iface.Name

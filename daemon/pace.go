@@ -6,7 +6,8 @@ import (
 	"runtime/debug"
 	"time"
 
-	"github.com/weftnet/weft/pkg/iptables"
+	"github.com/weftnet/weft/pkg/firewall"
+	"github.com/weftnet/weft/pkg/firewall/iptables"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -14,8 +15,8 @@ import (
 //
 //   - The subnet file is written while the peers are listed and programmed (its fsync takes
 //     milliseconds), not before.
-//   - The firewall's iptables binary is looked up (one `iptables --version` run) while the
-//     config is read and the backend prepared, not before the lease (startFirewall).
+//   - The host's iptables front end is looked up (its mode detected: a few *-save runs) while
+//     the config is read and the backend prepared, not before the lease (startFirewall).
 //   - The first firewall pass waits for the first Apply: the routes to the peers come
 //     first, the iptables runs after (runFirewallAfter).
 //   - Peer batches that queue while Apply is busy are applied as one (drainEvents): a
@@ -41,29 +42,36 @@ func drainEvents(ch <-chan []subnet.Event, first []subnet.Event) []subnet.Event 
 	}
 }
 
-// firewallResult is the outcome of newFirewall, made in the background.
-type firewallResult struct {
-	fw  *iptables.Manager
-	err error
+// iptablesLookup is the outcome of iptables.Find, made in the background.
+type iptablesLookup struct {
+	tool *iptables.Tool
+	err  error
 }
 
-// startFirewall makes the firewall manager in the background; the returned function waits
-// for it.
-func (d *Daemon) startFirewall() func() (*iptables.Manager, error) {
-	ch := make(chan firewallResult, 1)
-	go func() {
-		fw, err := d.newFirewall()
-		ch <- firewallResult{fw, err}
-	}()
-	return func() (*iptables.Manager, error) {
+// startFirewall looks for the host's iptables front end in the background (iptables.Find:
+// a few *-save runs), while the config is read and the backend prepared; the returned
+// function waits for it and makes the firewall the config asks for (newFirewall). iptables
+// is looked for in nftables mode too: its leftovers are cleaned away. Nothing is looked
+// for when no rule is wanted.
+func (d *Daemon) startFirewall() func(enableNFTables bool) (firewall.Firewall, error) {
+	ch := make(chan iptablesLookup, 1)
+	if d.wantsFirewall() {
+		go func() {
+			tool, err := iptables.Find(d.log.WithName("iptables"))
+			ch <- iptablesLookup{tool, err}
+		}()
+	} else {
+		ch <- iptablesLookup{}
+	}
+	return func(enableNFTables bool) (firewall.Firewall, error) {
 		r := <-ch
-		return r.fw, r.err
+		return d.newFirewall(enableNFTables, r.tool, r.err)
 	}
 }
 
 // runFirewallAfter runs fw once the first Apply is done (applied closed) or firewallWait
 // has passed, until ctx ends.
-func runFirewallAfter(ctx context.Context, fw *iptables.Manager, applied <-chan struct{}) error {
+func runFirewallAfter(ctx context.Context, fw firewall.Firewall, applied <-chan struct{}) error {
 	t := time.NewTimer(firewallWait)
 	defer t.Stop()
 	select {
@@ -87,8 +95,11 @@ const (
 	peerMemory      = 1 << 10
 )
 
-// memoryLimit is the soft limit for a node with peers peers.
-func memoryLimit(peers int) int64 { return baseMemoryLimit + int64(peers)*peerMemory }
+// memoryLimit is the soft limit for a node with peers peers, and at least floor (what the
+// data plane's own buffers need: backend.MemoryUser).
+func memoryLimit(peers int, floor int64) int64 {
+	return max(baseMemoryLimit+int64(peers)*peerMemory, floor)
+}
 
 // After a burst of at least burstEvents peer events (in one Apply or in several, each less
 // than burstSettle after the one before), once burstSettle has passed without another
@@ -106,6 +117,8 @@ const (
 type memoryGovernor struct {
 	enabled bool        // GOMEMLIMIT is not set: the operator's choice wins
 	limit   int64       // the limit last set
+	peers   int         // the peer count last set
+	floor   int64       // the running Network's MemoryFloor; 0: none
 	burst   int         // events applied in the current burst
 	last    time.Time   // when the last Apply was noted
 	release *time.Timer // pending FreeOSMemory after a burst; nil until the first
@@ -144,9 +157,16 @@ func newMemoryGovernor() *memoryGovernor {
 	return &memoryGovernor{enabled: !set}
 }
 
+// setFloor keeps the limit at least at floor bytes (0: no floor).
+func (g *memoryGovernor) setFloor(floor int64) {
+	g.floor = floor
+	g.setPeers(g.peers)
+}
+
 // setPeers sets the limit for n peers.
 func (g *memoryGovernor) setPeers(n int) {
-	if l := memoryLimit(n); g.enabled && l != g.limit {
+	g.peers = n
+	if l := memoryLimit(n, g.floor); g.enabled && l != g.limit {
 		debug.SetMemoryLimit(l)
 		g.limit = l
 	}

@@ -30,8 +30,12 @@ func TestDrainEventsKeepsOrder(t *testing.T) {
 }
 
 func TestMemoryLimitGrowsWithPeers(t *testing.T) {
-	if memoryLimit(0) != baseMemoryLimit || memoryLimit(2000) != baseMemoryLimit+2000*peerMemory {
-		t.Fatalf("memoryLimit(0) = %d, memoryLimit(2000) = %d", memoryLimit(0), memoryLimit(2000))
+	if memoryLimit(0, 0) != baseMemoryLimit || memoryLimit(2000, 0) != baseMemoryLimit+2000*peerMemory {
+		t.Fatalf("memoryLimit(0) = %d, memoryLimit(2000) = %d", memoryLimit(0, 0), memoryLimit(2000, 0))
+	}
+	// A data plane's own buffers (wireguard-go's) set a floor; peers still raise it above.
+	if memoryLimit(10, 192<<20) != 192<<20 || memoryLimit(300000, 192<<20) != baseMemoryLimit+300000*peerMemory {
+		t.Fatalf("with a floor: %d, %d", memoryLimit(10, 192<<20), memoryLimit(300000, 192<<20))
 	}
 }
 

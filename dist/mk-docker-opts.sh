@@ -15,6 +15,12 @@
 # the output file. The output is written atomically (temporary file in the same directory,
 # then mv). Blank lines, # comments and other keys in the subnet file are ignored.
 #
+# Like flannel's script, every DOCKER_OPT_* variable in the environment (e.g.
+# DOCKER_OPT_DNS="--dns=10.96.0.10") is output too, and folded into the combined options, in
+# byte order of the names; the three made here replace any of the same name. Values are read
+# as data, never evaluated; one holding a double quote, backslash, dollar, backquote or
+# newline (which would not survive between the double quotes of the output) is refused.
+#
 # Exit status: 0 on success, 1 on a bad subnet file or a write error, 2 on a usage error.
 
 set -eu
@@ -35,7 +41,8 @@ OPTIONS:
 		environment, if any, is prepended to the combined options
 	-m	Do not output --ip-masq (useful for older Docker versions)
 	-h	Show this help
-Neither -i nor -c means both.
+Neither -i nor -c means both. Every DOCKER_OPT_* variable in the environment is output
+too (and added to the combined options), sorted by name with the ones made here.
 EOF
 }
 
@@ -233,18 +240,38 @@ case $docker_opts in
 esac
 [ -z "$docker_opts" ] || docker_opts="$docker_opts "
 
-# Variables in flannel's order (alphabetical: BIP, IPMASQ, MTU), each also appended to the
-# combined options after a space.
+# Variables in flannel's order: the ones made here (BIP, IPMASQ unless -m, MTU) and every
+# DOCKER_OPT_* variable of the environment, sorted by name in byte order (as bash's variable
+# listing that flannel's script walks), each also appended to the combined options after a
+# space. awk's ENVIRON gives the names (no listing of values is parsed); a name is only
+# letters, digits and underscores, so the eval below expands the variable and nothing else.
+names=$(
+	{
+		printf '%s\n' DOCKER_OPT_BIP DOCKER_OPT_MTU
+		[ -z "$opt_ipmasq" ] || printf '%s\n' DOCKER_OPT_IPMASQ
+		awk 'BEGIN { for (k in ENVIRON) if (k ~ /^DOCKER_OPT_[A-Za-z0-9_]+$/) print k }'
+	} | LC_ALL=C sort -u
+)
 output=''
-for name in BIP IPMASQ MTU; do
+for name in $names; do
 	case $name in
-	BIP) value=$opt_bip ;;
-	IPMASQ) value=$opt_ipmasq ;;
-	MTU) value=$opt_mtu ;;
+	DOCKER_OPT_BIP) value=$opt_bip ;;
+	DOCKER_OPT_MTU) value=$opt_mtu ;;
+	DOCKER_OPT_IPMASQ) value=$opt_ipmasq ;;
+	*) value='' ;;
 	esac
-	[ -n "$value" ] || continue
+	if [ -z "$value" ]; then
+		case $name in
+		DOCKER_OPT_*[!A-Za-z0-9_]*) die "bad variable name '$name'" ;;
+		DOCKER_OPT_?*) eval "value=\${$name-}" ;;
+		*) die "bad variable name '$name'" ;;
+		esac
+		case $value in
+		*\"* | *\\* | *\$* | *\`* | *"$nl"*) die "\$$name in the environment contains a quote, backslash, dollar, backquote or newline: '$value'" ;;
+		esac
+	fi
 	if [ "$indiv_opts" = true ]; then
-		output="${output}DOCKER_OPT_$name=\"$value\"
+		output="${output}$name=\"$value\"
 "
 	fi
 	docker_opts="$docker_opts $value"

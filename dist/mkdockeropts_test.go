@@ -116,6 +116,24 @@ func TestMkDockerOptsOutput(t *testing.T) {
 		{name: "-m -c", input: standard, args: []string{"-m", "-c"}, golden: "no-ipmasq-combined.env"},
 		{name: "FLANNEL_IPMASQ=false", input: readGolden(t, "subnet-ipmasq-false.env"), golden: "ipmasq-false.env"},
 		{name: "weftd's subnet file with IPv6 keys", input: weftSubnetFile(), golden: "both.env"},
+		// flanneld's script outputs every DOCKER_OPT_* variable too, sorted by name, and
+		// folds it into the combined options; its own three replace the environment's.
+		{
+			name: "DOCKER_OPT_* from the environment", input: standard,
+			env: []string{
+				"DOCKER_OPT_DNS=--dns=10.96.0.10", "DOCKER_OPT_STORAGE=--storage-driver overlay2", "DOCKER_OPT_EMPTY=",
+				"DOCKER_OPT_BIP=--bip=10.9.9.1/24", "MY_DOCKER_OPT_X=--ignored", "DOCKER_OPTIONS=--ignored",
+			},
+			golden: "env-opts.env",
+		},
+		{name: "DOCKER_OPT_* with -i", input: standard, args: []string{"-i"}, env: []string{"DOCKER_OPT_DNS=--dns=10.96.0.10"}, golden: "env-opts-individual.env"},
+		{
+			name: "DOCKER_OPT_IPMASQ from the environment with -m, -c, -k", input: standard,
+			args:   []string{"-m", "-c", "-k", "DOCKER_NETWORK_OPTIONS"},
+			env:    []string{"DOCKER_OPT_IPMASQ=--ip-masq=true", "DOCKER_NETWORK_OPTIONS=--log-level=warn"},
+			golden: "env-opts-no-ipmasq-key.env",
+		},
+		{name: "DOCKER_OPT_IPMASQ from the environment is replaced", input: standard, env: []string{"DOCKER_OPT_IPMASQ=--ip-masq=true"}, golden: "both.env"},
 		{
 			name: "comments, blanks, CRLF, other keys, no final newline, repeated key",
 			input: "# written by hand\r\n\r\n  FLANNEL_NETWORK=10.244.0.0/16 \t\r\n" +
@@ -282,6 +300,16 @@ func TestMkDockerOptsRejects(t *testing.T) {
 			env: []string{"DOCKER_OPTS=$(touch MARKER)"}, wantCode: 1, wantErr: "$DOCKER_OPTS in the environment contains a quote"},
 		{name: "combined value from the environment with a quote", input: network + subnet + mtu + masq,
 			env: []string{`DOCKER_OPTS=--label="x"`}, wantCode: 1, wantErr: "contains a quote"},
+		{name: "DOCKER_OPT_* with code", input: network + subnet + mtu + masq, env: []string{"DOCKER_OPT_X=$(touch MARKER)"},
+			wantCode: 1, wantErr: "$DOCKER_OPT_X in the environment contains a quote, backslash, dollar, backquote or newline: '$(touch "},
+		{name: "DOCKER_OPT_* with backquotes", input: network + subnet + mtu + masq, env: []string{"DOCKER_OPT_X=`touch MARKER`"},
+			wantCode: 1, wantErr: "$DOCKER_OPT_X in the environment contains"},
+		{name: "DOCKER_OPT_* with a quote", input: network + subnet + mtu + masq, env: []string{`DOCKER_OPT_LABEL=--label="a b"`},
+			wantCode: 1, wantErr: "$DOCKER_OPT_LABEL in the environment contains a quote"},
+		{name: "DOCKER_OPT_* with a newline", input: network + subnet + mtu + masq, env: []string{"DOCKER_OPT_X=--a\nDOCKER_OPT_Y=--b"},
+			wantCode: 1, wantErr: "$DOCKER_OPT_X in the environment contains"},
+		{name: "DOCKER_OPT_* with a backslash", input: network + subnet + mtu + masq, env: []string{`DOCKER_OPT_X=--a\`},
+			wantCode: 1, wantErr: "$DOCKER_OPT_X in the environment contains"},
 		{name: "-k not a variable name", input: network + subnet + mtu + masq, args: []string{"-k", "1DOCKER"},
 			wantCode: 2, wantErr: "-k '1DOCKER' is not a valid variable name"},
 		{name: "-k with code", input: network + subnet + mtu + masq, args: []string{"-k", "X;touch MARKER"},

@@ -13,12 +13,12 @@ func TestParseConfigDefaults(t *testing.T) {
 		subnetLen         int
 		min, max, backend string
 	}{
-		{`{"Network":"10.244.0.0/16"}`, 24, "10.244.1.0", "10.244.255.0", "vxlan"},
+		{`{"Network":"10.244.0.0/16"}`, 24, "10.244.1.0", "10.244.255.0", "udp"},
 		{`{"Network":"10.244.0.0/22","Backend":{"Type":"host-gw"}}`, 24, "10.244.1.0", "10.244.3.0", "host-gw"},
-		{`{"Network":"10.244.0.0/24"}`, 26, "10.244.0.64", "10.244.0.192", "vxlan"},
-		{`{"Network":"10.244.0.0/28"}`, 30, "10.244.0.4", "10.244.0.12", "vxlan"},
+		{`{"Network":"10.244.0.0/24"}`, 26, "10.244.0.64", "10.244.0.192", "udp"},
+		{`{"Network":"10.244.0.0/28"}`, 30, "10.244.0.4", "10.244.0.12", "udp"},
 		{`{"Network":"10.0.0.0/8","SubnetLen":20,"SubnetMin":"10.10.0.0","SubnetMax":"10.20.0.0","Backend":{"Type":"udp","Port":8285}}`, 20, "10.10.0.0", "10.20.0.0", "udp"},
-		{`{"Network":"10.244.0.0/16","EnableIPv4":true,"EnableIPv6":false,"EnableNFTables":false}`, 24, "10.244.1.0", "10.244.255.0", "vxlan"},
+		{`{"Network":"10.244.0.0/16","EnableIPv4":true,"EnableIPv6":false,"EnableNFTables":false,"Backend":{"Type":"vxlan"}}`, 24, "10.244.1.0", "10.244.255.0", "vxlan"},
 	} {
 		c, err := ParseConfig([]byte(tc.js))
 		if err != nil {
@@ -36,11 +36,11 @@ func TestParseConfigErrorsNameKeyAndValue(t *testing.T) {
 		{`not json`, "not valid JSON"},
 		{`{"Network":"10.244.0.0/16"} {}`, "trailing data"},
 		{`{}`, "Network is missing"},
-		{`{"Network":"10.244.0.1/16"}`, `"10.244.0.1/16" is not a network address (did you mean 10.244.0.0/16?)`},
 		{`{"Network":"banana"}`, `"banana" is not a CIDR`},
 		{`{"Network":"fd00::/64"}`, `"fd00::/64" is not an IPv4 network`},
 		{`{"Network":"10.244.0.0/29"}`, "Network 10.244.0.0/29 is too small"},
 		{`{"Network":"10.244.0.0/16","SubnetLen":16}`, "SubnetLen 16 out of range"},
+		{`{"Network":"10.244.0.0/16","SubnetLen":17}`, "at least four subnets"},
 		{`{"Network":"10.244.0.0/16","SubnetLen":31}`, "SubnetLen 31 out of range"},
 		{`{"Network":"10.244.0.0/16","SubnetLen":"24"}`, "SubnetLen"},
 		{`{"Network":"10.244.0.0/16","SubnetMin":"10.245.0.0"}`, "SubnetMin 10.245.0.0 is outside Network 10.244.0.0/16"},
@@ -49,8 +49,7 @@ func TestParseConfigErrorsNameKeyAndValue(t *testing.T) {
 		{`{"Network":"10.244.0.0/16","SubnetMin":"10.244.9.0","SubnetMax":"10.244.3.0"}`, "SubnetMin 10.244.9.0 is above SubnetMax 10.244.3.0"},
 		{`{"Network":"10.244.0.0/16","Backend":"vxlan"}`, `Backend must be a JSON object, got "vxlan"`},
 		{`{"Network":"10.244.0.0/16","Backend":{"Type":7}}`, "Backend.Type 7 is not a backend name"},
-		{`{"Network":"10.244.0.0/16","SubnetLength":24}`, `unknown field "SubnetLength"`},
-		{`{"Network":"10.244.0.0/16","EnableIPv6":true}`, "EnableIPv6=true"},
+		{`{"Network":"10.244.0.0/16","EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/56"}`, "IPv6-only networks are not supported by weft yet"},
 	} {
 		_, err := ParseConfig([]byte(tc.js))
 		if err == nil || !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tc.want) {

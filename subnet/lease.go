@@ -58,8 +58,13 @@ func (a LeaseAttrs) MarshalJSON() ([]byte, error) {
 		b.WriteString("null")
 	}
 	if a.BackendType != "" {
+		// encoding/json, as flannel: strconv.Quote writes Go escapes (\x7f, \a) that are not JSON.
+		t, err := json.Marshal(a.BackendType)
+		if err != nil {
+			return nil, err
+		}
 		b.WriteString(`,"BackendType":`)
-		b.WriteString(strconv.Quote(a.BackendType))
+		b.Write(t)
 	}
 	for _, f := range []struct {
 		name string

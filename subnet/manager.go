@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/weftnet/weft/pkg/wait"
 	"k8s.io/klog/v2"
 )
 
@@ -160,7 +161,7 @@ func (m *Manager) Acquire(ctx context.Context, attrs LeaseAttrs, hint netip.Pref
 		}
 		// Lost a race: the next list shows the winner. Avoid lock-step retries.
 		hint = netip.Prefix{}
-		if err := sleepCtx(ctx, m.jitter(10*time.Millisecond, 50*time.Millisecond)); err != nil {
+		if err := wait.Sleep(ctx, m.jitter(10*time.Millisecond, 50*time.Millisecond)); err != nil {
 			return Lease{}, err
 		}
 	}
@@ -389,15 +390,4 @@ func (m *Manager) intN(n int) int {
 
 func (m *Manager) jitter(lo, hi time.Duration) time.Duration {
 	return lo + time.Duration(m.intN(int(hi-lo)+1))
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/weftnet/weft/pkg/wait"
 )
 
 // WatchPeers sends the admitted peers' leases to out until ctx ends (then it returns nil):
@@ -52,7 +54,7 @@ func (m *Manager) WatchPeers(ctx context.Context, out chan<- []Event) error {
 			return nil
 		}
 		if broken {
-			if sleepCtx(ctx, m.retryDelay()) != nil {
+			if wait.Sleep(ctx, m.retryDelay()) != nil {
 				return nil
 			}
 		}
@@ -89,7 +91,7 @@ func (m *Manager) resync(ctx context.Context, ps *peerSet, out chan<- []Event, o
 		if !failing && outage.IsZero() {
 			m.log.Error(err, "Listing leases failed; retrying")
 		}
-		if err := sleepCtx(ctx, m.retryDelay()); err != nil {
+		if err := wait.Sleep(ctx, m.retryDelay()); err != nil {
 			return 0, err
 		}
 	}

@@ -10,12 +10,14 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/gre"
 	"github.com/weftnet/weft/backend/hostgw"
 	"github.com/weftnet/weft/backend/udp"
 	"github.com/weftnet/weft/backend/vxlan"
+	"github.com/weftnet/weft/backend/wireguard"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -26,6 +28,7 @@ func Types() map[string]backend.Type {
 		vxlan.Type(),
 		udp.Type(),
 		gre.Type(),
+		wireguard.Type(),
 	}
 	m := make(map[string]backend.Type, len(types))
 	for _, t := range types {
@@ -44,12 +47,22 @@ func ParseNetworkConfig(raw []byte) (*subnet.Config, backend.Type, error) {
 	}
 	types := Types()
 	bt, ok := types[cfg.BackendType]
+	if !ok && cfg.BackendType == "" {
+		return nil, backend.Type{}, fmt.Errorf("%w: Backend has no Type (known: %v); flanneld refuses it too", subnet.ErrInvalidConfig, slices.Sorted(maps.Keys(types)))
+	}
 	if !ok {
 		return nil, backend.Type{}, fmt.Errorf("%w: Backend.Type %q is not a known backend (known: %v)",
 			subnet.ErrInvalidConfig, cfg.BackendType, slices.Sorted(maps.Keys(types)))
 	}
 	if err := bt.Validate(cfg.Backend); err != nil {
 		return nil, backend.Type{}, fmt.Errorf("%w: Backend (Type %q): %v", subnet.ErrInvalidConfig, cfg.BackendType, err)
+	}
+	for _, k := range backend.UnknownKeys(cfg.Backend, bt.Keys) {
+		known := "none besides Type"
+		if len(bt.Keys) > 0 {
+			known = "Type, " + strings.Join(bt.Keys, ", ")
+		}
+		cfg.Warnings = append(cfg.Warnings, fmt.Sprintf("unknown Backend key %q ignored: the %s backend does not read it (flanneld ignores it too; known: %s)", k, bt.Name, known))
 	}
 	return cfg, bt, nil
 }

@@ -11,14 +11,14 @@ import (
 
 func TestTableNamesItsTypes(t *testing.T) {
 	types := backends.Types()
-	for _, name := range []string{"host-gw", "vxlan", "udp", "gre"} {
+	for _, name := range []string{"host-gw", "vxlan", "udp", "gre", "wireguard"} {
 		bt, ok := types[name]
 		if !ok || bt.Name != name || bt.Validate == nil || bt.New == nil {
 			t.Errorf("%s: %+v (present %v)", name, bt, ok)
 		}
 	}
-	if len(types) != 4 {
-		t.Errorf("%d types, want 4", len(types))
+	if len(types) != 5 {
+		t.Errorf("%d types, want 5", len(types))
 	}
 }
 
@@ -27,13 +27,20 @@ func TestParseNetworkConfig(t *testing.T) {
 	if err != nil || bt.Name != "vxlan" || cfg.Network.String() != "10.244.0.0/16" {
 		t.Fatalf("valid config: %+v %s %v", cfg, bt.Name, err)
 	}
-	if _, bt, err := backends.ParseNetworkConfig([]byte(`{"Network":"10.244.0.0/16"}`)); err != nil || bt.Name != "vxlan" {
-		t.Errorf("default backend: %s %v, want vxlan", bt.Name, err)
+	// flanneld's code gives udp to a config without Backend.
+	if _, bt, err := backends.ParseNetworkConfig([]byte(`{"Network":"10.244.0.0/16"}`)); err != nil || bt.Name != "udp" {
+		t.Errorf("default backend: %s %v, want udp", bt.Name, err)
+	}
+	// The Type is lower-cased; keys the backend does not read are warnings, not errors.
+	cfg, bt, err = backends.ParseNetworkConfig([]byte(`{"Network":"10.244.0.0/16","Backend":{"type":"VXLAN","MacPrefix":"0E-2A","Name":"vxlan0"}}`))
+	if err != nil || bt.Name != "vxlan" || len(cfg.Warnings) != 2 ||
+		!strings.Contains(cfg.Warnings[0], `unknown Backend key "MacPrefix" ignored`) || !strings.Contains(cfg.Warnings[1], `"Name"`) {
+		t.Errorf("flanneld's Windows vxlan keys: %s %v %q", bt.Name, err, cfg.Warnings)
 	}
 	for js, want := range map[string]string{
-		`{"Network":"10.244.0.1/16"}`:                                       "not a network address",
-		`{"Network":"10.244.0.0/16","Backend":{"Type":"carrier-pigeon"}}`:   `Backend.Type "carrier-pigeon" is not a known backend (known: [gre host-gw udp vxlan])`,
-		`{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw","Port":1}}`: `Backend (Type "host-gw")`,
+		`{"Network":"10.244.0.0/16","Backend":{"Type":"carrier-pigeon"}}`: `Backend.Type "carrier-pigeon" is not a known backend (known: [gre host-gw udp vxlan wireguard])`,
+		`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":0}}`:  `Backend (Type "vxlan")`,
+		`{"Network":"10.244.0.0/16","Backend":{}}`:                        `Backend has no Type`,
 	} {
 		_, _, err := backends.ParseNetworkConfig([]byte(js))
 		if !errors.Is(err, subnet.ErrInvalidConfig) || !strings.Contains(err.Error(), want) {

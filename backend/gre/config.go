@@ -31,7 +31,8 @@ const (
 	maxMTU = 65535 - overhead
 )
 
-// Config is the gre part of the network config: the keys of the Backend object.
+// Config is the gre part of the network config: its fields are the keys of the Backend
+// object, matched case-insensitively (backend.DecodeKeys).
 type Config struct {
 	// Mode is "auto" (default), "kernel" or "userspace".
 	Mode Mode
@@ -39,10 +40,6 @@ type Config struct {
 	// (outer IPv4 20 + GRE 4). It must not exceed that.
 	MTU int
 }
-
-// keys are the accepted Backend keys besides Type, matched case-insensitively as
-// encoding/json (and flanneld) do.
-var keys = []string{"Mode", "MTU"}
 
 func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: gre backend: "+format, append([]any{subnet.ErrInvalidConfig}, args...)...)
@@ -59,7 +56,7 @@ func Validate(raw json.RawMessage) error {
 // upper bound depends on the external interface and is checked by New.
 func ParseConfig(raw json.RawMessage) (Config, error) {
 	cfg := Config{Mode: ModeAuto}
-	m, err := backend.DecodeKeys(raw, &cfg, keys)
+	m, err := backend.DecodeKeys(raw, &cfg)
 	if err != nil {
 		return Config{}, invalid("%v", err)
 	}

@@ -36,8 +36,6 @@ func TestParseConfigErrors(t *testing.T) {
 		raw  string
 		want []string // substrings of the error
 	}{
-		{`{"Type":"gre","Port":4789}`, []string{`unknown key "Port"`, "Mode, MTU"}},
-		{`{"Type":"gre","VNI":1}`, []string{`unknown key "VNI"`}},
 		{`{"Type":"gre","Mode":"fast"}`, []string{"key Mode", `"fast"`, `"auto"`, `"kernel"`, `"userspace"`}},
 		{`{"Type":"gre","Mode":"Kernel"}`, []string{"key Mode", `"Kernel"`}},
 		{`{"Type":"gre","Mode":""}`, []string{"key Mode", "empty"}},

@@ -6,7 +6,7 @@
 // # Kernel mode
 //
 // One point-to-multipoint GRE device per node, weft.gre ("ip link add weft.gre type gre
-// local <iface addr> ttl 64": no remote, no key, checksum or sequence numbers), carrying the
+// local <source> ttl 64": no remote, no key, checksum or sequence numbers), carrying the
 // own subnet's network address as a /32. For each peer whose lease says BackendType "gre":
 //
 //	route      <peer subnet> via <peer PublicIP> dev weft.gre onlink
@@ -15,12 +15,14 @@
 // The route's next hop is the tunnel's outer destination. The neighbour entry pins that:
 // Linux gives a neighbour on a NOARP GRE device the device's own (local) address, which the
 // GRE header code would copy into the outer destination. There is never a device per peer.
+// <source> is backend.ExternalInterface.TunnelSource: the public IP when an interface of the
+// node holds it, else the interface address.
 //
 // # Userspace mode
 //
 // A persistent TUN device, weft-gre0, with the own subnet's network address as a /32 and
-// one route, the whole Network; a raw IPv4 socket for protocol 47 bound to the interface
-// address; and a fastpath.Forwarder between them (batched recvmmsg/sendmmsg, no allocation
+// one route, the whole Network; a raw IPv4 socket for protocol 47 bound to the same
+// <source>; and a fastpath.Forwarder between them (batched recvmmsg/sendmmsg, no allocation
 // per packet). A weft-gre0 deleted by someone else is re-created in place, with its
 // address and route, as soon as the forwarder's queue reports it gone. The socket
 // receives the outer IPv4 header, which is skipped with the 4-byte GRE header; datagrams with GRE flags, another version or another protocol type are

@@ -37,7 +37,7 @@ type (
 
 // Type returns the gre entry for the daemon's table of backends.
 func Type() backend.Type {
-	return backend.Type{Name: Name, Validate: Validate, New: New}
+	return backend.Type{Name: Name, Validate: Validate, New: New, Keys: backend.KeyNames(&Config{})}
 }
 
 // greBackend is the gre backend before a lease is held. Prepare decides the mode.
@@ -77,11 +77,11 @@ func New(env backend.Env) (backend.Backend, error) {
 		}
 	}
 	log := env.Log.WithValues("backend", Name)
-	log.Info("GRE backend configured", "mode", cfg.Mode, "mtu", mtu, "local", ext.IfaceAddr)
+	log.Info("GRE backend configured", "mode", cfg.Mode, "mtu", mtu, "local", ext.TunnelSource())
 	return &greBackend{
 		env:  env,
 		cfg:  cfg,
-		spec: deviceSpec{name: DeviceName, local: ext.IfaceAddr, mtu: mtu},
+		spec: deviceSpec{name: DeviceName, local: ext.TunnelSource(), mtu: mtu},
 		log:  log,
 	}, nil
 }
@@ -207,7 +207,7 @@ func (b *greBackend) activateUserspace(h *kernel.Handle, own, network netip.Pref
 		return nil, err
 	}
 	batch := fastpath.OffloadBatchSize
-	local := b.env.Ext.IfaceAddr
+	local := b.env.Ext.TunnelSource()
 	c, err := listenGRE(local, batch, b.log)
 	if err != nil {
 		return nil, err

@@ -30,7 +30,7 @@ type deviceSpec struct {
 }
 
 // link is the netlink description used to create the device:
-// ip link add weft.gre type gre local <iface addr> ttl 64.
+// ip link add weft.gre type gre local <source> ttl 64.
 func (s deviceSpec) link() *netlink.Gretun {
 	return &netlink.Gretun{
 		LinkAttrs: netlink.LinkAttrs{Name: s.name, MTU: s.mtu},

@@ -43,8 +43,8 @@ func Type() backend.Type {
 
 func validate(raw json.RawMessage) error {
 	var none struct{}
-	if err := backend.StrictDecode(raw, &none); err != nil {
-		return fmt.Errorf("host-gw backend takes no keys besides Type: %w", err)
+	if _, err := backend.DecodeKeys(raw, &none); err != nil {
+		return fmt.Errorf("host-gw backend: %w", err)
 	}
 	return nil
 }

@@ -2,9 +2,7 @@ package udp
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/subnet"
@@ -21,7 +19,8 @@ const (
 	minPodMTU = 68
 )
 
-// Config is the udp part of the network config: the keys of the Backend object.
+// Config is the udp part of the network config: its fields are the keys of the Backend
+// object, matched case-insensitively (backend.DecodeKeys).
 // flanneld's udp backend knows only Port; Batch is weft's.
 type Config struct {
 	// Port is the UDP port the node listens on and sends to, on every node; default 8285.
@@ -45,11 +44,7 @@ func Validate(raw json.RawMessage) error {
 // ParseConfig decodes and checks a Backend object (nil or empty: all defaults).
 func ParseConfig(raw json.RawMessage) (Config, error) {
 	cfg := Config{Port: DefaultPort, Batch: true}
-	if _, err := backend.DecodeKeys(raw, &cfg, []string{"Port", "Batch"}); err != nil {
-		var unknown *backend.UnknownKeyError
-		if errors.As(err, &unknown) && strings.EqualFold(unknown.Key, "MTU") {
-			return Config{}, invalid("%v; the udp backend derives its MTU from the interface (MTU - 28), as flanneld does", err)
-		}
+	if _, err := backend.DecodeKeys(raw, &cfg); err != nil {
 		return Config{}, invalid("%v", err)
 	}
 	if cfg.Port < 1 || cfg.Port > maxPort {

@@ -22,8 +22,9 @@ func TestParseConfig(t *testing.T) {
 		{`{"Type":"udp","port":1}`, Config{Port: 1, Batch: true}, ""}, // case-insensitive, as flanneld's json.Unmarshal
 		{`{"Type":"udp","Batch":false}`, Config{Port: 8285, Batch: false}, ""},
 		{`{"Type":"udp","Port":65535,"Batch":true}`, Config{Port: 65535, Batch: true}, ""},
-		{`{"Type":"udp","MTU":1400}`, Config{}, `unknown key "MTU"`},
-		{`{"Type":"udp","VNI":1}`, Config{}, `unknown key "VNI"`},
+		// Keys udp does not read are ignored, as flanneld ignores them (the config check warns).
+		{`{"Type":"udp","MTU":1400}`, Config{Port: 8285, Batch: true}, ""},
+		{`{"Type":"udp","VNI":1}`, Config{Port: 8285, Batch: true}, ""},
 		{`{"Type":"udp","Port":0}`, Config{}, "key Port: value 0 is outside 1..65535"},
 		{`{"Type":"udp","Port":70000}`, Config{}, "key Port: value 70000"},
 		{`{"Type":"udp","Port":"8285"}`, Config{}, `key Port: value "8285" is not an integer`},

@@ -168,18 +168,19 @@ func TestTwoNodesInNamespaces(t *testing.T) {
 		}
 	})
 
-	t.Run("restart adopts the device and keeps the route", func(t *testing.T) {
-		index := run(t, c.nodeA, "cat", "/sys/class/net/flannel0/ifindex")
+	t.Run("flannel0 goes with the backend and comes back with it", func(t *testing.T) {
+		// flanneld opens "flannel%d": a flannel0 left behind would send it to flannel1,
+		// with the route to the Network stuck on the orphan.
 		a.Stop(t)
-		if out := run(t, c.nodeA, "ip", "route", "show", "10.244.0.0/16"); !contains(out, "dev flannel0") {
-			t.Fatalf("route gone after Close: %s", out)
+		if out, err := nstest.Run(c.nodeA, "ip", "link", "show", "flannel0"); err == nil {
+			t.Fatalf("flannel0 still there after Close: %s", out)
 		}
-		if out := run(t, c.nodeA, "ip", "-4", "-o", "addr", "show", "dev", "flannel0"); !contains(out, "10.244.1.0/32") {
-			t.Fatalf("address gone after Close: %s", out)
+		if out := run(t, c.nodeA, "ip", "route", "show", "10.244.0.0/16"); out != "" {
+			t.Fatalf("route left after Close: %s", out)
 		}
 		a = startNode(top, c, c.nodeA, "192.0.2.1", "10.244.1.0/24", `{"Type":"udp"}`, peerLease("10.244.2.0/24", "192.0.2.2"))
-		if again := run(t, c.nodeA, "cat", "/sys/class/net/flannel0/ifindex"); again != index {
-			t.Fatalf("flannel0 index %s after restart, was %s: not adopted", again, index)
+		if out := run(t, c.nodeA, "ip", "-d", "link", "show", "flannel0"); !contains(out, "persist off") {
+			t.Fatalf("flannel0 after the restart: %s", out)
 		}
 		ping(t, c.podA, true, "-c", "2", "-i", "0.2", "10.244.2.2")
 	})
@@ -202,5 +203,40 @@ func TestTwoNodesInNamespaces(t *testing.T) {
 	if n := runtime.NumGoroutine(); n > base {
 		buf := make([]byte, 1<<20)
 		t.Fatalf("%d goroutines left, %d before:\n%s", n, base, buf[:runtime.Stack(buf, true)])
+	}
+}
+
+// TestAdoptsPersistentFlannel0 starts the backend on a node where an earlier weftd left a
+// persistent flannel0 (with the virtio-net header flag, its address and route): it is
+// adopted, made non-persistent, carries traffic, and goes away when the backend closes.
+func TestAdoptsPersistentFlannel0(t *testing.T) {
+	if err := nstest.Available(); err != nil {
+		t.Skip(err)
+	}
+	if err := tun.Check(); err != nil {
+		t.Skip(err)
+	}
+	c := newCluster(t)
+	for _, argv := range [][]string{
+		{"ip", "tuntap", "add", "dev", "flannel0", "mode", "tun", "vnet_hdr"},
+		{"ip", "addr", "add", "10.244.1.0/32", "dev", "flannel0"},
+		{"ip", "link", "set", "flannel0", "up"},
+		{"ip", "route", "add", "10.244.0.0/16", "dev", "flannel0"},
+	} {
+		run(t, c.nodeA, argv...)
+	}
+	index := run(t, c.nodeA, "cat", "/sys/class/net/flannel0/ifindex")
+	a := startNode(t, c, c.nodeA, "192.0.2.1", "10.244.1.0/24", `{"Type":"udp"}`, peerLease("10.244.2.0/24", "192.0.2.2"))
+	startNode(t, c, c.nodeB, "192.0.2.2", "10.244.2.0/24", `{"Type":"udp"}`, peerLease("10.244.1.0/24", "192.0.2.1"))
+	if again := run(t, c.nodeA, "cat", "/sys/class/net/flannel0/ifindex"); again != index {
+		t.Errorf("flannel0 index %s, was %s: not adopted", again, index)
+	}
+	if out := run(t, c.nodeA, "ip", "-d", "link", "show", "flannel0"); !contains(out, "persist off") {
+		t.Fatalf("flannel0 still persistent: %s", out)
+	}
+	ping(t, c.podA, true, "-c", "2", "-i", "0.2", "10.244.2.2")
+	a.Stop(t)
+	if out, err := nstest.Run(c.nodeA, "ip", "link", "show", "flannel0"); err == nil {
+		t.Fatalf("flannel0 still there after Close: %s", out)
 	}
 }

@@ -86,7 +86,9 @@ func (n *udpNetwork) Apply(_ context.Context, events []subnet.Event) error {
 func (n *udpNetwork) Run(ctx context.Context) error { return n.plane.Run(ctx) }
 
 // Close stops forwarding and releases the TUN queue, the socket and the netlink handle.
-// flannel0, its address and its route stay, so a restarted weftd adopts them. Idempotent.
+// flannel0 goes away with its queue, and its address and route with it (see the package
+// comment): unlike the other backends' kernel state, it does not outlive the process, as
+// flanneld's does not. Idempotent.
 func (n *udpNetwork) Close() error { return n.plane.Close() }
 
 // Describe reports the TUN device and the peers in the forwarding table.

@@ -6,9 +6,19 @@
 // (interface − 28), port, wire format (the UDP payload is exactly the inner IPv4 packet,
 // TTL decremented) and lease value (no BackendType).
 //
+// flannel0 is not persistent, as flanneld's is not: it exists while weftd holds its queue
+// and goes away, with its address and route, when weftd stops however it stops (Close,
+// SIGTERM, SIGKILL). This is what lets flanneld take a node back: flanneld opens its TUN
+// as "flannel%d", which the kernel resolves to flannel0 only while no flannel0 exists; a
+// flannel0 left behind sends flanneld to flannel1, while the route to the Network stays
+// on the orphaned flannel0 (flanneld ignores the EEXIST of its own route), and the node
+// carries no pod traffic. The cost: while weftd restarts, the route to the Network is
+// gone for the tens of milliseconds that forwarding is down anyway, so packets for other
+// nodes' pods follow the node's other routes (its default route) instead of being dropped
+// at flannel0, as on a restart of flanneld. A persistent flannel0 left by an earlier weftd
+// is adopted and made non-persistent (logged).
+//
 // Where weft does better than flanneld:
-//   - flannel0 is persistent (TUNSETPERSIST) and adopted on start, so it and its route
-//     survive a restart of weftd; Close leaves them in place.
 //   - Datagrams are accepted only from a current peer's PublicIP:Port, and only when the
 //     inner source lies in that peer's subnet and the inner destination in the own subnet;
 //     everything else is dropped and counted by reason (see Stats).
@@ -27,7 +37,10 @@
 //
 // Caveat of the stricter check: a peer's datagrams must come from its lease's PublicIP and
 // the configured port. A NAT between nodes that rewrites either makes that peer's traffic
-// count as not-peer, where flanneld would accept it.
+// count as not-peer, where flanneld would accept it. The socket is bound to
+// backend.ExternalInterface.TunnelSource: the public IP when an interface of the node
+// holds it (so that a weft peer sees the datagrams come from the lease's address, and
+// datagrams sent to it arrive), else the interface address, as flanneld's.
 //
 // The package owns flannel0 and its configuration; it does not talk to the subnet store
 // and does not judge peer leases (the daemon admits them, see backend.Network). Like
@@ -75,7 +88,7 @@ const NumDropReasons = fastpath.NumDropReasons
 
 // Type returns the udp backend's entry for the daemon's table.
 func Type() backend.Type {
-	return backend.Type{Name: Name, Validate: Validate, New: New, AnyPeerType: true}
+	return backend.Type{Name: Name, Validate: Validate, New: New, AnyPeerType: true, Keys: backend.KeyNames(&Config{})}
 }
 
 type udpBackend struct {
@@ -110,23 +123,17 @@ func New(env backend.Env) (backend.Backend, error) {
 	return &udpBackend{env: env, cfg: cfg, mtu: mtu, log: env.Log.WithValues("backend", Name)}, nil
 }
 
-// Prepare creates or adopts the persistent flannel0, sets its MTU and brings it up. The
-// lease attributes it returns are empty: flanneld's udp leases have no BackendType.
+// Prepare creates nothing: flannel0 is not persistent, so it is made in Activate with the
+// queue that forwards on it (see the package comment). The lease attributes it returns are
+// empty: flanneld's udp leases have no BackendType.
 func (b *udpBackend) Prepare(context.Context) (subnet.LeaseAttrs, error) {
-	h, err := kernel.Open()
-	if err != nil {
-		return subnet.LeaseAttrs{}, fmt.Errorf("udp backend: %w", err)
-	}
-	defer h.Close()
-	if _, err := tundev.Create(h, DeviceName, b.mtu, errPrefix, b.log); err != nil {
-		return subnet.LeaseAttrs{}, err
-	}
 	return subnet.LeaseAttrs{}, nil
 }
 
-// Activate gives flannel0 the own subnet's network address and the route to the Network,
-// attaches to it, binds the UDP socket and returns the Network, which forwards once Run
-// is called.
+// Activate creates flannel0 (or adopts it, making it non-persistent if an earlier weftd
+// left it persistent) by attaching to it, gives it the own subnet's network address and
+// the route to the Network, binds the UDP socket and returns the Network, which forwards
+// once Run is called.
 func (b *udpBackend) Activate(_ context.Context, own subnet.Lease) (backend.Network, error) {
 	network := b.env.Network.Network
 	if !own.Subnet.Addr().Is4() || !ip.IsNetworkAddress(own.Subnet) || !ip.Contains(network, own.Subnet) {
@@ -151,28 +158,32 @@ func (b *udpBackend) Activate(_ context.Context, own subnet.Lease) (backend.Netw
 }
 
 func (b *udpBackend) activate(h *kernel.Handle, own, network netip.Prefix, batch int) (*udpNetwork, error) {
-	dev, err := tundev.Activate(h, tundev.Device{Name: DeviceName, ErrPrefix: errPrefix, Own: own, Network: network, MTU: b.mtu}, b.log)
-	if err != nil {
-		return nil, err
-	}
 	// Offloads (TSO/GRO on the TUN, GSO/GRO on the socket) go with batching; Batch false
 	// stays one packet per system call.
 	offload := batch > 1
-	listen := netip.AddrPortFrom(b.env.Ext.IfaceAddr, uint16(b.cfg.Port))
+	tunOpts := tun.Options{Persist: false, Batch: batch, Offload: offload, Log: b.log}
+	dev, queue, err := tundev.Open(h, tundev.Device{Name: DeviceName, ErrPrefix: errPrefix, Own: own, Network: network, MTU: b.mtu}, tunOpts, b.log)
+	if err != nil {
+		return nil, err
+	}
+	listen := netip.AddrPortFrom(b.env.Ext.TunnelSource(), uint16(b.cfg.Port))
 	sock, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(listen))
 	if err != nil {
+		queue.Close()
 		return nil, fmt.Errorf("udp backend: listen on %s: %w", listen, err)
 	}
 	setSocketBuffers(sock, b.log)
 	conn, err := dgram.NewWith(sock, dgram.Options{Batch: batch, Offload: offload, Log: b.log})
 	if err != nil {
+		queue.Close()
 		sock.Close()
 		return nil, fmt.Errorf("udp backend: %w", err)
 	}
 	plane, err := tundev.NewPlane(tundev.PlaneConfig{
 		Device:     dev,
 		Handle:     h,
-		TUNOptions: tun.Options{Persist: true, Batch: batch, Offload: offload, Log: b.log},
+		Queue:      queue,
+		TUNOptions: tunOpts,
 		Conn:       conn,
 		Resync:     resyncPeriod,
 		Repaired:   b.env.Repaired,

@@ -21,7 +21,7 @@ const defaultResync = 30 * time.Second
 
 // Type returns the vxlan entry for the daemon's table of backends.
 func Type() backend.Type {
-	return backend.Type{Name: Name, Validate: Validate, New: New, CheckPeerData: checkPeerData}
+	return backend.Type{Name: Name, Validate: Validate, New: New, CheckPeerData: checkPeerData, Keys: backend.KeyNames(&Config{})}
 }
 
 // Backend is the vxlan backend before a lease is held. Its kernel sockets are bound to the
@@ -81,7 +81,7 @@ func New(env backend.Env) (backend.Backend, error) {
 			mac:       vtepMAC(ext.PublicIP, cfg.VNI),
 			mtu:       mtu,
 			extIndex:  ext.Iface.Index,
-			local:     ext.IfaceAddr,
+			local:     ext.TunnelSource(),
 			port:      port,
 			learning:  cfg.Learning,
 			gbp:       cfg.GBP,

@@ -20,7 +20,8 @@ const (
 	minPodMTU = 68
 )
 
-// Config is the vxlan part of the network config: the keys of the Backend object.
+// Config is the vxlan part of the network config: its fields are the keys of the Backend
+// object, matched case-insensitively (backend.DecodeKeys).
 type Config struct {
 	VNI           int  // VXLAN network identifier, 1..16777215; default 1
 	Port          int  // UDP destination port; 0 means the kernel's default (8472)
@@ -34,10 +35,6 @@ type Config struct {
 	// the offload as the kernel set it; false = always switch it off.
 	ChecksumOffload *bool
 }
-
-// keys are the accepted Backend keys besides Type, matched case-insensitively as
-// encoding/json (and flanneld) do.
-var keys = []string{"VNI", "Port", "GBP", "Learning", "DirectRouting", "MTU", "ChecksumOffload"}
 
 // Validate checks a Backend object strictly, without touching the system. Errors wrap
 // subnet.ErrInvalidConfig and name the offending key and value.
@@ -54,7 +51,7 @@ func invalid(format string, args ...any) error {
 // upper bound depends on the external interface and is checked by New.
 func ParseConfig(raw json.RawMessage) (Config, error) {
 	cfg := Config{VNI: defaultVNI}
-	if _, err := backend.DecodeKeys(raw, &cfg, keys); err != nil {
+	if _, err := backend.DecodeKeys(raw, &cfg); err != nil {
 		return Config{}, invalid("%v", err)
 	}
 	switch {

@@ -27,7 +27,7 @@ type deviceSpec struct {
 	mac      net.HardwareAddr // vtepMAC(PublicIP, VNI)
 	mtu      int              // pod MTU
 	extIndex int              // underlay link
-	local    netip.Addr       // underlay source address (the interface address, as flanneld)
+	local    netip.Addr       // underlay source address (ExternalInterface.TunnelSource)
 	port     int              // UDP destination port, never 0
 	learning bool
 	gbp      bool

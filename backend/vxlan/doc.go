@@ -4,7 +4,7 @@
 //
 // # How it works
 //
-// One VXLAN device, flannel.<VNI> ("vxlan id <VNI> local <iface addr> dev <iface> dstport
+// One VXLAN device, flannel.<VNI> ("vxlan id <VNI> local <source> dev <iface> dstport
 // <Port or 8472> nolearning"), carries the own subnet's network address as a /32, which is
 // only a source address for host-to-pod traffic. For each remote node ("peer") whose lease
 // says BackendType "vxlan", three entries are programmed and nothing is learned or looked
@@ -16,6 +16,11 @@
 //
 // The route sends the packet to the peer's VTEP as next hop, the neighbour entry gives its
 // MAC without ARP, and the FDB entry tells the device which underlay address owns that MAC.
+// The local <source> is the interface address, as flanneld's, unless --public-ip is another
+// address that an interface of the node holds: then it is the public IP
+// (backend.ExternalInterface.TunnelSource), so that peers restricting the tunnel port to
+// lease public IPs accept the traffic. Receivers, flanneld's included, do not look at the
+// outer source (nolearning), and the lease is unchanged.
 // With DirectRouting, a peer that the external interface reaches without a gateway gets
 // "<peer subnet> via <peer PublicIP> dev <iface>" instead, and no tunnel entries.
 //

@@ -9,7 +9,7 @@
 // success, failure, -timeout or Ctrl-C. Its exit status is 0 when every measurement could
 // be made, whatever the numbers; 1 when some could not (they are listed); 2 for bad usage.
 //
-// Wiring only: flags, the root check and signals. pkg/bench does the work.
+// Wiring only: flags, the root check and signals. test/bench does the work.
 package main
 
 import (

@@ -61,7 +61,7 @@ func TestParseFlags(t *testing.T) {
 
 func TestParseFlagsRejects(t *testing.T) {
 	for _, args := range [][]string{
-		{"-backends", "wireguard"},
+		{"-backends", "carrier-pigeon"},
 		{"-duration", "1500ms"},
 		{"-reps", "0"},
 		{"-streams", "1,x"},

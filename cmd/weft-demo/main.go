@@ -2,7 +2,7 @@
 // builds an underlay, starts etcd and one real weftd per node, gives every node a pod, and
 // ends with a pod-to-pod connectivity matrix, a TCP transfer and per-node timings.
 //
-// Everything it makes lives in namespaces it creates (see pkg/cluster) and is removed when it
+// Everything it makes lives in namespaces it creates (see test/cluster) and is removed when it
 // ends, on success, failure, timeout or Ctrl-C. It needs root. `make demo` runs it.
 //
 // Wiring only: flags, the root check and signals are here. The steps are in demo.go (build,

@@ -33,8 +33,10 @@ func runConfigGet(ctx context.Context, c *cli, _ []string) error {
 	if err != nil {
 		return c.etcdError(fmt.Errorf("read the network config: %w", err))
 	}
-	if _, _, perr := backends.ParseNetworkConfig(raw); perr != nil {
+	if cfg, _, perr := backends.ParseNetworkConfig(raw); perr != nil {
 		fmt.Fprintf(c.stderr, "warning: weftd rejects this config: %v\n", perr)
+	} else {
+		c.printWarnings(cfg.Warnings)
 	}
 	out := raw
 	if !bytes.HasSuffix(out, []byte("\n")) {
@@ -57,6 +59,9 @@ type configSetResult struct {
 	Revision int64    `json:"revision"`
 	Forced   bool     `json:"forced,omitempty"`
 	Orphans  []orphan `json:"orphans,omitempty"` // leases that no longer fit (only with --force)
+	// Warnings: what weftd will read differently from what was probably meant, or does not
+	// implement yet (unknown keys, host bits in Network, ...), as weftd logs them.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 func runConfigSet(ctx context.Context, c *cli, args []string) error {
@@ -76,9 +81,11 @@ func runConfigSet(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return err
 	}
+	res.Warnings = cfg.Warnings
 	if c.opts.output == outputJSON {
 		return c.writeJSON(res)
 	}
+	c.printWarnings(cfg.Warnings)
 	if len(res.Orphans) > 0 {
 		fmt.Fprintf(c.stderr, "warning: written with --force; %d lease(s) no longer fit it:\n", len(res.Orphans))
 		c.printOrphans(c.stderr, res.Orphans)
@@ -86,6 +93,13 @@ func runConfigSet(ctx context.Context, c *cli, args []string) error {
 	fmt.Fprintf(c.stdout, "wrote the network config to %s (revision %d): Network %s, SubnetLen /%d, subnets %s to %s, backend %s\n",
 		res.Key, res.Revision, cfg.Network, cfg.SubnetLen, cfg.SubnetMin, cfg.SubnetMax, cfg.BackendType)
 	return nil
+}
+
+// printWarnings prints the config's warnings to stderr, one a line.
+func (c *cli) printWarnings(warnings []string) {
+	for _, w := range warnings {
+		fmt.Fprintf(c.stderr, "warning: %s\n", w)
+	}
 }
 
 // readConfigFile reads FILE, or stdin for "-", trimmed of surrounding white space.

@@ -33,7 +33,6 @@ func TestConfigSetRejectsInvalid(t *testing.T) {
 		`not json`,
 		`{"Network":"10.244.0.0/16"} {}`,
 		`{}`,
-		`{"Network":"10.244.0.1/16"}`,
 		`{"Network":"fd00::/64"}`,
 		`{"Network":"10.244.0.0/29"}`,
 		`{"Network":"10.244.0.0/16","SubnetLen":31}`,
@@ -41,11 +40,12 @@ func TestConfigSetRejectsInvalid(t *testing.T) {
 		`{"Network":"10.244.0.0/16","SubnetMax":"10.244.3.7"}`,
 		`{"Network":"10.244.0.0/16","SubnetMin":"10.244.9.0","SubnetMax":"10.244.3.0"}`,
 		`{"Network":"10.244.0.0/16","Backend":"vxlan"}`,
-		`{"Network":"10.244.0.0/16","SubnetLength":24}`,
-		`{"Network":"10.244.0.0/16","EnableIPv6":true}`,
-		// the daemon's own checks: backend type and the backend's keys
+		`{"Network":"10.244.0.0/16","SubnetLen":17}`,
+		`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/56"}`,
+		// the daemon's own checks: backend type and the backend's values
 		`{"Network":"10.244.0.0/16","Backend":{"Type":"carrier-pigeon"}}`,
-		`{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw","Port":1}}`,
+		`{"Network":"10.244.0.0/16","Backend":{}}`,
+		`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":0}}`,
 	} {
 		_, _, perr := backends.ParseNetworkConfig([]byte(js))
 		if perr == nil || !errors.Is(perr, subnet.ErrInvalidConfig) {
@@ -66,6 +66,26 @@ func TestConfigSetRejectsInvalid(t *testing.T) {
 	}
 	if got := e.storedConfig(); got != "" {
 		t.Errorf("an invalid config was written: %s", got)
+	}
+}
+
+// TestConfigSetWarns: a config flanneld would run is written, and what weftd reads
+// differently from what was probably meant is said on stderr (and in the JSON output).
+func TestConfigSetWarns(t *testing.T) {
+	e := newEnv(t)
+	js := `{"Network":"10.244.0.1/16","SubnetLength":24,"Backend":{"Type":"host-gw","Port":1}}`
+	r := e.run("config", "set", writeFile(t, js)).must(t, 0)
+	for _, w := range []string{`did you mean 10.244.0.0/16`, `unknown key "SubnetLength" ignored`, `unknown Backend key "Port" ignored`} {
+		if !strings.Contains(r.stderr, "warning: ") || !strings.Contains(r.stderr, w) {
+			t.Errorf("stderr lacks %q:\n%s", w, r.stderr)
+		}
+	}
+	if got := e.storedConfig(); got != js {
+		t.Errorf("stored %q, want the config as given", got)
+	}
+	r = e.run("config", "set", "-o", "json", writeFile(t, js)).must(t, 0)
+	if !strings.Contains(r.stdout, `"warnings": [`) {
+		t.Errorf("JSON output has no warnings: %s", r.stdout)
 	}
 }
 

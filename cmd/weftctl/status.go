@@ -107,6 +107,9 @@ func (c *cli) printStatus(res statusResult) error {
 	}
 	fmt.Fprintf(tw, "Lease:\t%s\n", leaseText(st.Lease, now))
 	fmt.Fprintf(tw, "Backend:\t%s\n", backendText(st.Backend))
+	for _, w := range st.ConfigWarnings {
+		fmt.Fprintf(tw, "Config warning:\t%s\n", w)
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}

@@ -510,7 +510,8 @@ func defaultRoutes(t *testing.T, c *cluster.Cluster, n int) string {
 	return ipOut(t, c, n, "-4", "route", "show", "default") + "\n" + ipOut(t, c, n, "-6", "route", "show", "default")
 }
 
-// tunnelSources returns the sources WEFT-INPUT accepts tunnel traffic from on node n.
+// tunnelSources returns the sources WEFT-INPUT accepts tunnel traffic from on node n: the
+// -s of its ACCEPT rules and the members of the ipsets they match.
 func tunnelSources(c *cluster.Cluster, n int) ([]netip.Prefix, string, error) {
 	out, err := c.Exec(c.NodeNS(n), "iptables", "-w", "-S", "WEFT-INPUT")
 	if err != nil {
@@ -519,14 +520,31 @@ func tunnelSources(c *cluster.Cluster, n int) ([]netip.Prefix, string, error) {
 	var srcs []netip.Prefix
 	for _, line := range strings.Split(out, "\n") {
 		f := strings.Fields(line)
-		if len(f) < 4 || f[0] != "-A" || f[2] != "-s" || !strings.HasSuffix(line, "-j ACCEPT") {
+		if len(f) < 4 || f[0] != "-A" || !strings.HasSuffix(line, "-j ACCEPT") {
 			continue
 		}
-		p, err := netip.ParsePrefix(f[3])
-		if err != nil {
-			return nil, out, fmt.Errorf("WEFT-INPUT rule %q: %w", line, err)
+		switch i := slices.Index(f, "--match-set"); {
+		case f[2] == "-s":
+			p, err := netip.ParsePrefix(f[3])
+			if err != nil {
+				return nil, out, fmt.Errorf("WEFT-INPUT rule %q: %w", line, err)
+			}
+			srcs = append(srcs, p)
+		case i > 0 && i+1 < len(f):
+			set, err := c.Exec(c.NodeNS(n), "ipset", "list", f[i+1])
+			if err != nil {
+				return nil, out + set, err
+			}
+			out += set
+			_, members, _ := strings.Cut(set, "Members:")
+			for _, m := range strings.Fields(members) {
+				a, err := netip.ParseAddr(m)
+				if err != nil {
+					return nil, out, fmt.Errorf("ipset %s member %q: %w", f[i+1], m, err)
+				}
+				srcs = append(srcs, netip.PrefixFrom(a, 32))
+			}
 		}
-		srcs = append(srcs, p)
 	}
 	return srcs, out, nil
 }

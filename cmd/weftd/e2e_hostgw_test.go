@@ -111,7 +111,7 @@ func TestHostGW(t *testing.T) {
 	})
 
 	t.Run("broken config leaves the data plane alone", func(t *testing.T) {
-		c.PutConfig(`{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw","Bogus":1}}`)
+		c.PutConfig(`{"Network":"10.244.0.0/16","SubnetLen":31,"Backend":{"Type":"host-gw"}}`)
 		if err := ds[3].WaitLog("network config in etcd is now invalid", 10*time.Second); err != nil {
 			t.Fatal(err)
 		}

@@ -42,11 +42,18 @@ func TestMasqueradeAndRuleRepair(t *testing.T) {
 		t.Errorf("pod 1 saw %s, want pod 0's own address %s", src.Addr(), pods[0].IP)
 	}
 
-	// Every rule carries a weft comment; the tunnel port is admitted from the peer.
+	// Every rule carries a weft comment; the tunnel port is admitted from the peers' set,
+	// which holds the peer.
 	input, _ := c.Exec(c.NodeNS(0), "iptables", "-S", "WEFT-INPUT")
-	if !strings.Contains(input, "-s "+c.NodeIP(1).String()+"/32") || !strings.Contains(input, "--dport 8472") {
-		t.Errorf("WEFT-INPUT lacks the peer's vxlan rule:\n%s", input)
+	if !strings.Contains(input, "--match-set weft-peers src") || !strings.Contains(input, "--dport 8472") {
+		t.Errorf("WEFT-INPUT lacks the peers' vxlan rule:\n%s", input)
 	}
+	eventually(t, 5*time.Second, "the peer in the ipset", func() error {
+		if set, _ := c.Exec(c.NodeNS(0), "ipset", "list", "weft-peers"); !strings.Contains(set, "\n"+c.NodeIP(1).String()+"\n") {
+			return fmt.Errorf("ipset weft-peers:\n%s", set)
+		}
+		return nil
+	})
 	for _, table := range []string{"nat", "filter"} {
 		out, _ := c.Exec(c.NodeNS(0), "iptables", "-t", table, "-S")
 		for _, line := range strings.Split(out, "\n") {

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -98,12 +97,13 @@ func TestScaleVXLAN2000(t *testing.T) {
 		}
 		return nil
 	})
-	var inputRules int
+	var inputRules, setSize int
 	eventually(t, 10*time.Second, "WEFT-INPUT admits every peer", func() (err error) {
-		inputRules, err = checkInputChain(c, ns, leases)
+		inputRules, setSize, err = checkInputChain(c, ns, leases)
 		return err
 	})
-	t.Logf("WEFT-INPUT admits the %d peers with %d rules", scalePeers, inputRules)
+	t.Logf("iptables mode: WEFT-INPUT admits the %d peers with %d rule(s) and an ipset of %d, and ends with the DROP",
+		scalePeers, inputRules, setSize)
 
 	// 2. One join and one leave at that size.
 	rw := watchRouteChanges(t, ns)
@@ -129,10 +129,12 @@ func TestScaleVXLAN2000(t *testing.T) {
 	t.Logf("at %d peers: one join programmed (route) %v after its etcd put, one leave %v after its delete",
 		scalePeers, join.Round(10*time.Microsecond), leave.Round(10*time.Microsecond))
 
-	// 3. A restart that finds 2 000 leases and no flannel.1.
+	// 3. A restart that finds 2 000 leases and no flannel.1, and a config switched to
+	// nftables: the set of 2 000 moves there, nothing is left in iptables.
 	if err := w.Stop(); err != nil {
 		t.Fatal(err)
 	}
+	c.PutConfig(`{"Network":"` + scaleNetwork + `","EnableNFTables":true,"Backend":{"Type":"vxlan"}}`)
 	if _, err := c.Exec(ns, "ip", "link", "del", "flannel.1"); err != nil {
 		t.Fatal(err)
 	}
@@ -144,8 +146,70 @@ func TestScaleVXLAN2000(t *testing.T) {
 	t.Logf("restart with %d leases and no flannel.1: all programmed %v after the start; RSS %d KiB",
 		scalePeers, programmed.Round(time.Millisecond), rssKiB(t, w.PID()))
 	checkProgrammed(t, ns, leases, nil)
+	eventually(t, 10*time.Second, "the nftables input chain admits every peer", func() (err error) {
+		inputRules, setSize, err = checkNFTInput(c, ns, leases)
+		return err
+	})
+	t.Logf("nftables mode: chain input admits the %d peers with %d rule(s) and a set of %d, and ends with the drop",
+		scalePeers, inputRules, setSize)
+	eventually(t, 10*time.Second, "nothing of iptables mode left", func() error {
+		save, _ := c.Exec(ns, "iptables-save")
+		sets, _ := c.Exec(ns, "ipset", "list", "-n")
+		if strings.Contains(save, "WEFT") || strings.Contains(sets, "weft-peers") {
+			return fmt.Errorf("iptables-save:\n%s\nipsets: %s", save, sets)
+		}
+		return nil
+	})
 	time.Sleep(3 * time.Second)
 	t.Logf("RSS 3 s later, settled: %d KiB (%s)", rssKiB(t, w.PID()), rssParts(w.PID()))
+}
+
+// checkNFTInput checks that table ip weft's input chain accepts vxlan from a set holding
+// exactly the leases' PublicIPs and ends with the drop, and returns its rule count and
+// the set's size.
+func checkNFTInput(c *cluster.Cluster, ns string, leases []subnet.Lease) (rules, members int, err error) {
+	chain, err := c.Exec(ns, "nft", "list", "chain", "ip", "weft", "input")
+	if err != nil {
+		return 0, 0, err
+	}
+	var last string
+	for _, l := range strings.Split(chain, "\n") {
+		if strings.Contains(l, `comment "weft: `) {
+			rules++
+			last = l
+		}
+	}
+	if !strings.Contains(chain, "udp dport 8472 ip saddr @peers") || !strings.Contains(last, " drop ") {
+		return 0, 0, fmt.Errorf("input chain:\n%s", chain)
+	}
+	set, err := c.Exec(ns, "nft", "-j", "list", "set", "ip", "weft", "peers")
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := sameMembers(set, leases); err != nil {
+		return 0, 0, err
+	}
+	return rules, len(leases), nil
+}
+
+// sameMembers checks that a listing of a set (ipset list, nft -j list set) holds exactly
+// the leases' PublicIPs: each once, and no other 198.18.0.0/15 address.
+func sameMembers(listing string, leases []subnet.Lease) error {
+	n := 0
+	for _, f := range strings.FieldsFunc(listing, func(r rune) bool { return r == '"' || r == ' ' || r == '\n' || r == ',' || r == '[' || r == ']' }) {
+		if a, err := netip.ParseAddr(f); err == nil && netip.MustParsePrefix("198.18.0.0/15").Contains(a) {
+			n++
+		}
+	}
+	for _, l := range leases {
+		if !strings.Contains(listing, l.Attrs.PublicIP.String()) {
+			return fmt.Errorf("no set member for peer %s (%d members)", l.Attrs.PublicIP, n)
+		}
+	}
+	if n != len(leases) {
+		return fmt.Errorf("the set has %d members for %d peers", n, len(leases))
+	}
+	return nil
 }
 
 // scaleLeases returns n vxlan leases for /24 subnets of scaleNetwork other than own,
@@ -401,46 +465,35 @@ func (rw *routeWatch) wait(t *testing.T, dst netip.Prefix, add bool) time.Durati
 	}
 }
 
-// checkInputChain checks that the node's WEFT-INPUT accepts vxlan from exactly the leases'
-// PublicIPs (by the CIDR blocks of its ACCEPT rules) and ends with the DROP, and returns
-// how many ACCEPT rules it has.
-func checkInputChain(c *cluster.Cluster, ns string, leases []subnet.Lease) (int, error) {
+// checkInputChain checks that the node's WEFT-INPUT accepts vxlan from an ipset holding
+// exactly the leases' PublicIPs and ends with the DROP, and returns its rule count and the
+// set's size.
+func checkInputChain(c *cluster.Cluster, ns string, leases []subnet.Lease) (rules, members int, err error) {
 	out, err := c.Exec(ns, "iptables", "-w", "-S", "WEFT-INPUT")
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	var blocks []netip.Prefix
 	var last string
+	matchesSet := false
 	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
 		if !strings.HasPrefix(l, "-A WEFT-INPUT ") {
 			continue
 		}
+		rules++
 		last = l
-		f := strings.Fields(l)
-		if i := slices.Index(f, "-s"); i >= 0 && i+1 < len(f) && strings.HasSuffix(l, "-j ACCEPT") {
-			p, err := netip.ParsePrefix(f[i+1])
-			if err != nil {
-				return 0, fmt.Errorf("rule %q: %w", l, err)
-			}
-			blocks = append(blocks, p)
-		}
+		matchesSet = matchesSet || strings.Contains(l, "--match-set weft-peers src") && strings.HasSuffix(l, "-j ACCEPT")
 	}
-	if !strings.HasSuffix(last, "-j DROP") {
-		return 0, fmt.Errorf("WEFT-INPUT does not end with the DROP:\n%s", out)
+	if !matchesSet || !strings.HasSuffix(last, "-j DROP") {
+		return 0, 0, fmt.Errorf("WEFT-INPUT does not accept the set and end with the DROP:\n%s", out)
 	}
-	covered := 0
-	for _, b := range blocks {
-		covered += 1 << (32 - b.Bits())
+	set, err := c.Exec(ns, "ipset", "list", "weft-peers")
+	if err != nil {
+		return 0, 0, err
 	}
-	for _, l := range leases {
-		if !slices.ContainsFunc(blocks, func(b netip.Prefix) bool { return b.Contains(l.Attrs.PublicIP) }) {
-			return 0, fmt.Errorf("no ACCEPT for peer %s (%d rules)", l.Attrs.PublicIP, len(blocks))
-		}
+	if err := sameMembers(set, leases); err != nil {
+		return 0, 0, err
 	}
-	if covered != len(leases) {
-		return 0, fmt.Errorf("the ACCEPT rules cover %d addresses for %d peers", covered, len(leases))
-	}
-	return len(blocks), nil
+	return rules, len(leases), nil
 }
 
 // rssParts returns the anonymous, file-backed and shared parts of a process's RSS.

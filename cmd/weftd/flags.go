@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -20,35 +21,49 @@ import (
 
 // options mirrors flanneld's flags, by the same names.
 type options struct {
-	etcd           etcdflags.Flags
-	etcdConfig     etcdv3.Config // from etcd, set by validate
-	ifaces         []string
-	ifaceRegexes   []string
-	ifaceCanReach  string
-	publicIP       string
-	subnetFile     string
-	renewMargin    int
-	leaseTTL       time.Duration
-	ipMasq         bool
-	forwardRules   bool
-	iptablesResync int
-	restrictTunnel bool
-	healthzIP      string
-	healthzPort    int
-	version        bool
-	kube           kubeFlags // Kubernetes mode: kubeflags.go
+	etcd                etcdflags.Flags
+	etcdConfig          etcdv3.Config // from etcd, set by validate
+	ifaces              []string
+	ifaceRegexes        []string
+	ifaceCanReach       string
+	publicIP            string
+	subnetFile          string
+	renewMargin         int
+	leaseTTL            time.Duration
+	ipMasq              bool
+	ipMasqNoRandomFully bool
+	forwardRules        bool
+	iptablesResync      int
+	blackholeRoute      bool
+	restrictTunnel      bool
+	healthzIP           string
+	healthzPort         int
+	version             bool
+	kube                kubeFlags // Kubernetes mode: kubeflags.go
 }
 
-// parseFlags parses args (without the program name) and the environment: a flag not on
-// the command line is taken from WEFTD_<NAME>, else from FLANNELD_<NAME> (dashes become
-// underscores, upper case). Unknown flags and bad values are errors naming them.
-func parseFlags(args []string, getenv func(string) string) (*options, *pflag.FlagSet, error) {
-	o := &options{}
+// notYet are flanneld's flags that weft does not have yet. They are declared (hidden) only
+// so that the command line parses as flanneld's does; a value other than flanneld's default,
+// from the command line or the environment, is refused by name: weftd must not run in
+// another mode than the operator asked for.
+var notYet = []struct {
+	name, def, why string
+	isBool         bool
+}{
+	{name: "public-ipv6", why: "weft has no IPv6 yet"},
+}
+
+// flagSet declares weftd's flags, bound to o: flanneld's names and defaults, weft's own
+// (--restrict-tunnel-port, the hidden --subnet-lease-ttl), klog's -v, -vmodule and
+// -log_backtrace_at as flanneld copies them, and the hidden notYet flags.
+func (o *options) flagSet() *pflag.FlagSet {
 	fs := pflag.NewFlagSet("weftd", pflag.ContinueOnError)
 	fs.SortFlags = false
 	o.etcd.AddTo(fs)
-	fs.StringSliceVar(&o.ifaces, "iface", nil, "interface (name or IPv4 address) for inter-node traffic; repeatable, tried in order")
-	fs.StringSliceVar(&o.ifaceRegexes, "iface-regex", nil, "regular expression matched against interface names and addresses; repeatable")
+	// Repeatable, one value per occurrence, as flanneld's: a comma is part of the value
+	// (a regex such as ^e[a-z]{1,3}[0-9]$ has one).
+	fs.StringArrayVar(&o.ifaces, "iface", nil, "interface (name or IPv4 address) for inter-node traffic; repeat the flag for more, tried in order")
+	fs.StringArrayVar(&o.ifaceRegexes, "iface-regex", nil, "regular expression matched against interface addresses, then names; repeat the flag for more")
 	fs.StringVar(&o.ifaceCanReach, "iface-can-reach", "", "use the interface the kernel would use to reach this IPv4 address")
 	fs.StringVar(&o.publicIP, "public-ip", "", "IPv4 address peers send to (default: the interface's address)")
 	fs.StringVar(&o.subnetFile, "subnet-file", "/run/flannel/subnet.env", "file to write the node's subnet, MTU and masquerade setting to")
@@ -56,29 +71,92 @@ func parseFlags(args []string, getenv func(string) string) (*options, *pflag.Fla
 	fs.DurationVar(&o.leaseTTL, "subnet-lease-ttl", 24*time.Hour, "TTL of the subnet lease (for tests)")
 	_ = fs.MarkHidden("subnet-lease-ttl")
 	fs.BoolVar(&o.ipMasq, "ip-masq", false, "masquerade traffic from the pod network to destinations outside it")
+	fs.BoolVar(&o.ipMasqNoRandomFully, "ip-masq-fully-random-disable", false, "masquerade without --random-fully")
 	fs.BoolVar(&o.forwardRules, "iptables-forward-rules", true, "add FORWARD rules accepting traffic from and to the pod network")
-	fs.IntVar(&o.iptablesResync, "iptables-resync", 5, "seconds between checks that the iptables rules are in place")
+	fs.IntVar(&o.iptablesResync, "iptables-resync", 5, "seconds between checks that the iptables rules (and the blackhole route) are in place")
+	fs.BoolVar(&o.blackholeRoute, "ip-blackhole-route", false, "keep a blackhole route for this node's subnet: traffic to its unassigned addresses is dropped, not sent to the default route (for CNIs without a bridge, such as Canal)")
 	fs.BoolVar(&o.restrictTunnel, "restrict-tunnel-port", true, "drop encapsulated traffic (vxlan, udp, gre) from anyone but current peers")
 	fs.StringVar(&o.healthzIP, "healthz-ip", "0.0.0.0", "address of the health endpoint")
 	fs.IntVar(&o.healthzPort, "healthz-port", 0, "port of the health endpoint (/healthz, /readyz); 0 disables it")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
-	o.kube.addTo(fs, getenv)
+	// flanneld reads --version before its environment: FLANNELD_VERSION does nothing.
+	flagenv.CommandLineOnly(fs, "version")
+	o.kube.addTo(fs)
 	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(klogFlags)
-	fs.AddGoFlag(klogFlags.Lookup("v"))
-	fs.AddGoFlag(klogFlags.Lookup("vmodule"))
+	for _, name := range []string{"v", "vmodule", "log_backtrace_at"} {
+		fs.AddGoFlag(klogFlags.Lookup(name))
+	}
+	for _, n := range notYet {
+		usage := "flanneld's flag, not supported yet (" + n.why + ")"
+		if n.isBool {
+			fs.Bool(n.name, n.def == "true", usage)
+		} else {
+			fs.String(n.name, n.def, usage)
+		}
+		_ = fs.MarkHidden(n.name)
+	}
+	return fs
+}
 
+// parseFlags parses args (without the program name) and environ (os.Environ's form) as
+// flanneld parses its command line and environment: a flag not on the command line is taken
+// from WEFTD_<NAME>, else from FLANNELD_<NAME> (dashes become underscores, upper case). Flags
+// take Go's flag syntax as well as pflag's (goStyleArgs). Unknown flags, arguments, bad
+// values and the notYet flags are errors naming them. The warnings name the WEFTD_ and
+// FLANNELD_ variables that match no flag, for the log.
+func parseFlags(args, environ []string) (o *options, warnings []string, err error) {
+	o = &options{}
+	fs := o.flagSet()
 	fs.SetOutput(os.Stderr)
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(goStyleArgs(fs, args)); err != nil {
 		return nil, nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, nil, fmt.Errorf("unexpected argument %q (weftd takes flags only)", fs.Arg(0))
 	}
+	if err := refuseNotYet(fs, nil); err != nil {
+		return nil, nil, err
+	}
+	getenv := lookupIn(environ)
+	o.kube.getenv = getenv
 	if err := flagenv.Apply(fs, getenv, flagenv.WeftdPrefixes()...); err != nil {
 		return nil, nil, err
 	}
-	return o, fs, o.validate()
+	if err := refuseNotYet(fs, getenv); err != nil {
+		return nil, nil, err
+	}
+	for _, name := range flagenv.Unmatched(fs, environ, flagenv.WeftdPrefixes()...) {
+		warnings = append(warnings, fmt.Sprintf("$%s names no flag weftd reads from the environment; ignored", name))
+	}
+	return o, warnings, o.validate()
+}
+
+// refuseNotYet returns an error naming the first notYet flag set to anything but its
+// default: from the command line when getenv is nil, else from the variable getenv holds.
+func refuseNotYet(fs *pflag.FlagSet, getenv func(string) string) error {
+	for _, n := range notYet {
+		f := fs.Lookup(n.name)
+		if !f.Changed || f.Value.String() == f.DefValue {
+			continue
+		}
+		if getenv == nil {
+			return fmt.Errorf("--%s is not supported yet (%s)", n.name, n.why)
+		}
+		name, v, _ := flagenv.Lookup(getenv, n.name, flagenv.WeftdPrefixes()...)
+		return fmt.Errorf("$%s=%s sets --%s, which is not supported yet (%s)", name, v, n.name, n.why)
+	}
+	return nil
+}
+
+// lookupIn is os.Getenv over environ.
+func lookupIn(environ []string) func(string) string {
+	m := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		k, v, _ := strings.Cut(kv, "=")
+		m[k] = v
+	}
+	return func(k string) string { return m[k] }
 }
 
 func (o *options) validate() error {
@@ -107,17 +185,19 @@ func (o *options) validate() error {
 
 func (o *options) daemonConfig(version string) daemon.Config {
 	c := daemon.Config{
-		Etcd:               o.etcdConfig,
-		Iface:              iface.Options{Ifaces: o.ifaces, Regexes: o.ifaceRegexes, CanReach: o.ifaceCanReach, PublicIP: o.publicIP},
-		SubnetFile:         o.subnetFile,
-		LeaseTTL:           o.leaseTTL,
-		RenewMargin:        time.Duration(o.renewMargin) * time.Minute,
-		IPMasq:             o.ipMasq,
-		ForwardRules:       o.forwardRules,
-		IPTablesSync:       time.Duration(o.iptablesResync) * time.Second,
-		RestrictTunnelPort: o.restrictTunnel,
-		Version:            version,
-		Kube:               o.kube.config(),
+		Etcd:                o.etcdConfig,
+		Iface:               iface.Options{Ifaces: o.ifaces, Regexes: o.ifaceRegexes, CanReach: o.ifaceCanReach, PublicIP: o.publicIP},
+		SubnetFile:          o.subnetFile,
+		LeaseTTL:            o.leaseTTL,
+		RenewMargin:         time.Duration(o.renewMargin) * time.Minute,
+		IPMasq:              o.ipMasq,
+		IPMasqNoRandomFully: o.ipMasqNoRandomFully,
+		BlackholeRoute:      o.blackholeRoute,
+		ForwardRules:        o.forwardRules,
+		IPTablesSync:        time.Duration(o.iptablesResync) * time.Second,
+		RestrictTunnelPort:  o.restrictTunnel,
+		Version:             version,
+		Kube:                o.kube.config(),
 	}
 	if o.healthzPort != 0 {
 		c.HealthzAddr = net.JoinHostPort(o.healthzIP, strconv.Itoa(o.healthzPort))

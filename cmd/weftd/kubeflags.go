@@ -15,11 +15,10 @@ type kubeFlags struct {
 	annotationPrefix   string
 	netConfPath        string
 	setNodeUnavailable bool
-	getenv             func(string) string // NODE_NAME, POD_NAME, POD_NAMESPACE
+	getenv             func(string) string // NODE_NAME, POD_NAME, POD_NAMESPACE; set by parseFlags
 }
 
-func (k *kubeFlags) addTo(fs *pflag.FlagSet, getenv func(string) string) {
-	k.getenv = getenv
+func (k *kubeFlags) addTo(fs *pflag.FlagSet) {
 	fs.BoolVar(&k.enabled, "kube-subnet-mgr", false, "Kubernetes mode: the node's subnet is its spec.podCIDR and peers are the other Nodes (instead of etcd)")
 	fs.StringVar(&k.apiURL, "kube-api-url", "", "Kubernetes API server URL (default: the kubeconfig's, or in-cluster)")
 	fs.StringVar(&k.kubeconfig, "kubeconfig-file", "", "kubeconfig file (default: in-cluster config when --kube-api-url is not given either)")

@@ -23,7 +23,7 @@ var version = "dev"
 func main() { os.Exit(run(os.Args[1:])) }
 
 func run(args []string) int {
-	opts, _, err := parseFlags(args, os.Getenv)
+	opts, warnings, err := parseFlags(args, os.Environ())
 	if errors.Is(err, pflag.ErrHelp) {
 		return 0
 	}
@@ -38,6 +38,9 @@ func run(args []string) int {
 	defer klog.Flush()
 	log := klog.Background()
 	log.Info("Starting weftd", "version", version)
+	for _, w := range warnings {
+		log.Info("WARNING: " + w)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -45,6 +48,6 @@ func run(args []string) int {
 		log.Error(err, "weftd failed")
 		return 1
 	}
-	log.Info("weftd stopped; the lease and the data plane stay in place")
+	log.Info("weftd stopped; the lease and the kernel data plane stay in place (udp's flannel0 goes with the process)")
 	return 0
 }

@@ -9,6 +9,7 @@ package etcdflags
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"strings"
 
@@ -17,12 +18,13 @@ import (
 	"github.com/weftnet/weft/subnet/etcdv3"
 )
 
-// DefaultEndpoints is the default of --etcd-endpoints.
-const DefaultEndpoints = "http://127.0.0.1:2379"
+// DefaultEndpoints is the default of --etcd-endpoints: flanneld's, the legacy client port
+// 4001 first, then 2379.
+const DefaultEndpoints = "http://127.0.0.1:4001,http://127.0.0.1:2379"
 
 // Flags holds the values of the etcd flags once parsed.
 type Flags struct {
-	Endpoints string // --etcd-endpoints: comma-separated http:// or https:// URLs
+	Endpoints string // --etcd-endpoints: comma-separated URLs or host:port
 	Prefix    string // --etcd-prefix
 	KeyFile   string // --etcd-keyfile
 	CertFile  string // --etcd-certfile
@@ -33,7 +35,7 @@ type Flags struct {
 
 // AddTo declares the etcd flags on fs, bound to f, in the order the help lists them.
 func (f *Flags) AddTo(fs *pflag.FlagSet) {
-	fs.StringVar(&f.Endpoints, "etcd-endpoints", DefaultEndpoints, "comma-separated etcd endpoints")
+	fs.StringVar(&f.Endpoints, "etcd-endpoints", DefaultEndpoints, "comma-separated etcd endpoints: http:// or https:// URLs, or host:port (plain, or TLS when TLS files are given)")
 	fs.StringVar(&f.Prefix, "etcd-prefix", etcdv3.DefaultPrefix, "etcd key prefix of the network config and leases")
 	fs.StringVar(&f.KeyFile, "etcd-keyfile", "", "TLS client key file for etcd")
 	fs.StringVar(&f.CertFile, "etcd-certfile", "", "TLS client certificate file for etcd")
@@ -43,20 +45,17 @@ func (f *Flags) AddTo(fs *pflag.FlagSet) {
 }
 
 // Config checks the values and returns the registry config they describe (DialTimeout is
-// left to the caller). Each endpoint must be an http:// or https:// URL; each TLS file given
-// must be readable; the key and the certificate go together. Errors name the flag and the
-// value, e.g. `invalid value "etcd:2379" for --etcd-endpoints: "etcd:2379" is not an http://
-// or https:// URL`.
+// left to the caller). Each endpoint is an http://, https://, unix:// or unixs:// URL, or a
+// host:port without a scheme, which is passed on unchanged: the etcd client, as flanneld's
+// does, dials it in plain text, or with TLS when TLS files are given. Each TLS file given must
+// be readable; the key and the certificate go together. Errors name the flag and the value,
+// e.g. `invalid value "etcd" for --etcd-endpoints: "etcd" is neither a URL nor host:port`.
 func (f *Flags) Config() (etcdv3.Config, error) {
 	var eps []string
 	for _, ep := range strings.Split(f.Endpoints, ",") {
 		ep = strings.TrimSpace(ep)
-		if !strings.HasPrefix(ep, "http://") && !strings.HasPrefix(ep, "https://") {
-			what := fmt.Sprintf("%q is not an http:// or https:// URL", ep)
-			if ep == "" {
-				what = "an endpoint is empty"
-			}
-			return etcdv3.Config{}, fmt.Errorf("invalid value %q for --etcd-endpoints: %s (each endpoint must be an http:// or https:// URL)", f.Endpoints, what)
+		if why := checkEndpoint(ep); why != "" {
+			return etcdv3.Config{}, fmt.Errorf("invalid value %q for --etcd-endpoints: %s", f.Endpoints, why)
 		}
 		eps = append(eps, ep)
 	}
@@ -80,4 +79,26 @@ func (f *Flags) Config() (etcdv3.Config, error) {
 		KeyFile: f.KeyFile, CertFile: f.CertFile, CAFile: f.CAFile,
 		Username: f.Username, Password: f.Password,
 	}, nil
+}
+
+// checkEndpoint says what is wrong with one endpoint, or "" when the etcd client can dial it.
+func checkEndpoint(ep string) string {
+	if ep == "" {
+		return "an endpoint is empty"
+	}
+	scheme, rest, ok := strings.Cut(ep, "://")
+	if !ok {
+		if _, _, err := net.SplitHostPort(ep); err != nil {
+			return fmt.Sprintf("%q is neither a URL nor host:port", ep)
+		}
+		return ""
+	}
+	switch scheme {
+	case "http", "https", "unix", "unixs":
+		if rest == "" {
+			return fmt.Sprintf("%q names no host", ep)
+		}
+		return ""
+	}
+	return fmt.Sprintf("%q: the etcd client dials http://, https://, unix:// and unixs:// URLs, or host:port", ep)
 }

@@ -32,7 +32,7 @@ func TestNamesAndDefaults(t *testing.T) {
 	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
 	(&Flags{}).AddTo(fs)
 	want := map[string]string{
-		"etcd-endpoints": "http://127.0.0.1:2379", "etcd-prefix": "/coreos.com/network",
+		"etcd-endpoints": "http://127.0.0.1:4001,http://127.0.0.1:2379", "etcd-prefix": "/coreos.com/network",
 		"etcd-keyfile": "", "etcd-certfile": "", "etcd-cafile": "", "etcd-username": "", "etcd-password": "",
 	}
 	got := map[string]string{}
@@ -45,7 +45,7 @@ func TestNamesAndDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg, err := f.Config()
-	if err != nil || !reflect.DeepEqual(cfg, etcdv3.Config{Endpoints: []string{"http://127.0.0.1:2379"}, Prefix: "/coreos.com/network"}) {
+	if err != nil || !reflect.DeepEqual(cfg, etcdv3.Config{Endpoints: []string{"http://127.0.0.1:4001", "http://127.0.0.1:2379"}, Prefix: "/coreos.com/network"}) {
 		t.Errorf("default config %+v, %v", cfg, err)
 	}
 }
@@ -78,6 +78,24 @@ func TestConfigFromFlagsAndEnvironment(t *testing.T) {
 	}
 }
 
+// TestEndpointsTheClientDials: what the etcd client dials (flanneld hands the list to it
+// unchanged) is accepted as written, host:port without a scheme included.
+func TestEndpointsTheClientDials(t *testing.T) {
+	for _, v := range []string{
+		"127.0.0.1:2379", "etcd-0.etcd:2379,etcd-1.etcd:2379", "[fd00::1]:2379", "http://a:2379, b:2379",
+		"https://etcd:2379", "unix:///run/etcd.sock", "unixs://etcd.sock",
+	} {
+		f, err := parse(t, []string{"--etcd-endpoints", v}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := f.Config()
+		if err != nil || strings.Join(cfg.Endpoints, ",") != strings.ReplaceAll(v, " ", "") {
+			t.Errorf("%q: endpoints %q, %v", v, cfg.Endpoints, err)
+		}
+	}
+}
+
 // TestErrorsNameFlagAndValue: each refusal names the flag and the value.
 func TestErrorsNameFlagAndValue(t *testing.T) {
 	for _, tc := range []struct {
@@ -85,8 +103,9 @@ func TestErrorsNameFlagAndValue(t *testing.T) {
 		env  map[string]string
 		want string
 	}{
-		{[]string{"--etcd-endpoints", "127.0.0.1:2379"}, nil, `invalid value "127.0.0.1:2379" for --etcd-endpoints: "127.0.0.1:2379" is not an http:// or https:// URL`},
-		{nil, map[string]string{"FLANNELD_ETCD_ENDPOINTS": "http://a:2379,etcd:2379"}, `invalid value "http://a:2379,etcd:2379" for --etcd-endpoints: "etcd:2379" is not`},
+		{[]string{"--etcd-endpoints", "etcd"}, nil, `invalid value "etcd" for --etcd-endpoints: "etcd" is neither a URL nor host:port`},
+		{nil, map[string]string{"FLANNELD_ETCD_ENDPOINTS": "http://a:2379,ftp://etcd:2379"}, `invalid value "http://a:2379,ftp://etcd:2379" for --etcd-endpoints: "ftp://etcd:2379": the etcd client dials`},
+		{[]string{"--etcd-endpoints", "https://"}, nil, `"https://" names no host`},
 		{[]string{"--etcd-endpoints", "http://a:2379,"}, nil, `invalid value "http://a:2379," for --etcd-endpoints: an endpoint is empty`},
 		{[]string{"--etcd-cafile", "/nonexistent/ca.pem"}, nil, "--etcd-cafile /nonexistent/ca.pem: open /nonexistent/ca.pem: no such file or directory"},
 		{nil, map[string]string{"WEFTD_ETCD_CERTFILE": "/nonexistent/cert.pem"}, "--etcd-certfile /nonexistent/cert.pem"},

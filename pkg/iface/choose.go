@@ -37,12 +37,28 @@ type kernel interface {
 	routes() ([]route, error)
 }
 
-// choose applies flanneld's precedence over the candidates in p. It is pure given k.
+// choose applies flanneld's precedence over the candidates in p, then records which
+// interface holds the public IP (see backend.ExternalInterface.TunnelSource). It is pure
+// given k.
 func choose(k kernel, p parsed, log klog.Logger) (backend.ExternalInterface, error) {
 	links, err := k.links()
 	if err != nil {
 		return backend.ExternalInterface{}, fmt.Errorf("list interfaces: %w", err)
 	}
+	ext, err := chooseLink(k, links, p, log)
+	if err != nil {
+		return backend.ExternalInterface{}, err
+	}
+	if ext.PublicIP == ext.IfaceAddr {
+		ext.PublicIPIface = ext.Iface.Name
+	} else if l, ok := holding(links, ext.PublicIP); ok {
+		ext.PublicIPIface = l.iface.Name
+	}
+	return ext, nil
+}
+
+// chooseLink selects the interface and its address.
+func chooseLink(k kernel, links []link, p parsed, log klog.Logger) (backend.ExternalInterface, error) {
 	if len(p.ifaces) == 0 && len(p.regexes) == 0 && !p.canReach.IsValid() {
 		return chooseDefault(k, links, p, log)
 	}

@@ -249,3 +249,36 @@ func TestNoInterfaceErrorUnwraps(t *testing.T) {
 		t.Errorf("%v should be both ErrNotFound and ErrUnusable", err)
 	}
 }
+
+// TestChooseTunnelSource: tunnel traffic leaves from the public IP when an interface of
+// the node holds it (whichever), else from the interface address.
+func TestChooseTunnelSource(t *testing.T) {
+	k := fakeKernel{ls: host, rs: []route{{index: 2}}}
+	for _, tc := range []struct {
+		name        string
+		opts        Options
+		publicIface string
+		source      string
+	}{
+		{name: "no public ip", opts: Options{}, publicIface: "eth0", source: "192.0.2.10"},
+		{name: "public ip is the interface address", opts: Options{Ifaces: []string{"eth0"}, PublicIP: "192.0.2.10"}, publicIface: "eth0", source: "192.0.2.10"},
+		{name: "secondary address of the interface", opts: Options{Ifaces: []string{"eth1"}, PublicIP: "198.51.100.20"}, publicIface: "eth1", source: "198.51.100.20"},
+		{name: "address of another interface", opts: Options{Ifaces: []string{"eth0"}, PublicIP: "198.51.100.20"}, publicIface: "eth1", source: "198.51.100.20"},
+		{name: "not local (NAT)", opts: Options{Ifaces: []string{"eth0"}, PublicIP: "203.0.113.7"}, publicIface: "", source: "192.0.2.10"},
+		{name: "not local, default route", opts: Options{PublicIP: "203.0.113.7"}, publicIface: "", source: "192.0.2.10"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := parse(tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := choose(k, p, tc.opts.Log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.PublicIPIface != tc.publicIface || got.TunnelSource() != a(tc.source) {
+				t.Errorf("PublicIPIface %q, TunnelSource %v; want %q, %s", got.PublicIPIface, got.TunnelSource(), tc.publicIface, tc.source)
+			}
+		})
+	}
+}

@@ -32,6 +32,7 @@ type Metrics struct {
 	resyncs       prometheus.Counter
 	peers         prometheus.Gauge
 	ignored       *prometheus.GaugeVec
+	backendInfo   *prometheus.GaugeVec
 	repairs       *prometheus.CounterVec
 	subnetChanges prometheus.Counter
 
@@ -55,6 +56,7 @@ func New(version string) *Metrics {
 	m.resyncs = prometheus.NewCounter(prometheus.CounterOpts(f("watch_resyncs_total", "Times the lease watch listed all leases again (compaction, broken watch).")))
 	m.peers = prometheus.NewGauge(prometheus.GaugeOpts(f("peers", "Peers (other nodes' leases) currently known.")))
 	m.ignored = prometheus.NewGaugeVec(prometheus.GaugeOpts(f("leases_ignored", "Leases in the store that are not peers of this node, by reason (outside-network, overlap, public-ip, own-public-ip, backend-type, backend-data, malformed).")), []string{"reason"})
+	m.backendInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts(f("backend_info", "The active backend and how it runs (mode: kernel or userspace for gre and wireguard, empty for the others); value 1.")), []string{"backend", "mode"})
 	m.repairs = prometheus.NewCounterVec(prometheus.CounterOpts(f("dataplane_repairs_total", "Kernel state put back after it was changed or deleted by someone else, by kind.")), []string{"kind"})
 	m.subnetChanges = prometheus.NewCounter(prometheus.CounterOpts(f("subnet_changes_total", "Times this node had to take a different subnet after losing its lease.")))
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts(f("build_info", "weftd's version (value 1).")), []string{"version"})
@@ -62,7 +64,7 @@ func New(version string) *Metrics {
 	expiry := prometheus.NewGaugeFunc(prometheus.GaugeOpts(f("lease_expires_in_seconds", "Seconds until the held lease expires unless renewed; 0 without a lease, -1 for a reservation (no TTL).")), m.expiresIn)
 
 	m.reg.MustRegister(m.leaseHeld, m.leaseInfo, m.renewals, m.renewFailures, m.storeErrors, m.resyncs,
-		m.peers, m.ignored, m.repairs, m.subnetChanges, build, expiry, packetCollector{m},
+		m.peers, m.ignored, m.backendInfo, m.repairs, m.subnetChanges, build, expiry, packetCollector{m},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -136,6 +138,15 @@ func (m *Metrics) LeaseRenewFailed(error) { m.renewFailures.Inc() }
 
 // WatchResynced implements subnet.Observer.
 func (m *Metrics) WatchResynced() { m.resyncs.Inc() }
+
+// SetBackend records the active backend and its mode (kernel or userspace, where the
+// backend has both); an empty btype means none is active.
+func (m *Metrics) SetBackend(btype, mode string) {
+	m.backendInfo.Reset()
+	if btype != "" {
+		m.backendInfo.WithLabelValues(btype, mode).Set(1)
+	}
+}
 
 // LeasesIgnored implements subnet.Observer.
 func (m *Metrics) LeasesIgnored(byReason map[string]int) {

@@ -106,3 +106,24 @@ func TestMetricsMove(t *testing.T) {
 		t.Errorf("reservation expiry %v, want -1", v)
 	}
 }
+
+// The backend's mode and the ignored leases are gauges that follow what they are told.
+func TestBackendInfoAndIgnored(t *testing.T) {
+	m := New("v-test")
+	m.SetBackend("wireguard", "userspace")
+	m.LeasesIgnored(map[string]int{"outside-network": 2, "backend-type": 1})
+	got := scrape(t, m)
+	if value(t, got, "weft_backend_info", map[string]string{"backend": "wireguard", "mode": "userspace"}) != 1 {
+		t.Error("weft_backend_info lacks wireguard/userspace")
+	}
+	if value(t, got, "weft_leases_ignored", map[string]string{"reason": "outside-network"}) != 2 ||
+		value(t, got, "weft_leases_ignored", map[string]string{"reason": "backend-type"}) != 1 {
+		t.Error("weft_leases_ignored counts wrong")
+	}
+	m.SetBackend("", "")
+	m.LeasesIgnored(map[string]int{"backend-type": 1})
+	got = scrape(t, m)
+	if len(got["weft_backend_info"]) != 0 || len(got["weft_leases_ignored"]) != 1 {
+		t.Errorf("stale series after reset: %v %v", got["weft_backend_info"], got["weft_leases_ignored"])
+	}
+}

@@ -32,6 +32,10 @@ type Status struct {
 	Node    Node    `json:"node"`
 	Lease   Lease   `json:"lease"`
 	Backend Backend `json:"backend"`
+	// ConfigWarnings are what weftd reads in the network config differently from what was
+	// probably meant, or does not implement yet, while running it as flanneld would
+	// (unknown keys ignored, host bits in Network masked, IPv6 of a dual-stack config).
+	ConfigWarnings []string `json:"configWarnings,omitempty"`
 
 	// Peers are the other nodes' leases the node knows of, in any order; an empty list
 	// (never null, when served by Handler) while there are none.

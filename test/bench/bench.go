@@ -4,7 +4,7 @@
 // (convergence), and what one weftd does with thousands of peers (scale). cmd/weft-bench is
 // its command line; Documentation/benchmarks.md says what each figure means.
 //
-// Everything runs in throwaway namespace clusters (pkg/cluster): a real etcd in the hub
+// Everything runs in throwaway namespace clusters (test/cluster): a real etcd in the hub
 // namespace, real weftd binaries in node namespaces, pods as namespaces behind a bridge.
 // Every packet stays inside namespaces the run made, every process it starts is stopped by
 // PID, and every wait is bounded. Each path gets a fresh cluster of the same shape, so no

@@ -147,7 +147,7 @@ func (cv *joiner) join(ctx context.Context, node int) (*Join, *cluster.Weftd) {
 	defer probes.close()
 
 	start := time.Now()
-	w, err := cv.c.TryStartNode(node, weftdOptions())
+	w, err := cv.c.TryStartNode(node, weftdOptions(cv.c, node))
 	if err != nil {
 		j.Error = err.Error()
 		return j, nil

@@ -134,7 +134,7 @@ func (r *runner) kubeScalePhase(ctx context.Context) *KubeScale {
 	k.CreateS = time.Since(t0).Seconds()
 	r.step("kube scale: kube-apiserver ready in %.2f s; %d Nodes created in %.2f s; starting weftd", k.APIReadyS, len(nodes), k.CreateS)
 
-	o := weftdOptions()
+	o := weftdOptions(c, 0)
 	o.Omit = append(o.Omit, "etcd-endpoints")
 	o.Args = append(o.Args, "--kube-subnet-mgr", "--kubeconfig-file", kubeconfig, "--net-config-path", netConf)
 	o.Env = append(o.Env, "NODE_NAME=node0")

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,10 +27,12 @@ import (
 // inside its own node namespace, so the port is the same on every node.
 const healthPort = 10267
 
-// weftdOptions are the bench's weftd flags: the cluster's defaults with the health port
-// (and so /metrics) open.
-func weftdOptions() cluster.WeftdOptions {
-	return cluster.WeftdOptions{Omit: []string{"healthz-port"}, Args: []string{"--healthz-port", strconv.Itoa(healthPort)}}
+// weftdOptions are the bench's weftd flags for node i of c: the cluster's defaults with the
+// health port (and so /metrics) open, and the node's own WireGuard key file (the nodes
+// share one mount namespace; /run/flannel/wgkey would give them all one key).
+func weftdOptions(c *cluster.Cluster, i int) cluster.WeftdOptions {
+	return cluster.WeftdOptions{Omit: []string{"healthz-port"}, Args: []string{"--healthz-port", strconv.Itoa(healthPort)},
+		Env: []string{"WIREGUARD_KEY_FILE=" + filepath.Join(c.NodeDir(i), "wgkey")}}
 }
 
 // nodeHTTP returns a client whose connections are dialled inside namespace ns.

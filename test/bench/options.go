@@ -46,7 +46,8 @@ type Options struct {
 
 // Spec is one measured path's recipe: a backend name and the network config it writes.
 type Spec struct {
-	// Name is the bench's name for the path: "host-gw", "vxlan", "udp", "udp-nobatch", "gre".
+	// Name is the bench's name for the path: "host-gw", "vxlan", "udp", "udp-nobatch", "gre",
+	// "wireguard" (userspace: wireguard-go in weftd).
 	Name string
 	// Backend is the network config's Backend object, as JSON.
 	Backend string
@@ -79,6 +80,7 @@ func specs() []Spec {
 		{Name: "udp", Backend: `{"Type":"udp","Batch":true}`, Userspace: true},
 		{Name: "udp-nobatch", Backend: `{"Type":"udp","Batch":false}`, Userspace: true},
 		{Name: "gre", Backend: `{"Type":"gre","Mode":"userspace"}`, Userspace: true},
+		{Name: "wireguard", Backend: `{"Type":"wireguard","Implementation":"userspace"}`, Userspace: true},
 	}
 }
 

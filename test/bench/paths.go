@@ -47,7 +47,7 @@ func (r *runner) backendPhase(ctx context.Context, spec Spec, p *Path, round int
 		return
 	}
 	for i := range fixedNodes {
-		w, err := c.TryStartNode(i, weftdOptions())
+		w, err := c.TryStartNode(i, weftdOptions(c, i))
 		if err != nil {
 			r.pathFail(p, "%v", err)
 			return

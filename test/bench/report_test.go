@@ -203,7 +203,7 @@ func TestOptions(t *testing.T) {
 	for name, mod := range map[string]func(*Options){
 		"fractional duration": func(o *Options) { o.Duration = 1500 * time.Millisecond },
 		"no reps":             func(o *Options) { o.Reps = 0 },
-		"unknown backend":     func(o *Options) { o.Backends = []string{"wireguard"} },
+		"unknown backend":     func(o *Options) { o.Backends = []string{"carrier-pigeon"} },
 		"backend twice":       func(o *Options) { o.Backends = []string{"udp", "udp"} },
 		"too many joins":      func(o *Options) { o.Joins = 251 },
 		"scale too big":       func(o *Options) { o.Scale = MaxScale + 1 },

@@ -56,7 +56,7 @@ func (r *runner) scalePhase(ctx context.Context) *Scale {
 		fail("%v", err)
 		return s
 	}
-	if w, err = c.TryStartNode(0, weftdOptions()); err != nil {
+	if w, err = c.TryStartNode(0, weftdOptions(c, 0)); err != nil {
 		fail("%v", err)
 		return s
 	}

@@ -36,7 +36,7 @@ func runTests(m *testing.M) int {
 	fakeWeftdPath = filepath.Join(dir, "fakeweftd")
 	ctx, cancel := context.WithTimeout(context.Background(), BuildTimeout)
 	defer cancel()
-	if err := Build(ctx, "./pkg/cluster/testdata/fakeweftd", fakeWeftdPath); err != nil {
+	if err := Build(ctx, "./test/cluster/testdata/fakeweftd", fakeWeftdPath); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -375,12 +375,12 @@ func assertGone(t *testing.T, c *Cluster, names []string, pids []int) {
 func TestBuildShared(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), BuildTimeout)
 	defer cancel()
-	p1, err := buildShared(ctx, "./pkg/cluster/testdata/fakeweftd", "fakeweftd-buildtest")
+	p1, err := buildShared(ctx, "./test/cluster/testdata/fakeweftd", "fakeweftd-buildtest")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.Remove(p1) })
-	p2, err := buildShared(ctx, "./pkg/cluster/testdata/fakeweftd", "fakeweftd-buildtest")
+	p2, err := buildShared(ctx, "./test/cluster/testdata/fakeweftd", "fakeweftd-buildtest")
 	if err != nil {
 		t.Fatal(err)
 	}

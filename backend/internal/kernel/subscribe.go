@@ -10,6 +10,8 @@ import (
 	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/pkg/wait"
 )
 
 // ErrOverflow is wrapped by the Err of a Resync change when the kernel dropped
@@ -94,7 +96,7 @@ func (s *subscription) run(ctx context.Context, sock *nl.NetlinkSocket, err erro
 				return
 			}
 		}
-		if !s.send(ctx, Change{Kind: Resync, Err: err}) || !sleep(ctx, delay) {
+		if !s.send(ctx, Change{Kind: Resync, Err: err}) || wait.Sleep(ctx, delay) != nil {
 			return
 		}
 		delay = min(2*delay, s.maxDelay)
@@ -166,17 +168,6 @@ func (s *subscription) openSocket() (*nl.NetlinkSocket, error) {
 		_ = sock.SetReceiveBufferSize(s.rcvbuf, false) // capped by net.core.rmem_max; fine
 	}
 	return sock, nil
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // dupNS returns a new reference (file descriptor) to the namespace ns.

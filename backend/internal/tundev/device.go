@@ -161,6 +161,27 @@ func AddrIs(a netlink.Addr, p netip.Prefix) bool {
 	return ok && got == p
 }
 
+// Open creates the TUN d.Name, or adopts the one that exists, by attaching a queue to it
+// with opts, configures it as Activate does (Ensure, AllowLocalSource) and returns d with
+// its Index and the queue, for PlaneConfig.Queue. It is the way to a device that is not
+// persistent (opts.Persist false), which exists only while a queue is attached to it: the
+// queue that makes it is the one that forwards on it. It acts in the calling thread's
+// network namespace, which must be h's. On error nothing stays open.
+func Open(h *kernel.Handle, d Device, opts tun.Options, log klog.Logger) (Device, *tun.Device, error) {
+	_, lookupErr := h.Netlink().LinkByName(d.Name)
+	existed := lookupErr == nil
+	queue, err := d.attach(h, opts, func(f func() error) error { return f() })
+	if err != nil {
+		return d, nil, fmt.Errorf("%s: open %s: %w", d.ErrPrefix, d.Name, err)
+	}
+	if existed {
+		log.V(2).Info("Adopted existing TUN device", "device", d.Name, "index", d.Index)
+	} else {
+		log.Info("Created TUN device", "device", d.Name, "persistent", opts.Persist)
+	}
+	return d, queue, nil
+}
+
 // Activate creates or adopts the device d.Name with Create, points d at it, configures it
 // with Ensure and enables accept_local with AllowLocalSource, returning d with its Index.
 // It acts in the calling thread's network namespace, which must be h's.

@@ -1,12 +1,15 @@
-// Package tundev configures a userspace backend's persistent TUN device and puts it back
-// when someone changes or deletes it. The udp and gre (userspace mode) backends share it.
+// Package tundev configures a userspace backend's TUN device and puts it back when someone
+// changes or deletes it. The udp and gre (userspace mode) backends share it.
 //
 // A Device is the configuration the TUN must have while a Network is active: up, the
 // backend's MTU, the own subnet's network address as its only address (a /32, as flanneld
 // assigns it, which creates no connected or broadcast routes) and one route, the whole
-// Network. Create makes or adopts the device, Ensure writes what differs, Drift reports
-// what differs without writing, and Reopen re-creates a deleted device with the options
-// its queue was first opened with.
+// Network. Create makes or adopts a persistent device (gre's weft-gre0, which outlives
+// weftd); Open makes or adopts a device together with the queue that forwards on it, the
+// way to one that is not persistent (udp's flannel0, which must go away with weftd so that
+// flanneld can take the node over); Ensure writes what differs, Drift reports what differs
+// without writing, and Reopen re-creates a deleted device with the options its queue was
+// first opened with.
 //
 // Link settings go through a kernel.Handle. Opening the TUN and writing its sysctl happen
 // in the calling thread's network namespace (Create, Activate, AllowLocalSource), which

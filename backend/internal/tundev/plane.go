@@ -22,8 +22,11 @@ import (
 type PlaneConfig struct {
 	Device Device         // as Activate returned it
 	Handle *kernel.Handle // netlink in the device's namespace; the Plane closes it
-	// TUNOptions open the device's queue, and again a re-created device's; their Batch
-	// is the Forwarder's batch size too.
+	// Queue is the device's queue as Open returned it; nil: NewPlane opens one with
+	// TUNOptions. The Plane owns it from the call to NewPlane.
+	Queue *tun.Device
+	// TUNOptions open the device's queue (unless Queue is set), and again a re-created
+	// device's; their Batch is the Forwarder's batch size too.
 	TUNOptions tun.Options
 	Conn       fastpath.Conn // the underlay socket
 	// Resync is the period of the full checks between kernel notifications
@@ -57,15 +60,19 @@ type Plane struct {
 }
 
 // NewPlane opens the device's queue in the calling thread's network namespace (which must
-// be the Handle's), builds the Forwarder between it and c.Conn for the own subnet at the
-// device's MTU, and returns the Plane, which owns the queue, the Conn and the Handle from
-// now on. On error it closes the Conn, and the caller keeps the Handle.
+// be the Handle's) unless c.Queue is set, builds the Forwarder between the queue and c.Conn
+// for the own subnet at the device's MTU, and returns the Plane, which owns the queue, the
+// Conn and the Handle from now on. On error it closes the queue and the Conn, and the
+// caller keeps the Handle.
 func NewPlane(c PlaneConfig) (*Plane, error) {
 	d := c.Device
-	queue, err := tun.OpenWith(d.Name, c.TUNOptions)
-	if err != nil {
-		c.Conn.Close()
-		return nil, fmt.Errorf("%s: %w", d.ErrPrefix, err)
+	queue := c.Queue
+	if queue == nil {
+		var err error
+		if queue, err = tun.OpenWith(d.Name, c.TUNOptions); err != nil {
+			c.Conn.Close()
+			return nil, fmt.Errorf("%s: %w", d.ErrPrefix, err)
+		}
 	}
 	p := &Plane{
 		tunOpts:  c.TUNOptions,
@@ -80,6 +87,7 @@ func NewPlane(c PlaneConfig) (*Plane, error) {
 		p.repaired = func(string) {}
 	}
 	cfg := forward.Config{Subnet: d.Own, MTU: d.MTU, BatchSize: c.TUNOptions.Batch, Log: c.Log, Reopen: p.reopen}
+	var err error
 	if p.f, err = forward.New(cfg, queue, c.Conn); err != nil {
 		queue.Close()
 		c.Conn.Close()
@@ -208,8 +216,8 @@ func (p *Plane) reopen() (fastpath.Device, error) {
 }
 
 // Close stops forwarding and releases the TUN queue, the socket and the netlink handle.
-// The device, its address and its route stay, so a restarted weftd adopts them.
-// Idempotent.
+// A persistent device (TUNOptions.Persist) stays with its address and route, so that a
+// restarted weftd adopts them; any other goes away with them. Idempotent.
 func (p *Plane) Close() error {
 	var err error
 	p.closeOnce.Do(func() {

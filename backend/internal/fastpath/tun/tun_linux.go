@@ -41,7 +41,11 @@ func checkAt(path string) error {
 // Options configure OpenWith.
 type Options struct {
 	// Persist marks the device persistent (TUNSETPERSIST), so that it, its addresses and
-	// its routes outlive this process; a later open of the same name adopts it.
+	// its routes outlive this process; a later open of the same name adopts it. Without
+	// it the device is not persistent, as a device that flanneld opens: it goes away, with
+	// its addresses and routes, when its last queue closes (Close, or the process's end
+	// however it ends). A persistent device of that name that exists is adopted and made
+	// non-persistent (logged).
 	Persist bool
 	// Batch is the most packets Read returns per call.
 	Batch int
@@ -105,12 +109,16 @@ func OpenWith(name string, o Options) (*Device, error) {
 	batch := max(1, o.Batch)
 	desc := "off"
 	if o.Offload {
-		fd, err := attachTUN(name, unix.IFF_TUN|unix.IFF_NO_PI|unix.IFF_VNET_HDR, o.Persist)
+		fd, err := attachTUN(name, unix.IFF_TUN|unix.IFF_NO_PI|unix.IFF_VNET_HDR)
 		if err != nil {
 			return nil, err
 		}
 		err = unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, unix.TUN_F_CSUM|unix.TUN_F_TSO4)
 		if err == nil {
+			if err := setPersist(fd, name, o); err != nil {
+				unix.Close(fd)
+				return nil, err
+			}
 			o.Log.Info("TUN offloads on: TCP segmentation, coalescing and checksum in userspace",
 				"device", name, "offloads", "tso4,csum,gro")
 			return newTUN(fd, name, batch, true, "tso4,csum,gro")
@@ -119,18 +127,49 @@ func OpenWith(name string, o Options) (*Device, error) {
 		desc = fmt.Sprintf("off (TUNSETOFFLOAD refused: %v)", err)
 		o.Log.Info("TUN offloads refused by the kernel; one packet per read and write", "device", name, "err", err)
 	}
-	fd, err := attachTUN(name, unix.IFF_TUN|unix.IFF_NO_PI, o.Persist)
+	fd, err := attachTUN(name, unix.IFF_TUN|unix.IFF_NO_PI)
 	if err != nil {
 		return nil, err
 	}
 	// A persistent device keeps the offloads an earlier reader with IFF_VNET_HDR set;
 	// without the header they would hand this reader superpackets it cannot parse.
 	_ = unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, 0)
+	if err := setPersist(fd, name, o); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
 	return newTUN(fd, name, batch, false, desc)
 }
 
+// setPersist makes the device that fd is attached to persistent, or not, as o.Persist
+// says; it logs when it turns the persistence of an adopted device off.
+func setPersist(fd int, name string, o Options) error {
+	if o.Persist {
+		if err := unix.IoctlSetInt(fd, unix.TUNSETPERSIST, 1); err != nil {
+			return fmt.Errorf("make TUN %s persistent: %w", name, err)
+		}
+		return nil
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return fmt.Errorf("TUN name %q: %w", name, err)
+	}
+	if err := unix.IoctlIfreq(fd, unix.TUNGETIFF, ifr); err != nil {
+		return fmt.Errorf("read TUN %s flags: %w", name, err)
+	}
+	if ifr.Uint16()&unix.IFF_PERSIST == 0 {
+		return nil
+	}
+	if err := unix.IoctlSetInt(fd, unix.TUNSETPERSIST, 0); err != nil {
+		return fmt.Errorf("make TUN %s non-persistent: %w", name, err)
+	}
+	o.Log.Info("Adopted a persistent TUN device and made it non-persistent: it now goes away when this process stops",
+		"device", name)
+	return nil
+}
+
 // attachTUN opens the clone device and attaches it to name with flags.
-func attachTUN(name string, flags uint16, persist bool) (int, error) {
+func attachTUN(name string, flags uint16) (int, error) {
 	ifr, err := unix.NewIfreq(name)
 	if err != nil {
 		return -1, fmt.Errorf("TUN name %q: %w", name, err)
@@ -149,12 +188,6 @@ func attachTUN(name string, flags uint16, persist bool) (int, error) {
 			return -1, fmt.Errorf("attach to TUN %s: a device of that name exists with another type or flags; delete it (ip link del %s): %w", name, name, err)
 		}
 		return -1, fmt.Errorf("attach to TUN %s: %w", name, err)
-	}
-	if persist {
-		if err := unix.IoctlSetInt(fd, unix.TUNSETPERSIST, 1); err != nil {
-			unix.Close(fd)
-			return -1, fmt.Errorf("make TUN %s persistent: %w", name, err)
-		}
 	}
 	return fd, nil
 }
@@ -197,9 +230,9 @@ func (t *Device) BatchSize() int { return t.batch }
 // Offloads describes the offloads in use: "tso4,csum,gro", or "off" and why.
 func (t *Device) Offloads() string { return t.desc }
 
-// Close detaches from the device; a persistent device stays, with its addresses and
-// routes (and without offloads, so that a reader without IFF_VNET_HDR, such as
-// flanneld, can adopt it). Idempotent.
+// Close detaches from the device. A persistent device stays, with its addresses and
+// routes (and without offloads, so that a reader without IFF_VNET_HDR can attach to
+// it); any other goes away with them. Idempotent.
 func (t *Device) Close() error {
 	if t.closed.Swap(true) {
 		return nil

@@ -1,4 +1,4 @@
-// Command fakeweftd is a stand-in for weftd used only by pkg/cluster's own tests: it accepts
+// Command fakeweftd is a stand-in for weftd used only by test/cluster's own tests: it accepts
 // weftd's flags, reads the network config from etcd, takes the subnet 10.x.<node octet>.0/24
 // (host-gw style lease), writes the subnet file and keeps host-gw routes to its peers until
 // SIGTERM. It refuses to run in the root network namespace or off the 192.0.2.0/24 underlay.

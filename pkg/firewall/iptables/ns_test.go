@@ -103,11 +103,36 @@ func (g *nsRunner) Restore(table string, lines []string) error {
 	return g.restore.Restore(table, lines)
 }
 
+// nsSets is the real netlink ip_set, refusing to run outside the namespace of r.
+type nsSets struct{ r *nsRunner }
+
+func (s nsSets) List(name string) ([]netip.Addr, bool, error) {
+	s.r.enter("ipset List")
+	return netlinkSets{}.List(name)
+}
+func (s nsSets) Create(name string) error {
+	s.r.enter("ipset Create")
+	return netlinkSets{}.Create(name)
+}
+func (s nsSets) Add(name string, a netip.Addr) error {
+	s.r.enter("ipset Add")
+	return netlinkSets{}.Add(name, a)
+}
+func (s nsSets) Del(name string, a netip.Addr) error {
+	s.r.enter("ipset Del")
+	return netlinkSets{}.Del(name, a)
+}
+func (s nsSets) Destroy(name string) error {
+	s.r.enter("ipset Destroy")
+	return netlinkSets{}.Destroy(name)
+}
+
 // nsEnv is one namespace with one iptables binary.
 type nsEnv struct {
 	name string // namespace
 	bin  string // iptables, iptables-nft or iptables-legacy
 	r    *nsRunner
+	sets ipsets // nsSets by default
 }
 
 // newNSEnv makes a namespace for t and checks the root namespace's rules are the same at
@@ -132,11 +157,32 @@ func newNSEnv(t testing.TB, bin string) *nsEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &nsEnv{name: name, bin: bin, r: &nsRunner{ipt: ipt, restore: newCmdRunner(ipt, bin), ns: h}}
+	restore, _ := exec.LookPath(bin + "-restore")
+	r := &nsRunner{ipt: ipt, restore: cmdRunner{IPTables: ipt, restorePath: restore}, ns: h}
+	return &nsEnv{name: name, bin: bin, r: r, sets: nsSets{r}}
 }
 
 func (e *nsEnv) manager(t *testing.T, opts Options) *Manager {
-	return newManager(e.r, e.r.ipt.HasRandomFully(), opts, testr.New(t))
+	return newManager(e.r, e.sets, e.r.ipt.HasRandomFully(), opts, testr.New(t))
+}
+
+// members lists the peer set in the namespace with the ipset tool (nil, false: no set).
+func (e *nsEnv) members(t *testing.T) ([]string, bool) {
+	t.Helper()
+	if _, err := exec.LookPath("ipset"); err != nil {
+		t.Skipf("ipset not installed (make deps): %v", err)
+	}
+	out, err := nstest.Run(e.name, "ipset", "list", PeerSet)
+	if err != nil {
+		return nil, false
+	}
+	_, after, ok := strings.Cut(out, "Members:\n")
+	if !ok {
+		t.Fatalf("ipset list %s:\n%s", PeerSet, out)
+	}
+	m := strings.Fields(after)
+	slices.Sort(m)
+	return m, true
 }
 
 // do runs fn in the namespace.
@@ -145,6 +191,21 @@ func (e *nsEnv) do(t testing.TB, fn func() error) {
 	if err := nsutil.Do(e.name, fn); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// saveOf runs an *-save tool in the namespace.
+func (e *nsEnv) saveOf(tool string) (string, error) {
+	return nstest.Run(e.name, tool)
+}
+
+// runTool runs a command by hand in the namespace.
+func (e *nsEnv) runTool(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := nstest.Run(e.name, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // run runs the iptables binary by hand in the namespace.
@@ -166,13 +227,11 @@ func (e *nsEnv) rules(t *testing.T, table, chain string) []string {
 // wantRules returns the rendered rules the manager should keep in def's chain now.
 func wantRules(t *testing.T, m *Manager, def *chainDef) []string {
 	t.Helper()
-	m.mu.Lock()
-	s := m.in
-	m.mu.Unlock()
+	s := m.Inputs()
 	m.syncMu.Lock()
-	rf := m.randomFully
+	c := m.capsLocked()
 	m.syncMu.Unlock()
-	for _, p := range desired(m.opts, s, rf) {
+	for _, p := range desired(m.opts, s, c) {
 		if p.def == def {
 			return renderAll(p.rules)
 		}
@@ -278,7 +337,7 @@ func TestNSInstallRepairIdle(t *testing.T) {
 					}
 				}
 			}
-			if want := 3 + 6 + 2 + 3; n != want {
+			if want := 3 + 6 + 2 + 2; n != want {
 				t.Errorf("found %d weft rules, want %d:\n%s", n, want, save)
 			}
 
@@ -298,8 +357,8 @@ func TestNSInstallRepairIdle(t *testing.T) {
 			e.r.takeCalls()
 			e.do(t, m.Sync)
 			calls := e.r.takeCalls()
-			if mod := modifyingCalls(calls); len(mod) != 0 || len(calls) > 6 {
-				t.Fatalf("idle pass ran %v (modifying: %v); want at most 6 read-only runs", calls, mod)
+			if mod := modifyingCalls(calls); len(mod) != 0 || len(calls) > 7 {
+				t.Fatalf("idle pass ran %v (modifying: %v); want at most 7 read-only runs (6 iptables, 1 set listing)", calls, mod)
 			}
 			t.Logf("idle pass: %d iptables runs: %v", len(calls), calls)
 			if len(m.listed) != 0 {
@@ -363,10 +422,15 @@ func TestNSRunRestoresWithinPeriod(t *testing.T) {
 	}
 	e.checkChain(t, m, &natDef)
 
-	// A setter called from another goroutine still changes only the namespace's rules.
+	// A setter called from another goroutine still changes only the namespace's set.
 	m.SetPeers([]netip.Addr{peerA})
-	wait("the peer rule", func() bool { return count("filter", InputChain) == 2 })
+	wait("the peer in the set", func() bool { got, _ := e.members(t); return slices.Equal(got, []string{peerA.String()}) })
 	e.checkChain(t, m, &inputDef)
+
+	// A member deleted, or the set flushed, by hand is back within the period.
+	e.runTool(t, "ipset", "flush", PeerSet)
+	took = wait("the flushed set refilled", func() bool { got, _ := e.members(t); return len(got) == 1 })
+	t.Logf("a flushed set was refilled after %v", took)
 }
 
 func TestNSPeersAndNetworkChange(t *testing.T) {
@@ -378,12 +442,22 @@ func TestNSPeersAndNetworkChange(t *testing.T) {
 	e.do(t, m.Sync)
 	e.checkChain(t, m, &inputDef)
 
-	// A peer that left loses its ACCEPT; the DROP stays last.
+	if got, _ := e.members(t); !slices.Equal(got, []string{peerA.String(), peerB.String()}) {
+		t.Fatalf("set holds %q", got)
+	}
+	// A peer that left leaves the set; the chain does not change.
+	e.r.takeCalls()
 	m.SetPeers([]netip.Addr{peerB})
 	e.do(t, m.Sync)
+	if got, _ := e.members(t); !slices.Equal(got, []string{peerB.String()}) {
+		t.Fatalf("set after peer A left: %q", got)
+	}
+	if mod := modifyingCalls(e.r.takeCalls()); !slices.Equal(mod, []string{"ipset Del"}) {
+		t.Fatalf("peer A leaving made %v, want one ipset Del", mod)
+	}
 	got := e.rules(t, "filter", InputChain)
-	if len(got) != 2 || !strings.HasPrefix(got[0], "-s 192.0.2.3/32 ") || !strings.HasSuffix(got[1], "-j DROP") {
-		t.Fatalf("input chain after peer A left: %q", got)
+	if len(got) != 2 || !strings.Contains(got[0], "--match-set "+PeerSet+" src") || !strings.HasSuffix(got[1], "-j DROP") {
+		t.Fatalf("input chain: %q", got)
 	}
 
 	// GRE instead of UDP.
@@ -444,6 +518,9 @@ func TestNSCleanup(t *testing.T) {
 				if strings.Contains(save, "WEFT") {
 					t.Fatalf("weft chains left after Cleanup:\n%s", save)
 				}
+				if _, ok := e.members(t); ok {
+					t.Fatalf("ipset %s left after Cleanup", PeerSet)
+				}
 			}
 		})
 	}
@@ -468,10 +545,13 @@ func TestNewFindsIPTables(t *testing.T) {
 	if _, err := exec.LookPath("iptables"); err != nil {
 		t.Skipf("iptables not installed: %v", err)
 	}
-	m, err := New(Options{}, testr.New(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := newNSEnv(t, "iptables") // Find runs the *-save tools: in a namespace of the test's
+	var tool *Tool
+	e.do(t, func() (err error) {
+		tool, err = Find(testr.New(t))
+		return err
+	})
+	m := New(tool, Options{}, testr.New(t))
 	if m.opts.Resync != DefaultResync {
 		t.Fatalf("Resync = %v, want the default %v", m.opts.Resync, DefaultResync)
 	}

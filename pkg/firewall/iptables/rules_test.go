@@ -5,7 +5,26 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+
+	"github.com/weftnet/weft/pkg/firewall"
 )
+
+// natRules, forwardRules and inputRules render the plan's parts as the Manager does; the
+// input rules without ip_set (one rule per block of peers).
+func natRules(network, subnet netip.Prefix, randomFully bool) ([][]string, error) {
+	r, err := firewall.MasqRules(network, subnet, true)
+	return renderRules(r, nil, caps{randomFully: randomFully}), err
+}
+
+func forwardRules(network netip.Prefix) ([][]string, error) {
+	r, err := firewall.ForwardRules(network)
+	return renderRules(r, nil, caps{}), err
+}
+
+func inputRules(peers []netip.Addr, proto string, port int, restrict bool) ([][]string, error) {
+	r, err := firewall.TunnelRules(proto, port, restrict)
+	return renderRules(r, firewall.PeerSet(peers), caps{}), err
+}
 
 func renderAll(rules [][]string) []string {
 	out := make([]string, len(rules))
@@ -149,10 +168,40 @@ func TestInputRules(t *testing.T) {
 	}
 }
 
+// TestInputRulesWithSet: with ip_set, one rule matches the set whatever the peers.
+func TestInputRulesWithSet(t *testing.T) {
+	for _, tc := range []struct {
+		proto    string
+		port     int
+		restrict bool
+		want     []string
+	}{{
+		proto: "udp", port: 8472, restrict: true, want: []string{
+			`-p udp -m set --match-set weft-peers src -m udp --dport 8472 -m comment --comment "weft: tunnel from peer" -j ACCEPT`,
+			`-p udp -m udp --dport 8472 -m comment --comment "weft: tunnel from non-peer, drop" -j DROP`,
+		},
+	}, {
+		proto: "gre", want: []string{`-p gre -m set --match-set weft-peers src -m comment --comment "weft: tunnel from peer" -j ACCEPT`},
+	}} {
+		r, err := firewall.TunnelRules(tc.proto, tc.port, tc.restrict)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, peers := range [][]netip.Addr{nil, scalePeers(2000, 2)} {
+			if got := renderAll(renderRules(r, peers, caps{ipset: true})); !slices.Equal(got, tc.want) {
+				t.Errorf("%s with %d peers:\n%q\nwant\n%q", tc.proto, len(peers), got, tc.want)
+			}
+		}
+	}
+}
+
 func TestDesired(t *testing.T) {
+	type state = firewall.Inputs
+	const leave, manage, remove = firewall.Leave, firewall.Manage, firewall.Remove
+	type action = firewall.Action
 	known := state{
-		network: netip.MustParsePrefix("10.244.0.0/16"), subnet: netip.MustParsePrefix("10.244.3.0/24"),
-		tunnelSet: true, tunnelProto: "udp", tunnelPort: 8285,
+		Network: netip.MustParsePrefix("10.244.0.0/16"), Subnet: netip.MustParsePrefix("10.244.3.0/24"),
+		TunnelSet: true, TunnelProto: "udp", TunnelPort: 8285,
 	}
 	for _, tc := range []struct {
 		name string
@@ -164,15 +213,15 @@ func TestDesired(t *testing.T) {
 		{"nothing known yet", Options{IPMasq: true, ForwardRules: true}, state{}, [3]action{leave, leave, leave}, [3]bool{}},
 		{"features off", Options{}, state{}, [3]action{remove, remove, leave}, [3]bool{}},
 		{"all known", Options{IPMasq: true, ForwardRules: true}, known, [3]action{manage, manage, manage}, [3]bool{}},
-		{"no tunnel", Options{IPMasq: true}, state{network: known.network, subnet: known.subnet, tunnelSet: true},
+		{"no tunnel", Options{IPMasq: true}, state{Network: known.Network, Subnet: known.Subnet, TunnelSet: true},
 			[3]action{manage, remove, remove}, [3]bool{}},
-		{"bad tunnel left alone", Options{IPMasq: true}, state{network: known.network, subnet: known.subnet, tunnelSet: true, tunnelProto: "sctp"},
+		{"bad tunnel left alone", Options{IPMasq: true}, state{Network: known.Network, Subnet: known.Subnet, TunnelSet: true, TunnelProto: "sctp"},
 			[3]action{manage, remove, leave}, [3]bool{false, false, true}},
-		{"bad subnet left alone", Options{IPMasq: true, ForwardRules: true}, state{network: known.network, subnet: netip.MustParsePrefix("10.9.0.0/24")},
+		{"bad subnet left alone", Options{IPMasq: true, ForwardRules: true}, state{Network: known.Network, Subnet: netip.MustParsePrefix("10.9.0.0/24")},
 			[3]action{leave, manage, leave}, [3]bool{true, false, false}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			plans := desired(tc.opts, tc.s, true)
+			plans := desired(tc.opts, tc.s, caps{randomFully: true, ipset: true})
 			for i, p := range plans {
 				if p.def != chainDefs[i] {
 					t.Errorf("plan %d is for %s, want %s", i, p.def.name, chainDefs[i].name)

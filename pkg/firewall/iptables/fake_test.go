@@ -3,6 +3,7 @@ package iptables
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -35,7 +36,7 @@ func newFakeIPT() *fakeIPT {
 var errFake = errors.New("fake iptables: No chain/target/match by that name")
 
 // modifying names the runner methods that change the tables.
-var modifying = map[string]bool{"NewChain": true, "Insert": true, "Append": true, "Replace": true,
+var modifying = map[string]bool{"ipset Create": true, "ipset Add": true, "ipset Del": true, "ipset Destroy": true, "NewChain": true, "Insert": true, "Append": true, "Replace": true,
 	"DeleteById": true, "Delete": true, "ClearAndDeleteChain": true, "Restore": true}
 
 func (f *fakeIPT) call(method string, spec []string) error {
@@ -370,3 +371,80 @@ func splitRestoreLine(l string) ([]string, error) {
 }
 
 var _ runner = (*fakeIPT)(nil)
+
+// fakeSets is an in-memory ip_set. With noKernel, creating a set fails, as on a kernel
+// without ip_set.
+type fakeSets struct {
+	mu       sync.Mutex
+	sets     map[string][]netip.Addr // sorted members
+	calls    []string
+	noKernel bool
+}
+
+func newFakeSets() *fakeSets { return &fakeSets{sets: map[string][]netip.Addr{}} }
+
+func (s *fakeSets) List(name string) ([]netip.Addr, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls = append(s.calls, "List")
+	m, ok := s.sets[name]
+	return slices.Clone(m), ok, nil
+}
+
+func (s *fakeSets) Create(name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls = append(s.calls, "Create")
+	if s.noKernel {
+		return errors.New("fake ipset: invalid argument")
+	}
+	if _, ok := s.sets[name]; ok {
+		return errors.New("fake ipset: set exists")
+	}
+	s.sets[name] = []netip.Addr{}
+	return nil
+}
+
+func (s *fakeSets) Add(name string, a netip.Addr) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls = append(s.calls, "Add")
+	m, ok := s.sets[name]
+	if !ok {
+		return errors.New("fake ipset: no such set")
+	}
+	if !slices.Contains(m, a) {
+		m = append(m, a)
+		slices.SortFunc(m, netip.Addr.Compare)
+	}
+	s.sets[name] = m
+	return nil
+}
+
+func (s *fakeSets) Del(name string, a netip.Addr) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls = append(s.calls, "Del")
+	m, ok := s.sets[name]
+	if !ok {
+		return errors.New("fake ipset: no such set")
+	}
+	s.sets[name] = slices.DeleteFunc(m, func(x netip.Addr) bool { return x == a })
+	return nil
+}
+
+func (s *fakeSets) Destroy(name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls = append(s.calls, "Destroy")
+	delete(s.sets, name)
+	return nil
+}
+
+// members returns the set's members and whether it exists.
+func (s *fakeSets) members(name string) ([]netip.Addr, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.sets[name]
+	return slices.Clone(m), ok
+}

@@ -183,7 +183,7 @@ func TestRestoreLineQuoting(t *testing.T) {
 // TestSyncEditsInOneRestore: many edits of a chain are one iptables-restore run, and a
 // pass that needs one edit runs iptables once.
 func TestSyncEditsInOneRestore(t *testing.T) {
-	m, f := fakeManager(t, allOn, true)
+	m, f, _ := fakeManagerSets(t, allOn, true, &fakeSets{noKernel: true})
 	m.SetPeers(scalePeers(500, 2))
 	if err := m.Sync(); err != nil {
 		t.Fatal(err)
@@ -280,6 +280,7 @@ func TestNSManyPeersOneRestore(t *testing.T) {
 	for _, bin := range binaries {
 		t.Run(bin, func(t *testing.T) {
 			e := newNSEnv(t, bin)
+			e.sets = &fakeSets{noKernel: true} // one rule per block of peers
 			m := e.manager(t, allOn)
 			m.SetNetwork(testNetwork, testSubnet)
 			m.SetTunnelPort(TunnelGRE, 0)
@@ -317,7 +318,8 @@ func TestNSManyPeersOneRestore(t *testing.T) {
 // alone; the periodic pass checks every chain.
 func TestRunPeerChangeSyncsOnlyInput(t *testing.T) {
 	f := newFakeIPT()
-	m := newManager(f, true, Options{IPMasq: true, ForwardRules: true, RestrictTunnelPort: true, Resync: time.Hour}, testr.New(t))
+	sets := newFakeSets()
+	m := newManager(f, sets, true, Options{IPMasq: true, ForwardRules: true, RestrictTunnelPort: true, Resync: time.Hour}, testr.New(t))
 	m.SetNetwork(testNetwork, testSubnet)
 	m.SetTunnelPort(TunnelUDP, 8472)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -327,13 +329,21 @@ func TestRunPeerChangeSyncsOnlyInput(t *testing.T) {
 		cancel()
 		<-done
 	}()
-	waitFor(t, "the first pass", func() bool { return len(f.rules("filter", InputChain)) == 1 })
+	waitFor(t, "the first pass", func() bool { return len(f.rules("filter", InputChain)) == 2 })
 	time.Sleep(20 * time.Millisecond)
 	f.takeCalls()
+	sets.mu.Lock()
+	sets.calls = nil
+	sets.mu.Unlock()
 	m.SetPeers([]netip.Addr{peerA})
-	waitFor(t, "the peer rule", func() bool { return len(f.rules("filter", InputChain)) == 2 })
+	waitFor(t, "the peer in the set", func() bool { got, _ := sets.members(PeerSet); return len(got) == 1 })
 	time.Sleep(20 * time.Millisecond)
-	if calls := f.takeCalls(); !slices.Equal(calls, []string{"List", "Insert", "Exists"}) {
-		t.Fatalf("pass for a new peer ran %v, want the input chain's list, insert and jump check", calls)
+	if calls := f.takeCalls(); !slices.Equal(calls, []string{"List", "Exists"}) {
+		t.Fatalf("pass for a new peer ran %v, want the input chain's list and jump check", calls)
+	}
+	sets.mu.Lock()
+	defer sets.mu.Unlock()
+	if !slices.Equal(sets.calls, []string{"List", "Add"}) {
+		t.Fatalf("pass for a new peer made set calls %v, want one list and one add", sets.calls)
 	}
 }

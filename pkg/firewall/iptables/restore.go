@@ -27,15 +27,6 @@ type cmdRunner struct {
 	restorePath string // "" when not found
 }
 
-// newCmdRunner pairs ipt (found as the binary named bin) with bin-restore, if installed.
-func newCmdRunner(ipt *goipt.IPTables, bin string) cmdRunner {
-	path, err := exec.LookPath(bin + "-restore")
-	if err != nil {
-		path = ""
-	}
-	return cmdRunner{IPTables: ipt, restorePath: path}
-}
-
 // Restore runs `iptables-restore --noflush --wait N` once with lines (commands such as
 // "-I CHAIN 3 -s 192.0.2.1/32 -j ACCEPT", quoted as iptables-restore reads them) for
 // table, committed as one transaction: either every line takes effect or none does. It

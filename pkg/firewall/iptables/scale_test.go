@@ -27,7 +27,7 @@ func scalePeers(n, stride int) []netip.Addr {
 // installs the tunnel rules for N peers (ns/op), and at that size one pass after a peer
 // joins, one after it leaves and one idle pass. Run it with
 //
-//	go test -run XXX -bench NSInputPeers -benchtime 3x ./pkg/iptables
+//	go test -run XXX -bench NSInputPeers -benchtime 3x ./pkg/firewall/iptables
 func BenchmarkNSInputPeers(b *testing.B) {
 	for _, bin := range []string{"iptables", "iptables-legacy"} {
 		for _, stride := range []int{1, 2} {
@@ -38,7 +38,7 @@ func BenchmarkNSInputPeers(b *testing.B) {
 				for range b.N {
 					b.StopTimer()
 					e := newNSEnv(b, bin)
-					m := newManager(e.r, e.r.ipt.HasRandomFully(), allOn, logr.Discard())
+					m := newManager(e.r, e.sets, e.r.ipt.HasRandomFully(), allOn, logr.Discard())
 					m.SetNetwork(testNetwork, testSubnet)
 					m.SetTunnelPort(TunnelUDP, 8472)
 					m.SetPeers(peers)

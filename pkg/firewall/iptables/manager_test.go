@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr/testr"
+
+	"github.com/weftnet/weft/pkg/firewall"
 )
 
 var (
@@ -21,22 +23,27 @@ var (
 
 var allOn = Options{IPMasq: true, ForwardRules: true, RestrictTunnelPort: true}
 
-// fakeManager returns a Manager over a fake iptables with every input set.
+// fakeManager returns a Manager over a fake iptables and ip_set with every input set.
 func fakeManager(t *testing.T, opts Options, randomFully bool) (*Manager, *fakeIPT) {
+	m, f, _ := fakeManagerSets(t, opts, randomFully, newFakeSets())
+	return m, f
+}
+
+func fakeManagerSets(t *testing.T, opts Options, randomFully bool, sets *fakeSets) (*Manager, *fakeIPT, *fakeSets) {
 	f := newFakeIPT()
-	m := newManager(f, randomFully, opts, testr.New(t))
+	m := newManager(f, sets, randomFully, opts, testr.New(t))
 	m.SetNetwork(testNetwork, testSubnet)
 	m.SetTunnelPort("udp", 8285)
 	m.SetPeers([]netip.Addr{peerB, peerA})
-	return m, f
+	return m, f, sets
 }
 
 // wantChains returns what the chains should hold for the manager's current inputs.
 func wantChains(t *testing.T, m *Manager, randomFully bool) map[string][]string {
 	t.Helper()
 	out := map[string][]string{}
-	for _, p := range desired(m.opts, m.in, randomFully) {
-		if p.action == manage {
+	for _, p := range desired(m.opts, m.Inputs(), caps{randomFully: randomFully, ipset: !m.noIPSet}) {
+		if p.action == firewall.Manage {
 			out[p.def.table+"/"+p.def.name] = renderAll(p.rules)
 		}
 	}
@@ -90,7 +97,10 @@ func TestSyncInstallsThenIdles(t *testing.T) {
 }
 
 func TestSyncRepairsAndFollowsChanges(t *testing.T) {
-	m, f := fakeManager(t, allOn, true)
+	repairs := 0
+	opts := allOn
+	opts.OnRepair = func() { repairs++ }
+	m, f, sets := fakeManagerSets(t, opts, true, newFakeSets())
 	if err := m.Sync(); err != nil {
 		t.Fatal(err)
 	}
@@ -107,6 +117,23 @@ func TestSyncRepairsAndFollowsChanges(t *testing.T) {
 	}
 	checkChains(t, f, wantChains(t, m, true))
 	checkChains(t, f, map[string][]string{"filter/FORWARD": {render(forwardDef.jump)}})
+	if repairs != 3 {
+		t.Errorf("%d repairs counted, want 3 (a chain each)", repairs)
+	}
+	// A member deleted from the set by hand is back after one pass, as one Add.
+	if err := sets.Del(PeerSet, peerA); err != nil {
+		t.Fatal(err)
+	}
+	sets.calls = nil
+	if err := m.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := sets.members(PeerSet); !slices.Equal(got, []netip.Addr{peerA, peerB}) || !slices.Equal(sets.calls, []string{"List", "Add"}) {
+		t.Errorf("set %v after repair, calls %v", got, sets.calls)
+	}
+	if repairs != 4 {
+		t.Errorf("%d repairs counted, want 4", repairs)
+	}
 
 	// A new network and subnet replace the nat and forward rules; a peer that left loses its rule.
 	m.SetNetwork(netip.MustParsePrefix("10.50.0.0/16"), netip.MustParsePrefix("10.50.9.0/24"))
@@ -115,9 +142,15 @@ func TestSyncRepairsAndFollowsChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkChains(t, f, wantChains(t, m, true))
+	if got, _ := sets.members(PeerSet); !slices.Equal(got, []netip.Addr{peerB}) {
+		t.Errorf("set after peer A left: %v", got)
+	}
+	if repairs != 4 {
+		t.Errorf("changes asked for counted as repairs: %d", repairs)
+	}
 	for key, rules := range f.chains {
 		for _, r := range rules {
-			if strings.Contains(r, "10.244.") || strings.Contains(r, peerA.String()+"/") {
+			if strings.Contains(r, "10.244.") {
 				t.Errorf("%s still holds stale rule %s", key, r)
 			}
 		}
@@ -148,8 +181,8 @@ func TestSyncLearnsListingDifferences(t *testing.T) {
 	if err := m.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	if got := len(f.rules("filter", InputChain)); got != 3 {
-		t.Fatalf("input chain has %d rules after repair, want 3", got)
+	if got := len(f.rules("filter", InputChain)); got != 2 {
+		t.Fatalf("input chain has %d rules after repair, want 2", got)
 	}
 }
 
@@ -174,6 +207,28 @@ func TestRandomFullyFallback(t *testing.T) {
 	}
 	if calls := f.takeCalls(); countModifying(calls) != 0 {
 		t.Fatalf("pass after fallback made calls %v", calls)
+	}
+}
+
+// TestNoRandomFully: --ip-masq-fully-random-disable masquerades without --random-fully
+// although iptables has it, as flanneld does.
+func TestNoRandomFully(t *testing.T) {
+	m, f := fakeManager(t, Options{IPMasq: true, DisableFullyRandom: true}, true)
+	if err := m.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	checkChains(t, f, wantChains(t, m, false))
+	masq := 0
+	for _, r := range f.rules("nat", NATChain) {
+		if strings.Contains(r, "--random-fully") {
+			t.Errorf("rule %q has --random-fully", r)
+		}
+		if strings.Contains(r, "MASQUERADE") {
+			masq++
+		}
+	}
+	if masq != 2 {
+		t.Errorf("%d MASQUERADE rules, want flanneld's 2", masq)
 	}
 }
 
@@ -214,7 +269,7 @@ func TestUnknownInputsLeaveRulesAlone(t *testing.T) {
 	f := newFakeIPT()
 	f.chains["nat/"+NATChain] = []string{"-j RETURN"}
 	f.chains["nat/POSTROUTING"] = []string{render(natDef.jump)}
-	m := newManager(f, true, allOn, testr.New(t))
+	m := newManager(f, newFakeSets(), true, allOn, testr.New(t))
 	if err := m.Sync(); err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +287,7 @@ func TestDisabledFeaturesRemovedOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Restarted with masquerading and forward rules off, and a backend without a tunnel.
-	m2 := newManager(f, true, Options{}, testr.New(t))
+	m2 := newManager(f, newFakeSets(), true, Options{}, testr.New(t))
 	m2.SetNetwork(testNetwork, testSubnet)
 	m2.SetTunnelPort("", 0)
 	if err := m2.Sync(); err != nil {
@@ -278,7 +333,7 @@ func TestCleanupFake(t *testing.T) {
 
 func TestRunResyncsAndWakesOnChange(t *testing.T) {
 	f := newFakeIPT()
-	m := newManager(f, true, Options{Resync: 50 * time.Millisecond, RestrictTunnelPort: true}, testr.New(t))
+	m := newManager(f, newFakeSets(), true, Options{Resync: 50 * time.Millisecond, RestrictTunnelPort: true}, testr.New(t))
 	m.SetTunnelPort("udp", 8472)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -295,23 +350,24 @@ func TestRunResyncsAndWakesOnChange(t *testing.T) {
 		}
 	})
 
-	waitFor(t, "the drop rule", func() bool { return len(f.rules("filter", InputChain)) == 1 })
+	waitFor(t, "the set and drop rules", func() bool { return len(f.rules("filter", InputChain)) == 2 })
 	// A rule deleted by hand is back within a period or so.
 	f.mu.Lock()
 	f.chains["filter/"+InputChain] = nil
 	f.mu.Unlock()
-	waitFor(t, "the repaired drop rule", func() bool { return len(f.rules("filter", InputChain)) == 1 })
+	waitFor(t, "the repaired rules", func() bool { return len(f.rules("filter", InputChain)) == 2 })
 
 	// A setter wakes Run at once even with a long period.
 	m2f := newFakeIPT()
-	m2 := newManager(m2f, true, Options{Resync: time.Hour}, testr.New(t))
+	m2s := newFakeSets()
+	m2 := newManager(m2f, m2s, true, Options{Resync: time.Hour}, testr.New(t))
 	m2.SetTunnelPort("gre", 0)
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	done2 := make(chan error, 1)
 	go func() { done2 <- m2.Run(ctx2) }()
 	waitFor(t, "the input chain", func() bool { return m2f.hasChain("filter", InputChain) })
 	m2.SetPeers([]netip.Addr{peerA})
-	waitFor(t, "the peer rule", func() bool { return len(m2f.rules("filter", InputChain)) == 1 })
+	waitFor(t, "the peer in the set", func() bool { got, _ := m2s.members(PeerSet); return len(got) == 1 })
 	cancel2()
 	select {
 	case <-done2:
@@ -334,7 +390,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func TestNewWithoutIPTables(t *testing.T) {
 	t.Setenv("PATH", t.TempDir())
-	_, err := New(Options{}, testr.New(t))
+	_, err := Find(testr.New(t))
 	if !errors.Is(err, ErrNoIPTables) {
 		t.Fatalf("New = %v, want ErrNoIPTables", err)
 	}

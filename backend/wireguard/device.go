@@ -1,0 +1,159 @@
+package wireguard
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
+
+	"github.com/weftnet/weft/backend/internal/kernel"
+)
+
+// DeviceName is the WireGuard device in both implementations, as flanneld names it: a
+// kernel "wireguard" link, or a persistent TUN that wireguard-go serves.
+const DeviceName = "flannel-wg"
+
+// probeName is the throwaway link that tells whether the kernel can make WireGuard
+// links when flannel-wg is not one already.
+const probeName = "weft-wgprobe"
+
+// tunFlags open the TUN as wireguard-go's own CreateTUN does (no packet-information
+// header, a virtio-net header for TSO/GRO offloads). A persistent TUN is re-opened with
+// the same flags after a restart.
+const tunFlags = unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR
+
+// openTUN opens a queue of the TUN name, creating it if it is missing, and makes it
+// persistent, so that it (with its address and route) outlives this process. It acts in
+// the calling thread's network namespace. The file is non-blocking, ready for
+// tun.CreateTUNFromFile.
+func openTUN(name string) (*os.File, error) {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open /dev/net/tun: %w", err)
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err == nil {
+		ifr.SetUint16(tunFlags)
+		if err = unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+			err = fmt.Errorf("attach to TUN %s: %w", name, err)
+		}
+	}
+	if err == nil {
+		if err = unix.IoctlSetInt(fd, unix.TUNSETPERSIST, 1); err != nil {
+			err = fmt.Errorf("make TUN %s persistent: %w", name, err)
+		}
+	}
+	if err == nil {
+		err = unix.SetNonblock(fd, true)
+	}
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), "/dev/net/tun"), nil
+}
+
+func isTUN(l netlink.Link) bool {
+	_, ok := l.(*netlink.Tuntap)
+	return ok
+}
+
+func isWireGuard(l netlink.Link) bool { return l.Type() == "wireguard" }
+
+// linkByName returns the link or nil when there is none.
+func linkByName(h *kernel.Handle, name string) (netlink.Link, error) {
+	l, err := h.Netlink().LinkByName(name)
+	if errors.As(err, &netlink.LinkNotFoundError{}) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up %s: %w", name, err)
+	}
+	return l, nil
+}
+
+// probeKernel reports whether the kernel can make WireGuard links: nil when flannel-wg
+// is one already or a throwaway link of that kind can be created (and is deleted again),
+// a *KernelWireGuardError when the kernel does not know the kind.
+func probeKernel(h *kernel.Handle) error {
+	l, err := linkByName(h, DeviceName)
+	if err != nil {
+		return err
+	}
+	if l != nil && isWireGuard(l) {
+		return nil
+	}
+	if old, _ := linkByName(h, probeName); old != nil {
+		_ = h.Netlink().LinkDel(old)
+	}
+	err = h.Netlink().LinkAdd(&netlink.Wireguard{LinkAttrs: netlink.LinkAttrs{Name: probeName}})
+	if isMissingDriver(err) {
+		return &KernelWireGuardError{Device: DeviceName, Err: err}
+	}
+	if err != nil {
+		return fmt.Errorf("create a wireguard link to probe the kernel: %w", err)
+	}
+	if l, err := linkByName(h, probeName); err == nil && l != nil {
+		_ = h.Netlink().LinkDel(l)
+	}
+	return nil
+}
+
+// ensureDevice creates or adopts flannel-wg for the implementation impl, with the MTU,
+// up. A flannel-wg of the other implementation (left by an earlier run) is deleted first,
+// logged. It returns the link index. The TUN is created in h's namespace.
+func ensureDevice(h *kernel.Handle, impl Implementation, mtu int, log klog.Logger) (int, error) {
+	l, err := linkByName(h, DeviceName)
+	if err != nil {
+		return 0, err
+	}
+	fits := isWireGuard
+	if impl == ImplUserspace {
+		fits = isTUN
+	}
+	if l != nil && !fits(l) {
+		if err := h.Netlink().LinkDel(l); err != nil {
+			return 0, fmt.Errorf("delete %s (a %s link) to make the %s device: %w", DeviceName, l.Type(), impl, err)
+		}
+		log.Info("Deleted a device of the other implementation (an earlier run's)", "device", DeviceName, "kind", l.Type(), "implementation", impl)
+		l = nil
+	}
+	if l == nil {
+		if impl == ImplUserspace {
+			err = h.InNamespace(func() error {
+				f, err := openTUN(DeviceName)
+				if err != nil {
+					return err
+				}
+				return f.Close()
+			})
+		} else {
+			err = h.Netlink().LinkAdd(&netlink.Wireguard{LinkAttrs: netlink.LinkAttrs{Name: DeviceName, MTU: mtu}})
+			if isMissingDriver(err) {
+				err = &KernelWireGuardError{Device: DeviceName, Err: err}
+			}
+		}
+		if err != nil {
+			return 0, fmt.Errorf("wireguard backend: create %s: %w", DeviceName, err)
+		}
+		if l, err = h.Netlink().LinkByName(DeviceName); err != nil {
+			return 0, fmt.Errorf("wireguard backend: look up %s after creating it: %w", DeviceName, err)
+		}
+		log.Info("Created WireGuard device", "device", DeviceName, "implementation", impl)
+	}
+	if l.Attrs().MTU != mtu {
+		if err := h.Netlink().LinkSetMTU(l, mtu); err != nil {
+			return 0, fmt.Errorf("wireguard backend: set %s MTU to %d: %w", DeviceName, mtu, err)
+		}
+	}
+	if l.Attrs().Flags&net.FlagUp == 0 {
+		if err := h.Netlink().LinkSetUp(l); err != nil {
+			return 0, fmt.Errorf("wireguard backend: bring %s up: %w", DeviceName, err)
+		}
+	}
+	return l.Attrs().Index, nil
+}

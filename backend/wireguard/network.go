@@ -1,0 +1,255 @@
+package wireguard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+	"k8s.io/klog/v2"
+
+	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/backend/internal/kernel"
+	"github.com/weftnet/weft/backend/internal/tundev"
+	"github.com/weftnet/weft/subnet"
+)
+
+const (
+	// repairPeriod is how often Run checks everything without being told of a change.
+	repairPeriod = 30 * time.Second
+	// kernelPeerPoll is how often the kernel link's peers are compared with the leases:
+	// `wg set` sends no notification, and a peer deleted by hand must be back within a
+	// second.
+	kernelPeerPoll = 500 * time.Millisecond
+)
+
+// wgNetwork is the active data plane of either implementation: flannel-wg with the own
+// subnet's address and the route to the Network (kept by tundev.Device), and the
+// WireGuard device's peers, one per public key, built from the leases.
+type wgNetwork struct {
+	log      klog.Logger
+	repaired func(kind string) // backend.Env.Repaired
+	h        *kernel.Handle    // closed by Close
+	impl     Implementation
+	reason   string // why auto chose userspace
+	mode     Mode
+	key      privateKey
+	port     int
+	params   peerParams
+	period   time.Duration // between full checks
+	peerPoll time.Duration // between peer checks; 0: only with the full checks
+
+	wake      chan struct{} // buffered 1: a pass is due (the engine stopped, programming failed)
+	closed    chan struct{} // closed by Close
+	closeOnce sync.Once
+
+	// mu serialises Apply, the repair passes, Describe and Close, and guards the fields
+	// below.
+	mu         sync.Mutex
+	dev        tundev.Device // only Index changes, when the device is re-created
+	eng        engine        // nil after Close
+	peers      *peerSet
+	programmed map[wgtypes.Key]wantPeer // what the device was last given; nil: unknown, compare with the device
+	bad        map[netip.Prefix]string  // leases that cannot be peers, with the reason
+	applied    bool                     // Apply ran: a device peer of no lease is stale
+	lastRepair string                   // the last repair failure logged, so a lasting one logs once
+}
+
+// MemoryFloor implements backend.MemoryUser: wireguard-go's buffers in userspace, nothing
+// in the kernel.
+func (n *wgNetwork) MemoryFloor() int64 {
+	if n.impl == ImplUserspace {
+		return userspaceMemory
+	}
+	return 0
+}
+
+var (
+	_ backend.MemoryUser = (*wgNetwork)(nil)
+	_ backend.Network    = (*wgNetwork)(nil)
+	_ backend.Tunnel     = (*wgNetwork)(nil)
+	_ backend.Describer  = (*wgNetwork)(nil)
+)
+
+// MTU is the device (and pod) MTU.
+func (n *wgNetwork) MTU() int { return n.dev.MTU }
+
+// TunnelPort: WireGuard listens on UDP ListenPort, so the firewall can admit it from
+// peers only (--restrict-tunnel-port). WireGuard drops what no peer's key authenticates
+// in any case.
+func (n *wgNetwork) TunnelPort() (string, int) { return "udp", n.port }
+
+// baseConfig is the device-level configuration: key and port, and with replace every
+// peer of want (and no other).
+func (n *wgNetwork) baseConfig(replace bool, want map[wgtypes.Key]wantPeer) wgtypes.Config {
+	k, port := n.key.k, n.port
+	cfg := wgtypes.Config{PrivateKey: &k, ListenPort: &port, ReplacePeers: replace}
+	if replace {
+		cfg.Peers = diffPeers(want, nil, n.params, true)
+	}
+	return cfg
+}
+
+// openEngineLocked (re)creates or adopts flannel-wg and starts the implementation's
+// engine on it, closing an earlier one. With replace the device gets exactly the peers
+// of the leases (a fresh or re-created device); without, it keeps the peers it has (the
+// kernel link of an earlier run) until Apply compares.
+func (n *wgNetwork) openEngineLocked(replace bool) error {
+	if n.eng != nil {
+		n.eng.close()
+		n.eng = nil
+	}
+	index, err := ensureDevice(n.h, n.impl, n.dev.MTU, n.log)
+	if err != nil {
+		return err
+	}
+	n.dev.Index = index
+	want, bad := n.peers.desired()
+	n.bad = bad
+	cfg := n.baseConfig(replace, want)
+	var eng engine
+	if n.impl == ImplUserspace {
+		eng, err = openUserEngine(n.h, n.dev.MTU, cfg, n.log)
+	} else {
+		eng, err = openKernelEngine(n.h, cfg)
+	}
+	if err != nil {
+		return err
+	}
+	n.eng = eng
+	n.programmed = nil
+	if replace {
+		n.programmed = want
+		eng.kick(slices.Collect(maps.Keys(want)))
+	}
+	if done := eng.done(); done != nil {
+		go func() {
+			select {
+			case <-done:
+				n.poke()
+			case <-n.closed:
+			}
+		}()
+	}
+	return nil
+}
+
+// poke asks Run for a pass soon.
+func (n *wgNetwork) poke() {
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Apply folds peer events into the lease set and gives the device the peers that
+// changed. Leases that cannot be peers are logged with their subnet; a failure to
+// program is retried by Run.
+func (n *wgNetwork) Apply(_ context.Context, events []subnet.Event) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.eng == nil {
+		return nil
+	}
+	dirty := !n.applied
+	n.applied = true
+	var errs []error
+	for _, e := range events {
+		c := n.peers.apply(e)
+		switch c.kind {
+		case added:
+			n.log.Info("Peer added", "subnet", c.subnet, "endpoint", c.now.endpoint, "publicKey", c.now.key)
+		case updated:
+			n.log.Info("Peer changed", "subnet", c.subnet, "endpoint", c.now.endpoint, "publicKey", c.now.key,
+				"wasEndpoint", c.was.endpoint, "wasPublicKey", c.was.key)
+		case removed:
+			n.log.Info("Peer removed", "subnet", c.subnet, "endpoint", c.was.endpoint, "publicKey", c.was.key)
+		case rejected:
+			n.log.Error(c.err, "Ignoring peer lease", "subnet", c.subnet)
+			errs = append(errs, fmt.Errorf("peer %s: %w", c.subnet, c.err))
+		}
+		dirty = dirty || c.kind != unchanged
+	}
+	if dirty {
+		if _, err := n.programLocked(false); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// programLocked gives the device the peers the leases want. It compares with what it
+// last programmed, or, when that is unknown, with the device. With repair, it compares
+// with the device anyway, ignoring endpoints that WireGuard itself moved (roaming), and
+// reports a difference as a repair. It returns whether it repaired drift.
+func (n *wgNetwork) programLocked(repair bool) (drift bool, err error) {
+	want, bad := n.peers.desired()
+	for sn, why := range bad {
+		if n.bad[sn] != why {
+			n.log.Error(errors.New(why), "Peer lease cannot be programmed", "subnet", sn)
+		}
+	}
+	n.bad = bad
+	var have []wgtypes.Peer
+	endpoints := true
+	if n.programmed == nil || repair {
+		var err error
+		if have, err = n.eng.peers(); err != nil {
+			n.programmed = nil
+			n.poke()
+			return false, fmt.Errorf("%s: read the peers of %s: %w", errPrefix, DeviceName, err)
+		}
+		endpoints = n.programmed == nil
+	} else {
+		have = asPeers(n.programmed, n.params)
+	}
+	cfgs := diffPeers(want, have, n.params, endpoints)
+	if len(cfgs) == 0 {
+		n.programmed = want
+		return false, nil
+	}
+	drift = repair && n.programmed != nil
+	if drift {
+		n.log.Info("Repairing WireGuard peers changed by someone else", "device", DeviceName, "changes", describePeerChanges(cfgs))
+	}
+	if err := n.eng.configure(wgtypes.Config{Peers: cfgs}); err != nil {
+		n.programmed = nil
+		n.poke()
+		return drift, fmt.Errorf("%s: program %d peer changes on %s: %w", errPrefix, len(cfgs), DeviceName, err)
+	}
+	if drift {
+		n.repaired("peer")
+	}
+	n.programmed = want
+	var fresh []wgtypes.Key
+	known := map[wgtypes.Key]bool{}
+	for _, h := range have {
+		known[h.PublicKey] = true
+	}
+	for _, c := range cfgs {
+		if !c.Remove && !known[c.PublicKey] {
+			fresh = append(fresh, c.PublicKey)
+		}
+	}
+	n.eng.kick(fresh)
+	return drift, nil
+}
+
+// describePeerChanges says what a list of peer changes does, by key, for the log.
+func describePeerChanges(cfgs []wgtypes.PeerConfig) string {
+	var parts []string
+	for _, c := range cfgs {
+		if c.Remove {
+			parts = append(parts, "remove "+c.PublicKey.String())
+		} else {
+			parts = append(parts, "set "+c.PublicKey.String())
+		}
+	}
+	return strings.Join(parts, ", ")
+}

@@ -1,0 +1,228 @@
+package wireguard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/backend/internal/kernel"
+	"github.com/weftnet/weft/backend/internal/tundev"
+	"golang.org/x/sys/unix"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// Drift repair: Run and the passes it drives. Apply and programming live in network.go.
+
+// Run puts back what someone else changes — the device (re-created in place, with its
+// key, port and peers), its link state, MTU, address, the route to the Network, and the
+// peers — within a few tens of milliseconds of the kernel's notification or the engine
+// stopping, every peerPoll for the kernel link's peers, and every period anyway. It
+// returns nil when ctx ends or Close is called.
+func (n *wgNetwork) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-n.closed:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	changes, err := n.h.Subscribe(ctx)
+	if err != nil && !errors.Is(err, kernel.ErrClosed) {
+		n.log.Error(err, "Cannot watch kernel changes; checking the device every period only", "device", DeviceName, "period", n.period)
+	}
+	merged := make(chan kernel.Change)
+	go n.forward(ctx, changes, merged)
+	w := kernel.Watcher{Relevant: n.relevant, Reconcile: n.reconcile, Period: n.period, Log: n.log}
+	w.Run(ctx, merged)
+	return nil
+}
+
+// forward passes the kernel's changes on, and adds a change of the device when a pass
+// is due for another reason (a poke, the peer poll).
+func (n *wgNetwork) forward(ctx context.Context, changes <-chan kernel.Change, out chan<- kernel.Change) {
+	var tick <-chan time.Time
+	if n.peerPoll > 0 {
+		t := time.NewTicker(n.peerPoll)
+		defer t.Stop()
+		tick = t.C
+	}
+	ours := kernel.Change{Kind: kernel.LinkChange, LinkName: DeviceName}
+	for {
+		var c kernel.Change
+		select {
+		case <-ctx.Done():
+			return
+		case ch, ok := <-changes:
+			if !ok {
+				changes = nil
+				continue
+			}
+			c = ch
+		case <-n.wake:
+			c = ours
+		case <-tick:
+			c = ours
+		}
+		select {
+		case out <- c:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// relevant reports whether a kernel change may concern the device: a change of the link
+// (found by name too), of its addresses, of a main-table route through it, or of a route
+// to the Network through anything else.
+func (n *wgNetwork) relevant(c kernel.Change) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	switch c.Kind {
+	case kernel.LinkChange:
+		return c.LinkIndex == n.dev.Index || c.LinkName == DeviceName
+	case kernel.AddrChange:
+		return c.LinkIndex == n.dev.Index
+	case kernel.RouteChange:
+		return c.Table == unix.RT_TABLE_MAIN && (c.LinkIndex == n.dev.Index || c.Prefix == n.dev.Network)
+	}
+	return false
+}
+
+// stopped reports whether the engine stopped by itself.
+func stopped(e engine) bool {
+	select {
+	case <-e.done():
+		return true
+	default:
+		return false
+	}
+}
+
+// reconcile is one repair pass (the Watcher's Reconcile): it re-creates a deleted device
+// or a stopped engine, corrects the link, address and route, and compares the peers. It
+// logs and counts each repair, and a lasting failure once.
+func (n *wgNetwork) reconcile() (drift bool, err error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.eng == nil {
+		return false, nil
+	}
+	drift, err = n.repairLocked()
+	outcome := ""
+	if err != nil {
+		outcome = err.Error()
+		if outcome != n.lastRepair {
+			n.log.Error(err, "Cannot repair the WireGuard device; retrying", "device", DeviceName)
+		}
+	} else if n.lastRepair != "" {
+		n.log.Info("WireGuard device in place again", "device", DeviceName)
+	}
+	n.lastRepair = outcome
+	return drift, err
+}
+
+func (n *wgNetwork) repairLocked() (drift bool, err error) {
+	faults, err := n.dev.Drift(n.h)
+	if errors.Is(err, tundev.ErrGone) || (err == nil && stopped(n.eng)) {
+		n.log.Info("Re-creating the WireGuard device, deleted by someone else", "device", DeviceName, "implementation", n.impl)
+		if err := n.openEngineLocked(true); err != nil {
+			return true, err
+		}
+		if err := n.dev.Ensure(n.h); err != nil {
+			return true, err
+		}
+		n.repaired("device")
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if len(faults) > 0 {
+		drift = true
+		var what []string
+		for _, f := range faults {
+			what = append(what, f.What)
+		}
+		n.log.Info("Repairing the WireGuard device, changed by someone else", "device", DeviceName, "drift", strings.Join(what, ", "))
+		if err := n.dev.Ensure(n.h); err != nil {
+			return true, err
+		}
+		seen := map[string]bool{}
+		for _, f := range faults {
+			if !seen[f.Kind] {
+				seen[f.Kind] = true
+				n.repaired(f.Kind)
+			}
+		}
+	}
+	if !n.applied {
+		return drift, nil // the kernel link keeps an earlier run's peers until Apply
+	}
+	peerDrift, err := n.programLocked(true)
+	return drift || peerDrift, err
+}
+
+// Close stops the engine and releases the sockets. flannel-wg, its address, route and
+// (kernel) peers stay, so that a restarted weftd adopts them. Idempotent.
+func (n *wgNetwork) Close() error {
+	var err error
+	n.closeOnce.Do(func() {
+		close(n.closed)
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		if n.eng != nil {
+			n.eng.close()
+			n.eng = nil
+		}
+		err = n.h.Close()
+	})
+	return err
+}
+
+// Describe reports the device, the implementation and why, the public key (never the
+// private one), and the peers.
+func (n *wgNetwork) Describe() backend.Description {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	d := backend.Description{
+		Device: DeviceName,
+		Info: map[string]string{
+			"mode":       string(n.impl),
+			"familyMode": string(n.mode),
+			"listenPort": strconv.Itoa(n.port),
+			"publicKey":  n.key.public().String(),
+		},
+		Peers: map[netip.Prefix]backend.PeerStatus{},
+	}
+	if n.reason != "" {
+		d.Info["userspaceReason"] = n.reason
+	}
+	if n.params.psk != (wgtypes.Key{}) {
+		d.Info["presharedKey"] = "set"
+	}
+	if n.eng != nil {
+		if have, err := n.eng.peers(); err == nil {
+			up := 0
+			for _, p := range have {
+				if !p.LastHandshakeTime.IsZero() {
+					up++
+				}
+			}
+			d.Info["peersWithHandshake"] = fmt.Sprintf("%d of %d", up, len(have))
+		}
+	}
+	for sn := range n.peers.leases {
+		d.Peers[sn] = backend.PeerStatus{State: backend.PeerProgrammed}
+	}
+	for sn, why := range n.bad {
+		d.Peers[sn] = backend.PeerStatus{State: backend.PeerError, Reason: why}
+	}
+	return d
+}
