@@ -106,7 +106,8 @@ func (k *kubeCluster) startWeftd(t *testing.T, i int, args ...string) *cluster.W
 	return k.StartNodeWith(i, cluster.WeftdOptions{
 		Omit: []string{"etcd-endpoints"},
 		Args: append([]string{"--kube-subnet-mgr", "--kubeconfig-file", k.kubeconfig, "--net-config-path", k.netConf}, args...),
-		Env:  []string{"NODE_NAME=" + nodeName(i)},
+		// Each node its own WireGuard key: the nodes share one mount namespace.
+		Env: []string{"NODE_NAME=" + nodeName(i), "WIREGUARD_KEY_FILE=" + filepath.Join(k.NodeDir(i), "wgkey")},
 	})
 }
 
@@ -116,7 +117,7 @@ func (k *kubeCluster) startWeftd(t *testing.T, i int, args ...string) *cluster.W
 // goes false. Where a peer is a route of its own (vxlan, host-gw), a changed annotation is
 // seen reprogrammed and a deleted node's route seen gone within a second.
 func TestKubeMode(t *testing.T) {
-	for _, backend := range []string{"vxlan", "host-gw", "udp", "gre"} {
+	for _, backend := range []string{"vxlan", "host-gw", "udp", "gre", "wireguard"} {
 		t.Run(backend, func(t *testing.T) { testKubeMode(t, backend) })
 	}
 }
@@ -179,7 +180,8 @@ func testKubeMode(t *testing.T, backend string) {
 	// backend-data with flanneld's bytes: vxlan's VNI and VTEP MAC, compact; null for the
 	// backends that publish nothing.
 	wantData := map[string]string{"host-gw": `^null$`, "udp": `^null$`, "gre": `^null$`,
-		"vxlan": `^\{"VNI":1,"VtepMAC":"([0-9a-f]{2}:){5}[0-9a-f]{2}"\}$`}[backend]
+		"vxlan":     `^\{"VNI":1,"VtepMAC":"([0-9a-f]{2}:){5}[0-9a-f]{2}"\}$`,
+		"wireguard": `^\{.*"PublicKey":"[A-Za-z0-9+/]{43}=".*\}$`}[backend]
 	if got := n0.Annotations["flannel.alpha.coreos.com/backend-data"]; !regexp.MustCompile(wantData).MatchString(got) {
 		t.Errorf("%s backend-data %q, want %s", backend, got, wantData)
 	}

@@ -30,15 +30,21 @@ exec unshare --mount --propagation private sh -c 'mount --bind /proc/sys /proc/s
 	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, backend := range []string{"udp", "gre", "vxlan", "host-gw"} {
+	for _, backend := range []string{"udp", "gre", "vxlan", "host-gw", "wireguard"} {
 		t.Run(backend, func(t *testing.T) {
 			c := cluster.New(t, cluster.Options{Nodes: 2, WeftdPath: wrapper})
 			c.PutConfig(`{"Network":"10.244.0.0/16","Backend":{"Type":"` + backend + `"}}`)
-			ds, pods, _ := startNodes(t, c, []int{0, 1})
-			pingAll(t, pods, 10*time.Second)
-			if !strings.Contains(ds[0].Log(), "Wrote subnet file") {
-				t.Fatalf("weftd log:\n%s", ds[0].Log())
+			pods := map[int]*cluster.Pod{}
+			for i := range 2 {
+				c.StartNodeWith(i, cluster.WeftdOptions{Env: []string{"WIREGUARD_KEY_FILE=" + wgKeyFile(c, i)}})
 			}
+			for i := range 2 {
+				if _, err := c.WaitSubnetEnv(i, 20*time.Second); err != nil {
+					t.Fatal(err)
+				}
+				pods[i] = c.AddPod(i)
+			}
+			pingAll(t, pods, 10*time.Second)
 			// The TUN backends' accept_local is set all the same (over netlink).
 			if dev := map[string]string{"udp": "flannel0", "gre": "weft-gre0"}[backend]; dev != "" {
 				out, err := c.Exec(c.NodeNS(0), "cat", "/proc/sys/net/ipv4/conf/"+dev+"/accept_local")
