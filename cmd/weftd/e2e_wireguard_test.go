@@ -52,6 +52,14 @@ func wgKeyFile(c *cluster.Cluster, i int) string { return filepath.Join(c.NodeDi
 
 // startWG starts weftd with its own key file on the given nodes, waits for their subnet
 // files and gives each node one pod.
+// wgHandshakeWait bounds the wait for pods to talk once WireGuard peers are (re)configured.
+// A handshake initiation that reaches a node before that node knows the peer (the two
+// weftd start together), or while wireguard-go cycles its device down and up as the TUN
+// link comes up, is dropped, and WireGuard sends the next one only after REKEY_TIMEOUT
+// (5 s, plus up to 333 ms of jitter). 10 s, two such rounds, was once not enough in a full
+// `make test` run (1 of 5 fresh-clone runs); 25 s allows four.
+const wgHandshakeWait = 25 * time.Second
+
 func startWG(t *testing.T, c *cluster.Cluster, nodes []int, args ...string) (map[int]*cluster.Weftd, map[int]*cluster.Pod, map[int]subnetenv.Env) {
 	t.Helper()
 	ds, pods, envs := map[int]*cluster.Weftd{}, map[int]*cluster.Pod{}, map[int]subnetenv.Env{}
@@ -133,7 +141,7 @@ func TestWireGuardUserspace(t *testing.T) {
 		}
 		wgLeaseCheck(t, c, i, env)
 	}
-	pingAll(t, pods, 10*time.Second)
+	pingAll(t, pods, wgHandshakeWait)
 
 	t.Run("status", func(t *testing.T) {
 		st := wgStatus(t, c, 0)
@@ -190,7 +198,7 @@ func TestWireGuardUserspace(t *testing.T) {
 		d3, p3, e3 := startWG(t, c, []int{3}, "--healthz-port", healthPort)
 		ds[3], pods[3], envs[3] = d3[3], p3[3], e3[3]
 		wgLeaseCheck(t, c, 3, envs[3])
-		pingAll(t, pods, 10*time.Second)
+		pingAll(t, pods, wgHandshakeWait)
 	})
 
 	t.Run("a node's new key is picked up by the others", func(t *testing.T) {
@@ -221,7 +229,7 @@ func TestWireGuardUserspace(t *testing.T) {
 		if err := ds[0].WaitLog(`Peer changed`, 5*time.Second); err != nil || !strings.Contains(ds[0].Log(), pub.String()) {
 			t.Errorf("node 0 did not log the new key %s: %v", pub, err)
 		}
-		pingAll(t, pods, 10*time.Second)
+		pingAll(t, pods, wgHandshakeWait)
 	})
 
 	for _, how := range []string{"SIGTERM", "SIGKILL"} {
@@ -338,7 +346,7 @@ func TestWireGuardAutoPicksUserspace(t *testing.T) {
 			t.Errorf("node %d logged the userspace choice %d times", i, n)
 		}
 	}
-	pingAll(t, pods, 10*time.Second)
+	pingAll(t, pods, wgHandshakeWait)
 	st := wgStatus(t, c, 0)
 	if st.Backend.Info["mode"] != "userspace" || !strings.Contains(st.Backend.Info["userspaceReason"], "kernel has no WireGuard support") {
 		t.Errorf("status backend %+v", st.Backend)
@@ -379,7 +387,7 @@ func TestWireGuardKernel(t *testing.T) {
 	c := cluster.New(t, cluster.Options{Nodes: 2})
 	c.PutConfig(wgConfig("kernel"))
 	_, pods, _ := startWG(t, c, []int{0, 1}, "--healthz-port", healthPort)
-	pingAll(t, pods, 10*time.Second)
+	pingAll(t, pods, wgHandshakeWait)
 	if err := cluster.TCPTransfer(pods[0], pods[1], 20<<20, 60*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -436,7 +444,7 @@ func TestForgedTunnelTraffic(t *testing.T) {
 		c := cluster.New(t, cluster.Options{Nodes: 2})
 		c.PutConfig(wgConfig("userspace"))
 		_, pods, _ := startWG(t, c, []int{0, 1}, "--restrict-tunnel-port=false")
-		pingAll(t, pods, 10*time.Second)
+		pingAll(t, pods, wgHandshakeWait)
 		got := listenUDP(t, pods[1], 9999)
 		// What the attacker learns on the wire: a receiver index node 1 accepts from node 0.
 		index, counter := sniffWireGuardData(t, c, pods)
@@ -488,7 +496,7 @@ func TestForgedTunnelTraffic(t *testing.T) {
 		c := cluster.New(t, cluster.Options{Nodes: 2})
 		c.PutConfig(`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`)
 		_, pods, _ := startNodes(t, c, []int{0, 1})
-		pingAll(t, pods, 10*time.Second)
+		pingAll(t, pods, wgHandshakeWait)
 		got := listenUDP(t, pods[1], 9999)
 		eventually(t, 5*time.Second, "the DROP rule is in place", func() error {
 			if out, _ := c.Exec(c.NodeNS(1), "iptables", "-S", "WEFT-INPUT"); !strings.Contains(out, "-j DROP") {
@@ -627,7 +635,7 @@ func TestRestartWireGuard(t *testing.T) {
 	c := cluster.New(t, cluster.Options{Nodes: 2})
 	c.PutConfig(wgConfig("userspace"))
 	ds, pods, _ := startWG(t, c, []int{0, 1})
-	pingAll(t, pods, 10*time.Second)
+	pingAll(t, pods, wgHandshakeWait)
 	const interval = 5 * time.Millisecond
 	ping := startStreamPing(t, pods[0], pods[1].IP, interval, int(time.Minute/interval))
 	time.Sleep(time.Second)
