@@ -26,6 +26,14 @@ type ExternalInterface struct {
 	// PublicIPIface names the interface of this node that holds PublicIP (Iface's name
 	// when PublicIP is IfaceAddr); "" when none does: a NAT or load-balancer address.
 	PublicIPIface string
+
+	// The IPv6 counterparts, set when the network runs IPv6: the IPv6 address selected on
+	// Iface, the address peers send IPv6 tunnel traffic to (--public-ipv6, else
+	// IfaceAddrV6), and the interface holding it. In an IPv6-only network the IPv4 fields
+	// above are zero.
+	IfaceAddrV6     netip.Addr
+	PublicIPv6      netip.Addr
+	PublicIPv6Iface string
 }
 
 // TunnelSource is the underlay address that tunnel traffic is sent from and (for the
@@ -37,6 +45,14 @@ func (e ExternalInterface) TunnelSource() netip.Addr {
 		return e.PublicIP
 	}
 	return e.IfaceAddr
+}
+
+// TunnelSourceV6 is TunnelSource for the IPv6 underlay.
+func (e ExternalInterface) TunnelSourceV6() netip.Addr {
+	if e.PublicIPv6Iface != "" && e.PublicIPv6.IsValid() {
+		return e.PublicIPv6
+	}
+	return e.IfaceAddrV6
 }
 
 // Env is what a backend is built from.

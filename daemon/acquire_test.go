@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"errors"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -40,7 +39,7 @@ func TestAcquireIsBounded(t *testing.T) {
 	defer cancel()
 	errc := make(chan error, 1)
 	go func() {
-		_, err := d.acquire(ctx, mgr, subnettest.MustAttrs("192.0.2.1", "vxlan"), netip.Prefix{})
+		_, err := d.acquire(ctx, mgr, subnettest.MustAttrs("192.0.2.1", "vxlan"), subnet.Lease{})
 		errc <- err
 	}()
 	deadline := time.After(time.Second)

@@ -125,9 +125,9 @@ func (d *Daemon) run(ctx context.Context, reg subnet.Registry) error {
 	}
 	makeFirewall := d.startFirewall() // off the critical path; awaited before the lease
 
-	var hint netip.Prefix
+	var hint subnet.Lease // the subnets of the previous subnet file, tried first
 	if old, err := subnetenv.Read(d.cfg.SubnetFile); err == nil {
-		hint = old.Subnet.Masked()
+		hint = subnet.Lease{Subnet: old.Subnet.Masked(), IPv6Subnet: old.IPv6Subnet.Masked()}
 	}
 	var (
 		cur  *prepared // the backend of the config in force
@@ -177,7 +177,7 @@ func (d *Daemon) run(ctx context.Context, reg subnet.Registry) error {
 			d.health.NoteSubnetChange(prev.Subnet, lease.Subnet)
 			d.metrics.SubnetChanged()
 		}
-		prev, hint = lease, lease.Subnet
+		prev, hint = lease, lease
 		err = d.session(ctx, reg, mgr, cur.be, cur.btype.Name, cur.cfg, lease, rev, fw)
 		if !errors.Is(err, subnet.ErrLeaseLost) {
 			return err
@@ -210,7 +210,13 @@ func (d *Daemon) prepare(ctx context.Context, cfg *subnet.Config, btype backend.
 		p.close()
 		return nil, fmt.Errorf("backend %s: %w", btype.Name, err)
 	}
-	p.attrs.PublicIP = ext.PublicIP
+	p.attrs.PublicIP, p.attrs.PublicIPv6 = netip.Addr{}, netip.Addr{}
+	if cfg.EnableIPv4 {
+		p.attrs.PublicIP = ext.PublicIP
+	}
+	if cfg.EnableIPv6 {
+		p.attrs.PublicIPv6 = ext.PublicIPv6
+	}
 	return p, nil
 }
 
@@ -332,7 +338,7 @@ const defaultAcquireTimeout = 10 * time.Second
 
 // acquire gets a lease, retrying (with backoff, logging each new reason once) while the
 // range is full or the store is unreachable. It returns an error only when ctx ends.
-func (d *Daemon) acquire(ctx context.Context, mgr *subnet.Manager, attrs subnet.LeaseAttrs, hint netip.Prefix) (subnet.Lease, error) {
+func (d *Daemon) acquire(ctx context.Context, mgr *subnet.Manager, attrs subnet.LeaseAttrs, hint subnet.Lease) (subnet.Lease, error) {
 	delay := 500 * time.Millisecond
 	var last string
 	for {
@@ -340,7 +346,7 @@ func (d *Daemon) acquire(ctx context.Context, mgr *subnet.Manager, attrs subnet.
 		l, err := mgr.Acquire(actx, attrs, hint)
 		cancel()
 		if err == nil {
-			d.log.Info("Acquired lease", "subnet", l.Subnet, "publicIP", l.Attrs.PublicIP, "reserved", l.Reserved(), "expires", l.Expiration)
+			d.log.Info("Acquired lease", "subnet", l.Subnet, "ipv6Subnet", l.IPv6Subnet, "publicIP", l.Attrs.PublicIP, "publicIPv6", l.Attrs.PublicIPv6, "reserved", l.Reserved(), "expires", l.Expiration)
 			return l, nil
 		}
 		if ctx.Err() != nil {

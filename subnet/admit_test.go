@@ -95,7 +95,7 @@ func TestWatchPeersAdmission(t *testing.T) {
 	}()
 	put := func(sn, ip, bt string) {
 		t.Helper()
-		if _, err := reg.CreateLease(ctx, pfx(sn), subnettest.MustAttrs(ip, bt), time.Hour); err != nil {
+		if _, err := reg.CreateLease(ctx, pfx(sn), netip.Prefix{}, subnettest.MustAttrs(ip, bt), time.Hour); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -107,7 +107,7 @@ func TestWatchPeersAdmission(t *testing.T) {
 	obs := &ignoredCounts{}
 	m := subnet.NewManager(subnet.ManagerConfig{Registry: reg, Network: cfg, TTL: time.Hour,
 		Log: ktesting.NewLogger(t, ktesting.NewConfig()), Observer: obs, Peers: subnet.PeerRule{BackendType: "host-gw"}})
-	if _, err := m.Acquire(ctx, subnettest.MustAttrs("192.0.2.1", "host-gw"), pfx("10.244.1.0/24")); err != nil {
+	if _, err := m.Acquire(ctx, subnettest.MustAttrs("192.0.2.1", "host-gw"), subnet.Lease{Subnet: pfx("10.244.1.0/24")}); err != nil {
 		t.Fatal(err)
 	}
 	put("10.244.6.0/24", "192.0.2.1", "host-gw") // my own public IP: a stale lease of mine
@@ -162,7 +162,7 @@ func TestWatchPeersAdmission(t *testing.T) {
 	if got := summary(recv(t, ch)); got[pfx("10.244.7.0/24")] != subnet.Added {
 		t.Fatalf("an ignored lease turning usable: %v, want Added", got)
 	}
-	if err := reg.DeleteLease(ctx, pfx("0.0.0.0/0")); err != nil {
+	if err := reg.DeleteLease(ctx, pfx("0.0.0.0/0"), netip.Prefix{}); err != nil {
 		t.Fatal(err)
 	}
 	noEvents(t, ch)
@@ -190,7 +190,7 @@ func TestWatchPeersSameSubnetTwoKeys(t *testing.T) {
 	reg.PutRaw("10.244.2.0-24", []byte(`{"PublicIP":"192.0.2.2","PublicIPv6":null,"BackendType":"vxlan"}`), false)
 	reg.PutRaw("10.244.2.0-24&fd00:0:0:2::-64", []byte(`{"PublicIP":"192.0.2.3","PublicIPv6":null,"BackendType":"vxlan"}`), false)
 	m := newManager(t, reg, cfg)
-	if _, err := m.Acquire(ctx, subnettest.MustAttrs("192.0.2.1", "vxlan"), pfx("10.244.1.0/24")); err != nil {
+	if _, err := m.Acquire(ctx, subnettest.MustAttrs("192.0.2.1", "vxlan"), subnet.Lease{Subnet: pfx("10.244.1.0/24")}); err != nil {
 		t.Fatal(err)
 	}
 	ch := make(chan []subnet.Event, 16)
@@ -203,7 +203,7 @@ func TestWatchPeersSameSubnetTwoKeys(t *testing.T) {
 	if ig := m.Ignored(); len(ig) != 1 || ig[0].Reason != subnet.IgnoredOverlap {
 		t.Fatalf("Ignored() = %+v, want the dual-stack key as an overlap", ig)
 	}
-	if err := reg.DeleteLease(ctx, pfx("10.244.2.0/24")); err != nil {
+	if err := reg.DeleteLease(ctx, pfx("10.244.2.0/24"), netip.Prefix{}); err != nil {
 		t.Fatal(err)
 	}
 	evs = recv(t, ch)

@@ -1,6 +1,7 @@
 package subnet
 
 import (
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -80,11 +81,23 @@ func TestConfigCompat(t *testing.T) {
 				return ""
 			}, true, ""},
 		{"dual stack", `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/56"}`,
-			"runs IPv4 and IPv6",
-			want("udp", 24, "does not support IPv6 yet"), false, "IPv6 / dual stack"},
+			"runs IPv4 and IPv6, IPv6SubnetLen 64, from the second /64 to the last",
+			want6(true, "fd00::/56", 64, "fd00:0:0:1::", "fd00:0:0:ff::"), true, ""},
 		{"IPv6 only", `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/56"}`,
 			"runs IPv6 only",
-			refused("IPv6-only"), false, "IPv6 / dual stack"},
+			want6(false, "fd00::/56", 64, "fd00:0:0:1::", "fd00:0:0:ff::"), true, ""},
+		{"small IPv6Network", `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/64"}`,
+			"IPv6SubnetLen defaults to the network's length + 2 past a /62",
+			want6(false, "fd00::/64", 66, "fd00::4000:0:0:0", "fd00::c000:0:0:0"), true, ""},
+		{"IPv6SubnetLen 127", `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/56","IPv6SubnetLen":127}`,
+			"refuses it (more than 126)",
+			refused("at most 126"), true, ""},
+		{"IPv6Network missing", `{"Network":"10.244.0.0/16","EnableIPv6":true}`,
+			"refuses it",
+			refused("IPv6Network is missing"), true, ""},
+		{"no family", `{"Network":"10.244.0.0/16","EnableIPv4":false}`,
+			"refuses a network with neither IPv4 nor IPv6",
+			refused("no address family"), true, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cfg, err := ParseConfig([]byte(c.js))
@@ -135,4 +148,15 @@ func docHasRow(t *testing.T, row string) bool {
 	}
 	_, differs, _ := strings.Cut(string(b), "## What differs")
 	return strings.Contains(differs, "| "+row+" |")
+}
+
+// want6 checks the IPv6 half of a parsed config, and whether IPv4 runs too.
+func want6(v4 bool, network string, bits int, lo, hi string) func(*Config, error) string {
+	return func(c *Config, err error) string {
+		if err != nil || c.EnableIPv4 != v4 || !c.EnableIPv6 || c.IPv6Network.String() != network ||
+			c.IPv6SubnetLen != bits || c.IPv6SubnetMin.String() != lo || c.IPv6SubnetMax.String() != hi {
+			return "got " + describe(c, err) + fmt.Sprintf(" (IPv6: %v %s /%d %s–%s)", c != nil && c.EnableIPv6, c.IPv6Network, c.IPv6SubnetLen, c.IPv6SubnetMin, c.IPv6SubnetMax)
+		}
+		return ""
+	}
 }

@@ -49,7 +49,9 @@ func TestParseConfigErrorsNameKeyAndValue(t *testing.T) {
 		{`{"Network":"10.244.0.0/16","SubnetMin":"10.244.9.0","SubnetMax":"10.244.3.0"}`, "SubnetMin 10.244.9.0 is above SubnetMax 10.244.3.0"},
 		{`{"Network":"10.244.0.0/16","Backend":"vxlan"}`, `Backend must be a JSON object, got "vxlan"`},
 		{`{"Network":"10.244.0.0/16","Backend":{"Type":7}}`, "Backend.Type 7 is not a backend name"},
-		{`{"Network":"10.244.0.0/16","EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/56"}`, "IPv6-only networks are not supported by weft yet"},
+		{`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"10.244.0.0/16"}`, `IPv6Network: "10.244.0.0/16" is not an IPv6 network`},
+		{`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/56","IPv6SubnetMin":"fd01::"}`, "IPv6SubnetMin fd01:: is outside IPv6Network fd00::/56"},
+		{`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/56","IPv6SubnetMax":"fd00::1"}`, "IPv6SubnetMax fd00::1 is not aligned to IPv6SubnetLen /64"},
 	} {
 		_, err := ParseConfig([]byte(tc.js))
 		if err == nil || !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tc.want) {

@@ -13,9 +13,13 @@ import (
 )
 
 // Lease is one node's claim on a subnet, as stored under <prefix>/subnets/<key>.
+//
+// A lease has one subnet per family the network runs: Subnet (IPv4) is zero in an
+// IPv6-only network, IPv6Subnet is zero in an IPv4-only one. Code that needs one identity
+// per lease uses Key, never Subnet alone.
 type Lease struct {
-	Subnet     netip.Prefix // the IPv4 subnet, e.g. 10.244.5.0/24
-	IPv6Subnet netip.Prefix // set only for flannel dual-stack keys; weft carries it unchanged
+	Subnet     netip.Prefix // the IPv4 subnet, e.g. 10.244.5.0/24; zero for an IPv6-only lease
+	IPv6Subnet netip.Prefix // the IPv6 subnet, e.g. fd00:0:0:5::/64; zero for an IPv4-only lease
 	Attrs      LeaseAttrs
 
 	// Storage bookkeeping, filled in by the Registry.
@@ -34,7 +38,7 @@ func (l Lease) Key() string { return LeaseKey(l.Subnet, l.IPv6Subnet) }
 
 // LeaseAttrs is the JSON value of a lease, byte-compatible with flannel's.
 type LeaseAttrs struct {
-	PublicIP      netip.Addr
+	PublicIP      netip.Addr      // zero in an IPv6-only lease: written as "0.0.0.0", as flanneld does
 	PublicIPv6    netip.Addr      // zero: written as null
 	BackendType   string          // omitted when empty (flannel's udp backend writes none)
 	BackendData   json.RawMessage // omitted when empty
@@ -42,15 +46,22 @@ type LeaseAttrs struct {
 }
 
 // MarshalJSON writes the attributes exactly as flannel does: compact, in field order
-// PublicIP, PublicIPv6 (null when unset), then BackendType, BackendData and BackendV6Data
-// only when set.
+// PublicIP ("0.0.0.0" when unset, as flanneld's IPv6-only leases), PublicIPv6 (null when
+// unset), then BackendType, BackendData and BackendV6Data only when set.
 func (a LeaseAttrs) MarshalJSON() ([]byte, error) {
-	if !a.PublicIP.Is4() {
+	pub := a.PublicIP
+	switch {
+	case !pub.IsValid():
+		pub = netip.IPv4Unspecified()
+	case !pub.Is4():
 		return nil, fmt.Errorf("lease PublicIP %q is not an IPv4 address", a.PublicIP)
+	}
+	if a.PublicIPv6.IsValid() && !a.PublicIPv6.Is6() {
+		return nil, fmt.Errorf("lease PublicIPv6 %q is not an IPv6 address", a.PublicIPv6)
 	}
 	var b bytes.Buffer
 	b.WriteString(`{"PublicIP":`)
-	b.WriteString(strconv.Quote(a.PublicIP.String()))
+	b.WriteString(strconv.Quote(pub.String()))
 	b.WriteString(`,"PublicIPv6":`)
 	if a.PublicIPv6.IsValid() {
 		b.WriteString(strconv.Quote(a.PublicIPv6.String()))
@@ -106,9 +117,12 @@ func (a *LeaseAttrs) UnmarshalJSON(data []byte) error {
 	if err != nil || !pub.Is4() {
 		return fmt.Errorf("lease PublicIP %q is not an IPv4 address", *raw.PublicIP)
 	}
+	if pub.IsUnspecified() {
+		pub = netip.Addr{} // flanneld's IPv6-only lease: no IPv4 address
+	}
 	*a = LeaseAttrs{PublicIP: pub, BackendType: raw.BackendType}
 	if raw.PublicIPv6 != nil {
-		if a.PublicIPv6, err = netip.ParseAddr(*raw.PublicIPv6); err != nil || !a.PublicIPv6.Is6() {
+		if a.PublicIPv6, err = netip.ParseAddr(*raw.PublicIPv6); err != nil || !a.PublicIPv6.Is6() || a.PublicIPv6.Zone() != "" {
 			return fmt.Errorf("lease PublicIPv6 %q is not an IPv6 address", *raw.PublicIPv6)
 		}
 	}
@@ -134,8 +148,12 @@ func (a LeaseAttrs) Equal(b LeaseAttrs) bool {
 }
 
 // LeaseKey formats a lease key as flannel does: "10.244.5.0-24", or
-// "10.244.5.0-24&fd00:0:0:5::-64" for a dual-stack lease.
+// "10.244.5.0-24&fd00:0:0:5::-64" for a dual-stack lease, or "0.0.0.0-0&fd00:0:0:5::-64"
+// for an IPv6-only one (v4 zero).
 func LeaseKey(v4, v6 netip.Prefix) string {
+	if !v4.IsValid() {
+		v4 = noIPv4
+	}
 	k := v4.Addr().String() + "-" + strconv.Itoa(v4.Bits())
 	if v6.IsValid() {
 		k += "&" + v6.Addr().String() + "-" + strconv.Itoa(v6.Bits())
@@ -143,8 +161,13 @@ func LeaseKey(v4, v6 netip.Prefix) string {
 	return k
 }
 
+// noIPv4 is the IPv4 part of flanneld's IPv6-only lease keys.
+var noIPv4 = netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+
 // ParseLeaseKey parses a key written by LeaseKey (or by flanneld). It rejects anything
-// that is not exactly a network address and length.
+// that is not exactly a network address and length. The IPv4 part of an IPv6-only key
+// ("0.0.0.0-0&…") is returned as the zero Prefix; "0.0.0.0-0" alone is returned as it is
+// (a key no node's subnet has, which admission ignores).
 func ParseLeaseKey(key string) (v4, v6 netip.Prefix, err error) {
 	s4, s6, dual := strings.Cut(key, "&")
 	if v4, err = parseKeyPart(s4); err != nil || !v4.Addr().Is4() {
@@ -153,6 +176,9 @@ func ParseLeaseKey(key string) (v4, v6 netip.Prefix, err error) {
 	if dual {
 		if v6, err = parseKeyPart(s6); err != nil || !v6.Addr().Is6() {
 			return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("lease key %q: IPv6 part is not a subnet key like fd00::-64", key)
+		}
+		if v4 == noIPv4 {
+			v4 = netip.Prefix{}
 		}
 	}
 	return v4, v6, nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -135,14 +136,16 @@ func (m *Manager) setOwn(l Lease) {
 }
 
 // Acquire takes a lease for a node publishing attrs, in flannel's order: the existing lease
-// naming attrs.PublicIP (a reservation stays a reservation); then hint (the subnet of the
-// previous subnet file, or the subnet just lost) if it is free and in range; then a random
-// free subnet among the first ones from SubnetMin. Losing a create race moves on to another
-// subnet. When the range is full it returns an error wrapping ErrNoFreeSubnet.
+// naming this node's public address (a reservation stays a reservation); then the subnets
+// of hint (those of the previous subnet file, or of the lease just lost) if they are free
+// and in range; then random free subnets among the first ones from SubnetMin (and
+// IPv6SubnetMin). A lease has one subnet per family the network runs. Losing a create race
+// moves on to other subnets. When a range is full it returns an error wrapping
+// ErrNoFreeSubnet.
 //
-// With a Registry that assigns the subnet (an Assigner: Kubernetes) there is no choice to
-// make: Acquire claims the assigned subnet, which must fit the config, and hint is unused.
-func (m *Manager) Acquire(ctx context.Context, attrs LeaseAttrs, hint netip.Prefix) (Lease, error) {
+// With a Registry that assigns the subnets (an Assigner: Kubernetes) there is no choice to
+// make: Acquire claims the assigned subnets, which must fit the config, and hint is unused.
+func (m *Manager) Acquire(ctx context.Context, attrs LeaseAttrs, hint Lease) (Lease, error) {
 	if as, ok := m.reg.(Assigner); ok {
 		l, err := m.claimAssigned(ctx, as, attrs)
 		if err == nil {
@@ -160,7 +163,7 @@ func (m *Manager) Acquire(ctx context.Context, attrs LeaseAttrs, hint netip.Pref
 			return Lease{}, err
 		}
 		// Lost a race: the next list shows the winner. Avoid lock-step retries.
-		hint = netip.Prefix{}
+		hint = Lease{}
 		if err := wait.Sleep(ctx, m.jitter(10*time.Millisecond, 50*time.Millisecond)); err != nil {
 			return Lease{}, err
 		}
@@ -168,59 +171,116 @@ func (m *Manager) Acquire(ctx context.Context, attrs LeaseAttrs, hint netip.Pref
 	return Lease{}, fmt.Errorf("acquire: lost %d create races in a row: %w", maxCreateAttempts, ErrTaken)
 }
 
-// claimAssigned claims the subnet the Registry assigns to this node.
+// claimAssigned claims the subnets the Registry assigns to this node.
 func (m *Manager) claimAssigned(ctx context.Context, as Assigner, attrs LeaseAttrs) (Lease, error) {
-	sn, err := as.AssignedSubnet(ctx)
+	sn, sn6, err := as.AssignedSubnets(ctx)
 	if err != nil {
 		return Lease{}, err
 	}
-	if !m.cfg.Contains(sn) {
-		return Lease{}, fmt.Errorf("the subnet %s assigned to this node is not a /%d inside the network %s: the config's Network and SubnetLen must match how the cluster assigns node subnets",
-			sn, m.cfg.SubnetLen, m.cfg.Network)
+	want := Lease{Subnet: sn, IPv6Subnet: sn6}
+	if !m.cfg.Fits(want) {
+		return Lease{}, fmt.Errorf("the subnets %s assigned to this node do not fit the network config (%s): the config's networks and subnet lengths must match how the cluster assigns node subnets",
+			describeSubnets(sn, sn6), m.cfg.describe())
 	}
-	l, err := m.reg.CreateLease(ctx, sn, attrs, 0)
+	l, err := m.reg.CreateLease(ctx, sn, sn6, attrs, 0)
 	if err != nil {
 		m.obs.StoreError("create", err)
-		return Lease{}, fmt.Errorf("claim the assigned subnet %s: %w", sn, err)
+		return Lease{}, fmt.Errorf("claim the assigned subnets %s: %w", describeSubnets(sn, sn6), err)
 	}
-	m.log.Info("Claimed the subnet assigned to this node", "subnet", sn, "publicIP", l.Attrs.PublicIP)
+	m.log.Info("Claimed the subnets assigned to this node", "subnet", sn, "ipv6Subnet", sn6, "publicIP", l.Attrs.PublicIP, "publicIPv6", l.Attrs.PublicIPv6)
 	return l, nil
 }
 
-func (m *Manager) tryAcquire(ctx context.Context, attrs LeaseAttrs, hint netip.Prefix) (Lease, error) {
+// describeSubnets names a lease's subnets for messages: "10.244.5.0/24", "fd00::/64" or
+// "10.244.5.0/24 and fd00::/64".
+func describeSubnets(sn, sn6 netip.Prefix) string {
+	switch {
+	case sn.IsValid() && sn6.IsValid():
+		return sn.String() + " and " + sn6.String()
+	case sn6.IsValid():
+		return sn6.String()
+	}
+	return sn.String()
+}
+
+// describe names the config's networks for messages.
+func (c *Config) describe() string {
+	var parts []string
+	if c.EnableIPv4 {
+		parts = append(parts, fmt.Sprintf("/%d subnets of %s", c.SubnetLen, c.Network))
+	}
+	if c.EnableIPv6 {
+		parts = append(parts, fmt.Sprintf("/%d subnets of %s", c.IPv6SubnetLen, c.IPv6Network))
+	}
+	return strings.Join(parts, " and ")
+}
+
+func (m *Manager) tryAcquire(ctx context.Context, attrs LeaseAttrs, hint Lease) (Lease, error) {
 	list, err := m.reg.ListLeases(ctx)
 	if err != nil {
 		m.obs.StoreError("list", err)
 		return Lease{}, fmt.Errorf("list leases: %w", err)
 	}
-	taken := newTakenSet(m.cfg.Network, list.Leases)
-	if mine, ok := findMine(list.Leases, attrs.PublicIP, m.cfg, hint); ok {
+	if mine, ok := findMine(list.Leases, attrs, m.cfg, hint); ok {
 		return m.reuse(ctx, mine, attrs)
 	}
-	if hint.IsValid() {
-		hint = hint.Masked()
-		if m.cfg.InRange(hint) && !taken.overlaps(hint) {
-			l, err := m.reg.CreateLease(ctx, hint, attrs, m.ttl)
-			if err == nil {
-				m.log.Info("Took the subnet of the previous subnet file", "subnet", hint)
-				return l, nil
-			}
-			if !errors.Is(err, ErrTaken) {
-				return Lease{}, fmt.Errorf("create lease %s: %w", hint, err)
-			}
+	var taken4, taken6 takenSet
+	if m.cfg.EnableIPv4 {
+		taken4 = newTakenSet(m.cfg.Network, list.Leases)
+	}
+	if m.cfg.EnableIPv6 {
+		taken6 = newTakenSet(m.cfg.IPv6Network, list.Leases)
+	}
+	if (hint.Subnet.IsValid() || hint.IPv6Subnet.IsValid()) && m.hintFree(hint, taken4, taken6) {
+		sn, sn6 := hint.Subnet.Masked(), hint.IPv6Subnet.Masked()
+		l, err := m.reg.CreateLease(ctx, sn, sn6, attrs, m.ttl)
+		if err == nil {
+			m.log.Info("Took the subnets of the previous subnet file", "subnet", sn, "ipv6Subnet", sn6)
+			return l, nil
+		}
+		if !errors.Is(err, ErrTaken) {
+			return Lease{}, fmt.Errorf("create lease %s: %w", describeSubnets(sn, sn6), err)
 		}
 	}
-	free := taken.free(m.cfg, maxCandidates)
-	if len(free) == 0 {
-		return Lease{}, fmt.Errorf("all subnets from %s to %s (/%d) of %s are taken: %w",
-			m.cfg.SubnetMin, m.cfg.SubnetMax, m.cfg.SubnetLen, m.cfg.Network, ErrNoFreeSubnet)
+	var sn, sn6 netip.Prefix
+	if m.cfg.EnableIPv4 {
+		free := taken4.free(m.cfg.SubnetMin, m.cfg.SubnetMax, m.cfg.SubnetLen, maxCandidates)
+		if len(free) == 0 {
+			return Lease{}, fmt.Errorf("all subnets from %s to %s (/%d) of %s are taken: %w",
+				m.cfg.SubnetMin, m.cfg.SubnetMax, m.cfg.SubnetLen, m.cfg.Network, ErrNoFreeSubnet)
+		}
+		sn = free[m.intN(len(free))]
 	}
-	sn := free[m.intN(len(free))]
-	l, err := m.reg.CreateLease(ctx, sn, attrs, m.ttl)
+	if m.cfg.EnableIPv6 {
+		free := taken6.free(m.cfg.IPv6SubnetMin, m.cfg.IPv6SubnetMax, m.cfg.IPv6SubnetLen, maxCandidates)
+		if len(free) == 0 {
+			return Lease{}, fmt.Errorf("all IPv6 subnets from %s to %s (/%d) of %s are taken: %w",
+				m.cfg.IPv6SubnetMin, m.cfg.IPv6SubnetMax, m.cfg.IPv6SubnetLen, m.cfg.IPv6Network, ErrNoFreeSubnet)
+		}
+		sn6 = free[m.intN(len(free))]
+	}
+	l, err := m.reg.CreateLease(ctx, sn, sn6, attrs, m.ttl)
 	if err != nil {
-		return Lease{}, fmt.Errorf("create lease %s: %w", sn, err)
+		return Lease{}, fmt.Errorf("create lease %s: %w", describeSubnets(sn, sn6), err)
 	}
 	return l, nil
+}
+
+// hintFree reports whether hint has a subnet for exactly the families the network runs,
+// each in range and free.
+func (m *Manager) hintFree(hint Lease, taken4, taken6 takenSet) bool {
+	h := Lease{Subnet: hint.Subnet.Masked(), IPv6Subnet: hint.IPv6Subnet.Masked()}
+	if !hint.Subnet.IsValid() {
+		h.Subnet = netip.Prefix{}
+	}
+	if !hint.IPv6Subnet.IsValid() {
+		h.IPv6Subnet = netip.Prefix{}
+	}
+	if !m.cfg.Fits(h) {
+		return false
+	}
+	return (!m.cfg.EnableIPv4 || (m.cfg.InRange(h.Subnet) && !taken4.overlaps(h.Subnet))) &&
+		(!m.cfg.EnableIPv6 || (m.cfg.InRangeIPv6(h.IPv6Subnet) && !taken6.overlaps(h.IPv6Subnet)))
 }
 
 // reuse keeps my existing lease: renew it in place when its value is already right,
@@ -248,22 +308,23 @@ func (m *Manager) reuse(ctx context.Context, mine Lease, attrs LeaseAttrs) (Leas
 	return l, nil
 }
 
-// findMine returns the lease naming publicIP that fits the config, preferring a
-// reservation (an operator's pin beats an ordinary lease the node may also still hold), then
-// the lease of hint (the subnet the node had: another lease naming its address, e.g. a stale
-// one, must not move its pods), then the first in key order.
-func findMine(leases []Lease, publicIP netip.Addr, cfg *Config, hint netip.Prefix) (Lease, bool) {
+// findMine returns the lease of this node that fits the config (a subnet for exactly the
+// families it runs): one naming attrs.PublicIP, or in an IPv6-only network
+// attrs.PublicIPv6. It prefers a reservation (an operator's pin beats an ordinary lease the
+// node may also still hold), then the lease of hint (the subnets the node had: another lease
+// naming its address, e.g. a stale one, must not move its pods), then the first in key order.
+func findMine(leases []Lease, attrs LeaseAttrs, cfg *Config, hint Lease) (Lease, bool) {
 	var found Lease
 	rank := 0 // 0: none, 1: any, 2: the hint's, 3: a reservation
 	for _, l := range leases {
-		if l.Attrs.PublicIP != publicIP || !cfg.Contains(l.Subnet) {
+		if !isMine(l, attrs, cfg) {
 			continue
 		}
 		r := 1
 		switch {
 		case l.Reserved():
 			r = 3
-		case hint.IsValid() && l.Subnet == hint.Masked():
+		case sameSubnets(l, hint):
 			r = 2
 		}
 		if r > rank {
@@ -273,14 +334,34 @@ func findMine(leases []Lease, publicIP netip.Addr, cfg *Config, hint netip.Prefi
 	return found, rank > 0
 }
 
-// FreeSubnets returns up to limit subnets in [SubnetMin, SubnetMax] that overlap no taken
-// subnet inside the Network, whatever its length, in ascending order.
+// isMine reports whether l fits cfg and names the node publishing attrs.
+func isMine(l Lease, attrs LeaseAttrs, cfg *Config) bool {
+	if !cfg.Fits(l) {
+		return false
+	}
+	if cfg.EnableIPv4 {
+		return attrs.PublicIP.IsValid() && l.Attrs.PublicIP == attrs.PublicIP
+	}
+	return attrs.PublicIPv6.IsValid() && l.Attrs.PublicIPv6 == attrs.PublicIPv6
+}
+
+// sameSubnets reports whether l has the subnets of hint (any hint subnet given, masked).
+func sameSubnets(l, hint Lease) bool {
+	if !hint.Subnet.IsValid() && !hint.IPv6Subnet.IsValid() {
+		return false
+	}
+	same := func(a, b netip.Prefix) bool { return a.IsValid() == b.IsValid() && (!a.IsValid() || a == b.Masked()) }
+	return same(l.Subnet, hint.Subnet) && same(l.IPv6Subnet, hint.IPv6Subnet)
+}
+
+// FreeSubnets returns up to limit IPv4 subnets in [SubnetMin, SubnetMax] that overlap no
+// taken subnet inside the Network, whatever its length, in ascending order.
 func FreeSubnets(cfg *Config, taken []netip.Prefix, limit int) []netip.Prefix {
 	leases := make([]Lease, len(taken))
 	for i, p := range taken {
 		leases[i] = Lease{Subnet: p}
 	}
-	return newTakenSet(cfg.Network, leases).free(cfg, limit)
+	return newTakenSet(cfg.Network, leases).free(cfg.SubnetMin, cfg.SubnetMax, cfg.SubnetLen, limit)
 }
 
 // Hold keeps the lease alive until ctx ends (then it returns nil). It renews the TTL

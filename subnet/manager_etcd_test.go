@@ -46,7 +46,7 @@ func TestHundredManagersAcquireDistinctSubnets(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			m := subnet.NewManager(subnet.ManagerConfig{Registry: regs[i%len(regs)], Network: cfg, TTL: time.Hour})
-			leases[i], errs[i] = m.Acquire(ctx, subnet.LeaseAttrs{PublicIP: netip.MustParseAddr(nodeIP(i)), BackendType: "vxlan"}, netip.Prefix{})
+			leases[i], errs[i] = m.Acquire(ctx, subnet.LeaseAttrs{PublicIP: netip.MustParseAddr(nodeIP(i)), BackendType: "vxlan"}, subnet.Lease{})
 		}()
 	}
 	wg.Wait()
@@ -75,11 +75,11 @@ func TestRangeOfFourFifthNodeGetsFullError(t *testing.T) {
 	cfg := mustConfig(t, `{"Network":"10.244.0.0/16","SubnetMin":"10.244.10.0","SubnetMax":"10.244.13.0"}`)
 	ctx := context.Background()
 	for i := range 4 {
-		if _, err := newManager(t, reg, cfg).Acquire(ctx, subnet.LeaseAttrs{PublicIP: netip.MustParseAddr(nodeIP(i))}, netip.Prefix{}); err != nil {
+		if _, err := newManager(t, reg, cfg).Acquire(ctx, subnet.LeaseAttrs{PublicIP: netip.MustParseAddr(nodeIP(i))}, subnet.Lease{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	_, err := newManager(t, reg, cfg).Acquire(ctx, subnet.LeaseAttrs{PublicIP: netip.MustParseAddr(nodeIP(4))}, netip.Prefix{})
+	_, err := newManager(t, reg, cfg).Acquire(ctx, subnet.LeaseAttrs{PublicIP: netip.MustParseAddr(nodeIP(4))}, subnet.Lease{})
 	if !errors.Is(err, subnet.ErrNoFreeSubnet) {
 		t.Fatalf("fifth node: %v, want ErrNoFreeSubnet", err)
 	}
@@ -93,13 +93,13 @@ func TestRenewalKeepsShortLeaseAliveAndExpiryIsSeen(t *testing.T) {
 	defer cancel()
 	ttl := 3 * time.Second
 	holder := subnet.NewManager(subnet.ManagerConfig{Registry: newEtcdRegistry(t, srv), Network: cfg, TTL: ttl, RenewMargin: 2 * time.Second})
-	mine, err := holder.Acquire(ctx, subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.1")}, netip.Prefix{})
+	mine, err := holder.Acquire(ctx, subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.1")}, subnet.Lease{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A peer watches.
 	peer := subnet.NewManager(subnet.ManagerConfig{Registry: newEtcdRegistry(t, srv), Network: cfg, TTL: time.Hour})
-	if _, err := peer.Acquire(ctx, subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.2")}, netip.Prefix{}); err != nil {
+	if _, err := peer.Acquire(ctx, subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.2")}, subnet.Lease{}); err != nil {
 		t.Fatal(err)
 	}
 	events := make(chan []subnet.Event, 16)
@@ -144,11 +144,11 @@ func TestReservationInEtcd(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := mustConfig(t, `{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.0","SubnetMax":"10.244.2.0"}`)
-	other, err := newManager(t, reg, cfg).Acquire(ctx, subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.9")}, pfx("10.244.1.0/24"))
+	other, err := newManager(t, reg, cfg).Acquire(ctx, subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.9")}, subnet.Lease{Subnet: pfx("10.244.1.0/24")})
 	if err != nil || other.Subnet != pfx("10.244.2.0/24") {
 		t.Fatalf("another node got %v (%v); the reservation must be skipped", other.Subnet, err)
 	}
-	mine, err := newManager(t, reg, cfg).Acquire(ctx, subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.50"), BackendType: "host-gw"}, netip.Prefix{})
+	mine, err := newManager(t, reg, cfg).Acquire(ctx, subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.50"), BackendType: "host-gw"}, subnet.Lease{})
 	if err != nil || mine.Subnet != pfx("10.244.1.0/24") || !mine.Reserved() {
 		t.Fatalf("reserved node got %+v (%v)", mine, err)
 	}

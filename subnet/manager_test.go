@@ -41,11 +41,11 @@ func TestAcquireOrder(t *testing.T) {
 
 	t.Run("existing lease with my PublicIP is reused in place", func(t *testing.T) {
 		reg := subnettest.New()
-		first, err := newManager(t, reg, cfg).Acquire(ctx, me, netip.Prefix{})
+		first, err := newManager(t, reg, cfg).Acquire(ctx, me, subnet.Lease{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		again, err := newManager(t, reg, cfg).Acquire(ctx, me, pfx("10.244.99.0/24"))
+		again, err := newManager(t, reg, cfg).Acquire(ctx, me, subnet.Lease{Subnet: pfx("10.244.99.0/24")})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -55,34 +55,34 @@ func TestAcquireOrder(t *testing.T) {
 	})
 	t.Run("changed attributes rewrite my lease, same subnet", func(t *testing.T) {
 		reg := subnettest.New()
-		first, _ := newManager(t, reg, cfg).Acquire(ctx, me, netip.Prefix{})
+		first, _ := newManager(t, reg, cfg).Acquire(ctx, me, subnet.Lease{})
 		other := me
 		other.BackendData = []byte(`{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:ff"}`)
-		again, err := newManager(t, reg, cfg).Acquire(ctx, other, netip.Prefix{})
+		again, err := newManager(t, reg, cfg).Acquire(ctx, other, subnet.Lease{})
 		if err != nil || again.Subnet != first.Subnet || again.Revision == first.Revision {
 			t.Fatalf("got %+v, %v", again, err)
 		}
 	})
 	t.Run("hint from the old subnet file is taken when free", func(t *testing.T) {
 		reg := subnettest.New()
-		l, err := newManager(t, reg, cfg).Acquire(ctx, me, pfx("10.244.42.1/24"))
+		l, err := newManager(t, reg, cfg).Acquire(ctx, me, subnet.Lease{Subnet: pfx("10.244.42.1/24")})
 		if err != nil || l.Subnet != pfx("10.244.42.0/24") {
 			t.Fatalf("got %v, %v; want 10.244.42.0/24", l.Subnet, err)
 		}
 	})
 	t.Run("hint taken by another node is not used", func(t *testing.T) {
 		reg := subnettest.New()
-		if _, err := newManager(t, reg, cfg).Acquire(ctx, subnettest.MustAttrs("192.0.2.9", "host-gw"), pfx("10.244.42.0/24")); err != nil {
+		if _, err := newManager(t, reg, cfg).Acquire(ctx, subnettest.MustAttrs("192.0.2.9", "host-gw"), subnet.Lease{Subnet: pfx("10.244.42.0/24")}); err != nil {
 			t.Fatal(err)
 		}
-		l, err := newManager(t, reg, cfg).Acquire(ctx, me, pfx("10.244.42.0/24"))
+		l, err := newManager(t, reg, cfg).Acquire(ctx, me, subnet.Lease{Subnet: pfx("10.244.42.0/24")})
 		if err != nil || l.Subnet == pfx("10.244.42.0/24") || !cfg.InRange(l.Subnet) {
 			t.Fatalf("got %v, %v", l.Subnet, err)
 		}
 	})
 	t.Run("hint outside the range is ignored", func(t *testing.T) {
 		reg := subnettest.New()
-		l, err := newManager(t, reg, cfg).Acquire(ctx, me, pfx("10.99.0.0/24"))
+		l, err := newManager(t, reg, cfg).Acquire(ctx, me, subnet.Lease{Subnet: pfx("10.99.0.0/24")})
 		if err != nil || !cfg.InRange(l.Subnet) {
 			t.Fatalf("got %v, %v", l.Subnet, err)
 		}
@@ -96,17 +96,17 @@ func TestReservationHonoured(t *testing.T) {
 	reg.PutRaw("10.244.7.0-24", []byte(`{"PublicIP":"192.0.2.7","PublicIPv6":null}`), true)
 	// Another node never gets the reserved subnet, even as its hint.
 	for i := 0; i < 20; i++ {
-		l, err := newManager(t, reg, cfg).Acquire(ctx, subnettest.MustAttrs("192.0.2.100", "vxlan"), pfx("10.244.7.0/24"))
+		l, err := newManager(t, reg, cfg).Acquire(ctx, subnettest.MustAttrs("192.0.2.100", "vxlan"), subnet.Lease{Subnet: pfx("10.244.7.0/24")})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if l.Subnet == pfx("10.244.7.0/24") {
 			t.Fatal("reserved subnet handed to another node")
 		}
-		_ = reg.DeleteLease(ctx, l.Subnet)
+		_ = reg.DeleteLease(ctx, l.Subnet, netip.Prefix{})
 	}
 	// The named node takes it and it stays a reservation (no TTL).
-	l, err := newManager(t, reg, cfg).Acquire(ctx, subnettest.MustAttrs("192.0.2.7", "vxlan"), netip.Prefix{})
+	l, err := newManager(t, reg, cfg).Acquire(ctx, subnettest.MustAttrs("192.0.2.7", "vxlan"), subnet.Lease{})
 	if err != nil || l.Subnet != pfx("10.244.7.0/24") || !l.Reserved() {
 		t.Fatalf("got %+v, %v; want the reservation 10.244.7.0/24 without TTL", l, err)
 	}
@@ -118,7 +118,7 @@ func TestRangeFullAndRaces(t *testing.T) {
 	reg := subnettest.New()
 	got := map[netip.Prefix]bool{}
 	for i := 1; i <= 4; i++ {
-		l, err := newManager(t, reg, cfg).Acquire(ctx, subnettest.MustAttrs(netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}).String(), "vxlan"), netip.Prefix{})
+		l, err := newManager(t, reg, cfg).Acquire(ctx, subnettest.MustAttrs(netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}).String(), "vxlan"), subnet.Lease{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -127,7 +127,7 @@ func TestRangeFullAndRaces(t *testing.T) {
 	if len(got) != 4 {
 		t.Fatalf("want 4 distinct subnets, got %v", got)
 	}
-	_, err := newManager(t, reg, cfg).Acquire(ctx, subnettest.MustAttrs("192.0.2.5", "vxlan"), netip.Prefix{})
+	_, err := newManager(t, reg, cfg).Acquire(ctx, subnettest.MustAttrs("192.0.2.5", "vxlan"), subnet.Lease{})
 	if !errors.Is(err, subnet.ErrNoFreeSubnet) {
 		t.Fatalf("fifth node: got %v, want ErrNoFreeSubnet", err)
 	}
@@ -141,10 +141,10 @@ func TestRangeFullAndRaces(t *testing.T) {
 	reg2.BeforeCreate = func(sn netip.Prefix) {
 		if stolen < 3 {
 			stolen++
-			_, _ = reg2.CreateLease(ctx, sn, subnettest.MustAttrs("192.0.2.200", "vxlan"), time.Hour)
+			_, _ = reg2.CreateLease(ctx, sn, netip.Prefix{}, subnettest.MustAttrs("192.0.2.200", "vxlan"), time.Hour)
 		}
 	}
-	l, err := newManager(t, reg2, cfg).Acquire(ctx, subnettest.MustAttrs("192.0.2.1", "vxlan"), netip.Prefix{})
+	l, err := newManager(t, reg2, cfg).Acquire(ctx, subnettest.MustAttrs("192.0.2.1", "vxlan"), subnet.Lease{})
 	if err != nil || stolen != 3 {
 		t.Fatalf("after 3 lost races: %v, %v (stolen %d)", l.Subnet, err, stolen)
 	}
@@ -167,11 +167,11 @@ func TestReservationPreferredOverOrdinaryLease(t *testing.T) {
 	reg := subnettest.New()
 	ctx := context.Background()
 	me := subnettest.MustAttrs("192.0.2.1", "vxlan")
-	if _, err := reg.CreateLease(ctx, pfx("10.244.1.0/24"), me, time.Hour); err != nil {
+	if _, err := reg.CreateLease(ctx, pfx("10.244.1.0/24"), netip.Prefix{}, me, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	reg.PutRaw("10.244.9.0-24", []byte(`{"PublicIP":"192.0.2.1","PublicIPv6":null,"BackendType":"vxlan"}`), true)
-	l, err := newManager(t, reg, cfg).Acquire(ctx, me, netip.Prefix{})
+	l, err := newManager(t, reg, cfg).Acquire(ctx, me, subnet.Lease{})
 	if err != nil || l.Subnet != pfx("10.244.9.0/24") || !l.Reserved() {
 		t.Fatalf("got %+v, %v; want the reservation 10.244.9.0/24", l, err)
 	}

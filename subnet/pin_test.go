@@ -33,7 +33,7 @@ func TestHoldKeepsLeasePinnedMeanwhile(t *testing.T) {
 			})
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			l, err := m.Acquire(ctx, subnettest.MustAttrs("192.0.2.1", "vxlan"), pfx("10.244.5.0/24"))
+			l, err := m.Acquire(ctx, subnettest.MustAttrs("192.0.2.1", "vxlan"), subnet.Lease{Subnet: pfx("10.244.5.0/24")})
 			if err != nil {
 				t.Fatal(err)
 			}

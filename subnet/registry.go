@@ -10,6 +10,7 @@ package subnet
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"time"
 )
@@ -99,9 +100,10 @@ type Registry interface {
 	// ListLeases returns every lease with one request to the store; lease TTL handles
 	// come with the keys, so no per-lease request is made.
 	ListLeases(ctx context.Context) (LeaseList, error)
-	// CreateLease atomically creates a lease for sn if no key exists for it, with a TTL
-	// (ttl > 0) or as a reservation (ttl == 0). ErrTaken if the key exists.
-	CreateLease(ctx context.Context, sn netip.Prefix, attrs LeaseAttrs, ttl time.Duration) (Lease, error)
+	// CreateLease atomically creates a lease for the subnets sn (IPv4) and sn6 (IPv6), either
+	// of which may be zero but not both, if no key exists for them, with a TTL (ttl > 0) or
+	// as a reservation (ttl == 0). ErrTaken if the key exists.
+	CreateLease(ctx context.Context, sn, sn6 netip.Prefix, attrs LeaseAttrs, ttl time.Duration) (Lease, error)
 	// UpdateLease rewrites an existing lease's value if its revision is still
 	// old.Revision, under a fresh TTL (ttl > 0) or as a reservation (ttl == 0).
 	// ErrTaken if it changed or vanished meanwhile.
@@ -114,14 +116,15 @@ type Registry interface {
 	// reservation (TTLID 0) even if l's TTL handle no longer exists, and the holder keeps
 	// it with nothing more to renew.
 	RenewLease(ctx context.Context, l Lease) (Lease, error)
-	// DeleteLease removes the key for sn. Deleting a missing key is not an error.
-	DeleteLease(ctx context.Context, sn netip.Prefix) error
-	// DeleteLeaseAt removes the key for sn only if its modification revision is still
+	// DeleteLease removes the key for the subnets sn and sn6 (as in CreateLease). Deleting a
+	// missing key is not an error.
+	DeleteLease(ctx context.Context, sn, sn6 netip.Prefix) error
+	// DeleteLeaseAt removes the key for sn and sn6 only if its modification revision is still
 	// rev (the Revision of a Lease or of a Malformed from ListLeases; the key's value
 	// need not parse), then drops the TTL handle it carried (best effort: a handle left
 	// behind carries no key and expires on its own). It returns the store revision of the
 	// delete, or ErrTaken, deleting nothing, if the key changed or vanished after rev.
-	DeleteLeaseAt(ctx context.Context, sn netip.Prefix, rev int64) (int64, error)
+	DeleteLeaseAt(ctx context.Context, sn, sn6 netip.Prefix, rev int64) (int64, error)
 	// TimeToLive returns how long l's TTL handle (l.TTLID) has left, as the store counts
 	// it, or ErrNotFound when the handle has expired or was revoked. It costs one request
 	// per call (ListLeases leaves Expiration zero to avoid that). A reservation (TTLID 0)
@@ -135,11 +138,39 @@ type Registry interface {
 // ErrNotAssigned: the Registry assigns this node's subnet (an Assigner) and has none yet.
 var ErrNotAssigned = errors.New("no subnet assigned to this node yet")
 
-// Assigner is a Registry where a node's subnet is not chosen by weft but assigned to it by
-// someone else: in Kubernetes, kube-controller-manager sets the Node's spec.podCIDR. The
-// Manager then claims that subnet (CreateLease) instead of choosing one.
+// Assigner is a Registry where a node's subnets are not chosen by weft but assigned to it
+// by someone else: in Kubernetes, kube-controller-manager sets the Node's spec.podCIDRs. The
+// Manager then claims those subnets (CreateLease) instead of choosing them.
 type Assigner interface {
-	// AssignedSubnet returns the subnet assigned to this node, waiting until ctx ends for
-	// one; then the error wraps ErrNotAssigned and says what is missing.
-	AssignedSubnet(ctx context.Context) (netip.Prefix, error)
+	// AssignedSubnets returns the IPv4 and IPv6 subnets assigned to this node (either may
+	// be zero), waiting until ctx ends for them; then the error wraps ErrNotAssigned and
+	// says what is missing.
+	AssignedSubnets(ctx context.Context) (sn, sn6 netip.Prefix, err error)
+}
+
+// CheckLeaseSubnets says what is wrong with a pair of lease subnets, or nil: sn must be
+// zero or an IPv4 network address, sn6 zero or an IPv6 one, and not both zero.
+func CheckLeaseSubnets(sn, sn6 netip.Prefix) error {
+	switch {
+	case !sn.IsValid() && !sn6.IsValid():
+		return errors.New("a lease needs an IPv4 or an IPv6 subnet; neither is given")
+	case sn.IsValid() && (!sn.Addr().Is4() || sn.Masked() != sn):
+		return fmt.Errorf("%v is not an IPv4 subnet", sn)
+	case sn6.IsValid() && (!sn6.Addr().Is6() || sn6.Addr().Is4In6() || sn6.Addr().Zone() != "" || sn6.Masked() != sn6):
+		return fmt.Errorf("%v is not an IPv6 subnet", sn6)
+	}
+	return nil
+}
+
+// CheckLeaseAttrs says what is wrong with attrs as the value of a lease of the subnets sn
+// and sn6, or nil: a lease with an IPv4 subnet names an IPv4 PublicIP, one with an IPv6
+// subnet an IPv6 PublicIPv6 (flanneld's peers route each family to its public address).
+func CheckLeaseAttrs(sn, sn6 netip.Prefix, attrs LeaseAttrs) error {
+	switch {
+	case sn.IsValid() && (!attrs.PublicIP.Is4() || attrs.PublicIP.IsUnspecified()):
+		return fmt.Errorf("lease %s has no IPv4 PublicIP (got %v)", LeaseKey(sn, sn6), attrs.PublicIP)
+	case sn6.IsValid() && (!attrs.PublicIPv6.Is6() || attrs.PublicIPv6.IsUnspecified()):
+		return fmt.Errorf("lease %s has no IPv6 PublicIPv6 (got %v)", LeaseKey(sn, sn6), attrs.PublicIPv6)
+	}
+	return nil
 }

@@ -53,14 +53,14 @@ func TestFreeSubnetsMixedLengths(t *testing.T) {
 func TestAcquireNeverOverlapsAfterSubnetLenChange(t *testing.T) {
 	reg := subnettest.New()
 	ctx := context.Background()
-	if _, err := reg.CreateLease(ctx, pfx("10.244.1.0/24"), subnettest.MustAttrs("192.0.2.1", "vxlan"), time.Hour); err != nil {
+	if _, err := reg.CreateLease(ctx, pfx("10.244.1.0/24"), netip.Prefix{}, subnettest.MustAttrs("192.0.2.1", "vxlan"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	cfg := mustConfig(t, `{"Network":"10.244.0.0/22","SubnetLen":25}`)
 	m := newManager(t, reg, cfg)
 	seen := map[netip.Prefix]bool{}
 	for i := range 4 {
-		l, err := m.Acquire(ctx, subnettest.MustAttrs("192.0.2."+string(rune('2'+i)), "vxlan"), pfx("10.244.1.0/25"))
+		l, err := m.Acquire(ctx, subnettest.MustAttrs("192.0.2."+string(rune('2'+i)), "vxlan"), subnet.Lease{Subnet: pfx("10.244.1.0/25")})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -78,12 +78,12 @@ func TestAcquirePrefersTheSubnetItHad(t *testing.T) {
 	ctx := context.Background()
 	me := subnettest.MustAttrs("192.0.2.1", "vxlan")
 	for _, sn := range []string{"10.244.3.0/24", "10.244.9.0/24"} {
-		if _, err := reg.CreateLease(ctx, pfx(sn), me, time.Hour); err != nil {
+		if _, err := reg.CreateLease(ctx, pfx(sn), netip.Prefix{}, me, time.Hour); err != nil {
 			t.Fatal(err)
 		}
 	}
 	cfg := mustConfig(t, `{"Network":"10.244.0.0/16"}`)
-	l, err := newManager(t, reg, cfg).Acquire(ctx, me, pfx("10.244.9.0/24"))
+	l, err := newManager(t, reg, cfg).Acquire(ctx, me, subnet.Lease{Subnet: pfx("10.244.9.0/24")})
 	if err != nil || l.Subnet != pfx("10.244.9.0/24") {
 		t.Fatalf("Acquire with hint 10.244.9.0/24 = %v, %v; want the hint's lease", l.Subnet, err)
 	}

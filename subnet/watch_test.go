@@ -52,14 +52,14 @@ func TestWatchPeers(t *testing.T) {
 		}
 	}()
 	peerA := subnettest.MustAttrs("192.0.2.2", "vxlan")
-	if _, err := reg.CreateLease(ctx, pfx("10.244.2.0/24"), peerA, time.Hour); err != nil {
+	if _, err := reg.CreateLease(ctx, pfx("10.244.2.0/24"), netip.Prefix{}, peerA, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	reg.PutRaw("10.244.66.0-24", []byte(`{"PublicIP":"not-an-ip"}`), false)
 	reg.PutRaw("garbage-key", []byte(`{}`), false)
 
 	m := newManager(t, reg, cfg)
-	own, err := m.Acquire(ctx, subnettest.MustAttrs("192.0.2.1", "vxlan"), pfx("10.244.1.0/24"))
+	own, err := m.Acquire(ctx, subnettest.MustAttrs("192.0.2.1", "vxlan"), subnet.Lease{Subnet: pfx("10.244.1.0/24")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func TestWatchPeers(t *testing.T) {
 		t.Fatalf("initial events %v", got)
 	}
 	// A join, an identical rewrite (no event), a change (event), a leave.
-	if _, err := reg.CreateLease(ctx, pfx("10.244.3.0/24"), subnettest.MustAttrs("192.0.2.3", "vxlan"), time.Hour); err != nil {
+	if _, err := reg.CreateLease(ctx, pfx("10.244.3.0/24"), netip.Prefix{}, subnettest.MustAttrs("192.0.2.3", "vxlan"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	if got := summary(recv(t, ch)); got[pfx("10.244.3.0/24")] != subnet.Added {
@@ -99,7 +99,7 @@ func TestWatchPeers(t *testing.T) {
 	}
 
 	// Compaction while changes happen: a resync emits only the differences.
-	if _, err := reg.CreateLease(ctx, pfx("10.244.4.0/24"), subnettest.MustAttrs("192.0.2.4", "vxlan"), time.Hour); err != nil {
+	if _, err := reg.CreateLease(ctx, pfx("10.244.4.0/24"), netip.Prefix{}, subnettest.MustAttrs("192.0.2.4", "vxlan"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	if got := summary(recv(t, ch)); got[pfx("10.244.4.0/24")] != subnet.Added {
@@ -108,7 +108,7 @@ func TestWatchPeers(t *testing.T) {
 	reg.SetFail(errors.New("etcd down")) // breaks the watch
 	reg.Compact()
 	reg.SetFail(nil)
-	if _, err := reg.CreateLease(ctx, pfx("10.244.5.0/24"), subnettest.MustAttrs("192.0.2.5", "vxlan"), time.Hour); err != nil {
+	if _, err := reg.CreateLease(ctx, pfx("10.244.5.0/24"), netip.Prefix{}, subnettest.MustAttrs("192.0.2.5", "vxlan"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	reg.Expire(pfx("10.244.4.0/24"))
@@ -126,7 +126,7 @@ func TestHoldRenewsAndDetectsLoss(t *testing.T) {
 	m := subnet.NewManager(subnet.ManagerConfig{Peers: subnet.PeerRule{AnyBackendType: true}, Registry: reg, Network: cfg, TTL: 300 * time.Millisecond, RenewMargin: 200 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	l, err := m.Acquire(ctx, subnettest.MustAttrs("192.0.2.1", "vxlan"), netip.Prefix{})
+	l, err := m.Acquire(ctx, subnettest.MustAttrs("192.0.2.1", "vxlan"), subnet.Lease{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +146,7 @@ func TestHoldRenewsAndDetectsLoss(t *testing.T) {
 	defer wcancel()
 	go func() { _ = m.WatchPeers(wctx, evs) }()
 	recv(t, evs)
-	if err := reg.DeleteLease(ctx, l.Subnet); err != nil {
+	if err := reg.DeleteLease(ctx, l.Subnet, netip.Prefix{}); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -158,7 +158,7 @@ func TestHoldRenewsAndDetectsLoss(t *testing.T) {
 		t.Fatal("Hold did not notice the deleted lease")
 	}
 	// Re-acquiring with the lost subnet as hint gets it back.
-	again, err := m.Acquire(ctx, subnettest.MustAttrs("192.0.2.1", "vxlan"), l.Subnet)
+	again, err := m.Acquire(ctx, subnettest.MustAttrs("192.0.2.1", "vxlan"), subnet.Lease{Subnet: l.Subnet})
 	if err != nil || again.Subnet != l.Subnet {
 		t.Fatalf("re-acquire: %v, %v", again.Subnet, err)
 	}
@@ -170,7 +170,7 @@ func TestHoldSurvivesStoreOutage(t *testing.T) {
 	m := subnet.NewManager(subnet.ManagerConfig{Peers: subnet.PeerRule{AnyBackendType: true}, Registry: reg, Network: cfg, TTL: time.Hour, RenewMargin: time.Hour - 50*time.Millisecond})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	l, err := m.Acquire(ctx, subnettest.MustAttrs("192.0.2.1", "vxlan"), netip.Prefix{})
+	l, err := m.Acquire(ctx, subnettest.MustAttrs("192.0.2.1", "vxlan"), subnet.Lease{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +198,7 @@ func TestRenewsAsSoonAsTheStoreIsBack(t *testing.T) {
 	m := newManager(t, reg, cfg) // TTL 1h, margin 10m: no renewal is due on its own
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	l, err := m.Acquire(ctx, subnettest.MustAttrs("192.0.2.1", "vxlan"), netip.Prefix{})
+	l, err := m.Acquire(ctx, subnettest.MustAttrs("192.0.2.1", "vxlan"), subnet.Lease{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -34,7 +35,7 @@ func TestCommandsOverTheContract(t *testing.T) {
 	if raw, _, _ := reg.GetConfig(ctx); string(raw) != hostGWConfig {
 		t.Fatalf("config %q", raw)
 	}
-	l, err := reg.CreateLease(ctx, pfx("10.244.9.0/24"), subnet.LeaseAttrs{PublicIP: addr("192.0.2.9")}, time.Hour)
+	l, err := reg.CreateLease(ctx, pfx("10.244.9.0/24"), netip.Prefix{}, subnet.LeaseAttrs{PublicIP: addr("192.0.2.9")}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

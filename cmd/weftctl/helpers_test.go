@@ -123,7 +123,7 @@ func (e *env) raw(leaseKey string) (value string, leaseID int64, ok bool) {
 
 func (e *env) lease(sn, pub, backendType string, ttl time.Duration) subnet.Lease {
 	e.t.Helper()
-	l, err := e.reg.CreateLease(ctxT(e.t), pfx(sn), subnet.LeaseAttrs{PublicIP: addr(pub), BackendType: backendType}, ttl)
+	l, err := e.reg.CreateLease(ctxT(e.t), pfx(sn), netip.Prefix{}, subnet.LeaseAttrs{PublicIP: addr(pub), BackendType: backendType}, ttl)
 	if err != nil {
 		e.t.Fatal(err)
 	}

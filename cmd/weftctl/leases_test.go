@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"net/netip"
 	"regexp"
 	"strings"
 	"testing"
@@ -28,7 +29,7 @@ func TestLeases(t *testing.T) {
 	}
 
 	e.lease("10.244.10.0/24", "192.0.2.10", "host-gw", 2*time.Hour)
-	if _, err := e.reg.CreateLease(ctx, pfx("10.244.2.0/24"), subnet.LeaseAttrs{
+	if _, err := e.reg.CreateLease(ctx, pfx("10.244.2.0/24"), netip.Prefix{}, subnet.LeaseAttrs{
 		PublicIP: addr("192.0.2.2"), BackendType: "vxlan", BackendData: json.RawMessage(`{"VNI":1,"VtepMAC":"fa:a7:71:71:58:90"}`),
 	}, time.Hour); err != nil {
 		t.Fatal(err)

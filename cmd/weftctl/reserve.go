@@ -105,7 +105,7 @@ func (c *cli) reserve(ctx context.Context, reg subnet.Registry, cfg *subnet.Conf
 			res.Key, res.Action, res.Revision = c.keys.Lease(nl.Key()), reserveConverted, nl.Revision
 			return res, nil
 		default:
-			nl, err := reg.CreateLease(ctx, sn, subnet.LeaseAttrs{PublicIP: pub}, 0)
+			nl, err := reg.CreateLease(ctx, sn, netip.Prefix{}, subnet.LeaseAttrs{PublicIP: pub}, 0)
 			if errors.Is(err, subnet.ErrTaken) {
 				continue
 			}
@@ -201,7 +201,7 @@ func (c *cli) unreserve(ctx context.Context, reg subnet.Registry, sn netip.Prefi
 		return res, fmt.Errorf("%s is an ordinary lease%s (etcd lease %x), not a reservation; "+
 			"use --force to delete it (that node then takes a new subnet)", sn, holder, ttlID)
 	}
-	res.Revision, err = reg.DeleteLeaseAt(ctx, sn, rev)
+	res.Revision, err = reg.DeleteLeaseAt(ctx, sn, netip.Prefix{}, rev)
 	if errors.Is(err, subnet.ErrTaken) {
 		return res, fmt.Errorf("%s changed while being deleted; check with weftctl leases and run again: %w", key, subnet.ErrTaken)
 	}

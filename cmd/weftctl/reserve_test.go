@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -35,7 +36,7 @@ func TestReserveThenAcquire(t *testing.T) {
 		t.Fatal(err)
 	}
 	mgr := subnet.NewManager(subnet.ManagerConfig{Registry: e.reg, Network: cfg, Log: logr.Discard()})
-	l, err := mgr.Acquire(ctxT(t), subnet.LeaseAttrs{PublicIP: addr("192.0.2.7"), BackendType: "host-gw"}, pfx("10.244.5.0/24"))
+	l, err := mgr.Acquire(ctxT(t), subnet.LeaseAttrs{PublicIP: addr("192.0.2.7"), BackendType: "host-gw"}, subnet.Lease{Subnet: pfx("10.244.5.0/24")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +45,7 @@ func TestReserveThenAcquire(t *testing.T) {
 	}
 	// Another node does not get it.
 	other := subnet.NewManager(subnet.ManagerConfig{Registry: e.reg, Network: cfg, Log: logr.Discard()})
-	if l2, err := other.Acquire(ctxT(t), subnet.LeaseAttrs{PublicIP: addr("192.0.2.8"), BackendType: "host-gw"}, pfx("10.244.77.0/24")); err != nil || l2.Subnet == pfx("10.244.77.0/24") {
+	if l2, err := other.Acquire(ctxT(t), subnet.LeaseAttrs{PublicIP: addr("192.0.2.8"), BackendType: "host-gw"}, subnet.Lease{Subnet: pfx("10.244.77.0/24")}); err != nil || l2.Subnet == pfx("10.244.77.0/24") {
 		t.Fatalf("another node acquired %v (%v)", l2.Subnet, err)
 	}
 
@@ -100,7 +101,7 @@ func TestReserveRefusals(t *testing.T) {
 func TestReserveConvertsOwnLease(t *testing.T) {
 	e := newEnv(t)
 	e.putConfig(hostGWConfig)
-	l, err := e.reg.CreateLease(ctxT(t), pfx("10.244.9.0/24"), subnet.LeaseAttrs{
+	l, err := e.reg.CreateLease(ctxT(t), pfx("10.244.9.0/24"), netip.Prefix{}, subnet.LeaseAttrs{
 		PublicIP: addr("192.0.2.9"), BackendType: "vxlan", BackendData: json.RawMessage(`{"VNI":1,"VtepMAC":"fa:a7:71:71:58:90"}`),
 	}, time.Hour)
 	if err != nil {
@@ -191,7 +192,7 @@ func TestReserveLiveLeaseKeepsNodeHolding(t *testing.T) {
 	mgr := subnet.NewManager(subnet.ManagerConfig{Registry: e.reg, Network: cfg, TTL: 3 * time.Second, RenewMargin: 2 * time.Second, Log: logr.Discard()})
 	ctx, cancel := context.WithCancel(ctxT(t))
 	defer cancel()
-	l, err := mgr.Acquire(ctx, subnet.LeaseAttrs{PublicIP: addr("192.0.2.9"), BackendType: "host-gw"}, pfx("10.244.9.0/24"))
+	l, err := mgr.Acquire(ctx, subnet.LeaseAttrs{PublicIP: addr("192.0.2.9"), BackendType: "host-gw"}, subnet.Lease{Subnet: pfx("10.244.9.0/24")})
 	if err != nil || l.Subnet != pfx("10.244.9.0/24") || l.Reserved() {
 		t.Fatalf("Acquire: %+v %v", l, err)
 	}

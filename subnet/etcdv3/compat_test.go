@@ -2,6 +2,7 @@ package etcdv3_test
 
 import (
 	"context"
+	"net/netip"
 	"slices"
 	"strconv"
 	"sync"
@@ -56,7 +57,7 @@ func TestFlannelByteCompatibility(t *testing.T) {
 
 		// What weft writes for the same attributes is byte-identical, by create and by update.
 		x := third[name]
-		created, err := e.reg.CreateLease(ctx, sn("10.244."+strconv.Itoa(100+x)+".0/24"), l.Attrs, time.Hour)
+		created, err := e.reg.CreateLease(ctx, sn("10.244."+strconv.Itoa(100+x)+".0/24"), netip.Prefix{}, l.Attrs, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -87,7 +88,7 @@ func TestDefaultPrefix(t *testing.T) {
 		t.Fatalf("default prefix %q", reg.Prefix())
 	}
 	ctx := ctxT(t)
-	if _, err := reg.CreateLease(ctx, sn("10.244.78.0/24"), attrs("192.0.2.2"), time.Hour); err != nil {
+	if _, err := reg.CreateLease(ctx, sn("10.244.78.0/24"), netip.Prefix{}, attrs("192.0.2.2"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	resp, err := reg.Client().Get(ctx, "/coreos.com/network/subnets/10.244.78.0-24")
@@ -146,7 +147,7 @@ func TestListIsOneRequest(t *testing.T) {
 		if i%4 == 0 {
 			ttl = 0
 		}
-		l, err := reg.CreateLease(ctx, sn("10.244."+strconv.Itoa(i+1)+".0/24"), attrs("192.0.2.1"), ttl)
+		l, err := reg.CreateLease(ctx, sn("10.244."+strconv.Itoa(i+1)+".0/24"), netip.Prefix{}, attrs("192.0.2.1"), ttl)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -2,6 +2,7 @@ package etcdv3_test
 
 import (
 	"errors"
+	"net/netip"
 	"testing"
 
 	"github.com/weftnet/weft/subnet"
@@ -35,7 +36,7 @@ func TestPutConfig(t *testing.T) {
 	}
 
 	// A lease created after the listing fails the guard.
-	l, err := e.reg.CreateLease(ctx, sn("10.244.1.0/24"), attrs("192.0.2.1"), 0)
+	l, err := e.reg.CreateLease(ctx, sn("10.244.1.0/24"), netip.Prefix{}, attrs("192.0.2.1"), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +68,7 @@ func TestPutConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.reg.DeleteLease(ctx, sn("10.244.1.0/24")); err != nil {
+	if err := e.reg.DeleteLease(ctx, sn("10.244.1.0/24"), netip.Prefix{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.reg.PutConfig(ctx, []byte(first), list.Revision); err != nil {

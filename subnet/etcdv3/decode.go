@@ -3,6 +3,7 @@ package etcdv3
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"strings"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -44,10 +45,13 @@ func leaseKeySuffix(dir string, key []byte) (string, error) {
 	return suffix, nil
 }
 
-// encodeAttrs returns the stored bytes of attrs (flannel's exact format) and the attributes
-// as they read back from those bytes, so that what a write returns equals what a list
-// returns.
-func encodeAttrs(attrs subnet.LeaseAttrs) ([]byte, subnet.LeaseAttrs, error) {
+// encodeAttrs returns the stored bytes of attrs (flannel's exact format) for a lease of the
+// subnets sn and sn6, and the attributes as they read back from those bytes, so that what a
+// write returns equals what a list returns.
+func encodeAttrs(sn, sn6 netip.Prefix, attrs subnet.LeaseAttrs) ([]byte, subnet.LeaseAttrs, error) {
+	if err := subnet.CheckLeaseAttrs(sn, sn6, attrs); err != nil {
+		return nil, subnet.LeaseAttrs{}, err
+	}
 	value, err := json.Marshal(attrs)
 	if err != nil {
 		return nil, subnet.LeaseAttrs{}, fmt.Errorf("encode lease attributes: %w", err)

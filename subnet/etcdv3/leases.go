@@ -38,19 +38,19 @@ func (r *Registry) ListLeases(ctx context.Context) (subnet.LeaseList, error) {
 	return list, nil
 }
 
-// CreateLease creates the key for sn if it has never existed or was deleted, in one
+// CreateLease creates the key for sn and sn6 if it has never existed or was deleted, in one
 // transaction "if create_revision(key) == 0 then put". With ttl > 0 the key is attached to
 // a fresh etcd lease (granted first, revoked again if the transaction loses); with ttl == 0
 // it is a reservation. Losing returns an error wrapping subnet.ErrTaken.
-func (r *Registry) CreateLease(ctx context.Context, sn netip.Prefix, attrs subnet.LeaseAttrs, ttl time.Duration) (subnet.Lease, error) {
+func (r *Registry) CreateLease(ctx context.Context, sn, sn6 netip.Prefix, attrs subnet.LeaseAttrs, ttl time.Duration) (subnet.Lease, error) {
 	if err := r.checkOpen("create lease"); err != nil {
 		return subnet.Lease{}, err
 	}
-	if !sn.Addr().Is4() || !ip.IsNetworkAddress(sn) {
-		return subnet.Lease{}, fmt.Errorf("create lease: %v is not an IPv4 subnet", sn)
+	if err := subnet.CheckLeaseSubnets(sn, sn6); err != nil {
+		return subnet.Lease{}, fmt.Errorf("create lease: %w", err)
 	}
-	key := r.leaseKey(subnet.LeaseKey(sn, netip.Prefix{}))
-	value, stored, err := encodeAttrs(attrs)
+	key := r.leaseKey(subnet.LeaseKey(sn, sn6))
+	value, stored, err := encodeAttrs(sn, sn6, attrs)
 	if err != nil {
 		return subnet.Lease{}, fmt.Errorf("create lease %s: %w", key, err)
 	}
@@ -73,6 +73,7 @@ func (r *Registry) CreateLease(ctx context.Context, sn netip.Prefix, attrs subne
 	}
 	return subnet.Lease{
 		Subnet:     sn,
+		IPv6Subnet: sn6,
 		Attrs:      stored,
 		TTLID:      g.id,
 		Expiration: g.expiration,
@@ -89,15 +90,15 @@ func (r *Registry) UpdateLease(ctx context.Context, old subnet.Lease, attrs subn
 	if err := r.checkOpen("update lease"); err != nil {
 		return subnet.Lease{}, err
 	}
-	if !old.Subnet.Addr().Is4() || !ip.IsNetworkAddress(old.Subnet) {
-		return subnet.Lease{}, fmt.Errorf("update lease: %v is not an IPv4 subnet", old.Subnet)
+	if err := subnet.CheckLeaseSubnets(old.Subnet, old.IPv6Subnet); err != nil {
+		return subnet.Lease{}, fmt.Errorf("update lease: %w", err)
 	}
 	key := r.leaseKey(old.Key())
 	if old.Revision <= 0 {
 		// ModRevision == 0 would mean "absent": the transaction would create the key.
 		return subnet.Lease{}, fmt.Errorf("update lease %s: the lease has no revision; it must come from the store", key)
 	}
-	value, stored, err := encodeAttrs(attrs)
+	value, stored, err := encodeAttrs(old.Subnet, old.IPv6Subnet, attrs)
 	if err != nil {
 		return subnet.Lease{}, fmt.Errorf("update lease %s: %w", key, err)
 	}
@@ -202,16 +203,16 @@ func (r *Registry) RenewLease(ctx context.Context, l subnet.Lease) (subnet.Lease
 	return cur, nil
 }
 
-// DeleteLease deletes the key for sn (a missing key is not an error) and revokes, best
+// DeleteLease deletes the key for sn and sn6 (a missing key is not an error) and revokes, best
 // effort, the etcd lease it carried.
-func (r *Registry) DeleteLease(ctx context.Context, sn netip.Prefix) error {
+func (r *Registry) DeleteLease(ctx context.Context, sn, sn6 netip.Prefix) error {
 	if err := r.checkOpen("delete lease"); err != nil {
 		return err
 	}
-	if !sn.Addr().Is4() || !ip.IsNetworkAddress(sn) {
-		return fmt.Errorf("delete lease: %v is not an IPv4 subnet", sn)
+	if err := subnet.CheckLeaseSubnets(sn, sn6); err != nil {
+		return fmt.Errorf("delete lease: %w", err)
 	}
-	key := r.leaseKey(subnet.LeaseKey(sn, netip.Prefix{}))
+	key := r.leaseKey(subnet.LeaseKey(sn, sn6))
 	resp, err := r.client.Delete(ctx, key, clientv3.WithPrevKV())
 	if err != nil {
 		return fmt.Errorf("delete lease %s: %w", key, err)
@@ -224,17 +225,17 @@ func (r *Registry) DeleteLease(ctx context.Context, sn netip.Prefix) error {
 	return nil
 }
 
-// DeleteLeaseAt deletes the key for sn in one transaction "if mod_revision(key) == rev then
+// DeleteLeaseAt deletes the key for sn and sn6 in one transaction "if mod_revision(key) == rev then
 // delete", and then revokes, best effort, the etcd lease the deleted key carried. A changed
 // or vanished key returns an error wrapping subnet.ErrTaken.
-func (r *Registry) DeleteLeaseAt(ctx context.Context, sn netip.Prefix, rev int64) (int64, error) {
+func (r *Registry) DeleteLeaseAt(ctx context.Context, sn, sn6 netip.Prefix, rev int64) (int64, error) {
 	if err := r.checkOpen("delete lease"); err != nil {
 		return 0, err
 	}
-	if !sn.Addr().Is4() || !ip.IsNetworkAddress(sn) {
-		return 0, fmt.Errorf("delete lease: %v is not an IPv4 subnet", sn)
+	if err := subnet.CheckLeaseSubnets(sn, sn6); err != nil {
+		return 0, fmt.Errorf("delete lease: %w", err)
 	}
-	key := r.leaseKey(subnet.LeaseKey(sn, netip.Prefix{}))
+	key := r.leaseKey(subnet.LeaseKey(sn, sn6))
 	if rev <= 0 {
 		// ModRevision == 0 would mean "absent": the delete would always lose.
 		return 0, fmt.Errorf("delete lease %s: no revision given; it must come from the store", key)

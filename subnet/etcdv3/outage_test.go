@@ -3,6 +3,7 @@ package etcdv3_test
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +17,7 @@ func TestWatchEndsWhenEtcdStaysDown(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	ctx := ctxT(t)
-	a, err := e.reg.CreateLease(ctx, sn("10.244.1.0/24"), attrs("192.0.2.1"), time.Hour)
+	a, err := e.reg.CreateLease(ctx, sn("10.244.1.0/24"), netip.Prefix{}, attrs("192.0.2.1"), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package etcdv3_test
 
 import (
 	"errors"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,7 +22,7 @@ func TestLeaseLifecycle(t *testing.T) {
 	s := sn("10.244.5.0/24")
 
 	before := time.Now()
-	l, err := e.reg.CreateLease(ctx, s, attrs("192.0.2.1"), time.Hour)
+	l, err := e.reg.CreateLease(ctx, s, netip.Prefix{}, attrs("192.0.2.1"), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +36,7 @@ func TestLeaseLifecycle(t *testing.T) {
 		t.Fatalf("stored key: present %v, etcd lease %x; want the returned TTLID %x", ok, id, l.TTLID)
 	}
 
-	if _, err := e.reg.CreateLease(ctx, s, attrs("192.0.2.2"), time.Hour); !errors.Is(err, subnet.ErrTaken) {
+	if _, err := e.reg.CreateLease(ctx, s, netip.Prefix{}, attrs("192.0.2.2"), time.Hour); !errors.Is(err, subnet.ErrTaken) {
 		t.Fatalf("second create: %v, want ErrTaken", err)
 	}
 	if n := e.etcdLeaseCount(t); n != 1 {
@@ -90,7 +91,7 @@ func TestLeaseLifecycle(t *testing.T) {
 		t.Fatalf("renewed %+v from %+v: want same lease, later expiration", rn, up)
 	}
 
-	if err := e.reg.DeleteLease(ctx, s); err != nil {
+	if err := e.reg.DeleteLease(ctx, s, netip.Prefix{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, ok := e.rawGet(t, leaseKey("10.244.5.0-24")); ok {
@@ -99,7 +100,7 @@ func TestLeaseLifecycle(t *testing.T) {
 	if e.leaseAlive(t, up.TTLID) {
 		t.Fatal("etcd lease still alive after delete")
 	}
-	if err := e.reg.DeleteLease(ctx, s); err != nil {
+	if err := e.reg.DeleteLease(ctx, s, netip.Prefix{}); err != nil {
 		t.Fatalf("deleting a missing lease: %v", err)
 	}
 	if _, err := e.reg.RenewLease(ctx, rn); !errors.Is(err, subnet.ErrNotFound) {
@@ -109,7 +110,7 @@ func TestLeaseLifecycle(t *testing.T) {
 		t.Fatalf("update after delete: %v, want ErrTaken", err)
 	}
 	// A deleted subnet can be created again.
-	if _, err := e.reg.CreateLease(ctx, s, attrs("192.0.2.4"), time.Hour); err != nil {
+	if _, err := e.reg.CreateLease(ctx, s, netip.Prefix{}, attrs("192.0.2.4"), time.Hour); err != nil {
 		t.Fatalf("re-create after delete: %v", err)
 	}
 }
@@ -120,7 +121,7 @@ func TestRenewDetectsLoss(t *testing.T) {
 	ctx := ctxT(t)
 
 	// The etcd lease is revoked (key deleted with it).
-	a, err := e.reg.CreateLease(ctx, sn("10.244.1.0/24"), attrs("192.0.2.1"), time.Hour)
+	a, err := e.reg.CreateLease(ctx, sn("10.244.1.0/24"), netip.Prefix{}, attrs("192.0.2.1"), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +133,7 @@ func TestRenewDetectsLoss(t *testing.T) {
 	}
 
 	// The key was taken over under another etcd lease; ours still exists.
-	b, err := e.reg.CreateLease(ctx, sn("10.244.2.0/24"), attrs("192.0.2.1"), time.Hour)
+	b, err := e.reg.CreateLease(ctx, sn("10.244.2.0/24"), netip.Prefix{}, attrs("192.0.2.1"), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +173,7 @@ func TestRenewAfterPinned(t *testing.T) {
 			e.rawPut(t, leaseKey(l.Key()), `{"PublicIP":"192.0.2.99","PublicIPv6":null}`)
 		}, ""},
 	} {
-		l, err := e.reg.CreateLease(ctx, sn(tc.subnet), attrs("192.0.2.1"), time.Hour)
+		l, err := e.reg.CreateLease(ctx, sn(tc.subnet), netip.Prefix{}, attrs("192.0.2.1"), time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -205,7 +206,7 @@ func TestDeleteLeaseAt(t *testing.T) {
 	e := setup(t)
 	ctx := ctxT(t)
 
-	l, err := e.reg.CreateLease(ctx, sn("10.244.1.0/24"), attrs("192.0.2.1"), time.Hour)
+	l, err := e.reg.CreateLease(ctx, sn("10.244.1.0/24"), netip.Prefix{}, attrs("192.0.2.1"), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,13 +214,13 @@ func TestDeleteLeaseAt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.reg.DeleteLeaseAt(ctx, l.Subnet, l.Revision); !errors.Is(err, subnet.ErrTaken) {
+	if _, err := e.reg.DeleteLeaseAt(ctx, l.Subnet, netip.Prefix{}, l.Revision); !errors.Is(err, subnet.ErrTaken) {
 		t.Fatalf("delete at a stale revision: %v, want ErrTaken", err)
 	}
 	if _, _, ok := e.rawGet(t, leaseKey("10.244.1.0-24")); !ok {
 		t.Fatal("a lost delete removed the key")
 	}
-	rev, err := e.reg.DeleteLeaseAt(ctx, up.Subnet, up.Revision)
+	rev, err := e.reg.DeleteLeaseAt(ctx, up.Subnet, netip.Prefix{}, up.Revision)
 	if err != nil || rev <= up.Revision {
 		t.Fatalf("delete at the current revision: %d, %v", rev, err)
 	}
@@ -229,7 +230,7 @@ func TestDeleteLeaseAt(t *testing.T) {
 	if e.leaseAlive(t, up.TTLID) {
 		t.Error("the deleted key's etcd lease was not revoked")
 	}
-	if _, err := e.reg.DeleteLeaseAt(ctx, up.Subnet, up.Revision); !errors.Is(err, subnet.ErrTaken) {
+	if _, err := e.reg.DeleteLeaseAt(ctx, up.Subnet, netip.Prefix{}, up.Revision); !errors.Is(err, subnet.ErrTaken) {
 		t.Fatalf("delete of a vanished key: %v, want ErrTaken", err)
 	}
 
@@ -243,13 +244,13 @@ func TestDeleteLeaseAt(t *testing.T) {
 	if len(list.Malformed) != 1 || list.Malformed[0].Revision != putRev || list.Malformed[0].TTLID != id {
 		t.Fatalf("malformed %+v, want revision %d and etcd lease %x", list.Malformed, putRev, id)
 	}
-	if _, err := e.reg.DeleteLeaseAt(ctx, sn("10.244.2.0/24"), list.Malformed[0].Revision); err != nil {
+	if _, err := e.reg.DeleteLeaseAt(ctx, sn("10.244.2.0/24"), netip.Prefix{}, list.Malformed[0].Revision); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, ok := e.rawGet(t, leaseKey("10.244.2.0-24")); ok || e.leaseAlive(t, id) {
 		t.Errorf("malformed key present %v, etcd lease alive %v after delete", ok, e.leaseAlive(t, id))
 	}
-	if _, err := e.reg.DeleteLeaseAt(ctx, sn("10.244.3.0/24"), 0); err == nil || errors.Is(err, subnet.ErrTaken) {
+	if _, err := e.reg.DeleteLeaseAt(ctx, sn("10.244.3.0/24"), netip.Prefix{}, 0); err == nil || errors.Is(err, subnet.ErrTaken) {
 		t.Errorf("delete without a revision: %v, want a plain error", err)
 	}
 }
@@ -260,7 +261,7 @@ func TestTimeToLive(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	ctx := ctxT(t)
-	l, err := e.reg.CreateLease(ctx, sn("10.244.1.0/24"), attrs("192.0.2.1"), time.Hour)
+	l, err := e.reg.CreateLease(ctx, sn("10.244.1.0/24"), netip.Prefix{}, attrs("192.0.2.1"), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +275,7 @@ func TestTimeToLive(t *testing.T) {
 	if _, err := e.reg.TimeToLive(ctx, l); !errors.Is(err, subnet.ErrNotFound) {
 		t.Fatalf("TimeToLive of a revoked etcd lease: %v, want ErrNotFound", err)
 	}
-	r, err := e.reg.CreateLease(ctx, sn("10.244.2.0/24"), attrs("192.0.2.2"), 0)
+	r, err := e.reg.CreateLease(ctx, sn("10.244.2.0/24"), netip.Prefix{}, attrs("192.0.2.2"), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,7 +302,7 @@ func TestCreateRace(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				<-start
-				_, errs[c] = regs[c%2].CreateLease(ctx, s, attrs("192.0.2."+strconv.Itoa(c+1)), time.Hour)
+				_, errs[c] = regs[c%2].CreateLease(ctx, s, netip.Prefix{}, attrs("192.0.2."+strconv.Itoa(c+1)), time.Hour)
 			}()
 		}
 		close(start)
@@ -364,7 +365,7 @@ func TestReservation(t *testing.T) {
 	}
 
 	// A TTL lease turned into a reservation drops its etcd lease.
-	l, err := e.reg.CreateLease(ctx, sn("10.244.8.0/24"), attrs("192.0.2.8"), time.Hour)
+	l, err := e.reg.CreateLease(ctx, sn("10.244.8.0/24"), netip.Prefix{}, attrs("192.0.2.8"), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -380,7 +381,7 @@ func TestReservation(t *testing.T) {
 	}
 
 	// Created directly as a reservation.
-	c, err := e.reg.CreateLease(ctx, sn("10.244.9.0/24"), attrs("192.0.2.9"), 0)
+	c, err := e.reg.CreateLease(ctx, sn("10.244.9.0/24"), netip.Prefix{}, attrs("192.0.2.9"), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -388,7 +389,7 @@ func TestReservation(t *testing.T) {
 		t.Fatalf("created %+v, want a reservation", c)
 	}
 
-	if err := e.reg.DeleteLease(ctx, sn("10.244.7.0/24")); err != nil {
+	if err := e.reg.DeleteLease(ctx, sn("10.244.7.0/24"), netip.Prefix{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.reg.RenewLease(ctx, up); !errors.Is(err, subnet.ErrNotFound) {
@@ -400,16 +401,16 @@ func TestInvalidArguments(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	ctx := ctxT(t)
-	if _, err := e.reg.CreateLease(ctx, sn("10.244.5.1/24"), attrs("192.0.2.1"), time.Hour); err == nil {
+	if _, err := e.reg.CreateLease(ctx, sn("10.244.5.1/24"), netip.Prefix{}, attrs("192.0.2.1"), time.Hour); err == nil {
 		t.Error("create with host bits set succeeded")
 	}
-	if _, err := e.reg.CreateLease(ctx, sn("fd00::/64"), attrs("192.0.2.1"), time.Hour); err == nil {
+	if _, err := e.reg.CreateLease(ctx, sn("fd00::/64"), netip.Prefix{}, attrs("192.0.2.1"), time.Hour); err == nil {
 		t.Error("create of an IPv6 subnet succeeded")
 	}
-	if _, err := e.reg.CreateLease(ctx, sn("10.244.5.0/24"), subnet.LeaseAttrs{}, time.Hour); err == nil {
+	if _, err := e.reg.CreateLease(ctx, sn("10.244.5.0/24"), netip.Prefix{}, subnet.LeaseAttrs{}, time.Hour); err == nil {
 		t.Error("create without PublicIP succeeded")
 	}
-	if _, err := e.reg.CreateLease(ctx, sn("10.244.5.0/24"), attrs("192.0.2.1"), -time.Second); err == nil {
+	if _, err := e.reg.CreateLease(ctx, sn("10.244.5.0/24"), netip.Prefix{}, attrs("192.0.2.1"), -time.Second); err == nil {
 		t.Error("create with a negative TTL succeeded")
 	}
 	if _, err := e.reg.UpdateLease(ctx, subnet.Lease{Subnet: sn("10.244.5.0/24")}, attrs("192.0.2.1"), time.Hour); err == nil || errors.Is(err, subnet.ErrTaken) {

@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"math/big"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -118,7 +119,7 @@ func TestTLSClientCertificates(t *testing.T) {
 	}
 	defer reg.Close()
 	ctx := ctxT(t)
-	if _, err := reg.CreateLease(ctx, sn("10.244.1.0/24"), attrs("192.0.2.1"), time.Hour); err != nil {
+	if _, err := reg.CreateLease(ctx, sn("10.244.1.0/24"), netip.Prefix{}, attrs("192.0.2.1"), time.Hour); err != nil {
 		t.Fatalf("create over mutual TLS: %v", err)
 	}
 	if list, err := reg.ListLeases(ctx); err != nil || len(list.Leases) != 1 {
@@ -202,7 +203,7 @@ func TestUsernamePassword(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer reg.Close()
-	if _, err := reg.CreateLease(ctx, sn("10.244.1.0/24"), attrs("192.0.2.1"), time.Hour); err != nil {
+	if _, err := reg.CreateLease(ctx, sn("10.244.1.0/24"), netip.Prefix{}, attrs("192.0.2.1"), time.Hour); err != nil {
 		t.Fatalf("create with credentials: %v", err)
 	}
 	if _, err := e.reg.ListLeases(ctx); err == nil {

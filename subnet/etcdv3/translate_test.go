@@ -183,7 +183,7 @@ func FuzzParseLease(f *testing.F) {
 		if l.Key() != key || l.TTLID != 7 || l.Revision != 9 {
 			t.Fatalf("decoded %q as %+v (key %q)", key, l, l.Key())
 		}
-		enc, back, err := encodeAttrs(l.Attrs)
+		enc, back, err := encodeAttrs(netip.Prefix{}, netip.Prefix{}, l.Attrs)
 		if err != nil {
 			t.Fatalf("accepted %q but cannot write it back: %v", value, err)
 		}
@@ -194,7 +194,7 @@ func FuzzParseLease(f *testing.F) {
 		if !again.Attrs.Equal(l.Attrs) || !again.Attrs.Equal(back) {
 			t.Fatalf("round trip changed %+v into %+v", l.Attrs, again.Attrs)
 		}
-		if enc2, _, err := encodeAttrs(again.Attrs); err != nil || !bytes.Equal(enc, enc2) {
+		if enc2, _, err := encodeAttrs(netip.Prefix{}, netip.Prefix{}, again.Attrs); err != nil || !bytes.Equal(enc, enc2) {
 			t.Fatalf("encoding not a fixed point: %q then %q (%v)", enc, enc2, err)
 		}
 	})

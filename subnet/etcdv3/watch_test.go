@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +17,7 @@ func TestWatchFromListRevision(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	ctx := ctxT(t)
-	if _, err := e.reg.CreateLease(ctx, sn("10.244.1.0/24"), attrs("192.0.2.1"), time.Hour); err != nil {
+	if _, err := e.reg.CreateLease(ctx, sn("10.244.1.0/24"), netip.Prefix{}, attrs("192.0.2.1"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	list, err := e.reg.ListLeases(ctx)
@@ -25,7 +26,7 @@ func TestWatchFromListRevision(t *testing.T) {
 	}
 	// "Changes after revision rev": the lease already listed is not delivered again.
 	ch := e.reg.WatchLeases(ctx, list.Revision)
-	y, err := e.reg.CreateLease(ctx, sn("10.244.2.0/24"), attrs("192.0.2.2"), time.Hour)
+	y, err := e.reg.CreateLease(ctx, sn("10.244.2.0/24"), netip.Prefix{}, attrs("192.0.2.2"), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +41,7 @@ func TestWatchFromListRevision(t *testing.T) {
 
 	// Resuming from a batch's Revision delivers only what came after it.
 	ch2 := e.reg.WatchLeases(ctx, b.Revision)
-	if err := e.reg.DeleteLease(ctx, sn("10.244.1.0/24")); err != nil {
+	if err := e.reg.DeleteLease(ctx, sn("10.244.1.0/24"), netip.Prefix{}); err != nil {
 		t.Fatal(err)
 	}
 	b2 := next(t, ch2, 10*time.Second)
@@ -57,11 +58,11 @@ func TestExpiryAndRenewal(t *testing.T) {
 	e := setup(t)
 	ctx := ctxT(t)
 	const ttl = 2 * time.Second
-	kept, err := e.reg.CreateLease(ctx, sn("10.244.1.0/24"), attrs("192.0.2.1"), ttl)
+	kept, err := e.reg.CreateLease(ctx, sn("10.244.1.0/24"), netip.Prefix{}, attrs("192.0.2.1"), ttl)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dropped, err := e.reg.CreateLease(ctx, sn("10.244.2.0/24"), attrs("192.0.2.2"), ttl)
+	dropped, err := e.reg.CreateLease(ctx, sn("10.244.2.0/24"), netip.Prefix{}, attrs("192.0.2.2"), ttl)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,8 +156,8 @@ func TestMalformed(t *testing.T) {
 	}
 
 	ch := e.reg.WatchLeases(ctx, list.Revision)
-	e.rawPut(t, leaseKey("junk"), good)                                                    // malformed key
-	c, err := e.reg.CreateLease(ctx, sn("10.244.20.0/24"), attrs("192.0.2.20"), time.Hour) // Added
+	e.rawPut(t, leaseKey("junk"), good)                                                                    // malformed key
+	c, err := e.reg.CreateLease(ctx, sn("10.244.20.0/24"), netip.Prefix{}, attrs("192.0.2.20"), time.Hour) // Added
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +165,7 @@ func TestMalformed(t *testing.T) {
 	if _, err := e.cli.Delete(ctx, leaseKey("junk")); err != nil { // never a lease: nothing
 		t.Fatal(err)
 	}
-	d, err := e.reg.CreateLease(ctx, sn("10.244.21.0/24"), attrs("192.0.2.21"), time.Hour) // still delivered
+	d, err := e.reg.CreateLease(ctx, sn("10.244.21.0/24"), netip.Prefix{}, attrs("192.0.2.21"), time.Hour) // still delivered
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +194,7 @@ func TestWatchCompacted(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	ctx := ctxT(t)
-	first, err := e.reg.CreateLease(ctx, sn("10.244.1.0/24"), attrs("192.0.2.1"), time.Hour)
+	first, err := e.reg.CreateLease(ctx, sn("10.244.1.0/24"), netip.Prefix{}, attrs("192.0.2.1"), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +214,7 @@ func TestWatchCompacted(t *testing.T) {
 
 	// Watching from the compaction point itself works.
 	ch2 := e.reg.WatchLeases(ctx, last)
-	if err := e.reg.DeleteLease(ctx, sn("10.244.2.0/24")); err != nil {
+	if err := e.reg.DeleteLease(ctx, sn("10.244.2.0/24"), netip.Prefix{}); err != nil {
 		t.Fatal(err)
 	}
 	if evs, _ := collect(t, ch2, 1, 10*time.Second); evs[0].Type != subnet.Removed {
@@ -256,7 +257,7 @@ func TestWatchSurvivesEtcdRestart(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	ctx := ctxT(t)
-	a, err := e.reg.CreateLease(ctx, sn("10.244.1.0/24"), attrs("192.0.2.1"), time.Hour)
+	a, err := e.reg.CreateLease(ctx, sn("10.244.1.0/24"), netip.Prefix{}, attrs("192.0.2.1"), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +267,7 @@ func TestWatchSurvivesEtcdRestart(t *testing.T) {
 	if err := e.srv.Start(); err != nil {
 		t.Fatal(err)
 	}
-	b, err := e.reg.CreateLease(ctx, sn("10.244.2.0/24"), attrs("192.0.2.2"), time.Hour)
+	b, err := e.reg.CreateLease(ctx, sn("10.244.2.0/24"), netip.Prefix{}, attrs("192.0.2.2"), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -326,10 +327,10 @@ func TestErrorsNameTheKey(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	ctx := ctxT(t)
-	if _, err := e.reg.CreateLease(ctx, sn("10.244.1.0/24"), attrs("192.0.2.1"), time.Hour); err != nil {
+	if _, err := e.reg.CreateLease(ctx, sn("10.244.1.0/24"), netip.Prefix{}, attrs("192.0.2.1"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	_, err := e.reg.CreateLease(ctx, sn("10.244.1.0/24"), attrs("192.0.2.1"), time.Hour)
+	_, err := e.reg.CreateLease(ctx, sn("10.244.1.0/24"), netip.Prefix{}, attrs("192.0.2.1"), time.Hour)
 	if !errors.Is(err, subnet.ErrTaken) || !strings.Contains(err.Error(), leaseKey("10.244.1.0-24")) {
 		t.Fatalf("error %q: want ErrTaken naming the full key", err)
 	}

@@ -27,7 +27,7 @@ var ErrNotPodCIDR = errors.New("in Kubernetes mode a node can only hold its spec
 // informer shows them, and returns the lease (a reservation: ttl is ignored, nothing
 // expires). sn must be the node's pod CIDR (ErrNotPodCIDR otherwise). With the node's
 // public-ip-overwrite annotation set, that address is published, and returned, as PublicIP.
-func (r *Registry) CreateLease(ctx context.Context, sn netip.Prefix, attrs subnet.LeaseAttrs, _ time.Duration) (subnet.Lease, error) {
+func (r *Registry) CreateLease(ctx context.Context, sn, sn6 netip.Prefix, attrs subnet.LeaseAttrs, _ time.Duration) (subnet.Lease, error) {
 	if err := r.waitSynced(ctx); err != nil {
 		return subnet.Lease{}, err
 	}
@@ -78,7 +78,7 @@ func (r *Registry) CreateLease(ctx context.Context, sn netip.Prefix, attrs subne
 
 // UpdateLease publishes attrs for this node's pod CIDR, as CreateLease; old.Subnet must be it.
 func (r *Registry) UpdateLease(ctx context.Context, old subnet.Lease, attrs subnet.LeaseAttrs, ttl time.Duration) (subnet.Lease, error) {
-	return r.CreateLease(ctx, old.Subnet, attrs, ttl)
+	return r.CreateLease(ctx, old.Subnet, old.IPv6Subnet, attrs, ttl)
 }
 
 // RenewLease re-reads this node's lease from the cache: there is no TTL to extend. It
@@ -98,12 +98,12 @@ func (r *Registry) RenewLease(ctx context.Context, l subnet.Lease) (subnet.Lease
 }
 
 // DeleteLease is unsupported: a node's pod CIDR goes with the Node object.
-func (r *Registry) DeleteLease(context.Context, netip.Prefix) error {
+func (r *Registry) DeleteLease(context.Context, netip.Prefix, netip.Prefix) error {
 	return fmt.Errorf("delete a lease: %w (delete the Node; its pod CIDR goes with it)", ErrUnsupported)
 }
 
 // DeleteLeaseAt is unsupported, as DeleteLease.
-func (r *Registry) DeleteLeaseAt(context.Context, netip.Prefix, int64) (int64, error) {
+func (r *Registry) DeleteLeaseAt(context.Context, netip.Prefix, netip.Prefix, int64) (int64, error) {
 	return 0, fmt.Errorf("delete a lease: %w (delete the Node; its pod CIDR goes with it)", ErrUnsupported)
 }
 

@@ -364,7 +364,12 @@ func (r *Registry) waitChange(ctx context.Context, wake <-chan struct{}) error {
 
 // AssignedSubnet returns this node's pod CIDR, waiting (until ctx ends) for the node to
 // exist and have one. The error then wraps subnet.ErrNotAssigned and says what is missing.
-func (r *Registry) AssignedSubnet(ctx context.Context) (netip.Prefix, error) {
+func (r *Registry) AssignedSubnets(ctx context.Context) (netip.Prefix, netip.Prefix, error) {
+	sn, err := r.assignedSubnet(ctx)
+	return sn, netip.Prefix{}, err
+}
+
+func (r *Registry) assignedSubnet(ctx context.Context) (netip.Prefix, error) {
 	if err := r.waitSynced(ctx); err != nil {
 		return netip.Prefix{}, err
 	}

@@ -147,7 +147,7 @@ func TestManagerOverKube(t *testing.T) {
 		Peers: subnet.PeerRule{BackendType: "vxlan"}})
 	attrs := subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.1"), BackendType: "vxlan",
 		BackendData: json.RawMessage(`{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:01"}`)}
-	l, err := m.Acquire(ctx, attrs, netip.MustParsePrefix("10.244.99.0/24"))
+	l, err := m.Acquire(ctx, attrs, subnet.Lease{Subnet: netip.MustParsePrefix("10.244.99.0/24")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,14 +229,14 @@ func TestWaitsForPodCIDR(t *testing.T) {
 	defer cancel()
 	reg, cs := newTestRegistry(t, "me", node("me", "", nil))
 	short, scancel := context.WithTimeout(ctx, 300*time.Millisecond)
-	_, err := reg.AssignedSubnet(short)
+	_, _, err := reg.AssignedSubnets(short)
 	scancel()
 	if !errors.Is(err, subnet.ErrNotAssigned) {
 		t.Fatalf("no pod CIDR: %v, want ErrNotAssigned", err)
 	}
 	t.Logf("reason: %v", err)
 	got := make(chan netip.Prefix, 1)
-	go func() { sn, _ := reg.AssignedSubnet(ctx); got <- sn }()
+	go func() { sn, _, _ := reg.AssignedSubnets(ctx); got <- sn }()
 	time.Sleep(100 * time.Millisecond)
 	if _, err := cs.CoreV1().Nodes().Update(ctx, node("me", "10.244.7.0/24", nil), metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
@@ -257,7 +257,7 @@ func TestPublicIPOverwrite(t *testing.T) {
 	defer cancel()
 	reg, cs := newTestRegistry(t, "me", node("me", "10.244.1.0/24", map[string]string{pfx + "public-ip-overwrite": "198.51.100.7"}))
 	sn := netip.MustParsePrefix("10.244.1.0/24")
-	l, err := reg.CreateLease(ctx, sn, subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.1"), BackendType: "host-gw"}, 0)
+	l, err := reg.CreateLease(ctx, sn, netip.Prefix{}, subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.1"), BackendType: "host-gw"}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +265,7 @@ func TestPublicIPOverwrite(t *testing.T) {
 	if l.Attrs.PublicIP != netip.MustParseAddr("198.51.100.7") || me.Annotations[pfx+"public-ip"] != "198.51.100.7" || me.Annotations[pfx+"backend-data"] != "null" {
 		t.Fatalf("lease %+v, annotations %v", l, me.Annotations)
 	}
-	if _, err := reg.CreateLease(ctx, netip.MustParsePrefix("10.244.2.0/24"), l.Attrs, 0); !errors.Is(err, ErrNotPodCIDR) {
+	if _, err := reg.CreateLease(ctx, netip.MustParsePrefix("10.244.2.0/24"), netip.Prefix{}, l.Attrs, 0); !errors.Is(err, ErrNotPodCIDR) {
 		t.Fatalf("another subnet: %v", err)
 	}
 }

@@ -130,7 +130,7 @@ func (r *Registry) ListLeases(ctx context.Context) (subnet.LeaseList, error) {
 	return list, nil
 }
 
-func (r *Registry) CreateLease(ctx context.Context, sn netip.Prefix, attrs subnet.LeaseAttrs, ttl time.Duration) (subnet.Lease, error) {
+func (r *Registry) CreateLease(ctx context.Context, sn, sn6 netip.Prefix, attrs subnet.LeaseAttrs, ttl time.Duration) (subnet.Lease, error) {
 	if r.BeforeCreate != nil {
 		r.BeforeCreate(sn)
 	}
@@ -139,11 +139,17 @@ func (r *Registry) CreateLease(ctx context.Context, sn netip.Prefix, attrs subne
 	if r.failErr != nil {
 		return subnet.Lease{}, r.failErr
 	}
-	key := subnet.LeaseKey(sn, netip.Prefix{})
+	if err := subnet.CheckLeaseSubnets(sn, sn6); err != nil {
+		return subnet.Lease{}, fmt.Errorf("create lease: %w", err)
+	}
+	if err := subnet.CheckLeaseAttrs(sn, sn6, attrs); err != nil {
+		return subnet.Lease{}, fmt.Errorf("create lease: %w", err)
+	}
+	key := subnet.LeaseKey(sn, sn6)
 	if _, ok := r.leases[key]; ok {
 		return subnet.Lease{}, fmt.Errorf("create %s: %w", key, subnet.ErrTaken)
 	}
-	return r.putLocked(subnet.Lease{Subnet: sn, Attrs: attrs}, ttl), nil
+	return r.putLocked(subnet.Lease{Subnet: sn, IPv6Subnet: sn6, Attrs: attrs}, ttl), nil
 }
 
 func (r *Registry) UpdateLease(ctx context.Context, old subnet.Lease, attrs subnet.LeaseAttrs, ttl time.Duration) (subnet.Lease, error) {
@@ -193,23 +199,23 @@ func (r *Registry) RenewLease(ctx context.Context, l subnet.Lease) (subnet.Lease
 	return e.lease, nil
 }
 
-func (r *Registry) DeleteLease(ctx context.Context, sn netip.Prefix) error {
+func (r *Registry) DeleteLease(ctx context.Context, sn, sn6 netip.Prefix) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.failErr != nil {
 		return r.failErr
 	}
-	r.deleteLocked(subnet.LeaseKey(sn, netip.Prefix{}))
+	r.deleteLocked(subnet.LeaseKey(sn, sn6))
 	return nil
 }
 
-func (r *Registry) DeleteLeaseAt(ctx context.Context, sn netip.Prefix, rev int64) (int64, error) {
+func (r *Registry) DeleteLeaseAt(ctx context.Context, sn, sn6 netip.Prefix, rev int64) (int64, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.failErr != nil {
 		return 0, r.failErr
 	}
-	key := subnet.LeaseKey(sn, netip.Prefix{})
+	key := subnet.LeaseKey(sn, sn6)
 	if e, ok := r.leases[key]; !ok || e.lease.Revision != rev {
 		return 0, fmt.Errorf("delete %s at revision %d: %w", key, rev, subnet.ErrTaken)
 	}

@@ -17,7 +17,7 @@ func TestContractAdditions(t *testing.T) {
 	r := New()
 	sn := netip.MustParsePrefix("10.244.1.0/24")
 	list, _ := r.ListLeases(ctx)
-	l, err := r.CreateLease(ctx, sn, MustAttrs("192.0.2.1", "vxlan"), time.Hour)
+	l, err := r.CreateLease(ctx, sn, netip.Prefix{}, MustAttrs("192.0.2.1", "vxlan"), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,10 +33,10 @@ func TestContractAdditions(t *testing.T) {
 	if ttl, err := r.TimeToLive(ctx, l); err != nil || ttl <= 59*time.Minute {
 		t.Errorf("TimeToLive = %v, %v", ttl, err)
 	}
-	if _, err := r.DeleteLeaseAt(ctx, sn, l.Revision-1); !errors.Is(err, subnet.ErrTaken) {
+	if _, err := r.DeleteLeaseAt(ctx, sn, netip.Prefix{}, l.Revision-1); !errors.Is(err, subnet.ErrTaken) {
 		t.Errorf("DeleteLeaseAt at a stale revision: %v", err)
 	}
-	if _, err := r.DeleteLeaseAt(ctx, sn, l.Revision); err != nil {
+	if _, err := r.DeleteLeaseAt(ctx, sn, netip.Prefix{}, l.Revision); err != nil {
 		t.Errorf("DeleteLeaseAt: %v", err)
 	}
 	if _, err := r.TimeToLive(ctx, l); !errors.Is(err, subnet.ErrNotFound) {
