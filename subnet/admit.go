@@ -21,8 +21,9 @@ type PeerRule struct {
 const (
 	IgnoredMalformed   = "malformed"       // the key or value could not be parsed
 	IgnoredOutside     = "outside-network" // not a subnet of SubnetLen inside Network
+	IgnoredFamily      = "address-family"  // no subnet of a family this network runs
 	IgnoredOverlap     = "overlap"         // overlaps this node's subnet or another peer's
-	IgnoredPublicIP    = "public-ip"       // not a unicast IPv4 address
+	IgnoredPublicIP    = "public-ip"       // not a unicast address of its family
 	IgnoredOwnIP       = "own-public-ip"   // names this node's public IP (a stale lease of this node)
 	IgnoredBackendType = "backend-type"    // another backend type than the one this node runs
 	IgnoredBackendData = "backend-data"    // BackendData the backend cannot use
@@ -30,41 +31,83 @@ const (
 
 // IgnoredLease is a lease in the store that is not a peer, and why.
 type IgnoredLease struct {
-	Key    string       // the lease key below <prefix>/subnets/ (or the full key when malformed)
-	Subnet netip.Prefix // zero when the key is malformed
-	Attrs  LeaseAttrs   // zero when malformed
-	Reason string       // one of the Ignored* names
-	Detail string       // for people: what exactly is wrong
+	Key        string       // the lease key below <prefix>/subnets/ (or the full key when malformed)
+	Subnet     netip.Prefix // zero when the key is malformed or has no IPv4 part
+	IPv6Subnet netip.Prefix // zero when the key is malformed or has no IPv6 part
+	Attrs      LeaseAttrs   // zero when malformed
+	Reason     string       // one of the Ignored* names
+	Detail     string       // for people: what exactly is wrong
 }
 
 // Admission decides which leases are peers of this node. It is the one place that judges
-// leases: backends, the firewall and /status consume only what it admits. A peer lease is
-//   - a network address of exactly SubnetLen inside Network (what Config.Contains says),
-//   - not this node's subnet, and overlapping no other admitted peer,
-//   - with a unicast IPv4 PublicIP that is not this node's,
-//   - naming the BackendType this node runs (any, for udp) with BackendData it can use.
+// leases: backends, the firewall and /status consume only what it admits. A peer lease has
+// a subnet of at least one family this network runs, and for each such family it has:
+//   - a network address of exactly the family's subnet length inside its network
+//     (Config.Contains, Config.ContainsIPv6),
+//   - not overlapping this node's subnet of that family nor another admitted peer's,
+//   - a unicast public address of that family (PublicIP, PublicIPv6) that is not this node's;
+//
+// and it names the BackendType this node runs (any, for udp) with data it can use. The
+// subnets of a family the network does not run are not looked at (a dual-stack flanneld
+// lease in an IPv4 network is an IPv4 peer). A lease that fails any check is no peer at all.
 //
 // It is a pure decision over its fields and the lease; WatchPeers keeps the sets.
 type Admission struct {
 	Network *Config
-	Own     Lease // this node's lease: its subnet and PublicIP
+	Own     Lease // this node's lease: its subnets and public addresses
 	Rule    PeerRule
+}
+
+// family is one address family of a lease, as admission checks it.
+type family struct {
+	name     string // "IPv4", "IPv6"
+	subnet   netip.Prefix
+	own      netip.Prefix // this node's subnet of the family
+	pub, me  netip.Addr   // the lease's public address of the family, and this node's
+	contains func(netip.Prefix) bool
+	network  netip.Prefix
+	bits     int
+	unicast  func(netip.Addr) bool
+}
+
+// families returns the families of l that the network runs and l has.
+func (a Admission) families(l Lease) []family {
+	var out []family
+	if a.Network.EnableIPv4 && l.Subnet.IsValid() {
+		out = append(out, family{"IPv4", l.Subnet, a.Own.Subnet, l.Attrs.PublicIP, a.Own.Attrs.PublicIP,
+			a.Network.Contains, a.Network.Network, a.Network.SubnetLen, isUnicast4})
+	}
+	if a.Network.EnableIPv6 && l.IPv6Subnet.IsValid() {
+		out = append(out, family{"IPv6", l.IPv6Subnet, a.Own.IPv6Subnet, l.Attrs.PublicIPv6, a.Own.Attrs.PublicIPv6,
+			a.Network.ContainsIPv6, a.Network.IPv6Network, a.Network.IPv6SubnetLen, isUnicast6})
+	}
+	return out
 }
 
 // Check says why l cannot be a peer, or returns ok. taken reports whether another key
 // already holds an admitted subnet overlapping sn (nil: none does).
 func (a Admission) Check(l Lease, taken func(sn netip.Prefix, key string) (string, bool)) (reason, detail string, ok bool) {
-	sn := l.Subnet
-	switch {
-	case !a.Network.Contains(sn):
-		return IgnoredOutside, fmt.Sprintf("subnet %s is not a /%d inside the network %s", sn, a.Network.SubnetLen, a.Network.Network), false
-	case a.Own.Subnet.IsValid() && sn.Overlaps(a.Own.Subnet):
-		return IgnoredOverlap, fmt.Sprintf("subnet %s overlaps this node's subnet %s", sn, a.Own.Subnet), false
-	case !isUnicast4(l.Attrs.PublicIP):
-		return IgnoredPublicIP, fmt.Sprintf("public IP %s is not a unicast IPv4 address", l.Attrs.PublicIP), false
-	case a.Own.Attrs.PublicIP.IsValid() && l.Attrs.PublicIP == a.Own.Attrs.PublicIP:
-		return IgnoredOwnIP, fmt.Sprintf("public IP %s is this node's own (a stale lease of this node?)", l.Attrs.PublicIP), false
-	case !a.Rule.AnyBackendType && l.Attrs.BackendType != a.Rule.BackendType:
+	fams := a.families(l)
+	if len(fams) == 0 {
+		if l.Subnet.IsValid() && !l.IPv6Subnet.IsValid() && a.Network.EnableIPv4 {
+			// An IPv4 key that is no subnet (0.0.0.0-0): say what is wrong with it.
+			return IgnoredOutside, fmt.Sprintf("subnet %s is not a /%d inside the network %s", l.Subnet, a.Network.SubnetLen, a.Network.Network), false
+		}
+		return IgnoredFamily, fmt.Sprintf("lease %s has no subnet of the family this network runs (%s)", l.Key(), a.Network.Families()), false
+	}
+	for _, f := range fams {
+		switch {
+		case !f.contains(f.subnet):
+			return IgnoredOutside, fmt.Sprintf("subnet %s is not a /%d inside the network %s", f.subnet, f.bits, f.network), false
+		case f.own.IsValid() && f.subnet.Overlaps(f.own):
+			return IgnoredOverlap, fmt.Sprintf("subnet %s overlaps this node's subnet %s", f.subnet, f.own), false
+		case !f.unicast(f.pub):
+			return IgnoredPublicIP, fmt.Sprintf("public IP %s is not a unicast %s address", f.pub, f.name), false
+		case f.me.IsValid() && f.pub == f.me:
+			return IgnoredOwnIP, fmt.Sprintf("public IP %s is this node's own (a stale lease of this node?)", f.pub), false
+		}
+	}
+	if !a.Rule.AnyBackendType && l.Attrs.BackendType != a.Rule.BackendType {
 		return IgnoredBackendType, fmt.Sprintf("backend type %q is not this node's %q", l.Attrs.BackendType, a.Rule.BackendType), false
 	}
 	if a.Rule.CheckData != nil {
@@ -73,8 +116,10 @@ func (a Admission) Check(l Lease, taken func(sn netip.Prefix, key string) (strin
 		}
 	}
 	if taken != nil {
-		if other, dup := taken(sn, l.Key()); dup {
-			return IgnoredOverlap, fmt.Sprintf("subnet %s is already a peer under the key %s", sn, other), false
+		for _, f := range fams {
+			if other, dup := taken(f.subnet, l.Key()); dup {
+				return IgnoredOverlap, fmt.Sprintf("subnet %s is already a peer under the key %s", f.subnet, other), false
+			}
 		}
 	}
 	return "", "", true
@@ -85,6 +130,13 @@ func (a Admission) Check(l Lease, taken func(sn netip.Prefix, key string) (strin
 func isUnicast4(a netip.Addr) bool {
 	return a.Is4() && !a.IsUnspecified() && !a.IsLoopback() && !a.IsMulticast() &&
 		a != netip.AddrFrom4([4]byte{255, 255, 255, 255})
+}
+
+// isUnicast6 reports whether a can be a peer's public IPv6 address: IPv6 (not IPv4-mapped),
+// not unspecified, loopback, multicast or link-local (which would need a zone).
+func isUnicast6(a netip.Addr) bool {
+	return a.Is6() && !a.Is4In6() && a.Zone() == "" && !a.IsUnspecified() && !a.IsLoopback() &&
+		!a.IsMulticast() && !a.IsLinkLocalUnicast()
 }
 
 // admission is the rule WatchPeers applies, for the lease this node holds now.
@@ -105,7 +157,7 @@ func (m *Manager) logIgnored(ig IgnoredLease) {
 		m.log.Error(nil, "Skipping malformed lease", "key", ig.Key, "err", ig.Detail)
 		return
 	}
-	m.log.Info("Ignoring a lease that cannot be a peer", "key", ig.Key, "publicIP", ig.Attrs.PublicIP,
+	m.log.Info("Ignoring a lease that cannot be a peer", "key", ig.Key, "publicIP", ig.Attrs.PublicIP, "publicIPv6", ig.Attrs.PublicIPv6,
 		"reason", ig.Reason, "detail", ig.Detail)
 }
 

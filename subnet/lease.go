@@ -33,6 +33,18 @@ type Lease struct {
 // never attaches a TTL to it.
 func (l Lease) Reserved() bool { return l.TTLID == 0 }
 
+// IsZero reports whether l has no subnet at all (no lease held yet).
+func (l Lease) IsZero() bool { return !l.Subnet.IsValid() && !l.IPv6Subnet.IsValid() }
+
+// SameNode reports whether l and o name the same node: the same IPv4 public address, or
+// for leases without one (IPv6-only) the same IPv6 public address.
+func (l Lease) SameNode(o Lease) bool {
+	if l.Attrs.PublicIP.IsValid() || o.Attrs.PublicIP.IsValid() {
+		return l.Attrs.PublicIP == o.Attrs.PublicIP
+	}
+	return l.Attrs.PublicIPv6 == o.Attrs.PublicIPv6
+}
+
 // Key returns the lease's key below <prefix>/subnets/.
 func (l Lease) Key() string { return LeaseKey(l.Subnet, l.IPv6Subnet) }
 

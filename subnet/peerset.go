@@ -2,6 +2,7 @@ package subnet
 
 import (
 	"cmp"
+	"maps"
 	"net/netip"
 	"path"
 	"slices"
@@ -11,9 +12,12 @@ import (
 // admitted peers and the ignored leases, both decided by adm. Its methods fold changes in
 // and return the peer events they cause.
 type peerSet struct {
-	adm     Admission
-	peers   map[netip.Prefix]Lease  // admitted, by subnet
-	ignored map[string]IgnoredLease // by key
+	adm   Admission
+	peers map[string]Lease // admitted, by key
+	// bySubnet indexes the admitted peers' subnets of the families the network runs: the
+	// key holding each.
+	bySubnet map[netip.Prefix]string
+	ignored  map[string]IgnoredLease // by key
 	// ignoredChanged: ignored changed since the Manager last took a snapshot of it.
 	ignoredChanged bool
 	// logged is the reason and detail last logged per key, so that each is logged once,
@@ -23,18 +27,38 @@ type peerSet struct {
 }
 
 func newPeerSet(adm Admission, logf func(IgnoredLease)) *peerSet {
-	return &peerSet{adm: adm, peers: map[netip.Prefix]Lease{}, ignored: map[string]IgnoredLease{},
-		logged: map[string]string{}, logf: logf}
+	return &peerSet{adm: adm, peers: map[string]Lease{}, bySubnet: map[netip.Prefix]string{},
+		ignored: map[string]IgnoredLease{}, logged: map[string]string{}, logf: logf}
 }
 
 // takenBy reports the key of an admitted peer, other than key, whose subnet overlaps sn.
-// Admitted subnets all have SubnetLen and are aligned, so overlapping means equal: the same
-// subnet under another key (a dual-stack key with the same IPv4 part).
+// Admitted subnets of a family all have its subnet length and are aligned, so overlapping
+// means equal: the same subnet under another key (a dual-stack key with the same IPv4
+// part as an IPv4 key).
 func (ps *peerSet) takenBy(sn netip.Prefix, key string) (string, bool) {
-	if p, ok := ps.peers[sn]; ok && p.Key() != key {
-		return p.Key(), true
+	if k, ok := ps.bySubnet[sn]; ok && k != key {
+		return k, true
 	}
 	return "", false
+}
+
+// subnets returns the subnets of l that admission looked at: those of the families the
+// network runs.
+func (ps *peerSet) subnets(l Lease) []netip.Prefix {
+	var out []netip.Prefix
+	for _, f := range ps.adm.families(l) {
+		out = append(out, f.subnet)
+	}
+	return out
+}
+
+// admit records l as an admitted peer.
+func (ps *peerSet) admit(l Lease) {
+	key := l.Key()
+	ps.peers[key] = l
+	for _, sn := range ps.subnets(l) {
+		ps.bySubnet[sn] = key
+	}
 }
 
 // add folds in a lease that was created or changed.
@@ -42,15 +66,15 @@ func (ps *peerSet) add(l Lease) []Event {
 	key := l.Key()
 	reason, detail, ok := ps.adm.Check(l, ps.takenBy)
 	if !ok {
-		ps.ignore(IgnoredLease{Key: key, Subnet: l.Subnet, Attrs: l.Attrs, Reason: reason, Detail: detail})
-		return ps.dropPeer(key, l.Subnet)
+		ps.ignore(IgnoredLease{Key: key, Subnet: l.Subnet, IPv6Subnet: l.IPv6Subnet, Attrs: l.Attrs, Reason: reason, Detail: detail})
+		return ps.dropPeer(key)
 	}
 	if _, was := ps.ignored[key]; was {
 		delete(ps.ignored, key)
 		ps.ignoredChanged = true
 	}
-	old, known := ps.peers[l.Subnet]
-	ps.peers[l.Subnet] = l
+	old, known := ps.peers[key]
+	ps.admit(l)
 	if known && old.Attrs.Equal(l.Attrs) {
 		return nil
 	}
@@ -64,17 +88,20 @@ func (ps *peerSet) remove(key string) []Event {
 		delete(ps.ignored, key)
 		ps.ignoredChanged = true
 	}
-	v4, _, err := ParseLeaseKey(key)
-	if err != nil {
-		return nil
-	}
-	events := ps.dropPeer(key, v4)
+	events := ps.dropPeer(key)
 	if len(events) > 0 {
-		// Its subnet is free again: a lease that overlapped it may be a peer now.
+		// Its subnets are free again: a lease that overlapped them may be a peer now.
+		gone := events[0].Lease
 		for _, ig := range ps.sortedIgnored() {
-			if ig.Reason == IgnoredOverlap && ig.Subnet == v4 {
-				events = append(events, ps.add(Lease{Subnet: ig.Subnet, IPv6Subnet: ipv6Of(ig.Key), Attrs: ig.Attrs})...)
-				break
+			if ig.Reason != IgnoredOverlap {
+				continue
+			}
+			l := Lease{Subnet: ig.Subnet, IPv6Subnet: ig.IPv6Subnet, Attrs: ig.Attrs}
+			if (l.Subnet.IsValid() && l.Subnet == gone.Subnet) || (l.IPv6Subnet.IsValid() && l.IPv6Subnet == gone.IPv6Subnet) {
+				if more := ps.add(l); len(more) > 0 {
+					events = append(events, more...)
+					break
+				}
 			}
 		}
 	}
@@ -86,22 +113,28 @@ func (ps *peerSet) remove(key string) []Event {
 func (ps *peerSet) malformed(bad Malformed) []Event {
 	key := path.Base(bad.Key)
 	ig := IgnoredLease{Key: bad.Key, Reason: IgnoredMalformed, Detail: bad.Err.Error()}
-	if v4, _, err := ParseLeaseKey(key); err == nil {
-		ig.Key, ig.Subnet = key, v4
+	if v4, v6, err := ParseLeaseKey(key); err == nil {
+		ig.Key, ig.Subnet, ig.IPv6Subnet = key, v4, v6
 		ps.ignore(ig)
-		return ps.dropPeer(key, v4)
+		return ps.dropPeer(key)
 	}
 	ps.ignore(ig)
 	return nil
 }
 
-// dropPeer removes the peer of subnet sn if it is admitted under key.
-func (ps *peerSet) dropPeer(key string, sn netip.Prefix) []Event {
-	if p, ok := ps.peers[sn]; ok && p.Key() == key {
-		delete(ps.peers, sn)
-		return []Event{{Type: Removed, Lease: p}}
+// dropPeer removes the peer admitted under key, if any.
+func (ps *peerSet) dropPeer(key string) []Event {
+	p, ok := ps.peers[key]
+	if !ok {
+		return nil
 	}
-	return nil
+	delete(ps.peers, key)
+	for _, sn := range ps.subnets(p) {
+		if ps.bySubnet[sn] == key {
+			delete(ps.bySubnet, sn)
+		}
+	}
+	return []Event{{Type: Removed, Lease: p}}
 }
 
 func (ps *peerSet) ignore(ig IgnoredLease) {
@@ -125,7 +158,8 @@ func (ps *peerSet) ignore(ig IgnoredLease) {
 // had.
 func (ps *peerSet) resync(list LeaseList) []Event {
 	old := ps.peers
-	ps.peers = make(map[netip.Prefix]Lease, len(old))
+	ps.peers = make(map[string]Lease, len(old))
+	ps.bySubnet = make(map[netip.Prefix]string, len(old))
 	oldIgnored := ps.ignored
 	ps.ignored = make(map[string]IgnoredLease, len(oldIgnored))
 	for _, bad := range list.Malformed {
@@ -133,7 +167,8 @@ func (ps *peerSet) resync(list LeaseList) []Event {
 	}
 	leases := slices.Clone(list.Leases)
 	slices.SortFunc(leases, func(a, b Lease) int {
-		pa, pb := old[a.Subnet].Key() == a.Key(), old[b.Subnet].Key() == b.Key()
+		_, pa := old[a.Key()]
+		_, pb := old[b.Key()]
 		if pa != pb {
 			if pa {
 				return -1
@@ -143,21 +178,21 @@ func (ps *peerSet) resync(list LeaseList) []Event {
 		return cmp.Compare(a.Key(), b.Key())
 	})
 	for _, l := range leases {
-		if ps.adm.Own.Subnet.IsValid() && l.Key() == ps.adm.Own.Key() {
+		if !ps.adm.Own.IsZero() && l.Key() == ps.adm.Own.Key() {
 			continue // this node's own lease: Hold's business
 		}
 		ps.add(l)
 	}
 	// Removed first: a subnet that changed keys is removed before its new lease is added.
 	events := []Event{}
-	for sn, o := range old {
-		if p, ok := ps.peers[sn]; !ok || p.Key() != o.Key() {
-			events = append(events, Event{Type: Removed, Lease: o})
+	for _, key := range slices.Sorted(maps.Keys(old)) {
+		if _, ok := ps.peers[key]; !ok {
+			events = append(events, Event{Type: Removed, Lease: old[key]})
 		}
 	}
 	for _, l := range leases {
-		if p, ok := ps.peers[l.Subnet]; ok && p.Key() == l.Key() {
-			if o, was := old[l.Subnet]; !was || o.Key() != l.Key() || !o.Attrs.Equal(l.Attrs) {
+		if _, ok := ps.peers[l.Key()]; ok {
+			if o, was := old[l.Key()]; !was || !o.Attrs.Equal(l.Attrs) {
 				events = append(events, Event{Type: Added, Lease: l})
 			}
 		}
@@ -191,9 +226,4 @@ func (ps *peerSet) sortedIgnored() []IgnoredLease {
 	}
 	slices.SortFunc(out, func(a, b IgnoredLease) int { return cmp.Compare(a.Key, b.Key) })
 	return out
-}
-
-func ipv6Of(key string) netip.Prefix {
-	_, v6, _ := ParseLeaseKey(key)
-	return v6
 }

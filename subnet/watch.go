@@ -97,11 +97,11 @@ func (m *Manager) resync(ctx context.Context, ps *peerSet, out chan<- []Event, o
 	}
 	own := m.Own()
 	for _, l := range list.Leases {
-		if own.Subnet.IsValid() && l.Key() == own.Key() && l.Attrs.PublicIP != own.Attrs.PublicIP {
+		if !own.IsZero() && l.Key() == own.Key() && !l.SameNode(own) {
 			m.signalLost(list.Revision)
 		}
 	}
-	if own.Subnet.IsValid() && !containsKey(list.Leases, own.Key()) {
+	if !own.IsZero() && !containsKey(list.Leases, own.Key()) {
 		m.signalLost(list.Revision)
 	}
 	ps.adm = m.admission()
@@ -150,8 +150,8 @@ func (ps *peerSet) applyBatch(m *Manager, b WatchBatch) []Event {
 	for _, e := range b.Events {
 		// The own lease is its key: another key with the same IPv4 subnet (a dual-stack
 		// key) is a lease like any other, which admission refuses as overlapping.
-		if own.Subnet.IsValid() && e.Lease.Key() == own.Key() {
-			if e.Type == Removed || e.Lease.Attrs.PublicIP != own.Attrs.PublicIP {
+		if !own.IsZero() && e.Lease.Key() == own.Key() {
+			if e.Type == Removed || !e.Lease.SameNode(own) {
 				m.signalLost(b.Revision)
 			}
 			continue

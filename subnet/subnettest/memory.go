@@ -255,7 +255,7 @@ func (r *Registry) deleteLocked(key string) {
 	}
 	delete(r.leases, key)
 	r.rev++
-	r.publishLocked(subnet.WatchBatch{Revision: r.rev, Events: []subnet.Event{{Type: subnet.Removed, Lease: subnet.Lease{Subnet: e.lease.Subnet}}}})
+	r.publishLocked(subnet.WatchBatch{Revision: r.rev, Events: []subnet.Event{{Type: subnet.Removed, Lease: subnet.Lease{Subnet: e.lease.Subnet, IPv6Subnet: e.lease.IPv6Subnet}}}})
 }
 
 // PutRaw stores an arbitrary key and value under subnets/, as a broken writer would.
