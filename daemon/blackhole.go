@@ -96,7 +96,7 @@ func syncBlackhole(rt routeTable, network, want netip.Prefix) (added bool, remov
 	var have []netlink.Route
 	filter := &netlink.Route{Table: unix.RT_TABLE_MAIN, Type: unix.RTN_BLACKHOLE}
 	for try := 0; ; try++ {
-		have, err = rt.RouteListFiltered(netlink.FAMILY_V4, filter, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_TYPE)
+		have, err = rt.RouteListFiltered(family(network), filter, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_TYPE)
 		if !errors.Is(err, netlink.ErrDumpInterrupted) || try == 3 {
 			break
 		}
@@ -178,4 +178,12 @@ func (d *Daemon) keepBlackhole(ctx context.Context, rt routeTable, network, subn
 			check()
 		}
 	}
+}
+
+// family is the netlink address family of p.
+func family(p netip.Prefix) int {
+	if p.Addr().Is6() {
+		return netlink.FAMILY_V6
+	}
+	return netlink.FAMILY_V4
 }

@@ -171,10 +171,10 @@ func (d *Daemon) run(ctx context.Context, reg subnet.Registry) error {
 		if err != nil {
 			return nil // ctx ended
 		}
-		if prev.Subnet.IsValid() && prev.Subnet != lease.Subnet {
+		if !prev.IsZero() && prev.Key() != lease.Key() {
 			d.log.Error(nil, "SUBNET CHANGED: this node now has a different subnet; pods on it must be restarted to move",
-				"from", prev.Subnet, "to", lease.Subnet)
-			d.health.NoteSubnetChange(prev.Subnet, lease.Subnet)
+				"from", prev.Key(), "to", lease.Key())
+			d.health.NoteSubnetChange(prev.FirstSubnet(), lease.FirstSubnet())
 			d.metrics.SubnetChanged()
 		}
 		prev, hint = lease, lease
@@ -235,7 +235,7 @@ func (d *Daemon) session(ctx context.Context, reg subnet.Registry, mgr *subnet.M
 	btype string, netCfg *subnet.Config, lease subnet.Lease, cfgRev int64, fw firewall.Firewall) error {
 	nw, err := be.Activate(ctx, lease)
 	if err != nil {
-		return fmt.Errorf("backend %s: activate for %s: %w", btype, lease.Subnet, err)
+		return fmt.Errorf("backend %s: activate for %s: %w", btype, lease.Key(), err)
 	}
 	defer nw.Close()
 	mode := ""
@@ -248,17 +248,20 @@ func (d *Daemon) session(ctx context.Context, reg subnet.Registry, mgr *subnet.M
 		d.memory.setFloor(mu.MemoryFloor())
 		defer d.memory.setFloor(0)
 	}
-	d.view.setSession(nw, btype, netCfg.Network, lease, mgr.Ignored)
-	defer d.view.setSession(nil, btype, netCfg.Network, subnet.Lease{}, nil)
+	d.view.setSession(nw, btype, netCfg, lease, mgr.Ignored)
+	defer d.view.setSession(nil, btype, nil, subnet.Lease{}, nil)
 	d.metrics.SetLease(lease)
-	d.health.SetLease(lease.Subnet)
+	d.health.SetLease(lease.FirstSubnet())
 	d.health.SetBackend(btype, false)
 
-	env := subnetenv.Env{
-		Network: netCfg.Network,
-		Subnet:  netip.PrefixFrom(ip.GatewayAddr(lease.Subnet), lease.Subnet.Bits()),
-		MTU:     nw.MTU(),
-		IPMasq:  d.cfg.IPMasq,
+	env := subnetenv.Env{MTU: nw.MTU(), IPMasq: d.cfg.IPMasq}
+	if netCfg.EnableIPv4 {
+		env.Network = netCfg.Network
+		env.Subnet = netip.PrefixFrom(ip.GatewayAddr(lease.Subnet), lease.Subnet.Bits())
+	}
+	if netCfg.EnableIPv6 {
+		env.IPv6Network = netCfg.IPv6Network
+		env.IPv6Subnet = netip.PrefixFrom(ip.GatewayAddr(lease.IPv6Subnet), lease.IPv6Subnet.Bits())
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	// The subnet file (written with an fsync: milliseconds) goes out while the peers are
@@ -270,7 +273,12 @@ func (d *Daemon) session(ctx context.Context, reg subnet.Registry, mgr *subnet.M
 	g.Go(func() error { return mgr.WatchPeers(gctx, events) })
 	g.Go(func() error { return nw.Run(gctx) })
 	g.Go(func() error { return d.watchConfig(gctx, reg, netCfg, cfgRev) })
-	g.Go(func() error { return d.keepBlackhole(gctx, currentNS{}, netCfg.Network, lease.Subnet) })
+	if netCfg.EnableIPv4 {
+		g.Go(func() error { return d.keepBlackhole(gctx, currentNS{}, netCfg.Network, lease.Subnet) })
+	}
+	if netCfg.EnableIPv6 {
+		g.Go(func() error { return d.keepBlackhole(gctx, currentNS{}, netCfg.IPv6Network, lease.IPv6Subnet) })
+	}
 	if fw != nil {
 		// The rules come after the routes: the data plane is programmed first.
 		fw.SetNetwork(netCfg.Network, lease.Subnet)
@@ -288,9 +296,9 @@ func (d *Daemon) session(ctx context.Context, reg subnet.Registry, mgr *subnet.M
 					d.log.V(1).Info("Some peers are not programmed yet; retrying", "err", err)
 				}
 				d.health.SetBackend(btype, true)
-				addrs := d.view.applied(evs)
-				d.metrics.SetPeers(len(addrs))
-				d.memory.setPeers(len(addrs))
+				addrs, npeers := d.view.applied(evs)
+				d.metrics.SetPeers(npeers)
+				d.memory.setPeers(npeers)
 				d.memory.applied(len(evs))
 				if fw != nil {
 					fw.SetPeers(addrs)

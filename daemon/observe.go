@@ -18,13 +18,13 @@ type view struct {
 	mu      sync.Mutex // guards everything below
 	started time.Time
 	ext     backend.ExternalInterface
-	network netip.Prefix
+	netCfg  *subnet.Config // the running network config; nil between sessions
 	btype   string
 	lease   subnet.Lease
 	renewed time.Time
 	nw      backend.Network // nil between sessions
 	active  bool
-	peers   map[netip.Prefix]viewPeer
+	peers   map[string]viewPeer // by lease key
 	ignored func() []subnet.IgnoredLease // the leases admission refused; nil between sessions
 	// configWarnings are the running network config's warnings (subnet.Config.Warnings).
 	configWarnings []string
@@ -39,15 +39,16 @@ func (v *view) setConfigWarnings(w []string) {
 // viewPeer is what /status shows of a peer's lease: the rest of the lease is not kept, so
 // that thousands of peers cost little memory here.
 type viewPeer struct {
-	publicIP    netip.Addr
-	backendType string
+	subnet, ipv6Subnet   netip.Prefix
+	publicIP, publicIPv6 netip.Addr
+	backendType          string
 }
 
-func (v *view) setSession(nw backend.Network, btype string, network netip.Prefix, l subnet.Lease, ignored func() []subnet.IgnoredLease) {
+func (v *view) setSession(nw backend.Network, btype string, netCfg *subnet.Config, l subnet.Lease, ignored func() []subnet.IgnoredLease) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	v.nw, v.btype, v.network, v.lease, v.active, v.ignored = nw, btype, network, l, false, ignored
-	v.peers = map[netip.Prefix]viewPeer{}
+	v.nw, v.btype, v.netCfg, v.lease, v.active, v.ignored = nw, btype, netCfg, l, false, ignored
+	v.peers = map[string]viewPeer{}
 }
 
 func (v *view) renewedLease(l subnet.Lease) {
@@ -56,24 +57,32 @@ func (v *view) renewedLease(l subnet.Lease) {
 	v.lease, v.renewed = l, time.Now()
 }
 
-// applied folds peer events in and returns the peers' public addresses (for the firewall)
-// and their count.
-func (v *view) applied(evs []subnet.Event) []netip.Addr {
+// applied folds peer events in and returns the peers' public addresses of the families the
+// network runs (for the firewall) and the peer count.
+func (v *view) applied(evs []subnet.Event) ([]netip.Addr, int) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.active = true
 	for _, e := range evs {
+		l := e.Lease
 		if e.Type == subnet.Removed {
-			delete(v.peers, e.Lease.Subnet)
+			delete(v.peers, l.Key())
 		} else {
-			v.peers[e.Lease.Subnet] = viewPeer{publicIP: e.Lease.Attrs.PublicIP, backendType: e.Lease.Attrs.BackendType}
+			v.peers[l.Key()] = viewPeer{subnet: l.Subnet, ipv6Subnet: l.IPv6Subnet, publicIP: l.Attrs.PublicIP,
+				publicIPv6: l.Attrs.PublicIPv6, backendType: l.Attrs.BackendType}
 		}
 	}
+	v4, v6 := v.netCfg == nil || v.netCfg.EnableIPv4, v.netCfg != nil && v.netCfg.EnableIPv6
 	addrs := make([]netip.Addr, 0, len(v.peers))
 	for _, p := range v.peers {
-		addrs = append(addrs, p.publicIP)
+		if v4 && p.subnet.IsValid() && p.publicIP.IsValid() {
+			addrs = append(addrs, p.publicIP)
+		}
+		if v6 && p.ipv6Subnet.IsValid() && p.publicIPv6.IsValid() {
+			addrs = append(addrs, p.publicIPv6)
+		}
 	}
-	return addrs
+	return addrs, len(v.peers)
 }
 
 func (v *view) packetStats() (backend.PacketStats, bool) {
@@ -86,6 +95,14 @@ func (v *view) packetStats() (backend.PacketStats, bool) {
 	return backend.PacketStats{}, false
 }
 
+// network is the running IPv4 network (zero between sessions and in an IPv6-only network).
+func (v *view) network() netip.Prefix {
+	if v.netCfg == nil {
+		return netip.Prefix{}
+	}
+	return v.netCfg.Network
+}
+
 // status renders the view for GET /status.
 func (v *view) status(version string) status.Status {
 	v.mu.Lock()
@@ -94,7 +111,7 @@ func (v *view) status(version string) status.Status {
 	st := status.Status{
 		Version: version, Time: time.Now(), Started: v.started,
 		Node: status.Node{Hostname: host, InterfaceIP: v.ext.IfaceAddr, PublicIP: v.ext.PublicIP},
-		Lease: status.Lease{Network: v.network, Subnet: v.lease.Subnet, Reserved: v.lease.Subnet.IsValid() && v.lease.Reserved(),
+		Lease: status.Lease{Network: v.network(), Subnet: v.lease.Subnet, Reserved: !v.lease.IsZero() && v.lease.Reserved(),
 			Expires: v.lease.Expiration, Renewed: v.renewed},
 		Backend:        status.Backend{Type: v.btype, Active: v.active},
 		ConfigWarnings: v.configWarnings,
@@ -124,9 +141,12 @@ func (v *view) status(version string) status.Status {
 			}
 		}
 	}
-	for sn, vp := range v.peers {
-		p := status.Peer{Subnet: sn, PublicIP: vp.publicIP, BackendType: vp.backendType, State: status.PeerProgrammed}
-		if ps, ok := desc.Peers[sn]; ok {
+	for _, vp := range v.peers {
+		p := status.Peer{Subnet: vp.subnet, PublicIP: vp.publicIP, BackendType: vp.backendType, State: status.PeerProgrammed}
+		// A backend describes a peer by the subnet it programs: the IPv4 one, else the IPv6 one.
+		if ps, ok := desc.Peers[vp.subnet]; ok && vp.subnet.IsValid() {
+			p.State, p.Reason = status.PeerState(ps.State), ps.Reason
+		} else if ps, ok := desc.Peers[vp.ipv6Subnet]; ok && vp.ipv6Subnet.IsValid() {
 			p.State, p.Reason = status.PeerState(ps.State), ps.Reason
 		}
 		st.Peers = append(st.Peers, p)

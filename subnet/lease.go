@@ -36,6 +36,15 @@ func (l Lease) Reserved() bool { return l.TTLID == 0 }
 // IsZero reports whether l has no subnet at all (no lease held yet).
 func (l Lease) IsZero() bool { return !l.Subnet.IsValid() && !l.IPv6Subnet.IsValid() }
 
+// FirstSubnet returns the IPv4 subnet, or the IPv6 one of a lease without IPv4: one
+// subnet to name the lease by where one is enough (a health line, a log).
+func (l Lease) FirstSubnet() netip.Prefix {
+	if l.Subnet.IsValid() {
+		return l.Subnet
+	}
+	return l.IPv6Subnet
+}
+
 // SameNode reports whether l and o name the same node: the same IPv4 public address, or
 // for leases without one (IPv6-only) the same IPv6 public address.
 func (l Lease) SameNode(o Lease) bool {

@@ -49,7 +49,7 @@ func New(version string) *Metrics {
 		return prometheus.Opts{Namespace: "weft", Name: name, Help: help}
 	}
 	m.leaseHeld = prometheus.NewGauge(prometheus.GaugeOpts(f("lease_held", "1 while this node holds a subnet lease.")))
-	m.leaseInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts(f("lease_info", "The held lease: its subnet and whether it is a reservation (value 1).")), []string{"subnet", "reserved"})
+	m.leaseInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts(f("lease_info", "The held lease: its IPv4 and IPv6 subnets (\"\" for a family the network does not run) and whether it is a reservation (value 1).")), []string{"subnet", "ipv6_subnet", "reserved"})
 	m.renewals = prometheus.NewCounter(prometheus.CounterOpts(f("lease_renewals_total", "Successful lease renewals.")))
 	m.renewFailures = prometheus.NewCounter(prometheus.CounterOpts(f("lease_renewal_failures_total", "Failed lease renewal attempts.")))
 	m.storeErrors = prometheus.NewCounterVec(prometheus.CounterOpts(f("etcd_errors_total", "Failed etcd operations, by operation.")), []string{"op"})
@@ -79,8 +79,8 @@ func (m *Metrics) SetLease(l subnet.Lease) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.leaseInfo.Reset()
-	m.subnet, m.expiration = l.Subnet, l.Expiration
-	if !l.Subnet.IsValid() {
+	m.subnet, m.expiration = l.FirstSubnet(), l.Expiration
+	if l.IsZero() {
 		m.leaseHeld.Set(0)
 		return
 	}
@@ -89,7 +89,7 @@ func (m *Metrics) SetLease(l subnet.Lease) {
 	if l.Reserved() {
 		reserved = "true"
 	}
-	m.leaseInfo.WithLabelValues(l.Subnet.String(), reserved).Set(1)
+	m.leaseInfo.WithLabelValues(prefixLabel(l.Subnet), prefixLabel(l.IPv6Subnet), reserved).Set(1)
 }
 
 func (m *Metrics) expiresIn() float64 {
@@ -197,4 +197,12 @@ func (c packetCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(dropsDesc, prometheus.CounterValue, float64(v), reason)
 	}
 	ch <- prometheus.MustNewConstMetric(icmpDesc, prometheus.CounterValue, float64(ps.ICMPErrors))
+}
+
+// prefixLabel is a label value for p: "" when p is zero.
+func prefixLabel(p netip.Prefix) string {
+	if !p.IsValid() {
+		return ""
+	}
+	return p.String()
 }

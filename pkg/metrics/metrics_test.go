@@ -85,7 +85,7 @@ func TestMetricsMove(t *testing.T) {
 	if v := value(t, got, "weft_lease_expires_in_seconds", nil); v < 7000 || v > 7200 {
 		t.Errorf("expires in %v s, want about 7200", v)
 	}
-	if v := value(t, got, "weft_lease_info", map[string]string{"subnet": "10.244.5.0/24", "reserved": "false"}); v != 1 {
+	if v := value(t, got, "weft_lease_info", map[string]string{"subnet": "10.244.5.0/24", "ipv6_subnet": "", "reserved": "false"}); v != 1 {
 		t.Errorf("lease_info %v", v)
 	}
 	if v := value(t, got, "weft_dataplane_repairs_total", map[string]string{"kind": "route"}); v != 2 {
