@@ -91,8 +91,10 @@ func (d *Daemon) watchConfig(ctx context.Context, reg subnet.Registry, running *
 }
 
 func sameConfig(a, b *subnet.Config) bool {
-	return a.Network == b.Network && a.SubnetLen == b.SubnetLen && a.SubnetMin == b.SubnetMin &&
-		a.SubnetMax == b.SubnetMax && a.BackendType == b.BackendType && bytes.Equal(compact(a.Backend), compact(b.Backend))
+	return a.EnableIPv4 == b.EnableIPv4 && a.Network == b.Network && a.SubnetLen == b.SubnetLen && a.SubnetMin == b.SubnetMin &&
+		a.SubnetMax == b.SubnetMax && a.EnableIPv6 == b.EnableIPv6 && a.IPv6Network == b.IPv6Network &&
+		a.IPv6SubnetLen == b.IPv6SubnetLen && a.IPv6SubnetMin == b.IPv6SubnetMin && a.IPv6SubnetMax == b.IPv6SubnetMax &&
+		a.BackendType == b.BackendType && bytes.Equal(compact(a.Backend), compact(b.Backend))
 }
 
 func compact(raw []byte) []byte {

@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/netip"
@@ -109,20 +108,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 }
 
 func (d *Daemon) run(ctx context.Context, reg subnet.Registry) error {
-	ext, err := iface.Select(withLog(d.cfg.Iface, d.log))
-	if err != nil {
-		return err
-	}
-	d.view.mu.Lock()
-	d.view.ext = ext
-	d.view.mu.Unlock()
-	d.log.Info("Using interface", "iface", ext.Iface.Name, "ifaceAddr", ext.IfaceAddr, "publicIP", ext.PublicIP,
-		"tunnelSource", ext.TunnelSource(), "mtu", ext.Iface.MTU)
-	if note, warn := tunnelSourceNote(ext); warn {
-		d.log.Info("Warning: " + note)
-	} else if note != "" {
-		d.log.Info(note)
-	}
 	makeFirewall := d.startFirewall() // off the critical path; awaited before the lease
 
 	var hint subnet.Lease // the subnets of the previous subnet file, tried first
@@ -130,9 +115,11 @@ func (d *Daemon) run(ctx context.Context, reg subnet.Registry) error {
 		hint = subnet.Lease{Subnet: old.Subnet.Masked(), IPv6Subnet: old.IPv6Subnet.Masked()}
 	}
 	var (
-		cur  *prepared // the backend of the config in force
-		fw   firewall.Firewall
-		prev subnet.Lease
+		cur    *prepared // the backend of the config in force
+		fw     firewall.Firewall
+		prev   subnet.Lease
+		ext    backend.ExternalInterface
+		extFor string // the families ext was selected for
 	)
 	defer func() { cur.close() }()
 	for first := true; ctx.Err() == nil; first = false {
@@ -142,14 +129,23 @@ func (d *Daemon) run(ctx context.Context, reg subnet.Registry) error {
 		if err != nil || netCfg == nil {
 			return err // ctx ended
 		}
-		if cur == nil || !sameConfig(cur.cfg, netCfg) {
+		if extFor != netCfg.Families() {
+			// The interface is selected for the families the network runs: its IPv4
+			// address, its IPv6 address, or both.
+			if ext, err = d.selectInterface(netCfg); err != nil {
+				return err
+			}
+			extFor = netCfg.Families()
+		}
+		if cur == nil || !sameConfig(cur.cfg, netCfg) || cur.ext != ext {
 			if cur != nil {
 				d.log.Info("The network config changed while the lease was lost; applying it now",
 					"network", netCfg.Network, "subnetLen", netCfg.SubnetLen, "backend", netCfg.BackendType)
 				cur.close()
 			}
-			d.log.Info("Network config", "network", netCfg.Network, "subnetLen", netCfg.SubnetLen,
-				"subnetMin", netCfg.SubnetMin, "subnetMax", netCfg.SubnetMax, "backend", netCfg.BackendType)
+			d.log.Info("Network config", "families", netCfg.Families(), "network", netCfg.Network, "subnetLen", netCfg.SubnetLen,
+				"subnetMin", netCfg.SubnetMin, "subnetMax", netCfg.SubnetMax, "ipv6Network", netCfg.IPv6Network,
+				"ipv6SubnetLen", netCfg.IPv6SubnetLen, "backend", netCfg.BackendType)
 			for _, w := range netCfg.Warnings {
 				d.log.Info("Network config warning: "+w, "key", d.configKey())
 			}
@@ -188,46 +184,6 @@ func (d *Daemon) run(ctx context.Context, reg subnet.Registry) error {
 		d.log.Error(err, "MY LEASE IS GONE: acquiring again, trying the same subnet first", "subnet", lease.Subnet)
 	}
 	return nil
-}
-
-// prepared is a backend built and prepared for one network config.
-type prepared struct {
-	cfg   *subnet.Config
-	btype backend.Type
-	be    backend.Backend
-	attrs subnet.LeaseAttrs // to publish, PublicIP included
-}
-
-// prepare removes what other backends left, then builds and prepares the backend of cfg.
-func (d *Daemon) prepare(ctx context.Context, cfg *subnet.Config, btype backend.Type, ext backend.ExternalInterface) (*prepared, error) {
-	d.removeLeftovers(btype.Name, cfg, ext)
-	be, err := btype.New(backend.Env{Ext: ext, Network: cfg, Log: d.log.WithName(btype.Name), OnRepair: d.metrics.Repaired})
-	if err != nil {
-		return nil, fmt.Errorf("backend %s: %w", btype.Name, err)
-	}
-	p := &prepared{cfg: cfg, btype: btype, be: be}
-	if p.attrs, err = be.Prepare(ctx); err != nil {
-		p.close()
-		return nil, fmt.Errorf("backend %s: %w", btype.Name, err)
-	}
-	p.attrs.PublicIP, p.attrs.PublicIPv6 = netip.Addr{}, netip.Addr{}
-	if cfg.EnableIPv4 {
-		p.attrs.PublicIP = ext.PublicIP
-	}
-	if cfg.EnableIPv6 {
-		p.attrs.PublicIPv6 = ext.PublicIPv6
-	}
-	return p, nil
-}
-
-// close releases what the backend holds, if it holds anything; nil-safe.
-func (p *prepared) close() {
-	if p == nil {
-		return
-	}
-	if c, ok := p.be.(io.Closer); ok {
-		_ = c.Close()
-	}
 }
 
 // session runs the data plane for one lease until ctx ends or the lease is lost.

@@ -27,6 +27,7 @@ type options struct {
 	ifaceRegexes        []string
 	ifaceCanReach       string
 	publicIP            string
+	publicIPv6          string
 	subnetFile          string
 	renewMargin         int
 	leaseTTL            time.Duration
@@ -42,20 +43,9 @@ type options struct {
 	kube                kubeFlags // Kubernetes mode: kubeflags.go
 }
 
-// notYet are flanneld's flags that weft does not have yet. They are declared (hidden) only
-// so that the command line parses as flanneld's does; a value other than flanneld's default,
-// from the command line or the environment, is refused by name: weftd must not run in
-// another mode than the operator asked for.
-var notYet = []struct {
-	name, def, why string
-	isBool         bool
-}{
-	{name: "public-ipv6", why: "weft has no IPv6 yet"},
-}
-
 // flagSet declares weftd's flags, bound to o: flanneld's names and defaults, weft's own
 // (--restrict-tunnel-port, the hidden --subnet-lease-ttl), klog's -v, -vmodule and
-// -log_backtrace_at as flanneld copies them, and the hidden notYet flags.
+// -log_backtrace_at as flanneld copies them.
 func (o *options) flagSet() *pflag.FlagSet {
 	fs := pflag.NewFlagSet("weftd", pflag.ContinueOnError)
 	fs.SortFlags = false
@@ -66,6 +56,7 @@ func (o *options) flagSet() *pflag.FlagSet {
 	fs.StringArrayVar(&o.ifaceRegexes, "iface-regex", nil, "regular expression matched against interface addresses, then names; repeat the flag for more")
 	fs.StringVar(&o.ifaceCanReach, "iface-can-reach", "", "use the interface the kernel would use to reach this IPv4 address")
 	fs.StringVar(&o.publicIP, "public-ip", "", "IPv4 address peers send to (default: the interface's address)")
+	fs.StringVar(&o.publicIPv6, "public-ipv6", "", "IPv6 address peers send to in a network that runs IPv6 (default: the interface's global IPv6 address)")
 	fs.StringVar(&o.subnetFile, "subnet-file", "/run/flannel/subnet.env", "file to write the node's subnet, MTU and masquerade setting to")
 	fs.IntVar(&o.renewMargin, "subnet-lease-renew-margin", 60, "minutes before expiry to renew the subnet lease (1-1439)")
 	fs.DurationVar(&o.leaseTTL, "subnet-lease-ttl", 24*time.Hour, "TTL of the subnet lease (for tests)")
@@ -87,15 +78,6 @@ func (o *options) flagSet() *pflag.FlagSet {
 	for _, name := range []string{"v", "vmodule", "log_backtrace_at"} {
 		fs.AddGoFlag(klogFlags.Lookup(name))
 	}
-	for _, n := range notYet {
-		usage := "flanneld's flag, not supported yet (" + n.why + ")"
-		if n.isBool {
-			fs.Bool(n.name, n.def == "true", usage)
-		} else {
-			fs.String(n.name, n.def, usage)
-		}
-		_ = fs.MarkHidden(n.name)
-	}
 	return fs
 }
 
@@ -103,7 +85,7 @@ func (o *options) flagSet() *pflag.FlagSet {
 // flanneld parses its command line and environment: a flag not on the command line is taken
 // from WEFTD_<NAME>, else from FLANNELD_<NAME> (dashes become underscores, upper case). Flags
 // take Go's flag syntax as well as pflag's (goStyleArgs). Unknown flags, arguments, bad
-// values and the notYet flags are errors naming them. The warnings name the WEFTD_ and
+// values are errors naming them. The warnings name the WEFTD_ and
 // FLANNELD_ variables that match no flag, for the log.
 func parseFlags(args, environ []string) (o *options, warnings []string, err error) {
 	o = &options{}
@@ -115,38 +97,15 @@ func parseFlags(args, environ []string) (o *options, warnings []string, err erro
 	if fs.NArg() > 0 {
 		return nil, nil, fmt.Errorf("unexpected argument %q (weftd takes flags only)", fs.Arg(0))
 	}
-	if err := refuseNotYet(fs, nil); err != nil {
-		return nil, nil, err
-	}
 	getenv := lookupIn(environ)
 	o.kube.getenv = getenv
 	if err := flagenv.Apply(fs, getenv, flagenv.WeftdPrefixes()...); err != nil {
-		return nil, nil, err
-	}
-	if err := refuseNotYet(fs, getenv); err != nil {
 		return nil, nil, err
 	}
 	for _, name := range flagenv.Unmatched(fs, environ, flagenv.WeftdPrefixes()...) {
 		warnings = append(warnings, fmt.Sprintf("$%s names no flag weftd reads from the environment; ignored", name))
 	}
 	return o, warnings, o.validate()
-}
-
-// refuseNotYet returns an error naming the first notYet flag set to anything but its
-// default: from the command line when getenv is nil, else from the variable getenv holds.
-func refuseNotYet(fs *pflag.FlagSet, getenv func(string) string) error {
-	for _, n := range notYet {
-		f := fs.Lookup(n.name)
-		if !f.Changed || f.Value.String() == f.DefValue {
-			continue
-		}
-		if getenv == nil {
-			return fmt.Errorf("--%s is not supported yet (%s)", n.name, n.why)
-		}
-		name, v, _ := flagenv.Lookup(getenv, n.name, flagenv.WeftdPrefixes()...)
-		return fmt.Errorf("$%s=%s sets --%s, which is not supported yet (%s)", name, v, n.name, n.why)
-	}
-	return nil
 }
 
 // lookupIn is os.Getenv over environ.
@@ -186,7 +145,7 @@ func (o *options) validate() error {
 func (o *options) daemonConfig(version string) daemon.Config {
 	c := daemon.Config{
 		Etcd:                o.etcdConfig,
-		Iface:               iface.Options{Ifaces: o.ifaces, Regexes: o.ifaceRegexes, CanReach: o.ifaceCanReach, PublicIP: o.publicIP},
+		Iface:               iface.Options{Ifaces: o.ifaces, Regexes: o.ifaceRegexes, CanReach: o.ifaceCanReach, PublicIP: o.publicIP, PublicIPv6: o.publicIPv6},
 		SubnetFile:          o.subnetFile,
 		LeaseTTL:            o.leaseTTL,
 		RenewMargin:         time.Duration(o.renewMargin) * time.Minute,

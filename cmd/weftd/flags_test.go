@@ -187,8 +187,8 @@ func TestFlagCompat(t *testing.T) {
 		},
 		{
 			name: "public IPv6", args: []string{"--public-ipv6=2001:db8::1"},
-			flanneld: "the node's IPv6 address for peers", weft: "refused by name", wantErr: "--public-ipv6 is not supported yet (weft has no IPv6 yet)",
-			differs: "IPv6 / dual stack",
+			flanneld: "the node's IPv6 address for peers", weft: "the same", agree: true,
+			ok: func(o *options) bool { return o.daemonConfig("t").Iface.PublicIPv6 == "2001:db8::1" },
 		},
 		{
 			name: "unknown flag", args: []string{"-no-such-flag"},
@@ -296,9 +296,8 @@ func TestEnvCompat(t *testing.T) {
 		},
 		{
 			name: "public IPv6", env: map[string]string{"FLANNELD_PUBLIC_IPV6": "2001:db8::1"},
-			flanneld: "the node's IPv6 address for peers", weft: "refused naming the variable",
-			wantErr: "$FLANNELD_PUBLIC_IPV6=2001:db8::1 sets --public-ipv6, which is not supported yet",
-			differs: "IPv6 / dual stack",
+			flanneld: "the node's IPv6 address for peers", weft: "the same", agree: true,
+			ok: func(o *options) bool { return o.daemonConfig("t").Iface.PublicIPv6 == "2001:db8::1" },
 		},
 		{
 			name: "a bad value", env: map[string]string{"FLANNELD_IP_MASQ": "yes"},
@@ -357,7 +356,7 @@ func TestGoStyleArgs(t *testing.T) {
 
 // TestFlagErrorsExit2: refusals end weftd with exit status 2 before it starts anything.
 func TestFlagErrorsExit2(t *testing.T) {
-	for _, args := range [][]string{{"--no-such-flag"}, {"--public-ipv6", "2001:db8::1"}, {"stray"}} {
+	for _, args := range [][]string{{"--no-such-flag"}, {"--public-ipv6"}, {"stray"}} {
 		// run starts the daemon when the flags are accepted: never here, in the root namespace.
 		if _, _, err := parseFlags(args, os.Environ()); err == nil {
 			t.Fatalf("weftd %q accepted", args)

@@ -55,6 +55,11 @@ type Options struct {
 	CanReach string
 	// PublicIP is --public-ip: the address published to peers, when not the interface's.
 	PublicIP string
+	// IPv4 and IPv6 are the families the network runs (both false: IPv4 only).
+	IPv4, IPv6 bool
+	// PublicIPv6 is --public-ipv6: the IPv6 address published to peers, when not the
+	// interface's.
+	PublicIPv6 string
 	// Log receives one line per skipped candidate and one for the choice. The zero value
 	// discards.
 	Log klog.Logger

@@ -1,0 +1,75 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/netip"
+
+	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/pkg/iface"
+	"github.com/weftnet/weft/subnet"
+)
+
+// prepared is a backend built and prepared for one network config.
+type prepared struct {
+	cfg   *subnet.Config
+	btype backend.Type
+	be    backend.Backend
+	attrs subnet.LeaseAttrs // to publish, PublicIP included
+	ext   backend.ExternalInterface
+}
+
+// selectInterface chooses the external interface for the families cfg runs and shows it.
+func (d *Daemon) selectInterface(cfg *subnet.Config) (backend.ExternalInterface, error) {
+	opts := withLog(d.cfg.Iface, d.log)
+	opts.IPv4, opts.IPv6 = cfg.EnableIPv4, cfg.EnableIPv6
+	ext, err := iface.Select(opts)
+	if err != nil {
+		return ext, err
+	}
+	d.view.mu.Lock()
+	d.view.ext = ext
+	d.view.mu.Unlock()
+	d.log.Info("Using interface", "iface", ext.Iface.Name, "ifaceAddr", ext.IfaceAddr, "publicIP", ext.PublicIP,
+		"tunnelSource", ext.TunnelSource(), "ifaceAddrV6", ext.IfaceAddrV6, "publicIPv6", ext.PublicIPv6,
+		"tunnelSourceV6", ext.TunnelSourceV6(), "mtu", ext.Iface.MTU, "families", cfg.Families())
+	if note, warn := tunnelSourceNote(ext); warn {
+		d.log.Info("Warning: " + note)
+	} else if note != "" {
+		d.log.Info(note)
+	}
+	return ext, nil
+}
+
+// prepare removes what other backends left, then builds and prepares the backend of cfg.
+func (d *Daemon) prepare(ctx context.Context, cfg *subnet.Config, btype backend.Type, ext backend.ExternalInterface) (*prepared, error) {
+	d.removeLeftovers(btype.Name, cfg, ext)
+	be, err := btype.New(backend.Env{Ext: ext, Network: cfg, Log: d.log.WithName(btype.Name), OnRepair: d.metrics.Repaired})
+	if err != nil {
+		return nil, fmt.Errorf("backend %s: %w", btype.Name, err)
+	}
+	p := &prepared{cfg: cfg, btype: btype, be: be, ext: ext}
+	if p.attrs, err = be.Prepare(ctx); err != nil {
+		p.close()
+		return nil, fmt.Errorf("backend %s: %w", btype.Name, err)
+	}
+	p.attrs.PublicIP, p.attrs.PublicIPv6 = netip.Addr{}, netip.Addr{}
+	if cfg.EnableIPv4 {
+		p.attrs.PublicIP = ext.PublicIP
+	}
+	if cfg.EnableIPv6 {
+		p.attrs.PublicIPv6 = ext.PublicIPv6
+	}
+	return p, nil
+}
+
+// close releases what the backend holds, if it holds anything; nil-safe.
+func (p *prepared) close() {
+	if p == nil {
+		return
+	}
+	if c, ok := p.be.(io.Closer); ok {
+		_ = c.Close()
+	}
+}
