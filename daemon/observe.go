@@ -24,7 +24,7 @@ type view struct {
 	renewed time.Time
 	nw      backend.Network // nil between sessions
 	active  bool
-	peers   map[string]viewPeer // by lease key
+	peers   map[string]viewPeer          // by lease key
 	ignored func() []subnet.IgnoredLease // the leases admission refused; nil between sessions
 	// configWarnings are the running network config's warnings (subnet.Config.Warnings).
 	configWarnings []string
