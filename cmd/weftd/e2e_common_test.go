@@ -87,6 +87,22 @@ func etcdDelete(t *testing.T, c *cluster.Cluster, key string) {
 	}
 }
 
+// etcdPut writes a key below the cluster's prefix (with no etcd lease: a reservation, for
+// a subnet key).
+func etcdPut(t *testing.T, c *cluster.Cluster, key, value string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cli, err := c.Etcd(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	if _, err := cli.Put(ctx, c.Prefix()+"/"+key, value); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // etcdGet reads a key below the cluster's prefix ("" when missing).
 func etcdGet(t *testing.T, c *cluster.Cluster, key string) string {
 	t.Helper()

@@ -22,7 +22,7 @@ func killAndRestart(t *testing.T, c *cluster.Cluster, ds map[int]*cluster.Weftd,
 		if err != nil {
 			t.Fatal(err)
 		}
-		before[n] = env.Subnet.String()
+		before[n] = leaseKeyOf(env)
 	}
 	killed = time.Now()
 	for _, n := range nodes {
@@ -41,8 +41,8 @@ func killAndRestart(t *testing.T, c *cluster.Cluster, ds map[int]*cluster.Weftd,
 		if err != nil {
 			t.Fatal(err)
 		}
-		if env.Subnet.String() != before[n] {
-			t.Fatalf("node %d subnet after restart %s, want %s", n, env.Subnet, before[n])
+		if leaseKeyOf(env) != before[n] {
+			t.Fatalf("node %d subnets after restart %s, want %s", n, leaseKeyOf(env), before[n])
 		}
 	}
 	return killed, time.Since(killed)

@@ -12,6 +12,9 @@
 //	                   MTU Options.MTU, default route via 192.0.2.254, ip_forward=1
 //	pod namespaces     eth0 = veth into the node's bridge cni0 (node side "vp<k>"),
 //	                   address .2, .3, ... of the node's FLANNEL_SUBNET, default route via .1
+//	IPv6 (opt.)        with Options.IPv6 the underlay also carries IPv6: br0 2001:db8::fe/64,
+//	                   node i's eth0 2001:db8::(i+1)/64 with a default IPv6 route via the hub
+//	                   (IPv6 forwarding on); pods get an IPv6 address of FLANNEL_IPV6_SUBNET too
 //	internet (opt.)    eth0 = veth to the hub's "inet0"; 198.51.100.1/24 on the internet
 //	                   side, 198.51.100.254/24 on the hub side, default route via the hub.
 //
@@ -52,7 +55,12 @@ var (
 	InternetIP = netip.MustParseAddr("198.51.100.1")
 	// InternetGatewayIP is the hub's address on the internet segment.
 	InternetGatewayIP = netip.MustParseAddr("198.51.100.254")
+	// HubIPv6 is the hub's IPv6 address on the underlay bridge (Options.IPv6).
+	HubIPv6 = netip.MustParseAddr("2001:db8::fe")
 )
+
+// UnderlayIPv6PrefixLen is the prefix length of the IPv6 underlay (Options.IPv6).
+const UnderlayIPv6PrefixLen = 64
 
 const (
 	// UnderlayPrefixLen is the prefix length of the node and internet segments.
@@ -97,6 +105,9 @@ type Options struct {
 	// for the common name "root" (etcd's root user once auth is enabled). weftd gets no TLS
 	// flags by default: pass them in Args (see EtcdPKI).
 	EtcdTLS bool
+	// IPv6 gives the underlay IPv6 addresses and routes besides IPv4 (see the package
+	// comment), for dual-stack and IPv6-only networks.
+	IPv6 bool
 }
 
 // Cluster is a running namespace cluster. Its methods are safe for concurrent use, except
@@ -270,6 +281,14 @@ func (c *Cluster) NodeNS(i int) string { return c.nodes[c.checkNode(i)] }
 func (c *Cluster) NodeIP(i int) netip.Addr {
 	c.checkNode(i)
 	return netip.AddrFrom4([4]byte{192, 0, 2, byte(i + 1)})
+}
+
+// NodeIPv6 is node i's IPv6 underlay address, 2001:db8::(i+1) (Options.IPv6).
+func (c *Cluster) NodeIPv6(i int) netip.Addr {
+	c.checkNode(i)
+	b := HubIPv6.As16()
+	b[14], b[15] = byte((i+1)>>8), byte(i+1)
+	return netip.AddrFrom16(b)
 }
 
 // NodeHost is node i's own network stack as a Pod-shaped endpoint (its namespace and

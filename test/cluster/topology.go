@@ -34,6 +34,13 @@ func (c *Cluster) build(ctx context.Context) error {
 	if err := c.enableForwarding(ctx, hub); err != nil {
 		return err
 	}
+	if c.opts.IPv6 {
+		if err := c.runAll(ctx, hub, [][]string{
+			{"addr", "add", prefix6(HubIPv6), "dev", "br0", "nodad"},
+		}); err != nil {
+			return err
+		}
+	}
 
 	for i := 0; i < c.opts.Nodes; i++ {
 		if err := c.buildNode(ctx, i, mtu); err != nil {
@@ -111,6 +118,14 @@ func (c *Cluster) buildNode(ctx context.Context, i int, mtu string) error {
 	if err := c.enableForwarding(ctx, ns); err != nil {
 		return fmt.Errorf("node %d: %w", i, err)
 	}
+	if c.opts.IPv6 {
+		if err := c.runAll(ctx, ns, [][]string{
+			{"addr", "add", prefix6(c.NodeIPv6(i)), "dev", "eth0", "nodad"},
+			{"-6", "route", "add", "default", "via", HubIPv6.String(), "dev", "eth0"},
+		}); err != nil {
+			return fmt.Errorf("node %d: %w", i, err)
+		}
+	}
 	return nil
 }
 
@@ -153,7 +168,11 @@ func (c *Cluster) newNamespace(label string) (string, error) {
 }
 
 func (c *Cluster) enableForwarding(ctx context.Context, ns string) error {
-	_, err := c.ExecContext(ctx, ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+	args := []string{"-q", "-w", "net.ipv4.ip_forward=1"}
+	if c.opts.IPv6 {
+		args = append(args, "net.ipv6.conf.all.disable_ipv6=0", "net.ipv6.conf.all.forwarding=1")
+	}
+	_, err := c.ExecContext(ctx, ns, append([]string{"sysctl"}, args...)...)
 	return err
 }
 
@@ -177,6 +196,11 @@ func runIP(ctx context.Context, ns string, args ...string) error {
 		return fmt.Errorf("ip %s: %w: %s", strings.Join(argv, " "), err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// prefix6 renders an IPv6 underlay address with its prefix length, e.g. 2001:db8::1/64.
+func prefix6(addr netip.Addr) string {
+	return netip.PrefixFrom(addr, UnderlayIPv6PrefixLen).String()
 }
 
 // prefix renders addr with the underlay prefix length, e.g. 192.0.2.1/24.
