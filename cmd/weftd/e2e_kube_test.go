@@ -202,7 +202,7 @@ func testKubeMode(t *testing.T, backend string) {
 	if err := ds[0].Restart(); err != nil {
 		t.Fatal(err)
 	}
-	if err := ds[0].WaitLog("Claimed the subnet assigned to this node", 20*time.Second); err != nil {
+	if err := ds[0].WaitLog("Claimed the subnets assigned to this node", 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if env, err := k.WaitSubnetEnv(0, 10*time.Second); err != nil || env.Subnet.Masked().String() != podCIDRFor(0) {
@@ -462,7 +462,7 @@ func TestKubeScale2000(t *testing.T) {
 	done := time.Now()
 	checkProgrammed(t, k.NodeNS(0), leases, nil)
 	started, ok1 := logTime(w.Log(), "Starting weftd", done)
-	listed, ok2 := logTime(w.Log(), "Claimed the subnet assigned to this node", done)
+	listed, ok2 := logTime(w.Log(), "Claimed the subnets assigned to this node", done)
 	if !ok1 || !ok2 {
 		t.Fatalf("weftd did not log its start and claim:\n%s", w.Log())
 	}

@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -120,9 +121,15 @@ func Run(ctx context.Context, o Options, out io.Writer) (*Results, error) {
 func (r *runner) measure(ctx context.Context) {
 	underlay := &Path{Name: "underlay", Kind: "underlay", MTU: 1500}
 	r.res.Paths = append(r.res.Paths, underlay)
+	underlays := []*Path{underlay}
+	if slices.ContainsFunc(r.o.orderedBackends(), func(s Spec) bool { return s.IPv6 }) {
+		u6 := &Path{Name: "underlay-v6", Kind: "underlay", MTU: 1500, IPv6: true}
+		r.res.Paths = append(r.res.Paths, u6)
+		underlays = append(underlays, u6)
+	}
 	var backends []backendPath
 	for _, spec := range r.o.orderedBackends() {
-		p := &Path{Name: spec.Name, Kind: "backend", Config: spec.NetworkConfig(Network), Userspace: spec.Userspace}
+		p := &Path{Name: spec.Name, Kind: "backend", Config: spec.NetworkConfig(Network), Userspace: spec.Userspace, IPv6: spec.IPv6}
 		r.res.Paths = append(r.res.Paths, p)
 		if why := spec.Supported(); why != "" {
 			p.Skipped = "not supported by this weft build: " + why
@@ -135,7 +142,7 @@ func (r *runner) measure(ctx context.Context) {
 		if r.o.Reps > 1 && ctx.Err() == nil {
 			r.step("round %d of %d", round, r.o.Reps)
 		}
-		if !r.round(ctx, round, underlay, backends) {
+		if !r.round(ctx, round, underlays, backends) {
 			r.fail("rounds %d to %d cut short: %s", round, r.o.Reps, stopReason(ctx))
 			for _, p := range r.res.Paths {
 				if p.Skipped == "" && len(p.Throughput) == 0 && p.Latency == nil {
@@ -163,13 +170,15 @@ type backendPath struct {
 	path *Path
 }
 
-// round measures every path once, the underlay first. It reports false when ctx ended
+// round measures every path once, the underlays first. It reports false when ctx ended
 // before the round was complete.
-func (r *runner) round(ctx context.Context, round int, underlay *Path, backends []backendPath) bool {
-	if ctx.Err() != nil {
-		return false
+func (r *runner) round(ctx context.Context, round int, underlays []*Path, backends []backendPath) bool {
+	for _, u := range underlays {
+		if ctx.Err() != nil {
+			return false
+		}
+		r.underlayPhase(ctx, u, round)
 	}
-	r.underlayPhase(ctx, underlay, round)
 	for _, b := range backends {
 		if ctx.Err() != nil {
 			return false
@@ -226,7 +235,8 @@ func (r *runner) resolveWeftd(ctx context.Context) (string, func(), error) {
 func (r *runner) startCluster(ctx context.Context, label string, nodes int) (*cluster.Cluster, error) {
 	bctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	return cluster.Start(bctx, cluster.Options{Nodes: nodes, WeftdPath: r.weftd}, func(f string, a ...any) {
+	// Every cluster has the IPv6 underlay, so that the IPv4 and IPv6 rows run on the same.
+	return cluster.Start(bctx, cluster.Options{Nodes: nodes, WeftdPath: r.weftd, IPv6: true}, func(f string, a ...any) {
 		r.logf(label+": "+f, a...)
 	})
 }

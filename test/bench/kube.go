@@ -153,7 +153,7 @@ func (r *runner) kubeScalePhase(ctx context.Context) *KubeScale {
 	}
 	log := w.RunLog()
 	started, ok1 := klogTime(log, "Starting weftd", routesAt)
-	listed, ok2 := klogTime(log, "Claimed the subnet assigned to this node", routesAt)
+	listed, ok2 := klogTime(log, "Claimed the subnets assigned to this node", routesAt)
 	ready, ok3 := klogTime(log, "Wrote subnet file", routesAt)
 	if !ok1 || !ok2 || !ok3 {
 		return fail("weftd's log lacks its start, claim or subnet file")

@@ -54,7 +54,13 @@ type Spec struct {
 	// Userspace: packets cross weftd's own process (CPU per GB is measured, and the
 	// convergence probe is a ping because the peer table is not in the kernel).
 	Userspace bool
+	// IPv6: the network is dual stack and the traffic goes pod to pod over IPv6, compared
+	// with the IPv6 underlay. Convergence is measured on the IPv4 rows only.
+	IPv6 bool
 }
+
+// IPv6Network is the IPv6 pod network of the IPv6 rows (their network is dual stack).
+const IPv6Network = "fd00:10:244::/56"
 
 // Network is the pod network of the throughput and convergence clusters.
 const Network = "10.244.0.0/16"
@@ -81,6 +87,9 @@ func specs() []Spec {
 		{Name: "udp-nobatch", Backend: `{"Type":"udp","Batch":false}`, Userspace: true},
 		{Name: "gre", Backend: `{"Type":"gre","Mode":"userspace"}`, Userspace: true},
 		{Name: "wireguard", Backend: `{"Type":"wireguard","Implementation":"userspace"}`, Userspace: true},
+		{Name: "host-gw-v6", Backend: `{"Type":"host-gw"}`, IPv6: true},
+		{Name: "vxlan-v6", Backend: `{"Type":"vxlan"}`, IPv6: true},
+		{Name: "gre-v6", Backend: `{"Type":"gre","Mode":"userspace"}`, Userspace: true, IPv6: true},
 	}
 }
 
@@ -106,6 +115,9 @@ func SpecFor(name string) (Spec, bool) {
 
 // NetworkConfig is the <prefix>/config value for a spec and a pod network.
 func (s Spec) NetworkConfig(network string) string {
+	if s.IPv6 {
+		return fmt.Sprintf(`{"Network":%q,"EnableIPv6":true,"IPv6Network":%q,"Backend":%s}`, network, IPv6Network, s.Backend)
+	}
 	return fmt.Sprintf(`{"Network":%q,"Backend":%s}`, network, s.Backend)
 }
 

@@ -11,14 +11,17 @@ import (
 // underlayPhase measures node namespace to node namespace over the hub bridge, without
 // weftd: the limit of this machine for everything that follows. round counts from 1.
 func (r *runner) underlayPhase(ctx context.Context, p *Path, round int) {
-	r.step("underlay: building a 2-node cluster")
-	c, err := r.startCluster(ctx, "underlay", 2)
+	r.step("%s: building a 2-node cluster", p.Name)
+	c, err := r.startCluster(ctx, p.Name, 2)
 	if err != nil {
 		r.pathFail(p, "cluster: %v", err)
 		return
 	}
-	defer func() { r.closeCluster(roundLabel("underlay", round), c, false, nil) }()
+	defer func() { r.closeCluster(roundLabel(p.Name, round), c, false, nil) }()
 	from, to := c.NodeHost(0), c.NodeHost(1)
+	if p.IPv6 {
+		from, to = from.V6(), to.V6()
+	}
 	p.Endpoints = fmt.Sprintf("node0 eth0 %s -> node1 eth0 %s over the hub bridge br0 (MTU %d)", from.IP, to.IP, p.MTU)
 	r.measurePath(ctx, p, from, to, nil, round)
 }
@@ -29,7 +32,7 @@ func (r *runner) underlayPhase(ctx context.Context, p *Path, round int) {
 func (r *runner) backendPhase(ctx context.Context, spec Spec, p *Path, round int) {
 	label := spec.Name
 	joins := 0
-	if p.Convergence == nil {
+	if p.Convergence == nil && !spec.IPv6 {
 		joins = r.o.Joins
 	}
 	r.step("%s: building a %d-node cluster (%d fixed, %d for joins)", label, fixedNodes+joins, fixedNodes, joins)
@@ -69,6 +72,11 @@ func (r *runner) backendPhase(ctx context.Context, spec Spec, p *Path, round int
 			return
 		}
 		pods = append(pods, pod)
+	}
+	if spec.IPv6 {
+		for i, pod := range pods {
+			pods[i] = pod.V6()
+		}
 	}
 	if err := waitMesh(ctx, pods, meshWaitLimit); err != nil {
 		r.pathFail(p, "pods do not reach each other: %v", err)

@@ -79,6 +79,8 @@ type Path struct {
 	Kind      string `json:"kind"` // "underlay" or "backend"
 	Config    string `json:"config,omitempty"`
 	Userspace bool   `json:"userspace"`
+	// IPv6: the traffic goes over IPv6 (pods of a dual-stack network, or the IPv6 underlay).
+	IPv6 bool `json:"ipv6,omitempty"`
 	// Skipped says why the path was not measured ("" when it was).
 	Skipped     string        `json:"skipped,omitempty"`
 	Errors      []string      `json:"errors,omitempty"`

@@ -6,10 +6,14 @@ import (
 )
 
 // derive fills the ratios: each path's median throughput and p50 latency against the
-// underlay's, and udp batched against udp Batch:false. It is pure.
+// underlay's of its family (IPv6 paths against underlay-v6), and udp batched against udp
+// Batch:false. It is pure.
 func derive(res *Results) {
-	under := res.path("underlay")
 	for _, p := range res.Paths {
+		under := res.path("underlay")
+		if p.IPv6 {
+			under = res.path("underlay-v6")
+		}
 		if p.Kind == "underlay" || under == nil {
 			continue
 		}
@@ -22,10 +26,12 @@ func derive(res *Results) {
 			p.Latency.RatioToUnderlay = Ratio(p.Latency.RTTms.P50, under.Latency.RTTms.P50)
 		}
 	}
-	if under != nil && under.Latency != nil {
-		under.Latency.RatioToUnderlay = 1
-		for _, tp := range under.Throughput {
-			tp.RatioToUnderlay = Ratio(tp.Gbps.Median, tp.Gbps.Median)
+	for _, under := range []*Path{res.path("underlay"), res.path("underlay-v6")} {
+		if under != nil && under.Latency != nil {
+			under.Latency.RatioToUnderlay = 1
+			for _, tp := range under.Throughput {
+				tp.RatioToUnderlay = Ratio(tp.Gbps.Median, tp.Gbps.Median)
+			}
 		}
 	}
 	batched, plain := res.path("udp"), res.path("udp-nobatch")
@@ -83,6 +89,7 @@ func FormatTable(res *Results) string {
 	pf("source: %s (%d modified files); weftd: %s\n", orDash(m.Source), m.SourceChanged, orDash(m.WeftdVersion))
 	pf("results: %s\n", res.Dir)
 	pf("paths: underlay = node to node over the hub bridge, no weftd; the others pod (node 0) to pod (node 1);\n")
+	pf("       -v6 = over IPv6 (a dual-stack network; its x against underlay-v6);\n")
 	pf("       udp = udp Batch:true, udp-nobatch = udp Batch:false, gre = gre Mode:userspace\n")
 
 	pf("\nTCP throughput (iperf3 -t %g, %d run(s) each, in interleaved rounds): Gbit/s median [min-max], x = median / underlay median\n", o.DurationS, o.Reps)

@@ -292,9 +292,13 @@ func (c *Cluster) NodeIPv6(i int) netip.Addr {
 }
 
 // NodeHost is node i's own network stack as a Pod-shaped endpoint (its namespace and
-// underlay address), for Ping and TCPTransfer over the underlay.
+// underlay addresses), for Ping and TCPTransfer over the underlay.
 func (c *Cluster) NodeHost(i int) *Pod {
-	return &Pod{NS: c.NodeNS(i), IP: c.NodeIP(i), Node: i}
+	p := &Pod{NS: c.NodeNS(i), IP: c.NodeIP(i), Node: i}
+	if c.opts.IPv6 {
+		p.IPv6 = c.NodeIPv6(i)
+	}
+	return p
 }
 
 // HubNS is the hub namespace's name.
