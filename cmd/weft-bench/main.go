@@ -78,6 +78,7 @@ func parseFlags(args []string, errOut io.Writer) (bench.Options, error) {
 	fs.IntVar(&o.Reps, "reps", d.Reps, "iperf3 runs per path and stream count")
 	fs.Var(&streams, "streams", "parallel TCP stream counts, comma-separated (iperf3 -P)")
 	fs.IntVar(&o.PingCount, "ping-count", d.PingCount, "latency samples per path")
+	fs.IntVar(&o.IdlePings, "idle-pings", d.IdlePings, "idle-path latency samples per path, one every 200 ms (0 skips them)")
 	fs.DurationVar(&o.PingInterval, "ping-interval", d.PingInterval, "interval between latency samples")
 	fs.IntVar(&o.Joins, "joins", d.Joins, "node joins timed per backend (0: no convergence test)")
 	fs.IntVar(&o.Scale, "scale", d.Scale, "fake peers in the scale test (0: no scale test)")
@@ -110,6 +111,7 @@ func parseFlags(args []string, errOut io.Writer) (bench.Options, error) {
 			"duration":      func() { o.Duration = q.Duration },
 			"reps":          func() { o.Reps = q.Reps },
 			"ping-count":    func() { o.PingCount = q.PingCount },
+			"idle-pings":    func() { o.IdlePings = q.IdlePings },
 			"joins":         func() { o.Joins = q.Joins },
 			"scale":         func() { o.Scale = q.Scale },
 			"timeout":       func() { o.Timeout = q.Timeout },

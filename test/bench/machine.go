@@ -94,6 +94,7 @@ func recordOptions(o Options, weftd string) RunOptions {
 		Reps:           o.Reps,
 		Streams:        o.Streams,
 		PingCount:      o.PingCount,
+		IdlePings:      o.IdlePings,
 		PingIntervalMs: ms(o.PingInterval),
 		Joins:          o.Joins,
 		Scale:          o.Scale,

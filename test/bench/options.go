@@ -24,6 +24,9 @@ type Options struct {
 	// PingCount and PingInterval: the latency samples (ping -c, ping -i).
 	PingCount    int
 	PingInterval time.Duration
+	// IdlePings is the number of idle-path latency samples, one every IdlePingInterval (a
+	// request/response service's idle path: nothing else in flight); 0 skips them.
+	IdlePings int
 	// Joins is the number of node joins timed per backend (0 skips convergence).
 	Joins int
 	// Scale is the number of fake peer leases in the scale test (0 skips it).
@@ -58,6 +61,9 @@ type Spec struct {
 	// with the IPv6 underlay. Convergence is measured on the IPv4 rows only.
 	IPv6 bool
 }
+
+// IdlePingInterval is the gap between idle-path latency samples: 5 pings a second.
+const IdlePingInterval = 200 * time.Millisecond
 
 // IPv6Network is the IPv6 pod network of the IPv6 rows (their network is dual stack).
 const IPv6Network = "fd00:10:244::/56"
@@ -141,6 +147,7 @@ func Defaults() Options {
 		Streams:      []int{1, 4},
 		PingCount:    100,
 		PingInterval: 10 * time.Millisecond,
+		IdlePings:    25,
 		Joins:        20,
 		Scale:        2000,
 		Backends:     BackendNames(),
@@ -156,6 +163,7 @@ func QuickDefaults() Options {
 	o.Duration = time.Second
 	o.Reps = 1
 	o.PingCount = 20
+	o.IdlePings = 5
 	o.Joins = 2
 	o.Scale = 20
 	o.Timeout = 5 * time.Minute
@@ -191,6 +199,9 @@ func (o Options) Validate() error {
 	}
 	if o.PingCount < 1 || o.PingCount > 100000 {
 		bad("ping count %d: want 1 to 100000", o.PingCount)
+	}
+	if o.IdlePings < 0 || o.IdlePings > 10000 {
+		bad("idle pings %d: want 0 to 10000", o.IdlePings)
 	}
 	if o.PingInterval < time.Millisecond {
 		bad("ping interval %v: want at least 1ms", o.PingInterval)

@@ -135,6 +135,15 @@ func (r *runner) measurePath(ctx context.Context, p *Path, from, to *cluster.Pod
 			r.step("%s: latency p50 %.3f ms, p99 %.3f ms (%d/%d replies)", p.Name, lat.RTTms.P50, lat.RTTms.P99, lat.Received, lat.Sent)
 		}
 	}
+	if p.IdleLatency == nil && r.o.IdlePings > 0 && ctx.Err() == nil {
+		lat, err := measureLatency(ctx, from.NS, to.IP, r.o.IdlePings, IdlePingInterval)
+		if err != nil {
+			r.pathFail(p, "idle latency: %v", err)
+		} else {
+			p.IdleLatency = lat
+			r.step("%s: idle latency (every %s) p50 %.3f ms, p99 %.3f ms", p.Name, IdlePingInterval, lat.RTTms.P50, lat.RTTms.P99)
+		}
+	}
 	withCPU := p.Userspace && len(weftds) > 0
 	for _, streams := range r.o.Streams {
 		tp := p.throughputEntry(streams)

@@ -29,6 +29,7 @@ type RunOptions struct {
 	Streams        []int    `json:"streams"`
 	PingCount      int      `json:"ping_count"`
 	PingIntervalMs float64  `json:"ping_interval_ms"`
+	IdlePings      int      `json:"idle_pings"`
 	Joins          int      `json:"joins"`
 	Scale          int      `json:"scale"`
 	Backends       []string `json:"backends"`
@@ -82,14 +83,16 @@ type Path struct {
 	// IPv6: the traffic goes over IPv6 (pods of a dual-stack network, or the IPv6 underlay).
 	IPv6 bool `json:"ipv6,omitempty"`
 	// Skipped says why the path was not measured ("" when it was).
-	Skipped     string        `json:"skipped,omitempty"`
-	Errors      []string      `json:"errors,omitempty"`
-	Endpoints   string        `json:"endpoints"`
-	WeftdArgs   []string      `json:"weftd_args,omitempty"`
-	MTU         int           `json:"mtu,omitempty"`
-	Throughput  []*Throughput `json:"throughput"`
-	Latency     *Latency      `json:"latency,omitempty"`
-	Convergence *Convergence  `json:"convergence,omitempty"`
+	Skipped    string        `json:"skipped,omitempty"`
+	Errors     []string      `json:"errors,omitempty"`
+	Endpoints  string        `json:"endpoints"`
+	WeftdArgs  []string      `json:"weftd_args,omitempty"`
+	MTU        int           `json:"mtu,omitempty"`
+	Throughput []*Throughput `json:"throughput"`
+	Latency    *Latency      `json:"latency,omitempty"`
+	// IdleLatency is the round trip at IdlePingInterval, an idle path's (RatioToVXLAN set).
+	IdleLatency *Latency     `json:"idle_latency,omitempty"`
+	Convergence *Convergence `json:"convergence,omitempty"`
 }
 
 // Throughput is one stream count on one path.
@@ -139,6 +142,9 @@ type Latency struct {
 	Received        int     `json:"received"`
 	RTTms           Summary `json:"rtt_ms"`
 	RatioToUnderlay float64 `json:"p50_ratio_to_underlay,omitempty"`
+	// RatioToVXLAN is p50 over the p50 of the vxlan path of the same family and kind of
+	// measurement in the same run (idle latency only).
+	RatioToVXLAN float64 `json:"p50_ratio_to_vxlan,omitempty"`
 }
 
 // Convergence is the join (and leave) timing of one backend.

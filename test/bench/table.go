@@ -34,6 +34,15 @@ func derive(res *Results) {
 			}
 		}
 	}
+	for _, p := range res.Paths {
+		vx := res.path("vxlan")
+		if p.IPv6 {
+			vx = res.path("vxlan-v6")
+		}
+		if p.IdleLatency != nil && vx != nil && vx.IdleLatency != nil {
+			p.IdleLatency.RatioToVXLAN = Ratio(p.IdleLatency.RTTms.P50, vx.IdleLatency.RTTms.P50)
+		}
+	}
 	batched, plain := res.path("udp"), res.path("udp-nobatch")
 	if batched == nil || plain == nil {
 		return
@@ -156,6 +165,21 @@ func FormatTable(res *Results) string {
 		}
 		pf("%-12s %8.3f %8.3f %8.3f %8.3f %9s %7.2f\n", p.Name, l.RTTms.P50, l.RTTms.P99, l.RTTms.Min, l.RTTms.Max,
 			fmt.Sprintf("%d/%d", l.Received, l.Sent), l.RatioToUnderlay)
+	}
+
+	if o.IdlePings > 0 {
+		pf("\nIdle round trip time (ping -c %d -i %gs: one request at a time, as a request/response service sees an idle path): ms, x = p50 / vxlan p50 (IPv6 rows: / vxlan-v6 p50)\n",
+			o.IdlePings, IdlePingInterval.Seconds())
+		pf("%-12s %8s %8s %8s %8s %9s %7s\n", "path", "p50", "p99", "min", "max", "replies", "x vxlan")
+		for _, p := range res.Paths {
+			l := p.IdleLatency
+			if l == nil || l.RTTms.N == 0 {
+				pf("%-12s %8s\n", p.Name, "-")
+				continue
+			}
+			pf("%-12s %8.3f %8.3f %8.3f %8.3f %9s %7.2f\n", p.Name, l.RTTms.P50, l.RTTms.P99, l.RTTms.Min, l.RTTms.Max,
+				fmt.Sprintf("%d/%d", l.Received, l.Sent), l.RatioToVXLAN)
+		}
 	}
 
 	if o.Joins > 0 {
