@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -90,6 +91,8 @@ func tun6InPlace(ns string) func() error {
 // transfer over IPv6, the wire carries GRE 0x86DD, and deleted IPv6 state comes back.
 func TestUserspaceDualStack(t *testing.T) {
 	skipWithoutNamespaces(t)
+	base := runtime.NumGoroutine()
+	top := t // nodes started in subtests must outlive them
 	c := newDualCluster(t)
 	a := startDualNode(t, c, c.nodeA, "192.0.2.1", "10.244.1.0/24", "fd00:10:244:1::/64", `{"Type":"gre","Mode":"userspace"}`,
 		dualLease("10.244.2.0/24", "fd00:10:244:2::/64", "192.0.2.2"))
@@ -206,6 +209,19 @@ func TestUserspaceDualStack(t *testing.T) {
 		})
 	})
 
+	t.Run("restart keeps the IPv6 address and route and adopts them", func(t *testing.T) {
+		a.Stop(t)
+		if err := tun6InPlace(c.nodeA)(); err != nil {
+			t.Fatalf("after Close: %v", err)
+		}
+		a = startDualNode(top, c, c.nodeA, "192.0.2.1", "10.244.1.0/24", "fd00:10:244:1::/64", `{"Type":"gre","Mode":"userspace"}`,
+			dualLease("10.244.2.0/24", "fd00:10:244:2::/64", "192.0.2.2"))
+		if n := a.repairs.Count("address") + a.repairs.Count("route"); n != 0 {
+			t.Fatalf("restart counted %d repairs of state that was in place: %s", n, a.repairs)
+		}
+		ping(t, c.podA, true, "-6", "-c", "2", "-i", "0.2", "fd00:10:244:2::2")
+	})
+
 	t.Run("IPv6 from a non-peer subnet is dropped as spoofed", func(t *testing.T) {
 		before := a.stats().Drops
 		// Node B's address (a peer endpoint) sends an inner source outside its IPv6 subnet.
@@ -218,6 +234,33 @@ func TestUserspaceDualStack(t *testing.T) {
 			return nil
 		})
 	})
+
+	t.Run("peer removal takes both families", func(t *testing.T) {
+		if err := a.NW.Apply(t.Context(), []subnet.Event{{Type: subnet.Removed, Lease: dualLease("10.244.2.0/24", "fd00:10:244:2::/64", "192.0.2.2")}}); err != nil {
+			t.Fatal(err)
+		}
+		before := a.stats().Drops[fastpath.DropNoRoute]
+		ping(t, c.podA, false, "-6", "-c", "1", "-W", "1", "fd00:10:244:2::2")
+		ping(t, c.podA, false, "-c", "1", "-W", "1", "10.244.2.2")
+		if got := a.stats().Drops[fastpath.DropNoRoute]; got < before+2 {
+			t.Fatalf("no-route drops %d, want at least %d", got, before+2)
+		}
+		if d := a.NW.(backend.Describer).Describe(); len(d.Peers) != 0 {
+			t.Fatalf("Describe() after removal = %+v", d)
+		}
+	})
+
+	// Both nodes stop without leaving goroutines behind (tun6's watcher included).
+	a.Stop(t)
+	b.Stop(t)
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > base && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > base {
+		buf := make([]byte, 1<<20)
+		t.Fatalf("%d goroutines left, %d before:\n%s", n, base, buf[:runtime.Stack(buf, true)])
+	}
 }
 
 // innerUDP6 builds an IPv6/UDP packet (UDP checksum 0: the forwarder does not read it).
