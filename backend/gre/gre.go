@@ -93,7 +93,10 @@ func New(env backend.Env) (backend.Backend, error) {
 // creates the GRE device, which tells whether the kernel has GRE; auto falls back to
 // userspace when it has not (logged once, with the reason), kernel mode fails with a
 // *KernelGREError. The device of the other mode, if an earlier run left one, is deleted.
-// The lease attributes are BackendType "gre" and no BackendData.
+// A dual-stack network (EnableIPv6) always runs in userspace mode, without probing the
+// kernel: the kernel-mode data plane carries IPv4 only (auto logs why once).
+// The lease attributes are BackendType "gre" and no BackendData or BackendV6Data, with
+// PublicIPv6 set to the external interface's in a dual-stack network (when it has one).
 func (b *greBackend) Prepare(ctx context.Context) (subnet.LeaseAttrs, error) {
 	if err := ctx.Err(); err != nil {
 		return subnet.LeaseAttrs{}, err
