@@ -23,11 +23,12 @@ var errNoHeadroom = errors.New("gre: packet has no headroom for the GRE header")
 //
 //   - Read: the kernel hands a raw IPPROTO_GRE socket the whole datagram, outer IPv4
 //     header included. Read advances each packet's Off past the outer header (IHL) and the
-//     4-byte GRE header, so the Forwarder sees the inner IPv4 packet; Addr is the outer
-//     source with port 0. A datagram that is not plain GRE carrying IPv4 (flags, version,
-//     protocol) gets Len 0, which the Forwarder counts as malformed (or as not-peer when
+//     4-byte GRE header, so the Forwarder sees the inner IPv4 or IPv6 packet; Addr is the
+//     outer source with port 0. A datagram that is not plain GRE carrying IPv4 or IPv6
+//     (flags, version, protocol type, or an inner packet of the other IP version) gets Len 0, which the Forwarder counts as malformed (or as not-peer when
 //     the sender is no peer), so nothing is allocated or logged per packet.
-//   - Write: writes the GRE header into the 4 bytes before each packet (its headroom),
+//   - Write: writes the GRE header (protocol type 0x0800 or 0x86DD by the packet's IP
+//     version) into the 4 bytes before each packet (its headroom),
 //     sends header and packet to Addr (the kernel adds the outer IPv4 header: source the
 //     bound address, protocol 47, TTL 64, DF), then restores Off and Len.
 //
@@ -78,7 +79,7 @@ func (c *conn) Read(pkts []fastpath.Packet) (int, error) {
 }
 
 // stripHeaders advances p past the outer IPv4 and GRE headers, or sets its Len to 0 when
-// the datagram is not plain GRE carrying IPv4.
+// the datagram is not plain GRE carrying IPv4 or IPv6.
 func stripHeaders(p *fastpath.Packet) {
 	off, werr := decodeDatagram(p.Bytes())
 	if werr != wireOK {
@@ -125,9 +126,10 @@ func (c *conn) Write(pkts []fastpath.Packet) (int, error) {
 func (c *conn) writeRun(pkts []fastpath.Packet) (int, error) {
 	for i := range pkts {
 		p := &pkts[i]
+		proto := protoOf(p.Bytes())
 		p.Off -= headerLen
 		p.Len += headerLen
-		putHeader(p.Buf[p.Off:])
+		putHeader(p.Buf[p.Off:], proto)
 	}
 	n, err := c.sock.Write(pkts)
 	for i := range pkts {

@@ -32,6 +32,17 @@
 // destination in the own subnet; everything else is dropped and counted (Stats). It needs
 // CAP_NET_RAW.
 //
+// # IPv6
+//
+// In a dual-stack network (EnableIPv6) IPv6 inner packets travel in GRE with protocol type
+// 0x86DD over the same IPv4 underlay, to the peer's PublicIP, through the same TUN and
+// socket (userspace mode only: the kernel-mode data plane carries IPv4 only, so auto runs
+// such a network in userspace and Mode "kernel" is refused). weft-gre0 also gets the own
+// IPv6 subnet's network address as a /128 and a route to the IPv6 Network, kept by tun6 and
+// healed like the IPv4 side. The userspace peers are keyed by subnet.Lease.Key(); the
+// forwarder's table holds both subnets of a peer behind its one endpoint. An IPv6-only
+// network (EnableIPv4=false) is refused: GRE over an IPv6 underlay is not implemented.
+//
 // # Choosing the mode
 //
 // Mode "auto" (the default) creates the kernel device; if the kernel answers that it does

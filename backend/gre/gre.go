@@ -63,6 +63,9 @@ func New(env backend.Env) (backend.Backend, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkFamilies(env.Network, cfg.Mode); err != nil {
+		return nil, err
+	}
 	ext := env.Ext
 	if ext.Iface == nil || !ext.IfaceAddr.Is4() || !ext.PublicIP.Is4() {
 		return nil, fmt.Errorf("gre backend: the external interface needs an IPv4 interface address and public IP (have %v, %v)", ext.IfaceAddr, ext.PublicIP)
@@ -90,7 +93,10 @@ func New(env backend.Env) (backend.Backend, error) {
 // creates the GRE device, which tells whether the kernel has GRE; auto falls back to
 // userspace when it has not (logged once, with the reason), kernel mode fails with a
 // *KernelGREError. The device of the other mode, if an earlier run left one, is deleted.
-// The lease attributes are BackendType "gre" and no BackendData.
+// A dual-stack network (EnableIPv6) always runs in userspace mode, without probing the
+// kernel: the kernel-mode data plane carries IPv4 only (auto logs why once).
+// The lease attributes are BackendType "gre" and no BackendData or BackendV6Data, with
+// PublicIPv6 set to the external interface's in a dual-stack network (when it has one).
 func (b *greBackend) Prepare(ctx context.Context) (subnet.LeaseAttrs, error) {
 	if err := ctx.Err(); err != nil {
 		return subnet.LeaseAttrs{}, err
@@ -101,14 +107,25 @@ func (b *greBackend) Prepare(ctx context.Context) (subnet.LeaseAttrs, error) {
 	}
 	defer h.Close()
 	var probe error
-	if b.cfg.Mode != ModeUserspace {
-		_, _, probe = ensureKernelDevice(h, b.spec, false, b.log)
+	var mode Mode
+	switch {
+	case b.env.Network.EnableIPv6:
+		// New refused Mode "kernel": the kernel-mode data plane carries IPv4 only.
+		mode = ModeUserspace
+		if b.cfg.Mode == ModeAuto {
+			b.reason = "the network carries IPv6 (EnableIPv6), which weft's gre carries in userspace mode only"
+			b.log.Info("GRE runs in userspace: the network is dual-stack and weft's kernel-mode gre carries IPv4 only; IPv6 packets travel in GRE (protocol type 0x86DD) over the IPv4 underlay",
+				"device", TUNName, "reason", b.reason)
+		}
+	default:
+		if b.cfg.Mode != ModeUserspace {
+			_, _, probe = ensureKernelDevice(h, b.spec, false, b.log)
+		}
+		if mode, err = decideMode(b.cfg.Mode, probe); err != nil {
+			return subnet.LeaseAttrs{}, fmt.Errorf("gre backend (Mode %q): %w", b.cfg.Mode, err)
+		}
 	}
-	mode, err := decideMode(b.cfg.Mode, probe)
-	if err != nil {
-		return subnet.LeaseAttrs{}, fmt.Errorf("gre backend (Mode %q): %w", b.cfg.Mode, err)
-	}
-	if mode == ModeUserspace && b.cfg.Mode == ModeAuto {
+	if mode == ModeUserspace && b.cfg.Mode == ModeAuto && probe != nil {
 		b.reason = probe.Error()
 		b.log.Info("GRE runs in userspace: the kernel has no GRE support (ip_gre), so weft encapsulates in userspace with a TUN device and a raw GRE socket; same wire format, more CPU per packet",
 			"device", TUNName, "reason", b.reason)
@@ -117,7 +134,11 @@ func (b *greBackend) Prepare(ctx context.Context) (subnet.LeaseAttrs, error) {
 		return subnet.LeaseAttrs{}, err
 	}
 	b.mode = mode
-	return subnet.LeaseAttrs{PublicIP: b.env.Ext.PublicIP, BackendType: Name}, nil
+	attrs := subnet.LeaseAttrs{PublicIP: b.env.Ext.PublicIP, BackendType: Name}
+	if b.env.Network.EnableIPv6 && b.env.Ext.PublicIPv6.Is6() {
+		attrs.PublicIPv6 = b.env.Ext.PublicIPv6
+	}
+	return attrs, nil
 }
 
 // prepareMode creates the userspace TUN (the kernel device exists already in kernel
@@ -157,6 +178,12 @@ func (b *greBackend) Activate(ctx context.Context, own subnet.Lease) (backend.Ne
 	if !sn.Addr().Is4() || !ip.IsNetworkAddress(sn) || !ip.Contains(network, sn) {
 		return nil, fmt.Errorf("gre backend: own subnet %s is not an IPv4 subnet of %s", sn, network)
 	}
+	if b.env.Network.EnableIPv6 {
+		network6, sn6 := b.env.Network.IPv6Network, own.IPv6Subnet
+		if !sn6.IsValid() || !sn6.Addr().Is6() || !ip.IsNetworkAddress(sn6) || !ip.Contains(network6, sn6) {
+			return nil, fmt.Errorf("gre backend: own IPv6 subnet %s (lease %s) is not an IPv6 subnet of %s", sn6, own.Key(), network6)
+		}
+	}
 	h, err := kernel.Open()
 	if err != nil {
 		return nil, fmt.Errorf("gre backend: %w", err)
@@ -166,7 +193,7 @@ func (b *greBackend) Activate(ctx context.Context, own subnet.Lease) (backend.Ne
 	case ModeKernel:
 		nw, err = b.activateKernel(h, sn)
 	case ModeUserspace:
-		nw, err = b.activateUserspace(h, sn, network)
+		nw, err = b.activateUserspace(h, sn, network, own.IPv6Subnet)
 	default:
 		err = fmt.Errorf("gre backend: Activate before Prepare")
 	}
@@ -201,15 +228,39 @@ func (b *greBackend) activateKernel(h *kernel.Handle, own netip.Prefix) (*kernel
 	return n, nil
 }
 
-func (b *greBackend) activateUserspace(h *kernel.Handle, own, network netip.Prefix) (*userNetwork, error) {
+// activateUserspace brings up the TUN, its IPv6 side when the network carries IPv6
+// (own6 valid), the raw socket and the Forwarder.
+func (b *greBackend) activateUserspace(h *kernel.Handle, own, network, own6 netip.Prefix) (*userNetwork, error) {
 	dev, err := tundev.Activate(h, tundev.Device{Name: TUNName, ErrPrefix: errPrefix, Own: own, Network: network, MTU: b.spec.mtu}, b.log)
 	if err != nil {
 		return nil, err
+	}
+	var t6 *tun6
+	repaired := b.env.Repaired
+	if b.env.Network.EnableIPv6 {
+		if t6, err = newTun6(TUNName, own6, b.env.Network.IPv6Network, repairPeriod, b.env.Repaired, b.log); err != nil {
+			return nil, err
+		}
+		// A TUN the Plane re-created has lost its IPv6 side: put it back at once.
+		repaired = func(kind string) {
+			b.env.Repaired(kind)
+			if kind == "device" {
+				t6.wake()
+			}
+		}
+	} else {
+		own6 = netip.Prefix{}
+	}
+	closeT6 := func() {
+		if t6 != nil {
+			t6.close()
+		}
 	}
 	batch := fastpath.OffloadBatchSize
 	local := b.env.Ext.TunnelSource()
 	c, err := listenGRE(local, batch, b.log)
 	if err != nil {
+		closeT6()
 		return nil, err
 	}
 	plane, err := tundev.NewPlane(tundev.PlaneConfig{
@@ -217,21 +268,25 @@ func (b *greBackend) activateUserspace(h *kernel.Handle, own, network netip.Pref
 		Handle:     h,
 		TUNOptions: tun.Options{Persist: true, Batch: batch, Offload: true, Log: b.log},
 		Conn:       c,
+		Subnet6:    own6,
 		Resync:     repairPeriod,
-		Repaired:   b.env.Repaired,
+		Repaired:   repaired,
 		Log:        b.log,
 	})
 	if err != nil {
+		closeT6()
 		return nil, err
 	}
 	n := &userNetwork{
 		log:    b.log,
 		plane:  plane,
+		tun6:   t6,
 		local:  local,
 		reason: b.reason,
-		peers:  newPeerSet(),
+		peers:  newLeasePeers(b.env.Network.EnableIPv4, b.env.Network.EnableIPv6),
 	}
 	b.log.Info("GRE network active", "mode", ModeUserspace, "device", TUNName, "subnet", own, "network", network,
+		"ipv6Subnet", own6, "ipv6Network", b.env.Network.IPv6Network,
 		"local", local, "mtu", b.spec.mtu, "batch", plane.Forwarder().BatchSize(), "offloads", plane.Forwarder().Offloads())
 	return n, nil
 }

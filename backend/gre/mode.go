@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/subnet"
 )
 
 // ErrNoKernelGRE is matched (errors.Is) by every error saying that the kernel has no GRE
@@ -66,4 +68,20 @@ func decideMode(mode Mode, probe error) (Mode, error) {
 		return ModeKernel, nil
 	}
 	return "", fmt.Errorf("gre backend: unknown mode %q", mode)
+}
+
+// checkFamilies refuses the address-family setups gre does not carry, naming the keys:
+// an IPv6-only network (EnableIPv4=false), since gre carries IPv6 inside GRE over the
+// IPv4 underlay only; and Mode "kernel" in a network with EnableIPv6, since the kernel-mode
+// data plane carries IPv4 only (Mode "auto" runs such a network in userspace).
+func checkFamilies(nw *subnet.Config, mode Mode) error {
+	if !nw.EnableIPv4 {
+		return invalid("an IPv6-only network (EnableIPv4=false) is not supported: gre carries IPv6 in GRE over the IPv4 underlay only; "+
+			"run the network dual-stack (EnableIPv4=true with EnableIPv6=true) or use the vxlan backend for IPv6 only (network %s)", nw.IPv6Network)
+	}
+	if nw.EnableIPv6 && mode == ModeKernel {
+		return invalid("key Mode: value %q carries IPv4 only, but the network has EnableIPv6=true; use Mode %q or %q, which carry IPv6 in userspace",
+			mode, ModeAuto, ModeUserspace)
+	}
+	return nil
 }

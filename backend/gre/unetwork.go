@@ -2,6 +2,7 @@ package gre
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -10,21 +11,22 @@ import (
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/internal/fastpath"
-	"github.com/weftnet/weft/backend/internal/fastpath/forward"
 	"github.com/weftnet/weft/backend/internal/tundev"
 	"github.com/weftnet/weft/subnet"
 )
 
 // userNetwork is the userspace-mode data plane: the TUN and a raw GRE socket, kept by a
-// tundev.Plane, with the peer table built from the leases.
+// tundev.Plane, with the peer table built from the leases; in a dual-stack network also
+// the TUN's IPv6 address and route, kept by a tun6.
 type userNetwork struct {
 	log    klog.Logger
 	plane  *tundev.Plane
+	tun6   *tun6      // nil when the node carries no IPv6
 	local  netip.Addr // the raw socket's address
 	reason string     // why userspace mode was chosen, for Describe
 
-	mu    sync.Mutex // guards peers
-	peers *peerSet   // admitted peers; the Forwarder holds the table
+	mu    sync.Mutex  // guards peers
+	peers *leasePeers // admitted peers by lease key; the Forwarder holds the table
 }
 
 var (
@@ -47,16 +49,6 @@ func (n *userNetwork) Stats() fastpath.Stats { return n.plane.Forwarder().Stats(
 // PacketStats returns the counters in the daemon's backend-neutral form.
 func (n *userNetwork) PacketStats() backend.PacketStats { return n.plane.Forwarder().Stats().Export() }
 
-// peerTable builds the fast path's table: each peer's subnet and its public IP with port
-// 0, as a raw socket reports senders.
-func peerTable(s *peerSet) (*forward.PeerTable, error) {
-	peers := make([]forward.Peer, 0, len(s.peers))
-	for sn, pub := range s.peers {
-		peers = append(peers, forward.Peer{Subnet: sn, Endpoint: netip.AddrPortFrom(pub, 0)})
-	}
-	return forward.NewPeerTable(peers)
-}
-
 // Apply folds peer events into the peer set and swaps the Forwarder's table once per
 // call.
 func (n *userNetwork) Apply(_ context.Context, events []subnet.Event) error {
@@ -65,20 +57,24 @@ func (n *userNetwork) Apply(_ context.Context, events []subnet.Event) error {
 	dirty := false
 	for _, e := range events {
 		c := n.peers.apply(e)
+		if c.unreachable6.IsValid() {
+			n.log.Info("Peer's IPv6 subnet not carried: its lease has no IPv4 public IP, and gre carries IPv6 over the IPv4 underlay",
+				"lease", c.key, "ipv6Subnet", c.unreachable6)
+		}
 		switch c.kind {
 		case added:
-			n.log.Info("Added peer", "subnet", c.subnet, "publicIP", c.publicIP)
+			n.log.Info("Added peer", "lease", c.key, "subnet", c.now.subnet, "ipv6Subnet", c.now.subnet6, "publicIP", c.now.pub)
 		case updated:
-			n.log.Info("Updated peer", "subnet", c.subnet, "publicIP", c.publicIP, "was", c.old)
+			n.log.Info("Updated peer", "lease", c.key, "subnet", c.now.subnet, "ipv6Subnet", c.now.subnet6, "publicIP", c.now.pub, "was", c.old.pub)
 		case removed:
-			n.log.Info("Removed peer", "subnet", c.subnet, "publicIP", c.old)
+			n.log.Info("Removed peer", "lease", c.key, "publicIP", c.old.pub)
 		}
 		dirty = dirty || c.kind != unchanged
 	}
 	if !dirty {
 		return nil
 	}
-	t, err := peerTable(n.peers)
+	t, err := n.peers.table()
 	if err != nil {
 		// Admission rejects overlaps, so this is a bug; keep the old table.
 		return fmt.Errorf("gre backend: build peer table: %w", err)
@@ -87,14 +83,35 @@ func (n *userNetwork) Apply(_ context.Context, events []subnet.Event) error {
 	return nil
 }
 
-// Run forwards packets and keeps the TUN's link state, address and route in place until
-// ctx ends or Close is called (tundev.Plane.Run). It returns an error only when
-// forwarding fails for good.
-func (n *userNetwork) Run(ctx context.Context) error { return n.plane.Run(ctx) }
+// Run forwards packets and keeps the TUN's link state, addresses and routes in place
+// until ctx ends or Close is called (tundev.Plane.Run, and tun6 for the IPv6 side). It
+// returns an error only when forwarding fails for good.
+func (n *userNetwork) Run(ctx context.Context) error {
+	if n.tun6 == nil {
+		return n.plane.Run(ctx)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		n.tun6.run(ctx)
+	}()
+	err := n.plane.Run(ctx)
+	cancel()
+	<-done
+	return err
+}
 
-// Close stops forwarding and releases the TUN queue, the socket and the netlink handle.
-// The TUN, its address and its route stay, so a restarted weftd adopts them. Idempotent.
-func (n *userNetwork) Close() error { return n.plane.Close() }
+// Close stops forwarding and releases the TUN queue, the socket and the netlink handles.
+// The TUN, its addresses and its routes stay, so a restarted weftd adopts them.
+// Idempotent.
+func (n *userNetwork) Close() error {
+	err := n.plane.Close()
+	if n.tun6 != nil {
+		err = errors.Join(err, n.tun6.close())
+	}
+	return err
+}
 
 // Describe reports the TUN, the mode and the peers in the forwarding table.
 func (n *userNetwork) Describe() backend.Description {
@@ -108,8 +125,15 @@ func (n *userNetwork) Describe() backend.Description {
 	if n.reason != "" {
 		d.Info["userspaceReason"] = n.reason
 	}
-	for sn := range n.peers.peers {
-		d.Peers[sn] = backend.PeerStatus{State: backend.PeerProgrammed}
+	if n.tun6 != nil {
+		d.Info["ipv6Address"] = n.tun6.addr.String()
+	}
+	for _, p := range n.peers.peers {
+		for _, sn := range []netip.Prefix{p.subnet, p.subnet6} {
+			if sn.IsValid() {
+				d.Peers[sn] = backend.PeerStatus{State: backend.PeerProgrammed}
+			}
+		}
 	}
 	return d
 }

@@ -3,25 +3,39 @@ package gre
 import "encoding/binary"
 
 // The GRE encapsulation weft speaks (RFC 2784, the base header only): four bytes, flags and
-// version 0 (no checksum, key or sequence number), protocol type 0x0800 (IPv4). It is what
-// a Linux "gre" device without key, csum or seq options sends, so kernel-mode and
-// userspace-mode nodes interoperate.
+// version 0 (no checksum, key or sequence number), protocol type 0x0800 for an IPv4 and
+// 0x86DD for an IPv6 inner packet (EtherTypes, RFC 7676). It is what a Linux "gre" device
+// without key, csum or seq options sends, so kernel-mode and userspace-mode nodes
+// interoperate.
 const (
 	// headerLen is the length of the GRE header weft sends and accepts.
 	headerLen = 4
 	// protoIPv4 is the GRE protocol type of an encapsulated IPv4 packet (an EtherType).
 	protoIPv4 = 0x0800
+	// protoIPv6 is the GRE protocol type of an encapsulated IPv6 packet.
+	protoIPv6 = 0x86DD
 	// ipProtoGRE is GRE's IP protocol number.
 	ipProtoGRE = 47
 	// overhead is what GRE over IPv4 adds to a packet: outer IPv4 20 + GRE 4.
 	overhead = 20 + headerLen
 )
 
-// putHeader writes the GRE header for an IPv4 payload into b[:headerLen].
-func putHeader(b []byte) {
+// putHeader writes the GRE header for a payload of protocol type proto (protoIPv4 or
+// protoIPv6) into b[:headerLen].
+func putHeader(b []byte, proto uint16) {
 	_ = b[headerLen-1]
 	b[0], b[1] = 0, 0 // C, R, K, S, s, Recur, flags, version: all 0
-	binary.BigEndian.PutUint16(b[2:], protoIPv4)
+	binary.BigEndian.PutUint16(b[2:], proto)
+}
+
+// protoOf returns the GRE protocol type for an inner packet by its IP version: protoIPv6
+// for version 6, else protoIPv4 (the fast path sends only packets it parsed as IPv4 or
+// IPv6).
+func protoOf(inner []byte) uint16 {
+	if len(inner) > 0 && inner[0]>>4 == 6 {
+		return protoIPv6
+	}
+	return protoIPv4
 }
 
 // wireError says why a received datagram is not a GRE packet weft accepts. The fast path
@@ -30,25 +44,27 @@ type wireError uint8
 
 // Reasons a datagram is rejected by decodeDatagram.
 const (
-	wireOK          wireError = iota
-	wireShort                 // shorter than the outer IPv4 header plus the GRE header
-	wireOuterNotV4            // the outer header is not IPv4
-	wireOuterHeader           // the outer IHL is below 5 or beyond the datagram
-	wireNotGRE                // the outer protocol is not 47
-	wireFlags                 // a GRE flag is set (checksum, routing, key, sequence, ...)
-	wireVersion               // a GRE version other than 0 (1 is PPTP's enhanced GRE)
-	wireProtocol              // a protocol type other than IPv4 (0x0800)
+	wireOK           wireError = iota
+	wireShort                  // shorter than the outer IPv4 header plus the GRE header
+	wireOuterNotV4             // the outer header is not IPv4
+	wireOuterHeader            // the outer IHL is below 5 or beyond the datagram
+	wireNotGRE                 // the outer protocol is not 47
+	wireFlags                  // a GRE flag is set (checksum, routing, key, sequence, ...)
+	wireVersion                // a GRE version other than 0 (1 is PPTP's enhanced GRE)
+	wireProtocol               // a protocol type other than IPv4 (0x0800) or IPv6 (0x86DD)
+	wireInnerVersion           // the inner packet's IP version does not match the protocol type
 )
 
 var wireErrorNames = [...]string{
-	wireOK:          "ok",
-	wireShort:       "short",
-	wireOuterNotV4:  "outer header not IPv4",
-	wireOuterHeader: "bad outer header length",
-	wireNotGRE:      "outer protocol not GRE",
-	wireFlags:       "GRE flags set",
-	wireVersion:     "GRE version not 0",
-	wireProtocol:    "GRE protocol type not IPv4",
+	wireOK:           "ok",
+	wireShort:        "short",
+	wireOuterNotV4:   "outer header not IPv4",
+	wireOuterHeader:  "bad outer header length",
+	wireNotGRE:       "outer protocol not GRE",
+	wireFlags:        "GRE flags set",
+	wireVersion:      "GRE version not 0",
+	wireProtocol:     "GRE protocol type not IPv4 or IPv6",
+	wireInnerVersion: "inner IP version not the GRE protocol type's",
 }
 
 func (e wireError) String() string {
@@ -60,8 +76,9 @@ func (e wireError) String() string {
 
 // decodeDatagram checks a datagram as a raw IPPROTO_GRE socket returns it (outer IPv4
 // header, GRE header, payload) and returns the offset of the payload: the outer header
-// length plus headerLen. The payload itself is not checked here; the fast path parses it
-// as IPv4. It is pure and does not allocate.
+// length plus headerLen. Of the payload only the IP version is checked here (4 for
+// protocol type 0x0800, 6 for 0x86DD; an empty payload passes); the fast path parses the
+// rest. It is pure and does not allocate.
 func decodeDatagram(b []byte) (int, wireError) {
 	if len(b) < 20+headerLen {
 		return 0, wireShort
@@ -83,8 +100,18 @@ func decodeDatagram(b []byte) (int, wireError) {
 		return 0, wireFlags
 	case g[1]&0x07 != 0:
 		return 0, wireVersion
-	case binary.BigEndian.Uint16(g[2:]) != protoIPv4:
+	}
+	var version byte
+	switch binary.BigEndian.Uint16(g[2:]) {
+	case protoIPv4:
+		version = 4
+	case protoIPv6:
+		version = 6
+	default:
 		return 0, wireProtocol
+	}
+	if len(b) > ihl+headerLen && b[ihl+headerLen]>>4 != version {
+		return 0, wireInnerVersion
 	}
 	return ihl + headerLen, wireOK
 }

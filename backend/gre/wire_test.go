@@ -9,15 +9,23 @@ import (
 )
 
 func TestPutHeader(t *testing.T) {
-	b := []byte{0xff, 0xff, 0xff, 0xff, 0xaa}
-	putHeader(b)
-	if want := []byte{0x00, 0x00, 0x08, 0x00, 0xaa}; !bytes.Equal(b, want) {
-		t.Fatalf("header % x, want % x", b, want)
-	}
-	// What putHeader writes, decodeDatagram accepts.
-	d := outer(20, b[:4], []byte{0x45})
-	if off, werr := decodeDatagram(d); werr != wireOK || off != 24 {
-		t.Fatalf("decode of an encoded header: %d, %v", off, werr)
+	for _, tc := range []struct {
+		inner byte // the inner packet's first byte
+		want  []byte
+	}{
+		{0x45, []byte{0x00, 0x00, 0x08, 0x00}},
+		{0x60, []byte{0x00, 0x00, 0x86, 0xdd}},
+	} {
+		b := []byte{0xff, 0xff, 0xff, 0xff, tc.inner}
+		putHeader(b, protoOf(b[4:]))
+		if !bytes.Equal(b[:4], tc.want) || b[4] != tc.inner {
+			t.Fatalf("header for inner %#x: % x, want % x", tc.inner, b, tc.want)
+		}
+		// What putHeader writes, decodeDatagram accepts.
+		d := outer(20, b[:4], b[4:])
+		if off, werr := decodeDatagram(d); werr != wireOK || off != 24 {
+			t.Fatalf("decode of an encoded header for inner %#x: %d, %v", tc.inner, off, werr)
+		}
 	}
 }
 
@@ -67,7 +75,10 @@ func TestDecodeDatagram(t *testing.T) {
 		{"reserved flags", outer(20, []byte{0x00, 0x80, 0x08, 0}, inner), 0, wireFlags},
 		{"version 1 (PPTP)", outer(20, []byte{0x00, 0x01, 0x88, 0x0b}, inner), 0, wireVersion},
 		{"version 7", outer(20, []byte{0x00, 0x07, 0x08, 0x00}, inner), 0, wireVersion},
-		{"IPv6 payload", outer(20, []byte{0, 0, 0x86, 0xdd}, inner), 0, wireProtocol},
+		{"IPv6 payload", outer(20, []byte{0, 0, 0x86, 0xdd}, []byte{0x60, 0, 0, 0}), 24, wireOK},
+		{"IPv6, empty payload", outer(20, []byte{0, 0, 0x86, 0xdd}, nil), 24, wireOK},
+		{"IPv6 type, IPv4 payload", outer(20, []byte{0, 0, 0x86, 0xdd}, inner), 0, wireInnerVersion},
+		{"IPv4 type, IPv6 payload", outer(20, plain, []byte{0x60, 0, 0, 0}), 0, wireInnerVersion},
 		{"Ethernet payload (gretap)", outer(20, []byte{0, 0, 0x65, 0x58}, inner), 0, wireProtocol},
 		{"ERSPAN", outer(20, []byte{0x10, 0, 0x88, 0xbe}, inner), 0, wireFlags},
 	} {
@@ -105,7 +116,7 @@ func TestWirePathDoesNotAllocate(t *testing.T) {
 		p.Len = copy(p.Buf[p.Off:], d)
 		stripHeaders(&p)
 		p.Off -= headerLen
-		putHeader(p.Buf[p.Off:])
+		putHeader(p.Buf[p.Off:], protoOf(p.Buf[p.Off+headerLen:]))
 	})
 	if allocs != 0 {
 		t.Fatalf("%v allocations per packet", allocs)
@@ -113,7 +124,7 @@ func TestWirePathDoesNotAllocate(t *testing.T) {
 }
 
 func TestWireErrorString(t *testing.T) {
-	for e := wireOK; e <= wireProtocol; e++ {
+	for e := wireOK; e <= wireInnerVersion; e++ {
 		if s := e.String(); s == "" || s == "unknown" {
 			t.Errorf("wireError(%d) has no name", e)
 		}
@@ -130,6 +141,7 @@ func FuzzDecodeDatagram(f *testing.F) {
 	f.Add(outer(20, []byte{0, 0, 8, 0}, []byte{0x45, 0, 0, 20}))
 	f.Add(outer(24, []byte{0, 0, 8, 0}, nil))
 	f.Add(outer(20, []byte{0x20, 0, 8, 0, 0, 0, 0, 1}, nil))
+	f.Add(outer(20, []byte{0, 0, 0x86, 0xdd}, []byte{0x60, 0, 0, 0}))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		off, werr := decodeDatagram(b)
@@ -143,8 +155,13 @@ func FuzzDecodeDatagram(f *testing.F) {
 		if off != ihl+headerLen || off > len(b) || b[9] != ipProtoGRE {
 			t.Fatalf("offset %d for IHL %d, len %d", off, ihl, len(b))
 		}
-		if g := b[ihl : ihl+4]; g[0] != 0 || g[1] != 0 || g[2] != 0x08 || g[3] != 0 {
+		g := b[ihl : ihl+4]
+		proto := binary.BigEndian.Uint16(g[2:])
+		if g[0] != 0 || g[1] != 0 || (proto != protoIPv4 && proto != protoIPv6) {
 			t.Fatalf("accepted GRE header % x", g)
+		}
+		if len(b) > off && protoOf(b[off:]) != proto {
+			t.Fatalf("accepted protocol type %#04x with inner version %d", proto, b[off]>>4)
 		}
 		p := fastpath.Packet{Buf: make([]byte, fastpath.Headroom+len(b)), Off: fastpath.Headroom}
 		p.Len = copy(p.Buf[p.Off:], b)
@@ -153,4 +170,30 @@ func FuzzDecodeDatagram(f *testing.F) {
 			t.Fatalf("strip: Off %d Len %d of %d", p.Off, p.Len, len(b))
 		}
 	})
+}
+
+// TestEncapDecap6Bytes follows one IPv6 inner packet through Write's encapsulation and
+// Read's decapsulation, byte for byte: the GRE header 00 00 86 dd in the headroom, the
+// inner packet untouched, and back.
+func TestEncapDecap6Bytes(t *testing.T) {
+	inner := []byte{0x60, 0, 0, 0, 0, 0, 59, 64} // IPv6, no next header, hop limit 64
+	inner = append(inner, make([]byte, 32)...)   // source and destination
+	p := fastpath.Packet{Buf: make([]byte, fastpath.Headroom+len(inner)), Off: fastpath.Headroom}
+	p.Len = copy(p.Buf[p.Off:], inner)
+	proto := protoOf(p.Bytes())
+	p.Off -= headerLen
+	p.Len += headerLen
+	putHeader(p.Buf[p.Off:], proto)
+	want := append([]byte{0, 0, 0x86, 0xdd}, inner...)
+	if !bytes.Equal(p.Bytes(), want) {
+		t.Fatalf("encapsulated % x\nwant          % x", p.Bytes(), want)
+	}
+	// The kernel adds the outer IPv4 header; a raw socket hands it back with it.
+	d := outer(20, p.Bytes()[:headerLen], inner)
+	r := fastpath.Packet{Buf: make([]byte, fastpath.Headroom+len(d)), Off: fastpath.Headroom}
+	r.Len = copy(r.Buf[r.Off:], d)
+	stripHeaders(&r)
+	if !bytes.Equal(r.Bytes(), inner) || r.Off != fastpath.Headroom+24 {
+		t.Fatalf("decapsulated (Off %d) % x, want % x", r.Off, r.Bytes(), inner)
+	}
 }

@@ -1,4 +1,5 @@
-// Package fastpath is weft's userspace forwarding core: it moves IPv4 packets between an
+// Package fastpath is weft's userspace forwarding core: it moves IPv4 (and, for userspace
+// GRE, IPv6) packets between an
 // overlay Device (a TUN) and an underlay Conn (a UDP socket for the udp backend, a raw IP
 // protocol 47 socket for userspace GRE), and decides per packet where it goes.
 //

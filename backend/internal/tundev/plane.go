@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -29,6 +30,7 @@ type PlaneConfig struct {
 	// device's; their Batch is the Forwarder's batch size too.
 	TUNOptions tun.Options
 	Conn       fastpath.Conn // the underlay socket
+	Subnet6    netip.Prefix  // the own IPv6 subnet the Forwarder carries (forward.Config.Subnet6); zero for none
 	// Resync is the period of the full checks between kernel notifications
 	// (kernel.DefaultPeriod if 0).
 	Resync time.Duration
@@ -86,7 +88,7 @@ func NewPlane(c PlaneConfig) (*Plane, error) {
 	if p.repaired == nil {
 		p.repaired = func(string) {}
 	}
-	cfg := forward.Config{Subnet: d.Own, MTU: d.MTU, BatchSize: c.TUNOptions.Batch, Log: c.Log, Reopen: p.reopen}
+	cfg := forward.Config{Subnet: d.Own, Subnet6: c.Subnet6, MTU: d.MTU, BatchSize: c.TUNOptions.Batch, Log: c.Log, Reopen: p.reopen}
 	var err error
 	if p.f, err = forward.New(cfg, queue, c.Conn); err != nil {
 		queue.Close()

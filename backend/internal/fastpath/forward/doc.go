@@ -30,6 +30,12 @@
 // in and closes the old one, while the conn loop counts its writes into the old one as
 // drops. Without Reopen the error ends Run.
 //
+// IPv6 packets (Config.Subnet6 set) take the same two paths with the IPv6 half of the
+// PeerTable, a binary search over 128-bit subnet bounds: the hop limit is decremented
+// (IPv6 has no header checksum), and where an IPv4 packet would get an ICMP error an IPv6
+// one is dropped and counted only (no ICMPv6 errors are generated). The underlay is IPv4
+// for both families: a node's IPv4 and IPv6 subnets share its endpoint.
+//
 // TTL is decremented on both sides, as flanneld's proxy does, so pods see the same hop
 // counts through weft and flanneld. The IPv4 header checksum is updated incrementally
 // (RFC 1624, eqn. 3). ICMP errors follow RFC 1812: none about ICMP errors, non-initial

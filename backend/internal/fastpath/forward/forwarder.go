@@ -28,6 +28,12 @@ type Config struct {
 	// Subnet is the own subnet. Packets from peers must be addressed inside it; packets
 	// from the device addressed inside it are not tunnelled.
 	Subnet netip.Prefix
+	// Subnet6 is the own IPv6 subnet, or the zero Prefix when the node carries no IPv6.
+	// With it, IPv6 packets are forwarded as IPv4 ones are (to peers' IPv6 subnets, from
+	// peers into Subnet6), with their hop limit decremented; without it, IPv6 packets are
+	// dropped as not-ipv4. No ICMPv6 errors are generated: IPv6 packets for no peer and
+	// with an expiring hop limit are dropped and counted only.
+	Subnet6 netip.Prefix
 	// Self is the source address of ICMP errors. The zero value means Subnet's network
 	// address, which flannel assigns to the TUN as a /32.
 	Self netip.Addr
@@ -61,6 +67,7 @@ type Forwarder struct {
 	// Immutable copies of the configuration, as big-endian integers.
 	subnetAddr, subnetMask uint32
 	self                   uint32
+	subnet6                subnet6 // the own IPv6 subnet; has6 false without one
 
 	peers   atomic.Pointer[PeerTable] // swapped whole by SetPeers, read by both loops
 	stats   counters
@@ -93,6 +100,10 @@ func New(cfg Config, dev fastpath.Device, conn fastpath.Conn) (*Forwarder, error
 	if cfg.BatchSize < 0 {
 		return nil, fmt.Errorf("fastpath: negative batch size %d", cfg.BatchSize)
 	}
+	s6, err := newSubnet6(cfg.Subnet6)
+	if err != nil {
+		return nil, err
+	}
 	self := cfg.Self
 	if !self.IsValid() {
 		self = cfg.Subnet.Addr()
@@ -118,6 +129,7 @@ func New(cfg Config, dev fastpath.Device, conn fastpath.Conn) (*Forwarder, error
 		subnetAddr: ip.ToUint32(cfg.Subnet.Addr()),
 		subnetMask: mask,
 		self:       ip.ToUint32(self),
+		subnet6:    s6,
 		done:       make(chan struct{}),
 	}
 	f.dev.Store(&deviceRef{dev})

@@ -11,7 +11,9 @@ import (
 
 // Peer is one remote subnet and the underlay endpoint of the node that holds it.
 type Peer struct {
-	Subnet netip.Prefix // IPv4 subnet, written as its network address
+	// Subnet is an IPv4 or IPv6 subnet, written as its network address. A node with
+	// both families is two Peers with the same Endpoint.
+	Subnet netip.Prefix
 	// Endpoint is where packets for Subnet go and where packets from Subnet must come
 	// from: PublicIP:Port for the udp backend; port 0 for protocols without ports.
 	Endpoint netip.AddrPort
@@ -23,26 +25,40 @@ type PeerTable struct {
 	peers     []Peer              // sorted by subnet start; subnets do not overlap
 	first     []uint32            // peers[i]'s first address, for the binary search
 	last      []uint32            // peers[i]'s last address
-	endpoints map[uint64]struct{} // endpointKey of every peer
+	endpoints map[uint64]struct{} // endpointKey of every peer, of both families
+	v6        peers6              // the IPv6 subnets
 }
 
-// NewPeerTable checks peers and builds a table. Every subnet must be an IPv4 network
-// address, every endpoint an IPv4 address; subnets must not overlap. The error names the
-// offending peers.
+// NewPeerTable checks peers and builds a table. Every subnet must be an IPv4 or IPv6
+// network address, every endpoint an IPv4 address (the underlay is IPv4, whatever the
+// inner family); subnets must not overlap. The error names the offending peers.
 func NewPeerTable(peers []Peer) (*PeerTable, error) {
-	t := &PeerTable{
-		peers:     slices.Clone(peers),
-		first:     make([]uint32, len(peers)),
-		last:      make([]uint32, len(peers)),
-		endpoints: make(map[uint64]struct{}, len(peers)),
-	}
+	var v4, v6 []Peer
 	for _, p := range peers {
-		if !p.Subnet.Addr().Is4() || !ip.IsNetworkAddress(p.Subnet) {
-			return nil, fmt.Errorf("peer subnet %s is not an IPv4 network address", p.Subnet)
+		if !p.Subnet.IsValid() || !ip.IsNetworkAddress(p.Subnet) || p.Subnet.Addr().Is4In6() {
+			return nil, fmt.Errorf("peer subnet %s is not an IPv4 or IPv6 network address", p.Subnet)
 		}
 		if !p.Endpoint.Addr().Is4() {
 			return nil, fmt.Errorf("peer %s: endpoint %s is not an IPv4 address", p.Subnet, p.Endpoint)
 		}
+		if p.Subnet.Addr().Is4() {
+			v4 = append(v4, p)
+		} else {
+			v6 = append(v6, p)
+		}
+	}
+	t := &PeerTable{
+		peers:     v4,
+		first:     make([]uint32, len(v4)),
+		last:      make([]uint32, len(v4)),
+		endpoints: make(map[uint64]struct{}, len(peers)),
+	}
+	var err error
+	if t.v6, err = newPeers6(v6); err != nil {
+		return nil, err
+	}
+	for _, p := range t.v6.peers {
+		t.endpoints[endpointKey(p.Endpoint)] = struct{}{}
 	}
 	slices.SortFunc(t.peers, func(a, b Peer) int {
 		return cmp.Compare(ip.ToUint32(a.Subnet.Addr()), ip.ToUint32(b.Subnet.Addr()))
@@ -102,8 +118,19 @@ func (t *PeerTable) isEndpoint(ep netip.AddrPort) bool {
 	return ok
 }
 
-// Lookup returns the peer whose subnet holds a.
+// Lookup returns the peer whose subnet holds a, of either family.
 func (t *PeerTable) Lookup(a netip.Addr) (Peer, bool) {
+	if a.Is6() && !a.Is4In6() {
+		if t == nil {
+			return Peer{}, false
+		}
+		u := ip.ToU128(a)
+		i, ok := t.v6.lookup(u.Hi, u.Lo)
+		if !ok {
+			return Peer{}, false
+		}
+		return t.v6.peers[i], true
+	}
 	if !a.Is4() {
 		return Peer{}, false
 	}
@@ -119,13 +146,13 @@ func (t *PeerTable) Len() int {
 	if t == nil {
 		return 0
 	}
-	return len(t.peers)
+	return len(t.peers) + len(t.v6.peers)
 }
 
-// Peers returns a copy of the peers, sorted by subnet.
+// Peers returns a copy of the peers, sorted by subnet: the IPv4 ones, then the IPv6 ones.
 func (t *PeerTable) Peers() []Peer {
 	if t == nil {
 		return nil
 	}
-	return slices.Clone(t.peers)
+	return append(slices.Clone(t.peers), t.v6.peers...)
 }

@@ -112,7 +112,11 @@ func TestNewPeerTableRejects(t *testing.T) {
 			{Subnet: netip.MustParsePrefix("10.244.7.0/24"), Endpoint: ap("192.0.2.3:1")},
 		}, "overlap"},
 		{"host bits", []Peer{{Subnet: netip.MustParsePrefix("10.244.7.1/24"), Endpoint: ap("192.0.2.2:1")}}, "network address"},
-		{"ipv6 subnet", []Peer{{Subnet: netip.MustParsePrefix("fd00::/64"), Endpoint: ap("192.0.2.2:1")}}, "IPv4"},
+		{"ipv6 subnet with host bits", []Peer{{Subnet: netip.MustParsePrefix("fd00::1/64"), Endpoint: ap("192.0.2.2:1")}}, "network address"},
+		{"ipv6 overlap", []Peer{
+			{Subnet: netip.MustParsePrefix("fd00::/64"), Endpoint: ap("192.0.2.2:1")},
+			{Subnet: netip.MustParsePrefix("fd00::/64"), Endpoint: ap("192.0.2.3:1")},
+		}, "overlap"},
 		{"ipv6 endpoint", []Peer{{Subnet: netip.MustParsePrefix("10.244.7.0/24"), Endpoint: ap("[fd00::1]:1")}}, "endpoint"},
 		{"zero subnet", []Peer{{Endpoint: ap("192.0.2.2:1")}}, "IPv4"},
 	}

@@ -16,6 +16,9 @@ import (
 // (which must hold ICMPMaxLen bytes), that error's length.
 func (f *Forwarder) fromDevice(t *PeerTable, p *fastpath.Packet, icmp []byte) (fastpath.DropReason, int) {
 	b := p.Bytes()
+	if len(b) > 0 && b[0]>>4 == 6 && f.subnet6.has {
+		return f.fromDevice6(t, p), 0
+	}
 	h, r := packet.ParseIPv4(b)
 	if r != fastpath.DropNone {
 		return r, 0
@@ -48,6 +51,9 @@ func (f *Forwarder) fromConn(t *PeerTable, p *fastpath.Packet, icmp []byte) (fas
 		return fastpath.DropNotPeer, 0
 	}
 	b := p.Bytes()
+	if len(b) > 0 && b[0]>>4 == 6 && f.subnet6.has {
+		return f.fromConn6(t, p), 0
+	}
 	h, r := packet.ParseIPv4(b)
 	if r != fastpath.DropNone {
 		return r, 0
