@@ -135,8 +135,11 @@ func (a annotations) publicAddr(n *corev1.Node, pub netip.Addr, overwrite string
 		}
 		return addr, nil
 	}
-	if !pub.IsValid() || pub.Is6() != v6 || pub.Is4In6() || pub.IsUnspecified() {
-		return pub, fmt.Errorf("public %s address %q: not an %s address, and the lease has an %s subnet", fam, pub, fam, fam)
+	if !pub.IsValid() {
+		return pub, fmt.Errorf("the lease has an %s subnet but no public %s address", fam, fam)
+	}
+	if pub.Is6() != v6 || pub.Is4In6() || pub.IsUnspecified() {
+		return pub, fmt.Errorf("public %s address %s is not a unicast %s address", fam, pub, fam)
 	}
 	return pub, nil
 }

@@ -139,3 +139,42 @@ func (r *Registry) SetNetworkAvailable(ctx context.Context) error {
 	}
 	return nil
 }
+
+// NodePublicIPs returns the addresses this node's node-public-ip and node-public-ipv6
+// annotations name (zero when absent). An operator sets them; flanneld reads them at start,
+// before it chooses its interface, and uses them instead of --public-ip and --public-ipv6
+// (it never writes them). subnet.ErrNotFound when the node does not exist; an annotation
+// that is not a unicast address of its family is an error naming it.
+func (r *Registry) NodePublicIPs(ctx context.Context) (v4, v6 netip.Addr, err error) {
+	if err := r.waitSynced(ctx); err != nil {
+		return v4, v6, err
+	}
+	r.mu.Lock()
+	node := r.ownNode
+	r.mu.Unlock()
+	if node == nil {
+		return v4, v6, fmt.Errorf("node %q does not exist: %w", r.nodeName, subnet.ErrNotFound)
+	}
+	parse := func(key string, want6 bool) (netip.Addr, error) {
+		s := node.Annotations[key]
+		if s == "" {
+			return netip.Addr{}, nil
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil || a.Is6() != want6 || a.Is4In6() || a.Zone() != "" || a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() {
+			fam := "IPv4"
+			if want6 {
+				fam = "IPv6"
+			}
+			return netip.Addr{}, fmt.Errorf("node %q: annotation %s %q is not a unicast %s address", r.nodeName, key, s, fam)
+		}
+		return a, nil
+	}
+	if v4, err = parse(r.ann.nodePublicIP, false); err != nil {
+		return netip.Addr{}, netip.Addr{}, err
+	}
+	if v6, err = parse(r.ann.nodePublicIPv6, true); err != nil {
+		return netip.Addr{}, netip.Addr{}, err
+	}
+	return v4, v6, nil
+}
