@@ -320,3 +320,40 @@ func TestDualStackLease(t *testing.T) {
 		t.Fatalf("leases %v: want the dual-stack peer with its IPv6 attributes", keys)
 	}
 }
+
+// FuzzNodeLeaseDualStack: whatever a node carries, a lease read from it is a valid lease
+// (subnets and addresses of their families), and publishing it again reads back the same.
+func FuzzNodeLeaseDualStack(f *testing.F) {
+	f.Add("10.244.1.0/24", "fd00:0:0:1::/64", "192.0.2.1", "2001:db8::1", macV4, macV6, "vxlan")
+	f.Add("", "fd00:0:0:1::/64", "0.0.0.0", "2001:db8::1", "null", "null", "host-gw")
+	f.Add("fd00::/64", "fd00:1::/64", "", "::", "", "{", "")
+	ann, _ := newAnnotations(DefaultAnnotationPrefix)
+	f.Fuzz(func(t *testing.T, cidr, cidr6, ip, ip6, data, data6, btype string) {
+		n := dualNode("x", []string{cidr, cidr6}, map[string]string{ann.managed: "true", ann.backendType: btype,
+			ann.publicIP: ip, ann.publicIPv6: ip6, ann.backendData: data, ann.backendV6Data: data6})
+		l, _, _ := ann.nodeLease(n)
+		if !l.Subnet.IsValid() && !l.IPv6Subnet.IsValid() {
+			return
+		}
+		if err := subnet.CheckLeaseSubnets(l.Subnet, l.IPv6Subnet); err != nil {
+			t.Fatalf("lease %s: %v", l.Key(), err)
+		}
+		if err := subnet.CheckLeaseAttrs(l.Subnet, l.IPv6Subnet, l.Attrs); err != nil {
+			t.Fatalf("lease %s %+v: %v", l.Key(), l.Attrs, err)
+		}
+		patch, attrs, err := ann.published(dualNode("x", n.Spec.PodCIDRs, nil), l.Subnet, l.IPv6Subnet, l.Attrs)
+		if err != nil {
+			t.Fatalf("cannot publish the lease %s %+v read: %v", l.Key(), l.Attrs, err)
+		}
+		back := map[string]string{}
+		for k, v := range patch {
+			if s, ok := v.(string); ok {
+				back[k] = s
+			}
+		}
+		l2, _, err := ann.nodeLease(dualNode("x", n.Spec.PodCIDRs, back))
+		if err != nil || l2.Key() != l.Key() || !l2.Attrs.Equal(attrs) || !attrs.Equal(l.Attrs) {
+			t.Fatalf("read %s %+v, published and read back %s %+v (%v)", l.Key(), l.Attrs, l2.Key(), l2.Attrs, err)
+		}
+	})
+}
