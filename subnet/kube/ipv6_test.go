@@ -357,3 +357,72 @@ func FuzzNodeLeaseDualStack(f *testing.F) {
 		}
 	})
 }
+
+// TestWatchIPv6SideTurnsMalformed: a dual-stack peer whose IPv6 annotations turn to garbage
+// is, through the watch, replaced by its IPv4 side with the IPv6 fault reported; once they
+// are fixed it is dual-stack again.
+func TestWatchIPv6SideTurnsMalformed(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	peer := dualNode("peer", dual, flannelDual)
+	reg, cs := newTestRegistry(t, "me", dualNode("me", []string{"10.244.9.0/24"}, nil), peer)
+	list, err := reg.ListLeases(ctx)
+	if err != nil || len(list.Leases) != 1 || list.Leases[0].Key() != "10.244.1.0-24&fd00:0:0:1::-64" {
+		t.Fatalf("list %+v, %v", list, err)
+	}
+	watch := reg.WatchLeases(ctx, list.Revision)
+	next := func() subnet.WatchBatch {
+		t.Helper()
+		select {
+		case b := <-watch:
+			return b
+		case <-time.After(5 * time.Second):
+			t.Fatal("no watch batch within 5s")
+			return subnet.WatchBatch{}
+		}
+	}
+	broken := peer.DeepCopy()
+	broken.Annotations = with(flannelDual, "public-ipv6", "bogus")
+	if _, err := cs.CoreV1().Nodes().Update(ctx, broken, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	b := next()
+	if len(b.Events) != 2 || b.Events[0].Type != subnet.Removed || b.Events[0].Lease.Key() != "10.244.1.0-24&fd00:0:0:1::-64" ||
+		b.Events[1].Type != subnet.Added || b.Events[1].Lease.Key() != "10.244.1.0-24" ||
+		len(b.Malformed) != 1 || b.Malformed[0].Key != "nodes/peer/10.244.1.0-24&fd00:0:0:1::-64" ||
+		!strings.Contains(b.Malformed[0].Err.Error(), `public-ipv6 "bogus"`) {
+		t.Fatalf("IPv6 side broken: %+v", b)
+	}
+	if _, err := cs.CoreV1().Nodes().Update(ctx, peer, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	b = next()
+	if len(b.Events) != 2 || b.Events[0].Type != subnet.Removed || b.Events[0].Lease.Key() != "10.244.1.0-24" ||
+		b.Events[1].Type != subnet.Added || b.Events[1].Lease.Key() != "10.244.1.0-24&fd00:0:0:1::-64" || len(b.Malformed) != 0 {
+		t.Fatalf("IPv6 side fixed: %+v", b)
+	}
+	list, _ = reg.ListLeases(ctx)
+	if len(list.Malformed) != 1 { // "me" has no annotations
+		t.Fatalf("malformed after the fix: %+v", list.Malformed)
+	}
+}
+
+// TestNodePublicIPs reads the operator's node-public-ip and node-public-ipv6.
+func TestNodePublicIPs(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	reg, _ := newTestRegistry(t, "me", dualNode("me", dual, with(nil, "node-public-ip", "192.0.2.7", "node-public-ipv6", "2001:db8::7")),
+		dualNode("bad", dual, with(nil, "node-public-ipv6", "192.0.2.7")))
+	v4, v6, err := reg.NodePublicIPs(ctx)
+	if err != nil || v4 != netip.MustParseAddr("192.0.2.7") || v6 != netip.MustParseAddr("2001:db8::7") {
+		t.Fatalf("%v %v %v", v4, v6, err)
+	}
+	bad, _ := newTestRegistry(t, "bad", dualNode("bad", dual, with(nil, "node-public-ipv6", "192.0.2.7")))
+	if _, _, err := bad.NodePublicIPs(ctx); err == nil || !strings.Contains(err.Error(), "node-public-ipv6") {
+		t.Fatalf("an IPv4 address as node-public-ipv6: %v", err)
+	}
+	none, _ := newTestRegistry(t, "none", dualNode("other", dual, nil))
+	if _, _, err := none.NodePublicIPs(ctx); !errors.Is(err, subnet.ErrNotFound) {
+		t.Fatalf("no node: %v", err)
+	}
+}
