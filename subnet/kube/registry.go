@@ -236,8 +236,9 @@ func (r *Registry) state(n *corev1.Node) nodeState {
 	if err != nil {
 		key := "nodes/" + n.Name
 		if cidrs.Subnet.IsValid() || cidrs.IPv6Subnet.IsValid() {
-			// The key ends in the lease key of all its pod CIDRs, so that a peer that
-			// turns malformed goes.
+			// The key ends in the lease key of all its pod CIDRs, which names the node's
+			// subnets in the report (a peer that turns malformed goes by the Removed
+			// event of its lease, whatever its key).
 			key += "/" + cidrs.Key()
 		}
 		st.bad = &subnet.Malformed{Key: key, Err: fmt.Errorf("node %s: %w", n.Name, err)}
