@@ -19,15 +19,20 @@ import (
 // deleting leases (delete the Node instead) and writing the config (edit the ConfigMap).
 var ErrUnsupported = errors.New("not supported in Kubernetes mode")
 
-// ErrNotPodCIDR: a lease was asked for another subnet than this node's pod CIDR.
-var ErrNotPodCIDR = errors.New("in Kubernetes mode a node can only hold its spec.podCIDR")
+// ErrNotPodCIDR: a lease was asked for other subnets than this node's pod CIDRs.
+var ErrNotPodCIDR = errors.New("in Kubernetes mode a node can only hold its spec.podCIDRs")
 
-// CreateLease claims this node's pod CIDR: it publishes attrs in the node's annotations
-// (patching nodes/status, as flanneld does, only when they differ), waits until the
-// informer shows them, and returns the lease (a reservation: ttl is ignored, nothing
-// expires). sn must be the node's pod CIDR (ErrNotPodCIDR otherwise). With the node's
-// public-ip-overwrite annotation set, that address is published, and returned, as PublicIP.
+// CreateLease claims this node's pod CIDRs: sn its IPv4 one and sn6 its IPv6 one, either
+// zero for a family the network does not run (ErrNotPodCIDR when one is not the node's).
+// It publishes attrs in the node's annotations (patching nodes/status, as flanneld does,
+// only when they differ; see annotations.published for the bytes), waits until the informer
+// shows them, and returns the lease (a reservation: ttl is ignored, nothing expires). With
+// the node's public-ip-overwrite (public-ipv6-overwrite) annotation set, that address is
+// published, and returned, as PublicIP (PublicIPv6).
 func (r *Registry) CreateLease(ctx context.Context, sn, sn6 netip.Prefix, attrs subnet.LeaseAttrs, _ time.Duration) (subnet.Lease, error) {
+	if err := subnet.CheckLeaseSubnets(sn, sn6); err != nil {
+		return subnet.Lease{}, err
+	}
 	if err := r.waitSynced(ctx); err != nil {
 		return subnet.Lease{}, err
 	}
@@ -37,37 +42,40 @@ func (r *Registry) CreateLease(ctx context.Context, sn, sn6 netip.Prefix, attrs 
 	if node == nil {
 		return subnet.Lease{}, fmt.Errorf("node %q does not exist: %w", r.nodeName, subnet.ErrNotFound)
 	}
-	cidr, err := podCIDR(node)
+	cidr, cidr6, err := podCIDRs(node)
 	if err != nil {
 		return subnet.Lease{}, fmt.Errorf("node %q: %w", r.nodeName, err)
 	}
-	if cidr != sn.Masked() {
-		return subnet.Lease{}, fmt.Errorf("node %q has pod CIDR %s, asked for %s: %w", r.nodeName, cidr, sn, ErrNotPodCIDR)
+	if (sn.IsValid() && sn != cidr) || (sn6.IsValid() && sn6 != cidr6) {
+		return subnet.Lease{}, fmt.Errorf("node %q has pod CIDRs %v, asked for %s: %w", r.nodeName,
+			node.Spec.PodCIDRs, describe(sn, sn6), ErrNotPodCIDR)
 	}
-	want, attrs, err := r.ann.published(node, attrs)
+	patch, attrs, err := r.ann.published(node, sn, sn6, attrs)
 	if err != nil {
-		return subnet.Lease{}, err
+		return subnet.Lease{}, fmt.Errorf("node %q: %w", r.nodeName, err)
 	}
-	if differ(node, want) {
-		if node.Annotations[r.ann.publicIPOverwrite] != "" {
-			r.log.Info("Publishing the public IP the node's annotation names", "annotation", r.ann.publicIPOverwrite, "publicIP", attrs.PublicIP)
+	if differ(node, patch) {
+		for _, ov := range []string{r.ann.publicIPOverwrite, r.ann.publicIPv6Overwrite} {
+			if node.Annotations[ov] != "" {
+				r.log.Info("Publishing the public address the node's annotation names", "annotation", ov, "address", node.Annotations[ov])
+			}
 		}
-		patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": want}})
+		body, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": patch}})
 		if err != nil {
 			return subnet.Lease{}, err
 		}
 		// nodes/status, as flanneld: its ClusterRole grants patch there, not on nodes.
-		if _, err := r.api.PatchNodeStatus(ctx, r.nodeName, types.StrategicMergePatchType, patch); err != nil {
+		if _, err := r.api.PatchNodeStatus(ctx, r.nodeName, types.StrategicMergePatchType, body); err != nil {
 			return subnet.Lease{}, fmt.Errorf("annotate node %q: %w", r.nodeName, err)
 		}
 	}
 	// Wait until the watch shows the lease, so that its revision orders it among the changes.
-	want4 := subnet.Lease{Subnet: cidr, Attrs: attrs}
+	key := subnet.LeaseKey(sn, sn6)
 	for {
 		r.mu.Lock()
 		st, wake := r.nodes[r.nodeName], r.wake
 		r.mu.Unlock()
-		if st.lease != nil && st.lease.Key() == want4.Key() && st.lease.Attrs.Equal(attrs) {
+		if st.lease != nil && st.lease.Key() == key && st.lease.Attrs.Equal(attrs) {
 			return *st.lease, nil
 		}
 		if err := r.waitChange(ctx, wake); err != nil {
@@ -76,14 +84,15 @@ func (r *Registry) CreateLease(ctx context.Context, sn, sn6 netip.Prefix, attrs 
 	}
 }
 
-// UpdateLease publishes attrs for this node's pod CIDR, as CreateLease; old.Subnet must be it.
+// UpdateLease publishes attrs for this node's pod CIDRs, as CreateLease; old's subnets must
+// be them.
 func (r *Registry) UpdateLease(ctx context.Context, old subnet.Lease, attrs subnet.LeaseAttrs, ttl time.Duration) (subnet.Lease, error) {
 	return r.CreateLease(ctx, old.Subnet, old.IPv6Subnet, attrs, ttl)
 }
 
 // RenewLease re-reads this node's lease from the cache: there is no TTL to extend. It
-// returns subnet.ErrNotFound when the node no longer publishes l's subnet (deleted, another
-// pod CIDR, or its annotations gone).
+// returns subnet.ErrNotFound when the node no longer publishes l's subnets, l.Key() (deleted,
+// other pod CIDRs, or its annotations of a family gone).
 func (r *Registry) RenewLease(ctx context.Context, l subnet.Lease) (subnet.Lease, error) {
 	if err := r.waitSynced(ctx); err != nil {
 		return subnet.Lease{}, err
@@ -92,7 +101,7 @@ func (r *Registry) RenewLease(ctx context.Context, l subnet.Lease) (subnet.Lease
 	st := r.nodes[r.nodeName]
 	r.mu.Unlock()
 	if st.lease == nil || st.lease.Key() != l.Key() {
-		return subnet.Lease{}, fmt.Errorf("node %q no longer publishes %s: %w", r.nodeName, l.Subnet, subnet.ErrNotFound)
+		return subnet.Lease{}, fmt.Errorf("node %q no longer publishes %s: %w", r.nodeName, describe(l.Subnet, l.IPv6Subnet), subnet.ErrNotFound)
 	}
 	return *st.lease, nil
 }
@@ -129,4 +138,43 @@ func (r *Registry) SetNetworkAvailable(ctx context.Context) error {
 		return fmt.Errorf("set NetworkUnavailable=false on node %q: %w", r.nodeName, err)
 	}
 	return nil
+}
+
+// NodePublicIPs returns the addresses this node's node-public-ip and node-public-ipv6
+// annotations name (zero when absent). An operator sets them; flanneld reads them at start,
+// before it chooses its interface, and uses them instead of --public-ip and --public-ipv6
+// (it never writes them). subnet.ErrNotFound when the node does not exist; an annotation
+// that is not a unicast address of its family is an error naming it.
+func (r *Registry) NodePublicIPs(ctx context.Context) (v4, v6 netip.Addr, err error) {
+	if err := r.waitSynced(ctx); err != nil {
+		return v4, v6, err
+	}
+	r.mu.Lock()
+	node := r.ownNode
+	r.mu.Unlock()
+	if node == nil {
+		return v4, v6, fmt.Errorf("node %q does not exist: %w", r.nodeName, subnet.ErrNotFound)
+	}
+	parse := func(key string, want6 bool) (netip.Addr, error) {
+		s := node.Annotations[key]
+		if s == "" {
+			return netip.Addr{}, nil
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil || a.Is6() != want6 || a.Is4In6() || a.Zone() != "" || a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() {
+			fam := "IPv4"
+			if want6 {
+				fam = "IPv6"
+			}
+			return netip.Addr{}, fmt.Errorf("node %q: annotation %s %q is not a unicast %s address", r.nodeName, key, s, fam)
+		}
+		return a, nil
+	}
+	if v4, err = parse(r.ann.nodePublicIP, false); err != nil {
+		return netip.Addr{}, netip.Addr{}, err
+	}
+	if v6, err = parse(r.ann.nodePublicIPv6, true); err != nil {
+		return netip.Addr{}, netip.Addr{}, err
+	}
+	return v4, v6, nil
 }

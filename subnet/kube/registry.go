@@ -1,5 +1,5 @@
-// Package kube is weft's Kubernetes Registry (flanneld's --kube-subnet-mgr): the subnet of a
-// node is its spec.podCIDR, assigned by kube-controller-manager, and what a node publishes
+// Package kube is weft's Kubernetes Registry (flanneld's --kube-subnet-mgr): the subnets of
+// a node are its spec.podCIDRs, assigned by kube-controller-manager, and what a node publishes
 // for its peers lives in its annotations, with flanneld's names and bytes, so that weftd and
 // flanneld nodes of one cluster peer with each other.
 //
@@ -9,9 +9,11 @@
 // program anything, nor choose a subnet: Kubernetes assigns it (see subnet.Assigner).
 //
 // How the Registry contract maps onto Kubernetes:
-//   - a lease is a Node with an IPv4 pod CIDR and the annotation <prefix>/kube-subnet-manager
-//     = "true"; its key is its pod CIDR's (subnet.LeaseKey). A Node without annotations, or
-//     with ones that do not parse, is a Malformed (key "nodes/<name>"), never an error.
+//   - a lease is a Node with the annotation <prefix>/kube-subnet-manager = "true": its IPv4
+//     pod CIDR, if it publishes an IPv4 public-ip, and its IPv6 one, if it publishes a
+//     public-ipv6; its key is theirs (subnet.LeaseKey). A Node without annotations, or with
+//     ones that do not parse, is a Malformed (key "nodes/<name>/<key>"), never an error; a
+//     Node with one good family and one malformed is both a lease and a Malformed.
 //   - leases have no TTL: every lease is a reservation (TTLID 0) that the controller manager
 //     pinned to its node. Renewing re-reads the node; TimeToLive is an error.
 //   - revisions are this Registry's own count of the node changes its informer delivered
@@ -26,7 +28,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net/netip"
 	"sync"
 	"time"
 
@@ -47,8 +48,9 @@ type Config struct {
 	// NetConfPath is the network config file (flanneld's --net-config-path).
 	NetConfPath string
 	Log         klog.Logger
-	// Waiting, if set, is told each new reason why this node cannot take its subnet yet
-	// (no Node, no pod CIDR), as soon as AssignedSubnet starts waiting for it (for /readyz).
+	// Waiting, if set, is told each new reason why this node cannot take its subnets yet
+	// (no Node, no pod CIDR of a family the network runs), as soon as AssignedSubnets
+	// starts waiting for them (for /readyz).
 	Waiting func(reason error)
 }
 
@@ -76,7 +78,7 @@ type Registry struct {
 	wake    chan struct{}        // closed and replaced at each change
 	closed  bool
 	// ownNode is this node's object as last seen (nil while it does not exist), for
-	// AssignedSubnet and the patches.
+	// AssignedSubnets and the patches.
 	ownNode *corev1.Node
 	// apiDown is when the API server stopped answering; zero while it answers.
 	apiDown time.Time
@@ -84,7 +86,8 @@ type Registry struct {
 	lastWatchErr string
 }
 
-// nodeState is what one node is as a lease: a lease, a Malformed, or nothing (deleted).
+// nodeState is what one node is as a lease: a lease, a Malformed, both (one family good, the
+// other not), or nothing (deleted).
 type nodeState struct {
 	lease *subnet.Lease
 	bad   *subnet.Malformed
@@ -191,7 +194,7 @@ func (r *Registry) observe(obj any, deleted bool) {
 		} else {
 			r.ownNode = n
 		}
-		r.wakeLocked() // AssignedSubnet and CreateLease wait for this node
+		r.wakeLocked() // AssignedSubnets and CreateLease wait for this node
 	}
 	before := r.nodes[n.Name]
 	if sameState(before, now) {
@@ -222,32 +225,34 @@ func (r *Registry) wakeLocked() {
 	r.wake = make(chan struct{})
 }
 
-// state reads a node as a lease or a Malformed.
+// state reads a node as a lease, a Malformed, or both: a lease of the families it
+// publishes well, and a Malformed saying what is wrong with the others.
 func (r *Registry) state(n *corev1.Node) nodeState {
 	var st nodeState
-	l, err := r.ann.nodeLease(n)
+	l, cidrs, err := r.ann.nodeLease(n)
+	if l.Subnet.IsValid() || l.IPv6Subnet.IsValid() {
+		st.lease = &l
+	}
 	if err != nil {
 		key := "nodes/" + n.Name
-		if l.Subnet.IsValid() {
-			// The key ends in the lease key, so that a peer that turns malformed goes.
-			key += "/" + l.Key()
+		if cidrs.Subnet.IsValid() || cidrs.IPv6Subnet.IsValid() {
+			// The key ends in the lease key of all its pod CIDRs, which names the node's
+			// subnets in the report (a peer that turns malformed goes by the Removed
+			// event of its lease, whatever its key).
+			key += "/" + cidrs.Key()
 		}
 		st.bad = &subnet.Malformed{Key: key, Err: fmt.Errorf("node %s: %w", n.Name, err)}
-		return st
 	}
-	st.lease = &l
 	return st
 }
 
-// sameState reports whether two states publish the same lease (or the same fault).
+// sameState reports whether two states publish the same lease and the same fault.
 func sameState(a, b nodeState) bool {
-	switch {
-	case a.lease != nil && b.lease != nil:
-		return a.lease.Key() == b.lease.Key() && a.lease.Attrs.Equal(b.lease.Attrs)
-	case a.bad != nil && b.bad != nil:
-		return a.bad.Key == b.bad.Key && a.bad.Err.Error() == b.bad.Err.Error()
-	}
-	return a.lease == nil && b.lease == nil && a.bad == nil && b.bad == nil
+	sameLease := (a.lease == nil) == (b.lease == nil) &&
+		(a.lease == nil || a.lease.Key() == b.lease.Key() && a.lease.Attrs.Equal(b.lease.Attrs))
+	sameBad := (a.bad == nil) == (b.bad == nil) &&
+		(a.bad == nil || a.bad.Key == b.bad.Key && a.bad.Err.Error() == b.bad.Err.Error())
+	return sameLease && sameBad
 }
 
 // waitSynced waits until the informer has listed the nodes once.
@@ -280,10 +285,10 @@ func (r *Registry) ListLeases(ctx context.Context) (subnet.LeaseList, error) {
 	}
 	list := subnet.LeaseList{Revision: seq}
 	for _, st := range nodes {
-		switch {
-		case st.lease != nil:
+		if st.lease != nil {
 			list.Leases = append(list.Leases, *st.lease)
-		case st.bad != nil:
+		}
+		if st.bad != nil {
 			list.Malformed = append(list.Malformed, *st.bad)
 		}
 	}
@@ -291,7 +296,8 @@ func (r *Registry) ListLeases(ctx context.Context) (subnet.LeaseList, error) {
 }
 
 // WatchLeases delivers the node changes after rev: a changed lease as Added, a node deleted
-// or turned malformed as Removed (and Malformed), a node whose pod CIDR changed as both.
+// or turned malformed as Removed (and Malformed), a node whose lease key changed (other pod
+// CIDRs, a family published or no longer) as both.
 // A rev older than the change log reaches gets subnet.ErrCompacted.
 func (r *Registry) WatchLeases(ctx context.Context, rev int64) <-chan subnet.WatchBatch {
 	out := make(chan subnet.WatchBatch, 1)
@@ -341,7 +347,8 @@ func (r *Registry) WatchLeases(ctx context.Context, rev int64) <-chan subnet.Wat
 // appendChange turns one node change into events.
 func appendChange(events []subnet.Event, bad []subnet.Malformed, c change) ([]subnet.Event, []subnet.Malformed) {
 	if c.before.lease != nil && (c.now.lease == nil || c.now.lease.Key() != c.before.lease.Key()) {
-		events = append(events, subnet.Event{Type: subnet.Removed, Lease: subnet.Lease{Subnet: c.before.lease.Subnet}})
+		gone := subnet.Lease{Subnet: c.before.lease.Subnet, IPv6Subnet: c.before.lease.IPv6Subnet}
+		events = append(events, subnet.Event{Type: subnet.Removed, Lease: gone})
 	}
 	if c.now.lease != nil {
 		events = append(events, subnet.Event{Type: subnet.Added, Lease: *c.now.lease})
@@ -359,48 +366,5 @@ func (r *Registry) waitChange(ctx context.Context, wake <-chan struct{}) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
-	}
-}
-
-// AssignedSubnet returns this node's pod CIDR, waiting (until ctx ends) for the node to
-// exist and have one. The error then wraps subnet.ErrNotAssigned and says what is missing.
-func (r *Registry) AssignedSubnets(ctx context.Context) (netip.Prefix, netip.Prefix, error) {
-	sn, err := r.assignedSubnet(ctx)
-	return sn, netip.Prefix{}, err
-}
-
-func (r *Registry) assignedSubnet(ctx context.Context) (netip.Prefix, error) {
-	if err := r.waitSynced(ctx); err != nil {
-		return netip.Prefix{}, err
-	}
-	var lastWhy string
-	for {
-		r.mu.Lock()
-		node, wake, closed := r.ownNode, r.wake, r.closed
-		r.mu.Unlock()
-		var why error
-		switch {
-		case closed:
-			return netip.Prefix{}, errors.New("kube registry closed")
-		case node == nil:
-			why = fmt.Errorf("node %q does not exist in the Kubernetes API (is NODE_NAME right?)", r.nodeName)
-		default:
-			sn, err := podCIDR(node)
-			if err == nil {
-				return sn, nil
-			}
-			if errors.Is(err, errNoPodCIDR) {
-				err = fmt.Errorf("node %q has no spec.podCIDR yet (kube-controller-manager assigns it with --allocate-node-cidrs)", r.nodeName)
-			}
-			why = err
-		}
-		if msg := why.Error(); msg != lastWhy {
-			r.waiting(fmt.Errorf("%w: %w", subnet.ErrNotAssigned, why))
-			r.log.Info("Waiting for this node's pod CIDR", "reason", msg)
-			lastWhy = msg
-		}
-		if r.waitChange(ctx, wake) != nil {
-			return netip.Prefix{}, fmt.Errorf("%w: %w", subnet.ErrNotAssigned, why)
-		}
 	}
 }

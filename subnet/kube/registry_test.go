@@ -38,19 +38,19 @@ func TestNodeLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	good := flannelNode("a", "10.244.3.0/24", "192.0.2.3", "aa:bb:cc:dd:ee:03")
-	l, err := ann.nodeLease(good)
+	l, _, err := ann.nodeLease(good)
 	if err != nil || l.Subnet != netip.MustParsePrefix("10.244.3.0/24") || l.Attrs.PublicIP != netip.MustParseAddr("192.0.2.3") ||
 		l.Attrs.BackendType != "vxlan" || string(l.Attrs.BackendData) != `{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:03"}` {
 		t.Fatalf("flanneld's node: %+v, %v", l, err)
 	}
 	hostgw := node("h", "10.244.4.0/24", map[string]string{pfx + "kube-subnet-manager": "true", pfx + "backend-type": "host-gw",
 		pfx + "backend-data": "null", pfx + "public-ip": "192.0.2.4"})
-	if l, err := ann.nodeLease(hostgw); err != nil || l.Attrs.BackendData != nil {
+	if l, _, err := ann.nodeLease(hostgw); err != nil || l.Attrs.BackendData != nil {
 		t.Fatalf("host-gw node: %+v, %v", l, err)
 	}
 	dual := node("d", "", good.Annotations)
 	dual.Spec.PodCIDRs = []string{"fd00::/64", "10.244.5.0/24"}
-	if l, err := ann.nodeLease(dual); err != nil || l.Subnet != netip.MustParsePrefix("10.244.5.0/24") {
+	if l, _, err := ann.nodeLease(dual); err != nil || l.Subnet != netip.MustParsePrefix("10.244.5.0/24") {
 		t.Fatalf("dual-stack node: %+v, %v", l, err)
 	}
 	with := func(k, v string) map[string]string {
@@ -72,7 +72,7 @@ func TestNodeLease(t *testing.T) {
 		"host bits set":     node("x", "10.244.6.1/24", good.Annotations),
 		"ipv6-only podcidr": node("x", "fd00::/64", good.Annotations),
 	} {
-		if _, err := ann.nodeLease(n); err == nil {
+		if _, _, err := ann.nodeLease(n); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
@@ -277,7 +277,7 @@ func FuzzNodeLease(f *testing.F) {
 	ann, _ := newAnnotations(DefaultAnnotationPrefix)
 	f.Fuzz(func(t *testing.T, cidr, managed, ip, btype, data string) {
 		n := node("x", cidr, map[string]string{ann.managed: managed, ann.publicIP: ip, ann.backendType: btype, ann.backendData: data})
-		l, err := ann.nodeLease(n)
+		l, _, err := ann.nodeLease(n)
 		if err != nil {
 			return
 		}
