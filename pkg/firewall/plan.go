@@ -40,9 +40,9 @@ func (a Action) String() string {
 
 // Inputs is everything the rules depend on besides Options, as the setters fill it.
 type Inputs struct {
-	Overlay                // zero until SetNetwork
-	TunnelSet   bool       // SetTunnelPort was called
-	TunnelProto string     // "" means no tunnel
+	Overlay            // zero until SetNetwork
+	TunnelSet   bool   // SetTunnelPort was called
+	TunnelProto string // "" means no tunnel
 	TunnelPort  int
 	// Peers and IPv6Peers are the peers' public addresses of each family, sorted and
 	// distinct (PeerSetOf); replaced, never modified.
@@ -135,8 +135,11 @@ func Desired(o Options, in Inputs, f Family) Plan {
 		}
 	}
 	switch {
-	case !in.TunnelSet || !known:
-	case in.TunnelProto == "", !runs:
+	case !in.TunnelSet:
+	case in.TunnelProto == "":
+		p[Tunnel].Action = Remove
+	case !known:
+	case !runs:
 		p[Tunnel].Action = Remove
 	default:
 		p[Tunnel].Action = Manage

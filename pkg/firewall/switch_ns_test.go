@@ -91,7 +91,7 @@ func TestNSSwitchModes(t *testing.T) {
 	// runUntil runs fw in the namespace until cond holds (bounded), then stops it.
 	runUntil := func(what string, fw firewall.Firewall, cond func() bool) {
 		t.Helper()
-		fw.SetNetwork(netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("10.244.3.0/24"))
+		fw.SetNetwork(firewall.Overlay{Network: netip.MustParsePrefix("10.244.0.0/16"), Subnet: netip.MustParsePrefix("10.244.3.0/24")})
 		fw.SetTunnelPort(firewall.TunnelUDP, 8472)
 		fw.SetPeers(peers)
 		ctx, cancel := context.WithCancel(context.Background())

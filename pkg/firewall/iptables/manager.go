@@ -214,6 +214,13 @@ func (s *stack) passLocked(in firewall.Inputs, due [firewall.NumParts]bool, all 
 				err = s.retryWithoutRandomFullyLocked(in, err)
 			}
 		}
+		if err != nil && p.action == firewall.Remove && s.fam == firewall.IPv6 && !in.Overlay.Runs(firewall.IPv6) {
+			// Not an IPv6 network: there is nothing of this run's to remove, and on a
+			// kernel without IPv6 ip6tables cannot even look. Leftovers of an earlier run
+			// that cannot be looked at are left (Cleanup still reports the failure).
+			s.log.V(1).Info("Cannot look for IPv6 rules to remove; the network does not run IPv6", "chain", p.def.name, "reason", err.Error())
+			s.removed[p.def], err = true, nil
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s %s %s: %w", s.tool(), p.def.table, p.def.name, err))
 			failed = append(failed, p.def.part)

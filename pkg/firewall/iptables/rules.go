@@ -83,8 +83,8 @@ type chainPlan struct {
 // render options: the family, and what this host's iptables can do.
 type caps struct {
 	family      firewall.Family // the rules' family (the zero value is IPv4)
-	randomFully bool // MASQUERADE --random-fully works
-	ipset       bool // the tunnel rule matches PeerSet; else one rule per block of peers
+	randomFully bool            // MASQUERADE --random-fully works
+	ipset       bool            // the tunnel rule matches PeerSet; else one rule per block of peers
 }
 
 // desired decides, purely, what each of weft's chains of family c.family should hold: the
