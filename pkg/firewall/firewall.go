@@ -43,7 +43,8 @@ type Firewall interface {
 	// SetNetwork sets the overlay network and this node's subnet of each family the
 	// network runs (Overlay). The rules of a family the network does not run are removed;
 	// a prefix of the wrong family, or a subnet outside its network, makes Sync report an
-	// ErrInvalid error and leaves that family's rules as they are.
+	// ErrInvalid error and leaves that family's rules as they are. An Overlay with no
+	// prefix at all counts as not set.
 	SetNetwork(o Overlay)
 	// SetTunnelPort sets the encapsulation the tunnel rules of every family match:
 	// TunnelUDP with a port, or TunnelGRE (port ignored). An empty proto means the backend
