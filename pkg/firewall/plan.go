@@ -109,8 +109,10 @@ const (
 // Desired decides, purely, what each part of family f should hold for options o and
 // inputs in. A part is left alone until its inputs are known (the network for the
 // masquerade and forward rules; the network and the tunnel for the tunnel rules) or while
-// the network of f is unusable (the part's Err says why), and removed when its feature is off or the network does not run f. The tunnel rules are the
-// same for any number of peers (the peers go in a set): Peers carries those of family f.
+// the network of f is unusable (the part's Err says why), and removed when its feature is
+// off (no tunnel, for the tunnel rules) or the network does not run f. The tunnel rules
+// are the same for any number of peers (the peers go in a set): Peers carries those of
+// family f.
 func Desired(o Options, in Inputs, f Family) Plan {
 	var p Plan
 	for _, part := range Parts {
