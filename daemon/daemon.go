@@ -237,7 +237,7 @@ func (d *Daemon) session(ctx context.Context, reg subnet.Registry, mgr *subnet.M
 	}
 	if fw != nil {
 		// The rules come after the routes: the data plane is programmed first.
-		fw.SetNetwork(netCfg.Network, lease.Subnet)
+		fw.SetNetwork(firewall.Overlay{Network: netCfg.Network, Subnet: lease.Subnet, IPv6Network: netCfg.IPv6Network, IPv6Subnet: lease.IPv6Subnet})
 		g.Go(func() error { return runFirewallAfter(gctx, fw, applied) })
 	}
 	g.Go(func() error {

@@ -7,10 +7,15 @@
 // setters fill, the resync loop). It touches no kernel state itself. The implementations,
 // each in a package of its own, render the plan for one tool:
 //
-//	firewall/iptables   chains WEFT-POSTRTG, WEFT-FWD, WEFT-INPUT and the ipset weft-peers,
-//	                    through the iptables binary (legacy or nft, as the host uses)
-//	firewall/nftables   the table "ip weft" with a chain per group and the set @peers,
-//	                    through netlink (no nft binary)
+//	firewall/iptables   chains WEFT-POSTRTG, WEFT-FWD, WEFT-INPUT and the ipset weft-peers
+//	                    through iptables, the same chains and the ipset weft-peers6 through
+//	                    ip6tables (legacy or nft, as the host uses)
+//	firewall/nftables   the tables "ip weft" and "ip6 weft", each with a chain per group and
+//	                    the set @peers, through netlink (no nft binary)
+//
+// Every rule group is kept per IP family (Family): the IPv4 rules exist only while the
+// network runs IPv4, the IPv6 ones only while it runs IPv6, as flanneld keeps its iptables
+// and ip6tables rules for dual-stack and IPv6-only networks.
 //
 // The daemon picks one from the network config's EnableNFTables and hands it the other as
 // Options.Replaces, so switching modes removes what the old mode left.
@@ -27,22 +32,28 @@ import (
 // forward rules and the tunnel-port rules that admit the peers.
 //
 // The setters may be called from any goroutine at any time; each wakes Run for a prompt
-// pass over what it changed. Until SetNetwork is called the masquerade and forward rules of
-// a previous run are left as they are, and until SetTunnelPort is called the tunnel rules
-// are, so that a restart keeps traffic flowing until the new rules are known.
+// pass over what it changed. Until SetNetwork is called the rules of a previous run are
+// left as they are, and until SetTunnelPort is called too the tunnel rules are, so that a
+// restart keeps traffic flowing until the new rules are known.
 //
 // Run, Sync and Cleanup change the kernel of the network namespace of the calling
 // goroutine's thread, and start no goroutine that would run elsewhere. Passes are
 // serialised; do not run two Runs of one Firewall at once.
 type Firewall interface {
-	// SetNetwork sets the overlay network and this node's subnet (host bits ignored).
-	SetNetwork(network, ownSubnet netip.Prefix)
-	// SetTunnelPort sets the encapsulation the tunnel rules match: TunnelUDP with a port,
-	// or TunnelGRE (port ignored). An empty proto means the backend has no tunnel and the
-	// tunnel rules are removed. Other values make Sync report an ErrInvalid error.
+	// SetNetwork sets the overlay network and this node's subnet of each family the
+	// network runs (Overlay). The rules of a family the network does not run are removed;
+	// a prefix of the wrong family, or a subnet outside its network, makes Sync report an
+	// ErrInvalid error and leaves that family's rules as they are. An Overlay with no
+	// prefix at all counts as not set.
+	SetNetwork(o Overlay)
+	// SetTunnelPort sets the encapsulation the tunnel rules of every family match:
+	// TunnelUDP with a port, or TunnelGRE (port ignored). An empty proto means the backend
+	// has no tunnel and the tunnel rules are removed. Other values make Sync report an
+	// ErrInvalid error.
 	SetTunnelPort(proto string, port int)
-	// SetPeers sets the public addresses of the current peers, the sources the tunnel
-	// rules admit. Order and duplicates do not matter; non-IPv4 addresses are ignored.
+	// SetPeers sets the public addresses of the current peers, of both families, the
+	// sources the tunnel rules admit: each family's tunnel rules admit the addresses of
+	// that family (a 4-in-6 mapped address is IPv4). Order and duplicates do not matter.
 	SetPeers(publicIPs []netip.Addr)
 	// Run makes a full pass at once and every Options.Resync, and a pass over what
 	// changed soon after each setter call, until ctx ends; it then returns nil. Failed

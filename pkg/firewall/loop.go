@@ -26,13 +26,14 @@ func NewTracker() *Tracker {
 	return &Tracker{kick: make(chan struct{}, 1)}
 }
 
-// SetNetwork implements Firewall.SetNetwork.
-func (t *Tracker) SetNetwork(network, ownSubnet netip.Prefix) {
-	t.update([]Part{Masq, Forward}, func(s *Inputs) bool {
-		if s.Network == network && s.Subnet == ownSubnet {
+// SetNetwork implements Firewall.SetNetwork. The families it runs decide where the
+// tunnel rules go too, so every part is due after a change.
+func (t *Tracker) SetNetwork(o Overlay) {
+	t.update(Parts[:], func(s *Inputs) bool {
+		if s.Overlay == o {
 			return false
 		}
-		s.Network, s.Subnet = network, ownSubnet
+		s.Overlay = o
 		return true
 	})
 }
@@ -53,12 +54,12 @@ func (t *Tracker) SetTunnelPort(proto string, port int) {
 
 // SetPeers implements Firewall.SetPeers.
 func (t *Tracker) SetPeers(publicIPs []netip.Addr) {
-	peers := PeerSet(publicIPs)
+	peers, peers6 := PeerSetOf(IPv4, publicIPs), PeerSetOf(IPv6, publicIPs)
 	t.update([]Part{Tunnel}, func(s *Inputs) bool {
-		if slices.Equal(s.Peers, peers) {
+		if slices.Equal(s.Peers, peers) && slices.Equal(s.IPv6Peers, peers6) {
 			return false
 		}
-		s.Peers = peers
+		s.Peers, s.IPv6Peers = peers, peers6
 		return true
 	})
 }

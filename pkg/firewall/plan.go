@@ -3,7 +3,6 @@ package firewall
 import (
 	"fmt"
 	"net/netip"
-	"slices"
 )
 
 // Part is one of weft's three rule groups. Each implementation keeps a part in a place of
@@ -41,11 +40,21 @@ func (a Action) String() string {
 
 // Inputs is everything the rules depend on besides Options, as the setters fill it.
 type Inputs struct {
-	Network, Subnet netip.Prefix // zero until SetNetwork
-	TunnelSet       bool         // SetTunnelPort was called
-	TunnelProto     string       // "" means no tunnel
-	TunnelPort      int
-	Peers           []netip.Addr // sorted distinct IPv4 (PeerSet); replaced, never modified
+	Overlay            // zero until SetNetwork
+	TunnelSet   bool   // SetTunnelPort was called
+	TunnelProto string // "" means no tunnel
+	TunnelPort  int
+	// Peers and IPv6Peers are the peers' public addresses of each family, sorted and
+	// distinct (PeerSetOf); replaced, never modified.
+	Peers, IPv6Peers []netip.Addr
+}
+
+// PeersOf returns the peers of family f.
+func (in Inputs) PeersOf(f Family) []netip.Addr {
+	if f == IPv6 {
+		return in.IPv6Peers
+	}
+	return in.Peers
 }
 
 // PartPlan is the desired state of one part.
@@ -91,45 +100,56 @@ type Rule struct {
 // masquerade itself.
 const KubeProxyMark = 0x4000
 
-// Multicast is never masqueraded.
-var Multicast = netip.MustParsePrefix("224.0.0.0/4")
-
 // ProtoGRE is GRE's IP protocol number; ProtoUDP is UDP's.
 const (
 	ProtoGRE = 47
 	ProtoUDP = 17
 )
 
-// Desired decides, purely, what each part should hold for options o and inputs in. The
-// tunnel rules are the same for any number of peers (the peers go in a set): Peers carries
-// them.
-func Desired(o Options, in Inputs) Plan {
+// Desired decides, purely, what each part of family f should hold for options o and
+// inputs in. A part is left alone until its inputs are known (the network for the
+// masquerade and forward rules; the network and the tunnel for the tunnel rules) or while
+// the network of f is unusable (the part's Err says why), and removed when its feature is
+// off (no tunnel, for the tunnel rules) or the network does not run f. The tunnel rules
+// are the same for any number of peers (the peers go in a set): Peers carries those of
+// family f.
+func Desired(o Options, in Inputs, f Family) Plan {
 	var p Plan
 	for _, part := range Parts {
 		p[part].Part = part
 	}
+	known, runs := in.Overlay.Known(), in.Overlay.Runs(f)
+	network, subnet := in.Overlay.Of(f)
 	switch {
-	case !o.IPMasq:
+	case !o.IPMasq, known && !runs:
 		p[Masq].Action = Remove
-	case in.Network.IsValid():
+	case known:
 		p[Masq].Action = Manage
-		p[Masq].Rules, p[Masq].Err = MasqRules(in.Network, in.Subnet, !o.DisableFullyRandom)
+		p[Masq].Rules, p[Masq].Err = MasqRules(f, network, subnet, !o.DisableFullyRandom)
 	}
 	switch {
-	case !o.ForwardRules:
+	case !o.ForwardRules, known && !runs:
 		p[Forward].Action = Remove
-	case in.Network.IsValid():
+	case known:
 		p[Forward].Action = Manage
-		p[Forward].Rules, p[Forward].Err = ForwardRules(in.Network)
+		if p[Forward].Err = CheckNetwork(f, network, network); p[Forward].Err == nil {
+			p[Forward].Rules = ForwardRules(network)
+		}
 	}
 	switch {
 	case !in.TunnelSet:
 	case in.TunnelProto == "":
 		p[Tunnel].Action = Remove
+	case !known:
+	case !runs:
+		p[Tunnel].Action = Remove
 	default:
 		p[Tunnel].Action = Manage
+		if p[Tunnel].Err = CheckNetwork(f, network, subnet); p[Tunnel].Err != nil {
+			break
+		}
 		p[Tunnel].Rules, p[Tunnel].Err = TunnelRules(in.TunnelProto, in.TunnelPort, o.RestrictTunnelPort)
-		p[Tunnel].Peers = in.Peers
+		p[Tunnel].Peers = in.PeersOf(f)
 	}
 	for i := range p {
 		if p[i].Err != nil {
@@ -139,11 +159,13 @@ func Desired(o Options, in Inputs) Plan {
 	return p
 }
 
-// MasqRules returns flanneld's masquerade rules (v0.28 order): no masquerade for what
-// kube-proxy marked, within the network, or from outside to this node's pods; masquerade
-// from the network to outside (multicast excepted) and from outside into the network.
-func MasqRules(network, subnet netip.Prefix, fullyRandom bool) ([]Rule, error) {
-	if err := CheckNetwork(network, subnet); err != nil {
+// MasqRules returns flanneld's masquerade rules of family f (v0.28 order; its IPv6 rules
+// are its IPv4 ones with the IPv6 network and subnet and ff00::/8 for multicast): no
+// masquerade for what kube-proxy marked, within the network, or from outside to this
+// node's pods; masquerade from the network to outside (multicast excepted) and from
+// outside into the network.
+func MasqRules(f Family, network, subnet netip.Prefix, fullyRandom bool) ([]Rule, error) {
+	if err := CheckNetwork(f, network, subnet); err != nil {
 		return nil, err
 	}
 	n, sn := network.Masked(), subnet.Masked()
@@ -152,21 +174,19 @@ func MasqRules(network, subnet netip.Prefix, fullyRandom bool) ([]Rule, error) {
 		{Comment: "weft: own subnet to network, no masq", Src: sn, Dst: n, Verdict: Return},
 		{Comment: "weft: network to own subnet, no masq", Src: n, Dst: sn, Verdict: Return},
 		{Comment: "weft: outside to own subnet, no masq", Src: n, NotSrc: true, Dst: sn, Verdict: Return},
-		{Comment: "weft: masq network to outside", Src: n, Dst: Multicast, NotDst: true, Verdict: Masquerade, FullyRandom: fullyRandom},
+		{Comment: "weft: masq network to outside", Src: n, Dst: Multicast(f), NotDst: true, Verdict: Masquerade, FullyRandom: fullyRandom},
 		{Comment: "weft: masq outside to network", Src: n, NotSrc: true, Dst: n, Verdict: Masquerade, FullyRandom: fullyRandom},
 	}, nil
 }
 
-// ForwardRules returns the forward ACCEPT rules for the overlay network.
-func ForwardRules(network netip.Prefix) ([]Rule, error) {
-	if err := CheckNetwork(network, network); err != nil {
-		return nil, err
-	}
+// ForwardRules returns the forward ACCEPT rules for the overlay network (a valid prefix of
+// either family, CheckNetwork).
+func ForwardRules(network netip.Prefix) []Rule {
 	n := network.Masked()
 	return []Rule{
 		{Comment: "weft: forward from network", Src: n, Verdict: Accept},
 		{Comment: "weft: forward to network", Dst: n, Verdict: Accept},
-	}, nil
+	}
 }
 
 // TunnelRules returns the tunnel rules: ACCEPT of the encapsulation from the peers and,
@@ -192,19 +212,6 @@ func TunnelRules(proto string, port int, restrict bool) ([]Rule, error) {
 	return []Rule{accept}, nil
 }
 
-// PeerSet returns the IPv4 addresses among peers (4-in-6 unmapped), sorted, without
-// duplicates, in a new slice.
-func PeerSet(peers []netip.Addr) []netip.Addr {
-	addrs := make([]netip.Addr, 0, len(peers))
-	for _, a := range peers {
-		if a = a.Unmap(); a.Is4() {
-			addrs = append(addrs, a)
-		}
-	}
-	slices.SortFunc(addrs, netip.Addr.Compare)
-	return slices.Compact(addrs)
-}
-
 // Diff returns the addresses of want missing from have, and those of have not in want.
 // Both must be sorted and distinct (PeerSet).
 func Diff(have, want []netip.Addr) (add, del []netip.Addr) {
@@ -223,17 +230,4 @@ func Diff(have, want []netip.Addr) (add, del []netip.Addr) {
 		}
 	}
 	return add, del
-}
-
-// CheckNetwork verifies that network is IPv4 and holds subnet.
-func CheckNetwork(network, subnet netip.Prefix) error {
-	switch {
-	case !network.IsValid() || !network.Addr().Is4():
-		return fmt.Errorf("%w: network %v is not an IPv4 prefix", ErrInvalid, network)
-	case !subnet.IsValid() || !subnet.Addr().Is4():
-		return fmt.Errorf("%w: subnet %v is not an IPv4 prefix", ErrInvalid, subnet)
-	case subnet.Bits() < network.Bits() || !network.Contains(subnet.Addr()):
-		return fmt.Errorf("%w: subnet %v is not inside network %v", ErrInvalid, subnet, network)
-	}
-	return nil
 }

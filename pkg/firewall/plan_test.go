@@ -8,12 +8,15 @@ import (
 )
 
 var (
-	testNetwork = netip.MustParsePrefix("10.244.0.0/16")
-	testSubnet  = netip.MustParsePrefix("10.244.3.0/24")
+	testNetwork  = netip.MustParsePrefix("10.244.0.0/16")
+	testSubnet   = netip.MustParsePrefix("10.244.3.0/24")
+	testNetwork6 = netip.MustParsePrefix("fd00:10:244::/56")
+	testSubnet6  = netip.MustParsePrefix("fd00:10:244:3::/64")
+	testOverlay  = Overlay{Network: testNetwork, Subnet: testSubnet}
 )
 
 func TestDesiredActions(t *testing.T) {
-	known := Inputs{Network: testNetwork, Subnet: testSubnet, TunnelSet: true, TunnelProto: TunnelUDP, TunnelPort: 8472,
+	known := Inputs{Overlay: testOverlay, TunnelSet: true, TunnelProto: TunnelUDP, TunnelPort: 8472,
 		Peers: []netip.Addr{netip.MustParseAddr("192.0.2.2")}}
 	all := Options{IPMasq: true, ForwardRules: true, RestrictTunnelPort: true}
 	for _, tc := range []struct {
@@ -26,15 +29,15 @@ func TestDesiredActions(t *testing.T) {
 		{"nothing known yet", all, Inputs{}, [NumParts]Action{Leave, Leave, Leave}, [NumParts]bool{}},
 		{"features off", Options{}, Inputs{}, [NumParts]Action{Remove, Remove, Leave}, [NumParts]bool{}},
 		{"all known", all, known, [NumParts]Action{Manage, Manage, Manage}, [NumParts]bool{}},
-		{"no tunnel", all, Inputs{Network: testNetwork, Subnet: testSubnet, TunnelSet: true},
+		{"no tunnel", all, Inputs{Overlay: testOverlay, TunnelSet: true},
 			[NumParts]Action{Manage, Manage, Remove}, [NumParts]bool{}},
-		{"bad tunnel left alone", all, Inputs{Network: testNetwork, Subnet: testSubnet, TunnelSet: true, TunnelProto: "sctp"},
+		{"bad tunnel left alone", all, Inputs{Overlay: testOverlay, TunnelSet: true, TunnelProto: "sctp"},
 			[NumParts]Action{Manage, Manage, Leave}, [NumParts]bool{false, false, true}},
-		{"bad subnet left alone", all, Inputs{Network: testNetwork, Subnet: netip.MustParsePrefix("10.9.0.0/24")},
+		{"bad subnet left alone", all, Inputs{Overlay: Overlay{Network: testNetwork, Subnet: netip.MustParsePrefix("10.9.0.0/24")}},
 			[NumParts]Action{Leave, Manage, Leave}, [NumParts]bool{true, false, false}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := Desired(tc.opts, tc.in)
+			p := Desired(tc.opts, tc.in, IPv4)
 			for i, pp := range p {
 				if pp.Part != Part(i) || pp.Action != tc.want[i] || (pp.Err != nil) != tc.errs[i] {
 					t.Errorf("%v: action %v err %v; want %v, error %v", pp.Part, pp.Action, pp.Err, tc.want[i], tc.errs[i])
@@ -54,7 +57,7 @@ func TestDesiredActions(t *testing.T) {
 }
 
 func TestMasqRulesFlanneldOrder(t *testing.T) {
-	r, err := MasqRules(netip.MustParsePrefix("10.244.1.2/16"), netip.MustParsePrefix("10.244.3.1/24"), true)
+	r, err := MasqRules(IPv4, netip.MustParsePrefix("10.244.1.2/16"), netip.MustParsePrefix("10.244.3.1/24"), true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,13 +67,13 @@ func TestMasqRulesFlanneldOrder(t *testing.T) {
 		{Comment: "weft: own subnet to network, no masq", Src: sn, Dst: n, Verdict: Return},
 		{Comment: "weft: network to own subnet, no masq", Src: n, Dst: sn, Verdict: Return},
 		{Comment: "weft: outside to own subnet, no masq", Src: n, NotSrc: true, Dst: sn, Verdict: Return},
-		{Comment: "weft: masq network to outside", Src: n, Dst: Multicast, NotDst: true, Verdict: Masquerade, FullyRandom: true},
+		{Comment: "weft: masq network to outside", Src: n, Dst: Multicast(IPv4), NotDst: true, Verdict: Masquerade, FullyRandom: true},
 		{Comment: "weft: masq outside to network", Src: n, NotSrc: true, Dst: n, Verdict: Masquerade, FullyRandom: true},
 	}
 	if !slices.Equal(r, want) {
 		t.Fatalf("got\n%+v\nwant\n%+v", r, want)
 	}
-	p := Desired(Options{IPMasq: true, DisableFullyRandom: true}, Inputs{Network: n, Subnet: sn})
+	p := Desired(Options{IPMasq: true, DisableFullyRandom: true}, Inputs{Overlay: testOverlay}, IPv4)
 	for _, r := range p[Masq].Rules {
 		if r.FullyRandom {
 			t.Fatalf("DisableFullyRandom: %+v", r)
@@ -131,8 +134,8 @@ func TestTrackerMarksParts(t *testing.T) {
 		t.Fatal("a change did not wake the loop")
 	}
 	tr.SetPeers([]netip.Addr{netip.MustParseAddr("192.0.2.2")}) // no change
-	tr.SetNetwork(testNetwork, testSubnet)
-	if _, due = tr.Take(); due != [NumParts]bool{true, true, false} {
+	tr.SetNetwork(testOverlay)
+	if _, due = tr.Take(); due != [NumParts]bool{true, true, true} {
 		t.Fatalf("after SetNetwork: due %v", due)
 	}
 	tr.Redo([]Part{Tunnel})

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr/testr"
+	"github.com/weftnet/weft/pkg/firewall"
 )
 
 func TestPeerBlocks(t *testing.T) {
@@ -282,7 +283,7 @@ func TestNSManyPeersOneRestore(t *testing.T) {
 			e := newNSEnv(t, bin)
 			e.sets = &fakeSets{noKernel: true} // one rule per block of peers
 			m := e.manager(t, allOn)
-			m.SetNetwork(testNetwork, testSubnet)
+			m.SetNetwork(firewall.Overlay{Network: testNetwork, Subnet: testSubnet})
 			m.SetTunnelPort(TunnelGRE, 0)
 			peers := scalePeers(301, 2)
 			m.SetPeers(peers[:300])
@@ -320,7 +321,7 @@ func TestRunPeerChangeSyncsOnlyInput(t *testing.T) {
 	f := newFakeIPT()
 	sets := newFakeSets()
 	m := newManager(f, sets, true, Options{IPMasq: true, ForwardRules: true, RestrictTunnelPort: true, Resync: time.Hour}, testr.New(t))
-	m.SetNetwork(testNetwork, testSubnet)
+	m.SetNetwork(firewall.Overlay{Network: testNetwork, Subnet: testSubnet})
 	m.SetTunnelPort(TunnelUDP, 8472)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -28,39 +28,39 @@ type runner interface {
 // syncChainLocked makes weft's chain hold exactly rules, and the built-in chain jump to it.
 // When everything is right it costs two iptables runs (list the chain, check the jump) and
 // changes nothing; edits add one run (one iptables-restore however many rules change).
-// Called with m.syncMu held.
-func (m *Manager) syncChainLocked(def *chainDef, rules [][]string) error {
-	have, err := m.listChainLocked(def)
+// Called with s.syncMu held.
+func (s *stack) syncChainLocked(def *chainDef, rules [][]string) error {
+	have, err := s.listChainLocked(def)
 	if err != nil {
 		return err
 	}
-	if written, ok := m.unlearned[def]; ok {
-		delete(m.unlearned, def)
-		m.learnLocked(def, have, written)
+	if written, ok := s.unlearned[def]; ok {
+		delete(s.unlearned, def)
+		s.learnLocked(def, have, written)
 	}
 	want := make([]string, len(rules))
 	for i, r := range rules {
-		want[i] = m.expectedLocked(r)
+		want[i] = s.expectedLocked(r)
 	}
-	prev, wasApplied := m.applied[def]
+	prev, wasApplied := s.applied[def]
 	repairing := wasApplied && slices.Equal(prev, want) // same wish as last time: someone else changed it
 	if edits := planEdits(have, want); len(edits) > 0 {
-		if err := m.applyAllLocked(def, edits, rules); err != nil {
+		if err := s.applyAllLocked(def, edits, rules); err != nil {
 			return err
 		}
-		m.log.Info("iptables chain updated", "table", def.table, "chain", def.name,
+		s.log.Info("iptables chain updated", "table", def.table, "chain", def.name,
 			"edits", len(edits), "rules", len(rules), "repair", repairing)
-		m.unlearned[def] = rules // the next pass's listing shows how iptables lists them
+		s.unlearned[def] = rules // the next pass's listing shows how iptables lists them
 		if repairing {
-			m.repaired()
+			s.repaired()
 		}
 	}
-	if m.applied == nil {
-		m.applied = map[*chainDef][]string{}
+	if s.applied == nil {
+		s.applied = map[*chainDef][]string{}
 	}
-	m.applied[def] = want
+	s.applied[def] = want
 
-	ok, err := m.ipt.Exists(def.table, def.hook, def.jump...)
+	ok, err := s.ipt.Exists(def.table, def.hook, def.jump...)
 	if err != nil {
 		return fmt.Errorf("check jump %s -> %s: %w", def.hook, def.name, err)
 	}
@@ -68,42 +68,42 @@ func (m *Manager) syncChainLocked(def *chainDef, rules [][]string) error {
 		return nil
 	}
 	if def.first {
-		err = m.ipt.Insert(def.table, def.hook, 1, def.jump...)
+		err = s.ipt.Insert(def.table, def.hook, 1, def.jump...)
 	} else {
-		err = m.ipt.Append(def.table, def.hook, def.jump...)
+		err = s.ipt.Append(def.table, def.hook, def.jump...)
 	}
 	if err != nil {
 		return fmt.Errorf("add jump %s -> %s: %w", def.hook, def.name, err)
 	}
-	m.log.Info("iptables jump added", "table", def.table, "from", def.hook, "to", def.name, "repair", repairing)
+	s.log.Info("iptables jump added", "table", def.table, "from", def.hook, "to", def.name, "repair", repairing)
 	if repairing {
-		m.repaired()
+		s.repaired()
 	}
 	return nil
 }
 
-func (m *Manager) repaired() {
-	if m.opts.OnRepair != nil {
-		m.opts.OnRepair()
+func (s *stack) repaired() {
+	if s.opts.OnRepair != nil {
+		s.opts.OnRepair()
 	}
 }
 
 // listChainLocked returns the rules of weft's chain, creating the chain when it is missing.
-func (m *Manager) listChainLocked(def *chainDef) ([]string, error) {
-	lines, err := m.ipt.List(def.table, def.name)
+func (s *stack) listChainLocked(def *chainDef) ([]string, error) {
+	lines, err := s.ipt.List(def.table, def.name)
 	if err == nil {
 		return parseListing(def.name, lines), nil
 	}
 	// A missing chain is an error whose text differs between iptables versions and
 	// backends; ask plainly before creating it.
-	exists, cerr := m.ipt.ChainExists(def.table, def.name)
+	exists, cerr := s.ipt.ChainExists(def.table, def.name)
 	if cerr != nil || exists {
 		return nil, fmt.Errorf("list %s %s: %w", def.table, def.name, err)
 	}
-	if err := m.ipt.NewChain(def.table, def.name); err != nil {
+	if err := s.ipt.NewChain(def.table, def.name); err != nil {
 		return nil, fmt.Errorf("create chain %s %s: %w", def.table, def.name, err)
 	}
-	m.log.Info("iptables chain created", "table", def.table, "chain", def.name)
+	s.log.Info("iptables chain created", "table", def.table, "chain", def.name)
 	return nil, nil
 }
 
@@ -119,9 +119,9 @@ const restoreStrikes = 3
 // rule that fails (the --random-fully fallback needs that), or, if everything works that
 // way restoreStrikes times in a row, shows that this iptables-restore is unusable, and it
 // is not tried again.
-func (m *Manager) applyAllLocked(def *chainDef, edits []edit, rules [][]string) error {
+func (s *stack) applyAllLocked(def *chainDef, edits []edit, rules [][]string) error {
 	var restoreErr error // the failure of a restore tried for these edits
-	if len(edits) > 1 && !m.noRestore {
+	if len(edits) > 1 && !s.noRestore {
 		lines := make([]string, len(edits))
 		for i, e := range edits {
 			var rule []string
@@ -130,42 +130,42 @@ func (m *Manager) applyAllLocked(def *chainDef, edits []edit, rules [][]string) 
 			}
 			lines[i] = restoreLine(def.name, e, rule)
 		}
-		if restoreErr = m.ipt.Restore(def.table, lines); restoreErr == nil {
-			m.restoreFailures = 0
+		if restoreErr = s.ipt.Restore(def.table, lines); restoreErr == nil {
+			s.restoreFailures = 0
 			return nil
 		}
 		if errors.Is(restoreErr, ErrNoRestore) {
-			m.noRestore = true
-			m.log.Info("No iptables-restore found; editing rule by rule")
+			s.noRestore = true
+			s.log.Info("No iptables-restore found; editing rule by rule")
 			restoreErr = nil
 		}
 	}
 	for _, e := range edits {
-		if err := m.applyLocked(def, e, rules); err != nil {
+		if err := s.applyLocked(def, e, rules); err != nil {
 			return err
 		}
 	}
 	if restoreErr != nil {
-		if m.restoreFailures++; m.restoreFailures >= restoreStrikes {
-			m.noRestore = true
-			m.log.Info("iptables-restore keeps failing where iptables works; editing rule by rule from now on", "reason", restoreErr.Error())
+		if s.restoreFailures++; s.restoreFailures >= restoreStrikes {
+			s.noRestore = true
+			s.log.Info("iptables-restore keeps failing where iptables works; editing rule by rule from now on", "reason", restoreErr.Error())
 		}
 	}
 	return nil
 }
 
-func (m *Manager) applyLocked(def *chainDef, e edit, rules [][]string) error {
+func (s *stack) applyLocked(def *chainDef, e edit, rules [][]string) error {
 	var rule []string
 	var err error
 	switch e.op {
 	case opReplace:
 		rule = rules[e.want]
-		err = m.ipt.Replace(def.table, def.name, e.pos, rule...)
+		err = s.ipt.Replace(def.table, def.name, e.pos, rule...)
 	case opInsert:
 		rule = rules[e.want]
-		err = m.ipt.Insert(def.table, def.name, e.pos, rule...)
+		err = s.ipt.Insert(def.table, def.name, e.pos, rule...)
 	case opDelete:
-		err = m.ipt.DeleteById(def.table, def.name, e.pos)
+		err = s.ipt.DeleteById(def.table, def.name, e.pos)
 	}
 	if err != nil {
 		return &editError{op: e.op, pos: e.pos, rule: rule, err: err}
@@ -192,9 +192,9 @@ func (e *editError) Unwrap() error { return e.err }
 
 // expectedLocked is how iptables will list rule: as render predicts, unless this iptables
 // was seen to list it otherwise.
-func (m *Manager) expectedLocked(rule []string) string {
+func (s *stack) expectedLocked(rule []string) string {
 	r := render(rule)
-	if seen, ok := m.listed[r]; ok {
+	if seen, ok := s.listed[r]; ok {
 		return seen
 	}
 	return r
@@ -206,26 +206,26 @@ func (m *Manager) expectedLocked(rule []string) string {
 // right. A pass after edits does this with its own listing, before it plans (no extra
 // iptables run). A listed rule is only taken as the rendering of a wanted one when the
 // chain has as many rules as were written and its comment matches too.
-func (m *Manager) learnLocked(def *chainDef, have []string, rules [][]string) {
+func (s *stack) learnLocked(def *chainDef, have []string, rules [][]string) {
 	if len(have) != len(rules) {
 		return
 	}
 	for i, r := range rules {
 		predicted := render(r)
-		if have[i] != predicted && have[i] != m.listed[predicted] && commentOf(have[i]) == commentOf(predicted) {
-			m.log.V(1).Info("iptables lists a rule differently than predicted", "chain", def.name,
+		if have[i] != predicted && have[i] != s.listed[predicted] && commentOf(have[i]) == commentOf(predicted) {
+			s.log.V(1).Info("iptables lists a rule differently than predicted", "chain", def.name,
 				"predicted", predicted, "listed", have[i])
-			m.listed[predicted] = have[i]
+			s.listed[predicted] = have[i]
 		}
 	}
 }
 
 // removeChainLocked deletes the jump to weft's chain (every copy) and the chain itself.
 // A chain that does not exist is not an error (and then no jump to it can exist).
-func (m *Manager) removeChainLocked(def *chainDef) error {
-	delete(m.applied, def)
-	delete(m.unlearned, def)
-	exists, err := m.ipt.ChainExists(def.table, def.name)
+func (s *stack) removeChainLocked(def *chainDef) error {
+	delete(s.applied, def)
+	delete(s.unlearned, def)
+	exists, err := s.ipt.ChainExists(def.table, def.name)
 	if err != nil {
 		return fmt.Errorf("check chain %s %s: %w", def.table, def.name, err)
 	}
@@ -234,21 +234,21 @@ func (m *Manager) removeChainLocked(def *chainDef) error {
 	}
 	const maxCopies = 16 // a bound, not an expectation: one jump is all weft adds
 	for range maxCopies {
-		ok, err := m.ipt.Exists(def.table, def.hook, def.jump...)
+		ok, err := s.ipt.Exists(def.table, def.hook, def.jump...)
 		if err != nil {
 			return fmt.Errorf("check jump %s -> %s: %w", def.hook, def.name, err)
 		}
 		if !ok {
 			break
 		}
-		if err := m.ipt.Delete(def.table, def.hook, def.jump...); err != nil {
+		if err := s.ipt.Delete(def.table, def.hook, def.jump...); err != nil {
 			return fmt.Errorf("delete jump %s -> %s: %w", def.hook, def.name, err)
 		}
-		m.log.Info("iptables jump removed", "table", def.table, "from", def.hook, "to", def.name)
+		s.log.Info("iptables jump removed", "table", def.table, "from", def.hook, "to", def.name)
 	}
-	if err := m.ipt.ClearAndDeleteChain(def.table, def.name); err != nil {
+	if err := s.ipt.ClearAndDeleteChain(def.table, def.name); err != nil {
 		return fmt.Errorf("delete chain %s %s: %w", def.table, def.name, err)
 	}
-	m.log.Info("iptables chain removed", "table", def.table, "chain", def.name)
+	s.log.Info("iptables chain removed", "table", def.table, "chain", def.name)
 	return nil
 }

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/weftnet/weft/pkg/firewall"
 )
 
 // fakeIPT is an in-memory iptables for tests that need no root: chains hold rules as
@@ -377,11 +379,14 @@ var _ runner = (*fakeIPT)(nil)
 type fakeSets struct {
 	mu       sync.Mutex
 	sets     map[string][]netip.Addr // sorted members
+	families map[string]firewall.Family
 	calls    []string
 	noKernel bool
 }
 
-func newFakeSets() *fakeSets { return &fakeSets{sets: map[string][]netip.Addr{}} }
+func newFakeSets() *fakeSets {
+	return &fakeSets{sets: map[string][]netip.Addr{}, families: map[string]firewall.Family{}}
+}
 
 func (s *fakeSets) List(name string) ([]netip.Addr, bool, error) {
 	s.mu.Lock()
@@ -391,7 +396,7 @@ func (s *fakeSets) List(name string) ([]netip.Addr, bool, error) {
 	return slices.Clone(m), ok, nil
 }
 
-func (s *fakeSets) Create(name string) error {
+func (s *fakeSets) Create(name string, f firewall.Family) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calls = append(s.calls, "Create")
@@ -402,6 +407,7 @@ func (s *fakeSets) Create(name string) error {
 		return errors.New("fake ipset: set exists")
 	}
 	s.sets[name] = []netip.Addr{}
+	s.families[name] = f
 	return nil
 }
 
@@ -412,6 +418,9 @@ func (s *fakeSets) Add(name string, a netip.Addr) error {
 	m, ok := s.sets[name]
 	if !ok {
 		return errors.New("fake ipset: no such set")
+	}
+	if !s.families[name].Has(a) {
+		return fmt.Errorf("fake ipset: %v is not of the set's family %v", a, s.families[name])
 	}
 	if !slices.Contains(m, a) {
 		m = append(m, a)

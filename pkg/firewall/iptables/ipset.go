@@ -14,14 +14,14 @@ import (
 	"github.com/weftnet/weft/pkg/firewall"
 )
 
-// ipsets is the part of the kernel's ip_set that weft uses, for hash:ip sets of IPv4
-// addresses. Every method sends netlink requests from the calling thread, so it works in
+// ipsets is the part of the kernel's ip_set that weft uses, for hash:ip sets of IPv4 or
+// IPv6 addresses. Every method sends netlink requests from the calling thread, so it works in
 // that thread's network namespace.
 type ipsets interface {
 	// List returns the members of the set, sorted; ok is false when there is no such set.
 	List(name string) (members []netip.Addr, ok bool, err error)
-	// Create makes an empty hash:ip set of IPv4 addresses.
-	Create(name string) error
+	// Create makes an empty hash:ip set of addresses of family f (family inet or inet6).
+	Create(name string, f firewall.Family) error
 	// Add and Del add and remove one member; an address already there (Add) or not there
 	// (Del) is not an error.
 	Add(name string, a netip.Addr) error
@@ -74,9 +74,13 @@ func (netlinkSets) List(name string) (members []netip.Addr, ok bool, err error) 
 	return slices.Compact(members), ok, err
 }
 
-func (netlinkSets) Create(name string) error {
+func (netlinkSets) Create(name string, f firewall.Family) error {
+	family := uint8(unix.AF_INET)
+	if f == firewall.IPv6 {
+		family = unix.AF_INET6
+	}
 	return guard("create "+name, func() error {
-		return netlink.IpsetCreate(name, "hash:ip", netlink.IpsetCreateOptions{Family: unix.AF_INET})
+		return netlink.IpsetCreate(name, "hash:ip", netlink.IpsetCreateOptions{Family: family})
 	})
 }
 
@@ -114,34 +118,37 @@ func isIPSetErr(err error, code int) bool {
 	return errors.As(err, &e) && int(e) == code
 }
 
-// syncSetLocked makes PeerSet hold exactly peers, creating it when missing, adding and
+// syncSetLocked makes the family's set (PeerSet or PeerSet6) hold exactly peers, creating it when missing, adding and
 // removing only the differences (a peer joining is one netlink request). It reports
-// whether it changed anything. Called with m.syncMu held.
-func (m *Manager) syncSetLocked(peers []netip.Addr) (changed bool, err error) {
-	have, ok, err := m.sets.List(PeerSet)
+// whether it changed anything. Called with s.syncMu held.
+func (s *stack) syncSetLocked(peers []netip.Addr) (changed bool, err error) {
+	have, ok, err := s.sets.List(s.set)
 	if err != nil {
 		return false, err
 	}
+	if ok && slices.ContainsFunc(have, func(a netip.Addr) bool { return !s.fam.Has(a) }) {
+		return false, fmt.Errorf("%w: set %s holds addresses of the wrong family (not %v); delete it", firewall.ErrInvalid, s.set, s.fam)
+	}
 	if !ok {
-		if err := m.sets.Create(PeerSet); err != nil {
+		if err := s.sets.Create(s.set, s.fam); err != nil {
 			return false, fmt.Errorf("%w: %w", errNoIPSet, err)
 		}
-		m.log.Info("ipset created", "set", PeerSet)
+		s.log.Info("ipset created", "set", s.set)
 		changed = true
 	}
 	add, del := firewall.Diff(have, peers)
 	for _, a := range add {
-		if err := m.sets.Add(PeerSet, a); err != nil {
+		if err := s.sets.Add(s.set, a); err != nil {
 			return true, err
 		}
 	}
 	for _, a := range del {
-		if err := m.sets.Del(PeerSet, a); err != nil {
+		if err := s.sets.Del(s.set, a); err != nil {
 			return true, err
 		}
 	}
 	if len(add)+len(del) > 0 {
-		m.log.Info("ipset updated", "set", PeerSet, "added", len(add), "removed", len(del), "members", len(peers))
+		s.log.Info("ipset updated", "set", s.set, "added", len(add), "removed", len(del), "members", len(peers))
 		changed = true
 	}
 	return changed, nil

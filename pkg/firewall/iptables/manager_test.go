@@ -32,7 +32,7 @@ func fakeManager(t *testing.T, opts Options, randomFully bool) (*Manager, *fakeI
 func fakeManagerSets(t *testing.T, opts Options, randomFully bool, sets *fakeSets) (*Manager, *fakeIPT, *fakeSets) {
 	f := newFakeIPT()
 	m := newManager(f, sets, randomFully, opts, testr.New(t))
-	m.SetNetwork(testNetwork, testSubnet)
+	m.SetNetwork(firewall.Overlay{Network: testNetwork, Subnet: testSubnet})
 	m.SetTunnelPort("udp", 8285)
 	m.SetPeers([]netip.Addr{peerB, peerA})
 	return m, f, sets
@@ -136,7 +136,7 @@ func TestSyncRepairsAndFollowsChanges(t *testing.T) {
 	}
 
 	// A new network and subnet replace the nat and forward rules; a peer that left loses its rule.
-	m.SetNetwork(netip.MustParsePrefix("10.50.0.0/16"), netip.MustParsePrefix("10.50.9.0/24"))
+	m.SetNetwork(firewall.Overlay{Network: netip.MustParsePrefix("10.50.0.0/16"), Subnet: netip.MustParsePrefix("10.50.9.0/24")})
 	m.SetPeers([]netip.Addr{peerB})
 	if err := m.Sync(); err != nil {
 		t.Fatal(err)
@@ -288,7 +288,7 @@ func TestDisabledFeaturesRemovedOnce(t *testing.T) {
 	}
 	// Restarted with masquerading and forward rules off, and a backend without a tunnel.
 	m2 := newManager(f, newFakeSets(), true, Options{}, testr.New(t))
-	m2.SetNetwork(testNetwork, testSubnet)
+	m2.SetNetwork(firewall.Overlay{Network: testNetwork, Subnet: testSubnet})
 	m2.SetTunnelPort("", 0)
 	if err := m2.Sync(); err != nil {
 		t.Fatal(err)
@@ -335,6 +335,7 @@ func TestRunResyncsAndWakesOnChange(t *testing.T) {
 	f := newFakeIPT()
 	m := newManager(f, newFakeSets(), true, Options{Resync: 50 * time.Millisecond, RestrictTunnelPort: true}, testr.New(t))
 	m.SetTunnelPort("udp", 8472)
+	m.SetNetwork(firewall.Overlay{Network: testNetwork, Subnet: testSubnet}) // the tunnel rules' families
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()
@@ -362,6 +363,7 @@ func TestRunResyncsAndWakesOnChange(t *testing.T) {
 	m2s := newFakeSets()
 	m2 := newManager(m2f, m2s, true, Options{Resync: time.Hour}, testr.New(t))
 	m2.SetTunnelPort("gre", 0)
+	m2.SetNetwork(firewall.Overlay{Network: testNetwork, Subnet: testSubnet})
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	done2 := make(chan error, 1)
 	go func() { done2 <- m2.Run(ctx2) }()

@@ -28,17 +28,23 @@ const (
 // ErrNoIPTables is returned by Find when there is no iptables binary on PATH.
 var ErrNoIPTables = errors.New("iptables binary not found (install the iptables package, nft or legacy)")
 
-// Tool is the iptables front end weft runs: a binary and its -restore companion.
+// Tool is the iptables front end weft runs: the iptables and ip6tables binaries of one
+// mode and their -restore companions.
 type Tool struct {
 	Mode   string // ModeLegacy, ModeNFT, or "" when only a plain `iptables` was found
 	Path   string // the iptables binary
+	Path6  string // the ip6tables binary of the same mode; "" when not installed
 	Reason string // why this mode, for the log and the tests
 
-	ipt         *goipt.IPTables
-	restorePath string // "" when not installed
+	ipt          *goipt.IPTables
+	restorePath  string          // "" when not installed
+	ipt6         *goipt.IPTables // nil when there is no ip6tables
+	restorePath6 string          // "" when not installed
 }
 
 func (t *Tool) runner() runner { return cmdRunner{IPTables: t.ipt, restorePath: t.restorePath} }
+
+func (t *Tool) runner6() runner { return cmdRunner{IPTables: t.ipt6, restorePath: t.restorePath6} }
 
 // saveTimeout bounds one *-save run of the detection, as iptables-wrappers does (an nft
 // back end with a huge ruleset must not stall the start).
@@ -47,8 +53,10 @@ const saveTimeout = 5 * time.Second
 // Find picks the iptables front end. With both iptables-legacy and iptables-nft installed,
 // it reads both back ends' rules (iptables-legacy-save, iptables-nft-save and the ip6tables
 // ones, in the calling thread's network namespace) and takes the back end the host uses;
-// with only one of them, or only a plain `iptables`, it takes what there is. It logs the
-// choice and its reason. It changes nothing.
+// with only one of them, or only a plain `iptables`, it takes what there is. The ip6tables
+// binary of the same mode writes the IPv6 rules; without one, only IPv4 rules can be kept
+// (a Manager reports ErrNoIP6Tables when the network runs IPv6). It logs the choice and
+// its reason. It changes nothing.
 func Find(log klog.Logger) (*Tool, error) {
 	return find(exec.LookPath, runSave, log)
 }
@@ -86,7 +94,19 @@ func find(lookPath func(string) (string, error), save func(bin string) string, l
 		t.restorePath = rp
 	}
 	v1, v2, v3 := t.ipt.GetIptablesVersion()
-	log.Info("Using iptables", "mode", t.Mode, "binary", path, "version", fmt.Sprintf("%d.%d.%d", v1, v2, v3), "reason", t.Reason)
+	bin6 := strings.Replace(bin, "iptables", "ip6tables", 1)
+	if path6, err := lookPath(bin6); err != nil {
+		log.Info("No ip6tables; IPv6 rules cannot be kept", "binary", bin6)
+	} else if t.ipt6, err = goipt.New(goipt.IPFamily(goipt.ProtocolIPv6), goipt.Path(path6), goipt.Timeout(lockWaitSeconds)); err != nil {
+		log.Info("ip6tables does not run; IPv6 rules cannot be kept", "binary", path6, "err", err.Error())
+		t.ipt6 = nil
+	} else {
+		t.Path6 = path6
+		if rp, err := lookPath(bin6 + "-restore"); err == nil {
+			t.restorePath6 = rp
+		}
+	}
+	log.Info("Using iptables", "mode", t.Mode, "binary", path, "ip6tables", t.Path6, "version", fmt.Sprintf("%d.%d.%d", v1, v2, v3), "reason", t.Reason)
 	return t, nil
 }
 

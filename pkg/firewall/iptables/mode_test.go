@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/go-logr/logr/testr"
+	"github.com/weftnet/weft/pkg/firewall"
 )
 
 func TestChooseMode(t *testing.T) {
@@ -126,7 +127,7 @@ func TestNSFindFollowsTheHost(t *testing.T) {
 			t.Logf("chose %s: %s", tool.Mode, tool.Reason)
 			// And weft's rules go there: the Manager writes with the chosen binary.
 			m := New(tool, Options{IPMasq: true}, testr.New(t))
-			m.SetNetwork(testNetwork, testSubnet)
+			m.SetNetwork(firewall.Overlay{Network: testNetwork, Subnet: testSubnet})
 			e.do(t, m.Sync)
 			out, err := e.saveOf(tc.writer + "-save")
 			if err != nil || !strings.Contains(out, "-A WEFT-POSTRTG") {

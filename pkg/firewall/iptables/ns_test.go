@@ -16,6 +16,7 @@ import (
 	"github.com/go-logr/logr/testr"
 	"github.com/vishvananda/netns"
 
+	"github.com/weftnet/weft/pkg/firewall"
 	"github.com/weftnet/weft/pkg/nsutil"
 	"github.com/weftnet/weft/test/nstest"
 )
@@ -110,9 +111,9 @@ func (s nsSets) List(name string) ([]netip.Addr, bool, error) {
 	s.r.enter("ipset List")
 	return netlinkSets{}.List(name)
 }
-func (s nsSets) Create(name string) error {
+func (s nsSets) Create(name string, f firewall.Family) error {
 	s.r.enter("ipset Create")
-	return netlinkSets{}.Create(name)
+	return netlinkSets{}.Create(name, f)
 }
 func (s nsSets) Add(name string, a netip.Addr) error {
 	s.r.enter("ipset Add")
@@ -301,7 +302,7 @@ func TestNSInstallRepairIdle(t *testing.T) {
 			e.run(t, "-t", "filter", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT")
 
 			m := e.manager(t, allOn)
-			m.SetNetwork(testNetwork, testSubnet)
+			m.SetNetwork(firewall.Overlay{Network: testNetwork, Subnet: testSubnet})
 			m.SetTunnelPort("udp", 8285)
 			m.SetPeers([]netip.Addr{peerB, peerA})
 			e.do(t, m.Sync)
@@ -372,7 +373,7 @@ func TestNSRunRestoresWithinPeriod(t *testing.T) {
 	e := newNSEnv(t, "iptables")
 	const period = 300 * time.Millisecond
 	m := e.manager(t, Options{IPMasq: true, ForwardRules: true, RestrictTunnelPort: true, Resync: period})
-	m.SetNetwork(testNetwork, testSubnet)
+	m.SetNetwork(firewall.Overlay{Network: testNetwork, Subnet: testSubnet})
 	m.SetTunnelPort("udp", 8472)
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -436,7 +437,7 @@ func TestNSRunRestoresWithinPeriod(t *testing.T) {
 func TestNSPeersAndNetworkChange(t *testing.T) {
 	e := newNSEnv(t, "iptables")
 	m := e.manager(t, allOn)
-	m.SetNetwork(testNetwork, testSubnet)
+	m.SetNetwork(firewall.Overlay{Network: testNetwork, Subnet: testSubnet})
 	m.SetTunnelPort("udp", 8285)
 	m.SetPeers([]netip.Addr{peerA, peerB})
 	e.do(t, m.Sync)
@@ -469,7 +470,7 @@ func TestNSPeersAndNetworkChange(t *testing.T) {
 	}
 
 	// A changed network replaces the nat and forward rules; nothing of the old one is left.
-	m.SetNetwork(netip.MustParsePrefix("10.50.0.0/16"), netip.MustParsePrefix("10.50.9.0/24"))
+	m.SetNetwork(firewall.Overlay{Network: netip.MustParsePrefix("10.50.0.0/16"), Subnet: netip.MustParsePrefix("10.50.9.0/24")})
 	e.do(t, m.Sync)
 	e.checkChain(t, m, &natDef)
 	e.checkChain(t, m, &forwardDef)
@@ -502,7 +503,7 @@ func TestNSCleanup(t *testing.T) {
 			m := e.manager(t, allOn)
 			// Cleanup with nothing installed is fine.
 			e.do(t, m.Cleanup)
-			m.SetNetwork(testNetwork, testSubnet)
+			m.SetNetwork(firewall.Overlay{Network: testNetwork, Subnet: testSubnet})
 			m.SetTunnelPort("udp", 8285)
 			m.SetPeers([]netip.Addr{peerA})
 			e.do(t, m.Sync)

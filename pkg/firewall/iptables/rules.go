@@ -2,7 +2,6 @@ package iptables
 
 import (
 	"fmt"
-	"math/bits"
 	"net/netip"
 	"strconv"
 
@@ -17,9 +16,20 @@ const (
 	InputChain   = "WEFT-INPUT"   // filter table, jumped from INPUT
 )
 
-// PeerSet is the ipset (hash:ip) of the peers' public addresses that the tunnel rule
-// matches.
-const PeerSet = "weft-peers"
+// PeerSet and PeerSet6 are the ipsets (hash:ip, family inet and inet6) of the peers'
+// public addresses that the IPv4 and the IPv6 tunnel rule match.
+const (
+	PeerSet  = "weft-peers"
+	PeerSet6 = "weft-peers6"
+)
+
+// setName returns the peer set of family f.
+func setName(f firewall.Family) string {
+	if f == firewall.IPv6 {
+		return PeerSet6
+	}
+	return PeerSet
+}
 
 // protoGRE is GRE's IP protocol number. Rules name it by number, which needs no
 // /etc/protocols; iptables lists it by name.
@@ -66,20 +76,21 @@ type chainPlan struct {
 	def    *chainDef
 	action firewall.Action
 	rules  [][]string   // when action == Manage
-	peers  []netip.Addr // the members of PeerSet (input chain, with the set)
+	peers  []netip.Addr // the members of the family's set (input chain, with the set)
 	err    error        // inputs given but unusable; the chain is left alone
 }
 
-// render options: what this host's iptables can do.
+// render options: the family, and what this host's iptables can do.
 type caps struct {
-	randomFully bool // MASQUERADE --random-fully works
-	ipset       bool // the tunnel rule matches PeerSet; else one rule per block of peers
+	family      firewall.Family // the rules' family (the zero value is IPv4)
+	randomFully bool            // MASQUERADE --random-fully works
+	ipset       bool            // the tunnel rule matches PeerSet; else one rule per block of peers
 }
 
-// desired decides, purely, what each of weft's chains should hold: the shared plan,
-// rendered for iptables.
+// desired decides, purely, what each of weft's chains of family c.family should hold: the
+// shared plan, rendered for iptables (ip6tables for IPv6).
 func desired(o Options, in firewall.Inputs, c caps) []chainPlan {
-	plan := firewall.Desired(o, in)
+	plan := firewall.Desired(o, in, c.family)
 	out := make([]chainPlan, 0, len(chainDefs))
 	for _, def := range chainDefs {
 		p := plan[def.part]
@@ -95,8 +106,8 @@ func desired(o Options, in firewall.Inputs, c caps) []chainPlan {
 	return out
 }
 
-// renderRules turns plan rules into iptables arguments. A FromPeers rule matches PeerSet
-// with c.ipset, else becomes one rule per CIDR block of peers (peerBlocks).
+// renderRules turns plan rules into iptables arguments. A FromPeers rule matches the
+// family's set (PeerSet, PeerSet6) with c.ipset, else becomes one rule per CIDR block of peers (peerBlocks).
 func renderRules(rules []firewall.Rule, peers []netip.Addr, c caps) [][]string {
 	out := make([][]string, 0, len(rules))
 	for _, r := range rules {
@@ -139,7 +150,7 @@ func ruleArgs(r firewall.Rule, c caps) []string {
 		a = append(a, "-m", "mark", "--mark", m+"/"+m)
 	}
 	if r.FromPeers {
-		a = append(a, "-m", "set", "--match-set", PeerSet, "src")
+		a = append(a, "-m", "set", "--match-set", setName(c.family), "src")
 	}
 	if r.DPort != 0 {
 		a = append(a, "-m", "udp", "--dport", strconv.Itoa(r.DPort))
@@ -169,26 +180,29 @@ func ruleArgs(r firewall.Rule, c caps) []string {
 // keeps small clusters' rules one per node.
 const minPeerBlock = 4
 
-// peerBlocks returns CIDR blocks that hold exactly addrs (sorted, distinct IPv4 addresses,
-// as firewall.PeerSet returns them), in address order: from the lowest address not yet covered,
-// the largest block aligned there whose every address is in addrs, if it holds at least
-// minPeerBlock addresses, else that address alone. It is pure.
+// peerBlocks returns CIDR blocks that hold exactly addrs (sorted, distinct addresses of one
+// family, as firewall.PeerSetOf returns them), in address order: from the lowest address
+// not yet covered, the largest block aligned there whose every address is in addrs, if it
+// holds at least minPeerBlock addresses, else that address alone (/32 or /128). It is pure.
 func peerBlocks(addrs []netip.Addr) []netip.Prefix {
 	out := make([]netip.Prefix, 0, len(addrs))
 	for i := 0; i < len(addrs); {
-		a := uint64(ip.ToUint32(addrs[i]))
-		size := uint64(1)
+		a, bitLen := addrs[i], addrs[i].BitLen()
+		k := 0 // the block holds 2^k addresses
 		// Double the block while a stays aligned to it and addrs holds all of it: sorted and
-		// distinct, they do when the last one is a+size-1.
-		for size < 1<<32 && a%(size*2) == 0 && i+int(size*2) <= len(addrs) &&
-			uint64(ip.ToUint32(addrs[i+int(size*2)-1])) == a+size*2-1 {
-			size *= 2
+		// distinct, they do when the last one is the block's last address.
+		for k < bitLen && i+(2<<k) <= len(addrs) {
+			p := netip.PrefixFrom(a, bitLen-k-1)
+			if p.Masked().Addr() != a || addrs[i+(2<<k)-1] != ip.LastAddr(p) {
+				break
+			}
+			k++
 		}
-		if size < minPeerBlock {
-			size = 1
+		if 1<<k < minPeerBlock {
+			k = 0
 		}
-		out = append(out, netip.PrefixFrom(addrs[i], 32-bits.TrailingZeros64(size)))
-		i += int(size)
+		out = append(out, netip.PrefixFrom(a, bitLen-k))
+		i += 1 << k
 	}
 	return out
 }

@@ -12,13 +12,15 @@ import (
 // natRules, forwardRules and inputRules render the plan's parts as the Manager does; the
 // input rules without ip_set (one rule per block of peers).
 func natRules(network, subnet netip.Prefix, randomFully bool) ([][]string, error) {
-	r, err := firewall.MasqRules(network, subnet, true)
+	r, err := firewall.MasqRules(firewall.IPv4, network, subnet, true)
 	return renderRules(r, nil, caps{randomFully: randomFully}), err
 }
 
 func forwardRules(network netip.Prefix) ([][]string, error) {
-	r, err := firewall.ForwardRules(network)
-	return renderRules(r, nil, caps{}), err
+	if err := firewall.CheckNetwork(firewall.IPv4, network, network); err != nil {
+		return nil, err
+	}
+	return renderRules(firewall.ForwardRules(network), nil, caps{}), nil
 }
 
 func inputRules(peers []netip.Addr, proto string, port int, restrict bool) ([][]string, error) {
@@ -200,7 +202,7 @@ func TestDesired(t *testing.T) {
 	const leave, manage, remove = firewall.Leave, firewall.Manage, firewall.Remove
 	type action = firewall.Action
 	known := state{
-		Network: netip.MustParsePrefix("10.244.0.0/16"), Subnet: netip.MustParsePrefix("10.244.3.0/24"),
+		Overlay:   firewall.Overlay{Network: netip.MustParsePrefix("10.244.0.0/16"), Subnet: netip.MustParsePrefix("10.244.3.0/24")},
 		TunnelSet: true, TunnelProto: "udp", TunnelPort: 8285,
 	}
 	for _, tc := range []struct {
@@ -213,11 +215,11 @@ func TestDesired(t *testing.T) {
 		{"nothing known yet", Options{IPMasq: true, ForwardRules: true}, state{}, [3]action{leave, leave, leave}, [3]bool{}},
 		{"features off", Options{}, state{}, [3]action{remove, remove, leave}, [3]bool{}},
 		{"all known", Options{IPMasq: true, ForwardRules: true}, known, [3]action{manage, manage, manage}, [3]bool{}},
-		{"no tunnel", Options{IPMasq: true}, state{Network: known.Network, Subnet: known.Subnet, TunnelSet: true},
+		{"no tunnel", Options{IPMasq: true}, state{Overlay: known.Overlay, TunnelSet: true},
 			[3]action{manage, remove, remove}, [3]bool{}},
-		{"bad tunnel left alone", Options{IPMasq: true}, state{Network: known.Network, Subnet: known.Subnet, TunnelSet: true, TunnelProto: "sctp"},
+		{"bad tunnel left alone", Options{IPMasq: true}, state{Overlay: known.Overlay, TunnelSet: true, TunnelProto: "sctp"},
 			[3]action{manage, remove, leave}, [3]bool{false, false, true}},
-		{"bad subnet left alone", Options{IPMasq: true, ForwardRules: true}, state{Network: known.Network, Subnet: netip.MustParsePrefix("10.9.0.0/24")},
+		{"bad subnet left alone", Options{IPMasq: true, ForwardRules: true}, state{Overlay: firewall.Overlay{Network: known.Network, Subnet: netip.MustParsePrefix("10.9.0.0/24")}},
 			[3]action{leave, manage, leave}, [3]bool{true, false, false}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

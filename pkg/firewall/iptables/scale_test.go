@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/weftnet/weft/pkg/firewall"
 )
 
 // scalePeers returns n peer addresses from 198.18.0.1 on, stride apart: stride 1 gives one
@@ -39,7 +40,7 @@ func BenchmarkNSInputPeers(b *testing.B) {
 					b.StopTimer()
 					e := newNSEnv(b, bin)
 					m := newManager(e.r, e.sets, e.r.ipt.HasRandomFully(), allOn, logr.Discard())
-					m.SetNetwork(testNetwork, testSubnet)
+					m.SetNetwork(firewall.Overlay{Network: testNetwork, Subnet: testSubnet})
 					m.SetTunnelPort(TunnelUDP, 8472)
 					m.SetPeers(peers)
 					e.do(b, func() error {

@@ -1,15 +1,16 @@
 // Package nftables is weft's firewall in nftables mode (the network config's
 // "EnableNFTables": true): flanneld's masquerade and forward rules and the tunnel-port
-// rules in one table weft owns, "ip weft", with a base chain per part of the plan
-// (postrouting, forward, input) and the set @peers of the peers' public addresses, which
-// one tunnel rule matches whatever the number of peers. It renders the shared plan of
+// rules in a table weft owns per IP family the network runs, "ip weft" and "ip6 weft",
+// each with a base chain per part of the plan (postrouting, forward, input) and the set
+// @peers of the peers' public addresses of its family, which one tunnel rule matches
+// whatever the number of peers. It renders the shared plan of
 // package firewall; what the rules are is decided there. It touches nothing outside its
-// table, and every rule carries a "weft: ..." comment.
+// tables, and every rule carries a "weft: ..." comment.
 //
 // It speaks netlink through github.com/google/nftables: no nft binary (the image needs
 // none), typed expressions, and set elements added and deleted one batch at a time. A pass
-// reads the table (chains, rules, set elements), compares, and writes only differences, all
-// in one nftables transaction: the kernel applies the batch whole or not at all. A chain
+// reads a table (chains, rules, set elements), compares, and writes only differences, all
+// in one nftables transaction per table: the kernel applies the batch whole or not at all. A chain
 // that differs is flushed and refilled in that transaction (its few rules; the peers are in
 // the set). Every netlink socket is opened on the calling goroutine's thread, so a caller
 // locked into a namespace (pkg/nsutil.Do) keeps every change there; nothing here starts a
@@ -43,14 +44,19 @@ type Manager struct {
 	opts Options
 	log  klog.Logger
 
-	syncMu        sync.Mutex // serialises passes; guards the fields below
-	noFullyRandom bool       // the kernel refused masquerade fully-random
+	syncMu        sync.Mutex                     // serialises passes; guards the fields below
+	noFullyRandom bool                           // the kernel refused masquerade fully-random
+	fams          [firewall.NumFamilies]famState // what each family's table had after its last good pass
+	writes        int                            // transactions written, for tests
+}
+
+// famState is what a pass remembers of one family's table.
+type famState struct {
 	// applied holds, per part, the rule keys the chain had after its last good pass (nil:
 	// unknown), so that rewriting the same rules again counts as a repair.
 	applied      [firewall.NumParts][]string
 	appliedPeers []netip.Addr // the set's elements after its last good pass
 	peersApplied bool         // appliedPeers is known
-	writes       int          // transactions written, for tests
 }
 
 // Options is the shared firewall.Options.
@@ -73,9 +79,9 @@ func (m *Manager) Run(ctx context.Context) error {
 // Sync implements firewall.Firewall: one full pass now.
 func (m *Manager) Sync() error { return m.pass(true) }
 
-// pass is Sync over every part (all) or the parts marked due only. Parts whose inputs are
-// unusable are reported and left alone; the others are written in one transaction, which
-// is retried in full by the next pass if it fails.
+// pass is Sync over every part (all) or the parts marked due only, of both families' tables.
+// Parts whose inputs are unusable are reported and left alone; the others are written in
+// one transaction per table, which is retried in full by the next pass if it fails.
 func (m *Manager) pass(all bool) error {
 	in, due := m.Take()
 	if all {
@@ -83,80 +89,50 @@ func (m *Manager) pass(all bool) error {
 	}
 	m.syncMu.Lock()
 	defer m.syncMu.Unlock()
-	plan := firewall.Desired(m.opts, in)
+	var errs []error
+	failed := false
+	for _, f := range firewall.Families {
+		err := m.passLocked(f, in, due)
+		failed = failed || err != nil
+		errs = append(errs, err)
+	}
+	if failed {
+		var parts []firewall.Part
+		for _, p := range firewall.Parts {
+			if due[p] {
+				parts = append(parts, p)
+			}
+		}
+		m.Redo(parts)
+	}
+	return errors.Join(errs...)
+}
+
+// passLocked is one family's share of a pass.
+func (m *Manager) passLocked(f firewall.Family, in firewall.Inputs, due [firewall.NumParts]bool) error {
+	plan := firewall.Desired(m.opts, in, f)
 	var errs []error
 	for _, p := range plan {
 		if due[p.Part] && p.Err != nil {
-			errs = append(errs, fmt.Errorf("nftables %s: %w", p.Part, p.Err))
+			errs = append(errs, fmt.Errorf("nftables %v %s: %w", f, p.Part, p.Err))
 		}
 	}
-	err := m.syncLocked(plan, due, !m.noFullyRandom)
+	err := m.syncLocked(f, plan, due, !m.noFullyRandom)
 	if (errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP)) && !m.noFullyRandom &&
 		due[firewall.Masq] && plan[firewall.Masq].Action == firewall.Manage {
 		// An older kernel refuses masquerade flags it does not know (EINVAL or
 		// EOPNOTSUPP for the whole transaction): go on without fully-random if that is
 		// what failed.
-		if m.syncLocked(plan, due, false) == nil {
+		if m.syncLocked(f, plan, due, false) == nil {
 			m.noFullyRandom = true
 			m.log.Info("nftables refused masquerade fully-random; masquerading without it", "reason", err.Error())
 			err = nil
 		}
 	}
 	if err != nil {
-		var failed []firewall.Part
-		for _, p := range firewall.Parts {
-			if due[p] {
-				failed = append(failed, p)
-			}
-		}
-		m.Redo(failed)
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
-}
-
-// state is what a pass read of weft's table.
-type state struct {
-	table  *nftables.Table // nil: no table
-	chains map[string]*nftables.Chain
-	set    *nftables.Set // nil: no set
-}
-
-// read reads weft's table, its chains and its set.
-func read(c *nftables.Conn) (state, error) {
-	var s state
-	tables, err := c.ListTablesOfFamily(family)
-	if err != nil {
-		return s, fmt.Errorf("list tables: %w", err)
-	}
-	for _, t := range tables {
-		if t.Name == TableName {
-			s.table = t
-		}
-	}
-	if s.table == nil {
-		return s, nil
-	}
-	chains, err := c.ListChainsOfTableFamily(family)
-	if err != nil {
-		return s, fmt.Errorf("list chains: %w", err)
-	}
-	s.chains = map[string]*nftables.Chain{}
-	for _, ch := range chains {
-		if ch.Table != nil && ch.Table.Name == TableName {
-			s.chains[ch.Name] = ch
-		}
-	}
-	sets, err := c.GetSets(s.table)
-	if err != nil {
-		return s, fmt.Errorf("list sets: %w", err)
-	}
-	for _, set := range sets {
-		if set.Name == SetName {
-			s.set = set
-		}
-	}
-	return s, nil
 }
 
 // change is what a pass wrote for one part, for the log and the repair count.
@@ -166,17 +142,18 @@ type change struct {
 	repair bool
 }
 
-// syncLocked brings the due parts of weft's table to plan in one transaction.
-func (m *Manager) syncLocked(plan firewall.Plan, due [firewall.NumParts]bool, fullyRandom bool) error {
+// syncLocked brings the due parts of weft's table of family f to plan in one transaction.
+func (m *Manager) syncLocked(f firewall.Family, plan firewall.Plan, due [firewall.NumParts]bool, fullyRandom bool) error {
 	c, err := nftables.New()
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}
-	s, err := read(c)
+	s, err := read(c, f)
 	if err != nil {
-		return fmt.Errorf("nftables: %w", err)
+		return fmt.Errorf("nftables %v: %w", f, err)
 	}
-	table := &nftables.Table{Name: TableName, Family: family}
+	st := &m.fams[f]
+	table := &nftables.Table{Name: TableName, Family: famDefs[f].table}
 	anyManaged := false
 	allRemoved := true
 	for _, p := range plan {
@@ -186,7 +163,7 @@ func (m *Manager) syncLocked(plan firewall.Plan, due [firewall.NumParts]bool, fu
 	var changes []change
 	switch {
 	case s.table == nil && !anyManaged:
-		m.forgetRemovedLocked(plan, due)
+		st.forgetRemoved(plan, due)
 		return nil
 	case s.table != nil && allRemoved:
 		// Every feature is off: the table goes, whatever is due.
@@ -196,15 +173,15 @@ func (m *Manager) syncLocked(plan firewall.Plan, due [firewall.NumParts]bool, fu
 		if s.table == nil {
 			c.AddTable(table)
 			s.chains = map[string]*nftables.Chain{}
-			m.log.V(1).Info("nftables table missing; creating it", "table", TableName)
+			m.log.V(1).Info("nftables table missing; creating it", "table", tableLabel(f))
 		}
 		for _, p := range plan {
 			if !due[p.Part] {
 				continue
 			}
-			ch, err := m.syncPartLocked(c, table, s, p, fullyRandom)
+			ch, err := st.syncPart(c, f, table, s, p, fullyRandom)
 			if err != nil {
-				return fmt.Errorf("nftables %s: %w", p.Part, err)
+				return fmt.Errorf("nftables %v %s: %w", f, p.Part, err)
 			}
 			changes = append(changes, ch...)
 		}
@@ -213,36 +190,35 @@ func (m *Manager) syncLocked(plan firewall.Plan, due [firewall.NumParts]bool, fu
 		return nil
 	}
 	if err := c.Flush(); err != nil {
-		m.peersApplied = false
-		m.applied = [firewall.NumParts][]string{}
-		return fmt.Errorf("nftables: write table %s: %w", TableName, err)
+		*st = famState{}
+		return fmt.Errorf("nftables: write table %s: %w", tableLabel(f), err)
 	}
 	m.writes++
 	for _, ch := range changes {
-		m.log.Info("nftables updated", "table", TableName, "part", ch.part.String(), "change", ch.what, "repair", ch.repair)
+		m.log.Info("nftables updated", "table", tableLabel(f), "part", ch.part.String(), "change", ch.what, "repair", ch.repair)
 		if ch.repair && m.opts.OnRepair != nil {
 			m.opts.OnRepair()
 		}
 	}
-	m.forgetRemovedLocked(plan, due)
+	st.forgetRemoved(plan, due)
 	return nil
 }
 
-// forgetRemovedLocked drops what is remembered of parts that are now removed.
-func (m *Manager) forgetRemovedLocked(plan firewall.Plan, due [firewall.NumParts]bool) {
+// forgetRemoved drops what is remembered of parts that are now removed.
+func (st *famState) forgetRemoved(plan firewall.Plan, due [firewall.NumParts]bool) {
 	for _, p := range plan {
 		if due[p.Part] && p.Action == firewall.Remove {
-			m.applied[p.Part] = nil
+			st.applied[p.Part] = nil
 			if p.Part == firewall.Tunnel {
-				m.appliedPeers, m.peersApplied = nil, false
+				st.appliedPeers, st.peersApplied = nil, false
 			}
 		}
 	}
 }
 
-// syncPartLocked queues on c what part p needs, given the table's state s, and returns
-// what it queued.
-func (m *Manager) syncPartLocked(c *nftables.Conn, table *nftables.Table, s state, p firewall.PartPlan, fullyRandom bool) ([]change, error) {
+// syncPart queues on c what part p of family f needs, given the table's state s, and
+// returns what it queued. Called with Manager.syncMu held.
+func (st *famState) syncPart(c *nftables.Conn, f firewall.Family, table *nftables.Table, s state, p firewall.PartPlan, fullyRandom bool) ([]change, error) {
 	def := &chainDefs[p.Part]
 	have := s.chains[def.name]
 	var changes []change
@@ -266,7 +242,7 @@ func (m *Manager) syncPartLocked(c *nftables.Conn, table *nftables.Table, s stat
 	if p.Part == firewall.Tunnel {
 		var ch []change
 		var err error
-		set, ch, err = m.syncSetLocked(c, table, s, p.Peers)
+		set, ch, err = st.syncSet(c, f, table, s, p.Peers)
 		if err != nil {
 			return nil, err
 		}
@@ -280,15 +256,15 @@ func (m *Manager) syncPartLocked(c *nftables.Conn, table *nftables.Table, s stat
 	rules := make([]*nftables.Rule, len(p.Rules))
 	want := make([]string, len(p.Rules))
 	for i, r := range p.Rules {
-		rules[i] = &nftables.Rule{Table: table, Exprs: ruleExprs(r, set, fullyRandom), UserData: comment(r.Comment)}
-		k, err := ruleKey(rules[i].Exprs, rules[i].UserData)
+		rules[i] = &nftables.Rule{Table: table, Exprs: ruleExprs(f, r, set, fullyRandom), UserData: comment(r.Comment)}
+		k, err := ruleKey(f, rules[i].Exprs, rules[i].UserData)
 		if err != nil {
 			return nil, err
 		}
 		want[i] = k
 	}
-	repair := m.applied[p.Part] != nil && slices.Equal(m.applied[p.Part], want)
-	m.applied[p.Part] = want
+	repair := st.applied[p.Part] != nil && slices.Equal(st.applied[p.Part], want)
+	st.applied[p.Part] = want
 
 	var chain *nftables.Chain
 	switch {
@@ -305,7 +281,7 @@ func (m *Manager) syncPartLocked(c *nftables.Conn, table *nftables.Table, s stat
 		}
 		keys := make([]string, len(got))
 		for i, r := range got {
-			if keys[i], err = ruleKey(r.Exprs, r.UserData); err != nil {
+			if keys[i], err = ruleKey(f, r.Exprs, r.UserData); err != nil {
 				return nil, err
 			}
 		}
@@ -323,14 +299,15 @@ func (m *Manager) syncPartLocked(c *nftables.Conn, table *nftables.Table, s stat
 	return changes, nil
 }
 
-// syncSetLocked queues what makes the peer set hold exactly peers: the set with them when
-// it is missing (or not a set of IPv4 addresses), else the elements to add and delete. It
-// returns the set the tunnel rule is to look up.
-func (m *Manager) syncSetLocked(c *nftables.Conn, table *nftables.Table, s state, peers []netip.Addr) (*nftables.Set, []change, error) {
-	repair := m.peersApplied && slices.Equal(m.appliedPeers, peers)
-	m.appliedPeers, m.peersApplied = peers, true
+// syncSet queues what makes the peer set of family f hold exactly peers: the set with them
+// when it is missing (or not a set of addresses of f), else the elements to add and
+// delete. It returns the set the tunnel rule is to look up.
+func (st *famState) syncSet(c *nftables.Conn, f firewall.Family, table *nftables.Table, s state, peers []netip.Addr) (*nftables.Set, []change, error) {
+	repair := st.peersApplied && slices.Equal(st.appliedPeers, peers)
+	st.appliedPeers, st.peersApplied = peers, true
 	set := s.set
-	if set != nil && set.KeyType.Name != nftables.TypeIPAddr.Name {
+	key := famDefs[f].key
+	if set != nil && set.KeyType.Name != key.Name {
 		if ch := s.chains[chainDefs[firewall.Tunnel].name]; ch != nil {
 			c.DelChain(ch) // it may look the set up
 		}
@@ -338,7 +315,7 @@ func (m *Manager) syncSetLocked(c *nftables.Conn, table *nftables.Table, s state
 		set = nil
 	}
 	if set == nil {
-		set = &nftables.Set{Table: table, Name: SetName, KeyType: nftables.TypeIPAddr}
+		set = &nftables.Set{Table: table, Name: SetName, KeyType: key}
 		els := addrElements(peers)
 		first := els[:min(len(els), maxElementsPerMessage)]
 		if err := c.AddSet(set, first); err != nil {
@@ -353,7 +330,7 @@ func (m *Manager) syncSetLocked(c *nftables.Conn, table *nftables.Table, s state
 	if err != nil {
 		return nil, nil, fmt.Errorf("list set elements: %w", err)
 	}
-	add, del := firewall.Diff(elementAddrs(els), peers)
+	add, del := firewall.Diff(elementAddrs(f, els), peers)
 	if len(add)+len(del) == 0 {
 		return set, nil, nil
 	}
@@ -376,42 +353,3 @@ func addElements(c *nftables.Conn, set *nftables.Set, els []nftables.SetElement)
 	}
 	return nil
 }
-
-// Cleanup removes weft's table (a teardown, or a switch to iptables mode). Call it after
-// Run has returned, or Run puts the table back.
-func (m *Manager) Cleanup() error {
-	m.syncMu.Lock()
-	defer m.syncMu.Unlock()
-	m.applied = [firewall.NumParts][]string{}
-	m.appliedPeers, m.peersApplied = nil, false
-	return Cleanup(m.log)
-}
-
-// Cleanup removes weft's table, if there is one, in the calling thread's namespace.
-func Cleanup(log klog.Logger) error {
-	c, err := nftables.New()
-	if err != nil {
-		return fmt.Errorf("nftables: %w", err)
-	}
-	s, err := read(c)
-	if err != nil {
-		return fmt.Errorf("nftables: %w", err)
-	}
-	if s.table == nil {
-		return nil
-	}
-	c.DelTable(s.table)
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("nftables: delete table %s: %w", TableName, err)
-	}
-	log.Info("nftables table removed", "table", TableName)
-	return nil
-}
-
-// Leftovers returns a firewall.Cleaner that removes weft's table: what iptables mode hands
-// Options.Replaces, so that a switch from nftables mode leaves nothing behind.
-func Leftovers(log klog.Logger) firewall.Cleaner { return leftovers{log} }
-
-type leftovers struct{ log klog.Logger }
-
-func (l leftovers) Cleanup() error { return Cleanup(l.log) }

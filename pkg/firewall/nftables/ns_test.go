@@ -12,10 +12,11 @@ import (
 
 	"github.com/go-logr/logr/testr"
 
+	"net/netip"
+
 	"github.com/weftnet/weft/pkg/firewall"
 	"github.com/weftnet/weft/pkg/nsutil"
 	"github.com/weftnet/weft/test/nstest"
-	"net/netip"
 )
 
 // These tests write nftables inside throwaway namespaces only: the Manager runs inside
@@ -155,7 +156,7 @@ func TestNSInstallRepairIdle(t *testing.T) {
 	other := e.nft(t, "list", "table", "ip", "other")
 
 	m := e.manager(t, allOn)
-	m.SetNetwork(testNetwork, testSubnet)
+	m.SetNetwork(firewall.Overlay{Network: testNetwork, Subnet: testSubnet})
 	m.SetTunnelPort(firewall.TunnelUDP, 8472)
 	m.SetPeers([]netip.Addr{peerB, peerA})
 	e.do(t, m.Sync)
@@ -208,7 +209,7 @@ func TestNSRunRestoresTableWithinPeriod(t *testing.T) {
 	opts := allOn
 	opts.Resync = period
 	m := e.manager(t, opts)
-	m.SetNetwork(testNetwork, testSubnet)
+	m.SetNetwork(firewall.Overlay{Network: testNetwork, Subnet: testSubnet})
 	m.SetTunnelPort(firewall.TunnelUDP, 8472)
 	m.SetPeers([]netip.Addr{peerA, peerB})
 
@@ -271,7 +272,7 @@ func TestNSFeaturesOffAndCleanup(t *testing.T) {
 	e := newNSEnv(t)
 	e.nft(t, "add", "table", "ip", "other")
 	m := e.manager(t, allOn)
-	m.SetNetwork(testNetwork, testSubnet)
+	m.SetNetwork(firewall.Overlay{Network: testNetwork, Subnet: testSubnet})
 	m.SetTunnelPort(firewall.TunnelGRE, 0)
 	m.SetPeers([]netip.Addr{peerA})
 	e.do(t, m.Sync)
@@ -282,7 +283,7 @@ func TestNSFeaturesOffAndCleanup(t *testing.T) {
 	// Restarted with masquerading off and a backend without a tunnel: those chains and
 	// the set go, the forward chain stays.
 	m2 := e.manager(t, Options{ForwardRules: true})
-	m2.SetNetwork(testNetwork, testSubnet)
+	m2.SetNetwork(firewall.Overlay{Network: testNetwork, Subnet: testSubnet})
 	m2.SetTunnelPort("", 0)
 	e.do(t, m2.Sync)
 	l := e.table(t)
@@ -315,7 +316,7 @@ func TestNSFeaturesOffAndCleanup(t *testing.T) {
 func TestNSManyPeersOneRule(t *testing.T) {
 	e := newNSEnv(t)
 	m := e.manager(t, allOn)
-	m.SetNetwork(testNetwork, testSubnet)
+	m.SetNetwork(firewall.Overlay{Network: testNetwork, Subnet: testSubnet})
 	m.SetTunnelPort(firewall.TunnelUDP, 8472)
 	peers := make([]netip.Addr, 0, 2001)
 	for a := netip.MustParseAddr("198.18.0.1"); len(peers) < 2001; a = a.Next().Next() {

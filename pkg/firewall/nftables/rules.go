@@ -2,7 +2,6 @@ package nftables
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"net/netip"
 
@@ -14,15 +13,29 @@ import (
 	"github.com/weftnet/weft/pkg/firewall"
 )
 
-// The table weft owns, its chains and its set. Everything weft writes in nftables mode is
-// in this table; nothing outside it is touched.
+// The tables weft owns, their chains and sets. Everything weft writes in nftables mode is
+// in these tables; nothing outside them is touched.
 const (
-	TableName = "weft"  // family ip: `nft list table ip weft`
-	SetName   = "peers" // ipv4_addr: the peers' public addresses the tunnel rule admits
+	TableName = "weft"  // `nft list table ip weft` and `nft list table ip6 weft`
+	SetName   = "peers" // ipv4_addr / ipv6_addr: the peers' public addresses the tunnel rule admits
 )
 
-// family is the table's family: the rules are IPv4 only, as the iptables ones are.
-const family = nftables.TableFamilyIPv4
+// famDef is how one IP family's rules are kept: a table of the family of its own ("ip weft",
+// "ip6 weft"), as iptables and ip6tables keep theirs, rather than one "inet" table. So the
+// IPv4 table stays exactly what earlier versions wrote (an upgrade rewrites nothing, and a
+// restart keeps its rules in place), a network that does not run a family has no table of
+// it, and the kernel needs no inet nat (Linux 5.2).
+type famDef struct {
+	table    nftables.TableFamily
+	key      nftables.SetDatatype
+	src, dst uint32 // offsets of the addresses in the IP header
+	addrLen  uint32
+}
+
+var famDefs = [firewall.NumFamilies]famDef{
+	firewall.IPv4: {table: nftables.TableFamilyIPv4, key: nftables.TypeIPAddr, src: 12, dst: 16, addrLen: 4},
+	firewall.IPv6: {table: nftables.TableFamilyIPv6, key: nftables.TypeIP6Addr, src: 8, dst: 24, addrLen: 16},
+}
 
 // chainDef is the base chain of one part of the plan.
 type chainDef struct {
@@ -58,16 +71,14 @@ func (d *chainDef) matches(c *nftables.Chain) bool {
 		c.Priority != nil && *c.Priority == *d.priority
 }
 
-// Offsets in the IPv4 header and the UDP header.
-const (
-	offSrc   = 12
-	offDst   = 16
-	offDPort = 2
-)
+// offDPort is the offset of the destination port in the UDP header.
+const offDPort = 2
 
-// ruleExprs renders one plan rule as nftables expressions: the matches in the order the
-// rule lists them, a counter, the verdict. set is the peer set a FromPeers rule looks up.
-func ruleExprs(r firewall.Rule, set *nftables.Set, fullyRandom bool) []expr.Any {
+// ruleExprs renders one plan rule of family f as nftables expressions: the matches in the
+// order the rule lists them, a counter, the verdict. set is the peer set a FromPeers rule
+// looks up.
+func ruleExprs(f firewall.Family, r firewall.Rule, set *nftables.Set, fullyRandom bool) []expr.Any {
+	fd := famDefs[f]
 	var e []expr.Any
 	if r.KubeProxyMark {
 		mark := binaryutil.NativeEndian.PutUint32(firewall.KubeProxyMark)
@@ -76,8 +87,8 @@ func ruleExprs(r firewall.Rule, set *nftables.Set, fullyRandom bool) []expr.Any 
 			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mark, Xor: make([]byte, 4)},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: mark})
 	}
-	e = append(e, prefixMatch(offSrc, r.Src, r.NotSrc)...)
-	e = append(e, prefixMatch(offDst, r.Dst, r.NotDst)...)
+	e = append(e, prefixMatch(fd.src, r.Src, r.NotSrc)...)
+	e = append(e, prefixMatch(fd.dst, r.Dst, r.NotDst)...)
 	switch r.Proto {
 	case firewall.TunnelUDP:
 		e = append(e, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
@@ -93,7 +104,7 @@ func ruleExprs(r firewall.Rule, set *nftables.Set, fullyRandom bool) []expr.Any 
 	}
 	if r.FromPeers {
 		e = append(e,
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offSrc, Len: 4},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: fd.src, Len: fd.addrLen},
 			&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID})
 	}
 	e = append(e, &expr.Counter{})
@@ -110,8 +121,9 @@ func ruleExprs(r firewall.Rule, set *nftables.Set, fullyRandom bool) []expr.Any 
 	return e
 }
 
-// prefixMatch matches the IPv4 address at off against p (negated with not), as nft
-// compiles `ip saddr 10.0.0.0/16`: load, mask (not for a /32), compare.
+// prefixMatch matches the address at off (of p's family) against p (negated with not), as
+// nft compiles `ip saddr 10.0.0.0/16` or `ip6 saddr fd00::/56`: load, mask (not for a
+// full-length prefix), compare.
 func prefixMatch(off uint32, p netip.Prefix, not bool) []expr.Any {
 	if !p.IsValid() {
 		return nil
@@ -120,13 +132,16 @@ func prefixMatch(off uint32, p netip.Prefix, not bool) []expr.Any {
 	if not {
 		op = expr.CmpOpNeq
 	}
-	e := []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: 4}}
-	if p.Bits() < 32 {
-		mask := binary.BigEndian.AppendUint32(nil, ^uint32(0)<<(32-p.Bits()))
-		e = append(e, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: make([]byte, 4)})
+	n := uint32(p.Addr().BitLen() / 8)
+	e := []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n}}
+	if p.Bits() < p.Addr().BitLen() {
+		m := make([]byte, n)
+		for i := range p.Bits() {
+			m[i/8] |= 0x80 >> (i % 8)
+		}
+		e = append(e, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: n, Mask: m, Xor: make([]byte, n)})
 	}
-	a := p.Masked().Addr().As4()
-	return append(e, &expr.Cmp{Op: op, Register: 1, Data: a[:]})
+	return append(e, &expr.Cmp{Op: op, Register: 1, Data: p.Masked().Addr().AsSlice()})
 }
 
 // comment is a rule's user data: the comment `nft list` shows.
@@ -134,10 +149,11 @@ func comment(c string) []byte {
 	return userdata.AppendString(nil, userdata.TypeComment, c)
 }
 
-// ruleKey is a rule's identity for comparison: its expressions as the kernel is sent them,
-// with counters zeroed and set IDs (which only name a set within one batch) dropped, and
-// its user data. A rule read back from the kernel has the key of the rule written.
-func ruleKey(exprs []expr.Any, udata []byte) (string, error) {
+// ruleKey is a rule's identity for comparison: its expressions as the kernel is sent them
+// (for a table of family f), with counters zeroed and set IDs (which only name a set
+// within one batch) dropped, and its user data. A rule read back from the kernel has the
+// key of the rule written.
+func ruleKey(f firewall.Family, exprs []expr.Any, udata []byte) (string, error) {
 	var b bytes.Buffer
 	for _, e := range exprs {
 		switch x := e.(type) {
@@ -148,7 +164,7 @@ func ruleKey(exprs []expr.Any, udata []byte) (string, error) {
 			c.SetID = 0
 			e = &c
 		}
-		m, err := expr.Marshal(byte(family), e)
+		m, err := expr.Marshal(byte(famDefs[f].table), e)
 		if err != nil {
 			return "", fmt.Errorf("nftables: encode %T: %w", e, err)
 		}
@@ -160,23 +176,22 @@ func ruleKey(exprs []expr.Any, udata []byte) (string, error) {
 	return b.String(), nil
 }
 
-// addrElements returns set elements for addrs.
+// addrElements returns set elements for addrs (all of the set's family).
 func addrElements(addrs []netip.Addr) []nftables.SetElement {
 	out := make([]nftables.SetElement, len(addrs))
 	for i, a := range addrs {
-		k := a.As4()
-		out[i] = nftables.SetElement{Key: k[:]}
+		out[i] = nftables.SetElement{Key: a.AsSlice()}
 	}
 	return out
 }
 
-// elementAddrs returns the IPv4 addresses of set elements, sorted and distinct.
-func elementAddrs(els []nftables.SetElement) []netip.Addr {
+// elementAddrs returns the addresses of family f of set elements, sorted and distinct.
+func elementAddrs(f firewall.Family, els []nftables.SetElement) []netip.Addr {
 	addrs := make([]netip.Addr, 0, len(els))
 	for _, e := range els {
 		if a, ok := netip.AddrFromSlice(e.Key); ok && !e.IntervalEnd {
 			addrs = append(addrs, a)
 		}
 	}
-	return firewall.PeerSet(addrs)
+	return firewall.PeerSetOf(f, addrs)
 }
