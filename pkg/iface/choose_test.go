@@ -16,6 +16,7 @@ type fakeKernel struct {
 	rs6      []route            // IPv6
 	reach    map[netip.Addr]int // destination -> output interface
 	reachSrc netip.Addr
+	srcs     map[netip.Addr]netip.Addr // destination -> source, where not reachSrc
 }
 
 func (f fakeKernel) links() ([]link, error) { return f.ls, nil }
@@ -27,6 +28,9 @@ func (f fakeKernel) routes(fam family) ([]route, error) {
 }
 func (f fakeKernel) routeTo(dst netip.Addr) (int, netip.Addr, error) {
 	if i, ok := f.reach[dst]; ok {
+		if src, ok := f.srcs[dst]; ok {
+			return i, src, nil
+		}
 		return i, f.reachSrc, nil
 	}
 	return 0, netip.Addr{}, errors.New("network is unreachable")
