@@ -46,13 +46,16 @@
 // needs a routable address), and neither are temporary (privacy) addresses, which change,
 // nor addresses that failed duplicate address detection. In dual stack: every way of
 // choosing fills both addresses (flanneld leaves the IPv6 address empty after --iface with
-// an IPv4 address, --iface-can-reach or a regexp that matched only an IPv4 address, and
-// cannot take an IPv6 --iface address); --public-ipv6 may be on another interface than the
-// chosen one or on none (a NAT address), as --public-ip may (flanneld requires it on the
-// chosen interface); and without an IPv6 default route the IPv4 default route's interface is
-// used for both (flanneld fails). A --public-ip in an IPv6-only network, or a --public-ipv6 in
-// an IPv4-only one, is validated, logged and ignored (flanneld publishes the first and
-// ignores the second).
+// an IPv4 address or --iface-can-reach, cannot take an IPv6 --iface address, and treats a
+// regexp that matches only one family's addresses as a name pattern); --public-ipv6 may be
+// on another interface than the chosen one or on none (a NAT address), as --public-ip may
+// (flanneld requires it on the chosen interface); and without an IPv6 default route the IPv4
+// default route's interface is used for both (flanneld fails). A --public-ip in an
+// IPv6-only network, or a --public-ipv6 in an IPv4-only one, is validated, logged and
+// ignored.
+//
+// "First" is kernel order, as in flanneld; the kernel lists an interface's IPv6 addresses
+// newest first.
 //
 // The package reads kernel state only; it changes nothing. Select works in the network
 // namespace of the calling thread (see pkg/nsutil).
