@@ -12,15 +12,25 @@ import (
 // fakeKernel is a namespace described in memory.
 type fakeKernel struct {
 	ls       []link
-	rs       []route
+	rs       []route            // IPv4
+	rs6      []route            // IPv6
 	reach    map[netip.Addr]int // destination -> output interface
 	reachSrc netip.Addr
+	srcs     map[netip.Addr]netip.Addr // destination -> source, where not reachSrc
 }
 
-func (f fakeKernel) links() ([]link, error)   { return f.ls, nil }
-func (f fakeKernel) routes() ([]route, error) { return f.rs, nil }
+func (f fakeKernel) links() ([]link, error) { return f.ls, nil }
+func (f fakeKernel) routes(fam family) ([]route, error) {
+	if fam == ipv6 {
+		return f.rs6, nil
+	}
+	return f.rs, nil
+}
 func (f fakeKernel) routeTo(dst netip.Addr) (int, netip.Addr, error) {
 	if i, ok := f.reach[dst]; ok {
+		if src, ok := f.srcs[dst]; ok {
+			return i, src, nil
+		}
 		return i, f.reachSrc, nil
 	}
 	return 0, netip.Addr{}, errors.New("network is unreachable")
@@ -28,8 +38,12 @@ func (f fakeKernel) routeTo(dst netip.Addr) (int, netip.Addr, error) {
 
 func mkLink(index int, name string, addrs ...string) link {
 	l := link{iface: net.Interface{Index: index, Name: name, MTU: 1500}}
-	for _, a := range addrs {
-		l.addrs = append(l.addrs, netip.MustParseAddr(a))
+	for _, s := range addrs {
+		if a := netip.MustParseAddr(s); a.Is4() {
+			l.addrs = append(l.addrs, a)
+		} else {
+			l.addrs6 = append(l.addrs6, a)
+		}
 	}
 	return l
 }

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // dumpAttempts bounds the retries of a netlink dump the kernel reports as interrupted
@@ -23,24 +24,51 @@ func (netlinkKernel) links() ([]link, error) {
 	if err != nil {
 		return nil, err
 	}
-	addrs, err := retryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_V4) })
+	v4, err := addrsByLink(netlink.FAMILY_V4)
+	if err != nil {
+		return nil, err
+	}
+	v6, err := addrsByLink(netlink.FAMILY_V6)
+	if err != nil {
+		return nil, err
+	}
+	links := make([]link, len(ifs))
+	for i, nif := range ifs {
+		links[i] = link{iface: nif, addrs: v4[nif.Index], addrs6: v6[nif.Index]}
+	}
+	return links, nil
+}
+
+// addrsByLink lists the addresses of one family by interface index, in kernel order. IPv6
+// addresses that cannot serve as a lasting tunnel endpoint are left out (see keepIPv6).
+func addrsByLink(fam int) (map[int][]netip.Addr, error) {
+	addrs, err := retryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, fam) })
 	if err != nil {
 		return nil, fmt.Errorf("list addresses: %w", err)
 	}
-	byIndex := make(map[int][]netip.Addr)
+	out := make(map[int][]netip.Addr)
 	for _, a := range addrs {
 		if a.IPNet == nil {
 			continue
 		}
-		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap().Is4() {
-			byIndex[a.LinkIndex] = append(byIndex[a.LinkIndex], ip.Unmap())
+		ip, ok := netip.AddrFromSlice(a.IP)
+		switch {
+		case !ok:
+		case fam == netlink.FAMILY_V4 && ip.Unmap().Is4():
+			out[a.LinkIndex] = append(out[a.LinkIndex], ip.Unmap())
+		case fam == netlink.FAMILY_V6 && ip.Is6() && keepIPv6(a.Flags):
+			out[a.LinkIndex] = append(out[a.LinkIndex], ip)
 		}
 	}
-	links := make([]link, len(ifs))
-	for i, nif := range ifs {
-		links[i] = link{iface: nif, addrs: byIndex[nif.Index]}
-	}
-	return links, nil
+	return out, nil
+}
+
+// keepIPv6 reports whether an IPv6 address with these IFA_F_ flags may be selected: not a
+// temporary (privacy) address, which the kernel replaces within hours and would change the
+// published address, and not one that failed duplicate address detection, which the kernel
+// never sends from.
+func keepIPv6(flags int) bool {
+	return flags&(unix.IFA_F_TEMPORARY|unix.IFA_F_DADFAILED) == 0
 }
 
 func (netlinkKernel) routeTo(dst netip.Addr) (int, netip.Addr, error) {
@@ -55,8 +83,12 @@ func (netlinkKernel) routeTo(dst netip.Addr) (int, netip.Addr, error) {
 	return rs[0].LinkIndex, src.Unmap(), nil
 }
 
-func (netlinkKernel) routes() ([]route, error) {
-	rs, err := retryDump(func() ([]netlink.Route, error) { return netlink.RouteList(nil, netlink.FAMILY_V4) })
+func (netlinkKernel) routes(fam family) ([]route, error) {
+	nlfam := netlink.FAMILY_V4
+	if fam == ipv6 {
+		nlfam = netlink.FAMILY_V6
+	}
+	rs, err := retryDump(func() ([]netlink.Route, error) { return netlink.RouteList(nil, nlfam) })
 	if err != nil {
 		return nil, err
 	}

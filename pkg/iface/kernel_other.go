@@ -20,4 +20,4 @@ func (netlinkKernel) routeTo(netip.Addr) (int, netip.Addr, error) {
 	return 0, netip.Addr{}, errUnsupported
 }
 
-func (netlinkKernel) routes() ([]route, error) { return nil, errUnsupported }
+func (netlinkKernel) routes(family) ([]route, error) { return nil, errUnsupported }
