@@ -37,10 +37,17 @@ const kubeNetwork = "10.244.0.0/16"
 
 func newKubeCluster(t *testing.T, nodes int, backend string) *kubeCluster {
 	t.Helper()
+	return newKubeClusterWith(t, cluster.Options{Nodes: nodes}, fmt.Sprintf(`{"Network":%q,"Backend":{"Type":%q}}`, kubeNetwork, backend))
+}
+
+// newKubeClusterWith builds a namespace cluster with opts, a kube-apiserver with the
+// shipped manifest applied, and conf as the net-conf.json every weftd reads.
+func newKubeClusterWith(t *testing.T, opts cluster.Options, conf string) *kubeCluster {
+	t.Helper()
 	if err := kubetest.Available(); err != nil {
 		t.Skip(err)
 	}
-	c := cluster.New(t, cluster.Options{Nodes: nodes})
+	c := cluster.New(t, opts)
 	api := kubetest.Start(t, kubetest.Options{Netns: c.HubNS(), Host: cluster.HubIP, EtcdEndpoint: c.EtcdEndpoint(),
 		Dir: filepath.Join(c.Dir(), "kube-apiserver")})
 	t.Cleanup(func() {
@@ -74,7 +81,6 @@ func newKubeCluster(t *testing.T, nodes int, backend string) *kubeCluster {
 	if err := api.WriteKubeconfig(k.kubeconfig, token); err != nil {
 		t.Fatal(err)
 	}
-	conf := fmt.Sprintf(`{"Network":%q,"Backend":{"Type":%q}}`, kubeNetwork, backend)
 	if err := os.WriteFile(k.netConf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -86,14 +92,15 @@ func nodeName(i int) string { return fmt.Sprintf("node-%d", i) }
 // podCIDRFor is the pod CIDR the test's "controller manager" gives node i.
 func podCIDRFor(i int) string { return fmt.Sprintf("10.244.%d.0/24", i+1) }
 
-// createNode creates node i's Node object, with its pod CIDR unless cidr is "".
-func (k *kubeCluster) createNode(t *testing.T, i int, cidr string) {
+// createNode creates node i's Node object, with its pod CIDRs (the first is spec.podCIDR)
+// unless there are none.
+func (k *kubeCluster) createNode(t *testing.T, i int, cidrs ...string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName(i)}, Spec: corev1.NodeSpec{PodCIDR: cidr}}
-	if cidr != "" {
-		n.Spec.PodCIDRs = []string{cidr}
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName(i)}}
+	if len(cidrs) > 0 && cidrs[0] != "" {
+		n.Spec.PodCIDR, n.Spec.PodCIDRs = cidrs[0], cidrs
 	}
 	if _, err := k.admin.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
