@@ -46,7 +46,7 @@ func startNode(t *testing.T, kn kerneltest.Node, sn string, third byte, pod bool
 		}
 		be, err := newBackend(backend.Env{
 			Ext:      backend.ExternalInterface{Iface: ifc, IfaceAddr: kn.Addr, PublicIP: kn.Addr},
-			Network:  &subnet.Config{Network: netip.MustParsePrefix("10.244.0.0/16"), SubnetLen: 24, BackendType: Name},
+			Network:  &subnet.Config{EnableIPv4: true, Network: netip.MustParsePrefix("10.244.0.0/16"), SubnetLen: 24, BackendType: Name},
 			Log:      testr.New(t).WithValues("node", kn.Addr),
 			OnRepair: n.repairs.Report,
 		})
