@@ -29,7 +29,9 @@ func underlay6(i byte) netip.Addr { return netip.AddrFrom16([16]byte{0x20, 0x01,
 func subnet6(i byte) netip.Prefix {
 	return netip.PrefixFrom(netip.AddrFrom16([16]byte{0xfd, 0x00, 0x00, 0x10, 6: 0, 7: i}), 64)
 }
-func subnet4(i byte) netip.Prefix { return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, i, 0}), 24) }
+func subnet4(i byte) netip.Prefix {
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, i, 0}), 24)
+}
 
 // enableIPv6 switches IPv6 on in ns (new namespaces may inherit disable_ipv6=1) for the
 // existing links and new ones.
