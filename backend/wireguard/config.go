@@ -12,10 +12,10 @@ import (
 	"github.com/weftnet/weft/subnet"
 )
 
-// Mode is flanneld's Mode key: which address family carries the tunnel. weft has no
-// IPv6 yet, so "separate", "auto" and "ipv4" all mean one device, flannel-wg, with IPv4
-// endpoints; "ipv6" is accepted by Validate (a config shared with flanneld nodes stays
-// valid) but refused by New.
+// Mode is flanneld's Mode key: which address family carries the tunnel. weft's
+// wireguard backend carries IPv4 only (New refuses EnableIPv6), so "separate", "auto" and
+// "ipv4" all mean one device, flannel-wg, with IPv4 endpoints; "ipv6" is accepted by
+// Validate (a config shared with flanneld nodes stays valid) but refused by New.
 type Mode string
 
 // The values of the Mode key, as flanneld spells them.
@@ -23,7 +23,7 @@ const (
 	ModeSeparate Mode = "separate" // flanneld's default: one device per family
 	ModeAuto     Mode = "auto"     // one device, the endpoint's family chosen per peer
 	ModeIPv4     Mode = "ipv4"     // one device, IPv4 endpoints
-	ModeIPv6     Mode = "ipv6"     // one device, IPv6 endpoints: not possible in weft yet
+	ModeIPv6     Mode = "ipv6"     // one device, IPv6 endpoints: not in weft's wireguard yet
 )
 
 // Implementation is weft's Implementation key: where WireGuard runs. It is a key of its
@@ -60,7 +60,7 @@ type Config struct {
 	// ListenPort is the UDP port every node listens on and sends to; default 51820.
 	ListenPort int
 	// ListenPortV6 is flanneld's port of the IPv6 device; accepted and checked, unused
-	// until weft has IPv6. Default 51821.
+	// while weft's wireguard backend carries IPv4 only. Default 51821.
 	ListenPortV6 int
 	// PSK is an optional pre-shared key (base64, 32 bytes) mixed into every handshake.
 	PSK string

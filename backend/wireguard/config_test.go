@@ -3,9 +3,14 @@ package wireguard
 import (
 	"encoding/json"
 	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -121,4 +126,54 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatalf("accepted %+v", cfg)
 		}
 	})
+}
+
+// TestNewRefusesIPv6: weft's wireguard backend carries IPv4 only; a dual-stack or
+// IPv6-only network is refused by New, whatever the Mode, with an error naming the
+// config keys and the backends that carry IPv6; Mode ipv6 is refused in an IPv4 network.
+// Nothing is created: the key file is not even read.
+func TestNewRefusesIPv6(t *testing.T) {
+	v4 := netip.MustParsePrefix("10.244.0.0/16")
+	v6 := netip.MustParsePrefix("fd00:10::/48")
+	ext := backend.ExternalInterface{Iface: &net.Interface{Index: 2, Name: "eth0", MTU: 1500},
+		IfaceAddr: netip.MustParseAddr("192.0.2.1"), PublicIP: netip.MustParseAddr("192.0.2.1")}
+	keyFile := filepath.Join(t.TempDir(), "wgkey")
+	for _, tc := range []struct {
+		name string
+		cfg  subnet.Config
+		mode string
+		want []string
+	}{
+		{"dual stack", subnet.Config{EnableIPv4: true, Network: v4, SubnetLen: 24, EnableIPv6: true, IPv6Network: v6, IPv6SubnetLen: 64},
+			"auto", []string{"EnableIPv6=true", "vxlan, host-gw or gre", "IPv4 only"}},
+		{"dual stack, Mode separate", subnet.Config{EnableIPv4: true, Network: v4, SubnetLen: 24, EnableIPv6: true, IPv6Network: v6, IPv6SubnetLen: 64},
+			"separate", []string{"EnableIPv6=true", "vxlan, host-gw or gre"}},
+		{"IPv6 only", subnet.Config{EnableIPv6: true, IPv6Network: v6, IPv6SubnetLen: 64},
+			"ipv6", []string{"EnableIPv4=false", "EnableIPv6=true", "vxlan, host-gw or gre"}},
+		{"Mode ipv6 in an IPv4 network", subnet.Config{EnableIPv4: true, Network: v4, SubnetLen: 24},
+			"ipv6", []string{`key Mode: value "ipv6"`, "IPv4 only"}},
+	} {
+		cfg := tc.cfg
+		cfg.Backend = json.RawMessage(`{"Type":"wireguard","Mode":"` + tc.mode + `"}`)
+		_, err := newBackend(backend.Env{Ext: ext, Network: &cfg}, keyFile)
+		if err == nil {
+			t.Errorf("%s: New accepted the network", tc.name)
+			continue
+		}
+		if !errors.Is(err, subnet.ErrInvalidConfig) {
+			t.Errorf("%s: error does not wrap ErrInvalidConfig: %v", tc.name, err)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: error %q does not say %q", tc.name, err, w)
+			}
+		}
+	}
+	if _, err := os.Stat(keyFile); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a refused config touched the key file: %v", err)
+	}
+	cfg := subnet.Config{EnableIPv4: true, Network: v4, SubnetLen: 24, Backend: json.RawMessage(`{"Type":"wireguard","Mode":"auto"}`)}
+	if _, err := newBackend(backend.Env{Ext: ext, Network: &cfg}, keyFile); err != nil {
+		t.Errorf("an IPv4 network refused: %v", err)
+	}
 }

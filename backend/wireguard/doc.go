@@ -50,9 +50,13 @@
 // of waiting for traffic, and peers that only send get through within a round trip.
 //
 // The key Implementation is weft's; Mode is flanneld's address-family mode
-// ("separate", "auto", "ipv4", "ipv6"). weft is IPv4-only, so the first three are the
-// same here and "ipv6" is refused by New (but accepted by Validate, so a config shared
-// with flanneld nodes stays valid).
+// ("separate", "auto", "ipv4", "ipv6"). This backend carries IPv4 only, so the first
+// three are the same here and "ipv6" is refused by New (but accepted by Validate, so a
+// config shared with flanneld nodes stays valid). A network config with EnableIPv6 (dual
+// stack, or IPv6-only with EnableIPv4=false) is refused by New, naming those keys and the
+// backends that carry IPv6 (vxlan, host-gw, gre): flanneld's wireguard carries IPv6 (a
+// second device flannel-wg-v6 in Mode separate; one device with both subnets as allowed
+// IPs in the others), weft's does not yet.
 //
 // # Self-healing
 //

@@ -62,8 +62,11 @@ func newBackend(env backend.Env, keyFile string) (*wgBackend, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkFamilies(env.Network); err != nil {
+		return nil, err
+	}
 	if cfg.Mode == ModeIPv6 {
-		return nil, fmt.Errorf("%w: %s: key Mode: value %q needs IPv6 endpoints, and weft has no IPv6 yet (use %q, %q or %q: with IPv4 only they are the same)",
+		return nil, fmt.Errorf("%w: %s: key Mode: value %q needs IPv6 endpoints, and weft's wireguard backend carries IPv4 only (use %q, %q or %q: with IPv4 only they are the same)",
 			subnet.ErrInvalidConfig, errPrefix, cfg.Mode, ModeSeparate, ModeAuto, ModeIPv4)
 	}
 	ext := env.Ext
@@ -78,6 +81,24 @@ func newBackend(env backend.Env, keyFile string) (*wgBackend, error) {
 	log.Info("WireGuard backend configured", "implementation", cfg.Implementation, "mode", cfg.Mode, "listenPort", cfg.ListenPort,
 		"mtu", mtu, "keyFile", keyFile, "psk", cfg.PSK != "", "persistentKeepalive", cfg.PersistentKeepaliveInterval)
 	return &wgBackend{env: env, cfg: cfg, mtu: mtu, keyFile: keyFile, log: log}, nil
+}
+
+// checkFamilies refuses a network that runs IPv6: weft's wireguard backend carries IPv4
+// only. (flanneld's carries IPv6 too: a second device flannel-wg-v6 in Mode separate, one
+// device with both subnets as allowed IPs in the other modes; weft does not have that
+// yet.) The error names the config keys and the backends that carry IPv6, and wraps
+// subnet.ErrInvalidConfig.
+func checkFamilies(cfg *subnet.Config) error {
+	const use = "for IPv6 use the vxlan, host-gw or gre backend"
+	switch {
+	case cfg.EnableIPv6 && !cfg.EnableIPv4:
+		return fmt.Errorf("%w: %s carries IPv4 only: the network config sets EnableIPv4=false and EnableIPv6=true (an IPv6-only network); %s",
+			subnet.ErrInvalidConfig, errPrefix, use)
+	case cfg.EnableIPv6:
+		return fmt.Errorf("%w: %s carries IPv4 only: the network config sets EnableIPv6=true; %s, or remove EnableIPv6 to run wireguard over IPv4",
+			subnet.ErrInvalidConfig, errPrefix, use)
+	}
+	return nil
 }
 
 // Prepare loads (or, the first time, creates) the private key, decides the
