@@ -154,4 +154,11 @@ func TestUserspaceDualStack(t *testing.T) {
 	if out := run(t, c.NodeA, "ip", "-6", "route", "show", "fd00:10::/48"); !strings.Contains(out, want6) {
 		t.Fatalf("IPv6 route after repairs: %s", out)
 	}
+	// Left alone, the checks (every 200 ms here) find nothing more to repair.
+	time.Sleep(300 * time.Millisecond)
+	before := a.repairs.String()
+	time.Sleep(1200 * time.Millisecond)
+	if after := a.repairs.String(); after != before {
+		t.Fatalf("repairs went on with nobody changing anything: %s, then %s", before, after)
+	}
 }
