@@ -46,7 +46,7 @@ func startNode(t *testing.T, kn kerneltest.Node, sn string, third byte, pod bool
 		}
 		be, err := newBackend(backend.Env{
 			Ext:      backend.ExternalInterface{Iface: ifc, IfaceAddr: kn.Addr, PublicIP: kn.Addr},
-			Network:  &subnet.Config{Network: netip.MustParsePrefix("10.244.0.0/16"), SubnetLen: 24, BackendType: Name},
+			Network:  &subnet.Config{EnableIPv4: true, Network: netip.MustParsePrefix("10.244.0.0/16"), SubnetLen: 24, BackendType: Name},
 			Log:      testr.New(t).WithValues("node", kn.Addr),
 			OnRepair: n.repairs.Report,
 		})
@@ -197,7 +197,8 @@ func TestPeerProgrammedWhenItBecomesDirect(t *testing.T) {
 }
 
 func TestRelevant(t *testing.T) {
-	n := &network{ext: backend.ExternalInterface{Iface: &net.Interface{Index: 2}}, cidr: netip.MustParsePrefix("10.244.0.0/16")}
+	n := &network{ext: backend.ExternalInterface{Iface: &net.Interface{Index: 2}}, cidr: netip.MustParsePrefix("10.244.0.0/16"),
+		cidr6: netip.MustParsePrefix("fd00:10::/48")}
 	p := netip.MustParsePrefix
 	for _, c := range []struct {
 		name string
@@ -209,6 +210,9 @@ func TestRelevant(t *testing.T) {
 		{"route in another table", kernel.Change{Kind: kernel.RouteChange, Table: 255, LinkIndex: 2, Prefix: p("10.244.2.0/24")}, false},
 		{"unrelated route", kernel.Change{Kind: kernel.RouteChange, Table: 254, LinkIndex: 5, Prefix: p("172.16.0.0/12")}, false},
 		{"route covering the network", kernel.Change{Kind: kernel.RouteChange, Table: 254, LinkIndex: 5, Prefix: p("10.0.0.0/8")}, false},
+		{"peer IPv6 route", kernel.Change{Kind: kernel.RouteChange, Table: 254, LinkIndex: 9, Prefix: p("fd00:10:0:2::/64")}, true},
+		{"IPv6 route via eth0", kernel.Change{Kind: kernel.RouteChange, Table: 254, LinkIndex: 2, Prefix: p("::/0")}, true},
+		{"unrelated IPv6 route", kernel.Change{Kind: kernel.RouteChange, Table: 254, LinkIndex: 5, Prefix: p("fd00:11::/64")}, false},
 		{"eth0 down", kernel.Change{Kind: kernel.LinkChange, LinkIndex: 2}, true},
 		{"other link", kernel.Change{Kind: kernel.LinkChange, LinkIndex: 7}, false},
 		{"eth0 address", kernel.Change{Kind: kernel.AddrChange, LinkIndex: 2}, true},

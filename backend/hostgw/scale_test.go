@@ -59,7 +59,7 @@ func scaleNode(tb testing.TB) (*network, kerneltest.Node) {
 		}
 		be, err := newBackend(backend.Env{
 			Ext:     backend.ExternalInterface{Iface: ifc, IfaceAddr: kn.Addr, PublicIP: kn.Addr},
-			Network: &subnet.Config{Network: scaleNetwork, SubnetLen: 24, BackendType: Name},
+			Network: &subnet.Config{EnableIPv4: true, Network: scaleNetwork, SubnetLen: 24, BackendType: Name},
 			Log:     logr.Discard(),
 		})
 		if err != nil {

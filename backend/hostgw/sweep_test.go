@@ -100,7 +100,7 @@ func TestFailedDeleteIsRetried(t *testing.T) {
 	failing := true
 	a.nw.mu.Lock()
 	real := a.nw.del
-	a.nw.del = func(b *kernel.Batch, dst netip.Prefix, link int) error {
+	a.nw.del = func(b routeTable, dst netip.Prefix, link int) error {
 		if failing {
 			return fail
 		}
@@ -130,17 +130,17 @@ func TestFailedDeleteIsRetried(t *testing.T) {
 	}
 	a.nw.mu.Lock()
 	defer a.nw.mu.Unlock()
-	if len(a.nw.gone) != 0 || len(a.nw.peers) != 0 {
-		t.Fatalf("state left: peers %v, gone %v", a.nw.peers, a.nw.gone)
+	if len(a.nw.gone) != 0 || len(a.nw.peers) != 0 || len(a.nw.routes) != 0 {
+		t.Fatalf("state left: peers %v, routes %v, gone %v", a.nw.peers, a.nw.routes, a.nw.gone)
 	}
 }
 
 func TestStaleRoute(t *testing.T) {
 	p, a := netip.MustParsePrefix, netip.MustParseAddr
 	cidr := p("10.244.0.0/16")
-	peers := map[netip.Prefix]peer{
-		p("10.244.2.0/24"): {lease: subnet.Lease{Subnet: p("10.244.2.0/24"), Attrs: subnet.LeaseAttrs{PublicIP: a("192.0.2.2")}}, ok: true},
-		p("10.244.3.0/24"): {lease: subnet.Lease{Subnet: p("10.244.3.0/24"), Attrs: subnet.LeaseAttrs{PublicIP: a("198.51.100.3")}}, err: "not direct"},
+	peers := map[netip.Prefix]peerRoute{
+		p("10.244.2.0/24"): {key: "10.244.2.0-24", gw: a("192.0.2.2"), ok: true},
+		p("10.244.3.0/24"): {key: "10.244.3.0-24", gw: a("198.51.100.3"), err: "not direct"},
 	}
 	base := kernel.ListedRoute{Dst: p("10.244.2.0/24"), Gw: a("192.0.2.2"), LinkIndex: 2, Type: unix.RTN_UNICAST, Protocol: unix.RTPROT_BOOT}
 	for _, c := range []struct {

@@ -3,9 +3,11 @@ package udp
 import (
 	"encoding/json"
 	"errors"
+	"net/netip"
 	"strings"
 	"testing"
 
+	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -68,5 +70,41 @@ func TestTypeEntry(t *testing.T) {
 	ty := Type()
 	if ty.Name != "udp" || ty.Validate == nil || ty.New == nil {
 		t.Fatalf("Type() = %+v", ty)
+	}
+}
+
+// TestNewRefusesIPv6: udp carries IPv4 only (as flanneld's); a dual-stack or IPv6-only
+// network is refused by New with an error naming the config keys and the backends that
+// carry IPv6, before anything is checked or created.
+func TestNewRefusesIPv6(t *testing.T) {
+	v6 := netip.MustParsePrefix("fd00:10::/48")
+	for _, c := range []struct {
+		name string
+		cfg  subnet.Config
+		want []string
+	}{
+		{"dual stack", subnet.Config{EnableIPv4: true, Network: netip.MustParsePrefix("10.244.0.0/16"), SubnetLen: 24,
+			EnableIPv6: true, IPv6Network: v6, IPv6SubnetLen: 64}, []string{"EnableIPv6=true", "vxlan, host-gw or gre", "IPv4 only"}},
+		{"IPv6 only", subnet.Config{EnableIPv6: true, IPv6Network: v6, IPv6SubnetLen: 64},
+			[]string{"EnableIPv4=false", "EnableIPv6=true", "vxlan, host-gw or gre", "IPv4 only"}},
+	} {
+		cfg := c.cfg
+		cfg.Backend = json.RawMessage(`{"Type":"udp"}`)
+		_, err := New(backend.Env{Network: &cfg})
+		if err == nil {
+			t.Errorf("%s: New accepted the network", c.name)
+			continue
+		}
+		if !errors.Is(err, subnet.ErrInvalidConfig) {
+			t.Errorf("%s: error does not wrap ErrInvalidConfig: %v", c.name, err)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: error %q does not say %q", c.name, err, w)
+			}
+		}
+	}
+	if err := checkFamilies(&subnet.Config{EnableIPv4: true, Network: netip.MustParsePrefix("10.244.0.0/16")}); err != nil {
+		t.Errorf("an IPv4 network refused: %v", err)
 	}
 }

@@ -42,6 +42,10 @@
 // holds it (so that a weft peer sees the datagrams come from the lease's address, and
 // datagrams sent to it arrive), else the interface address, as flanneld's.
 //
+// IPv4 only: like flanneld's udp backend, it carries IPv4 and New refuses a network that
+// runs IPv6 (EnableIPv6, or EnableIPv4=false), naming the backends that carry IPv6 (vxlan,
+// host-gw, gre). See checkFamilies for why.
+//
 // The package owns flannel0 and its configuration; it does not talk to the subnet store
 // and does not judge peer leases (the daemon admits them, see backend.Network). Like
 // flanneld's udp backend it takes peers of any BackendType (Type sets AnyPeerType) and
@@ -106,6 +110,9 @@ func New(env backend.Env) (backend.Backend, error) {
 	if env.Network == nil {
 		return nil, fmt.Errorf("udp backend: no network config")
 	}
+	if err := checkFamilies(env.Network); err != nil {
+		return nil, err
+	}
 	cfg, err := ParseConfig(env.Network.Backend)
 	if err != nil {
 		return nil, err
@@ -121,6 +128,24 @@ func New(env backend.Env) (backend.Backend, error) {
 		return nil, err
 	}
 	return &udpBackend{env: env, cfg: cfg, mtu: mtu, log: env.Log.WithValues("backend", Name)}, nil
+}
+
+// checkFamilies refuses a network that runs IPv6: udp carries IPv4 only. flanneld's udp
+// backend is IPv4-only (its wire format is the bare inner IPv4 packet, its TUN route the
+// IPv4 Network), so an IPv6 format of weft's own could not be spoken by flanneld nodes in
+// a mixed cluster; the kernel backends carry IPv6 instead. The error names the config
+// keys and wraps subnet.ErrInvalidConfig.
+func checkFamilies(cfg *subnet.Config) error {
+	const use = "use the vxlan, host-gw or gre backend, which carry IPv6"
+	switch {
+	case cfg.EnableIPv6 && !cfg.EnableIPv4:
+		return fmt.Errorf("%w: the udp backend carries IPv4 only, as flanneld's: the network config sets EnableIPv4=false and EnableIPv6=true (an IPv6-only network); %s",
+			subnet.ErrInvalidConfig, use)
+	case cfg.EnableIPv6:
+		return fmt.Errorf("%w: the udp backend carries IPv4 only, as flanneld's: the network config sets EnableIPv6=true; %s, or remove EnableIPv6",
+			subnet.ErrInvalidConfig, use)
+	}
+	return nil
 }
 
 // Prepare creates nothing: flannel0 is not persistent, so it is made in Activate with the

@@ -12,18 +12,19 @@ import (
 	"github.com/weftnet/weft/subnet"
 )
 
-// Mode is flanneld's Mode key: which address family carries the tunnel. weft has no
-// IPv6 yet, so "separate", "auto" and "ipv4" all mean one device, flannel-wg, with IPv4
-// endpoints; "ipv6" is accepted by Validate (a config shared with flanneld nodes stays
-// valid) but refused by New.
+// Mode is flanneld's Mode key: which address family carries the tunnel. In an IPv4
+// network "separate", "auto" and "ipv4" all mean one device, flannel-wg, with IPv4
+// endpoints. A dual-stack network (EnableIPv6) runs in "auto" or "ipv4": one device with
+// both subnets per peer. "ipv6" (IPv6 endpoints) is accepted by Validate (a config shared
+// with flanneld nodes stays valid) but refused by New, as is "separate" with EnableIPv6.
 type Mode string
 
 // The values of the Mode key, as flanneld spells them.
 const (
-	ModeSeparate Mode = "separate" // flanneld's default: one device per family
+	ModeSeparate Mode = "separate" // flanneld's default: one device per family (IPv4 only in weft)
 	ModeAuto     Mode = "auto"     // one device, the endpoint's family chosen per peer
 	ModeIPv4     Mode = "ipv4"     // one device, IPv4 endpoints
-	ModeIPv6     Mode = "ipv6"     // one device, IPv6 endpoints: not possible in weft yet
+	ModeIPv6     Mode = "ipv6"     // one device, IPv6 endpoints: not in weft's wireguard
 )
 
 // Implementation is weft's Implementation key: where WireGuard runs. It is a key of its
@@ -59,8 +60,8 @@ const (
 type Config struct {
 	// ListenPort is the UDP port every node listens on and sends to; default 51820.
 	ListenPort int
-	// ListenPortV6 is flanneld's port of the IPv6 device; accepted and checked, unused
-	// until weft has IPv6. Default 51821.
+	// ListenPortV6 is flanneld's port of its IPv6 device (Mode separate); accepted and
+	// checked, unused (weft's wireguard has no second device). Default 51821.
 	ListenPortV6 int
 	// PSK is an optional pre-shared key (base64, 32 bytes) mixed into every handshake.
 	PSK string

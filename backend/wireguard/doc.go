@@ -50,9 +50,23 @@
 // of waiting for traffic, and peers that only send get through within a round trip.
 //
 // The key Implementation is weft's; Mode is flanneld's address-family mode
-// ("separate", "auto", "ipv4", "ipv6"). weft is IPv4-only, so the first three are the
-// same here and "ipv6" is refused by New (but accepted by Validate, so a config shared
-// with flanneld nodes stays valid).
+// ("separate", "auto", "ipv4", "ipv6"). In an IPv4 network the first three are the same
+// here, and "ipv6" (IPv6 endpoints) is refused by New (but accepted by Validate, so a
+// config shared with flanneld nodes stays valid).
+//
+// # Dual stack
+//
+// With EnableIPv6 (and IPv4), in Mode "auto" or "ipv4", as flanneld in those modes: the
+// one device flannel-wg also gets the own IPv6 subnet's network address as a /128 and a
+// route to the IPv6Network (metric 1024); each peer's allowed IPs are its IPv4 and its
+// IPv6 subnet; the lease's BackendV6Data carries the same {"PublicKey": ...} as its
+// BackendData. The endpoint is the peer's PublicIP in Mode ipv4; in Mode auto it is
+// flanneld's choice (selectEndpoint): the IPv4 address unless it is private and both
+// nodes have a public IPv6 one. Refused by New, naming the keys: Mode "separate"
+// (flanneld's default: a second device flannel-wg-v6 on ListenPortV6) or "ipv6" with
+// EnableIPv6, and IPv6-only networks (EnableIPv4=false) — use vxlan, host-gw or gre
+// there. The kernel package reports IPv4 changes only, so the IPv6 address and route are
+// checked every 500 ms (and put back then) rather than on a notification.
 //
 // # Self-healing
 //

@@ -142,25 +142,47 @@ func backendData(pub wgtypes.Key) json.RawMessage {
 	return b
 }
 
-// peerKey returns the public key in a peer lease's BackendData. Extra fields are ignored,
-// as flanneld ignores them.
+// peerKey returns the public key a peer lease publishes: in its BackendData, or, in a
+// lease without IPv4 data, its BackendV6Data (flanneld writes the same
+// {"PublicKey": ...} into both when its network runs both families). Data of both that
+// name different keys is refused. Extra fields are ignored, as flanneld ignores them.
 func peerKey(attrs subnet.LeaseAttrs) (wgtypes.Key, error) {
-	if len(attrs.BackendData) == 0 || string(attrs.BackendData) == "null" {
-		return wgtypes.Key{}, errors.New("no BackendData: a wireguard lease carries {\"PublicKey\": ...}")
+	has := func(d json.RawMessage) bool { return len(d) > 0 && string(d) != "null" }
+	if !has(attrs.BackendData) && has(attrs.BackendV6Data) {
+		return keyIn("BackendV6Data", attrs.BackendV6Data)
+	}
+	k, err := keyIn("BackendData", attrs.BackendData)
+	if err != nil || !has(attrs.BackendV6Data) {
+		return k, err
+	}
+	k6, err := keyIn("BackendV6Data", attrs.BackendV6Data)
+	if err != nil {
+		return wgtypes.Key{}, err
+	}
+	if k6 != k {
+		return wgtypes.Key{}, fmt.Errorf("BackendData and BackendV6Data name different public keys (%s, %s)", k, k6)
+	}
+	return k, nil
+}
+
+// keyIn parses the public key of one backend data field, named field in errors.
+func keyIn(field string, data json.RawMessage) (wgtypes.Key, error) {
+	if len(data) == 0 || string(data) == "null" {
+		return wgtypes.Key{}, fmt.Errorf("no %s: a wireguard lease carries {\"PublicKey\": ...}", field)
 	}
 	var d leaseData
-	if err := json.Unmarshal(attrs.BackendData, &d); err != nil {
-		return wgtypes.Key{}, fmt.Errorf("BackendData is not a JSON object with a string PublicKey: %v", err)
+	if err := json.Unmarshal(data, &d); err != nil {
+		return wgtypes.Key{}, fmt.Errorf("%s is not a JSON object with a string PublicKey: %v", field, err)
 	}
 	if d.PublicKey == "" {
-		return wgtypes.Key{}, errors.New("BackendData has no PublicKey")
+		return wgtypes.Key{}, fmt.Errorf("%s has no PublicKey", field)
 	}
 	k, err := wgtypes.ParseKey(d.PublicKey)
 	if err != nil {
-		return wgtypes.Key{}, fmt.Errorf("BackendData PublicKey %q is not a WireGuard key (32 bytes, standard base64)", d.PublicKey)
+		return wgtypes.Key{}, fmt.Errorf("%s PublicKey %q is not a WireGuard key (32 bytes, standard base64)", field, d.PublicKey)
 	}
 	if k == (wgtypes.Key{}) {
-		return wgtypes.Key{}, errors.New("BackendData PublicKey is the all-zero key")
+		return wgtypes.Key{}, fmt.Errorf("%s PublicKey is the all-zero key", field)
 	}
 	return k, nil
 }

@@ -149,6 +149,32 @@ func TestCheckPeerData(t *testing.T) {
 	}
 }
 
+// TestPeerKeyOfBothFamilies: the key comes from BackendData, or from BackendV6Data in a
+// lease without IPv4 data (an IPv6-only lease); data of both must name the same key.
+func TestPeerKeyOfBothFamilies(t *testing.T) {
+	k1, _ := wgtypes.GeneratePrivateKey()
+	k2, _ := wgtypes.GeneratePrivateKey()
+	p1, p2 := k1.PublicKey(), k2.PublicKey()
+	for _, c := range []struct {
+		name   string
+		v4, v6 json.RawMessage
+		want   wgtypes.Key
+		err    string
+	}{
+		{"both, same key", backendData(p1), backendData(p1), p1, ""},
+		{"IPv6 data only", nil, backendData(p2), p2, ""},
+		{"IPv4 data only", backendData(p1), nil, p1, ""},
+		{"different keys", backendData(p1), backendData(p2), wgtypes.Key{}, "different public keys"},
+		{"bad IPv6 data", backendData(p1), json.RawMessage(`{}`), wgtypes.Key{}, "BackendV6Data has no PublicKey"},
+		{"neither", nil, nil, wgtypes.Key{}, "no BackendData"},
+	} {
+		got, err := peerKey(subnet.LeaseAttrs{BackendData: c.v4, BackendV6Data: c.v6})
+		if got != c.want || (err == nil) != (c.err == "") || err != nil && !strings.Contains(err.Error(), c.err) {
+			t.Errorf("%s: peerKey = %v, %v; want %v, %q", c.name, got, err, c.want, c.err)
+		}
+	}
+}
+
 func FuzzCheckPeerData(f *testing.F) {
 	f.Add(`{"PublicKey":"FpCyhws9cxwWoV4xELtfJvjJN+zQVRPISllRWgeopVE="}`)
 	f.Add(`{"PublicKey":null}`)

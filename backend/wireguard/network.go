@@ -43,7 +43,7 @@ type wgNetwork struct {
 	port     int
 	params   peerParams
 	period   time.Duration // between full checks
-	peerPoll time.Duration // between peer checks; 0: only with the full checks
+	peerPoll time.Duration // between peer (and IPv6 address and route) checks; 0: only with the full checks
 
 	wake      chan struct{} // buffered 1: a pass is due (the engine stopped, programming failed)
 	closed    chan struct{} // closed by Close
@@ -53,6 +53,7 @@ type wgNetwork struct {
 	// below.
 	mu         sync.Mutex
 	dev        tundev.Device // only Index changes, when the device is re-created
+	dev6       dev6          // the device's IPv6 side in a dual-stack network; zero otherwise
 	eng        engine        // nil after Close
 	peers      *peerSet
 	programmed map[wgtypes.Key]wantPeer // what the device was last given; nil: unknown, compare with the device

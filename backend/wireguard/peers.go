@@ -12,24 +12,51 @@ import (
 	"github.com/weftnet/weft/subnet"
 )
 
-// lease is what a peer lease says WireGuard needs: the peer's public key and where to
-// send (its PublicIP and the network's ListenPort: every node uses the same port, as
-// flanneld assumes).
+// lease is what a peer lease says WireGuard needs: the peer's public key, where to send
+// (its public address, chosen by Mode, and the network's ListenPort: every node uses the
+// same port, as flanneld assumes) and its subnets of the families the network runs.
 type lease struct {
 	key      wgtypes.Key
 	endpoint netip.AddrPort
+	sn4, sn6 netip.Prefix // zero when the lease has none of that family, or it is not run
 }
 
-// peerSet is the Network's view of its peer leases, by subnet. Its methods are pure
+// subnets returns the lease's subnets, IPv4 first.
+func (l lease) subnets() []netip.Prefix {
+	var out []netip.Prefix
+	for _, sn := range []netip.Prefix{l.sn4, l.sn6} {
+		if sn.IsValid() {
+			out = append(out, sn)
+		}
+	}
+	return out
+}
+
+// first is the subnet that names the lease in logs and orders leases: its IPv4 subnet,
+// else its IPv6 one.
+func (l lease) first() netip.Prefix {
+	if l.sn4.IsValid() {
+		return l.sn4
+	}
+	return l.sn6
+}
+
+// peerSet is the Network's view of its peer leases, by Lease.Key(). Its methods are pure
 // decisions; the Network holds it under its mutex.
 type peerSet struct {
 	port   uint16      // every node's ListenPort
 	ownKey wgtypes.Key // this node's public key
-	leases map[netip.Prefix]lease
+	// v6 is set when the network runs IPv6 too (dual stack): each peer's allowed IPs are
+	// both its subnets, and its endpoint is chosen by mode from ownIPs.
+	v6     bool
+	mode   Mode
+	own4   netip.Addr // this node's PublicIP
+	own6   netip.Addr // this node's PublicIPv6
+	leases map[string]lease
 }
 
 func newPeerSet(port uint16, ownKey wgtypes.Key) *peerSet {
-	return &peerSet{port: port, ownKey: ownKey, leases: map[netip.Prefix]lease{}}
+	return &peerSet{port: port, ownKey: ownKey, mode: ModeIPv4, leases: map[string]lease{}}
 }
 
 // changeKind says what one event did to the set.
@@ -40,43 +67,92 @@ const (
 	added
 	updated  // a new key or endpoint
 	removed  // the lease is gone
-	rejected // its BackendData cannot be used; any earlier state of the subnet is gone
+	rejected // its BackendData cannot be used; any earlier state of the lease is gone
 )
 
 // change is the outcome of one event, for the log.
 type change struct {
 	kind     changeKind
-	subnet   netip.Prefix
+	subnet   netip.Prefix // the lease's first subnet
+	subnets  []netip.Prefix
 	now, was lease // was: for updated and removed
 	err      error // for rejected
 }
 
 // apply folds one event into the set. Admission has checked the lease already
-// (CheckPeerData among others); a lease that still cannot be parsed is dropped.
+// (CheckPeerData among others); a lease that still cannot be parsed, or has no endpoint
+// of the family Mode asks for, is dropped.
 func (s *peerSet) apply(e subnet.Event) change {
-	sn := e.Lease.Subnet
-	old, known := s.leases[sn]
+	id := e.Lease.Key()
+	l := lease{sn4: e.Lease.Subnet}
+	if s.v6 {
+		l.sn6 = e.Lease.IPv6Subnet
+	}
+	old, known := s.leases[id]
+	c := change{subnet: l.first(), subnets: l.subnets()}
 	if e.Type == subnet.Removed {
 		if !known {
-			return change{kind: unchanged, subnet: sn}
+			return c
 		}
-		delete(s.leases, sn)
-		return change{kind: removed, subnet: sn, was: old}
+		delete(s.leases, id)
+		c.kind, c.was = removed, old
+		return c
 	}
 	key, err := peerKey(e.Lease.Attrs)
-	if err != nil {
-		delete(s.leases, sn)
-		return change{kind: rejected, subnet: sn, was: old, err: err}
+	if err == nil {
+		l.key = key
+		l.endpoint, err = s.endpoint(e.Lease.Attrs)
 	}
-	l := lease{key: key, endpoint: netip.AddrPortFrom(e.Lease.Attrs.PublicIP, s.port)}
-	s.leases[sn] = l
+	if err != nil {
+		delete(s.leases, id)
+		c.kind, c.was, c.err = rejected, old, err
+		return c
+	}
+	s.leases[id] = l
+	c.now = l
 	switch {
 	case !known:
-		return change{kind: added, subnet: sn, now: l}
+		c.kind = added
 	case old != l:
-		return change{kind: updated, subnet: sn, now: l, was: old}
+		c.kind, c.was = updated, old
 	}
-	return change{kind: unchanged, subnet: sn, now: l}
+	return c
+}
+
+// endpoint returns where to send to a peer: its PublicIP in an IPv4 network and in Mode
+// ipv4; in Mode auto (dual stack), flanneld's choice (selectEndpoint).
+func (s *peerSet) endpoint(a subnet.LeaseAttrs) (netip.AddrPort, error) {
+	ip := a.PublicIP
+	if s.v6 && s.mode == ModeAuto {
+		ip = selectEndpoint(a.PublicIP, a.PublicIPv6, s.own4, s.own6)
+	}
+	if !ip.IsValid() || ip.IsUnspecified() {
+		return netip.AddrPort{}, fmt.Errorf("no public IPv4 address to send to (Mode %q sends to PublicIP)", s.mode)
+	}
+	return netip.AddrPortFrom(ip, s.port), nil
+}
+
+// selectEndpoint is flanneld's choice of a peer's endpoint in Mode auto: the peer's only
+// address if it has one family; else its IPv4 address when that is not private
+// (RFC 1918) and this node has one; else its IPv6 address when that and this node's are
+// not private (fc00::/7); else its IPv4 address. (A lease without IPv4 carries
+// "0.0.0.0", which flanneld would pick; weft takes the IPv6 address then.) It is pure.
+func selectEndpoint(peer4, peer6, own4, own6 netip.Addr) netip.Addr {
+	has4 := peer4.IsValid() && !peer4.IsUnspecified()
+	has6 := peer6.IsValid() && !peer6.IsUnspecified()
+	switch {
+	case has4 && !has6:
+		return peer4
+	case has6 && !has4:
+		return peer6
+	case !has4:
+		return netip.Addr{}
+	case !peer4.IsPrivate() && own4.IsValid():
+		return peer4
+	case !peer6.IsPrivate() && own6.IsValid() && !own6.IsPrivate():
+		return peer6
+	}
+	return peer4
 }
 
 // wantPeer is one WireGuard peer the device must have.
@@ -92,30 +168,36 @@ type wantPeer struct {
 // to another node) can only be one peer, so the lease with the lowest subnet keeps it and
 // the others are refused, as is a lease with this node's own key.
 func (s *peerSet) desired() (map[wgtypes.Key]wantPeer, map[netip.Prefix]string) {
-	subnets := make([]netip.Prefix, 0, len(s.leases))
-	for sn := range s.leases {
-		subnets = append(subnets, sn)
+	ids := make([]string, 0, len(s.leases))
+	for id := range s.leases {
+		ids = append(ids, id)
 	}
-	slices.SortFunc(subnets, comparePrefix)
+	slices.SortFunc(ids, func(a, b string) int { return comparePrefix(s.leases[a].first(), s.leases[b].first()) })
 	want := map[wgtypes.Key]wantPeer{}
 	owner := map[wgtypes.Key]netip.Prefix{}
 	bad := map[netip.Prefix]string{}
-	for _, sn := range subnets {
-		l := s.leases[sn]
+	refuse := func(l lease, why string) {
+		for _, sn := range l.subnets() {
+			bad[sn] = why
+		}
+	}
+	for _, id := range ids {
+		l := s.leases[id]
 		if l.key == s.ownKey {
-			bad[sn] = "its public key is this node's own (a copied key file?)"
+			refuse(l, "its public key is this node's own (a copied key file?)")
 			continue
 		}
 		p, ok := want[l.key]
 		if ok && p.endpoint != l.endpoint {
-			bad[sn] = fmt.Sprintf("its public key is also the key of %s at %s (a copied key file?)", owner[l.key], p.endpoint)
+			refuse(l, fmt.Sprintf("its public key is also the key of %s at %s (a copied key file?)", owner[l.key], p.endpoint))
 			continue
 		}
 		if !ok {
-			owner[l.key] = sn
+			owner[l.key] = l.first()
 		}
 		p.endpoint = l.endpoint
-		p.allowed = append(p.allowed, sn)
+		p.allowed = append(p.allowed, l.subnets()...)
+		slices.SortFunc(p.allowed, comparePrefix)
 		want[l.key] = p
 	}
 	return want, bad

@@ -51,7 +51,7 @@ func TestPeerSetApply(t *testing.T) {
 		}
 	}
 	s.apply(ev(subnet.Added, wgLease("10.244.2.0/24", "192.0.2.2", k1)))
-	if got := s.leases[sn]; got.key != k1 || got.endpoint != netip.MustParseAddrPort("192.0.2.2:51820") {
+	if got := s.leases[subnet.LeaseKey(sn, netip.Prefix{})]; got.key != k1 || got.endpoint != netip.MustParseAddrPort("192.0.2.2:51820") {
 		t.Fatalf("lease %+v", got)
 	}
 }
@@ -127,5 +127,74 @@ func TestDiffPeers(t *testing.T) {
 	// Another PSK or keepalive is drift.
 	if cfgs := diffPeers(want, asPeers(want, pp), peerParams{psk: k3, keepalive: pp.keepalive}, false); len(cfgs) != 2 {
 		t.Fatalf("PSK change: %+v", cfgs)
+	}
+}
+
+// TestPeerSetDualStack: in a dual-stack network a peer's allowed IPs are both its subnets
+// (one WireGuard peer per lease, kept by Lease.Key()); IPv6-only leases are kept apart
+// (their IPv4 subnet is the zero Prefix for all) and, in Mode auto, reached at their IPv6
+// address, while Mode ipv4 has no address to reach them at.
+func TestPeerSetDualStack(t *testing.T) {
+	own, k1, k2, k3 := pubKey(t), pubKey(t), pubKey(t), pubKey(t)
+	p, a := netip.MustParsePrefix, netip.MustParseAddr
+	lease := func(sn4, sn6, pub4, pub6 string, k wgtypes.Key) subnet.Lease {
+		l := subnet.Lease{IPv6Subnet: p(sn6), Attrs: subnet.LeaseAttrs{BackendType: Name, PublicIPv6: a(pub6), BackendV6Data: backendData(k)}}
+		if sn4 != "" {
+			l.Subnet, l.Attrs.PublicIP, l.Attrs.BackendData = p(sn4), a(pub4), backendData(k)
+		}
+		return l
+	}
+	dual := lease("10.244.2.0/24", "fd00:10:0:2::/64", "192.0.2.2", "2001:db8::2", k1)
+	only3 := lease("", "fd00:10:0:3::/64", "", "2001:db8::3", k2)
+	only4 := lease("", "fd00:10:0:4::/64", "", "2001:db8::4", k3)
+	for _, mode := range []Mode{ModeAuto, ModeIPv4} {
+		s := newPeerSet(51820, own)
+		s.v6, s.mode, s.own4 = true, mode, a("192.0.2.1")
+		var kinds []changeKind
+		for _, l := range []subnet.Lease{dual, only3, only4} {
+			kinds = append(kinds, s.apply(ev(subnet.Added, l)).kind)
+		}
+		want, bad := s.desired()
+		if w := want[k1]; w.endpoint != netip.MustParseAddrPort("192.0.2.2:51820") ||
+			!slices.Equal(w.allowed, []netip.Prefix{p("10.244.2.0/24"), p("fd00:10:0:2::/64")}) {
+			t.Errorf("%s: dual peer %+v", mode, w)
+		}
+		switch mode {
+		case ModeAuto:
+			if !slices.Equal(kinds, []changeKind{added, added, added}) || len(want) != 3 || len(bad) != 0 {
+				t.Errorf("auto: kinds %v, want %v, bad %v", kinds, want, bad)
+			}
+			if w := want[k2]; w.endpoint != netip.MustParseAddrPort("[2001:db8::3]:51820") || !slices.Equal(w.allowed, []netip.Prefix{p("fd00:10:0:3::/64")}) {
+				t.Errorf("auto: IPv6-only peer %+v", w)
+			}
+		case ModeIPv4:
+			if !slices.Equal(kinds, []changeKind{added, rejected, rejected}) || len(want) != 1 {
+				t.Errorf("ipv4: kinds %v, want %v", kinds, want)
+			}
+		}
+		if c := s.apply(ev(subnet.Removed, dual)); c.kind != removed || !slices.Equal(c.subnets, []netip.Prefix{p("10.244.2.0/24"), p("fd00:10:0:2::/64")}) {
+			t.Errorf("%s: remove: %+v", mode, c)
+		}
+	}
+}
+
+func TestSelectEndpoint(t *testing.T) {
+	a := netip.MustParseAddr
+	none := netip.Addr{}
+	for _, c := range []struct {
+		peer4, peer6, own4, own6, want netip.Addr
+	}{
+		{a("192.0.2.2"), none, a("192.0.2.1"), none, a("192.0.2.2")},                         // IPv4 only
+		{a("0.0.0.0"), a("2001:db8::2"), a("192.0.2.1"), a("2001:db8::1"), a("2001:db8::2")}, // IPv6-only lease
+		{a("192.0.2.2"), a("2001:db8::2"), a("192.0.2.1"), a("2001:db8::1"), a("192.0.2.2")}, // public IPv4 first
+		{a("10.0.0.2"), a("2001:db8::2"), a("10.0.0.1"), a("2001:db8::1"), a("2001:db8::2")}, // private IPv4, public IPv6
+		{a("10.0.0.2"), a("fd00::2"), a("10.0.0.1"), a("fd00::1"), a("10.0.0.2")},            // both private
+		{a("10.0.0.2"), a("2001:db8::2"), a("10.0.0.1"), none, a("10.0.0.2")},                // no own IPv6
+		{a("192.0.2.2"), a("2001:db8::2"), none, a("2001:db8::1"), a("2001:db8::2")},         // no own IPv4
+		{a("0.0.0.0"), none, a("192.0.2.1"), none, none},                                     // nothing
+	} {
+		if got := selectEndpoint(c.peer4, c.peer6, c.own4, c.own6); got != c.want {
+			t.Errorf("selectEndpoint(%v, %v, own %v, %v) = %v, want %v", c.peer4, c.peer6, c.own4, c.own6, got, c.want)
+		}
 	}
 }

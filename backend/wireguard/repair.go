@@ -138,12 +138,20 @@ func (n *wgNetwork) repairLocked() (drift bool, err error) {
 		if err := n.dev.Ensure(n.h); err != nil {
 			return true, err
 		}
+		if err := n.dev6.ensure(n.h, n.dev.Index); err != nil {
+			return true, err
+		}
 		n.repaired("device")
 		return true, nil
 	}
 	if err != nil {
 		return false, err
 	}
+	f6, err := n.dev6.drift(n.h, n.dev.Index)
+	if err != nil {
+		return false, err
+	}
+	faults = append(faults, f6...)
 	if len(faults) > 0 {
 		drift = true
 		var what []string
@@ -152,6 +160,9 @@ func (n *wgNetwork) repairLocked() (drift bool, err error) {
 		}
 		n.log.Info("Repairing the WireGuard device, changed by someone else", "device", DeviceName, "drift", strings.Join(what, ", "))
 		if err := n.dev.Ensure(n.h); err != nil {
+			return true, err
+		}
+		if err := n.dev6.ensure(n.h, n.dev.Index); err != nil {
 			return true, err
 		}
 		seen := map[string]bool{}
@@ -218,8 +229,10 @@ func (n *wgNetwork) Describe() backend.Description {
 			d.Info["peersWithHandshake"] = fmt.Sprintf("%d of %d", up, len(have))
 		}
 	}
-	for sn := range n.peers.leases {
-		d.Peers[sn] = backend.PeerStatus{State: backend.PeerProgrammed}
+	for _, l := range n.peers.leases {
+		for _, sn := range l.subnets() {
+			d.Peers[sn] = backend.PeerStatus{State: backend.PeerProgrammed}
+		}
 	}
 	for sn, why := range n.bad {
 		d.Peers[sn] = backend.PeerStatus{State: backend.PeerError, Reason: why}

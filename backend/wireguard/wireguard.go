@@ -62,9 +62,8 @@ func newBackend(env backend.Env, keyFile string) (*wgBackend, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Mode == ModeIPv6 {
-		return nil, fmt.Errorf("%w: %s: key Mode: value %q needs IPv6 endpoints, and weft has no IPv6 yet (use %q, %q or %q: with IPv4 only they are the same)",
-			subnet.ErrInvalidConfig, errPrefix, cfg.Mode, ModeSeparate, ModeAuto, ModeIPv4)
+	if err := checkFamilies(env.Network, cfg.Mode); err != nil {
+		return nil, err
 	}
 	ext := env.Ext
 	if ext.Iface == nil || !ext.IfaceAddr.Is4() || !ext.PublicIP.Is4() {
@@ -78,6 +77,32 @@ func newBackend(env backend.Env, keyFile string) (*wgBackend, error) {
 	log.Info("WireGuard backend configured", "implementation", cfg.Implementation, "mode", cfg.Mode, "listenPort", cfg.ListenPort,
 		"mtu", mtu, "keyFile", keyFile, "psk", cfg.PSK != "", "persistentKeepalive", cfg.PersistentKeepaliveInterval)
 	return &wgBackend{env: env, cfg: cfg, mtu: mtu, keyFile: keyFile, log: log}, nil
+}
+
+// checkFamilies checks the network's address families against Mode. An IPv4 network runs
+// in every Mode but "ipv6" (IPv6 endpoints). A dual-stack network runs in Mode "auto" or
+// "ipv4": one device, flannel-wg, whose peers' allowed IPs are both their subnets, as
+// flanneld's in those modes. Refused, naming the keys: Mode "separate" (flanneld's
+// default: a second device flannel-wg-v6 with IPv6 endpoints on ListenPortV6) or "ipv6"
+// with EnableIPv6, and an IPv6-only network (EnableIPv4=false), which weft's wireguard
+// does not carry yet. Errors wrap subnet.ErrInvalidConfig.
+func checkFamilies(cfg *subnet.Config, mode Mode) error {
+	const other = "vxlan, host-gw or gre backend"
+	switch {
+	case cfg.EnableIPv6 && !cfg.EnableIPv4:
+		return fmt.Errorf("%w: %s needs IPv4 in the network: the network config sets EnableIPv4=false and EnableIPv6=true (an IPv6-only network), "+
+			"which weft's wireguard does not carry; use the %s, or a dual-stack network (EnableIPv4 true) with Mode %q or %q",
+			subnet.ErrInvalidConfig, errPrefix, other, ModeAuto, ModeIPv4)
+	case cfg.EnableIPv6 && mode != ModeAuto && mode != ModeIPv4:
+		return fmt.Errorf("%w: %s: key Mode: value %q with EnableIPv6=true: weft's wireguard carries a dual-stack network on one device, "+
+			"in Mode %q or %q (Mode %q needs a second device with IPv6 endpoints, which weft's wireguard does not have); "+
+			"set Mode to %q or %q on every node, or use the %s",
+			subnet.ErrInvalidConfig, errPrefix, mode, ModeAuto, ModeIPv4, mode, ModeAuto, ModeIPv4, other)
+	case mode == ModeIPv6:
+		return fmt.Errorf("%w: %s: key Mode: value %q needs IPv6 endpoints, which weft's wireguard does not use (use %q, %q or %q: in an IPv4 network they are the same)",
+			subnet.ErrInvalidConfig, errPrefix, mode, ModeSeparate, ModeAuto, ModeIPv4)
+	}
+	return nil
 }
 
 // Prepare loads (or, the first time, creates) the private key, decides the
@@ -121,7 +146,12 @@ func (b *wgBackend) Prepare(ctx context.Context) (subnet.LeaseAttrs, error) {
 		return subnet.LeaseAttrs{}, err
 	}
 	b.impl = impl
-	return subnet.LeaseAttrs{PublicIP: b.env.Ext.PublicIP, BackendType: Name, BackendData: backendData(key.public())}, nil
+	attrs := subnet.LeaseAttrs{PublicIP: b.env.Ext.PublicIP, BackendType: Name, BackendData: backendData(key.public())}
+	if b.env.Network.EnableIPv6 {
+		// flanneld publishes the same {"PublicKey": ...} for the IPv6 side.
+		attrs.PublicIPv6, attrs.BackendV6Data = b.env.Ext.PublicIPv6, backendData(key.public())
+	}
+	return attrs, nil
 }
 
 // Activate brings up the data plane of the implementation Prepare chose for the own
@@ -137,6 +167,13 @@ func (b *wgBackend) Activate(ctx context.Context, own subnet.Lease) (backend.Net
 	if !sn.Addr().Is4() || !ip.IsNetworkAddress(sn) || !ip.Contains(network, sn) {
 		return nil, fmt.Errorf("%s: own subnet %s is not an IPv4 subnet of %s", errPrefix, sn, network)
 	}
+	var d6 dev6
+	if cfg := b.env.Network; cfg.EnableIPv6 {
+		d6 = dev6{own: own.IPv6Subnet, network: cfg.IPv6Network}
+		if !d6.own.Addr().Is6() || !ip.IsNetworkAddress(d6.own) || !ip.Contains(d6.network, d6.own) {
+			return nil, fmt.Errorf("%s: own IPv6 subnet %s is not an IPv6 subnet of %s", errPrefix, d6.own, d6.network)
+		}
+	}
 	if b.impl == "" {
 		return nil, fmt.Errorf("%s: Activate before Prepare", errPrefix)
 	}
@@ -144,13 +181,13 @@ func (b *wgBackend) Activate(ctx context.Context, own subnet.Lease) (backend.Net
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", errPrefix, err)
 	}
-	n, err := b.activate(h, sn, network)
+	n, err := b.activate(h, sn, network, d6)
 	if err != nil {
 		h.Close()
 		return nil, err
 	}
 	b.log.Info("WireGuard network active", "implementation", b.impl, "device", DeviceName, "subnet", sn, "network", network,
-		"listenPort", b.cfg.ListenPort, "mtu", b.mtu, "publicKey", b.key.public())
+		"ipv6Subnet", d6.own, "ipv6Network", d6.network, "listenPort", b.cfg.ListenPort, "mtu", b.mtu, "publicKey", b.key.public())
 	if _, set := os.LookupEnv("GOMEMLIMIT"); set && b.impl == ImplUserspace {
 		if limit := debug.SetMemoryLimit(-1); limit < userspaceMemory { // -1 reads the limit
 			b.log.Info("GOMEMLIMIT is below what wireguard-go uses under load: the garbage collector will run all the time "+
@@ -165,7 +202,7 @@ func (b *wgBackend) Activate(ctx context.Context, own subnet.Lease) (backend.Net
 // take under a bulk TCP flow: 110–180 MiB of heap measured on a 2-core machine.
 const userspaceMemory = 192 << 20
 
-func (b *wgBackend) activate(h *kernel.Handle, own, network netip.Prefix) (*wgNetwork, error) {
+func (b *wgBackend) activate(h *kernel.Handle, own, network netip.Prefix, d6 dev6) (*wgNetwork, error) {
 	n := &wgNetwork{
 		log:      b.log,
 		repaired: b.env.Repaired,
@@ -178,6 +215,7 @@ func (b *wgBackend) activate(h *kernel.Handle, own, network netip.Prefix) (*wgNe
 		params:   peerParams{keepalive: time.Duration(b.cfg.PersistentKeepaliveInterval) * time.Second},
 		period:   repairPeriod,
 		dev:      tundev.Device{Name: DeviceName, ErrPrefix: errPrefix, Own: own, Network: network, MTU: b.mtu},
+		dev6:     d6,
 		peers:    newPeerSet(uint16(b.cfg.ListenPort), b.key.public()),
 		wake:     make(chan struct{}, 1),
 		closed:   make(chan struct{}),
@@ -185,7 +223,12 @@ func (b *wgBackend) activate(h *kernel.Handle, own, network netip.Prefix) (*wgNe
 	if b.cfg.PSK != "" {
 		n.params.psk, _ = parseKey(b.cfg.PSK) // checked by ParseConfig
 	}
-	if b.impl == ImplKernel {
+	if d6.on() {
+		n.peers.v6, n.peers.mode, n.peers.own4, n.peers.own6 = true, b.cfg.Mode, b.env.Ext.PublicIP, b.env.Ext.PublicIPv6
+	}
+	if b.impl == ImplKernel || d6.on() {
+		// Kernel peers change without a notification; the IPv6 address and route are not
+		// reported by kernel.Subscribe (IPv4 only): both are checked this often.
 		n.peerPoll = kernelPeerPoll
 	}
 	n.mu.Lock()
@@ -194,6 +237,10 @@ func (b *wgBackend) activate(h *kernel.Handle, own, network netip.Prefix) (*wgNe
 		return nil, err
 	}
 	if err := n.dev.Ensure(h); err != nil {
+		n.eng.close()
+		return nil, err
+	}
+	if err := n.dev6.ensure(h, n.dev.Index); err != nil {
 		n.eng.close()
 		return nil, err
 	}

@@ -1,0 +1,164 @@
+//go:build linux
+
+package wireguard
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/klog/v2/ktesting"
+
+	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/backend/internal/kernel/kerneltest"
+	"github.com/weftnet/weft/backend/internal/tundev/tundevtest"
+	"github.com/weftnet/weft/subnet"
+)
+
+// dualNode is a node of a dual-stack wireguard network (IPv4 underlay, pods with both
+// families): its number i names its subnets 10.244.i.0/24 and fd00:10:0:i::/64.
+type dualNode struct {
+	ns, pod, addr string
+	i             int
+	keyFile       string
+	repairs       *kerneltest.Repairs
+	*tundevtest.Node
+}
+
+const dualConfig = `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10::/48","IPv6SubnetLen":64,` +
+	`"Backend":{"Type":"wireguard","Mode":"auto","Implementation":"userspace"}}`
+
+func (n *dualNode) subnets() (netip.Prefix, netip.Prefix) {
+	return netip.MustParsePrefix(fmt.Sprintf("10.244.%d.0/24", n.i)), netip.MustParsePrefix(fmt.Sprintf("fd00:10:0:%d::/64", n.i))
+}
+
+// lease is the node's lease as flanneld writes it in a dual-stack network (no IPv6
+// underlay address: PublicIPv6 is null).
+func (n *dualNode) lease(t *testing.T) subnet.Lease {
+	k, _, err := loadOrCreateKey(n.keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn4, sn6 := n.subnets()
+	return subnet.Lease{Subnet: sn4, IPv6Subnet: sn6, Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr(n.addr),
+		BackendType: Name, BackendData: backendData(k.public()), BackendV6Data: backendData(k.public())}}
+}
+
+// setupDual gives node and pod namespaces IPv6 and the pod an IPv6 address behind cni0.
+func (n *dualNode) setupIPv6(t *testing.T) {
+	t.Helper()
+	_, sn6 := n.subnets()
+	gw, pod := sn6.Addr().Next(), sn6.Addr().Next().Next()
+	for _, c := range []struct{ ns, link string }{{n.ns, "cni0"}, {n.ns, "eth0"}, {n.pod, "eth0"}} {
+		for _, k := range []string{"all", "default", c.link} {
+			run(t, c.ns, "sysctl", "-qw", "net.ipv6.conf."+k+".disable_ipv6=0")
+		}
+	}
+	run(t, n.ns, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+	run(t, n.ns, "ip", "addr", "add", netip.PrefixFrom(gw, 64).String(), "dev", "cni0", "nodad")
+	run(t, n.pod, "ip", "addr", "add", netip.PrefixFrom(pod, 64).String(), "dev", "eth0", "nodad")
+	run(t, n.pod, "ip", "-6", "route", "add", "default", "via", gw.String())
+}
+
+func (n *dualNode) start(t *testing.T, peers ...subnet.Lease) {
+	t.Helper()
+	cfg, err := subnet.ParseConfig([]byte(dualConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.repairs = &kerneltest.Repairs{}
+	logger := ktesting.NewLogger(t, ktesting.NewConfig(ktesting.Verbosity(2)))
+	be, err := newBackend(backend.Env{Ext: tundevtest.External(t, n.ns, n.addr), Network: cfg,
+		Log: logger.WithValues("node", n.addr), OnRepair: n.repairs.Report}, n.keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := n.lease(t)
+	own.Attrs = subnet.LeaseAttrs{PublicIP: own.Attrs.PublicIP}
+	n.Node = tundevtest.StartNode(t, n.ns, be, own, func(nw backend.Network) {
+		nw.(*wgNetwork).period = 200 * time.Millisecond
+	}, peers...)
+}
+
+// TestUserspaceDualStack: in a dual-stack network (Mode auto, IPv4 underlay) each node has
+// one flannel-wg with both the IPv4 and IPv6 own-subnet addresses and routes, its lease
+// carries BackendData and BackendV6Data as flanneld writes them, each peer's allowed IPs
+// are both its subnets, pods ping over both families, and a deleted IPv6 route or address
+// is back within a second.
+func TestUserspaceDualStack(t *testing.T) {
+	skipWithoutNamespaces(t)
+	c := tundevtest.NewCluster(t)
+	a := &dualNode{ns: c.NodeA, pod: c.PodA, addr: "192.0.2.1", i: 1, keyFile: filepath.Join(t.TempDir(), "wgkey")}
+	b := &dualNode{ns: c.NodeB, pod: c.PodB, addr: "192.0.2.2", i: 2, keyFile: filepath.Join(t.TempDir(), "wgkeyb")}
+	for _, n := range []*dualNode{a, b} {
+		if _, _, err := loadOrCreateKey(n.keyFile); err != nil {
+			t.Fatal(err)
+		}
+		n.setupIPv6(t)
+	}
+	a.start(t, b.lease(t))
+	b.start(t, a.lease(t))
+
+	pub := a.lease(t).Attrs.BackendData
+	want := `{"PublicIP":"192.0.2.1","PublicIPv6":null,"BackendType":"wireguard","BackendData":` + string(pub) + `,"BackendV6Data":` + string(pub) + `}`
+	if got, err := json.Marshal(a.Attrs); err != nil || string(got) != want {
+		t.Fatalf("lease value %s (%v), want %s", got, err, want)
+	}
+	if out := run(t, c.NodeA, "ip", "-6", "-o", "addr", "show", "dev", DeviceName); !strings.Contains(out, "inet6 fd00:10:0:1::/128") {
+		t.Fatalf("%s IPv6 addresses: %s", DeviceName, out)
+	}
+	const want6 = "fd00:10::/48 dev " + DeviceName + " metric 1024"
+	if out := run(t, c.NodeA, "ip", "-6", "route", "show", "fd00:10::/48"); !strings.Contains(out, want6) {
+		t.Fatalf("IPv6 route: %s", out)
+	}
+	if out := run(t, c.NodeA, "ip", "route", "show", "10.244.0.0/16"); !strings.Contains(out, "10.244.0.0/16 dev "+DeviceName) {
+		t.Fatalf("IPv4 route: %s", out)
+	}
+	for _, dst := range []string{"10.244.2.2", "fd00:10:0:2::2"} {
+		if err := waitPing(c.PodA, dst, 3*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if err := waitPing(c.PodB, strings.Replace(strings.Replace(dst, ".2.2", ".1.2", 1), ":2::2", ":1::2", 1), 3*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := a.NW.(backend.Describer).Describe()
+	sn4, sn6 := b.subnets()
+	if d.Peers[sn4].State != backend.PeerProgrammed || d.Peers[sn6].State != backend.PeerProgrammed {
+		t.Fatalf("Describe().Peers = %+v", d.Peers)
+	}
+	for _, c6 := range []struct {
+		name, kind string
+		argv       []string
+	}{
+		{"IPv6 route deleted", "route", []string{"ip", "-6", "route", "del", "fd00:10::/48", "dev", DeviceName}},
+		{"IPv6 address deleted", "address", []string{"ip", "-6", "addr", "del", "fd00:10:0:1::/128", "dev", DeviceName}},
+	} {
+		before := a.repairs.Count(c6.kind)
+		run(t, c.NodeA, c6.argv...)
+		took := kerneltest.WaitFor(t, time.Second, c6.name+": repaired", func() error {
+			if a.repairs.Count(c6.kind) == before {
+				return fmt.Errorf("no %s repair yet (%s)", c6.kind, a.repairs)
+			}
+			return nil
+		})
+		if err := waitPing(c.PodA, "fd00:10:0:2::2", 2*time.Second); err != nil {
+			t.Fatalf("%s: pods do not talk over IPv6: %v", c6.name, err)
+		}
+		t.Logf("%s: repaired within %v", c6.name, took.Round(time.Millisecond))
+	}
+	if out := run(t, c.NodeA, "ip", "-6", "route", "show", "fd00:10::/48"); !strings.Contains(out, want6) {
+		t.Fatalf("IPv6 route after repairs: %s", out)
+	}
+	// Left alone, the checks (every 200 ms here) find nothing more to repair.
+	time.Sleep(300 * time.Millisecond)
+	before := a.repairs.String()
+	time.Sleep(1200 * time.Millisecond)
+	if after := a.repairs.String(); after != before {
+		t.Fatalf("repairs went on with nobody changing anything: %s, then %s", before, after)
+	}
+}
