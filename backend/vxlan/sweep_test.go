@@ -120,7 +120,7 @@ func TestStaleEntries(t *testing.T) {
 	} {
 		r := onDev
 		c.edit(&r)
-		if got := staleTunnelRoute(r, peers); got != c.want {
+		if got := staleTunnelRoute(r, peers, 0); got != c.want {
 			t.Errorf("staleTunnelRoute: %s = %v, want %v", c.name, got, c.want)
 		}
 	}
