@@ -90,7 +90,22 @@ func (b *batch6) EnsureRoute(r *netlink.Route) error {
 		return err
 	}
 	dst, _ := routeDst6(r)
-	if err := b.h.Netlink().RouteReplace(r); err != nil {
+	err = b.h.Netlink().RouteReplace(r)
+	if errors.Is(err, unix.EINVAL) {
+		// The kernel refuses an onlink gateway that an existing route resolves through
+		// another device ("device mismatch"): the route being replaced itself, when
+		// someone moved it. Delete the routes to dst with r's metric, then add.
+		var errs []error
+		for _, h := range b.routes[dst] {
+			if h.Priority == r.Priority {
+				if err := b.h.Netlink().RouteDel(&h); err != nil && !gone(err) {
+					errs = append(errs, err)
+				}
+			}
+		}
+		err = errors.Join(append(errs, b.h.Netlink().RouteAdd(r))...)
+	}
+	if err != nil {
 		return fmt.Errorf("replace route %s via %s dev #%d: %w", dst, r.Gw, r.LinkIndex, err)
 	}
 	var kept []netlink.Route
