@@ -49,7 +49,7 @@ func TestCheckPeerDataFamilies(t *testing.T) {
 
 func TestPeerFromLeaseIPv6(t *testing.T) {
 	f := newFamily(true, deviceSpec{}, ipv6Network, true)
-	if f.direct || f.metric != 1024 {
+	if !f.direct || f.metric != 1024 {
 		t.Errorf("IPv6 family: direct %v metric %d", f.direct, f.metric)
 	}
 	l := lease6("10.244.3.0/24", "fd00:0:0:3::/64", netip.MustParseAddr("192.0.2.3"), netip.MustParseAddr("2001:db8::3"))

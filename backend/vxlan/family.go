@@ -24,7 +24,7 @@ type family struct {
 	// metric is the metric the kernel lists for the routes weft writes without one: 0
 	// for IPv4, 1024 for IPv6 (IP6_RT_PRIO_USER). Routes are written with it explicitly.
 	metric int
-	direct bool // DirectRouting applies to this family (IPv4 only)
+	direct bool // DirectRouting
 
 	// Guarded by network.mu.
 	devIndex int                    // current ifindex of the device; changes if re-created
@@ -44,7 +44,7 @@ const (
 )
 
 func newFamily(v6 bool, spec deviceSpec, cidr netip.Prefix, direct bool) *family {
-	f := &family{v6: v6, spec: spec, cidr: cidr, direct: direct && !v6,
+	f := &family{v6: v6, spec: spec, cidr: cidr, direct: direct,
 		peers: map[netip.Prefix]*peer{}, gone: map[netip.Prefix]*peer{}}
 	if v6 {
 		f.metric = routeMetricV6

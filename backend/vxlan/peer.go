@@ -64,10 +64,12 @@ func tunnelRoute(p *peer, devIndex, metric int) *netlink.Route {
 	}
 }
 
-// directRoute is "<subnet> via <PublicIP> dev <external interface>".
-func directRoute(p *peer, extIndex int) *netlink.Route {
+// directRoute is "<subnet> via <PublicIP> dev <external interface> metric <metric>"
+// (metric: family.metric).
+func directRoute(p *peer, extIndex, metric int) *netlink.Route {
 	return &netlink.Route{
 		LinkIndex: extIndex,
+		Priority:  metric,
 		Dst:       ip.IPNet(p.subnet),
 		Gw:        net.IP(p.publicIP.AsSlice()),
 	}

@@ -3,8 +3,10 @@ package vxlan
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 
+	"github.com/weftnet/weft/backend/internal/kernel"
 	"golang.org/x/sys/unix"
 )
 
@@ -48,7 +50,7 @@ func (n *network) ensurePeerLocked(f *family, b tables, old, p *peer) error {
 		return err
 	}
 	if p.direct {
-		if err := b.EnsureRoute(directRoute(p, n.extIdx)); err != nil {
+		if err := b.EnsureRoute(directRoute(p, n.extIdx, f.metric)); err != nil {
 			return fmt.Errorf("peer %s: %w", p.subnet, err)
 		}
 		// Tunnel entries of an earlier, non-direct programming are no longer used.
@@ -80,7 +82,13 @@ func (n *network) decideDirectLocked(f *family, p *peer) error {
 		p.direct = false
 		return nil
 	}
-	d, err := n.h.DirectlyConnected(p.publicIP, n.extIdx)
+	var d bool
+	var err error
+	if f.v6 {
+		d, err = directlyConnected6(n.h, p.publicIP, n.extIdx)
+	} else {
+		d, err = n.h.DirectlyConnected(p.publicIP, n.extIdx)
+	}
 	switch {
 	case errors.Is(err, unix.ENETUNREACH) || errors.Is(err, unix.EHOSTUNREACH):
 		p.direct = false
@@ -145,3 +153,23 @@ func (f *family) macInUseByOtherLocked(mac []byte, except netip.Prefix) bool {
 }
 
 func equalMAC(a, b []byte) bool { return string(a) == string(b) }
+
+// directlyConnected6 is kernel.Handle.DirectlyConnected for IPv6 addresses: whether the
+// kernel reaches addr without a gateway through linkIndex. An address of this host is
+// not directly connected.
+func directlyConnected6(h *kernel.Handle, addr netip.Addr, linkIndex int) (bool, error) {
+	if !addr.Is6() {
+		return false, fmt.Errorf("directly connected: %s is not an IPv6 address", addr)
+	}
+	rs, err := h.Netlink().RouteGet(net.IP(addr.AsSlice()))
+	if err != nil {
+		return false, fmt.Errorf("route get %s: %w", addr, err)
+	}
+	for _, r := range rs {
+		if r.Type == unix.RTN_LOCAL {
+			return false, nil
+		}
+		return r.Gw == nil && r.LinkIndex == linkIndex, nil
+	}
+	return false, nil
+}

@@ -153,7 +153,7 @@ func (n *network) missingLocked(f *family, b tables, p *peer) ([]string, error) 
 	var m []string
 	want := tunnelRoute(p, f.devIndex, f.metric)
 	if p.direct {
-		want = directRoute(p, n.extIdx)
+		want = directRoute(p, n.extIdx, f.metric)
 	}
 	if ok, err := b.HasRoute(want); err != nil {
 		return nil, err

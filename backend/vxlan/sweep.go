@@ -28,7 +28,7 @@ func (n *network) sweepLocked(f *family, b tables) (bool, error) {
 	if f.direct {
 		var direct []kernel.ListedRoute
 		direct, derr = b.SweepRoutes(n.extIdx, func(r kernel.ListedRoute) bool {
-			return !leaving(r.Dst) && staleDirectRoute(r, f.cidr, n.extIdx, f.peers)
+			return !leaving(r.Dst) && staleDirectRoute(r, f.cidr, n.extIdx, f.peers, f.metric)
 		})
 		routes = append(routes, direct...)
 	}
@@ -113,12 +113,13 @@ func staleTunnelRoute(r kernel.ListedRoute, peers map[netip.Prefix]*peer, metric
 
 // staleDirectRoute reports whether a route on the external interface is a DirectRouting
 // route no peer needs. Only routes of the shape weft writes there are considered: unicast,
-// metric 0, protocol boot, via a gateway, to a subnet strictly inside the Network (never
-// the default route, routes outside the Network or other daemons' routes); a direct peer
-// needs exactly the route to its subnet via its public IP. It is pure.
-func staleDirectRoute(r kernel.ListedRoute, cidr netip.Prefix, ext int, peers map[netip.Prefix]*peer) bool {
+// the family's metric (0, or 1024 for IPv6), protocol boot, via a gateway, to a subnet
+// strictly inside the family's network (never the default route, routes outside the
+// network or other daemons' routes); a direct peer needs exactly the route to its subnet
+// via its public IP. It is pure.
+func staleDirectRoute(r kernel.ListedRoute, cidr netip.Prefix, ext int, peers map[netip.Prefix]*peer, metric int) bool {
 	owned := r.LinkIndex == ext && r.Gw.IsValid() && !r.Multipath && r.Type == unix.RTN_UNICAST &&
-		r.Priority == 0 && r.Protocol == unix.RTPROT_BOOT && r.Dst.Bits() > cidr.Bits() && cidr.Contains(r.Dst.Addr())
+		r.Priority == metric && r.Protocol == unix.RTPROT_BOOT && r.Dst.Bits() > cidr.Bits() && cidr.Contains(r.Dst.Addr())
 	if !owned {
 		return false
 	}

@@ -146,7 +146,7 @@ func TestStaleEntries(t *testing.T) {
 	} {
 		r := onExt
 		c.edit(&r)
-		if got := staleDirectRoute(r, cidr, ext, peers); got != c.want {
+		if got := staleDirectRoute(r, cidr, ext, peers, 0); got != c.want {
 			t.Errorf("staleDirectRoute: %s = %v, want %v", c.name, got, c.want)
 		}
 	}
