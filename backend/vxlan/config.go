@@ -93,6 +93,10 @@ func podMTUv6(cfg Config, extMTU int) (int, error) {
 		}
 		under = cfg.MTU
 	}
+	if under-encapOverheadV6 < minPodMTUv6 && cfg.MTU != 0 {
+		return 0, invalid("key MTU: value %d leaves flannel-v6.%d an MTU of %d after the %d-byte VXLAN overhead over IPv6; IPv6 needs at least %d (MTU %d)",
+			cfg.MTU, cfg.VNI, cfg.MTU-encapOverheadV6, encapOverheadV6, minPodMTUv6, minPodMTUv6+encapOverheadV6)
+	}
 	if under-encapOverheadV6 < minPodMTUv6 {
 		return 0, fmt.Errorf("vxlan: an underlay MTU of %d leaves flannel-v6.%d an MTU of %d after the %d-byte VXLAN overhead over IPv6; IPv6 needs at least %d (underlay MTU %d)",
 			under, cfg.VNI, under-encapOverheadV6, encapOverheadV6, minPodMTUv6, minPodMTUv6+encapOverheadV6)

@@ -3,6 +3,7 @@ package vxlan
 import (
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/netip"
 	"strings"
@@ -82,10 +83,14 @@ func TestPodMTUv6(t *testing.T) {
 		{0, 1350, 1280, true},
 		{0, 1349, 0, false}, // IPv6 needs 1280
 		{1600, 1500, 0, false},
+		{1340, 1500, 0, false}, // the key, too small for IPv6
 	} {
 		got, err := podMTUv6(Config{VNI: 1, MTU: c.key}, c.ext)
 		if got != c.want || (err == nil) != c.ok {
 			t.Errorf("podMTUv6(MTU=%d, ext %d) = %d, %v; want %d ok=%v", c.key, c.ext, got, err, c.want, c.ok)
+		}
+		if c.key != 0 && err != nil && !errors.Is(err, subnet.ErrInvalidConfig) {
+			t.Errorf("podMTUv6(MTU=%d): %v is not an invalid-config error", c.key, err)
 		}
 	}
 }
