@@ -3,7 +3,6 @@ package vxlan
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"time"
 
 	"k8s.io/klog/v2"
@@ -32,11 +31,17 @@ type Backend struct {
 	h      *kernel.Handle
 	ext    backend.ExternalInterface
 	cfg    Config
-	spec   deviceSpec
+	spec   deviceSpec // flannel.<VNI>; zero when the network runs no IPv4
+	spec6  deviceSpec // flannel-v6.<VNI>; zero when the network runs no IPv6
 	resync time.Duration
 }
 
 var _ backend.Backend = (*Backend)(nil)
+
+// runs4 and runs6 say which families the network config runs; a config that enables
+// neither runs IPv4, as subnet.Config.Families says.
+func runs4(c *subnet.Config) bool { return c.EnableIPv4 || !c.EnableIPv6 }
+func runs6(c *subnet.Config) bool { return c.EnableIPv6 }
 
 // New checks the config against the external interface and the kernel and binds the
 // backend to the calling thread's network namespace. It creates nothing.
@@ -49,12 +54,8 @@ func New(env backend.Env) (backend.Backend, error) {
 		return nil, err
 	}
 	ext := env.Ext
-	if ext.Iface == nil || !ext.IfaceAddr.Is4() || !ext.PublicIP.Is4() {
-		return nil, fmt.Errorf("vxlan: the external interface needs an IPv4 interface address and public IP (have %v, %v)", ext.IfaceAddr, ext.PublicIP)
-	}
-	mtu, err := podMTU(cfg, ext.Iface.MTU)
-	if err != nil {
-		return nil, err
+	if ext.Iface == nil {
+		return nil, fmt.Errorf("vxlan: no external interface")
 	}
 	major, minor, err := kernel.KernelVersion()
 	if err != nil {
@@ -64,83 +65,124 @@ func New(env backend.Env) (backend.Backend, error) {
 	if port == 0 {
 		port = defaultPort()
 	}
+	base := deviceSpec{
+		vni:       cfg.VNI,
+		extIndex:  ext.Iface.Index,
+		port:      port,
+		learning:  cfg.Learning,
+		gbp:       cfg.GBP,
+		txCsumOff: needTxChecksumOff(major, minor, cfg.ChecksumOffload),
+	}
+	var spec, spec6 deviceSpec
+	if runs4(env.Network) {
+		if !ext.IfaceAddr.Is4() || !ext.PublicIP.Is4() {
+			return nil, fmt.Errorf("vxlan: the external interface needs an IPv4 interface address and public IP (have %v, %v)", ext.IfaceAddr, ext.PublicIP)
+		}
+		mtu, err := podMTU(cfg, ext.Iface.MTU)
+		if err != nil {
+			return nil, err
+		}
+		spec = base
+		spec.name, spec.mac, spec.mtu, spec.local = fmt.Sprintf("flannel.%d", cfg.VNI), vtepMAC(ext.PublicIP, cfg.VNI), mtu, ext.TunnelSource()
+	}
+	if runs6(env.Network) {
+		local := ext.TunnelSourceV6()
+		if !local.Is6() || !ext.PublicIPv6.Is6() || local.Is4In6() {
+			return nil, fmt.Errorf("vxlan: IPv6 is enabled, so the external interface needs an IPv6 interface address and public IPv6 (have %v, %v)", ext.IfaceAddrV6, ext.PublicIPv6)
+		}
+		mtu, err := podMTUv6(cfg, ext.Iface.MTU)
+		if err != nil {
+			return nil, err
+		}
+		spec6 = base
+		spec6.name, spec6.mac, spec6.mtu, spec6.local = fmt.Sprintf("flannel-v6.%d", cfg.VNI), vtepMAC(ext.PublicIPv6, cfg.VNI), mtu, local
+	}
 	h, err := kernel.Open()
 	if err != nil {
 		return nil, fmt.Errorf("vxlan: %w", err)
 	}
 	log := env.Log.WithName("vxlan")
-	b := &Backend{
-		env: env,
-		log: log,
-		h:   h,
-		ext: ext,
-		cfg: cfg,
-		spec: deviceSpec{
-			name:      fmt.Sprintf("flannel.%d", cfg.VNI),
-			vni:       cfg.VNI,
-			mac:       vtepMAC(ext.PublicIP, cfg.VNI),
-			mtu:       mtu,
-			extIndex:  ext.Iface.Index,
-			local:     ext.TunnelSource(),
-			port:      port,
-			learning:  cfg.Learning,
-			gbp:       cfg.GBP,
-			txCsumOff: needTxChecksumOff(major, minor, cfg.ChecksumOffload),
-		},
-		resync: defaultResync,
-	}
+	b := &Backend{env: env, log: log, h: h, ext: ext, cfg: cfg, spec: spec, spec6: spec6, resync: defaultResync}
 	log.Info("VXLAN backend configured", "vni", cfg.VNI, "dstport", port, "gbp", cfg.GBP,
-		"learning", cfg.Learning, "directRouting", cfg.DirectRouting, "mtu", mtu,
-		"kernel", fmt.Sprintf("%d.%d", major, minor), "txChecksumOff", b.spec.txCsumOff)
+		"learning", cfg.Learning, "directRouting", cfg.DirectRouting, "families", env.Network.Families(),
+		"mtu", spec.mtu, "mtuV6", spec6.mtu, "kernel", fmt.Sprintf("%d.%d", major, minor), "txChecksumOff", base.txCsumOff)
 	return b, nil
 }
 
-// Prepare creates or adopts flannel.<VNI> and returns the lease attributes:
-// BackendType "vxlan" and BackendData {"VNI":<VNI>,"VtepMAC":"<mac>"}.
+// Prepare creates or adopts flannel.<VNI> (IPv4) and flannel-v6.<VNI> (IPv6) and returns
+// the lease attributes as flanneld writes them: BackendType "vxlan", BackendData
+// {"VNI":<VNI>,"VtepMAC":"<mac of flannel.<VNI>>"} when the network runs IPv4 and
+// BackendV6Data, the same with the MAC of flannel-v6.<VNI>, when it runs IPv6.
 func (b *Backend) Prepare(ctx context.Context) (subnet.LeaseAttrs, error) {
 	if err := ctx.Err(); err != nil {
 		return subnet.LeaseAttrs{}, err
 	}
-	if _, _, err := ensureDevice(b.h, b.spec, false, b.log); err != nil {
-		return subnet.LeaseAttrs{}, fmt.Errorf("vxlan: %w", err)
+	attrs := subnet.LeaseAttrs{BackendType: Name}
+	if b.spec.name != "" {
+		if _, _, err := ensureDevice(b.h, b.spec, false, b.log); err != nil {
+			return subnet.LeaseAttrs{}, fmt.Errorf("vxlan: %w", err)
+		}
+		attrs.PublicIP, attrs.BackendData = b.ext.PublicIP, marshalLeaseData(b.spec.vni, b.spec.mac)
 	}
-	return subnet.LeaseAttrs{
-		PublicIP:    b.ext.PublicIP,
-		BackendType: Name,
-		BackendData: marshalLeaseData(b.spec.vni, b.spec.mac),
-	}, nil
+	if b.spec6.name != "" {
+		if _, _, err := ensureDevice(b.h, b.spec6, false, b.log); err != nil {
+			return subnet.LeaseAttrs{}, fmt.Errorf("vxlan: %w", err)
+		}
+		attrs.PublicIPv6, attrs.BackendV6Data = b.ext.PublicIPv6, marshalLeaseData(b.spec6.vni, b.spec6.mac)
+	}
+	return attrs, nil
 }
 
-// Activate puts <own subnet network address>/32 on the device, sets it up and returns the
-// Network that programs peers.
+// Activate puts <own subnet network address>/32 on flannel.<VNI> and <own IPv6 subnet
+// network address>/128 on flannel-v6.<VNI>, sets them up and returns the Network that
+// programs peers. The lease must have a subnet of each family the network runs.
 func (b *Backend) Activate(ctx context.Context, own subnet.Lease) (backend.Network, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if !own.Subnet.IsValid() || !own.Subnet.Addr().Is4() {
-		return nil, fmt.Errorf("vxlan: own lease has no IPv4 subnet")
-	}
 	n := &network{
-		env:     b.env,
-		log:     b.log,
-		h:       b.h,
-		spec:    b.spec,
-		extIdx:  b.ext.Iface.Index,
-		direct:  b.cfg.DirectRouting,
-		ownAddr: netip.PrefixFrom(own.Subnet.Masked().Addr(), 32),
-		cidr:    b.env.Network.Network,
-		resync:  b.resync,
-		done:    make(chan struct{}),
-		peers:   map[netip.Prefix]*peer{},
-		gone:    map[netip.Prefix]*peer{},
+		env:    b.env,
+		log:    b.log,
+		h:      b.h,
+		extIdx: b.ext.Iface.Index,
+		resync: b.resync,
+		done:   make(chan struct{}),
+	}
+	if b.spec.name != "" {
+		if !own.Subnet.IsValid() || !own.Subnet.Addr().Is4() {
+			return nil, fmt.Errorf("vxlan: own lease %s has no IPv4 subnet", own.Key())
+		}
+		f := newFamily(false, b.spec, b.env.Network.Network, b.cfg.DirectRouting)
+		f.setOwn(own.Subnet)
+		n.fams = append(n.fams, f)
+	}
+	if b.spec6.name != "" {
+		if !own.IPv6Subnet.IsValid() || !own.IPv6Subnet.Addr().Is6() {
+			return nil, fmt.Errorf("vxlan: own lease %s has no IPv6 subnet", own.Key())
+		}
+		f := newFamily(true, b.spec6, b.env.Network.IPv6Network, b.cfg.DirectRouting)
+		f.setOwn(own.IPv6Subnet)
+		n.fams = append(n.fams, f)
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if _, err := n.ensureDeviceLocked(); err != nil {
-		return nil, err
+	for _, f := range n.fams {
+		if _, err := n.ensureDeviceLocked(f); err != nil {
+			return nil, err
+		}
+		b.log.Info("VXLAN network active", "device", f.spec.name, "address", f.ownAddr, "mac", f.spec.mac, "mtu", f.spec.mtu)
 	}
-	b.log.Info("VXLAN network active", "device", b.spec.name, "address", n.ownAddr, "mac", b.spec.mac)
 	return n, nil
+}
+
+// family6 returns the IPv6 family, or nil when the network runs no IPv6.
+func (n *network) family6() *family {
+	for _, f := range n.fams {
+		if f.v6 {
+			return f
+		}
+	}
+	return nil
 }
 
 // Close releases the backend's sockets. Networks it activated must be closed first.

@@ -81,3 +81,25 @@ func podMTU(cfg Config, extMTU int) (int, error) {
 	}
 	return under - encapOverhead, nil
 }
+
+// podMTUv6 is podMTU for flannel-v6.<VNI>: the underlay MTU (the MTU key, else the
+// external interface's) less the 70-byte VXLAN overhead over IPv6, at least IPv6's 1280.
+// It is pure.
+func podMTUv6(cfg Config, extMTU int) (int, error) {
+	under := extMTU
+	if cfg.MTU != 0 {
+		if cfg.MTU > extMTU {
+			return 0, invalid("key MTU: value %d is larger than the external interface's MTU %d", cfg.MTU, extMTU)
+		}
+		under = cfg.MTU
+	}
+	if under-encapOverheadV6 < minPodMTUv6 && cfg.MTU != 0 {
+		return 0, invalid("key MTU: value %d leaves flannel-v6.%d an MTU of %d after the %d-byte VXLAN overhead over IPv6; IPv6 needs at least %d (MTU %d)",
+			cfg.MTU, cfg.VNI, cfg.MTU-encapOverheadV6, encapOverheadV6, minPodMTUv6, minPodMTUv6+encapOverheadV6)
+	}
+	if under-encapOverheadV6 < minPodMTUv6 {
+		return 0, fmt.Errorf("vxlan: an underlay MTU of %d leaves flannel-v6.%d an MTU of %d after the %d-byte VXLAN overhead over IPv6; IPv6 needs at least %d (underlay MTU %d)",
+			under, cfg.VNI, under-encapOverheadV6, encapOverheadV6, minPodMTUv6, minPodMTUv6+encapOverheadV6)
+	}
+	return under - encapOverheadV6, nil
+}

@@ -224,7 +224,7 @@ func TestCheckPeerData(t *testing.T) {
 		if (err == nil) != (c.want == "") || (err != nil && !strings.Contains(err.Error(), c.want)) {
 			t.Errorf("CheckPeerData(%s) = %v, want ~%q", c.data, err, c.want)
 		}
-		if _, perr := peerFromLease(subnet.Lease{Subnet: netip.MustParsePrefix(subnetB), Attrs: attrs}); (perr == nil) != (err == nil) {
+		if _, perr := peerFromLease(newFamily(false, deviceSpec{}, netip.Prefix{}, false), subnet.Lease{Subnet: netip.MustParsePrefix(subnetB), Attrs: attrs}); (perr == nil) != (err == nil) {
 			t.Errorf("%s: CheckPeerData says %v but peerFromLease %v", c.data, err, perr)
 		}
 	}

@@ -24,6 +24,20 @@
 // With DirectRouting, a peer that the external interface reaches without a gateway gets
 // "<peer subnet> via <peer PublicIP> dev <iface>" instead, and no tunnel entries.
 //
+// # IPv6
+//
+// Each address family the network config runs has its own data plane (family.go). With
+// EnableIPv6 a second device, flannel-v6.<VNI> (flanneld's name), has the same VNI and
+// port, the IPv6 tunnel source (ExternalInterface.TunnelSourceV6) as local address, a MAC
+// derived from PublicIPv6, MTU = underlay − 70, and the own IPv6 subnet's network address
+// as a /128. Peers with an IPv6 subnet get the same three entries on it, from their
+// PublicIPv6 and the VtepMAC of their BackendV6Data; IPv6 routes carry the kernel's
+// default IPv6 metric, 1024, explicitly. An IPv6-only network has no flannel.<VNI>. Each
+// family keys its peers by its own subnet of the lease, so dual-stack and IPv6-only
+// peers (whose IPv4 subnet is zero) mix. The kernel package handles IPv4 only, so the
+// IPv6 tables (table6.go, fdb6.go: the same one-dump-per-pass batching), address and
+// change notifications (watch6.go, merged into the Watcher's input) live here.
+//
 // # Beyond flanneld
 //
 //   - The VTEP MAC is derived from the public IP and the VNI, so it survives restarts and
@@ -49,7 +63,7 @@
 // # What it must not do
 //
 // It never talks to the subnet store and does not judge leases (it gets admitted peers
-// only; its Type's CheckPeerData is the parse of the BackendData). It touches only
+// only; its Type's CheckPeerData is the parse of the BackendData and BackendV6Data). It touches only
 // entries on its own device and, with DirectRouting, routes of the shape it writes on the
 // external interface (inside the Network, via a gateway, metric 0); never the default
 // route or anything outside the Network. It leaves all kernel state in place on Close so

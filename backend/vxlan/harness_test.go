@@ -23,13 +23,17 @@ import (
 type testNode struct {
 	kerneltest.Node
 	subnet  netip.Prefix
+	subnet6 netip.Prefix // zero unless the node runs IPv6
+	addr6   netip.Addr   // IPv6 underlay address; zero unless the node runs IPv6
 	be      *Backend
 	attrs   subnet.LeaseAttrs
 	nw      *network
 	repairs *kerneltest.Repairs // what the network reported through OnRepair
 }
 
-func (n *testNode) lease() subnet.Lease { return subnet.Lease{Subnet: n.subnet, Attrs: n.attrs} }
+func (n *testNode) lease() subnet.Lease {
+	return subnet.Lease{Subnet: n.subnet, IPv6Subnet: n.subnet6, Attrs: n.attrs}
+}
 
 func added(ls ...subnet.Lease) []subnet.Event {
 	var evs []subnet.Event
@@ -42,13 +46,19 @@ func added(ls ...subnet.Lease) []subnet.Event {
 func removed(ls ...subnet.Lease) []subnet.Event {
 	var evs []subnet.Event
 	for _, l := range ls {
-		evs = append(evs, subnet.Event{Type: subnet.Removed, Lease: subnet.Lease{Subnet: l.Subnet}})
+		evs = append(evs, subnet.Event{Type: subnet.Removed, Lease: subnet.Lease{Subnet: l.Subnet, IPv6Subnet: l.IPv6Subnet}})
 	}
 	return evs
 }
 
 // newBackend builds the backend inside the node's namespace with the given Backend keys.
 func newBackend(t *testing.T, kn kerneltest.Node, keys map[string]any) *Backend {
+	t.Helper()
+	return newBackendWith(t, kn, keys, nil)
+}
+
+// newBackendWith is newBackend with the Env changed by edit (nil: the IPv4 defaults).
+func newBackendWith(t *testing.T, kn kerneltest.Node, keys map[string]any, edit func(*backend.Env)) *Backend {
 	t.Helper()
 	raw, err := json.Marshal(keys)
 	if err != nil {
@@ -60,14 +70,18 @@ func newBackend(t *testing.T, kn kerneltest.Node, keys map[string]any) *Backend 
 		if err != nil {
 			return err
 		}
-		be, err = New(backend.Env{
+		env := backend.Env{
 			Ext: backend.ExternalInterface{Iface: ifc, IfaceAddr: kn.Addr, PublicIP: kn.Addr},
 			Network: &subnet.Config{
 				Network: netip.MustParsePrefix("10.244.0.0/16"), SubnetLen: 24,
 				BackendType: Name, Backend: raw,
 			},
 			Log: testr.New(t),
-		})
+		}
+		if edit != nil {
+			edit(&env)
+		}
+		be, err = New(env)
 		return err
 	})
 	if err != nil {

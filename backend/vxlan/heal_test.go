@@ -133,8 +133,9 @@ func TestRunRestoresDirectRoute(t *testing.T) {
 }
 
 func TestRelevant(t *testing.T) {
-	n := &network{spec: deviceSpec{name: "flannel.1"}, extIdx: 2, cidr: netip.MustParsePrefix("10.244.0.0/16")}
-	n.devIdx.Store(5)
+	f := newFamily(false, deviceSpec{name: "flannel.1"}, netip.MustParsePrefix("10.244.0.0/16"), false)
+	n := &network{extIdx: 2, fams: []*family{f}}
+	f.devIdx.Store(5)
 	p := netip.MustParsePrefix
 	mac := net.HardwareAddr{2, 0, 0, 0, 0, 1}
 	for _, c := range []struct {
@@ -160,7 +161,7 @@ func TestRelevant(t *testing.T) {
 		{"fdb on device", false, kernel.Change{Kind: kernel.FDBChange, LinkIndex: 5, MAC: mac}, true},
 		{"fdb on a bridge", false, kernel.Change{Kind: kernel.FDBChange, LinkIndex: 7, MAC: mac}, false},
 	} {
-		n.direct = c.direct
+		f.direct = c.direct
 		if got := n.relevant(c.c); got != c.want {
 			t.Errorf("%s: relevant = %v, want %v", c.name, got, c.want)
 		}

@@ -3,17 +3,17 @@ package vxlan
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/weftnet/weft/backend/internal/kernel"
+	"golang.org/x/sys/unix"
 )
 
 // programPeerLocked makes the kernel entries for p, replacing those of old (the same subnet
 // as last programmed, or nil), and records the outcome in p.
-func (n *network) programPeerLocked(b *kernel.Batch, old, p *peer) error {
-	err := n.ensurePeerLocked(b, old, p)
+func (n *network) programPeerLocked(f *family, b tables, old, p *peer) error {
+	err := n.ensurePeerLocked(f, b, old, p)
 	switch {
 	case old == nil:
 		n.noteResultLocked(p, err, "Added peer")
@@ -45,29 +45,29 @@ func (n *network) noteResultLocked(p *peer, err error, success string) {
 
 // ensurePeerLocked writes what p's entries lack, checked against b. With DirectRouting it
 // first decides whether p is on the external interface's segment.
-func (n *network) ensurePeerLocked(b *kernel.Batch, old, p *peer) error {
-	if err := n.decideDirectLocked(p); err != nil {
+func (n *network) ensurePeerLocked(f *family, b tables, old, p *peer) error {
+	if err := n.decideDirectLocked(f, p); err != nil {
 		return err
 	}
 	if p.direct {
-		if err := b.EnsureRoute(directRoute(p, n.extIdx)); err != nil {
+		if err := b.EnsureRoute(directRoute(p, n.extIdx, f.metric)); err != nil {
 			return fmt.Errorf("peer %s: %w", p.subnet, err)
 		}
 		// Tunnel entries of an earlier, non-direct programming are no longer used.
-		return n.deleteTunnelEntriesLocked(b, p, old)
+		return n.deleteTunnelEntriesLocked(f, b, p, old)
 	}
 	// Neighbour and FDB first, so the route never points at an unresolvable next hop.
-	if err := b.EnsureNeigh(n.devIndex, p.vtepAddr(), p.mac); err != nil {
+	if err := b.EnsureNeigh(f.devIndex, p.vtepAddr(), p.mac); err != nil {
 		return fmt.Errorf("peer %s: %w", p.subnet, err)
 	}
-	if err := b.EnsureFDB(n.devIndex, p.mac, p.publicIP); err != nil {
+	if err := b.EnsureFDB(f.devIndex, p.mac, p.publicIP); err != nil {
 		return fmt.Errorf("peer %s: %w", p.subnet, err)
 	}
-	if err := b.EnsureRoute(tunnelRoute(p, n.devIndex)); err != nil {
+	if err := b.EnsureRoute(tunnelRoute(p, f.devIndex, f.metric)); err != nil {
 		return fmt.Errorf("peer %s: %w", p.subnet, err)
 	}
-	if old != nil && !equalMAC(old.mac, p.mac) && !n.macInUseLocked(old.mac) {
-		if err := b.DeleteFDB(n.devIndex, old.mac, old.publicIP); err != nil {
+	if old != nil && !equalMAC(old.mac, p.mac) && !f.macInUseLocked(old.mac) {
+		if err := b.DeleteFDB(f.devIndex, old.mac, old.publicIP); err != nil {
 			return fmt.Errorf("peer %s: old fdb entry: %w", p.subnet, err)
 		}
 	}
@@ -77,12 +77,18 @@ func (n *network) ensurePeerLocked(b *kernel.Batch, old, p *peer) error {
 // decideDirectLocked sets p.direct: with DirectRouting, whether the external interface
 // reaches p's public IP without a gateway. A public IP with no route at all goes through
 // the tunnel, as in flanneld; on another lookup error p keeps its previous decision.
-func (n *network) decideDirectLocked(p *peer) error {
-	if !n.direct {
+func (n *network) decideDirectLocked(f *family, p *peer) error {
+	if !f.direct {
 		p.direct = false
 		return nil
 	}
-	d, err := n.h.DirectlyConnected(p.publicIP, n.extIdx)
+	var d bool
+	var err error
+	if f.v6 {
+		d, err = directlyConnected6(n.h, p.publicIP, n.extIdx)
+	} else {
+		d, err = n.h.DirectlyConnected(p.publicIP, n.extIdx)
+	}
 	switch {
 	case errors.Is(err, unix.ENETUNREACH) || errors.Is(err, unix.EHOSTUNREACH):
 		p.direct = false
@@ -95,12 +101,12 @@ func (n *network) decideDirectLocked(p *peer) error {
 }
 
 // deleteTunnelEntriesLocked removes p's (and old's) neighbour and FDB entries.
-func (n *network) deleteTunnelEntriesLocked(b *kernel.Batch, p, old *peer) error {
+func (n *network) deleteTunnelEntriesLocked(f *family, b tables, p, old *peer) error {
 	var errs []error
-	errs = append(errs, b.DeleteNeigh(n.devIndex, p.vtepAddr()))
+	errs = append(errs, b.DeleteNeigh(f.devIndex, p.vtepAddr()))
 	for _, q := range []*peer{p, old} {
-		if q != nil && !n.macInUseByOtherLocked(q.mac, p.subnet) {
-			errs = append(errs, b.DeleteFDB(n.devIndex, q.mac, q.publicIP))
+		if q != nil && !f.macInUseByOtherLocked(q.mac, p.subnet) {
+			errs = append(errs, b.DeleteFDB(f.devIndex, q.mac, q.publicIP))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -110,13 +116,13 @@ func (n *network) deleteTunnelEntriesLocked(b *kernel.Batch, p, old *peer) error
 }
 
 // removePeerLocked deletes p's route, neighbour and FDB entries; on success p leaves gone.
-func (n *network) removePeerLocked(b *kernel.Batch, p *peer) error {
+func (n *network) removePeerLocked(f *family, b tables, p *peer) error {
 	var errs []error
-	errs = append(errs, b.DeleteRoute(p.subnet, n.devIndex))
+	errs = append(errs, b.DeleteRoute(p.subnet, f.devIndex))
 	if p.direct {
 		errs = append(errs, b.DeleteRoute(p.subnet, n.extIdx))
 	}
-	if err := n.deleteTunnelEntriesLocked(b, p, nil); err != nil {
+	if err := n.deleteTunnelEntriesLocked(f, b, p, nil); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -127,18 +133,18 @@ func (n *network) removePeerLocked(b *kernel.Batch, p *peer) error {
 		p.failErr = err.Error()
 		return err
 	}
-	delete(n.gone, p.subnet)
+	delete(f.gone, p.subnet)
 	n.log.Info("Removed peer", "subnet", p.subnet, "publicIP", p.publicIP, "vtepMAC", p.mac)
 	return nil
 }
 
 // macInUseLocked reports whether a known peer uses mac.
-func (n *network) macInUseLocked(mac []byte) bool {
-	return n.macInUseByOtherLocked(mac, netip.Prefix{})
+func (f *family) macInUseLocked(mac []byte) bool {
+	return f.macInUseByOtherLocked(mac, netip.Prefix{})
 }
 
-func (n *network) macInUseByOtherLocked(mac []byte, except netip.Prefix) bool {
-	for sn, q := range n.peers {
+func (f *family) macInUseByOtherLocked(mac []byte, except netip.Prefix) bool {
+	for sn, q := range f.peers {
 		if sn != except && !q.direct && equalMAC(q.mac, mac) {
 			return true
 		}
@@ -147,3 +153,23 @@ func (n *network) macInUseByOtherLocked(mac []byte, except netip.Prefix) bool {
 }
 
 func equalMAC(a, b []byte) bool { return string(a) == string(b) }
+
+// directlyConnected6 is kernel.Handle.DirectlyConnected for IPv6 addresses: whether the
+// kernel reaches addr without a gateway through linkIndex. An address of this host is
+// not directly connected.
+func directlyConnected6(h *kernel.Handle, addr netip.Addr, linkIndex int) (bool, error) {
+	if !addr.Is6() {
+		return false, fmt.Errorf("directly connected: %s is not an IPv6 address", addr)
+	}
+	rs, err := h.Netlink().RouteGet(net.IP(addr.AsSlice()))
+	if err != nil {
+		return false, fmt.Errorf("route get %s: %w", addr, err)
+	}
+	for _, r := range rs {
+		if r.Type == unix.RTN_LOCAL {
+			return false, nil
+		}
+		return r.Gw == nil && r.LinkIndex == linkIndex, nil
+	}
+	return false, nil
+}

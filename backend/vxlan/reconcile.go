@@ -4,38 +4,58 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/weftnet/weft/backend/internal/kernel"
+	"github.com/vishvananda/netlink"
 	"github.com/weftnet/weft/pkg/ip"
+	"golang.org/x/sys/unix"
 )
 
-// ensureDeviceLocked makes the device, its MAC, MTU, up state, checksum setting and
+// ensureDeviceLocked makes f's device, its MAC, MTU, up state, checksum setting and
 // address right, and records its index. It reports what it had to correct, by repair
 // kind ("device", "address").
-func (n *network) ensureDeviceLocked() ([]string, error) {
+func (n *network) ensureDeviceLocked(f *family) ([]string, error) {
 	var fixed []string
-	idx, changed, err := ensureDevice(n.h, n.spec, true, n.log)
+	idx, changed, err := ensureDevice(n.h, f.spec, true, n.log)
 	if changed {
 		fixed = append(fixed, "device")
 	}
 	if err != nil {
 		return fixed, fmt.Errorf("vxlan: %w", err)
 	}
-	n.devIndex = idx
-	n.devIdx.Store(int64(idx))
-	addrs, err := n.h.Addrs(idx)
-	if err != nil {
-		return fixed, fmt.Errorf("vxlan: %s: %w", n.spec.name, err)
-	}
-	if len(addrs) == 1 {
-		if have, ok := ip.FromIPNet(addrs[0].IPNet); ok && have == n.ownAddr {
-			return fixed, nil
-		}
+	f.setDevIndex(idx)
+	ok, err := n.addrInPlace(f)
+	if err != nil || ok {
+		return fixed, err
 	}
 	fixed = append(fixed, "address")
-	if err := n.h.EnsureSoleAddr(idx, n.ownAddr); err != nil {
-		return fixed, fmt.Errorf("vxlan: %s: %w", n.spec.name, err)
+	if f.v6 {
+		err = ensureSoleAddr6(n.h, idx, f.ownAddr)
+	} else {
+		err = n.h.EnsureSoleAddr(idx, f.ownAddr)
+	}
+	if err != nil {
+		return fixed, fmt.Errorf("vxlan: %s: %w", f.spec.name, err)
 	}
 	return fixed, nil
+}
+
+// addrInPlace reports whether f's device has its address as its only one of the family
+// (IPv6 link-local addresses, which the kernel adds, do not count).
+func (n *network) addrInPlace(f *family) (bool, error) {
+	var addrs []netlink.Addr
+	var err error
+	if f.v6 {
+		addrs, err = globalAddrs6(n.h, f.devIndex)
+	} else {
+		addrs, err = n.h.Addrs(f.devIndex)
+	}
+	if err != nil {
+		return false, fmt.Errorf("vxlan: %s: %w", f.spec.name, err)
+	}
+	if len(addrs) != 1 || addrs[0].Flags&unix.IFA_F_DADFAILED != 0 {
+		return false, nil
+	}
+	have, ok := ip.FromIPNet(addrs[0].IPNet)
+	return ok && have == f.ownAddr, nil
 }
 
 // reconcile brings the kernel back to the wanted state: the device and its address, the
@@ -50,30 +70,41 @@ func (n *network) ensureDeviceLocked() ([]string, error) {
 func (n *network) reconcile() (drift bool, err error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	fixed, err := n.ensureDeviceLocked()
+	var errs []error
+	for _, f := range n.fams {
+		d, err := n.reconcileLocked(f)
+		drift = drift || d
+		errs = append(errs, err)
+	}
+	return drift, errors.Join(errs...)
+}
+
+// reconcileLocked is reconcile for one family.
+func (n *network) reconcileLocked(f *family) (drift bool, err error) {
+	fixed, err := n.ensureDeviceLocked(f)
 	for _, kind := range fixed {
 		drift = true
-		n.log.Info("Repaired VXLAN device changed or deleted by someone else", "device", n.spec.name, "repair", kind)
+		n.log.Info("Repaired VXLAN device changed or deleted by someone else", "device", f.spec.name, "repair", kind)
 		n.env.Repaired(kind)
 	}
 	if err != nil {
-		n.log.Error(err, "Cannot repair the VXLAN device")
+		n.log.Error(err, "Cannot repair the VXLAN device", "device", f.spec.name)
 		return drift, err
 	}
-	b := n.h.NewBatch()
+	b := f.newTables(n.h)
 	var errs []error
-	for _, p := range n.gone {
-		if err := n.removePeerLocked(b, p); err != nil {
+	for _, p := range f.gone {
+		if err := n.removePeerLocked(f, b, p); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	for _, p := range n.peers {
+	for _, p := range f.peers {
 		wasDirect := p.direct
-		if err := n.decideDirectLocked(p); err != nil {
+		if err := n.decideDirectLocked(f, p); err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		missing, err := n.missingLocked(b, p)
+		missing, err := n.missingLocked(f, b, p)
 		if err != nil {
 			return drift, errors.Join(append(errs, err)...) // the tables cannot be read
 		}
@@ -90,7 +121,7 @@ func (n *network) reconcile() (drift bool, err error) {
 		if wasDirect != p.direct {
 			old = &peer{subnet: p.subnet, publicIP: p.publicIP, mac: p.mac, vni: p.vni, direct: wasDirect}
 		}
-		if err := n.ensurePeerLocked(b, old, p); err != nil {
+		if err := n.ensurePeerLocked(f, b, old, p); err != nil {
 			errs = append(errs, err)
 			n.noteResultLocked(p, err, "")
 			continue
@@ -108,7 +139,7 @@ func (n *network) reconcile() (drift bool, err error) {
 		n.noteResultLocked(p, nil, "")
 	}
 	if n.applied {
-		swept, err := n.sweepLocked(b)
+		swept, err := n.sweepLocked(f, b)
 		drift = drift || swept
 		errs = append(errs, err)
 	}
@@ -118,11 +149,11 @@ func (n *network) reconcile() (drift bool, err error) {
 // missingLocked lists the kinds of entries ("route", "neighbour", "fdb") that p needs and
 // b's tables lack; none when p is in place. It does not look for leftovers (a stale FDB
 // remote for the same MAC): sweepLocked removes those.
-func (n *network) missingLocked(b *kernel.Batch, p *peer) ([]string, error) {
+func (n *network) missingLocked(f *family, b tables, p *peer) ([]string, error) {
 	var m []string
-	want := tunnelRoute(p, n.devIndex)
+	want := tunnelRoute(p, f.devIndex, f.metric)
 	if p.direct {
-		want = directRoute(p, n.extIdx)
+		want = directRoute(p, n.extIdx, f.metric)
 	}
 	if ok, err := b.HasRoute(want); err != nil {
 		return nil, err
@@ -132,12 +163,12 @@ func (n *network) missingLocked(b *kernel.Batch, p *peer) ([]string, error) {
 	if p.direct {
 		return m, nil
 	}
-	if ok, err := b.HasNeigh(n.devIndex, p.vtepAddr(), p.mac); err != nil {
+	if ok, err := b.HasNeigh(f.devIndex, p.vtepAddr(), p.mac); err != nil {
 		return nil, err
 	} else if !ok {
 		m = append(m, "neighbour")
 	}
-	if ok, err := b.HasFDB(n.devIndex, p.mac, p.publicIP); err != nil {
+	if ok, err := b.HasFDB(f.devIndex, p.mac, p.publicIP); err != nil {
 		return nil, err
 	} else if !ok {
 		m = append(m, "fdb")

@@ -11,35 +11,35 @@ import (
 )
 
 // sweepLocked deletes the entries no admitted peer needs: routes, permanent neighbours and
-// permanent FDB entries on flannel.<VNI> (the device is weft's: everything there but the
+// permanent FDB entries on the family's device (the device is weft's: everything there but the
 // kernel's own routes is a peer's), and with DirectRouting host-gw-shaped routes on the
 // external interface (staleDirectRoute). They are left by peers that went away while
 // weftd was down or during a re-acquire gap, or by a peer that moved. The entries of
 // removed peers whose delete failed are left to removePeerLocked, which retries them. It
 // reports whether it found anything. Only call it once the peer set is complete (after
 // the first Apply).
-func (n *network) sweepLocked(b *kernel.Batch) (bool, error) {
-	want := wantedOf(n.peers, n.gone)
-	leaving := func(dst netip.Prefix) bool { _, ok := n.gone[dst]; return ok }
-	routes, rerr := b.SweepRoutes(n.devIndex, func(r kernel.ListedRoute) bool {
-		return !leaving(r.Dst) && staleTunnelRoute(r, n.peers)
+func (n *network) sweepLocked(f *family, b tables) (bool, error) {
+	want := wantedOf(f.peers, f.gone)
+	leaving := func(dst netip.Prefix) bool { _, ok := f.gone[dst]; return ok }
+	routes, rerr := b.SweepRoutes(f.devIndex, func(r kernel.ListedRoute) bool {
+		return !leaving(r.Dst) && staleTunnelRoute(r, f.peers, f.metric)
 	})
 	var derr error
-	if n.direct {
+	if f.direct {
 		var direct []kernel.ListedRoute
 		direct, derr = b.SweepRoutes(n.extIdx, func(r kernel.ListedRoute) bool {
-			return !leaving(r.Dst) && staleDirectRoute(r, n.cidr, n.extIdx, n.peers)
+			return !leaving(r.Dst) && staleDirectRoute(r, f.cidr, n.extIdx, f.peers, f.metric)
 		})
 		routes = append(routes, direct...)
 	}
 	for _, r := range routes {
 		n.log.Info("Removed leftover route: no peer needs it", "subnet", r.Dst, "via", r.Gw, "linkIndex", r.LinkIndex)
 	}
-	neighs, nerr := b.SweepNeighs(n.devIndex, func(e kernel.ListedNeigh) bool { return e.Permanent && !want.vteps[e.Addr] })
+	neighs, nerr := b.SweepNeighs(f.devIndex, func(e kernel.ListedNeigh) bool { return e.Permanent && !want.vteps[e.Addr] })
 	for _, e := range neighs {
 		n.log.Info("Removed leftover neighbour: no peer needs it", "addr", e.Addr, "lladdr", net.HardwareAddr(e.LLAddr))
 	}
-	fdb, ferr := b.SweepFDB(n.devIndex, func(f kernel.ListedFDB) bool {
+	fdb, ferr := b.SweepFDB(f.devIndex, func(f kernel.ListedFDB) bool {
 		return f.Permanent && f.Self && !want.fdb[keyOf(f.MAC, f.Dst)]
 	})
 	for _, f := range fdb {
@@ -98,26 +98,28 @@ func wantedOf(peers, gone map[netip.Prefix]*peer) wanted {
 	return w
 }
 
-// staleTunnelRoute reports whether a main-table route on flannel.<VNI> is one no peer
-// needs: a tunnel peer needs exactly "<subnet> via <subnet>.0 onlink", metric 0; the
-// kernel's own routes (of an address) are never stale. It is pure.
-func staleTunnelRoute(r kernel.ListedRoute, peers map[netip.Prefix]*peer) bool {
+// staleTunnelRoute reports whether a main-table route on the family's device is one no
+// peer needs: a tunnel peer needs exactly "<subnet> via <subnet network address> onlink"
+// with the family's metric (0 for IPv4, 1024 for IPv6); the kernel's own routes (of an
+// address, IPv6 link-local) are never stale. It is pure.
+func staleTunnelRoute(r kernel.ListedRoute, peers map[netip.Prefix]*peer, metric int) bool {
 	if r.Protocol == unix.RTPROT_KERNEL {
 		return false
 	}
 	p := peers[r.Dst]
-	return p == nil || p.direct || r.Gw != p.vtepAddr() || !r.Onlink || r.Priority != 0 ||
+	return p == nil || p.direct || r.Gw != p.vtepAddr() || !r.Onlink || r.Priority != metric ||
 		r.Type != unix.RTN_UNICAST || r.Multipath
 }
 
 // staleDirectRoute reports whether a route on the external interface is a DirectRouting
 // route no peer needs. Only routes of the shape weft writes there are considered: unicast,
-// metric 0, protocol boot, via a gateway, to a subnet strictly inside the Network (never
-// the default route, routes outside the Network or other daemons' routes); a direct peer
-// needs exactly the route to its subnet via its public IP. It is pure.
-func staleDirectRoute(r kernel.ListedRoute, cidr netip.Prefix, ext int, peers map[netip.Prefix]*peer) bool {
+// the family's metric (0, or 1024 for IPv6), protocol boot, via a gateway, to a subnet
+// strictly inside the family's network (never the default route, routes outside the
+// network or other daemons' routes); a direct peer needs exactly the route to its subnet
+// via its public IP. It is pure.
+func staleDirectRoute(r kernel.ListedRoute, cidr netip.Prefix, ext int, peers map[netip.Prefix]*peer, metric int) bool {
 	owned := r.LinkIndex == ext && r.Gw.IsValid() && !r.Multipath && r.Type == unix.RTN_UNICAST &&
-		r.Priority == 0 && r.Protocol == unix.RTPROT_BOOT && r.Dst.Bits() > cidr.Bits() && cidr.Contains(r.Dst.Addr())
+		r.Priority == metric && r.Protocol == unix.RTPROT_BOOT && r.Dst.Bits() > cidr.Bits() && cidr.Contains(r.Dst.Addr())
 	if !owned {
 		return false
 	}

@@ -120,7 +120,7 @@ func TestStaleEntries(t *testing.T) {
 	} {
 		r := onDev
 		c.edit(&r)
-		if got := staleTunnelRoute(r, peers); got != c.want {
+		if got := staleTunnelRoute(r, peers, 0); got != c.want {
 			t.Errorf("staleTunnelRoute: %s = %v, want %v", c.name, got, c.want)
 		}
 	}
@@ -146,7 +146,7 @@ func TestStaleEntries(t *testing.T) {
 	} {
 		r := onExt
 		c.edit(&r)
-		if got := staleDirectRoute(r, cidr, ext, peers); got != c.want {
+		if got := staleDirectRoute(r, cidr, ext, peers, 0); got != c.want {
 			t.Errorf("staleDirectRoute: %s = %v, want %v", c.name, got, c.want)
 		}
 	}

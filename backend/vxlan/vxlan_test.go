@@ -326,8 +326,8 @@ func TestPeerRemovedAndChanged(t *testing.T) {
 	}
 	a.nw.mu.Lock()
 	defer a.nw.mu.Unlock()
-	if len(a.nw.peers) != 0 || len(a.nw.gone) != 0 {
-		t.Fatalf("peer state left: %v %v", a.nw.peers, a.nw.gone)
+	if f := a.nw.fams[0]; len(f.peers) != 0 || len(f.gone) != 0 {
+		t.Fatalf("peer state left: %v %v", f.peers, f.gone)
 	}
 }
 
