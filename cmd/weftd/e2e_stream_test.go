@@ -96,7 +96,7 @@ func (sp *streamPing) Wait(t *testing.T) pingStream {
 
 var (
 	streamSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
-	streamReply   = regexp.MustCompile(`^\[(\d+)\.(\d+)\] \d+ bytes from [0-9.]+: icmp_seq=(\d+) `)
+	streamReply   = regexp.MustCompile(`^\[(\d+)\.(\d+)\] \d+ bytes from [0-9a-f.:]+: icmp_seq=(\d+) `)
 )
 
 func parseStream(out string, interrupted bool, err error) pingStream {
