@@ -145,38 +145,7 @@ func TestMkDockerOptsOutput(t *testing.T) {
 	for runnerName, runner := range scriptRunners(t) {
 		for _, tc := range tests {
 			t.Run(runnerName+"/"+tc.name, func(t *testing.T) {
-				dir := t.TempDir()
-				marker := filepath.Join(dir, "marker")
-				subnetFile := filepath.Join(dir, "subnet.env")
-				if err := os.WriteFile(subnetFile, []byte(strings.ReplaceAll(tc.input, "MARKER", marker)), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				outDir := filepath.Join(dir, "out")
-				if err := os.Mkdir(outDir, 0o755); err != nil {
-					t.Fatal(err)
-				}
-				out := filepath.Join(outDir, "docker_opts.env")
-				args := append([]string{"-f", subnetFile, "-d", out}, tc.args...)
-				res := runScript(t, runner, dir, tc.env, args...)
-				if res.code != 0 || res.stderr != "" || res.stdout != "" {
-					t.Fatalf("exit %d, stdout %q, stderr %q; want 0 and no output", res.code, res.stdout, res.stderr)
-				}
-				got, err := os.ReadFile(out)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if want := readGolden(t, tc.golden); string(got) != want {
-					t.Errorf("output differs from testdata/mk-docker-opts/%s\ngot:\n%s\nwant:\n%s", tc.golden, got, want)
-				}
-				if fi, err := os.Stat(out); err != nil || fi.Mode().Perm() != 0o644 {
-					t.Errorf("output mode: %v, %v; want 0644", fi.Mode(), err)
-				}
-				if names := dirEntries(t, outDir); !slices.Equal(names, []string{"docker_opts.env"}) {
-					t.Errorf("output directory holds %q; want only docker_opts.env (a temporary file left behind?)", names)
-				}
-				if _, err := os.Stat(marker); err == nil {
-					t.Errorf("the subnet file was executed: %s exists", marker)
-				}
+				checkOutput(t, runner, tc.input, tc.args, tc.env, tc.golden, "")
 			})
 		}
 	}
@@ -387,7 +356,7 @@ func TestMkDockerOptsHelp(t *testing.T) {
 	if res.code != 0 || !strings.Contains(res.stdout, "Usage: mk-docker-opts.sh [-f FLANNEL-ENV-FILE]") {
 		t.Errorf("-h: exit %d, stdout %q", res.code, res.stdout)
 	}
-	for _, opt := range []string{"-f", "-d", "-i", "-c", "-k", "-m"} {
+	for _, opt := range []string{"-f", "-d", "-i", "-c", "-k", "-m", "-6"} {
 		if !strings.Contains(res.stdout, "\t"+opt+"\t") {
 			t.Errorf("usage does not document %s", opt)
 		}

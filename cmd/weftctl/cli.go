@@ -78,9 +78,10 @@ func (c *cli) etcdError(err error) error {
 	return err
 }
 
-// leaseKey is the full etcd key of sn's (IPv4) lease, for messages.
-func (c *cli) leaseKey(sn netip.Prefix) string {
-	return c.keys.Lease(subnet.LeaseKey(sn, netip.Prefix{}))
+// leaseKey is the full etcd key of the lease of sn (IPv4) and sn6 (IPv6), either zero, for
+// messages.
+func (c *cli) leaseKey(sn, sn6 netip.Prefix) string {
+	return c.keys.Lease(subnet.LeaseKey(sn, sn6))
 }
 
 // readConfig reads and parses the stored network config with flannel's rules
@@ -104,6 +105,8 @@ func (c *cli) readConfig(ctx context.Context, reg subnet.Registry) (*subnet.Conf
 func (c *cli) writeJSON(v any) error {
 	enc := json.NewEncoder(c.stdout)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false) // lease keys hold "&" (dual stack); no HTML reads this
+
 	return enc.Encode(v)
 }
 
@@ -112,31 +115,55 @@ func (c *cli) table() *tabwriter.Writer {
 	return tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 }
 
-// parseSubnet accepts an IPv4 subnet as a CIDR (10.244.5.0/24) or as a lease key
-// (10.244.5.0-24); it must be a network address.
-func parseSubnet(s string) (netip.Prefix, error) {
+// parseSubnets accepts a lease's subnets as a CIDR, IPv4 (10.244.5.0/24) or IPv6
+// (fd00:10:0:5::/64, an IPv6-only lease), or as a lease key: 10.244.5.0-24,
+// 10.244.5.0-24&fd00:10:0:5::-64 (dual stack) or 0.0.0.0-0&fd00:10:0:5::-64 (IPv6 only).
+// sn (IPv4) or sn6 (IPv6) is zero when absent; each is a network address.
+func parseSubnets(s string) (sn, sn6 netip.Prefix, err error) {
+	const forms = "an IPv4 or IPv6 CIDR like 10.244.5.0/24 or fd00:10:0:5::/64, or a lease key like 10.244.5.0-24 or 10.244.5.0-24&fd00:10:0:5::-64"
 	if strings.Contains(s, "-") && !strings.Contains(s, "/") {
 		v4, v6, err := subnet.ParseLeaseKey(s)
-		if err != nil || v6.IsValid() {
-			return netip.Prefix{}, usagef("invalid subnet %q: not an IPv4 CIDR like 10.244.5.0/24 or a lease key like 10.244.5.0-24", s)
+		if err != nil || !v4.IsValid() && !v6.IsValid() || v4.IsValid() && v4.Bits() == 0 {
+			return netip.Prefix{}, netip.Prefix{}, usagef("invalid subnet %q: not %s", s, forms)
 		}
-		return v4, nil
+		return v4, v6, nil
 	}
 	p, err := netip.ParsePrefix(s)
-	if err != nil || !p.Addr().Is4() {
-		return netip.Prefix{}, usagef("invalid subnet %q: not an IPv4 CIDR like 10.244.5.0/24", s)
+	if err != nil || p.Addr().Is4In6() {
+		return netip.Prefix{}, netip.Prefix{}, usagef("invalid subnet %q: not %s", s, forms)
 	}
 	if p.Masked() != p {
-		return netip.Prefix{}, usagef("invalid subnet %q: not a network address (did you mean %s?)", s, p.Masked())
+		return netip.Prefix{}, netip.Prefix{}, usagef("invalid subnet %q: not a network address (did you mean %s?)", s, p.Masked())
+	}
+	if p.Addr().Is4() {
+		return p, netip.Prefix{}, nil
+	}
+	return netip.Prefix{}, p, nil
+}
+
+// parseIPv6Subnet accepts an IPv6 subnet as a CIDR (fd00:10:0:5::/64); it must be a
+// network address. what names the value in messages.
+func parseIPv6Subnet(what, s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil || !p.Addr().Is6() || p.Addr().Is4In6() {
+		return netip.Prefix{}, usagef("invalid %s %q: not an IPv6 CIDR like fd00:10:0:5::/64", what, s)
+	}
+	if p.Masked() != p {
+		return netip.Prefix{}, usagef("invalid %s %q: not a network address (did you mean %s?)", what, s, p.Masked())
 	}
 	return p, nil
 }
 
-// parsePublicIP accepts an IPv4 address.
-func parsePublicIP(s string) (netip.Addr, error) {
+// parsePublicIP accepts a unicast address of the family asked for: IPv4, or IPv6 when v6.
+// what names the value in messages.
+func parsePublicIP(what, s string, v6 bool) (netip.Addr, error) {
+	family := "IPv4"
+	if v6 {
+		family = "IPv6"
+	}
 	a, err := netip.ParseAddr(s)
-	if err != nil || !a.Is4() || a.IsUnspecified() {
-		return netip.Addr{}, usagef("invalid public IP %q: not an IPv4 address", s)
+	if err != nil || a.Is4() == v6 || a.Is4In6() || a.Zone() != "" || a.IsUnspecified() {
+		return netip.Addr{}, usagef("invalid %s %q: not an %s address", what, s, family)
 	}
 	return a, nil
 }

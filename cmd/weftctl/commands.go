@@ -43,7 +43,8 @@ func commands() []*command {
 			name: "leases", summary: "list subnet leases, reservations and malformed keys",
 			long: "Lists every key below <prefix>/subnets/: subnet, the node's public IP, backend type, time to\n" +
 				"expiry, whether it is a reservation (a key without TTL), and at the end the keys that do not\n" +
-				"parse, with the reason.",
+				"parse, with the reason. When a lease has an IPv6 side (a dual-stack or IPv6-only network), the\n" +
+				"IPv6 subnet and public IPv6 columns are shown too; \"-\" marks a family a lease does not have.",
 			etcd: true, run: runLeases,
 		},
 		{
@@ -53,14 +54,25 @@ func commands() []*command {
 				"keeps it a reservation. Written only if the key does not exist, or if it is that node's own\n" +
 				"lease, which then loses its TTL and keeps its value; a weftd running on that node keeps the\n" +
 				"subnet (its next renewal finds the reservation and stops renewing). SUBNET must fit the\n" +
-				"network config.\n" +
-				"SUBNET is a CIDR (10.244.5.0/24) or a lease key (10.244.5.0-24).",
+				"network config, and the reservation has a subnet for each family the network runs.\n" +
+				"SUBNET is a CIDR (10.244.5.0/24) or a lease key (10.244.5.0-24).\n" +
+				"Dual stack: SUBNET is the IPv4 subnet, PUBLIC-IP the node's IPv4 address, with\n" +
+				"--ipv6-subnet and --public-ipv6 (or SUBNET the key 10.244.5.0-24&fd00:10:0:5::-64).\n" +
+				"IPv6 only: SUBNET is the IPv6 subnet (fd00:10:0:5::/64, or the key\n" +
+				"0.0.0.0-0&fd00:10:0:5::-64) and PUBLIC-IP the node's IPv6 address; the value is then\n" +
+				"{\"PublicIP\":\"0.0.0.0\",\"PublicIPv6\":\"PUBLIC-IP\"}, as flanneld writes it.",
 			etcd: true, run: runReserve,
+			flags: func(fs *pflag.FlagSet, o *options) {
+				fs.StringVar(&o.ipv6Subnet, "ipv6-subnet", "", "the IPv6 subnet of a dual-stack reservation, e.g. fd00:10:0:5::/64")
+				fs.StringVar(&o.publicIPv6, "public-ipv6", "", "the node's public IPv6 address (needed with an IPv6 subnet)")
+			},
 		},
 		{
 			name: "unreserve", args: []string{"SUBNET"}, summary: "delete the reservation of SUBNET",
 			long: "Deletes the reservation of SUBNET. An ordinary lease (a key with a TTL) is refused unless\n" +
-				"--force; the node holding it then loses its lease and takes a new one.",
+				"--force; the node holding it then loses its lease and takes a new one.\n" +
+				"SUBNET is an IPv4 or IPv6 CIDR or a lease key; a CIDR also finds the dual-stack key that\n" +
+				"holds it when that is the only key holding it.",
 			etcd: true, run: runUnreserve,
 			flags: func(fs *pflag.FlagSet, o *options) {
 				fs.BoolVar(&o.force, "force", false, "delete the key even if it is an ordinary lease, not a reservation")
@@ -69,7 +81,8 @@ func commands() []*command {
 		{
 			name: "status", summary: "show what a weftd reports on its health port",
 			long: "Fetches http://HOST:PORT/status and /readyz from a weftd started with --healthz-port and\n" +
-				"prints its lease, backend, peers and counters.",
+				"prints its lease, backend, peers and counters, with both address families in a dual-stack\n" +
+				"or IPv6-only network.",
 			run: runStatus,
 			flags: func(fs *pflag.FlagSet, o *options) {
 				fs.StringVar(&o.node, "node", "", "HOST:PORT of the weftd health endpoint (required)")

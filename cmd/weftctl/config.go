@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 
 	"github.com/weftnet/weft/backend/backends"
 	"github.com/weftnet/weft/subnet"
@@ -48,9 +49,15 @@ func runConfigGet(ctx context.Context, c *cli, _ []string) error {
 
 // orphan is a lease the new config would no longer fit.
 type orphan struct {
-	Subnet   netip.Prefix `json:"subnet"`
-	PublicIP netip.Addr   `json:"publicIP"`
-	Reserved bool         `json:"reserved"`
+	Subnet     netip.Prefix `json:"subnet"` // zero ("") for an IPv6-only lease
+	PublicIP   netip.Addr   `json:"publicIP"`
+	IPv6Subnet netip.Prefix `json:"ipv6Subnet,omitzero"`
+	PublicIPv6 netip.Addr   `json:"publicIPv6,omitzero"`
+	Reserved   bool         `json:"reserved"`
+}
+
+func orphanOf(l subnet.Lease) orphan {
+	return orphan{Subnet: l.Subnet, PublicIP: l.Attrs.PublicIP, IPv6Subnet: l.IPv6Subnet, PublicIPv6: l.Attrs.PublicIPv6, Reserved: l.Reserved()}
 }
 
 // configSetResult is config set's JSON output.
@@ -142,10 +149,10 @@ func (c *cli) putConfig(ctx context.Context, reg subnet.Registry, cfg *subnet.Co
 		if len(orphans) > 0 && !c.opts.force {
 			var b bytes.Buffer
 			c.printOrphans(&b, orphans)
-			return configSetResult{}, fmt.Errorf("refusing to write the config: %d existing lease(s) would no longer fit Network %s with SubnetLen /%d:\n%s"+
+			return configSetResult{}, fmt.Errorf("refusing to write the config: %d existing lease(s) would no longer fit %s:\n%s"+
 				"Delete them first (weftctl unreserve [--force] SUBNET), or use --force: a node whose lease no longer fits\n"+
 				"takes a new subnet when weftd restarts, and its old lease stays until it expires",
-				len(orphans), cfg.Network, cfg.SubnetLen, b.String())
+				len(orphans), configText(cfg), b.String())
 		}
 		guard := list.Revision
 		if c.opts.force {
@@ -163,16 +170,17 @@ func (c *cli) putConfig(ctx context.Context, reg subnet.Registry, cfg *subnet.Co
 	return configSetResult{}, fmt.Errorf("write %s: leases kept changing during %d attempts: %w", key, maxSetAttempts, subnet.ErrTaken)
 }
 
-// findOrphans returns the leases cfg does not fit (wrong length or outside Network), by
+// findOrphans returns the leases cfg does not fit (a subnet of the wrong length or outside
+// its network, or not a subnet for exactly the families cfg runs: subnet.Config.Fits), by
 // subnet.
 func findOrphans(cfg *subnet.Config, leases []subnet.Lease) []orphan {
 	var out []orphan
 	for _, l := range leases {
-		if !cfg.Contains(l.Subnet) {
-			out = append(out, orphan{Subnet: l.Subnet, PublicIP: l.Attrs.PublicIP, Reserved: l.Reserved()})
+		if !cfg.Fits(l) {
+			out = append(out, orphanOf(l))
 		}
 	}
-	slices.SortFunc(out, func(a, b orphan) int { return comparePrefix(a.Subnet, b.Subnet) })
+	slices.SortFunc(out, func(a, b orphan) int { return compareSubnets(a.Subnet, a.IPv6Subnet, b.Subnet, b.IPv6Subnet) })
 	return out
 }
 
@@ -182,7 +190,8 @@ func (c *cli) printOrphans(w io.Writer, orphans []orphan) {
 		if o.Reserved {
 			kind = "reservation"
 		}
-		fmt.Fprintf(w, "  %s  %s  (%s)\n", o.Subnet, o.PublicIP, kind)
+		fmt.Fprintf(w, "  %s  %s  (%s)\n", subnetsText(o.Subnet, o.IPv6Subnet),
+			subnetsText(netip.PrefixFrom(o.PublicIP, 0), netip.PrefixFrom(o.PublicIPv6, 0)), kind)
 	}
 }
 
@@ -193,4 +202,32 @@ func comparePrefix(a, b netip.Prefix) int {
 		return c
 	}
 	return a.Bits() - b.Bits()
+}
+
+// compareSubnets orders leases by their IPv4 subnet, then their IPv6 subnet; IPv6-only
+// leases (no IPv4 subnet) come after the others.
+func compareSubnets(a4, a6, b4, b6 netip.Prefix) int {
+	if a4.IsValid() != b4.IsValid() {
+		if a4.IsValid() {
+			return -1
+		}
+		return 1
+	}
+	if c := comparePrefix(a4, b4); c != 0 {
+		return c
+	}
+	return comparePrefix(a6, b6)
+}
+
+// configText describes the subnets a config hands out: "Network 10.244.0.0/16 with
+// SubnetLen /24", its IPv6 counterpart, or both joined by " and ".
+func configText(cfg *subnet.Config) string {
+	var parts []string
+	if cfg.EnableIPv4 {
+		parts = append(parts, fmt.Sprintf("Network %s with SubnetLen /%d", cfg.Network, cfg.SubnetLen))
+	}
+	if cfg.EnableIPv6 {
+		parts = append(parts, fmt.Sprintf("IPv6Network %s with IPv6SubnetLen /%d", cfg.IPv6Network, cfg.IPv6SubnetLen))
+	}
+	return strings.Join(parts, " and ")
 }

@@ -41,7 +41,8 @@ func TestConfigSetRejectsInvalid(t *testing.T) {
 		`{"Network":"10.244.0.0/16","SubnetMin":"10.244.9.0","SubnetMax":"10.244.3.0"}`,
 		`{"Network":"10.244.0.0/16","Backend":"vxlan"}`,
 		`{"Network":"10.244.0.0/16","SubnetLen":17}`,
-		`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/56"}`,
+		`{"EnableIPv4":false,"EnableIPv6":true}`,
+		`{"EnableIPv6":true,"Network":"10.244.0.0/16","IPv6Network":"10.245.0.0/16"}`,
 		// the daemon's own checks: backend type and the backend's values
 		`{"Network":"10.244.0.0/16","Backend":{"Type":"carrier-pigeon"}}`,
 		`{"Network":"10.244.0.0/16","Backend":{}}`,

@@ -30,8 +30,10 @@ type options struct {
 	verbose bool
 
 	// per command
-	force bool   // config set, unreserve
-	node  string // status
+	force      bool   // config set, unreserve
+	ipv6Subnet string // reserve: the IPv6 subnet of a dual-stack reservation
+	publicIPv6 string // reserve: the node's public IPv6 address
+	node       string // status
 }
 
 // etcdFlags registers weftd's etcd flags (pkg/etcdflags). They are the only flags read

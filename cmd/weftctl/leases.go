@@ -13,15 +13,18 @@ import (
 	"github.com/weftnet/weft/subnet"
 )
 
-// leaseRow is one lease in leases' output.
+// leaseRow is one lease in leases' output. An IPv6-only lease has a zero ("") Subnet and
+// PublicIP; an IPv4-only one no IPv6 fields.
 type leaseRow struct {
-	Subnet      netip.Prefix    `json:"subnet"`
-	IPv6Subnet  netip.Prefix    `json:"ipv6Subnet,omitzero"`
-	PublicIP    netip.Addr      `json:"publicIP"`
-	PublicIPv6  netip.Addr      `json:"publicIPv6,omitzero"`
-	BackendType string          `json:"backendType"` // "" for flannel's udp leases
-	BackendData json.RawMessage `json:"backendData,omitempty"`
-	Reserved    bool            `json:"reserved"`
+	Key           string          `json:"key"` // below subnets/, e.g. 10.244.5.0-24&fd00:10:0:5::-64
+	Subnet        netip.Prefix    `json:"subnet"`
+	IPv6Subnet    netip.Prefix    `json:"ipv6Subnet,omitzero"`
+	PublicIP      netip.Addr      `json:"publicIP"`
+	PublicIPv6    netip.Addr      `json:"publicIPv6,omitzero"`
+	BackendType   string          `json:"backendType"` // "" for flannel's udp leases
+	BackendData   json.RawMessage `json:"backendData,omitempty"`
+	BackendV6Data json.RawMessage `json:"backendV6Data,omitempty"`
+	Reserved      bool            `json:"reserved"`
 	// EtcdLeaseID is the key's etcd lease in hex, as etcdctl prints it; absent for a
 	// reservation.
 	EtcdLeaseID string `json:"etcdLeaseID,omitempty"`
@@ -57,14 +60,26 @@ func runLeases(ctx context.Context, c *cli, _ []string) error {
 		return c.writeJSON(res)
 	}
 	now := c.clock()
+	// The IPv6 columns appear when a lease has an IPv6 side: an IPv4-only store's table is
+	// as it always was.
+	v6 := slices.ContainsFunc(res.Leases, func(r leaseRow) bool { return r.IPv6Subnet.IsValid() || r.PublicIPv6.IsValid() })
 	tw := c.table()
-	fmt.Fprintln(tw, "SUBNET\tPUBLIC-IP\tBACKEND\tEXPIRES-IN\tRESERVED")
+	if v6 {
+		fmt.Fprintln(tw, "SUBNET\tIPV6-SUBNET\tPUBLIC-IP\tPUBLIC-IPV6\tBACKEND\tEXPIRES-IN\tRESERVED")
+	} else {
+		fmt.Fprintln(tw, "SUBNET\tPUBLIC-IP\tBACKEND\tEXPIRES-IN\tRESERVED")
+	}
 	for _, r := range res.Leases {
 		expires := "-"
 		if !r.Reserved {
 			expires = humanDuration(r.Expires.Sub(now))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Subnet, r.PublicIP, dash(r.BackendType), expires, yesNo(r.Reserved))
+		if v6 {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", dash(addrText(r.Subnet)), dash(addrText(r.IPv6Subnet)),
+				dash(addrText(r.PublicIP)), dash(addrText(r.PublicIPv6)), dash(r.BackendType), expires, yesNo(r.Reserved))
+		} else {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Subnet, r.PublicIP, dash(r.BackendType), expires, yesNo(r.Reserved))
+		}
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -81,7 +96,7 @@ func runLeases(ctx context.Context, c *cli, _ []string) error {
 	return nil
 }
 
-// listLeases lists the leases sorted by subnet, with each etcd lease's time to live (one
+// listLeases lists the leases sorted by subnet (IPv4, then IPv6; IPv6-only leases last), with each etcd lease's time to live (one
 // TimeToLive request per distinct etcd lease).
 func (c *cli) listLeases(ctx context.Context, reg subnet.Registry) (leasesResult, error) {
 	list, err := reg.ListLeases(ctx)
@@ -93,9 +108,10 @@ func (c *cli) listLeases(ctx context.Context, reg subnet.Registry) (leasesResult
 	res := leasesResult{Revision: list.Revision, Leases: []leaseRow{}, Malformed: []malformedRow{}}
 	for _, l := range list.Leases {
 		r := leaseRow{
+			Key:    l.Key(),
 			Subnet: l.Subnet, IPv6Subnet: l.IPv6Subnet,
 			PublicIP: l.Attrs.PublicIP, PublicIPv6: l.Attrs.PublicIPv6,
-			BackendType: l.Attrs.BackendType, BackendData: l.Attrs.BackendData,
+			BackendType: l.Attrs.BackendType, BackendData: l.Attrs.BackendData, BackendV6Data: l.Attrs.BackendV6Data,
 			Reserved: l.Reserved(),
 		}
 		if !l.Reserved() {
@@ -113,7 +129,7 @@ func (c *cli) listLeases(ctx context.Context, reg subnet.Registry) (leasesResult
 		}
 		res.Leases = append(res.Leases, r)
 	}
-	slices.SortFunc(res.Leases, func(a, b leaseRow) int { return comparePrefix(a.Subnet, b.Subnet) })
+	slices.SortFunc(res.Leases, func(a, b leaseRow) int { return compareSubnets(a.Subnet, a.IPv6Subnet, b.Subnet, b.IPv6Subnet) })
 	for _, m := range list.Malformed {
 		res.Malformed = append(res.Malformed, malformedRow{Key: m.Key, Error: m.Err.Error()})
 	}
@@ -133,20 +149,9 @@ func (c *cli) timeToLive(ctx context.Context, reg subnet.Registry, l subnet.Leas
 	return int64(d / time.Second), nil
 }
 
-// findLease returns the lease of sn from a listing (a dual-stack key counts by its IPv4
-// subnet), and whether a malformed key names sn exactly.
-func (c *cli) findLease(list subnet.LeaseList, sn netip.Prefix) (subnet.Lease, *subnet.Malformed, bool) {
-	for _, l := range list.Leases {
-		if l.Subnet == sn {
-			return l, nil, true
-		}
-	}
-	return subnet.Lease{}, c.findMalformed(list, sn), false
-}
-
-// findMalformed returns the malformed key of a listing that is sn's lease key, or nil.
-func (c *cli) findMalformed(list subnet.LeaseList, sn netip.Prefix) *subnet.Malformed {
-	key := c.leaseKey(sn)
+// findMalformedKey returns the malformed key of a listing whose full etcd key is key, or
+// nil.
+func findMalformedKey(list subnet.LeaseList, key string) *subnet.Malformed {
 	for i, m := range list.Malformed {
 		if m.Key == key {
 			return &list.Malformed[i]

@@ -94,8 +94,17 @@ func (c *cli) printStatus(res statusResult) error {
 		now = c.clock()
 	}
 	tw := c.table()
-	node := strings.TrimSpace(strings.Join([]string{st.Node.Hostname, st.Node.Interface, addrText(st.Node.InterfaceIP)}, " "))
-	fmt.Fprintf(tw, "Node:\t%s, public IP %s\n", dash(node), dash(addrText(st.Node.PublicIP)))
+	node := strings.Join(strings.Fields(strings.Join([]string{st.Node.Hostname, st.Node.Interface,
+		addrText(st.Node.InterfaceIP), addrText(st.Node.InterfaceIPv6)}, " ")), " ")
+	public := "public IP " + dash(addrText(st.Node.PublicIP))
+	if st.Node.PublicIPv6.IsValid() {
+		if st.Node.PublicIP.IsValid() {
+			public += ", public IPv6 " + st.Node.PublicIPv6.String()
+		} else {
+			public = "public IPv6 " + st.Node.PublicIPv6.String()
+		}
+	}
+	fmt.Fprintf(tw, "Node:\t%s, %s\n", dash(node), public)
 	weftd := dash(st.Version)
 	if !st.Started.IsZero() {
 		weftd += ", up " + now.Sub(st.Started).Round(time.Second).String()
@@ -104,6 +113,9 @@ func (c *cli) printStatus(res statusResult) error {
 	fmt.Fprintf(tw, "Ready:\t%s\n", readyText(res.Ready))
 	if st.Lease.Network.IsValid() {
 		fmt.Fprintf(tw, "Network:\t%s\n", st.Lease.Network)
+	}
+	if st.Lease.IPv6Network.IsValid() {
+		fmt.Fprintf(tw, "IPv6 network:\t%s\n", st.Lease.IPv6Network)
 	}
 	fmt.Fprintf(tw, "Lease:\t%s\n", leaseText(st.Lease, now))
 	fmt.Fprintf(tw, "Backend:\t%s\n", backendText(st.Backend))
@@ -115,13 +127,24 @@ func (c *cli) printStatus(res statusResult) error {
 	}
 
 	peers := slices.Clone(st.Peers)
-	slices.SortFunc(peers, func(a, b status.Peer) int { return comparePrefix(a.Subnet, b.Subnet) })
+	slices.SortFunc(peers, func(a, b status.Peer) int { return compareSubnets(a.Subnet, a.IPv6Subnet, b.Subnet, b.IPv6Subnet) })
 	fmt.Fprintf(c.stdout, "\nPeers (%d):\n", len(peers))
 	if len(peers) > 0 {
+		// The IPv6 columns appear when a peer has an IPv6 side.
+		v6 := slices.ContainsFunc(peers, func(p status.Peer) bool { return p.IPv6Subnet.IsValid() || p.PublicIPv6.IsValid() })
 		tw = c.table()
-		fmt.Fprintln(tw, "SUBNET\tPUBLIC-IP\tBACKEND\tSTATE")
+		if v6 {
+			fmt.Fprintln(tw, "SUBNET\tIPV6-SUBNET\tPUBLIC-IP\tPUBLIC-IPV6\tBACKEND\tSTATE")
+		} else {
+			fmt.Fprintln(tw, "SUBNET\tPUBLIC-IP\tBACKEND\tSTATE")
+		}
 		for _, p := range peers {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", dash(addrText(p.Subnet)), dash(addrText(p.PublicIP)), dash(p.BackendType), oneLine(p.StateText()))
+			if v6 {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", dash(addrText(p.Subnet)), dash(addrText(p.IPv6Subnet)),
+					dash(addrText(p.PublicIP)), dash(addrText(p.PublicIPv6)), dash(p.BackendType), oneLine(p.StateText()))
+			} else {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", dash(addrText(p.Subnet)), dash(addrText(p.PublicIP)), dash(p.BackendType), oneLine(p.StateText()))
+			}
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -159,10 +182,10 @@ func readyText(r readiness) string {
 }
 
 func leaseText(l status.Lease, now time.Time) string {
-	if !l.Subnet.IsValid() {
+	s := subnetsText(l.Subnet, l.IPv6Subnet)
+	if s == "" {
 		return "none held"
 	}
-	s := l.Subnet.String()
 	switch {
 	case l.Reserved:
 		s += ", reserved (no expiry)"

@@ -56,16 +56,30 @@ type Node struct {
 	// InterfaceIP is that interface's IPv4 address.
 	InterfaceIP netip.Addr `json:"interfaceIP,omitzero"`
 	// PublicIP is the address peers send to (--public-ip, else InterfaceIP); it is the
-	// PublicIP of the node's lease.
+	// PublicIP of the node's lease. Absent in an IPv6-only network.
 	PublicIP netip.Addr `json:"publicIP,omitzero"`
+	// InterfaceIPv6 is the external interface's IPv6 address; absent unless the network
+	// runs IPv6.
+	InterfaceIPv6 netip.Addr `json:"interfaceIPv6,omitzero"`
+	// PublicIPv6 is the IPv6 address peers send to (--public-ipv6, else InterfaceIPv6); it
+	// is the PublicIPv6 of the node's lease. Absent unless the network runs IPv6.
+	PublicIPv6 netip.Addr `json:"publicIPv6,omitzero"`
 }
 
 // Lease is the node's own subnet lease.
 type Lease struct {
-	// Network is the pod network of the config weftd runs with, e.g. 10.244.0.0/16.
+	// Network is the IPv4 pod network of the config weftd runs with, e.g. 10.244.0.0/16;
+	// absent in an IPv6-only network.
 	Network netip.Prefix `json:"network,omitzero"`
-	// Subnet is the node's subnet; zero (absent) while no lease is held.
+	// Subnet is the node's IPv4 subnet; zero (absent) while no lease is held and in an
+	// IPv6-only network.
 	Subnet netip.Prefix `json:"subnet,omitzero"`
+	// IPv6Network is the IPv6 pod network of the config (IPv6Network), e.g. fd00:10::/56;
+	// absent unless the network runs IPv6.
+	IPv6Network netip.Prefix `json:"ipv6Network,omitzero"`
+	// IPv6Subnet is the node's IPv6 subnet, e.g. fd00:10:0:5::/64; absent while no lease is
+	// held and unless the network runs IPv6.
+	IPv6Subnet netip.Prefix `json:"ipv6Subnet,omitzero"`
 	// Reserved is true when the lease is a reservation: a key with no TTL, never expiring.
 	Reserved bool `json:"reserved"`
 	// Expires is when the lease runs out unless renewed; zero for a reservation or when
@@ -106,10 +120,14 @@ const (
 	PeerIgnored PeerState = "ignored"
 )
 
-// Peer is one other node's lease and what the backend did with it.
+// Peer is one other node's lease and what the backend did with it. An IPv6-only peer's
+// Subnet and PublicIP are zero ("" in JSON); an IPv4-only peer has no IPv6 fields.
 type Peer struct {
-	Subnet      netip.Prefix `json:"subnet"`
-	PublicIP    netip.Addr   `json:"publicIP"`
+	Subnet   netip.Prefix `json:"subnet"`
+	PublicIP netip.Addr   `json:"publicIP"`
+	// IPv6Subnet and PublicIPv6 are the lease's IPv6 side (IPv6Subnet, PublicIPv6).
+	IPv6Subnet  netip.Prefix `json:"ipv6Subnet,omitzero"`
+	PublicIPv6  netip.Addr   `json:"publicIPv6,omitzero"`
 	BackendType string       `json:"backendType,omitempty"` // as in the lease; empty for flannel's udp
 	State       PeerState    `json:"state"`
 	// Reason is the error (PeerError) or why the peer is ignored (PeerIgnored).

@@ -156,3 +156,54 @@ func TestFetchErrors(t *testing.T) {
 		t.Errorf("404: %v, want an *HTTPError with code 404", err)
 	}
 }
+
+// dualStackSample is a dual-stack node with a dual-stack peer and an IPv6-only peer.
+func dualStackSample() Status {
+	s := sample()
+	s.Node.InterfaceIPv6 = netip.MustParseAddr("2001:db8::1")
+	s.Node.PublicIPv6 = netip.MustParseAddr("2001:db8::1")
+	s.Lease.IPv6Network = netip.MustParsePrefix("fd00:10::/56")
+	s.Lease.IPv6Subnet = netip.MustParsePrefix("fd00:10:0:5::/64")
+	s.Peers = []Peer{
+		{Subnet: netip.MustParsePrefix("10.244.7.0/24"), PublicIP: netip.MustParseAddr("192.0.2.2"),
+			IPv6Subnet: netip.MustParsePrefix("fd00:10:0:7::/64"), PublicIPv6: netip.MustParseAddr("2001:db8::2"),
+			BackendType: "vxlan", State: PeerProgrammed},
+		{IPv6Subnet: netip.MustParsePrefix("fd00:10:0:9::/64"), PublicIPv6: netip.MustParseAddr("2001:db8::3"),
+			BackendType: "vxlan", State: PeerProgrammed},
+	}
+	return s
+}
+
+// TestJSONNamesIPv6 pins the IPv6 wire names, added beside the IPv4 ones: an IPv4-only
+// document is what it was (no IPv6 name in it), a dual-stack one carries both families,
+// and an IPv6-only peer has empty IPv4 fields.
+func TestJSONNamesIPv6(t *testing.T) {
+	b, err := json.Marshal(sample())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(strings.ToLower(string(b)), "ipv6") {
+		t.Errorf("IPv4-only status carries IPv6 fields: %s", b)
+	}
+	b, err = json.Marshal(dualStackSample())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`"node":{"hostname":"node-a","interface":"eth0","interfaceIP":"192.0.2.1","publicIP":"192.0.2.1","interfaceIPv6":"2001:db8::1","publicIPv6":"2001:db8::1"}`,
+		`"lease":{"network":"10.244.0.0/16","subnet":"10.244.5.0/24","ipv6Network":"fd00:10::/56","ipv6Subnet":"fd00:10:0:5::/64","reserved":false,`,
+		`{"subnet":"10.244.7.0/24","publicIP":"192.0.2.2","ipv6Subnet":"fd00:10:0:7::/64","publicIPv6":"2001:db8::2","backendType":"vxlan","state":"programmed"}`,
+		`{"subnet":"","publicIP":"","ipv6Subnet":"fd00:10:0:9::/64","publicIPv6":"2001:db8::3","backendType":"vxlan","state":"programmed"}`,
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("JSON lacks %s\n%s", want, b)
+		}
+	}
+	var back Status
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if want := dualStackSample(); !reflect.DeepEqual(back, want) {
+		t.Errorf("round trip:\n got %+v\nwant %+v", back, want)
+	}
+}
