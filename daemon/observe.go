@@ -103,6 +103,14 @@ func (v *view) network() netip.Prefix {
 	return v.netCfg.Network
 }
 
+// ipv6Network is the running IPv6 network (zero between sessions and without IPv6).
+func (v *view) ipv6Network() netip.Prefix {
+	if v.netCfg == nil {
+		return netip.Prefix{}
+	}
+	return v.netCfg.IPv6Network
+}
+
 // status renders the view for GET /status.
 func (v *view) status(version string) status.Status {
 	v.mu.Lock()
@@ -110,8 +118,10 @@ func (v *view) status(version string) status.Status {
 	host, _ := os.Hostname()
 	st := status.Status{
 		Version: version, Time: time.Now(), Started: v.started,
-		Node: status.Node{Hostname: host, InterfaceIP: v.ext.IfaceAddr, PublicIP: v.ext.PublicIP},
-		Lease: status.Lease{Network: v.network(), Subnet: v.lease.Subnet, Reserved: !v.lease.IsZero() && v.lease.Reserved(),
+		Node: status.Node{Hostname: host, InterfaceIP: v.ext.IfaceAddr, PublicIP: v.ext.PublicIP,
+			InterfaceIPv6: v.ext.IfaceAddrV6, PublicIPv6: v.ext.PublicIPv6},
+		Lease: status.Lease{Network: v.network(), Subnet: v.lease.Subnet, IPv6Network: v.ipv6Network(), IPv6Subnet: v.lease.IPv6Subnet,
+			Reserved: !v.lease.IsZero() && v.lease.Reserved(),
 			Expires: v.lease.Expiration, Renewed: v.renewed},
 		Backend:        status.Backend{Type: v.btype, Active: v.active},
 		ConfigWarnings: v.configWarnings,
@@ -142,7 +152,8 @@ func (v *view) status(version string) status.Status {
 		}
 	}
 	for _, vp := range v.peers {
-		p := status.Peer{Subnet: vp.subnet, PublicIP: vp.publicIP, BackendType: vp.backendType, State: status.PeerProgrammed}
+		p := status.Peer{Subnet: vp.subnet, PublicIP: vp.publicIP, IPv6Subnet: vp.ipv6Subnet, PublicIPv6: vp.publicIPv6,
+			BackendType: vp.backendType, State: status.PeerProgrammed}
 		// A backend describes a peer by the subnet it programs: the IPv4 one, else the IPv6 one.
 		if ps, ok := desc.Peers[vp.subnet]; ok && vp.subnet.IsValid() {
 			p.State, p.Reason = status.PeerState(ps.State), ps.Reason
@@ -154,13 +165,20 @@ func (v *view) status(version string) status.Status {
 	if v.ignored != nil {
 		// Leases that are not peers are listed too, so that an operator sees why.
 		for _, ig := range v.ignored() {
-			if !ig.Subnet.IsValid() {
+			if !ig.Subnet.IsValid() && !ig.IPv6Subnet.IsValid() {
 				continue // a malformed key: no subnet to show; logged and counted
 			}
-			st.Peers = append(st.Peers, status.Peer{Subnet: ig.Subnet, PublicIP: ig.Attrs.PublicIP, BackendType: ig.Attrs.BackendType,
+			st.Peers = append(st.Peers, status.Peer{Subnet: ig.Subnet, PublicIP: ig.Attrs.PublicIP, IPv6Subnet: ig.IPv6Subnet,
+				PublicIPv6: ig.Attrs.PublicIPv6, BackendType: ig.Attrs.BackendType,
 				State: status.PeerIgnored, Reason: ig.Reason + ": " + ig.Detail})
 		}
 	}
-	sort.Slice(st.Peers, func(i, j int) bool { return st.Peers[i].Subnet.Addr().Less(st.Peers[j].Subnet.Addr()) })
+	sort.Slice(st.Peers, func(i, j int) bool {
+		a, b := st.Peers[i], st.Peers[j]
+		if a.Subnet != b.Subnet {
+			return a.Subnet.Addr().Less(b.Subnet.Addr()) // IPv6-only peers (no IPv4 subnet) first
+		}
+		return a.IPv6Subnet.Addr().Less(b.IPv6Subnet.Addr())
+	})
 	return st
 }

@@ -101,7 +101,8 @@ func TestWatchPeersAdmission(t *testing.T) {
 	}
 	put("10.244.2.0/24", "192.0.2.2", "host-gw")
 	put("10.244.0.0/16", "192.0.2.77", "host-gw")
-	put("0.0.0.0/0", "192.0.2.77", "host-gw")
+	// A registry refuses to write it; another etcd writer may.
+	reg.PutRaw("0.0.0.0-0", []byte(`{"PublicIP":"192.0.2.77","PublicIPv6":null,"BackendType":"host-gw"}`), false)
 	put("10.244.5.0/25", "192.0.2.5", "host-gw")
 	put("10.244.7.0/24", "192.0.2.7", "vxlan")
 	obs := &ignoredCounts{}

@@ -58,11 +58,11 @@ func FuzzLeaseKeyIPv6(f *testing.F) {
 		if LeaseKey(b4, b6) != canon {
 			t.Fatalf("LeaseKey is not a fixed point: %q then %q", canon, LeaseKey(b4, b6))
 		}
-		if canon != key || v6.Addr().Is4In6() {
-			// Only canonical keys are stored (the etcd registry refuses the others). An
-			// IPv4-mapped IPv6 part is printed with a dotted tail that flanneld's parser
-			// cannot read (reported; CheckLeaseSubnets refuses to write such a key).
-			return
+		if v6.Addr().Is4In6() {
+			t.Fatalf("accepted %q with an IPv4-mapped IPv6 part (flanneld's parser refuses it)", key)
+		}
+		if canon != key {
+			return // only canonical keys are stored (the etcd registry refuses the others)
 		}
 		m := flannelKeyRegexp.FindStringSubmatch(key)
 		if m == nil {

@@ -195,7 +195,7 @@ func ParseLeaseKey(key string) (v4, v6 netip.Prefix, err error) {
 		return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("lease key %q: not an IPv4 subnet key like 10.244.5.0-24", key)
 	}
 	if dual {
-		if v6, err = parseKeyPart(s6); err != nil || !v6.Addr().Is6() {
+		if v6, err = parseKeyPart(s6); err != nil || !v6.Addr().Is6() || v6.Addr().Is4In6() {
 			return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("lease key %q: IPv6 part is not a subnet key like fd00::-64", key)
 		}
 		if v4 == noIPv4 {

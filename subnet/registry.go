@@ -154,7 +154,7 @@ func CheckLeaseSubnets(sn, sn6 netip.Prefix) error {
 	switch {
 	case !sn.IsValid() && !sn6.IsValid():
 		return errors.New("a lease needs an IPv4 or an IPv6 subnet; neither is given")
-	case sn.IsValid() && (!sn.Addr().Is4() || sn.Masked() != sn):
+	case sn.IsValid() && (!sn.Addr().Is4() || sn.Masked() != sn || sn.Bits() == 0):
 		return fmt.Errorf("%v is not an IPv4 subnet", sn)
 	case sn6.IsValid() && (!sn6.Addr().Is6() || sn6.Addr().Is4In6() || sn6.Addr().Zone() != "" || sn6.Masked() != sn6):
 		return fmt.Errorf("%v is not an IPv6 subnet", sn6)
