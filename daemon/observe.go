@@ -122,7 +122,7 @@ func (v *view) status(version string) status.Status {
 			InterfaceIPv6: v.ext.IfaceAddrV6, PublicIPv6: v.ext.PublicIPv6},
 		Lease: status.Lease{Network: v.network(), Subnet: v.lease.Subnet, IPv6Network: v.ipv6Network(), IPv6Subnet: v.lease.IPv6Subnet,
 			Reserved: !v.lease.IsZero() && v.lease.Reserved(),
-			Expires: v.lease.Expiration, Renewed: v.renewed},
+			Expires:  v.lease.Expiration, Renewed: v.renewed},
 		Backend:        status.Backend{Type: v.btype, Active: v.active},
 		ConfigWarnings: v.configWarnings,
 		Peers:          []status.Peer{},
