@@ -181,7 +181,7 @@ func (d *Daemon) run(ctx context.Context, reg subnet.Registry) error {
 		d.health.SetLease(netip.Prefix{})
 		d.metrics.SetLease(subnet.Lease{})
 		d.health.SetError(err)
-		d.log.Error(err, "MY LEASE IS GONE: acquiring again, trying the same subnet first", "subnet", lease.Subnet)
+		d.log.Error(err, "MY LEASE IS GONE: acquiring again, trying the same subnet first", "lease", lease.Key())
 	}
 	return nil
 }

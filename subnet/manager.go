@@ -289,11 +289,11 @@ func (m *Manager) reuse(ctx context.Context, mine Lease, attrs LeaseAttrs) (Leas
 	if mine.Attrs.Equal(attrs) {
 		l, err := m.reg.RenewLease(ctx, mine)
 		if err == nil {
-			m.log.Info("Reusing my existing lease", "subnet", mine.Subnet, "reserved", mine.Reserved())
+			m.log.Info("Reusing my existing lease", "lease", mine.Key(), "reserved", mine.Reserved())
 			return l, nil
 		}
 		if !errors.Is(err, ErrNotFound) {
-			return Lease{}, fmt.Errorf("renew lease %s: %w", mine.Subnet, err)
+			return Lease{}, fmt.Errorf("renew lease %s: %w", mine.Key(), err)
 		}
 	}
 	ttl := m.ttl
@@ -302,9 +302,9 @@ func (m *Manager) reuse(ctx context.Context, mine Lease, attrs LeaseAttrs) (Leas
 	}
 	l, err := m.reg.UpdateLease(ctx, mine, attrs, ttl)
 	if err != nil {
-		return Lease{}, fmt.Errorf("update lease %s: %w", mine.Subnet, err)
+		return Lease{}, fmt.Errorf("update lease %s: %w", mine.Key(), err)
 	}
-	m.log.Info("Reusing my existing lease with updated attributes", "subnet", l.Subnet, "reserved", l.Reserved())
+	m.log.Info("Reusing my existing lease with updated attributes", "lease", l.Key(), "reserved", l.Reserved())
 	return l, nil
 }
 
@@ -391,7 +391,7 @@ func (m *Manager) Hold(ctx context.Context, l Lease, onRenew func(Lease)) error 
 			}
 		case rev := <-m.lost:
 			if rev >= l.Revision {
-				return fmt.Errorf("lease %s was deleted or taken over at revision %d: %w", l.Subnet, rev, ErrLeaseLost)
+				return fmt.Errorf("lease %s was deleted or taken over at revision %d: %w", l.Key(), rev, ErrLeaseLost)
 			}
 			// A stale signal from before this lease was written: keep holding.
 		case <-fire:
@@ -411,7 +411,7 @@ func (m *Manager) renew(ctx context.Context, l *Lease, failing *bool, onRenew fu
 	cancel()
 	if err == nil {
 		if *failing {
-			m.log.Info("Lease renewal works again", "subnet", l.Subnet)
+			m.log.Info("Lease renewal works again", "lease", l.Key())
 		}
 		*failing, *l = false, renewed
 		m.setOwn(renewed)
@@ -426,14 +426,14 @@ func (m *Manager) renew(ctx context.Context, l *Lease, failing *bool, onRenew fu
 	}
 	m.obs.LeaseRenewFailed(err)
 	if errors.Is(err, ErrNotFound) {
-		return fmt.Errorf("lease %s vanished before renewal: %w", l.Subnet, ErrLeaseLost)
+		return fmt.Errorf("lease %s vanished before renewal: %w", l.Key(), ErrLeaseLost)
 	}
 	if !*failing {
-		m.log.Error(err, "Lease renewal failed; retrying", "subnet", l.Subnet, "expires", l.Expiration)
+		m.log.Error(err, "Lease renewal failed; retrying", "lease", l.Key(), "expires", l.Expiration)
 	}
 	*failing = true
 	if time.Now().After(l.Expiration) {
-		return fmt.Errorf("lease %s expired while the store was unreachable (%v): %w", l.Subnet, err, ErrLeaseLost)
+		return fmt.Errorf("lease %s expired while the store was unreachable (%v): %w", l.Key(), err, ErrLeaseLost)
 	}
 	return nil
 }

@@ -11,7 +11,6 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/weftnet/weft/pkg/ip"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -137,7 +136,7 @@ func (r *Registry) UpdateLease(ctx context.Context, old subnet.Lease, attrs subn
 // key sure to live until the returned Expiration. A reservation (TTLID 0) only has its key's
 // existence checked. Either failure returns an error wrapping subnet.ErrNotFound.
 //
-// A key that has meanwhile become a reservation (no etcd lease) naming l's PublicIP is not a
+// A key that has meanwhile become a reservation (no etcd lease) naming l's node (Lease.SameNode) is not a
 // loss: an operator pinned the node's subnet (weftctl reserve drops the TTL and revokes the
 // etcd lease; flannel's documented "etcdctl put" without a lease leaves it alive, unused).
 // RenewLease then returns that reservation, TTLID 0, whether or not l's etcd lease still
@@ -150,8 +149,8 @@ func (r *Registry) RenewLease(ctx context.Context, l subnet.Lease) (subnet.Lease
 	if err := r.checkOpen("renew lease"); err != nil {
 		return subnet.Lease{}, err
 	}
-	if !l.Subnet.Addr().Is4() || !ip.IsNetworkAddress(l.Subnet) {
-		return subnet.Lease{}, fmt.Errorf("renew lease: %v is not an IPv4 subnet", l.Subnet)
+	if err := subnet.CheckLeaseSubnets(l.Subnet, l.IPv6Subnet); err != nil {
+		return subnet.Lease{}, fmt.Errorf("renew lease: %w", err)
 	}
 	key := r.leaseKey(l.Key())
 	var expiration time.Time
@@ -188,8 +187,9 @@ func (r *Registry) RenewLease(ctx context.Context, l subnet.Lease) (subnet.Lease
 	}
 	if l.TTLID != 0 && kv.Lease == 0 {
 		// Pinned: a reservation now. Mine only if it names me.
-		if cur.Attrs.PublicIP != l.Attrs.PublicIP {
-			return subnet.Lease{}, fmt.Errorf("renew lease %s: key is now a reservation for %s, not %s: %w", key, cur.Attrs.PublicIP, l.Attrs.PublicIP, subnet.ErrNotFound)
+		if !cur.SameNode(l) {
+			return subnet.Lease{}, fmt.Errorf("renew lease %s: key is now a reservation for another node (%s %s), not %s %s: %w", key,
+				cur.Attrs.PublicIP, cur.Attrs.PublicIPv6, l.Attrs.PublicIP, l.Attrs.PublicIPv6, subnet.ErrNotFound)
 		}
 		return cur, nil
 	}

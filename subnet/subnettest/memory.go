@@ -186,7 +186,7 @@ func (r *Registry) RenewLease(ctx context.Context, l subnet.Lease) (subnet.Lease
 		return subnet.Lease{}, r.failErr
 	}
 	e, ok := r.leases[l.Key()]
-	if ok && e.raw == nil && l.TTLID != 0 && e.lease.TTLID == 0 && e.lease.Attrs.PublicIP == l.Attrs.PublicIP {
+	if ok && e.raw == nil && l.TTLID != 0 && e.lease.TTLID == 0 && e.lease.SameNode(l) {
 		return e.lease, nil // pinned by an operator: a reservation of mine now
 	}
 	if !ok || e.lease.TTLID != l.TTLID {
