@@ -188,8 +188,8 @@ func (r *Registry) RenewLease(ctx context.Context, l subnet.Lease) (subnet.Lease
 	if l.TTLID != 0 && kv.Lease == 0 {
 		// Pinned: a reservation now. Mine only if it names me.
 		if !cur.SameNode(l) {
-			return subnet.Lease{}, fmt.Errorf("renew lease %s: key is now a reservation for another node (%s %s), not %s %s: %w", key,
-				cur.Attrs.PublicIP, cur.Attrs.PublicIPv6, l.Attrs.PublicIP, l.Attrs.PublicIPv6, subnet.ErrNotFound)
+			return subnet.Lease{}, fmt.Errorf("renew lease %s: key is now a reservation for %s, not %s: %w", key,
+				nodeOf(cur), nodeOf(l), subnet.ErrNotFound)
 		}
 		return cur, nil
 	}
@@ -323,4 +323,13 @@ func (r *Registry) revoke(ctx context.Context, id int64) {
 	if _, err := r.client.Revoke(ctx, clientv3.LeaseID(id)); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
 		r.log.Info("Could not revoke an unused etcd lease; it will expire on its own", "leaseID", fmt.Sprintf("%x", id), "err", err)
 	}
+}
+
+// nodeOf names the node a lease is for: its public IP, or its public IPv6 address when it
+// has none (IPv6-only).
+func nodeOf(l subnet.Lease) string {
+	if l.Attrs.PublicIP.IsValid() {
+		return l.Attrs.PublicIP.String()
+	}
+	return l.Attrs.PublicIPv6.String()
 }
