@@ -226,3 +226,45 @@ func TestIPv6FlanneldLeases(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestIPv6FlanneldLeasesVXLAN: a dual-stack vxlan cluster and a lease written as flanneld's
+// vxlan writes it (a VTEP MAC per family): each weftd node programs both of its families,
+// the IPv6 side on flannel-v6.1 (route, neighbour, FDB entry to its PublicIPv6).
+func TestIPv6FlanneldLeasesVXLAN(t *testing.T) {
+	c := cluster.New(t, cluster.Options{Nodes: 3, IPv6: true})
+	c.PutConfig(fmt.Sprintf(ipv6Families[0].config, `{"Type":"vxlan"}`))
+	_, pods, _ := startNodes(t, c, []int{0, 1})
+	pingAll(t, pods, 10*time.Second)
+
+	sn, sn6 := mustPrefix("10.244.77.0/24"), mustPrefix("fd00:10:244:77::/64")
+	const mac4, mac6 = "0e:11:22:33:44:55", "0e:11:22:33:44:66"
+	value := fmt.Sprintf(`{"PublicIP":"%s","PublicIPv6":"%s","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"%s"},"BackendV6Data":{"VNI":1,"VtepMAC":"%s"}}`,
+		c.NodeIP(2), c.NodeIPv6(2), mac4, mac6)
+	etcdPut(t, c, "subnets/"+subnet.LeaseKey(sn, sn6), value)
+	for _, n := range []int{0, 1} {
+		eventually(t, 10*time.Second, fmt.Sprintf("node %d programs both families of the flanneld lease", n), func() error {
+			checks := []struct{ what, out, want string }{
+				{"IPv4 route", routeTo(t, c, n, sn.String()), "via " + sn.Addr().String() + " dev flannel.1"},
+				{"IPv6 route", route6To(t, c, n, sn6.String()), "via " + sn6.Addr().String() + " dev flannel-v6.1"},
+				{"IPv6 neighbour", ipOut(t, c, n, "-6", "neigh", "show", sn6.Addr().String(), "dev", "flannel-v6.1"), "lladdr " + mac6},
+				{"IPv6 FDB entry", execOut(t, c, n, "bridge", "fdb", "show", "dev", "flannel-v6.1"), mac6 + " dst " + c.NodeIPv6(2).String()},
+			}
+			for _, ck := range checks {
+				if !strings.Contains(ck.out, ck.want) {
+					return fmt.Errorf("%s: %q lacks %q", ck.what, ck.out, ck.want)
+				}
+			}
+			return nil
+		})
+	}
+}
+
+// execOut runs a command in node n's namespace and returns its trimmed output.
+func execOut(t *testing.T, c *cluster.Cluster, n int, argv ...string) string {
+	t.Helper()
+	out, err := c.Exec(c.NodeNS(n), argv...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(out)
+}
