@@ -10,6 +10,7 @@ import (
 
 	"github.com/weftnet/weft/pkg/subnetenv"
 	"github.com/weftnet/weft/test/cluster"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // eventually retries f every 100 ms until it succeeds or timeout passes.
@@ -72,8 +73,8 @@ func routeTo(t *testing.T, c *cluster.Cluster, node int, dst string) string {
 	return strings.TrimSpace(out)
 }
 
-// etcdDelete deletes a key below the cluster's prefix.
-func etcdDelete(t *testing.T, c *cluster.Cluster, key string) {
+// withEtcd runs f with a client of the cluster's etcd, bounded to 10 s.
+func withEtcd(t *testing.T, c *cluster.Cluster, f func(ctx context.Context, cli *clientv3.Client) error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -82,45 +83,42 @@ func etcdDelete(t *testing.T, c *cluster.Cluster, key string) {
 		t.Fatal(err)
 	}
 	defer cli.Close()
-	if _, err := cli.Delete(ctx, c.Prefix()+"/"+key); err != nil {
+	if err := f(ctx, cli); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// etcdDelete deletes a key below the cluster's prefix.
+func etcdDelete(t *testing.T, c *cluster.Cluster, key string) {
+	t.Helper()
+	withEtcd(t, c, func(ctx context.Context, cli *clientv3.Client) error {
+		_, err := cli.Delete(ctx, c.Prefix()+"/"+key)
+		return err
+	})
 }
 
 // etcdPut writes a key below the cluster's prefix (with no etcd lease: a reservation, for
 // a subnet key).
 func etcdPut(t *testing.T, c *cluster.Cluster, key, value string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cli, err := c.Etcd(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	if _, err := cli.Put(ctx, c.Prefix()+"/"+key, value); err != nil {
-		t.Fatal(err)
-	}
+	withEtcd(t, c, func(ctx context.Context, cli *clientv3.Client) error {
+		_, err := cli.Put(ctx, c.Prefix()+"/"+key, value)
+		return err
+	})
 }
 
 // etcdGet reads a key below the cluster's prefix ("" when missing).
 func etcdGet(t *testing.T, c *cluster.Cluster, key string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cli, err := c.Etcd(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	resp, err := cli.Get(ctx, c.Prefix()+"/"+key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(resp.Kvs) == 0 {
-		return ""
-	}
-	return string(resp.Kvs[0].Value)
+	var value string
+	withEtcd(t, c, func(ctx context.Context, cli *clientv3.Client) error {
+		resp, err := cli.Get(ctx, c.Prefix()+"/"+key)
+		if err == nil && len(resp.Kvs) > 0 {
+			value = string(resp.Kvs[0].Value)
+		}
+		return err
+	})
+	return value
 }
 
 func leaseKey(env subnetenv.Env) string {
