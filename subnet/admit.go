@@ -111,7 +111,7 @@ func (a Admission) Check(l Lease, taken func(sn netip.Prefix, key string) (strin
 		return IgnoredBackendType, fmt.Sprintf("backend type %q is not this node's %q", l.Attrs.BackendType, a.Rule.BackendType), false
 	}
 	if a.Rule.CheckData != nil {
-		if err := a.Rule.CheckData(l.Attrs); err != nil {
+		if err := a.Rule.CheckData(relevantAttrs(l.Attrs, fams)); err != nil {
 			return IgnoredBackendData, fmt.Sprintf("backend data: %v", err), false
 		}
 	}
@@ -123,6 +123,23 @@ func (a Admission) Check(l Lease, taken func(sn netip.Prefix, key string) (strin
 		}
 	}
 	return "", "", true
+}
+
+// relevantAttrs is attrs with only the families in fams: the backend checks the data of
+// what this node will program, so that a flanneld dual-stack lease with unusable IPv6 data
+// is still an IPv4 peer of an IPv4 network.
+func relevantAttrs(attrs LeaseAttrs, fams []family) LeaseAttrs {
+	v4, v6 := false, false
+	for _, f := range fams {
+		v4, v6 = v4 || f.name == "IPv4", v6 || f.name == "IPv6"
+	}
+	if !v4 {
+		attrs.PublicIP, attrs.BackendData = netip.Addr{}, nil
+	}
+	if !v6 {
+		attrs.PublicIPv6, attrs.BackendV6Data = netip.Addr{}, nil
+	}
+	return attrs
 }
 
 // isUnicast4 reports whether a can be a peer's public address: IPv4, not unspecified,

@@ -2,6 +2,7 @@ package subnet_test
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -179,5 +180,33 @@ func TestWatchPeersIPv6OnlyPeersAreDistinct(t *testing.T) {
 	evs := recv(t, ch)
 	if len(evs) != 1 || evs[0].Type != subnet.Removed || evs[0].Lease.IPv6Subnet != pfx("fd00:10:244:3::/64") {
 		t.Fatalf("after deleting one IPv6-only lease: %+v, want it removed alone", evs)
+	}
+}
+
+// TestAdmissionChecksOnlyTheFamiliesRun: the backend's data check sees only the families
+// this node will program, so a dual-stack lease with unusable IPv6 data is an IPv4 peer of
+// an IPv4 network (as for flanneld), and the other way round.
+func TestAdmissionChecksOnlyTheFamiliesRun(t *testing.T) {
+	only4 := mustConfig(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`)
+	only6 := mustConfig(t, `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"vxlan"}}`)
+	rule := subnet.PeerRule{BackendType: "vxlan", CheckData: func(a subnet.LeaseAttrs) error {
+		if string(a.BackendData) == "broken" || string(a.BackendV6Data) == "broken" {
+			return errors.New("broken data")
+		}
+		return nil
+	}}
+	l := lease6("10.244.2.0/24", "192.0.2.2", "fd00:10:244:2::/64", "2001:db8::2", "vxlan")
+	l.Attrs.BackendV6Data = []byte("broken")
+	own4 := lease("10.244.1.0/24", "192.0.2.1", "vxlan")
+	if reason, detail, ok := (subnet.Admission{Network: only4, Own: own4, Rule: rule}).Check(l, nil); !ok {
+		t.Errorf("IPv4 network: dual-stack lease with broken IPv6 data refused: %s %s", reason, detail)
+	}
+	own6 := lease6("", "", "fd00:10:244:1::/64", "2001:db8::1", "vxlan")
+	if _, _, ok := (subnet.Admission{Network: only6, Own: own6, Rule: rule}).Check(l, nil); ok {
+		t.Error("IPv6-only network: a lease with broken IPv6 data admitted")
+	}
+	l.Attrs.BackendV6Data, l.Attrs.BackendData = nil, []byte("broken")
+	if reason, detail, ok := (subnet.Admission{Network: only6, Own: own6, Rule: rule}).Check(l, nil); !ok {
+		t.Errorf("IPv6-only network: dual-stack lease with broken IPv4 data refused: %s %s", reason, detail)
 	}
 }
