@@ -143,9 +143,7 @@ func (d *Daemon) run(ctx context.Context, reg subnet.Registry) error {
 					"network", netCfg.Network, "subnetLen", netCfg.SubnetLen, "backend", netCfg.BackendType)
 				cur.close()
 			}
-			d.log.Info("Network config", "families", netCfg.Families(), "network", netCfg.Network, "subnetLen", netCfg.SubnetLen,
-				"subnetMin", netCfg.SubnetMin, "subnetMax", netCfg.SubnetMax, "ipv6Network", netCfg.IPv6Network,
-				"ipv6SubnetLen", netCfg.IPv6SubnetLen, "backend", netCfg.BackendType)
+			d.log.Info("Network config", netConfigLog(netCfg)...)
 			for _, w := range netCfg.Warnings {
 				d.log.Info("Network config warning: "+w, "key", d.configKey())
 			}
@@ -310,7 +308,7 @@ func (d *Daemon) acquire(ctx context.Context, mgr *subnet.Manager, attrs subnet.
 		l, err := mgr.Acquire(actx, attrs, hint)
 		cancel()
 		if err == nil {
-			d.log.Info("Acquired lease", "subnet", l.Subnet, "ipv6Subnet", l.IPv6Subnet, "publicIP", l.Attrs.PublicIP, "publicIPv6", l.Attrs.PublicIPv6, "reserved", l.Reserved(), "expires", l.Expiration)
+			d.log.Info("Acquired lease", "lease", l.Key(), "publicIP", l.Attrs.PublicIP, "publicIPv6", l.Attrs.PublicIPv6, "reserved", l.Reserved(), "expires", l.Expiration)
 			return l, nil
 		}
 		if ctx.Err() != nil {

@@ -31,9 +31,14 @@ func (d *Daemon) selectInterface(cfg *subnet.Config) (backend.ExternalInterface,
 	d.view.mu.Lock()
 	d.view.ext = ext
 	d.view.mu.Unlock()
-	d.log.Info("Using interface", "iface", ext.Iface.Name, "ifaceAddr", ext.IfaceAddr, "publicIP", ext.PublicIP,
-		"tunnelSource", ext.TunnelSource(), "ifaceAddrV6", ext.IfaceAddrV6, "publicIPv6", ext.PublicIPv6,
-		"tunnelSourceV6", ext.TunnelSourceV6(), "mtu", ext.Iface.MTU, "families", cfg.Families())
+	kv := []any{"iface", ext.Iface.Name, "mtu", ext.Iface.MTU, "families", cfg.Families()}
+	if cfg.EnableIPv4 {
+		kv = append(kv, "ifaceAddr", ext.IfaceAddr, "publicIP", ext.PublicIP, "tunnelSource", ext.TunnelSource())
+	}
+	if cfg.EnableIPv6 {
+		kv = append(kv, "ifaceAddrV6", ext.IfaceAddrV6, "publicIPv6", ext.PublicIPv6, "tunnelSourceV6", ext.TunnelSourceV6())
+	}
+	d.log.Info("Using interface", kv...)
 	if note, warn := tunnelSourceNote(ext); warn {
 		d.log.Info("Warning: " + note)
 	} else if note != "" {
@@ -72,4 +77,18 @@ func (p *prepared) close() {
 	if c, ok := p.be.(io.Closer); ok {
 		_ = c.Close()
 	}
+}
+
+// netConfigLog is the key/value list that logs a network config: the keys of the families
+// it runs only.
+func netConfigLog(cfg *subnet.Config) []any {
+	kv := []any{"families", cfg.Families(), "backend", cfg.BackendType}
+	if cfg.EnableIPv4 {
+		kv = append(kv, "network", cfg.Network, "subnetLen", cfg.SubnetLen, "subnetMin", cfg.SubnetMin, "subnetMax", cfg.SubnetMax)
+	}
+	if cfg.EnableIPv6 {
+		kv = append(kv, "ipv6Network", cfg.IPv6Network, "ipv6SubnetLen", cfg.IPv6SubnetLen,
+			"ipv6SubnetMin", cfg.IPv6SubnetMin, "ipv6SubnetMax", cfg.IPv6SubnetMax)
+	}
+	return kv
 }

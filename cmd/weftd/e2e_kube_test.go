@@ -147,10 +147,10 @@ func testKubeMode(t *testing.T, backend string) {
 	k.createNode(t, 0, podCIDRFor(0))
 	k.createNode(t, 1, "") // no pod CIDR yet: weftd waits and says so
 	ds := map[int]*cluster.Weftd{0: k.startWeftd(t, 0), 1: k.startWeftd(t, 1, "--healthz-port", healthPort)}
-	if err := ds[1].WaitLog("has no spec.podCIDR yet", 20*time.Second); err != nil {
+	if err := ds[1].WaitLog("has no spec.podCIDRs yet", 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if body := get(t, k.Cluster, 1, "/readyz"); !strings.Contains(body, "has no spec.podCIDR yet") {
+	if body := get(t, k.Cluster, 1, "/readyz"); !strings.Contains(body, "has no spec.podCIDRs yet") {
 		t.Errorf("/readyz while waiting for the pod CIDR says:\n%s", body)
 	}
 	patch := fmt.Sprintf(`{"spec":{"podCIDR":%q,"podCIDRs":[%q]}}`, podCIDRFor(1), podCIDRFor(1))
