@@ -43,6 +43,18 @@ func batchPeers6(n int) []batchPeer {
 	return ps
 }
 
+// deleteAll deletes each peer's route, neighbour and FDB entry through b.
+func deleteAll(t *testing.T, b *kernel.Batch, dev int, ps []batchPeer) {
+	t.Helper()
+	for _, p := range ps {
+		for _, err := range []error{b.DeleteRoute(p.sn, dev), b.DeleteNeigh(dev, p.vtep), b.DeleteFDB(dev, p.mac, p.pub)} {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
 // routeChanges counts the route, neighbour and FDB changes on ch until it is quiet for
 // quiet (at most 2 s).
 func routeChanges(ch <-chan kernel.Change, quiet time.Duration) (n int, last kernel.Change) {
@@ -117,18 +129,7 @@ func TestIPv6BatchProgramsChecksAndStaysIdle(t *testing.T) {
 	}
 
 	// Deletes need no dump and leave nothing.
-	b = h.NewFamilyBatch(kernel.IPv6)
-	for _, p := range ps {
-		if err := b.DeleteRoute(p.sn, vx); err != nil {
-			t.Fatal(err)
-		}
-		if err := b.DeleteNeigh(vx, p.vtep); err != nil {
-			t.Fatal(err)
-		}
-		if err := b.DeleteFDB(vx, p.mac, p.pub); err != nil {
-			t.Fatal(err)
-		}
-	}
+	deleteAll(t, h.NewFamilyBatch(kernel.IPv6), vx, ps)
 	checkAll(t, h.NewFamilyBatch(kernel.IPv6), vx, ps, false)
 }
 

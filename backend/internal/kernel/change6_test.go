@@ -64,13 +64,8 @@ func TestParseChangeIPv6(t *testing.T) {
 		{"short route", msg(unix.RTM_NEWROUTE, rtmsg(unix.AF_INET6, 64)[:5]), both, false, Change{}},
 		{"unknown family", msg(unix.RTM_NEWROUTE, rtmsg(unix.AF_INET, 24)), []Family{Family(99)}, false, Change{}},
 	} {
-		got, ok := ParseChange(c.m, c.fs...)
-		if ok != c.ok {
-			t.Errorf("%s: ok = %v, want %v (%v)", c.name, ok, c.ok, got)
-			continue
-		}
-		if ok && got.String() != c.want.String() {
-			t.Errorf("%s: got %v, want %v", c.name, got, c.want)
+		if got, ok := ParseChange(c.m, c.fs...); ok != c.ok || ok && got.String() != c.want.String() {
+			t.Errorf("%s with %v: got %v, %v; want %v, %v", c.name, c.fs, got, ok, c.want, c.ok)
 		}
 	}
 }
