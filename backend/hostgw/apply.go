@@ -14,8 +14,8 @@ import (
 	"github.com/weftnet/weft/subnet"
 )
 
-// routeTable is one family's main routing table as one pass sees it: a kernel.Batch for
-// IPv4, a table6 for IPv6 (see their docs: one dump per pass, writes only what differs).
+// routeTable is one family's main routing table as one pass sees it: a kernel.Batch of
+// that family (see its doc: one dump per pass, writes only what differs). Tests wrap it.
 type routeTable interface {
 	HasRoute(want *netlink.Route) (bool, error)
 	EnsureRoute(r *netlink.Route) error
@@ -23,23 +23,20 @@ type routeTable interface {
 	SweepRoutes(linkIndex int, stale func(kernel.ListedRoute) bool) ([]kernel.ListedRoute, error)
 }
 
-var (
-	_ routeTable = (*kernel.Batch)(nil)
-	_ routeTable = (*table6)(nil)
-)
+var _ routeTable = (*kernel.Batch)(nil)
 
-// pass is the routing tables of one Apply or reconcile; each is read at most once.
+// pass is the routing tables of one Apply or reconcile, a kernel.Batch per family; each
+// is read at most once.
 type pass struct {
-	v4 *kernel.Batch
-	v6 *table6
+	v4, v6 *kernel.Batch
 }
 
 func (n *network) newPassLocked() *pass {
-	return &pass{v4: n.h.NewBatch(), v6: newTable6(n.h)}
+	return &pass{v4: n.h.NewBatch(), v6: n.h.NewFamilyBatch(kernel.IPv6)}
 }
 
 // table returns the table of dst's family.
-func (p *pass) table(dst netip.Prefix) routeTable {
+func (p *pass) table(dst netip.Prefix) *kernel.Batch {
 	if dst.Addr().Is4() {
 		return p.v4
 	}
@@ -182,10 +179,7 @@ func (n *network) ensureRoute(p *pass, w wanted) error {
 // directlyConnected reports whether the kernel reaches addr without a gateway through the
 // external interface.
 func (n *network) directlyConnected(addr netip.Addr) (bool, error) {
-	if addr.Is4() {
-		return n.h.DirectlyConnected(addr, n.ext.Iface.Index)
-	}
-	return directlyConnected6(n.h, addr, n.ext.Iface.Index)
+	return n.h.DirectlyConnected(addr, n.ext.Iface.Index)
 }
 
 // Run keeps the peer routes in place until ctx ends or Close is called: a route that
@@ -207,10 +201,7 @@ func (n *network) Run(ctx context.Context) error {
 	var changes <-chan kernel.Change
 	var err error
 	if !n.closed {
-		changes, err = n.h.Subscribe(ctx)
-		if err == nil && n.v6 {
-			changes = withRoutes6(ctx, n.h, changes)
-		}
+		changes, err = n.h.Subscribe(ctx, n.families()...)
 	}
 	n.mu.Unlock()
 	if err != nil {

@@ -11,8 +11,8 @@
 // that shape that no admitted peer needs (peers that left while weftd was down, an old
 // address of a peer that moved) are swept: see staleRoute.
 //
-// IPv4 routes go through kernel.Batch; IPv6 routes through table6 and a route subscription
-// of this package's own (route6.go), since the kernel package handles IPv4 only.
+// Routes of both families go through kernel.Batch (one per family and pass), and one
+// kernel subscription of the families the network runs triggers the repairs.
 package hostgw
 
 import (
@@ -63,6 +63,7 @@ type hostGW struct {
 }
 
 // families returns the address families cfg runs; a nil cfg (tests of old) runs IPv4.
+// network.families lists them for the kernel package.
 func families(cfg *subnet.Config) (v4, v6 bool) {
 	if cfg == nil {
 		return true, false
@@ -162,6 +163,18 @@ type network struct {
 }
 
 var _ backend.Network = (*network)(nil)
+
+// families lists the address families n runs, for its kernel subscription.
+func (n *network) families() []kernel.Family {
+	var fs []kernel.Family
+	if n.v4 {
+		fs = append(fs, kernel.IPv4)
+	}
+	if n.v6 {
+		fs = append(fs, kernel.IPv6)
+	}
+	return fs
+}
 
 func (n *network) MTU() int { return n.ext.Iface.MTU }
 

@@ -17,7 +17,7 @@ func (n *network) sweepLocked(p *pass) (bool, error) {
 	ext := n.ext.Iface.Index
 	var swept []kernel.ListedRoute
 	var errs []error
-	sweep := func(t routeTable, cidr netip.Prefix) {
+	sweep := func(t *kernel.Batch, cidr netip.Prefix) {
 		s, err := t.SweepRoutes(ext, func(r kernel.ListedRoute) bool {
 			_, leaving := n.gone[r.Dst]
 			return !leaving && staleRoute(r, cidr, ext, n.routes)

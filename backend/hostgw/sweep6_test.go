@@ -5,10 +5,8 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"syscall"
 	"testing"
 
-	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/backend"
@@ -165,38 +163,4 @@ func TestNewBackendChecksIPv6Addresses(t *testing.T) {
 			t.Errorf("%s: newBackend = %v, want %q", c.name, err, c.want)
 		}
 	}
-}
-
-func TestParseRoute6(t *testing.T) {
-	dst := netip.MustParseAddr("fd00:10:0:2::")
-	gw := netip.MustParseAddr("2001:db8::2")
-	hdr := []byte{unix.AF_INET6, 64, 0, 0, unix.RT_TABLE_MAIN, unix.RTPROT_BOOT, 0, unix.RTN_UNICAST, 0, 0, 0, 0}
-	attr := func(typ uint16, v []byte) []byte { return nl.NewRtAttr(int(typ), v).Serialize() }
-	oif := make([]byte, 4)
-	nl.NativeEndian().PutUint32(oif, 7)
-	data := append(append(append(append([]byte{}, hdr...), attr(unix.RTA_DST, dst.AsSlice())...),
-		attr(unix.RTA_GATEWAY, gw.AsSlice())...), attr(unix.RTA_OIF, oif)...)
-	c, ok := parseRoute6(syscall.NetlinkMessage{Header: syscall.NlMsghdr{Type: unix.RTM_DELROUTE}, Data: data})
-	want := kernel.Change{Kind: kernel.RouteChange, Deleted: true, LinkIndex: 7, Prefix: netip.PrefixFrom(dst, 64),
-		Gateway: gw, Table: unix.RT_TABLE_MAIN}
-	if !ok || c.String() != want.String() {
-		t.Fatalf("parseRoute6 = %v, %v; want %v", c, ok, want)
-	}
-	v4 := append([]byte{unix.AF_INET}, data[1:]...)
-	if _, ok := parseRoute6(syscall.NetlinkMessage{Header: syscall.NlMsghdr{Type: unix.RTM_NEWROUTE}, Data: v4}); ok {
-		t.Error("an IPv4 route parsed as an IPv6 change")
-	}
-	if _, ok := parseRoute6(syscall.NetlinkMessage{Header: syscall.NlMsghdr{Type: unix.RTM_NEWROUTE}, Data: data[:20]}); ok {
-		t.Error("a truncated message parsed")
-	}
-}
-
-func FuzzParseRoute6(f *testing.F) {
-	f.Add(uint16(unix.RTM_NEWROUTE), []byte{unix.AF_INET6, 64, 0, 0, 254, 3, 0, 1, 0, 0, 0, 0, 20, 0, 1, 0})
-	f.Fuzz(func(t *testing.T, typ uint16, data []byte) {
-		c, ok := parseRoute6(syscall.NetlinkMessage{Header: syscall.NlMsghdr{Type: typ}, Data: data})
-		if ok && (c.Kind != kernel.RouteChange || !c.Prefix.Addr().Is6()) {
-			t.Fatalf("parsed %v", c)
-		}
-	})
 }

@@ -175,14 +175,13 @@ func (b *Backend) Activate(ctx context.Context, own subnet.Lease) (backend.Netwo
 	return n, nil
 }
 
-// family6 returns the IPv6 family, or nil when the network runs no IPv6.
-func (n *network) family6() *family {
+// families lists the address families n runs, for its kernel subscription.
+func (n *network) families() []kernel.Family {
+	var fs []kernel.Family
 	for _, f := range n.fams {
-		if f.v6 {
-			return f
-		}
+		fs = append(fs, f.kernelFamily())
 	}
-	return nil
+	return fs
 }
 
 // Close releases the backend's sockets. Networks it activated must be closed first.

@@ -1,13 +1,11 @@
 package vxlan
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"net"
 	"net/netip"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/go-logr/logr/testr"
@@ -143,60 +141,6 @@ func TestRelevantIPv6(t *testing.T) {
 			t.Errorf("%s: relevant = %v, want %v", c.name, got, c.want)
 		}
 	}
-}
-
-// TestParseChange6 parses IPv6 route, neighbour and address notifications as the kernel
-// sends them and leaves IPv4 and bridge messages to the kernel package.
-func TestParseChange6(t *testing.T) {
-	attr := func(typ uint16, v []byte) []byte {
-		b := make([]byte, 4, 4+len(v)+3)
-		binary.NativeEndian.PutUint16(b, uint16(4+len(v)))
-		binary.NativeEndian.PutUint16(b[2:], typ)
-		b = append(b, v...)
-		for len(b)%4 != 0 {
-			b = append(b, 0)
-		}
-		return b
-	}
-	u32 := func(v uint32) []byte { b := make([]byte, 4); binary.NativeEndian.PutUint32(b, v); return b }
-	dst := netip.MustParseAddr("fd00:0:0:2::").AsSlice()
-	rt := append([]byte{unix.AF_INET6, 64, 0, 0, 254, 3, 0, 1, 0, 0, 0, 0}, attr(unix.RTA_DST, dst)...)
-	rt = append(rt, attr(unix.RTA_OIF, u32(6))...)
-	c, ok := parseChange6(syscall.NetlinkMessage{Header: syscall.NlMsghdr{Type: unix.RTM_DELROUTE}, Data: rt})
-	if !ok || c.Kind != kernel.RouteChange || !c.Deleted || c.Prefix != netip.MustParsePrefix("fd00:0:0:2::/64") || c.LinkIndex != 6 || c.Table != 254 {
-		t.Errorf("route: %v %v", c, ok)
-	}
-	nd := append([]byte{unix.AF_INET6, 0, 0, 0}, u32(6)...)
-	nd = append(nd, 0x80, 0, 0, 1)
-	nd = append(nd, attr(unix.NDA_DST, dst)...)
-	nd = append(nd, attr(unix.NDA_LLADDR, []byte{2, 0, 0, 0, 0, 1})...)
-	c, ok = parseChange6(syscall.NetlinkMessage{Header: syscall.NlMsghdr{Type: unix.RTM_NEWNEIGH}, Data: nd})
-	if !ok || c.Kind != kernel.NeighChange || c.Deleted || c.LinkIndex != 6 || c.Prefix.Addr().String() != "fd00:0:0:2::" || c.MAC.String() != "02:00:00:00:00:01" {
-		t.Errorf("neighbour: %v %v", c, ok)
-	}
-	ad := append([]byte{unix.AF_INET6, 128, 0, 0}, u32(6)...)
-	ad = append(ad, attr(unix.IFA_ADDRESS, netip.MustParseAddr("fd00:0:0:1::").AsSlice())...)
-	c, ok = parseChange6(syscall.NetlinkMessage{Header: syscall.NlMsghdr{Type: unix.RTM_DELADDR}, Data: ad})
-	if !ok || c.Kind != kernel.AddrChange || c.Prefix != netip.MustParsePrefix("fd00:0:0:1::/128") || c.LinkIndex != 6 {
-		t.Errorf("address: %v %v", c, ok)
-	}
-	for _, fam := range []byte{unix.AF_INET, unix.AF_BRIDGE} {
-		m := append([]byte{fam}, nd[1:]...)
-		if _, ok := parseChange6(syscall.NetlinkMessage{Header: syscall.NlMsghdr{Type: unix.RTM_NEWNEIGH}, Data: m}); ok {
-			t.Errorf("family %d neighbour parsed", fam)
-		}
-	}
-	if _, ok := parseChange6(syscall.NetlinkMessage{Header: syscall.NlMsghdr{Type: unix.RTM_NEWROUTE}, Data: rt[:5]}); ok {
-		t.Error("short route parsed")
-	}
-}
-
-// FuzzParseChange6: any bytes parse without panicking.
-func FuzzParseChange6(f *testing.F) {
-	f.Add(uint16(unix.RTM_NEWROUTE), []byte{unix.AF_INET6, 64, 0, 0, 254, 3, 0, 1, 0, 0, 0, 0, 8, 0, 4, 0, 6, 0, 0, 0})
-	f.Fuzz(func(t *testing.T, typ uint16, b []byte) {
-		parseChange6(syscall.NetlinkMessage{Header: syscall.NlMsghdr{Type: typ}, Data: b})
-	})
 }
 
 func TestStaleTunnelRouteIPv6Metric(t *testing.T) {

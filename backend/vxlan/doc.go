@@ -34,9 +34,9 @@
 // PublicIPv6 and the VtepMAC of their BackendV6Data; IPv6 routes carry the kernel's
 // default IPv6 metric, 1024, explicitly. An IPv6-only network has no flannel.<VNI>. Each
 // family keys its peers by its own subnet of the lease, so dual-stack and IPv6-only
-// peers (whose IPv4 subnet is zero) mix. The kernel package handles IPv4 only, so the
-// IPv6 tables (table6.go, fdb6.go: the same one-dump-per-pass batching), address and
-// change notifications (watch6.go, merged into the Watcher's input) live here.
+// peers (whose IPv4 subnet is zero) mix. Both families go through the kernel package: a
+// kernel.Batch of the family's per pass, Handle.EnsureSoleAddr (nodad for IPv6) and one
+// subscription to the families the network runs.
 //
 // # Beyond flanneld
 //

@@ -2,11 +2,8 @@ package vxlan
 
 import (
 	"encoding/json"
-	"net"
 	"net/netip"
 	"sync/atomic"
-
-	"github.com/vishvananda/netlink"
 
 	"github.com/weftnet/weft/backend/internal/kernel"
 	"github.com/weftnet/weft/subnet"
@@ -99,33 +96,16 @@ func (f *family) setDevIndex(idx int) {
 	f.devIdx.Store(int64(idx))
 }
 
-// tables is what programming a family's peers needs of the kernel, with the semantics
-// of kernel.Batch (one dump per kind and pass, only differences written): *kernel.Batch
-// for IPv4, *batch6 for IPv6.
-type tables interface {
-	HasRoute(want *netlink.Route) (bool, error)
-	EnsureRoute(r *netlink.Route) error
-	DeleteRoute(dst netip.Prefix, linkIndex int) error
-	SweepRoutes(linkIndex int, stale func(kernel.ListedRoute) bool) ([]kernel.ListedRoute, error)
-	HasNeigh(linkIndex int, addr netip.Addr, mac net.HardwareAddr) (bool, error)
-	EnsureNeigh(linkIndex int, addr netip.Addr, mac net.HardwareAddr) error
-	DeleteNeigh(linkIndex int, addr netip.Addr) error
-	SweepNeighs(linkIndex int, stale func(kernel.ListedNeigh) bool) ([]kernel.ListedNeigh, error)
-	HasFDB(linkIndex int, mac net.HardwareAddr, dst netip.Addr) (bool, error)
-	EnsureFDB(linkIndex int, mac net.HardwareAddr, dst netip.Addr) error
-	DeleteFDB(linkIndex int, mac net.HardwareAddr, dst netip.Addr) error
-	SweepFDB(linkIndex int, stale func(kernel.ListedFDB) bool) ([]kernel.ListedFDB, error)
+// kernelFamily is f's address family for the kernel package.
+func (f *family) kernelFamily() kernel.Family {
+	if f.v6 {
+		return kernel.IPv6
+	}
+	return kernel.IPv4
 }
 
-var (
-	_ tables = (*kernel.Batch)(nil)
-	_ tables = (*batch6)(nil)
-)
-
-// newTables returns an empty batch of the family's kind on h.
-func (f *family) newTables(h *kernel.Handle) tables {
-	if f.v6 {
-		return newBatch6(h)
-	}
-	return h.NewBatch()
+// newTables returns an empty kernel.Batch of the family on h: one dump of each kind per
+// pass, only differences written.
+func (f *family) newTables(h *kernel.Handle) *kernel.Batch {
+	return h.NewFamilyBatch(f.kernelFamily())
 }

@@ -71,15 +71,12 @@ func (n *network) Run(ctx context.Context) error {
 		case <-ctx.Done():
 		}
 	}()
-	changes, err := n.h.Subscribe(ctx)
+	changes, err := n.h.Subscribe(ctx, n.families()...)
 	if err != nil {
 		if errors.Is(err, kernel.ErrClosed) {
 			return nil
 		}
 		n.log.Error(err, "Cannot watch kernel changes; checking the data plane every period only", "period", n.resync)
-	}
-	if n.family6() != nil {
-		changes = mergeChanges(ctx, changes, n.subscribe6(ctx))
 	}
 	w := kernel.Watcher{Relevant: n.relevant, Reconcile: n.reconcile, Period: n.resync, Log: n.log}
 	w.Run(ctx, changes)
@@ -143,7 +140,7 @@ func (n *network) Apply(ctx context.Context, events []subnet.Event) error {
 // applyLocked applies the events to family f: each lease's subnet of that family (none:
 // nothing to do for f) is added, updated or removed. It reports whether a leftover sweep
 // is due (a peer that moved could not be programmed).
-func (n *network) applyLocked(ctx context.Context, f *family, b tables, events []subnet.Event) (sweep bool, _ error) {
+func (n *network) applyLocked(ctx context.Context, f *family, b *kernel.Batch, events []subnet.Event) (sweep bool, _ error) {
 	var errs []error
 	for _, ev := range events {
 		if err := ctx.Err(); err != nil {

@@ -3,7 +3,6 @@ package vxlan
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 
 	"github.com/weftnet/weft/backend/internal/kernel"
@@ -12,7 +11,7 @@ import (
 
 // programPeerLocked makes the kernel entries for p, replacing those of old (the same subnet
 // as last programmed, or nil), and records the outcome in p.
-func (n *network) programPeerLocked(f *family, b tables, old, p *peer) error {
+func (n *network) programPeerLocked(f *family, b *kernel.Batch, old, p *peer) error {
 	err := n.ensurePeerLocked(f, b, old, p)
 	switch {
 	case old == nil:
@@ -45,7 +44,7 @@ func (n *network) noteResultLocked(p *peer, err error, success string) {
 
 // ensurePeerLocked writes what p's entries lack, checked against b. With DirectRouting it
 // first decides whether p is on the external interface's segment.
-func (n *network) ensurePeerLocked(f *family, b tables, old, p *peer) error {
+func (n *network) ensurePeerLocked(f *family, b *kernel.Batch, old, p *peer) error {
 	if err := n.decideDirectLocked(f, p); err != nil {
 		return err
 	}
@@ -82,13 +81,7 @@ func (n *network) decideDirectLocked(f *family, p *peer) error {
 		p.direct = false
 		return nil
 	}
-	var d bool
-	var err error
-	if f.v6 {
-		d, err = directlyConnected6(n.h, p.publicIP, n.extIdx)
-	} else {
-		d, err = n.h.DirectlyConnected(p.publicIP, n.extIdx)
-	}
+	d, err := n.h.DirectlyConnected(p.publicIP, n.extIdx)
 	switch {
 	case errors.Is(err, unix.ENETUNREACH) || errors.Is(err, unix.EHOSTUNREACH):
 		p.direct = false
@@ -101,7 +94,7 @@ func (n *network) decideDirectLocked(f *family, p *peer) error {
 }
 
 // deleteTunnelEntriesLocked removes p's (and old's) neighbour and FDB entries.
-func (n *network) deleteTunnelEntriesLocked(f *family, b tables, p, old *peer) error {
+func (n *network) deleteTunnelEntriesLocked(f *family, b *kernel.Batch, p, old *peer) error {
 	var errs []error
 	errs = append(errs, b.DeleteNeigh(f.devIndex, p.vtepAddr()))
 	for _, q := range []*peer{p, old} {
@@ -116,7 +109,7 @@ func (n *network) deleteTunnelEntriesLocked(f *family, b tables, p, old *peer) e
 }
 
 // removePeerLocked deletes p's route, neighbour and FDB entries; on success p leaves gone.
-func (n *network) removePeerLocked(f *family, b tables, p *peer) error {
+func (n *network) removePeerLocked(f *family, b *kernel.Batch, p *peer) error {
 	var errs []error
 	errs = append(errs, b.DeleteRoute(p.subnet, f.devIndex))
 	if p.direct {
@@ -153,23 +146,3 @@ func (f *family) macInUseByOtherLocked(mac []byte, except netip.Prefix) bool {
 }
 
 func equalMAC(a, b []byte) bool { return string(a) == string(b) }
-
-// directlyConnected6 is kernel.Handle.DirectlyConnected for IPv6 addresses: whether the
-// kernel reaches addr without a gateway through linkIndex. An address of this host is
-// not directly connected.
-func directlyConnected6(h *kernel.Handle, addr netip.Addr, linkIndex int) (bool, error) {
-	if !addr.Is6() {
-		return false, fmt.Errorf("directly connected: %s is not an IPv6 address", addr)
-	}
-	rs, err := h.Netlink().RouteGet(net.IP(addr.AsSlice()))
-	if err != nil {
-		return false, fmt.Errorf("route get %s: %w", addr, err)
-	}
-	for _, r := range rs {
-		if r.Type == unix.RTN_LOCAL {
-			return false, nil
-		}
-		return r.Gw == nil && r.LinkIndex == linkIndex, nil
-	}
-	return false, nil
-}

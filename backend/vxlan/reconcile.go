@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/vishvananda/netlink"
+	"github.com/weftnet/weft/backend/internal/kernel"
 	"github.com/weftnet/weft/pkg/ip"
 	"golang.org/x/sys/unix"
 )
@@ -27,12 +27,7 @@ func (n *network) ensureDeviceLocked(f *family) ([]string, error) {
 		return fixed, err
 	}
 	fixed = append(fixed, "address")
-	if f.v6 {
-		err = ensureSoleAddr6(n.h, idx, f.ownAddr)
-	} else {
-		err = n.h.EnsureSoleAddr(idx, f.ownAddr)
-	}
-	if err != nil {
+	if err := n.h.EnsureSoleAddr(idx, f.ownAddr); err != nil {
 		return fixed, fmt.Errorf("vxlan: %s: %w", f.spec.name, err)
 	}
 	return fixed, nil
@@ -41,13 +36,7 @@ func (n *network) ensureDeviceLocked(f *family) ([]string, error) {
 // addrInPlace reports whether f's device has its address as its only one of the family
 // (IPv6 link-local addresses, which the kernel adds, do not count).
 func (n *network) addrInPlace(f *family) (bool, error) {
-	var addrs []netlink.Addr
-	var err error
-	if f.v6 {
-		addrs, err = globalAddrs6(n.h, f.devIndex)
-	} else {
-		addrs, err = n.h.Addrs(f.devIndex)
-	}
+	addrs, err := n.h.AddrsOf(f.devIndex, f.kernelFamily())
 	if err != nil {
 		return false, fmt.Errorf("vxlan: %s: %w", f.spec.name, err)
 	}
@@ -149,7 +138,7 @@ func (n *network) reconcileLocked(f *family) (drift bool, err error) {
 // missingLocked lists the kinds of entries ("route", "neighbour", "fdb") that p needs and
 // b's tables lack; none when p is in place. It does not look for leftovers (a stale FDB
 // remote for the same MAC): sweepLocked removes those.
-func (n *network) missingLocked(f *family, b tables, p *peer) ([]string, error) {
+func (n *network) missingLocked(f *family, b *kernel.Batch, p *peer) ([]string, error) {
 	var m []string
 	want := tunnelRoute(p, f.devIndex, f.metric)
 	if p.direct {

@@ -18,7 +18,7 @@ import (
 // removed peers whose delete failed are left to removePeerLocked, which retries them. It
 // reports whether it found anything. Only call it once the peer set is complete (after
 // the first Apply).
-func (n *network) sweepLocked(f *family, b tables) (bool, error) {
+func (n *network) sweepLocked(f *family, b *kernel.Batch) (bool, error) {
 	want := wantedOf(f.peers, f.gone)
 	leaving := func(dst netip.Prefix) bool { _, ok := f.gone[dst]; return ok }
 	routes, rerr := b.SweepRoutes(f.devIndex, func(r kernel.ListedRoute) bool {

@@ -41,15 +41,16 @@ func (b *Batch) HasNeigh(linkIndex int, addr netip.Addr, mac net.HardwareAddr) (
 	return ok && n.matchesNeigh(addr, mac), nil
 }
 
-// EnsureNeigh makes a permanent IPv4 neighbour entry "addr lladdr mac" on linkIndex
-// (ip neigh replace addr lladdr mac dev <link> nud permanent), checking it against the
-// dump. An entry that already has that MAC and is permanent is left alone.
+// EnsureNeigh makes a permanent neighbour entry "addr lladdr mac" on linkIndex (ip neigh
+// replace addr lladdr mac dev <link> nud permanent), checking it against the dump. addr
+// must be of b's family. An entry that already has that MAC and is permanent is left
+// alone.
 func (b *Batch) EnsureNeigh(linkIndex int, addr netip.Addr, mac net.HardwareAddr) error {
-	if err := b.h.check(); err != nil {
+	if err := b.check(); err != nil {
 		return err
 	}
-	if !addr.Is4() {
-		return fmt.Errorf("ensure neighbour: %s is not an IPv4 address", addr)
+	if err := b.ofFamily("ensure neighbour", addr); err != nil {
+		return err
 	}
 	n := permanentNeigh(linkIndex, addr, mac)
 	if _, read := b.neighs[linkIndex]; !read {
@@ -84,7 +85,7 @@ func (b *Batch) EnsureNeigh(linkIndex int, addr netip.Addr, mac net.HardwareAddr
 func permanentNeigh(linkIndex int, addr netip.Addr, mac net.HardwareAddr) *netlink.Neigh {
 	return &netlink.Neigh{
 		LinkIndex:    linkIndex,
-		Family:       unix.AF_INET,
+		Family:       int(FamilyOf(addr)),
 		State:        netlink.NUD_PERMANENT,
 		Type:         unix.RTN_UNICAST,
 		IP:           net.IP(addr.AsSlice()),
@@ -92,8 +93,15 @@ func permanentNeigh(linkIndex int, addr netip.Addr, mac net.HardwareAddr) *netli
 	}
 }
 
-// DeleteNeigh removes the IPv4 neighbour entry for addr on linkIndex; a missing one is fine.
+// DeleteNeigh removes the neighbour entry for addr (of b's family) on linkIndex; a
+// missing one is fine.
 func (b *Batch) DeleteNeigh(linkIndex int, addr netip.Addr) error {
+	if err := b.check(); err != nil {
+		return err
+	}
+	if err := b.ofFamily("delete neighbour", addr); err != nil {
+		return err
+	}
 	if err := b.h.deleteNeigh(linkIndex, addr); err != nil {
 		return err
 	}
@@ -121,13 +129,13 @@ func (b *Batch) HasFDB(linkIndex int, mac net.HardwareAddr, dst netip.Addr) (boo
 // EnsureFDB makes the bridge forwarding entry "mac dst <dst> self permanent" on the
 // (vxlan) device linkIndex the only remote of mac, as `bridge fdb replace` does, checking
 // it against the dump: other remote addresses recorded for mac on that device are
-// removed, so frames to mac go to dst only.
+// removed, so frames to mac go to dst only. dst must be of b's family.
 func (b *Batch) EnsureFDB(linkIndex int, mac net.HardwareAddr, dst netip.Addr) error {
-	if err := b.h.check(); err != nil {
+	if err := b.check(); err != nil {
 		return err
 	}
-	if !dst.Is4() {
-		return fmt.Errorf("ensure fdb: %s is not an IPv4 address", dst)
+	if err := b.ofFamily("ensure fdb", dst); err != nil {
+		return err
 	}
 	n := fdbEntry(linkIndex, mac, dst)
 	if _, read := b.fdb[linkIndex]; !read {
@@ -187,7 +195,7 @@ func fdbEntry(linkIndex int, mac net.HardwareAddr, dst netip.Addr) *netlink.Neig
 // DeleteFDB removes the forwarding entry mac -> dst on linkIndex (every remote of mac when
 // dst is the zero Addr, which needs the dump). A missing entry is fine.
 func (b *Batch) DeleteFDB(linkIndex int, mac net.HardwareAddr, dst netip.Addr) error {
-	if err := b.h.check(); err != nil {
+	if err := b.check(); err != nil {
 		return err
 	}
 	if dst.IsValid() {
@@ -227,13 +235,13 @@ func (b *Batch) DeleteFDB(linkIndex int, mac net.HardwareAddr, dst netip.Addr) e
 	return errors.Join(errs...)
 }
 
-// deleteNeigh removes the IPv4 neighbour entry for addr on linkIndex; a missing one is
-// fine. It needs no dump.
+// deleteNeigh removes the neighbour entry for addr (IPv4 or IPv6) on linkIndex; a missing
+// one is fine. It needs no dump.
 func (h *Handle) deleteNeigh(linkIndex int, addr netip.Addr) error {
 	if err := h.check(); err != nil {
 		return err
 	}
-	n := &netlink.Neigh{LinkIndex: linkIndex, Family: unix.AF_INET, IP: net.IP(addr.AsSlice())}
+	n := &netlink.Neigh{LinkIndex: linkIndex, Family: int(FamilyOf(addr)), IP: net.IP(addr.AsSlice())}
 	if err := h.nl.NeighDel(n); err != nil && !isGone(err) {
 		return fmt.Errorf("delete neighbour %s on link #%d: %w", addr, linkIndex, err)
 	}

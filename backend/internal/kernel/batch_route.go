@@ -14,7 +14,7 @@ import (
 // HasRoute reports whether the route want (as passed to EnsureRoute, main table) is in
 // place, as RouteMatches decides.
 func (b *Batch) HasRoute(want *netlink.Route) (bool, error) {
-	dst, err := batchRouteDst(want)
+	dst, err := b.routeDst(want)
 	if err != nil {
 		return false, err
 	}
@@ -34,10 +34,10 @@ func containsEntry(have []routeEntry, want *netlink.Route) bool {
 	return false
 }
 
-func batchRouteDst(r *netlink.Route) (netip.Prefix, error) {
+func (b *Batch) routeDst(r *netlink.Route) (netip.Prefix, error) {
 	dst, ok := ip.FromIPNet(r.Dst)
-	if !ok || !dst.Addr().Is4() {
-		return netip.Prefix{}, fmt.Errorf("route: destination %v is not an IPv4 network", r.Dst)
+	if !ok || !b.family.has(dst.Addr()) {
+		return netip.Prefix{}, fmt.Errorf("route: destination %v is not an %s network", r.Dst, b.family)
 	}
 	if tableOrMain(r.Table) != unix.RT_TABLE_MAIN {
 		return netip.Prefix{}, fmt.Errorf("route to %s: a Batch handles the main table only, not table %d", dst, r.Table)
@@ -47,13 +47,19 @@ func batchRouteDst(r *netlink.Route) (netip.Prefix, error) {
 
 // EnsureRoute makes r present, checking it against the dump: if a route to the same
 // destination with the same metric exists and differs, it is replaced; if r is already
-// there, nothing is written. r.Dst must be an IPv4 network in the main table (r.Table 0);
-// Protocol 0 in r accepts any protocol on an existing route.
+// there, nothing is written. r.Dst must be a network of b's family in the main table
+// (r.Table 0); Protocol 0 in r accepts any protocol on an existing route. An IPv6 route
+// written without a metric gets the kernel's 1024.
+//
+// The kernel refuses to replace an IPv6 route by one whose onlink gateway the old route
+// resolves through another device (EINVAL, "device mismatch": someone moved the route to
+// another device): then the routes to r's destination with r's metric are deleted and r
+// is added.
 func (b *Batch) EnsureRoute(r *netlink.Route) error {
-	if err := b.h.check(); err != nil {
+	if err := b.check(); err != nil {
 		return err
 	}
-	dst, err := batchRouteDst(r)
+	dst, err := b.routeDst(r)
 	if err != nil {
 		return fmt.Errorf("ensure %w", err)
 	}
@@ -77,6 +83,9 @@ func (b *Batch) EnsureRoute(r *netlink.Route) error {
 	}
 	if isExist(err) {
 		err = b.h.nl.RouteReplace(r)
+		if errors.Is(err, unix.EINVAL) && b.family == IPv6 && sameMetric(have, r) {
+			err = b.readdRoute(have, r)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("replace route %s: %w", describeRoute(r), err)
@@ -84,12 +93,26 @@ func (b *Batch) EnsureRoute(r *netlink.Route) error {
 	// The kernel replaced any route to dst with the same metric and TOS.
 	kept := have[:0:0]
 	for _, h := range have {
-		if h.priority != r.Priority || h.tos != r.Tos {
+		if h.priority != metricOf(r) || h.tos != r.Tos {
 			kept = append(kept, h)
 		}
 	}
 	b.routes[dst] = append(kept, written(r))
 	return nil
+}
+
+// readdRoute deletes the listed routes have that r would replace (same metric and TOS)
+// and adds r: the way to move an IPv6 route with an onlink gateway to another device.
+func (b *Batch) readdRoute(have []routeEntry, r *netlink.Route) error {
+	var errs []error
+	for _, h := range have {
+		if h.priority == metricOf(r) && h.tos == r.Tos {
+			if err := b.h.nl.RouteDel(h.route()); err != nil && !isGone(err) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(append(errs, b.h.nl.RouteAdd(r))...)
 }
 
 // errExist stands for "the dump shows an entry there": write with replace at once.
@@ -98,7 +121,7 @@ var errExist = fmt.Errorf("batch: %w", unix.EEXIST)
 // sameMetric reports whether have holds a route that a route add of r would collide with.
 func sameMetric(have []routeEntry, r *netlink.Route) bool {
 	for _, h := range have {
-		if h.priority == r.Priority && h.tos == r.Tos {
+		if h.priority == metricOf(r) && h.tos == r.Tos {
 			return true
 		}
 	}
@@ -112,17 +135,21 @@ func written(r *netlink.Route) routeEntry {
 		e.typ = unix.RTN_UNICAST
 	}
 	e.table = unix.RT_TABLE_MAIN
+	e.priority = metricOf(r)
 	return e
 }
 
-// DeleteRoute removes the main-table routes to dst whose output link is linkIndex (any
-// link when linkIndex is 0), as Handle.DeleteRoute does.
+// DeleteRoute removes the main-table routes to dst (of b's family) whose output link is
+// linkIndex (any link when linkIndex is 0), as Handle.DeleteRoute does.
 func (b *Batch) DeleteRoute(dst netip.Prefix, linkIndex int) error {
+	if err := b.check(); err != nil {
+		return err
+	}
+	if !b.family.has(dst.Addr()) {
+		return fmt.Errorf("delete route: destination %v is not an %s network", dst, b.family)
+	}
 	if b.routes == nil { // nothing read: no need to read the table to delete
 		return b.h.DeleteRoute(dst, linkIndex)
-	}
-	if err := b.h.check(); err != nil {
-		return err
 	}
 	var kept []routeEntry
 	var errs []error

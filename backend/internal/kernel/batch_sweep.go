@@ -9,7 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ListedRoute is a main-table IPv4 route as a Batch's dump lists it, for a backend to
+// ListedRoute is a main-table route as a Batch's dump lists it, for a backend to
 // decide whether it is a leftover of its own (see SweepRoutes).
 type ListedRoute struct {
 	Dst       netip.Prefix
@@ -27,7 +27,7 @@ func (e *routeEntry) listed() ListedRoute {
 		Protocol: e.protocol, Onlink: e.flags&unix.RTNH_F_ONLINK != 0, Multipath: e.multipath}
 }
 
-// SweepRoutes deletes the main-table routes whose output link is linkIndex (every route
+// SweepRoutes deletes the main-table routes of b's family whose output link is linkIndex (every route
 // when linkIndex is 0) for which stale reports true, each exactly (metric, gateway and
 // all: other routes to the same destination stay), and returns those it deleted. A route
 // whose delete fails stays in the Batch's view; the errors are joined. stale is the
@@ -67,7 +67,7 @@ func (b *Batch) SweepRoutes(linkIndex int, stale func(ListedRoute) bool) ([]List
 	return deleted, errors.Join(errs...)
 }
 
-// ListedNeigh is an IPv4 neighbour entry as a Batch's dump lists it.
+// ListedNeigh is a neighbour entry (of the Batch's family) as a Batch's dump lists it.
 type ListedNeigh struct {
 	Addr netip.Addr
 	// LLAddr is the link-layer address's bytes, string(mac) ("" when the entry has none):
@@ -77,7 +77,7 @@ type ListedNeigh struct {
 	Permanent bool // NUD_PERMANENT: written by someone, not learned
 }
 
-// SweepNeighs deletes the IPv4 neighbour entries on linkIndex for which stale reports
+// SweepNeighs deletes the neighbour entries of b's family on linkIndex for which stale reports
 // true and returns those it deleted. A failed delete keeps the entry; the errors are
 // joined.
 func (b *Batch) SweepNeighs(linkIndex int, stale func(ListedNeigh) bool) ([]ListedNeigh, error) {

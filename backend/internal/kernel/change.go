@@ -13,13 +13,14 @@ import (
 // ChangeKind says what a Change is about.
 type ChangeKind uint8
 
-// The kinds of Change. Only IPv4 addresses, routes and neighbours are reported; bridge
-// forwarding entries (FDB) come from the neighbour group with family AF_BRIDGE.
+// The kinds of Change. Addresses, routes and neighbours are reported for the families
+// subscribed to (IPv4 unless told otherwise); bridge forwarding entries (FDB) come from
+// the neighbour group with family AF_BRIDGE.
 const (
 	LinkChange  ChangeKind = iota + 1 // a link was added, changed (flags, MTU, MAC…) or deleted
-	AddrChange                        // an IPv4 address was added or deleted
-	RouteChange                       // an IPv4 route was added, replaced or deleted
-	NeighChange                       // an IPv4 neighbour entry was added, changed or deleted
+	AddrChange                        // an address was added or deleted
+	RouteChange                       // a route was added, replaced or deleted
+	NeighChange                       // a neighbour entry (ARP, NDP) was added, changed or deleted
 	FDBChange                         // a bridge forwarding entry was added, changed or deleted
 	// Resync means notifications may have been lost (the socket overflowed, broke, or
 	// was re-opened): the receiver must assume that anything may have changed.
@@ -56,8 +57,9 @@ type Change struct {
 	LinkName  string // LinkChange: the link's name
 	LinkUp    bool   // LinkChange: administratively up (IFF_UP)
 	// Prefix is the address with its prefix length (AddrChange), the destination
-	// (RouteChange; 0.0.0.0/0 for the default route) or the entry's IP as a /32
-	// (NeighChange; FDBChange when the entry names a remote).
+	// (RouteChange; 0.0.0.0/0 or ::/0 for the default route) or the entry's IP as a /32
+	// or /128 (NeighChange; FDBChange when the entry names a remote). Its address's
+	// family is the change's.
 	Prefix  netip.Prefix
 	Gateway netip.Addr       // RouteChange: the gateway, if any
 	Table   int              // RouteChange: the routing table (RTA_TABLE when present)
@@ -94,9 +96,16 @@ const (
 )
 
 // ParseChange turns one rtnetlink notification into a Change. It reports false for
-// messages that are not link, IPv4 address, IPv4 route, IPv4 neighbour or bridge FDB
-// notifications, and for malformed ones. It is pure and never panics, whatever the bytes.
-func ParseChange(m syscall.NetlinkMessage) (Change, bool) {
+// messages that are not link, address, route, neighbour or bridge FDB notifications, for
+// address, route and neighbour notifications of a family not in fs, and for malformed
+// ones. No fs means IPv4 only. It is pure and never panics, whatever the bytes.
+func ParseChange(m syscall.NetlinkMessage, fs ...Family) (Change, bool) {
+	set, _ := familySet(fs)
+	return parseChange(m, set)
+}
+
+// parseChange is ParseChange for the families in set.
+func parseChange(m syscall.NetlinkMessage, set families) (Change, bool) {
 	var c Change
 	b := m.Data
 	ne := binary.NativeEndian
@@ -115,18 +124,19 @@ func ParseChange(m syscall.NetlinkMessage) (Change, bool) {
 		})
 		return c, ok
 	case unix.RTM_NEWADDR, unix.RTM_DELADDR:
-		if len(b) < sizeIfAddrmsg || b[0] != unix.AF_INET || b[1] > 32 {
+		if len(b) < sizeIfAddrmsg || !set.has(b[0]) || int(b[1]) > Family(b[0]).bits() {
 			return c, false
 		}
+		f := Family(b[0])
 		c.Kind, c.Deleted = AddrChange, m.Header.Type == unix.RTM_DELADDR
 		c.LinkIndex = int(ne.Uint32(b[4:]))
 		var local, addr netip.Addr
 		ok := eachAttr(b[sizeIfAddrmsg:], func(typ uint16, v []byte) {
 			switch typ {
 			case unix.IFA_LOCAL:
-				local = addr4(v)
+				local = f.addr(v)
 			case unix.IFA_ADDRESS:
-				addr = addr4(v)
+				addr = f.addr(v)
 			}
 		})
 		if local.IsValid() { // on point-to-point links IFA_ADDRESS is the peer
@@ -138,16 +148,17 @@ func ParseChange(m syscall.NetlinkMessage) (Change, bool) {
 		c.Prefix = netip.PrefixFrom(addr, int(b[1]))
 		return c, ok
 	case unix.RTM_NEWROUTE, unix.RTM_DELROUTE:
-		if len(b) < sizeRtMsg || b[0] != unix.AF_INET || b[1] > 32 {
+		if len(b) < sizeRtMsg || !set.has(b[0]) || int(b[1]) > Family(b[0]).bits() {
 			return c, false
 		}
+		f := Family(b[0])
 		c.Kind, c.Deleted = RouteChange, m.Header.Type == unix.RTM_DELROUTE
 		c.Table = int(b[4])
-		dst := netip.IPv4Unspecified()
+		dst := f.unspecified()
 		ok := eachAttr(b[sizeRtMsg:], func(typ uint16, v []byte) {
 			switch typ {
 			case unix.RTA_DST:
-				if a := addr4(v); a.IsValid() {
+				if a := f.addr(v); a.IsValid() {
 					dst = a
 				}
 			case unix.RTA_OIF:
@@ -155,7 +166,7 @@ func ParseChange(m syscall.NetlinkMessage) (Change, bool) {
 					c.LinkIndex = int(ne.Uint32(v))
 				}
 			case unix.RTA_GATEWAY:
-				c.Gateway = addr4(v)
+				c.Gateway = f.addr(v)
 			case unix.RTA_TABLE:
 				if len(v) >= 4 {
 					c.Table = int(ne.Uint32(v))
@@ -168,11 +179,11 @@ func ParseChange(m syscall.NetlinkMessage) (Change, bool) {
 		if len(b) < sizeNdMsg {
 			return c, false
 		}
-		switch b[0] {
-		case unix.AF_INET:
-			c.Kind = NeighChange
-		case unix.AF_BRIDGE:
+		switch {
+		case b[0] == unix.AF_BRIDGE:
 			c.Kind = FDBChange
+		case set.has(b[0]):
+			c.Kind = NeighChange
 		default:
 			return c, false
 		}
@@ -181,8 +192,13 @@ func ParseChange(m syscall.NetlinkMessage) (Change, bool) {
 		ok := eachAttr(b[sizeNdMsg:], func(typ uint16, v []byte) {
 			switch typ {
 			case unix.NDA_DST:
-				if a := addr4(v); a.IsValid() {
-					c.Prefix = netip.PrefixFrom(a, 32)
+				// An FDB entry's remote is of the underlay's family, whatever set says.
+				a := IPv4.addr(v)
+				if !a.IsValid() && (c.Kind == FDBChange || b[0] == unix.AF_INET6) {
+					a = IPv6.addr(v)
+				}
+				if a.IsValid() {
+					c.Prefix = netip.PrefixFrom(a, a.BitLen())
 				}
 			case unix.NDA_LLADDR:
 				c.MAC = net.HardwareAddr(append([]byte(nil), v...))
@@ -212,12 +228,7 @@ func eachAttr(b []byte, fn func(typ uint16, v []byte)) bool {
 	return true
 }
 
-func addr4(v []byte) netip.Addr {
-	if len(v) != 4 {
-		return netip.Addr{}
-	}
-	return netip.AddrFrom4([4]byte(v))
-}
+func addr4(v []byte) netip.Addr { return IPv4.addr(v) }
 
 func cString(v []byte) string {
 	for i, c := range v {

@@ -30,22 +30,30 @@
 //     not running. Which entries are stale is the backend's decision.
 //   - Dumps are retried when the kernel reports that they were interrupted by a concurrent
 //     change (netlink.ErrDumpInterrupted); see RetryDump.
-//   - Routes live in the main table; only IPv4 is handled.
+//   - Both address families go through the same code: a Batch is of one Family (NewBatch:
+//     IPv4; NewFamilyBatch(IPv6) for IPv6), and a backend running both uses one of each
+//     per pass; Handle.DeleteRoute, DirectlyConnected, EnsureSoleAddr and AddrsOf take
+//     the family from their argument. Routes live in the main table. What differs for
+//     IPv6 is the kernel's: a route written without a metric is listed with 1024 (which
+//     RouteMatches accepts), a route moved to another device is deleted and re-added when
+//     the kernel refuses to replace it, addresses are added nodad and link-local ones are
+//     never touched.
 //   - A Handle is safe for concurrent use (netlink requests on one socket are serialised);
 //     after Close its methods return ErrClosed rather than act in another namespace.
 //
 // # Self-healing
 //
-// Handle.Subscribe opens one notification socket in the Handle's namespace (link, IPv4
-// address, IPv4 route and neighbour groups; FDB entries arrive as AF_BRIDGE neighbours)
-// and delivers each notification as a Change, parsed by the pure ParseChange. Lost
+// Handle.Subscribe opens one notification socket in the Handle's namespace (link and
+// neighbour groups, and the address and route groups of the families asked for: IPv4 by
+// default; FDB entries arrive as AF_BRIDGE neighbours) and delivers each notification of
+// those families as a Change, parsed by the pure ParseChange. Lost
 // notifications (ENOBUFS) and a broken socket, which is re-opened with back-off, arrive
 // as Resync changes. A Watcher debounces the changes a backend finds Relevant into calls
 // of its Reconcile, runs a full pass periodically as a safety net, retries failed passes
 // and backs off when passes keep finding drift (a fight with another program). A
 // backend's Run is then:
 //
-//	changes, err := h.Subscribe(ctx)           // err only for a closed Handle
+//	changes, err := h.Subscribe(ctx, kernel.IPv4, kernel.IPv6) // err only for a closed Handle
 //	w := kernel.Watcher{Relevant: n.relevant, Reconcile: n.reconcile, Log: log}
 //	w.Run(ctx, changes)
 //
@@ -55,19 +63,21 @@
 // # API at a glance
 //
 //	h, err := kernel.Open()                        // in the target namespace
-//	b := h.NewBatch()                              // one per pass
+//	b := h.NewBatch()                              // one per pass (IPv4)
+//	b6 := h.NewFamilyBatch(kernel.IPv6)            // the same for IPv6
 //	b.EnsureRoute(r) / b.HasRoute(r) / b.DeleteRoute(dst, linkIndex)
 //	b.EnsureNeigh(linkIndex, addr, mac) / HasNeigh / DeleteNeigh(linkIndex, addr)
 //	b.EnsureFDB(linkIndex, mac, dst) / HasFDB / DeleteFDB(linkIndex, mac, dst)
 //	b.SweepRoutes(linkIndex, stale) / SweepNeighs / SweepFDB // delete what stale picks
 //	h.EnsureRoute(r) / h.DeleteRoute(dst, linkIndex) / h.Routes(linkIndex) // one route
 //	h.DirectlyConnected(addr, linkIndex)
-//	h.EnsureSoleAddr(linkIndex, prefix) / h.Addrs(linkIndex)
+//	h.EnsureSoleAddr(linkIndex, prefix) / h.Addrs(linkIndex) / h.AddrsOf(linkIndex, family)
 //	h.TxChecksum(name) / h.EnsureTxChecksum(name, on)
 //	h.Netlink()                                    // links and anything else, same namespace
 //	kernel.RouteMatches                            // pure, to check listed routes
 //	kernel.RetryDump(fn), kernel.KernelVersion(), kernel.ParseKernelRelease(s)
-//	h.Subscribe(ctx) -> <-chan Change; kernel.ParseChange(msg); kernel.Watcher{…}.Run(ctx, changes)
+//	h.Subscribe(ctx, families...) -> <-chan Change; kernel.ParseChange(msg, families...)
+//	kernel.Watcher{…}.Run(ctx, changes)
 //
 // Tests build namespaces, pods and a netlink change counter with package kerneltest.
 //

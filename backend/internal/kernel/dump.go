@@ -13,7 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// dumpSocket lists IPv4 routes, neighbours and FDB entries for a Batch by parsing the
+// dumpSocket lists IPv4 and IPv6 routes, neighbours and FDB entries for a Batch by parsing the
 // kernel's messages where they land in one reused buffer: netlink's own lists cost a
 // struct of hundreds of bytes and several allocations per entry, megabytes of garbage
 // per pass with thousands of peers. It is a NETLINK_ROUTE socket of the Handle's
@@ -128,8 +128,8 @@ type neighEntry struct {
 	vni   uint32 // NDA_VNI, 0 when absent
 }
 
-// neighbours lists the entries of family (AF_INET: neighbours, AF_BRIDGE: FDB entries) on
-// link, skipping others.
+// neighbours lists the entries of family (AF_INET, AF_INET6: neighbours; AF_BRIDGE: FDB
+// entries) on link, skipping others.
 func (s *dumpSocket) neighbours(family uint8, link int, fn func(neighEntry)) error {
 	ne := binary.NativeEndian
 	hdr := make([]byte, unix.SizeofNdMsg)
@@ -161,15 +161,15 @@ func (s *dumpSocket) neighbours(family uint8, link int, fn func(neighEntry)) err
 	})
 }
 
-// mainRoutes lists the IPv4 routes of the main table (not cached clones), as routeEntries,
-// with the RTA_MULTIPATH attribute of a multipath route (nil for others; valid during the
-// call only).
-func (s *dumpSocket) mainRoutes(fn func(e routeEntry, nexthops []byte)) error {
+// mainRoutes lists the routes of family f in the main table (not cached clones), as
+// routeEntries, with the RTA_MULTIPATH attribute of a multipath route (nil for others;
+// valid during the call only). Default routes are not listed.
+func (s *dumpSocket) mainRoutes(f Family, fn func(e routeEntry, nexthops []byte)) error {
 	ne := binary.NativeEndian
 	hdr := make([]byte, unix.SizeofRtMsg)
-	hdr[0] = unix.AF_INET
+	hdr[0] = uint8(f)
 	return s.dump(unix.RTM_GETROUTE, hdr, func(typ uint16, b []byte) {
-		if typ != unix.RTM_NEWROUTE || len(b) < unix.SizeofRtMsg || b[0] != unix.AF_INET {
+		if typ != unix.RTM_NEWROUTE || len(b) < unix.SizeofRtMsg || b[0] != uint8(f) || int(b[1]) > f.bits() {
 			return
 		}
 		flags := ne.Uint32(b[8:])
@@ -179,16 +179,16 @@ func (s *dumpSocket) mainRoutes(fn func(e routeEntry, nexthops []byte)) error {
 		e := routeEntry{tos: int(b[3]), table: int(b[4]), protocol: netlink.RouteProtocol(b[5]),
 			scope: netlink.Scope(b[6]), typ: int(b[7]), flags: int(flags)}
 		dstLen := int(b[1])
-		var dst netip.Addr
+		var dst netip.Addr // stays invalid for a default route (no RTA_DST), which is skipped
 		var nexthops []byte
 		eachAttr(b[unix.SizeofRtMsg:], func(typ uint16, v []byte) {
 			switch typ {
 			case unix.RTA_DST:
-				dst = addr4(v)
+				dst = f.addr(v)
 			case unix.RTA_GATEWAY:
-				e.gw = addr4(v)
+				e.gw = f.addr(v)
 			case unix.RTA_PREFSRC:
-				e.src = addr4(v)
+				e.src = f.addr(v)
 			case unix.RTA_OIF:
 				if len(v) >= 4 {
 					e.link = int(int32(ne.Uint32(v)))
@@ -213,9 +213,10 @@ func (s *dumpSocket) mainRoutes(fn func(e routeEntry, nexthops []byte)) error {
 	})
 }
 
-// parseNexthops parses an RTA_MULTIPATH attribute: rtnexthop headers (length, flags, hops,
-// ifindex), each followed by its attributes (the gateway). It stops at anything malformed.
-func parseNexthops(b []byte) []*netlink.NexthopInfo {
+// parseNexthops parses an RTA_MULTIPATH attribute of a route of family f: rtnexthop
+// headers (length, flags, hops, ifindex), each followed by its attributes (the gateway).
+// It stops at anything malformed.
+func parseNexthops(f Family, b []byte) []*netlink.NexthopInfo {
 	const sizeofRtNexthop = 8
 	ne := binary.NativeEndian
 	var nhs []*netlink.NexthopInfo
@@ -227,7 +228,7 @@ func parseNexthops(b []byte) []*netlink.NexthopInfo {
 		nh := &netlink.NexthopInfo{Flags: int(b[2]), Hops: int(b[3]), LinkIndex: int(int32(ne.Uint32(b[4:])))}
 		eachAttr(b[sizeofRtNexthop:l], func(typ uint16, v []byte) {
 			if typ == unix.RTA_GATEWAY {
-				if gw := addr4(v); gw.IsValid() {
+				if gw := f.addr(v); gw.IsValid() {
 					nh.Gw = net.IP(gw.AsSlice())
 				}
 			}

@@ -11,23 +11,30 @@ import (
 	"github.com/weftnet/weft/pkg/ip"
 )
 
-// EnsureRoute makes r present, as a Batch of its own does (Batch.EnsureRoute): if a
-// route to the same destination with the same metric exists and differs, it is replaced;
-// if r is already there, nothing is written. r.Dst must be an IPv4 network in the main
-// table. It first tries to create r exclusively (`ip route add`), which is one request and
-// needs no dump when nothing is in the way. To program many routes, use one Batch.
-func (h *Handle) EnsureRoute(r *netlink.Route) error { return h.NewBatch().EnsureRoute(r) }
+// EnsureRoute makes r present, as a Batch of its own does (Batch.EnsureRoute, with a
+// Batch of r's family): if a route to the same destination with the same metric exists
+// and differs, it is replaced; if r is already there, nothing is written. r.Dst must be
+// an IPv4 or IPv6 network in the main table. It first tries to create r exclusively (`ip
+// route add`), which is one request and needs no dump when nothing is in the way. To
+// program many routes, use one Batch.
+func (h *Handle) EnsureRoute(r *netlink.Route) error {
+	f := IPv4
+	if dst, ok := ip.FromIPNet(r.Dst); ok {
+		f = FamilyOf(dst.Addr())
+	}
+	return h.NewFamilyBatch(f).EnsureRoute(r)
+}
 
-// DeleteRoute removes the main-table routes to dst whose output link is linkIndex (any
-// link when linkIndex is 0). A missing route is not an error. It needs no dump: it asks the
+// DeleteRoute removes the main-table routes to dst (IPv4 or IPv6) whose output link is
+// linkIndex (any link when linkIndex is 0). A missing route is not an error. It needs no dump: it asks the
 // kernel to delete a route to dst (through linkIndex, of any scope, type and metric) until
 // the kernel finds none.
 func (h *Handle) DeleteRoute(dst netip.Prefix, linkIndex int) error {
 	if err := h.check(); err != nil {
 		return err
 	}
-	if !dst.Addr().Is4() {
-		return fmt.Errorf("delete route: destination %v is not an IPv4 network", dst)
+	if !dst.IsValid() || !FamilyOf(dst.Addr()).has(dst.Addr()) {
+		return fmt.Errorf("delete route: destination %v is not an IPv4 or IPv6 network", dst)
 	}
 	r := &netlink.Route{Dst: ip.IPNet(dst.Masked()), LinkIndex: linkIndex, Table: unix.RT_TABLE_MAIN, Scope: netlink.SCOPE_NOWHERE}
 	for range maxRoutesPerDst {
@@ -55,7 +62,7 @@ func (h *Handle) Routes(linkIndex int) ([]netlink.Route, error) {
 	}
 	rs, err := RetryDump(func() ([]netlink.Route, error) {
 		var rs []netlink.Route
-		err := h.dumps.mainRoutes(func(e routeEntry, nexthops []byte) {
+		err := h.dumps.mainRoutes(IPv4, func(e routeEntry, nexthops []byte) {
 			if linkIndex == 0 || e.link == linkIndex {
 				rs = append(rs, e.netlinkRoute(nexthops))
 			}
@@ -71,7 +78,8 @@ func (h *Handle) Routes(linkIndex int) ([]netlink.Route, error) {
 // RouteMatches reports whether the kernel route have (as listed) is the route want (as
 // passed to EnsureRoute): same destination, table, link, gateway, onlink flag, scope,
 // metric, type and preferred source; want's zero Table, Type, Protocol and Src match the
-// kernel's defaults or anything. It is pure.
+// kernel's defaults or anything, and so does the zero metric of an IPv6 route (the
+// kernel lists 1024). It is pure.
 func RouteMatches(want, have *netlink.Route) bool {
 	e := entryOf(have)
 	return e.matches(want)
@@ -119,7 +127,7 @@ func (e *routeEntry) matches(want *netlink.Route) bool {
 	if want.Flags&unix.RTNH_F_ONLINK != e.flags&unix.RTNH_F_ONLINK {
 		return false
 	}
-	if want.Scope != e.scope || want.Priority != e.priority {
+	if want.Scope != e.scope || metricOf(want) != e.priority {
 		return false
 	}
 	wantType := want.Type
@@ -145,7 +153,7 @@ func (e *routeEntry) netlinkRoute(nexthops []byte) netlink.Route {
 		r.Src = net.IP(e.src.AsSlice())
 	}
 	if e.multipath {
-		r.MultiPath = parseNexthops(nexthops)
+		r.MultiPath = parseNexthops(FamilyOf(e.dst.Addr()), nexthops)
 	}
 	return r
 }
@@ -161,6 +169,17 @@ func (e *routeEntry) route() *netlink.Route {
 		r.Gw = net.IP(e.gw.AsSlice())
 	}
 	return r
+}
+
+// metricOf is the metric the kernel lists for r once written: r.Priority, or the
+// family's default when r has none.
+func metricOf(r *netlink.Route) int {
+	if r.Priority == 0 {
+		if dst, ok := ip.FromIPNet(r.Dst); ok {
+			return FamilyOf(dst.Addr()).defaultMetric()
+		}
+	}
+	return r.Priority
 }
 
 func tableOrMain(t int) int {
@@ -182,15 +201,15 @@ func describeRoute(r *netlink.Route) string {
 	return s
 }
 
-// DirectlyConnected reports whether the kernel reaches addr without a gateway through the
-// link linkIndex (for host-gw and vxlan DirectRouting: the peer is on the same L2 segment
+// DirectlyConnected reports whether the kernel reaches addr (IPv4 or IPv6) without a
+// gateway through the link linkIndex (for host-gw and vxlan DirectRouting: the peer is on the same L2 segment
 // as that interface). An address of this host itself is not directly connected.
 func (h *Handle) DirectlyConnected(addr netip.Addr, linkIndex int) (bool, error) {
 	if err := h.check(); err != nil {
 		return false, err
 	}
-	if !addr.Is4() {
-		return false, fmt.Errorf("directly connected: %s is not an IPv4 address", addr)
+	if !addr.IsValid() || !FamilyOf(addr).has(addr) {
+		return false, fmt.Errorf("directly connected: %s is not an IPv4 or IPv6 address", addr)
 	}
 	rs, err := h.nl.RouteGet(net.IP(addr.AsSlice()))
 	if err != nil {

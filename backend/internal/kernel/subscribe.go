@@ -25,12 +25,12 @@ const (
 	receiveBuffer  = 1 << 20 // socket receive buffer asked for (SO_RCVBUFFORCE, else SO_RCVBUF)
 	resubscribeMin = 100 * time.Millisecond
 	resubscribeMax = 5 * time.Second
-	subscribedTo   = "link, IPv4 address, IPv4 route and neighbour"
 )
 
 // Subscribe starts receiving the change notifications of h's network namespace — links,
-// IPv4 addresses, IPv4 routes, IPv4 neighbours and bridge forwarding entries — as
-// Changes, in the order the kernel sends them. Changes made after Subscribe returns are
+// the addresses, routes and neighbours of the families fs (IPv4 when none is given), and
+// bridge forwarding entries — as Changes, in the order the kernel sends them. A backend
+// running both families subscribes once, with IPv4 and IPv6. Changes made after Subscribe returns are
 // delivered (unless a Resync says otherwise). The subscription has its own socket in
 // the Handle's namespace and does not depend on the Handle afterwards: it goes on after
 // Close, until ctx ends; then the channel is closed.
@@ -42,12 +42,13 @@ const (
 // to 5 s), each failed attempt reported the same way; once it is open again, a Resync
 // with a nil Err says so, since changes in the gap are unknown.
 //
-// Subscribe fails only if h is closed or its namespace cannot be referenced.
-func (h *Handle) Subscribe(ctx context.Context) (<-chan Change, error) {
+// Subscribe fails only if h is closed, its namespace cannot be referenced or fs holds
+// another family.
+func (h *Handle) Subscribe(ctx context.Context, fs ...Family) (<-chan Change, error) {
 	if err := h.check(); err != nil {
 		return nil, err
 	}
-	s, err := h.newSubscription(receiveBuffer)
+	s, err := h.newSubscription(receiveBuffer, fs...)
 	if err != nil {
 		return nil, err
 	}
@@ -55,13 +56,18 @@ func (h *Handle) Subscribe(ctx context.Context) (<-chan Change, error) {
 	return s.out, nil
 }
 
-// newSubscription prepares a subscription in h's namespace; start runs it.
-func (h *Handle) newSubscription(rcvbuf int) (*subscription, error) {
+// newSubscription prepares a subscription to the families fs (IPv4 when none) in h's
+// namespace; start runs it.
+func (h *Handle) newSubscription(rcvbuf int, fs ...Family) (*subscription, error) {
+	set, err := familySet(fs)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to kernel changes: %w", err)
+	}
 	ns, err := dupNS(h.ns)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe to kernel changes: %w", err)
 	}
-	s := &subscription{ns: ns, out: make(chan Change, changeBuffer), rcvbuf: rcvbuf,
+	s := &subscription{ns: ns, set: set, out: make(chan Change, changeBuffer), rcvbuf: rcvbuf,
 		minDelay: resubscribeMin, maxDelay: resubscribeMax}
 	s.open = s.openSocket
 	return s, nil
@@ -70,6 +76,7 @@ func (h *Handle) newSubscription(rcvbuf int) (*subscription, error) {
 // subscription is the state of one Subscribe call; its goroutine owns ns and the socket.
 type subscription struct {
 	ns                 netns.NsHandle // a reference of its own to the namespace
+	set                families       // whose addresses, routes and neighbours are reported
 	out                chan Change
 	rcvbuf             int
 	minDelay, maxDelay time.Duration
@@ -137,7 +144,7 @@ func (s *subscription) read(ctx context.Context, sock *nl.NetlinkSocket) error {
 			continue
 		}
 		for _, m := range msgs {
-			if c, ok := ParseChange(m); ok && !s.send(ctx, c) {
+			if c, ok := parseChange(m, s.set); ok && !s.send(ctx, c) {
 				return nil
 			}
 		}
@@ -155,14 +162,20 @@ func (s *subscription) send(ctx context.Context, c Change) bool {
 
 // openSocket opens a notification socket in the subscription's namespace.
 func (s *subscription) openSocket() (*nl.NetlinkSocket, error) {
+	groups := []uint{unix.RTNLGRP_LINK, unix.RTNLGRP_NEIGH} // neighbours of every family, FDB
+	if s.set.has(unix.AF_INET) {
+		groups = append(groups, unix.RTNLGRP_IPV4_IFADDR, unix.RTNLGRP_IPV4_ROUTE)
+	}
+	if s.set.has(unix.AF_INET6) {
+		groups = append(groups, unix.RTNLGRP_IPV6_IFADDR, unix.RTNLGRP_IPV6_ROUTE)
+	}
 	var sock *nl.NetlinkSocket
 	err := inNamespace(s.ns, func() (err error) {
-		sock, err = nl.Subscribe(unix.NETLINK_ROUTE,
-			unix.RTNLGRP_LINK, unix.RTNLGRP_IPV4_IFADDR, unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_NEIGH)
+		sock, err = nl.Subscribe(unix.NETLINK_ROUTE, groups...)
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("open netlink socket for %s changes: %w", subscribedTo, err)
+		return nil, fmt.Errorf("open netlink socket for link, %s address, route and neighbour changes: %w", s.set, err)
 	}
 	if s.rcvbuf > 0 && sock.SetReceiveBufferSize(s.rcvbuf, true) != nil {
 		_ = sock.SetReceiveBufferSize(s.rcvbuf, false) // capped by net.core.rmem_max; fine

@@ -103,7 +103,8 @@ func MustRun(t testing.TB, ns string, argv ...string) string {
 
 // Monitor counts rtnetlink change notifications (links, IPv4 addresses, routes and
 // neighbours, and FDB entries) in one namespace. IPv6 changes are not counted: the kernel
-// makes them on its own (link-local addresses, DAD) and weft manages IPv4 only.
+// makes them on its own (link-local addresses, DAD); tests of IPv6 entries subscribe with
+// kernel.IPv6 instead.
 type Monitor struct {
 	n    atomic.Int64
 	last atomic.Value // string: a description of the last change seen
