@@ -21,12 +21,14 @@ import (
 // backend's. removeLeftovers deletes it before the new backend starts, by the names and
 // shapes the backends are known to use (the backends themselves offer no teardown):
 //
-//	vxlan    vxlan devices named flannel.<VNI>   (routes, neighbours, fdb go with them)
+//	vxlan    vxlan devices named flannel.<VNI> and flannel-v6.<VNI> (routes, neighbours,
+//	         fdb go with them)
 //	udp      the TUN flannel0                    (its route goes with it)
 //	gre      the GRE device weft.gre, the TUN weft-gre0
 //	wireguard the device flannel-wg (kernel "wireguard", or userspace's TUN)
-//	host-gw  main-table routes to subnets of the Network via a gateway on the external
-//	         interface (kept for vxlan with DirectRouting, which installs the same)
+//	host-gw  main-table routes to subnets of the Network (and of the IPv6Network) via a
+//	         gateway on the external interface (kept for vxlan with DirectRouting, which
+//	         installs the same)
 //
 // Only state of another backend type is touched; the new backend adopts its own.
 
@@ -46,9 +48,12 @@ func leftoverOwner(name, kind string) string {
 	return ""
 }
 
-// isVXLANName reports whether name is flannel.<VNI>.
+// isVXLANName reports whether name is flannel.<VNI> or flannel-v6.<VNI>.
 func isVXLANName(name string) bool {
 	vni, ok := strings.CutPrefix(name, "flannel.")
+	if !ok {
+		vni, ok = strings.CutPrefix(name, "flannel-v6.")
+	}
 	if !ok || vni == "" {
 		return false
 	}
@@ -108,23 +113,32 @@ func (d *Daemon) removeLeftovers(btype string, cfg *subnet.Config, ext backend.E
 	if keepsGatewayRoutes(btype, cfg) || ext.Iface == nil {
 		return
 	}
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{LinkIndex: ext.Iface.Index}, netlink.RT_FILTER_OIF)
-	if err != nil {
-		d.log.Error(err, "Cannot list routes to look for host-gw routes")
-		return
+	var networks []netip.Prefix
+	if cfg.EnableIPv4 {
+		networks = append(networks, cfg.Network)
+	}
+	if cfg.EnableIPv6 {
+		networks = append(networks, cfg.IPv6Network)
 	}
 	var errs []error
 	removed := 0
-	for _, r := range routes {
-		if !isGatewayRoute(r, cfg.Network, ext.Iface.Index) {
+	for _, network := range networks {
+		routes, err := netlink.RouteListFiltered(family(network), &netlink.Route{LinkIndex: ext.Iface.Index}, netlink.RT_FILTER_OIF)
+		if err != nil {
+			d.log.Error(err, "Cannot list routes to look for host-gw routes", "network", network)
 			continue
 		}
-		if err := netlink.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
-			errs = append(errs, err)
-			continue
+		for _, r := range routes {
+			if !isGatewayRoute(r, network, ext.Iface.Index) {
+				continue
+			}
+			if err := netlink.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
+				errs = append(errs, err)
+				continue
+			}
+			removed++
+			d.log.Info("Removed a host-gw route left by another backend", "subnet", r.Dst.String(), "via", r.Gw.String(), "now", btype)
 		}
-		removed++
-		d.log.Info("Removed a host-gw route left by another backend", "subnet", r.Dst.String(), "via", r.Gw.String(), "now", btype)
 	}
 	if err := errors.Join(errs...); err != nil {
 		d.log.Error(err, "Cannot remove some host-gw routes left by another backend", "removed", removed)

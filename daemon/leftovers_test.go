@@ -15,6 +15,8 @@ func TestLeftoverOwner(t *testing.T) {
 	for _, tc := range []struct{ name, kind, want string }{
 		{"flannel.1", "vxlan", "vxlan"},
 		{"flannel.4096", "vxlan", "vxlan"},
+		{"flannel-v6.1", "vxlan", "vxlan"},
+		{"flannel-v6.", "vxlan", ""},
 		{"flannel.1", "bridge", ""},
 		{"flannel.", "vxlan", ""},
 		{"flannel.x", "vxlan", ""},
@@ -80,6 +82,20 @@ func TestIsGatewayRoute(t *testing.T) {
 		{"default route", netlink.Route{Gw: net.ParseIP("192.0.2.254"), LinkIndex: 2}, false},
 	} {
 		if got := isGatewayRoute(tc.r, network, 2); got != tc.want {
+			t.Errorf("%s: isGatewayRoute = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	network6 := netip.MustParsePrefix("fd00:10:244::/56")
+	for _, tc := range []struct {
+		name string
+		r    netlink.Route
+		want bool
+	}{
+		{"host-gw IPv6 peer route", route("fd00:10:244:5::/64", "2001:db8::2", 2, 254), true},
+		{"outside the IPv6 network", route("fd00:99::/64", "2001:db8::2", 2, 254), false},
+		{"IPv6 route without a gateway", route("fd00:10:244:5::/64", "", 2, 254), false},
+	} {
+		if got := isGatewayRoute(tc.r, network6, 2); got != tc.want {
 			t.Errorf("%s: isGatewayRoute = %v, want %v", tc.name, got, tc.want)
 		}
 	}

@@ -268,3 +268,57 @@ func execOut(t *testing.T, c *cluster.Cluster, n int, argv ...string) string {
 	}
 	return strings.TrimSpace(out)
 }
+
+// TestBackendChangeCleansUpIPv6: in a dual-stack network, vxlan -> host-gw removes
+// flannel-v6.1 as well as flannel.1, and host-gw -> gre (userspace) removes the IPv6 host-gw
+// routes, which would be more specific than gre's one route for the IPv6 network. Pods talk
+// over IPv6 after each change.
+func TestBackendChangeCleansUpIPv6(t *testing.T) {
+	c := cluster.New(t, cluster.Options{Nodes: 2, IPv6: true})
+	config := func(backend string) string { return fmt.Sprintf(ipv6Families[0].config, backend) }
+	c.PutConfig(config(`{"Type":"vxlan"}`))
+	ds, pods, envs := startNodes(t, c, []int{0, 1})
+	ping6 := func() {
+		t.Helper()
+		for i, from := range pods {
+			to := pods[1-i]
+			eventually(t, 15*time.Second, fmt.Sprintf("pod %d pings pod %d over IPv6", i, 1-i), func() error {
+				return from.V6().Ping(to.IPv6, 1, 2*time.Second)
+			})
+		}
+	}
+	ping6()
+	change := func(backend string) {
+		t.Helper()
+		for n := range ds {
+			ds[n].Kill()
+		}
+		c.PutConfig(config(backend))
+		killAndRestartStopped(t, c, ds)
+	}
+
+	change(`{"Type":"host-gw"}`)
+	for n := range ds {
+		if err := ds[n].WaitLog("Removed a device left by another backend", 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		for _, dev := range []string{"flannel.1", "flannel-v6.1"} {
+			if out, err := c.Exec(c.NodeNS(n), "ip", "link", "show", dev); err == nil {
+				t.Errorf("node %d still has %s after vxlan -> host-gw: %s", n, dev, out)
+			}
+		}
+	}
+	ping6()
+
+	change(`{"Type":"gre","Mode":"userspace"}`)
+	for n := range ds {
+		if err := ds[n].WaitLog("Removed a host-gw route left by another backend", 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		peer6 := envs[1-n].IPv6Subnet.Masked().String()
+		if r := route6To(t, c, n, peer6); r != "" {
+			t.Errorf("node %d keeps the IPv6 host-gw route %q after host-gw -> gre", n, r)
+		}
+	}
+	ping6()
+}
