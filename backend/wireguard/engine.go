@@ -119,20 +119,23 @@ func (e *userEngine) peers() ([]wgtypes.Peer, error) {
 // initiates. The lower node initiates nothing more before REKEY_TIMEOUT, so this
 // handshake cannot cross; packets of the peer in flight at that instant are lost, once.
 //
-// With now, every peer is kicked at once: this device lost the sessions that its peers
-// still hold (a restart, a re-created device), so they will not initiate, and nothing
-// crosses.
+// With now, this device lost the sessions that its peers still hold (a restart, a
+// re-created device): they will not initiate, so it initiates with every peer at once,
+// and the node with the higher key still settles the pair after handshakeDelay, in case
+// the peer learned of it as new too (its key changed across the restart).
 func (e *userEngine) kick(keys []wgtypes.Key, now bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, k := range keys {
-		if now || bytes.Compare(e.self[:], k[:]) < 0 {
+		lower := bytes.Compare(e.self[:], k[:]) < 0
+		if now || lower {
 			if p := e.dev.LookupPeer(device.NoisePublicKey(k)); p != nil {
 				_ = p.SendHandshakeInitiation(false)
 			}
-			continue
 		}
-		e.kickLaterLocked(k)
+		if !lower {
+			e.kickLaterLocked(k)
+		}
 	}
 }
 
