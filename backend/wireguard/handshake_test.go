@@ -83,7 +83,7 @@ func (s *startedNode) stop() error {
 // TestHandshakeWhenStartedTogether: two userspace nodes that start at the same moment,
 // each told of the other at once, carry the first ping without a handshake
 // retransmission, that is within one REKEY_TIMEOUT. Before userEngine.kick broke the tie,
-// both initiated at once, the initiations crossed and 2 to 3 of 10 rounds waited 5 s.
+// both initiated at once, the initiations crossed and 2 of 10 rounds waited 5 s.
 // Pod A pings from the start, so node A's own packets also make it initiate. Repeated,
 // because the order in which the two come up varies.
 func TestHandshakeWhenStartedTogether(t *testing.T) {
