@@ -105,11 +105,12 @@ func probeKernel(h *kernel.Handle) error {
 
 // ensureDevice creates or adopts flannel-wg for the implementation impl, with the MTU,
 // up. A flannel-wg of the other implementation (left by an earlier run) is deleted first,
-// logged. It returns the link index. The TUN is created in h's namespace.
-func ensureDevice(h *kernel.Handle, impl Implementation, mtu int, log klog.Logger) (int, error) {
+// logged. It returns the link index and whether it created the link. The TUN is created
+// in h's namespace.
+func ensureDevice(h *kernel.Handle, impl Implementation, mtu int, log klog.Logger) (index int, created bool, err error) {
 	l, err := linkByName(h, DeviceName)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	fits := isWireGuard
 	if impl == ImplUserspace {
@@ -117,7 +118,7 @@ func ensureDevice(h *kernel.Handle, impl Implementation, mtu int, log klog.Logge
 	}
 	if l != nil && !fits(l) {
 		if err := h.Netlink().LinkDel(l); err != nil {
-			return 0, fmt.Errorf("delete %s (a %s link) to make the %s device: %w", DeviceName, l.Type(), impl, err)
+			return 0, false, fmt.Errorf("delete %s (a %s link) to make the %s device: %w", DeviceName, l.Type(), impl, err)
 		}
 		log.Info("Deleted a device of the other implementation (an earlier run's)", "device", DeviceName, "kind", l.Type(), "implementation", impl)
 		l = nil
@@ -138,22 +139,23 @@ func ensureDevice(h *kernel.Handle, impl Implementation, mtu int, log klog.Logge
 			}
 		}
 		if err != nil {
-			return 0, fmt.Errorf("wireguard backend: create %s: %w", DeviceName, err)
+			return 0, false, fmt.Errorf("wireguard backend: create %s: %w", DeviceName, err)
 		}
 		if l, err = h.Netlink().LinkByName(DeviceName); err != nil {
-			return 0, fmt.Errorf("wireguard backend: look up %s after creating it: %w", DeviceName, err)
+			return 0, false, fmt.Errorf("wireguard backend: look up %s after creating it: %w", DeviceName, err)
 		}
 		log.Info("Created WireGuard device", "device", DeviceName, "implementation", impl)
+		created = true
 	}
 	if l.Attrs().MTU != mtu {
 		if err := h.Netlink().LinkSetMTU(l, mtu); err != nil {
-			return 0, fmt.Errorf("wireguard backend: set %s MTU to %d: %w", DeviceName, mtu, err)
+			return 0, false, fmt.Errorf("wireguard backend: set %s MTU to %d: %w", DeviceName, mtu, err)
 		}
 	}
 	if l.Attrs().Flags&net.FlagUp == 0 {
 		if err := h.Netlink().LinkSetUp(l); err != nil {
-			return 0, fmt.Errorf("wireguard backend: bring %s up: %w", DeviceName, err)
+			return 0, false, fmt.Errorf("wireguard backend: bring %s up: %w", DeviceName, err)
 		}
 	}
-	return l.Attrs().Index, nil
+	return l.Attrs().Index, created, nil
 }

@@ -1,7 +1,10 @@
 package wireguard
 
 import (
+	"bytes"
 	"fmt"
+	"sync"
+	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
@@ -20,10 +23,12 @@ type engine interface {
 	configure(cfg wgtypes.Config) error
 	// peers reads the device's peers.
 	peers() ([]wgtypes.Peer, error)
-	// kick starts a handshake with each of the peers now, rather than at their first
-	// packet (userspace: a restarted device has no sessions, and a peer that only sends
-	// would wait up to 15 s for WireGuard's rekey timers).
-	kick(keys []wgtypes.Key)
+	// kick starts handshakes with the peers (new to this device) rather than at their
+	// first packet (userspace: a restarted device has no sessions, and a peer that only
+	// sends would wait up to 15 s for WireGuard's rekey timers). now: this device lost
+	// sessions its peers still hold; else the two sides of a new pair must not both
+	// initiate at once (userEngine.kick).
+	kick(keys []wgtypes.Key, now bool)
 	// done is closed when the device stops by itself (its TUN was deleted); nil when it
 	// cannot.
 	done() <-chan struct{}
@@ -33,14 +38,28 @@ type engine interface {
 
 // userEngine is wireguard-go serving the persistent TUN.
 type userEngine struct {
-	dev *device.Device
+	dev  *device.Device
+	self wgtypes.Key // the device's public key
+	log  klog.Logger
+
+	// mu guards closed and later, and serialises configure with the delayed kicks, so
+	// that a kick never restarts a peer that configure removed.
+	mu     sync.Mutex
+	closed bool
+	later  map[wgtypes.Key]*time.Timer // the delayed kicks, by peer
 }
+
+// handshakeDelay is how long after a new pair of nodes learned of each other the node
+// with the higher public key starts the handshake that settles the pair (see kick). The
+// lower one's initiation, and any that crosses it, is answered within a round trip: well
+// under a millisecond between namespaces, a few milliseconds on a loaded host.
+const handshakeDelay = 250 * time.Millisecond
 
 // openUserEngine opens a queue of the persistent TUN flannel-wg (re-creating it if it is
 // gone) and starts a wireguard-go device on it whose sockets are made in h's namespace.
 // The device is configured with cfg and up.
 func openUserEngine(h *kernel.Handle, mtu int, cfg wgtypes.Config, log klog.Logger) (*userEngine, error) {
-	var e *userEngine
+	e := &userEngine{self: cfg.PrivateKey.PublicKey(), log: log, later: map[wgtypes.Key]*time.Timer{}}
 	err := h.InNamespace(func() error {
 		f, err := openTUN(DeviceName)
 		if err != nil {
@@ -51,7 +70,7 @@ func openUserEngine(h *kernel.Handle, mtu int, cfg wgtypes.Config, log klog.Logg
 			f.Close()
 			return fmt.Errorf("start TUN %s: %w", DeviceName, err)
 		}
-		e = &userEngine{dev: device.NewDevice(t, &nsBind{Bind: conn.NewStdNetBind(), h: h}, wgLogger(log))}
+		e.dev = device.NewDevice(t, &nsBind{Bind: conn.NewStdNetBind(), h: h}, wgLogger(log))
 		return nil
 	})
 	if err != nil {
@@ -68,7 +87,11 @@ func openUserEngine(h *kernel.Handle, mtu int, cfg wgtypes.Config, log klog.Logg
 	return e, nil
 }
 
-func (e *userEngine) configure(cfg wgtypes.Config) error { return e.dev.IpcSet(formatUAPI(cfg)) }
+func (e *userEngine) configure(cfg wgtypes.Config) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.dev.IpcSet(formatUAPI(cfg))
+}
 
 func (e *userEngine) peers() ([]wgtypes.Peer, error) {
 	s, err := e.dev.IpcGet()
@@ -78,16 +101,82 @@ func (e *userEngine) peers() ([]wgtypes.Peer, error) {
 	return parseUAPIPeers(s)
 }
 
-func (e *userEngine) kick(keys []wgtypes.Key) {
+// kick starts the handshakes with peers that have no session with this device.
+//
+// Two nodes that learn of each other at the same moment (both start, or one joins and
+// both see the other's lease in the same instant) must not both initiate: the
+// initiations cross, each node's handshake state is replaced by the responder's state of
+// the other's initiation, the responses no longer match ("Received invalid response
+// message"), and wireguard-go, which handles the two messages in parallel workers, can
+// even keep a session that carries one direction only. Either way the next initiation
+// comes after REKEY_TIMEOUT (5 s; Peer.SendHandshakeInitiation does nothing before), and
+// pods wait that long. So only the node with the lower public key initiates at once. The
+// other cannot simply stay quiet: its own packets to the peer make wireguard-go initiate
+// (which may cross the lower one's initiation), and the lower one's initiation is dropped
+// if it arrived before this node knew the peer. So after handshakeDelay it starts one
+// clean handshake whatever happened: it restarts the peer (Stop, Start: that clears
+// wireguard-go's handshake state and the REKEY_TIMEOUT limit on initiations) and
+// initiates. The lower node initiates nothing more before REKEY_TIMEOUT, so this
+// handshake cannot cross; packets of the peer in flight at that instant are lost, once.
+//
+// With now, this device lost the sessions that its peers still hold (a restart, a
+// re-created device): they will not initiate, so it initiates with every peer at once,
+// and the node with the higher key still settles the pair after handshakeDelay, in case
+// the peer learned of it as new too (its key changed across the restart).
+func (e *userEngine) kick(keys []wgtypes.Key, now bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	for _, k := range keys {
-		if p := e.dev.LookupPeer(device.NoisePublicKey(k)); p != nil {
-			_ = p.SendHandshakeInitiation(false)
+		lower := bytes.Compare(e.self[:], k[:]) < 0
+		if now || lower {
+			if p := e.dev.LookupPeer(device.NoisePublicKey(k)); p != nil {
+				_ = p.SendHandshakeInitiation(false)
+			}
+		}
+		if !lower {
+			e.kickLaterLocked(k)
 		}
 	}
 }
 
+// kickLaterLocked restarts the peer k and initiates a handshake after handshakeDelay.
+func (e *userEngine) kickLaterLocked(k wgtypes.Key) {
+	if e.closed {
+		return
+	}
+	if t := e.later[k]; t != nil {
+		t.Stop()
+	}
+	e.later[k] = time.AfterFunc(handshakeDelay, func() {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if e.closed {
+			return
+		}
+		delete(e.later, k)
+		p := e.dev.LookupPeer(device.NoisePublicKey(k))
+		if p == nil {
+			return
+		}
+		e.log.V(4).Info("Starting the handshake with a new peer", "publicKey", k)
+		p.Stop()
+		p.Start()
+		_ = p.SendHandshakeInitiation(false)
+	})
+}
+
 func (e *userEngine) done() <-chan struct{} { return e.dev.Wait() }
-func (e *userEngine) close()                { e.dev.Close() }
+
+// close stops the delayed kicks and the device.
+func (e *userEngine) close() {
+	e.mu.Lock()
+	e.closed = true
+	for _, t := range e.later {
+		t.Stop()
+	}
+	e.mu.Unlock()
+	e.dev.Close()
+}
 
 // nsBind makes wireguard-go's UDP sockets in the network namespace of h, whichever
 // thread opens them (wireguard-go re-opens them when the TUN goes down and up again).
@@ -161,6 +250,6 @@ func (e *kernelEngine) peers() ([]wgtypes.Peer, error) {
 	return d.Peers, nil
 }
 
-func (e *kernelEngine) kick([]wgtypes.Key)    {}
-func (e *kernelEngine) done() <-chan struct{} { return nil }
-func (e *kernelEngine) close()                { e.c.Close() }
+func (e *kernelEngine) kick([]wgtypes.Key, bool) {}
+func (e *kernelEngine) done() <-chan struct{}    { return nil }
+func (e *kernelEngine) close()                   { e.c.Close() }

@@ -59,6 +59,7 @@ type wgNode struct {
 	keyFile       string
 	json          string
 	repairs       *kerneltest.Repairs
+	ext           backend.ExternalInterface // for startNode
 	*tundevtest.Node
 	be *wgBackend
 }

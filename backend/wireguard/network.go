@@ -38,6 +38,7 @@ type wgNetwork struct {
 	h        *kernel.Handle    // closed by Close
 	impl     Implementation
 	reason   string // why auto chose userspace
+	resumed  bool   // the device outlived an earlier run: the first peers are kicked at once (guarded by mu)
 	mode     Mode
 	key      privateKey
 	port     int
@@ -106,7 +107,7 @@ func (n *wgNetwork) openEngineLocked(replace bool) error {
 		n.eng.close()
 		n.eng = nil
 	}
-	index, err := ensureDevice(n.h, n.impl, n.dev.MTU, n.log)
+	index, _, err := ensureDevice(n.h, n.impl, n.dev.MTU, n.log)
 	if err != nil {
 		return err
 	}
@@ -127,7 +128,7 @@ func (n *wgNetwork) openEngineLocked(replace bool) error {
 	n.programmed = nil
 	if replace {
 		n.programmed = want
-		eng.kick(slices.Collect(maps.Keys(want)))
+		eng.kick(slices.Collect(maps.Keys(want)), true) // a re-created device lost its sessions
 	}
 	if done := eng.done(); done != nil {
 		go func() {
@@ -238,7 +239,12 @@ func (n *wgNetwork) programLocked(repair bool) (drift bool, err error) {
 			fresh = append(fresh, c.PublicKey)
 		}
 	}
-	n.eng.kick(fresh)
+	// The first peers of a device that outlived a restart hold sessions it lost: they
+	// will not initiate, so it does, at once.
+	n.eng.kick(fresh, n.resumed)
+	if len(fresh) > 0 {
+		n.resumed = false
+	}
 	return drift, nil
 }
 

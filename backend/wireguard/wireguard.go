@@ -40,6 +40,9 @@ type wgBackend struct {
 	key    privateKey
 	impl   Implementation // ImplKernel or ImplUserspace once Prepare succeeded
 	reason string         // why auto chose userspace
+	// resumed: Prepare found flannel-wg left by an earlier run, whose peers may still
+	// hold sessions with it.
+	resumed bool
 }
 
 var _ backend.Backend = (*wgBackend)(nil)
@@ -142,10 +145,12 @@ func (b *wgBackend) Prepare(ctx context.Context) (subnet.LeaseAttrs, error) {
 		b.log.Info("WireGuard runs in userspace: the kernel has no WireGuard support, so weft runs wireguard-go on a TUN device; same wire protocol, more CPU per packet",
 			"device", DeviceName, "reason", b.reason)
 	}
-	if _, err := ensureDevice(h, impl, b.mtu, b.log); err != nil {
+	_, made, err := ensureDevice(h, impl, b.mtu, b.log)
+	if err != nil {
 		return subnet.LeaseAttrs{}, err
 	}
 	b.impl = impl
+	b.resumed = !made
 	attrs := subnet.LeaseAttrs{PublicIP: b.env.Ext.PublicIP, BackendType: Name, BackendData: backendData(key.public())}
 	if b.env.Network.EnableIPv6 {
 		// flanneld publishes the same {"PublicKey": ...} for the IPv6 side.
@@ -209,6 +214,7 @@ func (b *wgBackend) activate(h *kernel.Handle, own, network netip.Prefix, d6 dev
 		h:        h,
 		impl:     b.impl,
 		reason:   b.reason,
+		resumed:  b.resumed,
 		mode:     b.cfg.Mode,
 		key:      b.key,
 		port:     b.cfg.ListenPort,

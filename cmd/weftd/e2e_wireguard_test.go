@@ -50,16 +50,17 @@ func kernelWireGuard(t *testing.T) error {
 // touched.
 func wgKeyFile(c *cluster.Cluster, i int) string { return filepath.Join(c.NodeDir(i), "wgkey") }
 
+// wgHandshakeWait bounds the wait for pods to talk once WireGuard peers are (re)configured.
+// Two nodes that learn of each other together no longer both initiate (their initiations
+// crossed, and WireGuard waited REKEY_TIMEOUT, 5 s, before the next: the flake that had
+// raised this to 25 s); the handshake of a new pair is settled within 250 ms
+// (backend/wireguard handshakeDelay) plus a round trip, so the first ping attempt
+// (2 s) carries it and a second fits. 5 s stays below a WireGuard retransmission (5 s plus
+// up to 333 ms of jitter): a lost first handshake fails the test instead of hiding in it.
+const wgHandshakeWait = 5 * time.Second
+
 // startWG starts weftd with its own key file on the given nodes, waits for their subnet
 // files and gives each node one pod.
-// wgHandshakeWait bounds the wait for pods to talk once WireGuard peers are (re)configured.
-// A handshake initiation that reaches a node before that node knows the peer (the two
-// weftd start together), or while wireguard-go cycles its device down and up as the TUN
-// link comes up, is dropped, and WireGuard sends the next one only after REKEY_TIMEOUT
-// (5 s, plus up to 333 ms of jitter). 10 s, two such rounds, was once not enough in a full
-// `make test` run (1 of 5 fresh-clone runs); 25 s allows four.
-const wgHandshakeWait = 25 * time.Second
-
 func startWG(t *testing.T, c *cluster.Cluster, nodes []int, args ...string) (map[int]*cluster.Weftd, map[int]*cluster.Pod, map[int]subnetenv.Env) {
 	t.Helper()
 	ds, pods, envs := map[int]*cluster.Weftd{}, map[int]*cluster.Pod{}, map[int]subnetenv.Env{}
