@@ -67,14 +67,21 @@ func parseFlags(args []string, errOut io.Writer) (options, error) {
 		mode = "etcd"
 	}
 	fs.StringVar(&o.mode, "mode", mode, "etcd, or kube: weftd --kube-subnet-mgr against a real kube-apiserver (default: $MODE, else etcd)")
+	fam := os.Getenv("FAMILY") // `make demo FAMILY=dual-stack`
+	if fam == "" {
+		fam = string(familyIPv4)
+	}
+	var famFlag string
+	fs.StringVar(&famFlag, "family", fam, "the network's address families: ipv4, dual-stack or ipv6 (default: $FAMILY, else ipv4)")
 	fs.Usage = func() {
 		fmt.Fprintf(errOut, "usage: weft-demo [flags]  (as root)\n\n"+
 			"Runs weftd on -nodes node namespaces with -backend, one pod per node, and reports\n"+
-			"pod-to-pod connectivity, a TCP transfer and timings. Exit status 0 when every pod\n"+
-			"reaches every other pod.\n\n")
+			"pod-to-pod connectivity, a TCP transfer and timings, over each address family of\n"+
+			"-family. Exit status 0 when every pod reaches every other pod over every family.\n\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	err := fs.Parse(args)
+	if err != nil {
 		return o, err
 	}
 	if fs.NArg() > 0 {
@@ -88,6 +95,9 @@ func parseFlags(args []string, errOut io.Writer) (options, error) {
 	}
 	if o.mode != "etcd" && o.mode != "kube" {
 		return o, fmt.Errorf("-mode %q: want etcd or kube", o.mode)
+	}
+	if o.family, err = parseFamily(famFlag); err != nil {
+		return o, err
 	}
 	if o.timeout <= 0 {
 		return o, fmt.Errorf("-timeout %v: want a positive duration", o.timeout)

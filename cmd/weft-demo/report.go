@@ -1,28 +1,12 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 )
-
-// configJSON is the network config the demo writes, e.g.
-// {"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}. The backend name is passed on
-// as given (JSON-quoted): whether weftd knows it is weftd's to say.
-func configJSON(network, backend string) string {
-	type backendCfg struct{ Type string }
-	b, err := json.Marshal(struct {
-		Network string
-		Backend backendCfg
-	}{network, backendCfg{backend}})
-	if err != nil { // a struct of strings always marshals
-		panic(err)
-	}
-	return string(b)
-}
 
 // refusal returns weftd's complaint about the network config from its log, or "" when
 // there is none. weftd does not exit on an invalid config: it logs it once and waits, e.g.

@@ -111,19 +111,6 @@ func TestRefusal(t *testing.T) {
 	}
 }
 
-func TestConfigJSON(t *testing.T) {
-	tests := []struct{ backend, want string }{
-		{"host-gw", `{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`},
-		{"vxlan", `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`},
-		{`we"ird`, `{"Network":"10.244.0.0/16","Backend":{"Type":"we\"ird"}}`},
-	}
-	for _, tt := range tests {
-		if got := configJSON("10.244.0.0/16", tt.backend); got != tt.want {
-			t.Errorf("configJSON(%q) = %s, want %s", tt.backend, got, tt.want)
-		}
-	}
-}
-
 func TestSmallFormats(t *testing.T) {
 	if got, want := throughput(8<<20, time.Second), "8.0 MiB/s (67 Mbit/s)"; got != want {
 		t.Errorf("throughput = %q, want %q", got, want)
@@ -163,7 +150,8 @@ func TestParseFlags(t *testing.T) {
 		check   func(options) bool
 	}{
 		{nil, false, func(o options) bool {
-			return o.backend == "host-gw" && o.nodes == 3 && o.weftd == "bin/weftd" && o.timeout == 3*time.Minute && !o.keep
+			return o.backend == "host-gw" && o.nodes == 3 && o.weftd == "bin/weftd" && o.timeout == 3*time.Minute && !o.keep &&
+				o.family == familyIPv4
 		}},
 		{[]string{"-backend", "gre", "-nodes", "2", "-keep", "-timeout", "10s"}, false, func(o options) bool {
 			return o.backend == "gre" && o.nodes == 2 && o.keep && o.timeout == 10*time.Second
@@ -174,6 +162,10 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"-timeout", "0s"}, true, nil},
 		{[]string{"extra"}, true, nil},
 		{[]string{"-nope"}, true, nil},
+		{[]string{"-family", "dual-stack"}, false, func(o options) bool { return o.family == familyDualStack }},
+		{[]string{"-family", "ipv6", "-mode", "kube"}, false, func(o options) bool { return o.family == familyIPv6 && o.mode == "kube" }},
+		{[]string{"-family", "IPv6"}, true, nil},
+		{[]string{"-family", ""}, true, nil},
 	}
 	for _, tt := range tests {
 		o, err := parseFlags(tt.args, io.Discard)
