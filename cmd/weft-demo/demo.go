@@ -219,6 +219,9 @@ func (d *demo) waitLeases(ctx context.Context) {
 				n.failure = "weftd refused the network config: " + refusal(n.weftd.RunLog())
 			case !n.weftd.Running():
 				n.failure = fmt.Sprintf("weftd exited (%v) without writing a subnet file", n.weftd.Wait(time.Second))
+				if why := fatal(n.weftd.RunLog()); why != "" {
+					n.failure += ": " + why
+				}
 			case time.Since(n.started) > leaseTimeout:
 				n.failure = fmt.Sprintf("no subnet file %v after weftd started", leaseTimeout)
 			default:

@@ -97,6 +97,11 @@ func parseFlags(args []string, errOut io.Writer) (options, error) {
 		return o, fmt.Errorf("-mode %q: want etcd or kube", o.mode)
 	}
 	if o.family, err = parseFamily(famFlag); err != nil {
+		set := false
+		fs.Visit(func(f *flag.Flag) { set = set || f.Name == "family" })
+		if !set {
+			err = fmt.Errorf("$FAMILY: %w", err)
+		}
 		return o, err
 	}
 	if o.timeout <= 0 {

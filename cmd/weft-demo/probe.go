@@ -169,6 +169,11 @@ func (d *demo) report(ctx context.Context) bool {
 		logged[i] = nd.failure != ""
 	}
 	for _, fam := range d.opts.family.probeFamilies() {
+		if len(d.podNodes()) == 0 && len(d.nodes) > 1 { // every node failed: a matrix of FAILs says nothing more
+			d.print("\nconnectivity over %s: not tested: no node has a pod\n", fam.name)
+			cellsOK = false
+			continue
+		}
 		cells, pairs := d.matrix(fam)
 		if bad := countFail(cells, pairs); bad > 0 {
 			problems = append(problems, fmt.Sprintf("%d of %d pod pairs cannot ping over %s", bad, len(pairs), fam.name))
@@ -183,6 +188,9 @@ func (d *demo) report(ctx context.Context) bool {
 		for i := range d.nodes {
 			logged[i] = logged[i] || pingFailed(cells, pairs, i)
 		}
+	}
+	if !cellsOK && len(d.podNodes()) == 0 {
+		d.print("\n")
 	}
 	d.print("timings (from each node's weftd start)\n%s\n", d.timingsTable())
 

@@ -111,6 +111,22 @@ func TestRefusal(t *testing.T) {
 	}
 }
 
+func TestFatal(t *testing.T) {
+	log := `I1206 05:21:32.849147   21169 daemon.go:146] "Network config" families="dual-stack" backend="udp"` + "\n" +
+		`E1206 05:21:32.853877   21169 main.go:48] "weftd failed" err="backend udp: invalid network config: the udp backend carries IPv4 only, as flanneld's: the network config sets EnableIPv6=true"` + "\n" +
+		`I1206 05:21:32.853732   21170 mode.go:109] "Using iptables" logger="iptables" mode="nft"` + "\n"
+	want := "backend udp: invalid network config: the udp backend carries IPv4 only, as flanneld's: the network config sets EnableIPv6=true"
+	if got := fatal(log); got != want {
+		t.Errorf("fatal = %q, want %q", got, want)
+	}
+	if got := refusal(log); got != "" {
+		t.Errorf("refusal of a fatal error = %q, want none", got)
+	}
+	if got := fatal(`I1206 05:21:32.841581   21169 main.go:40] "Starting weftd" version="dev"`); got != "" {
+		t.Errorf("fatal without an error = %q, want none", got)
+	}
+}
+
 func TestSmallFormats(t *testing.T) {
 	if got, want := throughput(8<<20, time.Second), "8.0 MiB/s (67 Mbit/s)"; got != want {
 		t.Errorf("throughput = %q, want %q", got, want)
@@ -144,6 +160,7 @@ func TestSmallFormats(t *testing.T) {
 }
 
 func TestParseFlags(t *testing.T) {
+	t.Setenv("FAMILY", "") // the defaults below are those without $FAMILY
 	tests := []struct {
 		args    []string
 		wantErr bool
@@ -176,6 +193,17 @@ func TestParseFlags(t *testing.T) {
 		if err == nil && !tt.check(o) {
 			t.Errorf("parseFlags(%q) = %+v", tt.args, o)
 		}
+	}
+	t.Setenv("FAMILY", "dual-stack")
+	if o, err := parseFlags(nil, io.Discard); err != nil || o.family != familyDualStack {
+		t.Errorf("FAMILY=dual-stack: %+v, %v", o, err)
+	}
+	if o, err := parseFlags([]string{"-family", "ipv6"}, io.Discard); err != nil || o.family != familyIPv6 {
+		t.Errorf("FAMILY=dual-stack -family ipv6: %+v, %v (the flag wins)", o, err)
+	}
+	t.Setenv("FAMILY", "dual")
+	if _, err := parseFlags(nil, io.Discard); err == nil || !strings.Contains(err.Error(), `$FAMILY: -family "dual"`) {
+		t.Errorf("FAMILY=dual: err %v, want one naming $FAMILY and the value", err)
 	}
 	if _, err := parseFlags([]string{"-h"}, io.Discard); !errors.Is(err, flag.ErrHelp) {
 		t.Errorf("-h: %v, want flag.ErrHelp", err)
