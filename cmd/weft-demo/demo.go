@@ -280,12 +280,17 @@ func (d *demo) addPods() {
 			continue
 		}
 		n.pod = pod
-		ips := pod.IP.String()
-		if pod.IPv6.IsValid() && pod.IPv6 != pod.IP {
-			ips += " " + pod.IPv6.String()
-		}
-		d.step("node%d: pod %s in namespace %s (bridge cni0 %s)", i, ips, pod.NS, envSubnets(n.env))
+		d.step("node%d: pod %s in namespace %s (bridge cni0 %s)", i, podIPs(pod), pod.NS, envSubnets(n.env))
 	}
+}
+
+// podIPs names a pod's addresses: "10.244.1.2", "10.244.1.2 fd00:10:244:1::2" or
+// "fd00:10:244:1::2".
+func podIPs(p *cluster.Pod) string {
+	if p.IPv6.IsValid() && p.IPv6 != p.IP {
+		return p.IP.String() + " " + p.IPv6.String()
+	}
+	return p.IP.String()
 }
 
 // keep prints how to look at the cluster and waits for a signal.
@@ -296,7 +301,7 @@ func (d *demo) keep(sigCtx context.Context) {
 	for i, n := range d.nodes {
 		fmt.Fprintf(&b, "  node%d             %s   log %s\n", i, d.c.NodeNS(i), n.weftd.LogPath())
 		if n.pod != nil {
-			fmt.Fprintf(&b, "  node%d pod %-8s %s\n", i, n.pod.IP, n.pod.NS)
+			fmt.Fprintf(&b, "  node%d pod %-8s %s\n", i, podIPs(n.pod), n.pod.NS)
 		}
 	}
 	fmt.Fprintf(&b, "try:\n")
@@ -306,6 +311,9 @@ func (d *demo) keep(sigCtx context.Context) {
 	if pods := d.podNodes(); len(pods) >= 2 {
 		src, dst := d.nodes[pods[0]].pod, d.nodes[pods[1]].pod
 		fmt.Fprintf(&b, "  ip netns exec %s ping -c 3 %s\n", src.NS, dst.IP)
+		if dst.IPv6.IsValid() && dst.IPv6 != dst.IP {
+			fmt.Fprintf(&b, "  ip netns exec %s ping -c 3 %s\n", src.NS, dst.IPv6)
+		}
 		fmt.Fprintf(&b, "  ip netns exec %s tcpdump -ni eth0\n", d.c.NodeNS(dst.Node))
 	}
 	fmt.Fprintf(&b, "  ip netns exec %s etcdctl --endpoints %s get --prefix %s\n", d.c.HubNS(), d.c.EtcdEndpoint(), d.c.Prefix())

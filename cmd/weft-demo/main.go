@@ -1,13 +1,17 @@
 // Command weft-demo runs a small weft cluster in network namespaces and shows it working: it
 // builds an underlay, starts etcd and one real weftd per node, gives every node a pod, and
-// ends with a pod-to-pod connectivity matrix, a TCP transfer and per-node timings.
+// ends with a pod-to-pod connectivity matrix, a TCP transfer and per-node timings. -family
+// (or $FAMILY) runs the network IPv4 (the default), dual-stack or IPv6-only, on an underlay
+// that also carries IPv6; the matrix and the transfer are shown for each family the network
+// runs. -mode kube (or $MODE) does the same in Kubernetes mode against a real kube-apiserver.
 //
 // Everything it makes lives in namespaces it creates (see test/cluster) and is removed when it
 // ends, on success, failure, timeout or Ctrl-C. It needs root. `make demo` runs it.
 //
 // Wiring only: flags, the root check and signals are here. The steps are in demo.go (build,
-// leases, pods, cleanup) and probe.go (pings, matrix, transfer); report.go holds the pure
-// formatting, tested in report_test.go.
+// leases, pods, cleanup), kube.go (the API server and Nodes) and probe.go (pings, matrix,
+// transfer); report.go and family.go hold the pure formatting and the families' config,
+// tested in report_test.go and family_test.go.
 package main
 
 import (
