@@ -4,6 +4,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 BACKEND  ?= host-gw
 NODES    ?= 3
+FAMILY   ?= ipv4
 # Debian packages the tests and the demo use: a real etcd, namespaces and traffic tools.
 DEB_PKGS := etcd-server etcd-client iproute2 iptables ipset nftables iputils-ping iperf3 tcpdump ethtool procps shellcheck systemd
 
@@ -65,9 +66,10 @@ FUZZPARALLEL ?= 1
 fuzz:
 	@GO='$(GO)' FUZZTIME='$(FUZZTIME)' FUZZPARALLEL='$(FUZZPARALLEL)' sh test/fuzz.sh
 
-# A demo cluster in network namespaces: NODES nodes with BACKEND, pods pinging each other.
+# A demo cluster in network namespaces: NODES nodes with BACKEND, pods pinging each other over
+# FAMILY (ipv4, dual-stack or ipv6); MODE=kube (read from the environment) uses a kube-apiserver.
 demo: deps build
-	$(GO) run ./cmd/weft-demo -backend $(BACKEND) -nodes $(NODES) -weftd bin/weftd
+	$(GO) run ./cmd/weft-demo -backend $(BACKEND) -nodes $(NODES) -family $(FAMILY) -weftd bin/weftd
 
 # Benchmarks, as root, in namespaces of their own: the underlay and every backend (throughput,
 # round trip, weftd CPU per GB), convergence of joining nodes, one weftd with 2000 peers.

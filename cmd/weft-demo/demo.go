@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,7 +24,6 @@ import (
 )
 
 const (
-	network          = "10.244.0.0/16"
 	maxNodes         = 32               // the matrix is nodes²; a demo, not a scale test
 	leaseTimeout     = 30 * time.Second // per node: weftd start to subnet file
 	reachTimeout     = 30 * time.Second // from the last pod added: every pod reaches every pod
@@ -46,6 +44,7 @@ type options struct {
 	timeout time.Duration
 	keep    bool
 	mode    string // "etcd", or "kube": weftd --kube-subnet-mgr against a real kube-apiserver
+	family  family // the network's address families
 }
 
 // node is what the demo knows about one node.
@@ -118,9 +117,14 @@ func (d *demo) demo(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	d.step("building the underlay: hub namespace with bridge br0 (%s/24), %d node namespaces (192.0.2.1-%d), "+
-		"then etcd in the hub", cluster.HubIP, d.opts.nodes, d.opts.nodes)
-	d.c, err = cluster.Start(ctx, cluster.Options{Nodes: d.opts.nodes, WeftdPath: bin}, func(f string, a ...any) {
+	v6 := d.opts.family.v6()
+	underlay := fmt.Sprintf("bridge br0 (%s/24), %d node namespaces (192.0.2.1-%d)", cluster.HubIP, d.opts.nodes, d.opts.nodes)
+	if v6 {
+		underlay = fmt.Sprintf("bridge br0 (%s/24, %s/%d), %d node namespaces (192.0.2.1-%d, 2001:db8::1-%x)",
+			cluster.HubIP, cluster.HubIPv6, cluster.UnderlayIPv6PrefixLen, d.opts.nodes, d.opts.nodes, d.opts.nodes)
+	}
+	d.step("building the underlay (network family %s): hub namespace with %s, then etcd in the hub", d.opts.family, underlay)
+	d.c, err = cluster.Start(ctx, cluster.Options{Nodes: d.opts.nodes, WeftdPath: bin, IPv6: v6}, func(f string, a ...any) {
 		d.step("  "+f, a...)
 	})
 	if err != nil {
@@ -134,7 +138,7 @@ func (d *demo) demo(ctx context.Context) (bool, error) {
 			return false, err
 		}
 	} else {
-		cfg := configJSON(network, d.opts.backend)
+		cfg := configJSON(d.opts.family, d.opts.backend)
 		d.step("writing the network config: %s/config = %s", d.c.Prefix(), cfg)
 		if err := d.c.TryPutConfig(cfg); err != nil {
 			return false, err
@@ -215,6 +219,9 @@ func (d *demo) waitLeases(ctx context.Context) {
 				n.failure = "weftd refused the network config: " + refusal(n.weftd.RunLog())
 			case !n.weftd.Running():
 				n.failure = fmt.Sprintf("weftd exited (%v) without writing a subnet file", n.weftd.Wait(time.Second))
+				if why := fatal(n.weftd.RunLog()); why != "" {
+					n.failure += ": " + why
+				}
 			case time.Since(n.started) > leaseTimeout:
 				n.failure = fmt.Sprintf("no subnet file %v after weftd started", leaseTimeout)
 			default:
@@ -240,8 +247,8 @@ func (d *demo) reportLease(ctx context.Context, i int) {
 		return
 	}
 	n := d.nodes[i]
-	key := d.c.Prefix() + "/subnets/" + subnet.LeaseKey(n.env.Subnet.Masked(), netip.Prefix{})
-	value, pub := "(not found)", "?"
+	key := d.c.Prefix() + "/subnets/" + subnet.LeaseKey(n.env.Subnet.Masked(), n.env.IPv6Subnet.Masked())
+	value, pub, pub6 := "(not found)", "?", "?"
 	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	resp, err := d.etcd.Get(gctx, key)
@@ -252,11 +259,12 @@ func (d *demo) reportLease(ctx context.Context, i int) {
 		value = string(resp.Kvs[0].Value)
 		var attrs subnet.LeaseAttrs
 		if json.Unmarshal(resp.Kvs[0].Value, &attrs) == nil {
-			pub = attrs.PublicIP.String()
+			pub, pub6 = attrs.PublicIP.String(), attrs.PublicIPv6.String()
 		}
 	}
-	d.step("node%d: lease after %s: subnet %s (FLANNEL_SUBNET=%s), public IP %s, MTU %d, ipmasq %t",
-		i, secs(n.leased), n.env.Subnet.Masked(), n.env.Subnet, pub, n.env.MTU, n.env.IPMasq)
+	d.step("node%d: lease after %s: subnet %s (%s), %s, MTU %d, ipmasq %t",
+		i, secs(n.leased), subnets(n.env.Subnet, n.env.IPv6Subnet), envSubnets(n.env),
+		publicIPs(d.opts.family, pub, pub6), n.env.MTU, n.env.IPMasq)
 	d.step("node%d:   etcd %s = %s", i, key, value)
 }
 
@@ -272,8 +280,17 @@ func (d *demo) addPods() {
 			continue
 		}
 		n.pod = pod
-		d.step("node%d: pod %s in namespace %s (bridge cni0 %s)", i, pod.IP, pod.NS, n.env.Subnet)
+		d.step("node%d: pod %s in namespace %s (bridge cni0 %s)", i, podIPs(pod), pod.NS, envSubnets(n.env))
 	}
+}
+
+// podIPs names a pod's addresses: "10.244.1.2", "10.244.1.2 fd00:10:244:1::2" or
+// "fd00:10:244:1::2".
+func podIPs(p *cluster.Pod) string {
+	if p.IPv6.IsValid() && p.IPv6 != p.IP {
+		return p.IP.String() + " " + p.IPv6.String()
+	}
+	return p.IP.String()
 }
 
 // keep prints how to look at the cluster and waits for a signal.
@@ -284,7 +301,7 @@ func (d *demo) keep(sigCtx context.Context) {
 	for i, n := range d.nodes {
 		fmt.Fprintf(&b, "  node%d             %s   log %s\n", i, d.c.NodeNS(i), n.weftd.LogPath())
 		if n.pod != nil {
-			fmt.Fprintf(&b, "  node%d pod %-8s %s\n", i, n.pod.IP, n.pod.NS)
+			fmt.Fprintf(&b, "  node%d pod %-8s %s\n", i, podIPs(n.pod), n.pod.NS)
 		}
 	}
 	fmt.Fprintf(&b, "try:\n")
@@ -294,6 +311,9 @@ func (d *demo) keep(sigCtx context.Context) {
 	if pods := d.podNodes(); len(pods) >= 2 {
 		src, dst := d.nodes[pods[0]].pod, d.nodes[pods[1]].pod
 		fmt.Fprintf(&b, "  ip netns exec %s ping -c 3 %s\n", src.NS, dst.IP)
+		if dst.IPv6.IsValid() && dst.IPv6 != dst.IP {
+			fmt.Fprintf(&b, "  ip netns exec %s ping -c 3 %s\n", src.NS, dst.IPv6)
+		}
 		fmt.Fprintf(&b, "  ip netns exec %s tcpdump -ni eth0\n", d.c.NodeNS(dst.Node))
 	}
 	fmt.Fprintf(&b, "  ip netns exec %s etcdctl --endpoints %s get --prefix %s\n", d.c.HubNS(), d.c.EtcdEndpoint(), d.c.Prefix())

@@ -76,21 +76,21 @@ func (d *demo) startKube(ctx context.Context) error {
 		return err
 	}
 	d.step("weftd's kubeconfig: %s (a token of ServiceAccount kube-system/kube-weft, bound to ClusterRole kube-weft)", k.kubeconfig)
-	cfg := configJSON(network, d.opts.backend)
+	cfg := configJSON(d.opts.family, d.opts.backend)
 	if err := os.WriteFile(k.netConf, []byte(cfg), 0o644); err != nil {
 		return err
 	}
 	d.step("network config (net-conf.json): %s = %s", k.netConf, cfg)
 	for i := range d.opts.nodes {
-		cidr := fmt.Sprintf("10.244.%d.0/24", i+1)
+		cidrs := podCIDRs(d.opts.family, i)
 		n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: kubeNodeName(i)},
-			Spec: corev1.NodeSpec{PodCIDR: cidr, PodCIDRs: []string{cidr}}}
+			Spec: corev1.NodeSpec{PodCIDR: cidrs[0], PodCIDRs: cidrs}}
 		if _, err := k.admin.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{}); err != nil {
 			return err
 		}
 	}
-	d.step("created %d Nodes node0..node%d with pod CIDRs 10.244.1.0/24.. (as kube-controller-manager assigns them)",
-		d.opts.nodes, d.opts.nodes-1)
+	d.step("created %d Nodes node0..node%d with pod CIDRs %s.. (as kube-controller-manager assigns them)",
+		d.opts.nodes, d.opts.nodes-1, strings.Join(podCIDRs(d.opts.family, 0), " "))
 	return nil
 }
 
@@ -117,8 +117,13 @@ func (d *demo) reportNode(ctx context.Context, i int) {
 		return
 	}
 	const p = "flannel.alpha.coreos.com/"
-	d.step("node%d: lease after %s: pod CIDR %s (FLANNEL_SUBNET=%s), public IP %s, MTU %d, ipmasq %t",
-		i, secs(n.leased), node.Spec.PodCIDR, n.env.Subnet, node.Annotations[p+"public-ip"], n.env.MTU, n.env.IPMasq)
-	d.step("node%d:   annotations %skube-subnet-manager=%s backend-type=%s backend-data=%s", i, p,
-		node.Annotations[p+"kube-subnet-manager"], node.Annotations[p+"backend-type"], node.Annotations[p+"backend-data"])
+	d.step("node%d: lease after %s: pod CIDRs %s (%s), %s, MTU %d, ipmasq %t",
+		i, secs(n.leased), strings.Join(node.Spec.PodCIDRs, " "), envSubnets(n.env),
+		publicIPs(d.opts.family, node.Annotations[p+"public-ip"], node.Annotations[p+"public-ipv6"]), n.env.MTU, n.env.IPMasq)
+	data := "backend-data=" + node.Annotations[p+"backend-data"]
+	if d.opts.family.v6() {
+		data += " backend-v6-data=" + node.Annotations[p+"backend-v6-data"]
+	}
+	d.step("node%d:   annotations %skube-subnet-manager=%s backend-type=%s %s", i, p,
+		node.Annotations[p+"kube-subnet-manager"], node.Annotations[p+"backend-type"], data)
 }

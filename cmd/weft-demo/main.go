@@ -1,13 +1,17 @@
 // Command weft-demo runs a small weft cluster in network namespaces and shows it working: it
 // builds an underlay, starts etcd and one real weftd per node, gives every node a pod, and
-// ends with a pod-to-pod connectivity matrix, a TCP transfer and per-node timings.
+// ends with a pod-to-pod connectivity matrix, a TCP transfer and per-node timings. -family
+// (or $FAMILY) runs the network IPv4 (the default), dual-stack or IPv6-only, on an underlay
+// that also carries IPv6; the matrix and the transfer are shown for each family the network
+// runs. -mode kube (or $MODE) does the same in Kubernetes mode against a real kube-apiserver.
 //
 // Everything it makes lives in namespaces it creates (see test/cluster) and is removed when it
 // ends, on success, failure, timeout or Ctrl-C. It needs root. `make demo` runs it.
 //
 // Wiring only: flags, the root check and signals are here. The steps are in demo.go (build,
-// leases, pods, cleanup) and probe.go (pings, matrix, transfer); report.go holds the pure
-// formatting, tested in report_test.go.
+// leases, pods, cleanup), kube.go (the API server and Nodes) and probe.go (pings, matrix,
+// transfer); report.go and family.go hold the pure formatting and the families' config,
+// tested in report_test.go and family_test.go.
 package main
 
 import (
@@ -67,14 +71,21 @@ func parseFlags(args []string, errOut io.Writer) (options, error) {
 		mode = "etcd"
 	}
 	fs.StringVar(&o.mode, "mode", mode, "etcd, or kube: weftd --kube-subnet-mgr against a real kube-apiserver (default: $MODE, else etcd)")
+	fam := os.Getenv("FAMILY") // `make demo FAMILY=dual-stack`
+	if fam == "" {
+		fam = string(familyIPv4)
+	}
+	var famFlag string
+	fs.StringVar(&famFlag, "family", fam, "the network's address families: ipv4, dual-stack or ipv6 (default: $FAMILY, else ipv4)")
 	fs.Usage = func() {
 		fmt.Fprintf(errOut, "usage: weft-demo [flags]  (as root)\n\n"+
 			"Runs weftd on -nodes node namespaces with -backend, one pod per node, and reports\n"+
-			"pod-to-pod connectivity, a TCP transfer and timings. Exit status 0 when every pod\n"+
-			"reaches every other pod.\n\n")
+			"pod-to-pod connectivity, a TCP transfer and timings, over each address family of\n"+
+			"-family. Exit status 0 when every pod reaches every other pod over every family.\n\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	err := fs.Parse(args)
+	if err != nil {
 		return o, err
 	}
 	if fs.NArg() > 0 {
@@ -88,6 +99,14 @@ func parseFlags(args []string, errOut io.Writer) (options, error) {
 	}
 	if o.mode != "etcd" && o.mode != "kube" {
 		return o, fmt.Errorf("-mode %q: want etcd or kube", o.mode)
+	}
+	if o.family, err = parseFamily(famFlag); err != nil {
+		set := false
+		fs.Visit(func(f *flag.Flag) { set = set || f.Name == "family" })
+		if !set {
+			err = fmt.Errorf("$FAMILY: %w", err)
+		}
+		return o, err
 	}
 	if o.timeout <= 0 {
 		return o, fmt.Errorf("-timeout %v: want a positive duration", o.timeout)

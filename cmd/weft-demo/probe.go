@@ -23,58 +23,103 @@ func (d *demo) converge(ctx context.Context) {
 	if len(pods) < 2 {
 		return
 	}
-	d.step("waiting for every pod to reach every other pod (ping, %v per probe, at most %v)", pingTimeout, reachTimeout)
-	firstOK := make(map[pair]time.Time)
+	fams := d.opts.family.probeFamilies()
+	d.step("waiting for every pod to reach every other pod over %s (ping, %v per probe, at most %v)",
+		famNames(fams), pingTimeout, reachTimeout)
+	firstOK := make([]map[pair]time.Time, len(fams)) // per family
+	for f := range fams {
+		firstOK[f] = make(map[pair]time.Time)
+	}
 	deadline := time.Now().Add(reachTimeout)
 	nextNote := time.Now().Add(progressEvery)
-	total := len(pods) * (len(pods) - 1)
+	total := len(fams) * len(pods) * (len(pods) - 1)
 	for ctx.Err() == nil && time.Now().Before(deadline) {
-		var todo []pair
-		for _, s := range pods {
-			for _, t := range pods {
-				if s != t && firstOK[pair{s, t}].IsZero() {
-					todo = append(todo, pair{s, t})
-				}
-			}
-		}
-		if len(todo) == 0 {
-			break
-		}
-		if time.Now().After(nextNote) {
-			d.step("still waiting: %d of %d pod pairs answer; not yet: %s", total-len(todo), total, pairList(todo, 6))
-			nextNote = time.Now().Add(progressEvery)
-		}
-		for p, res := range d.pingAll(todo, 1, pingTimeout) {
-			if res.err == nil {
-				firstOK[p] = res.at
-			}
-		}
-		for _, dst := range pods {
-			n := d.nodes[dst]
-			if n.reached != 0 {
-				continue
-			}
-			var last time.Time
-			n.reachedFrom = 0
-			for _, src := range pods {
-				if at := firstOK[pair{src, dst}]; src != dst && !at.IsZero() {
-					n.reachedFrom++
-					if at.After(last) {
-						last = at
+		todo := make([][]pair, len(fams))
+		left := 0
+		for f := range fams {
+			for _, s := range pods {
+				for _, t := range pods {
+					if s != t && firstOK[f][pair{s, t}].IsZero() {
+						todo[f] = append(todo[f], pair{s, t})
 					}
 				}
 			}
-			if n.reachedFrom == len(pods)-1 {
-				n.reached = last.Sub(n.started)
-				d.step("node%d: pod %s reachable from %s, %s after weftd started",
-					dst, n.pod.IP, otherPods(len(pods)-1), secs(n.reached))
+			left += len(todo[f])
+		}
+		if left == 0 {
+			break
+		}
+		if time.Now().After(nextNote) {
+			var not []string
+			for f, fam := range fams {
+				if len(todo[f]) > 0 {
+					not = append(not, fam.name+": "+pairList(todo[f], 6))
+				}
 			}
+			d.step("still waiting: %d of %d pod pairs answer; not yet: %s", total-left, total, strings.Join(not, "; "))
+			nextNote = time.Now().Add(progressEvery)
+		}
+		for f, fam := range fams {
+			for p, res := range d.pingAll(todo[f], fam, 1, pingTimeout) {
+				if res.err == nil {
+					firstOK[f][p] = res.at
+				}
+			}
+		}
+		for _, dst := range pods {
+			d.noteReached(dst, pods, firstOK)
 		}
 		select {
 		case <-ctx.Done():
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// noteReached records when node dst's pod has been reached from every other pod over every
+// family (firstOK, one map per family), once that has happened.
+func (d *demo) noteReached(dst int, pods []int, firstOK []map[pair]time.Time) {
+	n := d.nodes[dst]
+	if n.reached != 0 {
+		return
+	}
+	var last time.Time
+	n.reachedFrom = 0
+	for _, src := range pods {
+		all := src != dst
+		for _, ok := range firstOK {
+			at := ok[pair{src, dst}]
+			all = all && !at.IsZero()
+			if at.After(last) {
+				last = at
+			}
+		}
+		if all {
+			n.reachedFrom++
+		}
+	}
+	if n.reachedFrom == len(pods)-1 {
+		n.reached = last.Sub(n.started)
+		d.step("node%d: pod %s reachable from %s over %s, %s after weftd started",
+			dst, n.pod.IP, otherPods(len(pods)-1), famNames(d.opts.family.probeFamilies()), secs(n.reached))
+	}
+}
+
+// famNames names the families: "IPv4", "IPv4 and IPv6".
+func famNames(fams []probeFamily) string {
+	var s []string
+	for _, f := range fams {
+		s = append(s, f.name)
+	}
+	return strings.Join(s, " and ")
+}
+
+// podOf is node i's pod addressed over fam.
+func (d *demo) podOf(i int, fam probeFamily) *cluster.Pod {
+	if fam.v6 {
+		return d.nodes[i].pod.V6()
+	}
+	return d.nodes[i].pod
 }
 
 // pair is an ordered (source node, destination node) pair.
@@ -85,8 +130,8 @@ type pingResult struct {
 	err error
 }
 
-// pingAll pings, in parallel, from each pair's source pod to its destination pod.
-func (d *demo) pingAll(pairs []pair, count int, timeout time.Duration) map[pair]pingResult {
+// pingAll pings, in parallel, from each pair's source pod to its destination pod over fam.
+func (d *demo) pingAll(pairs []pair, fam probeFamily, count int, timeout time.Duration) map[pair]pingResult {
 	var mu sync.Mutex // guards results
 	results := make(map[pair]pingResult, len(pairs))
 	sem := make(chan struct{}, maxParallelPings)
@@ -106,7 +151,7 @@ func (d *demo) pingAll(pairs []pair, count int, timeout time.Duration) map[pair]
 				results[p] = res
 				mu.Unlock()
 			}()
-			err := d.nodes[p.src].pod.Ping(d.nodes[p.dst].pod.IP, count, timeout)
+			err := d.podOf(p.src, fam).Ping(d.podOf(p.dst, fam).IP, count, timeout)
 			res = pingResult{at: time.Now(), err: err}
 		}()
 	}
@@ -114,9 +159,59 @@ func (d *demo) pingAll(pairs []pair, count int, timeout time.Duration) map[pair]
 	return results
 }
 
-// report prints the matrix, the transfer, the timings and the logs of failed nodes. It
-// returns whether everything worked.
+// report prints, for each family, the matrix and the transfer, then the timings and the logs
+// of failed nodes. It returns whether everything worked over every family.
 func (d *demo) report(ctx context.Context) bool {
+	problems := groupFailures(d.failures())
+	cellsOK := true
+	logged := make(map[int]bool) // nodes whose log to print
+	for i, nd := range d.nodes {
+		logged[i] = nd.failure != ""
+	}
+	for _, fam := range d.opts.family.probeFamilies() {
+		if len(d.podNodes()) == 0 && len(d.nodes) > 1 { // every node failed: a matrix of FAILs says nothing more
+			d.print("\nconnectivity over %s: not tested: no node has a pod\n", fam.name)
+			cellsOK = false
+			continue
+		}
+		cells, pairs := d.matrix(fam)
+		if bad := countFail(cells, pairs); bad > 0 {
+			problems = append(problems, fmt.Sprintf("%d of %d pod pairs cannot ping over %s", bad, len(pairs), fam.name))
+		}
+		cellsOK = cellsOK && allOK(cells)
+		if trOK, line := d.transfer(ctx, cells, fam); line != "" {
+			d.print("%s\n\n", line)
+			if !trOK {
+				problems = append(problems, "the TCP transfer over "+fam.name+" failed")
+			}
+		}
+		for i := range d.nodes {
+			logged[i] = logged[i] || pingFailed(cells, pairs, i)
+		}
+	}
+	if !cellsOK && len(d.podNodes()) == 0 {
+		d.print("\n")
+	}
+	d.print("timings (from each node's weftd start)\n%s\n", d.timingsTable())
+
+	for i := range d.nodes {
+		if logged[i] {
+			d.printLog(i)
+		}
+	}
+	fams := famNames(d.opts.family.probeFamilies())
+	ok := cellsOK && len(problems) == 0
+	if ok {
+		d.step("RESULT: ok: every pod reaches every other pod over %s (%s)", d.opts.backend, fams)
+	} else {
+		d.step("RESULT: FAIL (backend %s, %s): %s", d.opts.backend, fams, strings.Join(problems, "; "))
+	}
+	return ok
+}
+
+// matrix pings every pod pair over fam and prints the matrix. It returns the cells and the
+// pairs tested (a pod on both ends).
+func (d *demo) matrix(fam probeFamily) ([][]cell, []pair) {
 	n := len(d.nodes)
 	heads := make([]string, n)
 	cells := make([][]cell, n)
@@ -124,7 +219,7 @@ func (d *demo) report(ctx context.Context) bool {
 	for i, nd := range d.nodes {
 		heads[i] = fmt.Sprintf("node%d (no pod)", i)
 		if nd.pod != nil {
-			heads[i] = fmt.Sprintf("node%d %s", i, nd.pod.IP)
+			heads[i] = fmt.Sprintf("node%d %s", i, d.podOf(i, fam).IP)
 		}
 		cells[i] = make([]cell, n)
 		for j := range d.nodes {
@@ -140,8 +235,8 @@ func (d *demo) report(ctx context.Context) bool {
 	}
 	var res map[pair]pingResult
 	if len(pairs) > 0 {
-		d.step("final check: 2 pings per pod pair, %d pairs", len(pairs))
-		res = d.pingAll(pairs, 2, 3*time.Second)
+		d.step("final check over %s: 2 pings per pod pair, %d pairs", fam.name, len(pairs))
+		res = d.pingAll(pairs, fam, 2, 3*time.Second)
 	}
 	var why []string // the first failed pings, one line each
 	for _, p := range pairs {
@@ -153,35 +248,13 @@ func (d *demo) report(ctx context.Context) bool {
 			}
 		}
 	}
-	d.print("\nconnectivity (rows: from the pod on that node, columns: to the pod on that node)\n%s", renderMatrix(heads, cells))
+	d.print("\nconnectivity over %s (rows: from the pod on that node, columns: to the pod on that node)\n%s",
+		fam.name, renderMatrix(heads, cells))
 	for _, w := range why {
 		d.print("%s\n", w)
 	}
 	d.print("\n")
-	problems := groupFailures(d.failures())
-	if bad := countFail(cells, pairs); bad > 0 {
-		problems = append(problems, fmt.Sprintf("%d of %d pod pairs cannot ping", bad, len(pairs)))
-	}
-	if trOK, line := d.transfer(ctx, cells); line != "" {
-		d.print("%s\n\n", line)
-		if !trOK {
-			problems = append(problems, "the TCP transfer failed")
-		}
-	}
-	d.print("timings (from each node's weftd start)\n%s\n", d.timingsTable())
-
-	for i, nd := range d.nodes {
-		if nd.failure != "" || pingFailed(cells, pairs, i) {
-			d.printLog(i)
-		}
-	}
-	ok := allOK(cells) && len(problems) == 0
-	if ok {
-		d.step("RESULT: ok: every pod reaches every other pod over %s", d.opts.backend)
-	} else {
-		d.step("RESULT: FAIL (backend %s): %s", d.opts.backend, strings.Join(problems, "; "))
-	}
-	return ok
+	return cells, pairs
 }
 
 // failures lists the nodes that failed before the matrix, in node order.
@@ -196,36 +269,36 @@ func (d *demo) failures() []nodeFailure {
 }
 
 // transfer sends transferBytes between the pods of the first two nodes that ping each
-// other both ways (by the matrix). Without such a pair it is skipped: the matrix already
+// other both ways over fam (by its matrix). Without such a pair it is skipped: the matrix already
 // tells what is wrong.
-func (d *demo) transfer(ctx context.Context, cells [][]cell) (bool, string) {
+func (d *demo) transfer(ctx context.Context, cells [][]cell, fam probeFamily) (bool, string) {
 	if len(d.nodes) < 2 {
 		return true, ""
 	}
 	src, dst, found := transferPair(cells)
 	if !found || d.nodes[src].pod == nil || d.nodes[dst].pod == nil {
-		return true, "TCP transfer: skipped: no two pods on different nodes ping each other"
+		return true, "TCP transfer over " + fam.name + ": skipped: no two pods on different nodes ping each other"
 	}
-	from, to := d.nodes[src].pod, d.nodes[dst].pod
+	from, to := d.podOf(src, fam), d.podOf(dst, fam)
 	if ctx.Err() != nil {
 		return false, ""
 	}
-	d.step("TCP transfer: %s -> %s (node%d -> node%d), %d MiB", from.IP, to.IP, from.Node, to.Node, transferBytes>>20)
+	d.step("TCP transfer over %s: %s -> %s (node%d -> node%d), %d MiB", fam.name, from.IP, to.IP, from.Node, to.Node, transferBytes>>20)
 	start := time.Now()
 	if err := cluster.TCPTransfer(from, to, transferBytes, transferTimeout); err != nil {
-		return false, fmt.Sprintf("TCP transfer: FAIL: %v", err)
+		return false, fmt.Sprintf("TCP transfer over %s: FAIL: %v", fam.name, err)
 	}
 	el := time.Since(start)
-	return true, fmt.Sprintf("TCP transfer node%d -> node%d: %d MiB in %v, %s (SHA-256 checked)",
-		from.Node, to.Node, transferBytes>>20, el.Round(100*time.Microsecond), throughput(transferBytes, el))
+	return true, fmt.Sprintf("TCP transfer over %s node%d -> node%d: %d MiB in %v, %s (SHA-256 checked)",
+		fam.name, from.Node, to.Node, transferBytes>>20, el.Round(100*time.Microsecond), throughput(transferBytes, el))
 }
 
 func (d *demo) timingsTable() string {
 	rows := [][]string{{"node", "namespace", "subnet", "public IP", "weftd -> subnet file", "weftd -> pod reachable from all"}}
 	for i, n := range d.nodes {
-		sub, pub, leased, reached := "-", d.c.NodeIP(i).String(), "FAIL", "FAIL"
+		sub, pub, leased, reached := "-", d.publicIPs(i), "FAIL", "FAIL"
 		if n.leased != 0 {
-			sub, leased = n.env.Subnet.Masked().String(), secs(n.leased)
+			sub, leased = subnets(n.env.Subnet, n.env.IPv6Subnet), secs(n.leased)
 		}
 		switch {
 		case n.reached != 0:
@@ -238,6 +311,18 @@ func (d *demo) timingsTable() string {
 		rows = append(rows, []string{fmt.Sprintf("node%d", i), d.c.NodeNS(i), sub, pub, leased, reached})
 	}
 	return renderTable(rows)
+}
+
+// publicIPs are node i's underlay addresses of the network's families.
+func (d *demo) publicIPs(i int) string {
+	var s []string
+	if d.opts.family.v4() {
+		s = append(s, d.c.NodeIP(i).String())
+	}
+	if d.opts.family.v6() {
+		s = append(s, d.c.NodeIPv6(i).String())
+	}
+	return strings.Join(s, " ")
 }
 
 func (d *demo) podNodes() []int {

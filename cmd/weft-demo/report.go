@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -9,30 +8,25 @@ import (
 	"time"
 )
 
-// configJSON is the network config the demo writes, e.g.
-// {"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}. The backend name is passed on
-// as given (JSON-quoted): whether weftd knows it is weftd's to say.
-func configJSON(network, backend string) string {
-	type backendCfg struct{ Type string }
-	b, err := json.Marshal(struct {
-		Network string
-		Backend backendCfg
-	}{network, backendCfg{backend}})
-	if err != nil { // a struct of strings always marshals
-		panic(err)
-	}
-	return string(b)
-}
-
 // refusal returns weftd's complaint about the network config from its log, or "" when
 // there is none. weftd does not exit on an invalid config: it logs it once and waits, e.g.
 //
 //	E1122 02:18:46.238185   10994 config.go:28] "Invalid network config {...}; waiting for a valid config" err="invalid network config: Backend.Type \"bogus\" is not a known backend (known: [host-gw])"
 //
 // The result is klog's err value, unquoted, or the line without klog's header.
-func refusal(log string) string {
+func refusal(log string) string { return logError(log, "Invalid network config") }
+
+// fatal returns the error weftd exited with, from its log, or "" when there is none, e.g.
+// for a backend that does not carry the network's address families:
+//
+//	E1206 05:21:32.853877   21169 main.go:48] "weftd failed" err="backend udp: invalid network config: the udp backend carries IPv4 only, ..."
+func fatal(log string) string { return logError(log, `"weftd failed"`) }
+
+// logError returns, from the first log line containing marker, klog's err value unquoted,
+// or the line without klog's header; "" when no line has marker.
+func logError(log, marker string) string {
 	for _, line := range strings.Split(log, "\n") {
-		if !strings.Contains(line, "Invalid network config") {
+		if !strings.Contains(line, marker) {
 			continue
 		}
 		if _, quoted, ok := strings.Cut(line, " err="); ok {

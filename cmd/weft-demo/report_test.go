@@ -111,16 +111,19 @@ func TestRefusal(t *testing.T) {
 	}
 }
 
-func TestConfigJSON(t *testing.T) {
-	tests := []struct{ backend, want string }{
-		{"host-gw", `{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`},
-		{"vxlan", `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`},
-		{`we"ird`, `{"Network":"10.244.0.0/16","Backend":{"Type":"we\"ird"}}`},
+func TestFatal(t *testing.T) {
+	log := `I1206 05:21:32.849147   21169 daemon.go:146] "Network config" families="dual-stack" backend="udp"` + "\n" +
+		`E1206 05:21:32.853877   21169 main.go:48] "weftd failed" err="backend udp: invalid network config: the udp backend carries IPv4 only, as flanneld's: the network config sets EnableIPv6=true"` + "\n" +
+		`I1206 05:21:32.853732   21170 mode.go:109] "Using iptables" logger="iptables" mode="nft"` + "\n"
+	want := "backend udp: invalid network config: the udp backend carries IPv4 only, as flanneld's: the network config sets EnableIPv6=true"
+	if got := fatal(log); got != want {
+		t.Errorf("fatal = %q, want %q", got, want)
 	}
-	for _, tt := range tests {
-		if got := configJSON("10.244.0.0/16", tt.backend); got != tt.want {
-			t.Errorf("configJSON(%q) = %s, want %s", tt.backend, got, tt.want)
-		}
+	if got := refusal(log); got != "" {
+		t.Errorf("refusal of a fatal error = %q, want none", got)
+	}
+	if got := fatal(`I1206 05:21:32.841581   21169 main.go:40] "Starting weftd" version="dev"`); got != "" {
+		t.Errorf("fatal without an error = %q, want none", got)
 	}
 }
 
@@ -157,13 +160,15 @@ func TestSmallFormats(t *testing.T) {
 }
 
 func TestParseFlags(t *testing.T) {
+	t.Setenv("FAMILY", "") // the defaults below are those without $FAMILY
 	tests := []struct {
 		args    []string
 		wantErr bool
 		check   func(options) bool
 	}{
 		{nil, false, func(o options) bool {
-			return o.backend == "host-gw" && o.nodes == 3 && o.weftd == "bin/weftd" && o.timeout == 3*time.Minute && !o.keep
+			return o.backend == "host-gw" && o.nodes == 3 && o.weftd == "bin/weftd" && o.timeout == 3*time.Minute && !o.keep &&
+				o.family == familyIPv4
 		}},
 		{[]string{"-backend", "gre", "-nodes", "2", "-keep", "-timeout", "10s"}, false, func(o options) bool {
 			return o.backend == "gre" && o.nodes == 2 && o.keep && o.timeout == 10*time.Second
@@ -174,6 +179,10 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"-timeout", "0s"}, true, nil},
 		{[]string{"extra"}, true, nil},
 		{[]string{"-nope"}, true, nil},
+		{[]string{"-family", "dual-stack"}, false, func(o options) bool { return o.family == familyDualStack }},
+		{[]string{"-family", "ipv6", "-mode", "kube"}, false, func(o options) bool { return o.family == familyIPv6 && o.mode == "kube" }},
+		{[]string{"-family", "IPv6"}, true, nil},
+		{[]string{"-family", ""}, true, nil},
 	}
 	for _, tt := range tests {
 		o, err := parseFlags(tt.args, io.Discard)
@@ -184,6 +193,17 @@ func TestParseFlags(t *testing.T) {
 		if err == nil && !tt.check(o) {
 			t.Errorf("parseFlags(%q) = %+v", tt.args, o)
 		}
+	}
+	t.Setenv("FAMILY", "dual-stack")
+	if o, err := parseFlags(nil, io.Discard); err != nil || o.family != familyDualStack {
+		t.Errorf("FAMILY=dual-stack: %+v, %v", o, err)
+	}
+	if o, err := parseFlags([]string{"-family", "ipv6"}, io.Discard); err != nil || o.family != familyIPv6 {
+		t.Errorf("FAMILY=dual-stack -family ipv6: %+v, %v (the flag wins)", o, err)
+	}
+	t.Setenv("FAMILY", "dual")
+	if _, err := parseFlags(nil, io.Discard); err == nil || !strings.Contains(err.Error(), `$FAMILY: -family "dual"`) {
+		t.Errorf("FAMILY=dual: err %v, want one naming $FAMILY and the value", err)
 	}
 	if _, err := parseFlags([]string{"-h"}, io.Discard); !errors.Is(err, flag.ErrHelp) {
 		t.Errorf("-h: %v, want flag.ErrHelp", err)
