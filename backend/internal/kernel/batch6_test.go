@@ -62,7 +62,11 @@ func routeChanges(ch <-chan kernel.Change, quiet time.Duration) (n int, last ker
 	for {
 		select {
 		case c := <-ch:
-			if c.Kind == kernel.RouteChange || c.Kind == kernel.NeighChange || c.Kind == kernel.FDBChange {
+			// The kernel's own routes for the link-local addresses it adds (local table,
+			// fe80::/64) come when it likes (after DAD, later on a loaded machine): they
+			// are not the batch's.
+			kernels := c.Kind == kernel.RouteChange && (c.Table == 255 || c.Prefix.Addr().IsLinkLocalUnicast())
+			if !kernels && (c.Kind == kernel.RouteChange || c.Kind == kernel.NeighChange || c.Kind == kernel.FDBChange) {
 				n, last = n+1, c
 			}
 		case <-time.After(quiet):
