@@ -192,10 +192,13 @@ func parseChange(m syscall.NetlinkMessage, set families) (Change, bool) {
 		ok := eachAttr(b[sizeNdMsg:], func(typ uint16, v []byte) {
 			switch typ {
 			case unix.NDA_DST:
-				// An FDB entry's remote is of the underlay's family, whatever set says.
-				a := IPv4.addr(v)
-				if !a.IsValid() && (c.Kind == FDBChange || b[0] == unix.AF_INET6) {
-					a = IPv6.addr(v)
+				// A neighbour's address is of the message's family; an FDB entry's remote
+				// is of the underlay's, whatever set says.
+				a := Family(b[0]).addr(v)
+				if c.Kind == FDBChange {
+					if a = IPv4.addr(v); !a.IsValid() {
+						a = IPv6.addr(v)
+					}
 				}
 				if a.IsValid() {
 					c.Prefix = netip.PrefixFrom(a, a.BitLen())
