@@ -73,9 +73,10 @@ func ParseConfig(raw json.RawMessage) (Config, error) {
 	return cfg, nil
 }
 
-// podMTU returns the device (and pod) MTU for an external interface MTU, checking the MTU
+// podMTU returns the device (and pod) MTU for an external interface MTU and the
+// encapsulation's overhead (overhead over IPv4, overhead6 over IPv6), checking the MTU
 // key against it. It is pure.
-func podMTU(cfg Config, extMTU int) (int, error) {
+func podMTU(cfg Config, extMTU, overhead int) (int, error) {
 	largest := extMTU - overhead
 	if cfg.MTU != 0 {
 		if cfg.MTU > largest {
