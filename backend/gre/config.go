@@ -37,7 +37,8 @@ type Config struct {
 	// Mode is "auto" (default), "kernel" or "userspace".
 	Mode Mode
 	// MTU is the device (and pod) MTU; 0 means the external interface's MTU − 24
-	// (outer IPv4 20 + GRE 4). It must not exceed that.
+	// (outer IPv4 20 + GRE 4), or − 44 in an IPv6-only network (outer IPv6 40 + GRE 4).
+	// It must not exceed that.
 	MTU int
 }
 
@@ -68,14 +69,15 @@ func ParseConfig(raw json.RawMessage) (Config, error) {
 		return Config{}, invalid("key Mode: value %q is not one of %q, %q, %q", cfg.Mode, ModeAuto, ModeKernel, ModeUserspace)
 	}
 	if cfg.MTU != 0 && (cfg.MTU < minMTU || cfg.MTU > maxMTU) {
-		return Config{}, invalid("key MTU: value %d is outside %d..%d (0 or absent: the interface MTU - %d)", cfg.MTU, minMTU, maxMTU, overhead)
+		return Config{}, invalid("key MTU: value %d is outside %d..%d (0 or absent: the interface MTU - %d, or - %d in an IPv6-only network)", cfg.MTU, minMTU, maxMTU, overhead, overhead6)
 	}
 	return cfg, nil
 }
 
-// podMTU returns the device (and pod) MTU for an external interface MTU, checking the MTU
+// podMTU returns the device (and pod) MTU for an external interface MTU and the
+// encapsulation's overhead (overhead over IPv4, overhead6 over IPv6), checking the MTU
 // key against it. It is pure.
-func podMTU(cfg Config, extMTU int) (int, error) {
+func podMTU(cfg Config, extMTU, overhead int) (int, error) {
 	largest := extMTU - overhead
 	if cfg.MTU != 0 {
 		if cfg.MTU > largest {

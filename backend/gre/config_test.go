@@ -82,12 +82,12 @@ func TestPodMTU(t *testing.T) {
 		{Config{}, 91, 0, "below the minimum 68"},
 		{Config{}, 92, 68, ""},
 	} {
-		got, err := podMTU(tc.cfg, tc.ext)
+		got, err := podMTU(tc.cfg, tc.ext, overhead)
 		if got != tc.want || (err == nil) != (tc.errSub == "") || (err != nil && !strings.Contains(err.Error(), tc.errSub)) {
 			t.Errorf("podMTU(%+v, %d) = %d, %v; want %d, %q", tc.cfg, tc.ext, got, err, tc.want, tc.errSub)
 		}
 	}
-	if _, err := podMTU(Config{MTU: 1477}, 1500); !errors.Is(err, subnet.ErrInvalidConfig) {
+	if _, err := podMTU(Config{MTU: 1477}, 1500, overhead); !errors.Is(err, subnet.ErrInvalidConfig) {
 		t.Errorf("an MTU key too large for the interface is a config error: %v", err)
 	}
 }

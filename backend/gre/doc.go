@@ -40,21 +40,29 @@
 // such a network in userspace and Mode "kernel" is refused). weft-gre0 also gets the own
 // IPv6 subnet's network address as a /128 and a route to the IPv6 Network, kept by tun6 and
 // healed like the IPv4 side. The userspace peers are keyed by subnet.Lease.Key(); the
-// forwarder's table holds both subnets of a peer behind its one endpoint. An IPv6-only
-// network (EnableIPv4=false) is refused: GRE over an IPv6 underlay is not implemented.
+// forwarder's table holds both subnets of a peer behind its one endpoint.
+//
+// In an IPv6-only network (EnableIPv4=false) IPv6 travels in GRE (0x86DD) over the IPv6
+// underlay, always in userspace mode (there is no ip6gre kernel mode; Mode "kernel" is
+// refused): the raw socket is an IPv6 one bound to ExternalInterface.TunnelSourceV6,
+// which receives datagrams without the outer header (only the GRE header is skipped);
+// peers' endpoints are the leases' PublicIPv6; weft-gre0 has no IPv4 address or route
+// (tundev.Device without Own) and its IPv6 side is kept by tun6; the lease has no
+// PublicIP. GRE over IPv6 costs 44 bytes (outer IPv6 40 + GRE 4).
 //
 // # Choosing the mode
 //
-// Mode "auto" (the default) creates the kernel device; if the kernel answers that it does
-// not know the "gre" link type (no ip_gre, no module loading), it logs once that gre runs
-// in userspace and why, and does. Mode "kernel" fails instead, with a *KernelGREError
+// Mode "auto" (the default) creates the kernel device (with EnableIPv6 it runs userspace
+// without trying); if the kernel answers that it does not know the "gre" link type (no
+// ip_gre, no module loading), it logs once that gre runs in userspace and why, and does. Mode "kernel" fails instead, with a *KernelGREError
 // naming ip_gre; Mode "userspace" never touches the kernel driver. When the mode changes
 // between runs, the other mode's device is deleted.
 //
 // # MTU
 //
 // GRE over IPv4 costs 24 bytes (outer IPv4 20 + GRE 4), so the device and pod MTU is the
-// external interface's MTU − 24, or the MTU key when set (not larger than that).
+// external interface's MTU − 24 (− 44 over IPv6, in an IPv6-only network), or the MTU key
+// when set (not larger than that).
 //
 // # What it must not do
 //

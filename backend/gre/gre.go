@@ -67,10 +67,19 @@ func New(env backend.Env) (backend.Backend, error) {
 		return nil, err
 	}
 	ext := env.Ext
-	if ext.Iface == nil || !ext.IfaceAddr.Is4() || !ext.PublicIP.Is4() {
-		return nil, fmt.Errorf("gre backend: the external interface needs an IPv4 interface address and public IP (have %v, %v)", ext.IfaceAddr, ext.PublicIP)
+	local, over := ext.TunnelSource(), overhead
+	if env.Network.EnableIPv4 {
+		if ext.Iface == nil || !ext.IfaceAddr.Is4() || !ext.PublicIP.Is4() {
+			return nil, fmt.Errorf("gre backend: the external interface needs an IPv4 interface address and public IP (have %v, %v)", ext.IfaceAddr, ext.PublicIP)
+		}
+	} else {
+		// IPv6-only: GRE over the IPv6 underlay.
+		local, over = ext.TunnelSourceV6(), overhead6
+		if ext.Iface == nil || !local.Is6() || local.Is4In6() || !ext.PublicIPv6.Is6() || ext.PublicIPv6.Is4In6() {
+			return nil, fmt.Errorf("gre backend: an IPv6-only network needs an external interface with an IPv6 address and public IPv6 (have %v, %v)", local, ext.PublicIPv6)
+		}
 	}
-	mtu, err := podMTU(cfg, ext.Iface.MTU)
+	mtu, err := podMTU(cfg, ext.Iface.MTU, over)
 	if err != nil {
 		return nil, err
 	}
@@ -80,11 +89,11 @@ func New(env backend.Env) (backend.Backend, error) {
 		}
 	}
 	log := env.Log.WithValues("backend", Name)
-	log.Info("GRE backend configured", "mode", cfg.Mode, "mtu", mtu, "local", ext.TunnelSource())
+	log.Info("GRE backend configured", "mode", cfg.Mode, "mtu", mtu, "local", local)
 	return &greBackend{
 		env:  env,
 		cfg:  cfg,
-		spec: deviceSpec{name: DeviceName, local: ext.TunnelSource(), mtu: mtu},
+		spec: deviceSpec{name: DeviceName, local: local, mtu: mtu},
 		log:  log,
 	}, nil
 }
@@ -93,10 +102,12 @@ func New(env backend.Env) (backend.Backend, error) {
 // creates the GRE device, which tells whether the kernel has GRE; auto falls back to
 // userspace when it has not (logged once, with the reason), kernel mode fails with a
 // *KernelGREError. The device of the other mode, if an earlier run left one, is deleted.
-// A dual-stack network (EnableIPv6) always runs in userspace mode, without probing the
-// kernel: the kernel-mode data plane carries IPv4 only (auto logs why once).
+// A network with EnableIPv6 (dual-stack or IPv6-only) always runs in userspace mode,
+// without probing the kernel: the kernel-mode data plane carries IPv4 only (auto logs
+// why once).
 // The lease attributes are BackendType "gre" and no BackendData or BackendV6Data, with
-// PublicIPv6 set to the external interface's in a dual-stack network (when it has one).
+// PublicIP the external interface's when the network runs IPv4 (zero when IPv6-only) and
+// PublicIPv6 set to the external interface's when it runs IPv6 (when it has one).
 func (b *greBackend) Prepare(ctx context.Context) (subnet.LeaseAttrs, error) {
 	if err := ctx.Err(); err != nil {
 		return subnet.LeaseAttrs{}, err
@@ -109,6 +120,14 @@ func (b *greBackend) Prepare(ctx context.Context) (subnet.LeaseAttrs, error) {
 	var probe error
 	var mode Mode
 	switch {
+	case !b.env.Network.EnableIPv4:
+		// New refused Mode "kernel": no ip6gre kernel mode.
+		mode = ModeUserspace
+		if b.cfg.Mode == ModeAuto {
+			b.reason = "the network is IPv6-only (EnableIPv4=false), which weft's gre carries in userspace mode only"
+			b.log.Info("GRE runs in userspace: the network is IPv6-only and weft's kernel-mode gre carries IPv4 only; IPv6 packets travel in GRE (protocol type 0x86DD) over the IPv6 underlay with a raw IPv6 socket",
+				"device", TUNName, "reason", b.reason)
+		}
 	case b.env.Network.EnableIPv6:
 		// New refused Mode "kernel": the kernel-mode data plane carries IPv4 only.
 		mode = ModeUserspace
@@ -134,7 +153,10 @@ func (b *greBackend) Prepare(ctx context.Context) (subnet.LeaseAttrs, error) {
 		return subnet.LeaseAttrs{}, err
 	}
 	b.mode = mode
-	attrs := subnet.LeaseAttrs{PublicIP: b.env.Ext.PublicIP, BackendType: Name}
+	attrs := subnet.LeaseAttrs{BackendType: Name}
+	if b.env.Network.EnableIPv4 {
+		attrs.PublicIP = b.env.Ext.PublicIP
+	}
 	if b.env.Network.EnableIPv6 && b.env.Ext.PublicIPv6.Is6() {
 		attrs.PublicIPv6 = b.env.Ext.PublicIPv6
 	}
@@ -175,7 +197,9 @@ func (b *greBackend) Activate(ctx context.Context, own subnet.Lease) (backend.Ne
 	}
 	network := b.env.Network.Network
 	sn := own.Subnet
-	if !sn.Addr().Is4() || !ip.IsNetworkAddress(sn) || !ip.Contains(network, sn) {
+	if !b.env.Network.EnableIPv4 {
+		network, sn = netip.Prefix{}, netip.Prefix{} // IPv6-only: the TUN carries no IPv4
+	} else if !sn.Addr().Is4() || !ip.IsNetworkAddress(sn) || !ip.Contains(network, sn) {
 		return nil, fmt.Errorf("gre backend: own subnet %s is not an IPv4 subnet of %s", sn, network)
 	}
 	if b.env.Network.EnableIPv6 {
@@ -228,8 +252,9 @@ func (b *greBackend) activateKernel(h *kernel.Handle, own netip.Prefix) (*kernel
 	return n, nil
 }
 
-// activateUserspace brings up the TUN, its IPv6 side when the network carries IPv6
-// (own6 valid), the raw socket and the Forwarder.
+// activateUserspace brings up the TUN (without IPv4 when own is zero: an IPv6-only
+// network), its IPv6 side when the network carries IPv6 (own6 valid), the raw socket
+// (IPv4, or IPv6 in an IPv6-only network) and the Forwarder.
 func (b *greBackend) activateUserspace(h *kernel.Handle, own, network, own6 netip.Prefix) (*userNetwork, error) {
 	dev, err := tundev.Activate(h, tundev.Device{Name: TUNName, ErrPrefix: errPrefix, Own: own, Network: network, MTU: b.spec.mtu}, b.log)
 	if err != nil {
@@ -257,7 +282,7 @@ func (b *greBackend) activateUserspace(h *kernel.Handle, own, network, own6 neti
 		}
 	}
 	batch := fastpath.OffloadBatchSize
-	local := b.env.Ext.TunnelSource()
+	local := b.spec.local // TunnelSource, or TunnelSourceV6 in an IPv6-only network
 	c, err := listenGRE(local, batch, b.log)
 	if err != nil {
 		closeT6()

@@ -70,18 +70,20 @@ func decideMode(mode Mode, probe error) (Mode, error) {
 	return "", fmt.Errorf("gre backend: unknown mode %q", mode)
 }
 
-// checkFamilies refuses the address-family setups gre does not carry, naming the keys:
-// an IPv6-only network (EnableIPv4=false), since gre carries IPv6 inside GRE over the
-// IPv4 underlay only; and Mode "kernel" in a network with EnableIPv6, since the kernel-mode
-// data plane carries IPv4 only (Mode "auto" runs such a network in userspace).
+// checkFamilies refuses the address-family setups gre does not carry, naming the key:
+// Mode "kernel" in a network with EnableIPv6, since the kernel-mode data plane carries
+// IPv4 only (Mode "auto" runs such a network, dual-stack or IPv6-only, in userspace).
 func checkFamilies(nw *subnet.Config, mode Mode) error {
-	if !nw.EnableIPv4 {
-		return invalid("an IPv6-only network (EnableIPv4=false) is not supported: gre carries IPv6 in GRE over the IPv4 underlay only; "+
-			"run the network dual-stack (EnableIPv4=true with EnableIPv6=true) or use the vxlan backend for IPv6 only (network %s)", nw.IPv6Network)
+	if !nw.EnableIPv4 && !nw.EnableIPv6 {
+		return invalid("the network enables neither IPv4 nor IPv6 (EnableIPv4=false, EnableIPv6=false)")
 	}
 	if nw.EnableIPv6 && mode == ModeKernel {
-		return invalid("key Mode: value %q carries IPv4 only, but the network has EnableIPv6=true; use Mode %q or %q, which carry IPv6 in userspace",
-			mode, ModeAuto, ModeUserspace)
+		what := "EnableIPv6=true"
+		if !nw.EnableIPv4 {
+			what = "EnableIPv4=false and EnableIPv6=true (IPv6-only)"
+		}
+		return invalid("key Mode: value %q carries IPv4 only, but the network has %s; use Mode %q or %q, which carry IPv6 in userspace",
+			mode, what, ModeAuto, ModeUserspace)
 	}
 	return nil
 }

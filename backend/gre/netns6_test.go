@@ -279,23 +279,46 @@ func innerUDP6(src, dst string, hops uint8, data string) []byte {
 	return b
 }
 
-// TestIPv6OnlyRefused checks that an IPv6-only network is refused with an error naming
-// EnableIPv4=false, and Mode "kernel" in a dual-stack one with an error naming the key.
-func TestIPv6OnlyRefused(t *testing.T) {
-	for _, tc := range []struct{ json, want string }{
-		{`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"gre"}}`, "EnableIPv4=false"},
-		{`{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"gre","Mode":"kernel"}}`, `Mode: value "kernel"`},
+// TestIPv6NewChecks checks New's family checks: Mode "kernel" is refused with an error
+// naming the key in a dual-stack and in an IPv6-only network; an IPv6-only network needs
+// an IPv6 interface address and public IPv6, and gets the MTU of GRE over IPv6.
+func TestIPv6NewChecks(t *testing.T) {
+	const only6 = `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"gre"%s}}`
+	full := backend.ExternalInterface{Iface: &net.Interface{Name: "eth0", MTU: 1500},
+		IfaceAddr: netip.MustParseAddr("192.0.2.1"), PublicIP: netip.MustParseAddr("192.0.2.1"),
+		IfaceAddrV6: netip.MustParseAddr("2001:db8::1"), PublicIPv6: netip.MustParseAddr("2001:db8::1")}
+	v4only := full
+	v4only.IfaceAddrV6, v4only.PublicIPv6 = netip.Addr{}, netip.Addr{}
+	for _, tc := range []struct {
+		name, json string
+		ext        backend.ExternalInterface
+		want       string // substring of the error; "" for none
+		mtu        int
+	}{
+		{"IPv6-only kernel", fmt.Sprintf(only6, `,"Mode":"kernel"`), full, `key Mode: value "kernel" carries IPv4 only, but the network has EnableIPv4=false`, 0},
+		{"dual-stack kernel", `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"gre","Mode":"kernel"}}`, full, `Mode: value "kernel"`, 0},
+		{"IPv6-only without IPv6 underlay", fmt.Sprintf(only6, ""), v4only, "IPv6-only network needs an external interface with an IPv6 address", 0},
+		{"IPv6-only MTU too large", fmt.Sprintf(only6, `,"MTU":1457`), full, "key MTU: value 1457 is larger than the external interface's MTU 1500 minus the 44-byte GRE overhead (1456)", 0},
+		{"IPv6-only", fmt.Sprintf(only6, ""), full, "", 1456},
+		{"IPv6-only MTU key", fmt.Sprintf(only6, `,"MTU":1400`), full, "", 1400},
 	} {
 		cfg, err := subnet.ParseConfig([]byte(tc.json))
 		if err != nil {
 			t.Fatal(err)
 		}
-		ext := backend.ExternalInterface{Iface: &net.Interface{Name: "eth0", MTU: 1500},
-			IfaceAddr: netip.MustParseAddr("192.0.2.1"), PublicIP: netip.MustParseAddr("192.0.2.1"),
-			IfaceAddrV6: netip.MustParseAddr("2001:db8::1"), PublicIPv6: netip.MustParseAddr("2001:db8::1")}
-		_, err = New(backend.Env{Ext: ext, Network: cfg, Log: ktesting.NewLogger(t, ktesting.NewConfig())})
-		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%s: New = %v, want an error naming %q", tc.json, err, tc.want)
+		b, err := New(backend.Env{Ext: tc.ext, Network: cfg, Log: ktesting.NewLogger(t, ktesting.NewConfig())})
+		if tc.want != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%s: New = %v, want an error naming %q", tc.name, err, tc.want)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: New: %v", tc.name, err)
+			continue
+		}
+		if g := b.(*greBackend); g.spec.mtu != tc.mtu || g.spec.local != tc.ext.TunnelSourceV6() {
+			t.Errorf("%s: MTU %d local %s, want %d %s", tc.name, g.spec.mtu, g.spec.local, tc.mtu, tc.ext.TunnelSourceV6())
 		}
 	}
 }

@@ -8,8 +8,9 @@ import (
 )
 
 // leasePeer is what the userspace plane carries for one admitted lease: the subnets of
-// the families this node runs that the lease has, and the public IPv4 address both
-// families' packets are sent to (the underlay is IPv4).
+// the families this node runs that the lease has, and the public address both families'
+// packets are sent to: the lease's PublicIP (the underlay is IPv4), or in an IPv6-only
+// network its PublicIPv6 (the underlay is IPv6).
 type leasePeer struct {
 	subnet  netip.Prefix // the IPv4 subnet; zero when not carried
 	subnet6 netip.Prefix // the IPv6 subnet; zero when not carried
@@ -38,8 +39,16 @@ type leaseChange struct {
 	unreachable6 netip.Prefix
 }
 
-// carried returns what the node carries of lease l.
+// carried returns what the node carries of lease l, and an IPv6 subnet it cannot carry
+// for want of an IPv4 public IP (IPv4 underlay only).
 func (s *leasePeers) carried(l subnet.Lease) (leasePeer, netip.Prefix) {
+	if !s.run4 {
+		// IPv6-only: GRE over the IPv6 underlay, to the lease's PublicIPv6.
+		if !l.Attrs.PublicIPv6.Is6() || l.Attrs.PublicIPv6.Is4In6() || !l.IPv6Subnet.IsValid() {
+			return leasePeer{}, netip.Prefix{}
+		}
+		return leasePeer{subnet6: l.IPv6Subnet, pub: l.Attrs.PublicIPv6}, netip.Prefix{}
+	}
 	p := leasePeer{pub: l.Attrs.PublicIP}
 	if !p.pub.Is4() {
 		return leasePeer{}, l.IPv6Subnet

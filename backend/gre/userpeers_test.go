@@ -58,6 +58,13 @@ func TestLeasePeers(t *testing.T) {
 			{ev(subnet.Added, "", "fd00:0:0:5::/64", ""), unchanged},
 			{ev(subnet.Added, "10.244.2.0/24", "fd00:0:0:2::/64", "192.0.2.2"), added},
 		}, map[string]string{"10.244.2.0/24": "192.0.2.2:0", "fd00:0:0:2::/64": "192.0.2.2:0"}},
+		{"IPv6-only peers go to their PublicIPv6", false, true, []step{
+			{ev6(subnet.Added, "fd00:0:0:2::/64", "2001:db8::2"), added},
+			{ev6(subnet.Added, "fd00:0:0:3::/64", "2001:db8::3"), added},
+			{ev6(subnet.Added, "fd00:0:0:3::/64", "2001:db8::9"), updated},
+			{ev6(subnet.Added, "fd00:0:0:4::/64", ""), unchanged},
+			{ev6(subnet.Removed, "fd00:0:0:2::/64", "2001:db8::2"), removed},
+		}, map[string]string{"fd00:0:0:3::/64": "[2001:db8::9]:0"}},
 		{"IPv4-only node ignores IPv6 subnets", true, false, []step{
 			{ev(subnet.Added, "10.244.2.0/24", "fd00:0:0:2::/64", "192.0.2.2"), added},
 		}, map[string]string{"10.244.2.0/24": "192.0.2.2:0"}},
@@ -110,7 +117,9 @@ func TestCheckFamilies(t *testing.T) {
 		{`{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/48","Backend":{"Type":"gre"}}`, ModeAuto, ""},
 		{`{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/48","Backend":{"Type":"gre"}}`, ModeUserspace, ""},
 		{`{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/48","Backend":{"Type":"gre"}}`, ModeKernel, `Mode: value "kernel"`},
-		{`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/48","Backend":{"Type":"gre"}}`, ModeAuto, "EnableIPv4=false"},
+		{`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/48","Backend":{"Type":"gre"}}`, ModeAuto, ""},
+		{`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/48","Backend":{"Type":"gre"}}`, ModeUserspace, ""},
+		{`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/48","Backend":{"Type":"gre"}}`, ModeKernel, `Mode: value "kernel" carries IPv4 only, but the network has EnableIPv4=false`},
 	} {
 		cfg, err := subnet.ParseConfig([]byte(tc.json))
 		if err != nil {
@@ -121,4 +130,13 @@ func TestCheckFamilies(t *testing.T) {
 			t.Errorf("%s, %s: %v, want ~%q", tc.json, tc.mode, err, tc.want)
 		}
 	}
+}
+
+// ev6 is a peer event for an IPv6-only lease with public IPv6 pub6 ("" for none).
+func ev6(typ subnet.EventType, sn6, pub6 string) subnet.Event {
+	l := subnet.Lease{IPv6Subnet: netip.MustParsePrefix(sn6), Attrs: subnet.LeaseAttrs{BackendType: Name}}
+	if pub6 != "" {
+		l.Attrs.PublicIPv6 = netip.MustParseAddr(pub6)
+	}
+	return subnet.Event{Type: typ, Lease: l}
 }

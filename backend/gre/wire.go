@@ -18,6 +18,8 @@ const (
 	ipProtoGRE = 47
 	// overhead is what GRE over IPv4 adds to a packet: outer IPv4 20 + GRE 4.
 	overhead = 20 + headerLen
+	// overhead6 is what GRE over IPv6 (an IPv6-only network) adds: outer IPv6 40 + GRE 4.
+	overhead6 = 40 + headerLen
 )
 
 // putHeader writes the GRE header for a payload of protocol type proto (protoIPv4 or
@@ -93,7 +95,22 @@ func decodeDatagram(b []byte) (int, wireError) {
 	if b[9] != ipProtoGRE {
 		return 0, wireNotGRE
 	}
-	g := b[ihl:]
+	off, werr := decodeGRE(b[ihl:])
+	if werr != wireOK {
+		return 0, werr
+	}
+	return ihl + off, wireOK
+}
+
+// decodeGRE checks a GRE header and the start of its payload, as a raw IPv6 socket
+// returns a datagram (the kernel strips the outer IPv6 header and its extension headers;
+// only the protocol, 47, is known to be GRE), and returns the payload's offset,
+// headerLen. The checks are decodeDatagram's after the outer header. It is pure and does
+// not allocate.
+func decodeGRE(g []byte) (int, wireError) {
+	if len(g) < headerLen {
+		return 0, wireShort
+	}
 	// First 16 bits: C R K S s Recur(3) | Flags(5) Ver(3).
 	switch {
 	case g[0] != 0 || g[1]&0xf8 != 0:
@@ -110,8 +127,8 @@ func decodeDatagram(b []byte) (int, wireError) {
 	default:
 		return 0, wireProtocol
 	}
-	if len(b) > ihl+headerLen && b[ihl+headerLen]>>4 != version {
+	if len(g) > headerLen && g[headerLen]>>4 != version {
 		return 0, wireInnerVersion
 	}
-	return ihl + headerLen, wireOK
+	return headerLen, wireOK
 }

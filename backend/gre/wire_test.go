@@ -96,13 +96,13 @@ func TestStripHeaders(t *testing.T) {
 	d := outer(24, []byte{0, 0, 8, 0}, inner)
 	p := fastpath.Packet{Buf: make([]byte, fastpath.Headroom+100), Off: fastpath.Headroom}
 	p.Len = copy(p.Buf[p.Off:], d)
-	stripHeaders(&p)
+	stripHeaders(&p, true)
 	if !bytes.Equal(p.Bytes(), inner) || p.Off != fastpath.Headroom+28 {
 		t.Fatalf("after strip: Off %d, % x", p.Off, p.Bytes())
 	}
 	p = fastpath.Packet{Buf: make([]byte, fastpath.Headroom+100), Off: fastpath.Headroom}
 	p.Len = copy(p.Buf[p.Off:], outer(20, []byte{0x20, 0, 8, 0, 0, 0, 0, 1}, inner))
-	stripHeaders(&p)
+	stripHeaders(&p, true)
 	if p.Len != 0 || p.Off != fastpath.Headroom {
 		t.Fatalf("a keyed GRE packet must become an empty (malformed) one: Off %d Len %d", p.Off, p.Len)
 	}
@@ -114,7 +114,7 @@ func TestWirePathDoesNotAllocate(t *testing.T) {
 	allocs := testing.AllocsPerRun(1000, func() {
 		p.Off = fastpath.Headroom
 		p.Len = copy(p.Buf[p.Off:], d)
-		stripHeaders(&p)
+		stripHeaders(&p, true)
 		p.Off -= headerLen
 		putHeader(p.Buf[p.Off:], protoOf(p.Buf[p.Off+headerLen:]))
 	})
@@ -165,7 +165,7 @@ func FuzzDecodeDatagram(f *testing.F) {
 		}
 		p := fastpath.Packet{Buf: make([]byte, fastpath.Headroom+len(b)), Off: fastpath.Headroom}
 		p.Len = copy(p.Buf[p.Off:], b)
-		stripHeaders(&p)
+		stripHeaders(&p, true)
 		if p.Off+p.Len != fastpath.Headroom+len(b) || p.Len != len(b)-off {
 			t.Fatalf("strip: Off %d Len %d of %d", p.Off, p.Len, len(b))
 		}
@@ -192,8 +192,42 @@ func TestEncapDecap6Bytes(t *testing.T) {
 	d := outer(20, p.Bytes()[:headerLen], inner)
 	r := fastpath.Packet{Buf: make([]byte, fastpath.Headroom+len(d)), Off: fastpath.Headroom}
 	r.Len = copy(r.Buf[r.Off:], d)
-	stripHeaders(&r)
+	stripHeaders(&r, true)
 	if !bytes.Equal(r.Bytes(), inner) || r.Off != fastpath.Headroom+24 {
 		t.Fatalf("decapsulated (Off %d) % x, want % x", r.Off, r.Bytes(), inner)
+	}
+}
+
+// TestStripHeadersIPv6Socket: a raw IPv6 socket's datagram starts at the GRE header (the
+// kernel strips the outer IPv6 header), so only the GRE header is skipped, and the same
+// checks reject what is not plain GRE.
+func TestStripHeadersIPv6Socket(t *testing.T) {
+	inner := []byte{0x60, 0, 0, 0, 0, 0, 59, 64}
+	for _, tc := range []struct {
+		name    string
+		d       []byte
+		wantOff int
+		wantLen int
+	}{
+		{"IPv6 in GRE", append([]byte{0, 0, 0x86, 0xdd}, inner...), headerLen, len(inner)},
+		{"IPv4 in GRE", []byte{0, 0, 8, 0, 0x45, 0, 0, 20}, headerLen, 4},
+		{"keyed GRE", append([]byte{0x20, 0, 0x86, 0xdd, 0, 0, 0, 1}, inner...), 0, 0},
+		{"version 1", append([]byte{0, 1, 0x86, 0xdd}, inner...), 0, 0},
+		{"protocol type says IPv4, packet is IPv6", append([]byte{0, 0, 8, 0}, inner...), 0, 0},
+		{"transparent Ethernet", append([]byte{0, 0, 0x65, 0x58}, inner...), 0, 0},
+		{"short", []byte{0, 0, 0x86}, 0, 0},
+		// What an IPv4 socket's datagram looks like is not GRE here: its first byte,
+		// 0x45, sets GRE flags.
+		{"outer IPv4 header", outer(20, []byte{0, 0, 0x86, 0xdd}, inner), 0, 0},
+	} {
+		p := fastpath.Packet{Buf: make([]byte, fastpath.Headroom+100), Off: fastpath.Headroom}
+		p.Len = copy(p.Buf[p.Off:], tc.d)
+		stripHeaders(&p, false)
+		if p.Off != fastpath.Headroom+tc.wantOff || p.Len != tc.wantLen {
+			t.Errorf("%s: Off %d Len %d, want %d %d", tc.name, p.Off-fastpath.Headroom, p.Len, tc.wantOff, tc.wantLen)
+		}
+		if tc.wantLen > 0 && !bytes.Equal(p.Bytes(), tc.d[headerLen:]) {
+			t.Errorf("%s: payload % x, want % x", tc.name, p.Bytes(), tc.d[headerLen:])
+		}
 	}
 }

@@ -34,13 +34,13 @@ var ipv6Backends = []struct {
 	// netRoute: one route to the whole IPv6 network through the backend's device (the
 	// forwarder picks the peer), instead of one route per peer.
 	netRoute bool
-	// v6only: the backend runs IPv6-only networks (gre carries IPv6 inside GRE over the
-	// IPv4 underlay only, and refuses them with an error naming EnableIPv4: its unit test).
+	// v6only: the backend runs IPv6-only networks (gre in userspace, with GRE over the
+	// IPv6 underlay).
 	v6only bool
 }{
 	{"vxlan", `{"Type":"vxlan"}`, true, false, true},
 	{"host-gw", `{"Type":"host-gw"}`, true, false, true},
-	{"gre-userspace", `{"Type":"gre","Mode":"userspace"}`, false, true, false},
+	{"gre-userspace", `{"Type":"gre","Mode":"userspace"}`, false, true, true},
 }
 
 // leaseKeyOf is the etcd key (below the prefix) of the lease a subnet file describes.

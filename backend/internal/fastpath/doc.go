@@ -1,7 +1,7 @@
 // Package fastpath is weft's userspace forwarding core: it moves IPv4 (and, for userspace
 // GRE, IPv6) packets between an
-// overlay Device (a TUN) and an underlay Conn (a UDP socket for the udp backend, a raw IP
-// protocol 47 socket for userspace GRE), and decides per packet where it goes.
+// overlay Device (a TUN) and an underlay Conn (a UDP socket for the udp backend, a raw
+// IPv4 or IPv6 protocol 47 socket for userspace GRE), and decides per packet where it goes.
 //
 // The work lives in four sub-packages, one job each:
 //
@@ -10,7 +10,7 @@
 //	packet   pure work on packet bytes: IPv4 parsing and TTL, the Internet checksum,
 //	         ICMP errors, the virtio-net header, TCP segmentation (TSO) and coalescing (GRO)
 //	tun      the Device over a Linux TUN queue, with virtio-net offloads
-//	dgram    the Conn over an IPv4 datagram socket: recvmmsg/sendmmsg, UDP GSO and GRO
+//	dgram    the Conn over an IPv4 or IPv6 datagram socket: recvmmsg/sendmmsg, UDP GSO and GRO
 //
 // This package holds only the contract they share: the Packet slot, its Headroom and the
 // batch for offloads, the Device and Conn interfaces with their rules, ErrDeviceGone, why

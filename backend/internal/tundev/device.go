@@ -7,6 +7,7 @@ import (
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
 	"github.com/weftnet/weft/backend/internal/fastpath/tun"
@@ -56,13 +57,20 @@ func setMTUAndUp(h *kernel.Handle, link netlink.Link, name string, mtu int, errP
 // Device is the configuration a userspace backend's TUN must have while a Network is
 // active. Only Index changes, when the device is re-created.
 type Device struct {
-	Name      string       // the device's name, e.g. "flannel0"
-	ErrPrefix string       // starts every error message, e.g. "udp backend"
-	Index     int          // the device's link index
-	Own       netip.Prefix // the own subnet; its network address is the device's /32
-	Network   netip.Prefix // routed via the device
-	MTU       int
+	Name      string // the device's name, e.g. "flannel0"
+	ErrPrefix string // starts every error message, e.g. "udp backend"
+	Index     int    // the device's link index
+	// Own is the own IPv4 subnet; its network address is the device's /32. The zero
+	// Prefix, together with a zero Network, is a device that carries no IPv4 (an
+	// IPv6-only network, whose IPv6 side the backend keeps): it gets no IPv4 address and
+	// no IPv4 route, and any it has are removed.
+	Own     netip.Prefix
+	Network netip.Prefix // routed via the device; zero when Own is
+	MTU     int
 }
+
+// has4 reports whether the device carries IPv4 (Own is set).
+func (d Device) has4() bool { return d.Own.IsValid() }
 
 // Addr is the device's address: the own subnet's network address as a /32, as flanneld
 // assigns it (a /32 creates no connected or broadcast routes).
@@ -85,11 +93,15 @@ func (d Device) Ensure(h *kernel.Handle) error {
 	if err := setMTUAndUp(h, link, d.Name, d.MTU, d.ErrPrefix); err != nil {
 		return err
 	}
-	if err := h.EnsureSoleAddr(d.Index, d.Addr()); err != nil {
-		return fmt.Errorf("%s: %s address: %w", d.ErrPrefix, d.Name, err)
-	}
-	if err := h.EnsureRoute(d.Route()); err != nil {
-		return fmt.Errorf("%s: %s route: %w", d.ErrPrefix, d.Name, err)
+	if d.has4() {
+		if err := h.EnsureSoleAddr(d.Index, d.Addr()); err != nil {
+			return fmt.Errorf("%s: %s address: %w", d.ErrPrefix, d.Name, err)
+		}
+		if err := h.EnsureRoute(d.Route()); err != nil {
+			return fmt.Errorf("%s: %s route: %w", d.ErrPrefix, d.Name, err)
+		}
+	} else if err := d.removeAddrs(h); err != nil {
+		return err
 	}
 	routes, err := h.Routes(d.Index)
 	if err != nil {
@@ -97,7 +109,7 @@ func (d Device) Ensure(h *kernel.Handle) error {
 	}
 	for _, r := range routes {
 		dst, ok := ip.FromIPNet(r.Dst)
-		if !ok || dst == d.Network {
+		if !ok || (d.has4() && dst == d.Network) {
 			continue
 		}
 		if err := h.DeleteRoute(dst, d.Index); err != nil {
@@ -138,12 +150,21 @@ func (d Device) Drift(h *kernel.Handle) ([]Fault, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(addrs) != 1 || !AddrIs(addrs[0], d.Addr()) {
-		wrong = append(wrong, Fault{"address", fmt.Sprintf("%d addresses, want only %s", len(addrs), d.Addr())})
-	}
 	routes, err := h.Routes(d.Index)
 	if err != nil {
 		return nil, err
+	}
+	if !d.has4() {
+		if len(addrs) != 0 {
+			wrong = append(wrong, Fault{"address", fmt.Sprintf("%d IPv4 addresses, want none", len(addrs))})
+		}
+		if len(routes) != 0 {
+			wrong = append(wrong, Fault{"route", fmt.Sprintf("%d IPv4 routes, want none", len(routes))})
+		}
+		return wrong, nil
+	}
+	if len(addrs) != 1 || !AddrIs(addrs[0], d.Addr()) {
+		wrong = append(wrong, Fault{"address", fmt.Sprintf("%d addresses, want only %s", len(addrs), d.Addr())})
 	}
 	found := false
 	for i := range routes {
@@ -153,6 +174,21 @@ func (d Device) Drift(h *kernel.Handle) ([]Fault, error) {
 		wrong = append(wrong, Fault{"route", fmt.Sprintf("route to %s missing", d.Network)})
 	}
 	return wrong, nil
+}
+
+// removeAddrs removes every IPv4 address of a device that carries no IPv4.
+func (d Device) removeAddrs(h *kernel.Handle) error {
+	addrs, err := h.Addrs(d.Index)
+	if err != nil {
+		return fmt.Errorf("%s: %s addresses: %w", d.ErrPrefix, d.Name, err)
+	}
+	link := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: d.Index}}
+	for i := range addrs {
+		if err := h.Netlink().AddrDel(link, &addrs[i]); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			return fmt.Errorf("%s: remove IPv4 address %s from %s: %w", d.ErrPrefix, addrs[i].IPNet, d.Name, err)
+		}
+	}
+	return nil
 }
 
 // AddrIs reports whether a is exactly the prefix p.

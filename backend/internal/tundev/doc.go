@@ -4,7 +4,8 @@
 // A Device is the configuration the TUN must have while a Network is active: up, the
 // backend's MTU, the own subnet's network address as its only address (a /32, as flanneld
 // assigns it, which creates no connected or broadcast routes) and one route, the whole
-// Network. Create makes or adopts a persistent device (gre's weft-gre0, which outlives
+// Network. A Device without Own (an IPv6-only network) carries no IPv4: it keeps no IPv4
+// address or route, and the backend keeps its IPv6 side. Create makes or adopts a persistent device (gre's weft-gre0, which outlives
 // weftd); Open makes or adopts a device together with the queue that forwards on it, the
 // way to one that is not persistent (udp's flannel0, which must go away with weftd so that
 // flanneld can take the node over); Ensure writes what differs, Drift reports what differs

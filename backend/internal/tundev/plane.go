@@ -30,7 +30,7 @@ type PlaneConfig struct {
 	// device's; their Batch is the Forwarder's batch size too.
 	TUNOptions tun.Options
 	Conn       fastpath.Conn // the underlay socket
-	Subnet6    netip.Prefix  // the own IPv6 subnet the Forwarder carries (forward.Config.Subnet6); zero for none
+	Subnet6    netip.Prefix  // the own IPv6 subnet the Forwarder carries (forward.Config.Subnet6); zero for none; required when Device.Own is zero
 	// Resync is the period of the full checks between kernel notifications
 	// (kernel.DefaultPeriod if 0).
 	Resync time.Duration
@@ -154,7 +154,7 @@ func (p *Plane) relevant(c kernel.Change) bool {
 	case kernel.AddrChange:
 		return c.LinkIndex == p.dev.Index
 	case kernel.RouteChange:
-		return c.Table == unix.RT_TABLE_MAIN && (c.LinkIndex == p.dev.Index || c.Prefix == p.dev.Network)
+		return c.Table == unix.RT_TABLE_MAIN && (c.LinkIndex == p.dev.Index || (p.dev.Network.IsValid() && c.Prefix == p.dev.Network))
 	}
 	return false
 }

@@ -31,3 +31,22 @@ func TestRelevant(t *testing.T) {
 		}
 	}
 }
+
+// TestRelevantWithoutIPv4: a device that carries no IPv4 (an IPv6-only network) has no
+// Network; a route change elsewhere is not its, whatever its prefix.
+func TestRelevantWithoutIPv4(t *testing.T) {
+	p := &Plane{dev: Device{Name: "weft-gre0", Index: 4}}
+	for _, c := range []struct {
+		name string
+		c    kernel.Change
+		want bool
+	}{
+		{"route without prefix elsewhere", kernel.Change{Kind: kernel.RouteChange, Table: 254, LinkIndex: 2}, false},
+		{"route via the device", kernel.Change{Kind: kernel.RouteChange, Table: 254, LinkIndex: 4, Prefix: netip.MustParsePrefix("10.9.0.0/16")}, true},
+		{"the device's address", kernel.Change{Kind: kernel.AddrChange, LinkIndex: 4}, true},
+	} {
+		if got := p.relevant(c.c); got != c.want {
+			t.Errorf("%s: relevant = %v, want %v", c.name, got, c.want)
+		}
+	}
+}

@@ -49,7 +49,10 @@ type Options struct {
 	Log klog.Logger
 }
 
-// Conn is a fastpath.Conn over an IPv4 datagram socket (a *net.UDPConn or a raw IP socket).
+// Conn is a fastpath.Conn over an IPv4 or IPv6 datagram socket (a *net.UDPConn or a raw
+// IP socket). It only moves datagrams and their peers' addresses: what a datagram holds
+// is the caller's (a raw IPv4 socket hands over the outer IPv4 header, a raw IPv6 socket
+// does not).
 // With a batch size above 1 it moves many datagrams per system call with recvmmsg(2) and
 // sendmmsg(2); with 1 it uses recvmsg(2) and sendmsg(2), one datagram per call. It
 // writes its own system calls because golang.org/x/net/ipv4's ReadBatch allocates a
@@ -58,6 +61,7 @@ type Options struct {
 type Conn struct {
 	sock   io.Closer
 	rc     syscall.RawConn
+	family int // unix.AF_INET or unix.AF_INET6: the sockaddrs of every message
 	batch  int
 	log    klog.Logger
 	closed atomic.Bool
@@ -113,14 +117,14 @@ type wmsg struct {
 type mmsgBuf struct {
 	hdrs  []unix.Mmsghdr
 	iovs  []unix.Iovec
-	names []unix.RawSockaddrInet4
+	names []unix.RawSockaddrInet6 // room for either family's sockaddr
 }
 
 func newMmsgBuf(n, iovs int) mmsgBuf {
 	b := mmsgBuf{
 		hdrs:  make([]unix.Mmsghdr, n),
 		iovs:  make([]unix.Iovec, max(n, iovs)),
-		names: make([]unix.RawSockaddrInet4, n),
+		names: make([]unix.RawSockaddrInet6, n),
 	}
 	for i := range b.hdrs {
 		h := &b.hdrs[i].Hdr
@@ -131,7 +135,7 @@ func newMmsgBuf(n, iovs int) mmsgBuf {
 	return b
 }
 
-// New wraps sock, which must be an IPv4 datagram socket (AF_INET), without
+// New wraps sock, which must be an IPv4 or IPv6 datagram socket (AF_INET, AF_INET6), without
 // offloads. The Conn owns it: Close closes it.
 func New(sock interface {
 	syscall.Conn
@@ -140,7 +144,7 @@ func New(sock interface {
 	return NewWith(sock, Options{Batch: batch})
 }
 
-// NewWith wraps sock, which must be an IPv4 datagram socket (AF_INET), with
+// NewWith wraps sock, which must be an IPv4 or IPv6 datagram socket (AF_INET, AF_INET6), with
 // the given options. The Conn owns it: Close closes it.
 func NewWith(sock interface {
 	syscall.Conn
@@ -163,11 +167,11 @@ func NewWith(sock interface {
 	if ferr != nil {
 		return nil, fmt.Errorf("socket conn: read socket family: %w", ferr)
 	}
-	if family != unix.AF_INET {
-		return nil, fmt.Errorf("socket conn: socket family %d is not AF_INET", family)
+	if family != unix.AF_INET && family != unix.AF_INET6 {
+		return nil, fmt.Errorf("socket conn: socket family %d is neither AF_INET nor AF_INET6", family)
 	}
 	batch := max(1, o.Batch)
-	c := &Conn{sock: sock, rc: rc, batch: batch, log: o.Log}
+	c := &Conn{sock: sock, rc: rc, family: family, batch: batch, log: o.Log}
 	gso, gro := false, false
 	switch {
 	case !o.Offload:
@@ -176,6 +180,8 @@ func NewWith(sock interface {
 		c.desc = "off (one datagram per system call)"
 	case proto != unix.IPPROTO_UDP:
 		c.desc = "off (not a UDP socket)"
+	case family != unix.AF_INET:
+		c.desc = "off (IPv6 socket)"
 	default:
 		var gsoErr, groErr error
 		_ = rc.Control(func(fd uintptr) {
@@ -266,3 +272,38 @@ func htons(v uint16) uint16 {
 }
 
 func ntohs(v uint16) uint16 { return htons(v) }
+
+// sockaddrLen is the length of the socket's sockaddrs.
+func (c *Conn) sockaddrLen() uint32 {
+	if c.family == unix.AF_INET6 {
+		return unix.SizeofSockaddrInet6
+	}
+	return unix.SizeofSockaddrInet4
+}
+
+// putSockaddr writes ap as the socket family's sockaddr into sa (an IPv4 address is
+// written v4-mapped on an IPv6 socket).
+func (c *Conn) putSockaddr(sa *unix.RawSockaddrInet6, ap netip.AddrPort) {
+	if c.family == unix.AF_INET6 {
+		*sa = unix.RawSockaddrInet6{Family: unix.AF_INET6, Port: htons(ap.Port()), Addr: ap.Addr().As16()}
+		return
+	}
+	sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+	sa4.Family = unix.AF_INET
+	sa4.Port = htons(ap.Port())
+	sa4.Addr = ap.Addr().Unmap().As4()
+	sa4.Zero = [8]byte{}
+}
+
+// sockaddrToAddrPort reads the sender's address from a received sockaddr of either
+// family (an IPv4-mapped IPv6 address is unmapped); the zero AddrPort for any other.
+func sockaddrToAddrPort(sa *unix.RawSockaddrInet6) netip.AddrPort {
+	switch sa.Family {
+	case unix.AF_INET:
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		return netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), ntohs(sa4.Port))
+	case unix.AF_INET6:
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), ntohs(sa.Port))
+	}
+	return netip.AddrPort{}
+}

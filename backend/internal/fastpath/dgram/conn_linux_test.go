@@ -165,16 +165,89 @@ func TestConn(t *testing.T) {
 	}
 }
 
-func TestConnRejectsIPv6(t *testing.T) {
+// TestConnIPv6 moves datagrams both ways over an IPv6 socket (the sockaddrs are
+// sockaddr_in6), one per system call and in batches; UDP offloads stay off.
+func TestConnIPv6(t *testing.T) {
 	ns := nstest.Temp(t, "sock6")
-	var sock *net.UDPConn
-	inNS(t, ns, func() (err error) {
-		sock, err = net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
-		return err
-	})
+	for _, batch := range []int{1, 8} {
+		t.Run(fmt.Sprintf("batch=%d", batch), func(t *testing.T) {
+			var sock, peer *net.UDPConn
+			inNS(t, ns, func() (err error) {
+				if sock, err = net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback}); err != nil {
+					return err
+				}
+				peer, err = net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+				return err
+			})
+			defer peer.Close()
+			c, err := dgram.NewWith(sock, dgram.Options{Batch: batch, Offload: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if got := c.Offloads(); got != "off (IPv6 socket)" && batch > 1 {
+				t.Errorf("Offloads = %q, want off (IPv6 socket)", got)
+			}
+			peerAP := peer.LocalAddr().(*net.UDPAddr).AddrPort()
+			sockAP := sock.LocalAddr().(*net.UDPAddr).AddrPort()
+			const count = 5
+			for i := 0; i < count; i++ {
+				if _, err := peer.WriteToUDPAddrPort([]byte(fmt.Sprintf("in %d", i)), sockAP); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got := 0
+			deadline := time.Now().Add(5 * time.Second)
+			for got < count && time.Now().Before(deadline) {
+				in := slots(batch, 64)
+				n, err := c.Read(in)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, p := range in[:n] {
+					if want := fmt.Sprintf("in %d", got); string(p.Bytes()) != want || p.Addr != peerAP {
+						t.Fatalf("read %q from %s, want %q from %s", p.Bytes(), p.Addr, want, peerAP)
+					}
+					got++
+				}
+			}
+			if got != count {
+				t.Fatalf("read %d datagrams, want %d", got, count)
+			}
+			out := slots(2, 64)
+			for i := range out {
+				out[i].Len = copy(out[i].Buf[out[i].Off:], fmt.Sprintf("out %d", i))
+				out[i].Addr = peerAP
+			}
+			if n, err := c.Write(out); n != 2 || err != nil {
+				t.Fatalf("Write = %d, %v", n, err)
+			}
+			buf := make([]byte, 64)
+			for i := range out {
+				if err := peer.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+					t.Fatal(err)
+				}
+				n, from, err := peer.ReadFromUDPAddrPort(buf)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want := fmt.Sprintf("out %d", i); string(buf[:n]) != want || from != sockAP {
+					t.Fatalf("peer read %q from %s, want %q from %s", buf[:n], from, want, sockAP)
+				}
+			}
+		})
+	}
+}
+
+// TestConnRejectsOtherFamilies: a socket that is neither IPv4 nor IPv6 is refused.
+func TestConnRejectsOtherFamilies(t *testing.T) {
+	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: "@weft-dgram-test-" + fmt.Sprint(time.Now().UnixNano()), Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer sock.Close()
 	if _, err := dgram.New(sock, 4); err == nil {
-		t.Fatal("New accepted an IPv6 socket")
+		t.Fatal("New accepted a unix socket")
 	}
 }
 

@@ -15,7 +15,7 @@ import (
 // errNotLinux: the batch system calls this package makes are Linux's.
 var errNotLinux = errors.New("dgram.Conn is supported on Linux only")
 
-// Conn is a fastpath.Conn over an IPv4 datagram socket; Linux only.
+// Conn is a fastpath.Conn over an IPv4 or IPv6 datagram socket; Linux only.
 type Conn struct{}
 
 var _ fastpath.Conn = (*Conn)(nil)

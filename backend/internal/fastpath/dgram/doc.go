@@ -1,7 +1,8 @@
-// Package dgram is the fast path's underlay side: Conn, a fastpath.Conn over an IPv4
-// datagram socket (UDP for the udp backend, a raw IP socket for userspace GRE), moving
+// Package dgram is the fast path's underlay side: Conn, a fastpath.Conn over an IPv4 or
+// IPv6 datagram socket (UDP for the udp backend, a raw IPv4 or IPv6 socket for userspace
+// GRE), moving
 // batches of datagrams with recvmmsg(2) and sendmmsg(2) and, on a UDP socket, using UDP
-// GSO and GRO where the kernel takes them (falling back for good, logged once, where it
+// GSO and GRO (IPv4 UDP only) where the kernel takes them (falling back for good, logged once, where it
 // refuses). EnlargeBuffers sizes a socket's buffers for bursts.
 //
 // It owns the system calls on the socket and nothing else: the backend opens and binds

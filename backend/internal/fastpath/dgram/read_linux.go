@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
-	"net/netip"
 	"syscall"
 	"unsafe"
 
@@ -86,13 +85,6 @@ func (c *Conn) drainLocked(pkts []fastpath.Packet) int {
 	return n
 }
 
-func sockaddrToAddrPort(sa *unix.RawSockaddrInet4) netip.AddrPort {
-	if sa.Family != unix.AF_INET {
-		return netip.AddrPort{}
-	}
-	return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), ntohs(sa.Port))
-}
-
 // groSegment returns the segment size of a UDP_GRO control message in ctl, or 0.
 func groSegment(ctl []byte) int {
 	for len(ctl) >= unix.SizeofCmsghdr {
@@ -129,7 +121,7 @@ func (c *Conn) readLocked(fd uintptr) bool {
 		c.r.iovs[i].Base = unsafe.SliceData(buf)
 		c.r.iovs[i].SetLen(len(buf))
 		h := &c.r.hdrs[i]
-		h.Hdr.Namelen = unix.SizeofSockaddrInet4
+		h.Hdr.Namelen = c.sockaddrLen()
 		h.Hdr.Flags = 0
 		h.Len = 0
 	}

@@ -64,12 +64,9 @@ func (c *Conn) planLocked() {
 		}
 		m := c.wm
 		c.wmsgs[m] = wmsg{first: first, count: count}
-		sa := &c.w.names[m]
-		sa.Family = unix.AF_INET
-		sa.Port = htons(p.Addr.Port())
-		sa.Addr = p.Addr.Addr().Unmap().As4()
+		c.putSockaddr(&c.w.names[m], p.Addr)
 		h := &c.w.hdrs[m]
-		h.Hdr.Namelen = unix.SizeofSockaddrInet4
+		h.Hdr.Namelen = c.sockaddrLen()
 		h.Hdr.Iov = &c.w.iovs[k-count]
 		h.Hdr.SetIovlen(count)
 		h.Hdr.Flags = 0

@@ -25,8 +25,11 @@ const maxReadErrors = 64
 
 // Config configures a Forwarder.
 type Config struct {
-	// Subnet is the own subnet. Packets from peers must be addressed inside it; packets
-	// from the device addressed inside it are not tunnelled.
+	// Subnet is the own IPv4 subnet. Packets from peers must be addressed inside it;
+	// packets from the device addressed inside it are not tunnelled. The zero Prefix
+	// (allowed only with Subnet6: an IPv6-only node) carries no IPv4: IPv4 packets from
+	// the device are dropped as no-route (no ICMP error) and from peers as
+	// spoofed-inner-source, since no peer holds an IPv4 subnet.
 	Subnet netip.Prefix
 	// Subnet6 is the own IPv6 subnet, or the zero Prefix when the node carries no IPv6.
 	// With it, IPv6 packets are forwarded as IPv4 ones are (to peers' IPv6 subnets, from
@@ -35,7 +38,7 @@ type Config struct {
 	// with an expiring hop limit are dropped and counted only.
 	Subnet6 netip.Prefix
 	// Self is the source address of ICMP errors. The zero value means Subnet's network
-	// address, which flannel assigns to the TUN as a /32.
+	// address, which flannel assigns to the TUN as a /32. Unused without Subnet.
 	Self netip.Addr
 	// MTU is the device MTU; device-side buffers hold packets of up to MTU bytes.
 	MTU int
@@ -65,6 +68,7 @@ type Forwarder struct {
 	reopen func() (fastpath.Device, error) // Config.Reopen; may be nil
 
 	// Immutable copies of the configuration, as big-endian integers.
+	has4                   bool // Config.Subnet is set: the node carries IPv4
 	subnetAddr, subnetMask uint32
 	self                   uint32
 	subnet6                subnet6 // the own IPv6 subnet; has6 false without one
@@ -91,7 +95,8 @@ func New(cfg Config, dev fastpath.Device, conn fastpath.Conn) (*Forwarder, error
 	if dev == nil || conn == nil {
 		return nil, errors.New("fastpath: a Device and a Conn are required")
 	}
-	if !cfg.Subnet.Addr().Is4() || !ip.IsNetworkAddress(cfg.Subnet) {
+	has4 := cfg.Subnet.IsValid() || !cfg.Subnet6.IsValid()
+	if has4 && (!cfg.Subnet.Addr().Is4() || !ip.IsNetworkAddress(cfg.Subnet)) {
 		return nil, fmt.Errorf("fastpath: subnet %s is not an IPv4 network address", cfg.Subnet)
 	}
 	if cfg.MTU < 68 || cfg.MTU > fastpath.MaxPacket {
@@ -105,10 +110,10 @@ func New(cfg Config, dev fastpath.Device, conn fastpath.Conn) (*Forwarder, error
 		return nil, err
 	}
 	self := cfg.Self
-	if !self.IsValid() {
+	if !self.IsValid() && has4 {
 		self = cfg.Subnet.Addr()
 	}
-	if !self.Is4() {
+	if has4 && !self.Is4() {
 		return nil, fmt.Errorf("fastpath: ICMP source %s is not IPv4", self)
 	}
 	batch := cfg.BatchSize
@@ -117,8 +122,12 @@ func New(cfg Config, dev fastpath.Device, conn fastpath.Conn) (*Forwarder, error
 	}
 	batch = max(1, min(batch, dev.BatchSize(), conn.BatchSize()))
 	mask := ^uint32(0)
-	if cfg.Subnet.Bits() < 32 {
+	if has4 && cfg.Subnet.Bits() < 32 {
 		mask = ^(^uint32(0) >> cfg.Subnet.Bits())
+	}
+	var subnetAddr, selfAddr uint32
+	if has4 {
+		subnetAddr, selfAddr = ip.ToUint32(cfg.Subnet.Addr()), ip.ToUint32(self)
 	}
 	f := &Forwarder{
 		conn:       conn,
@@ -126,9 +135,10 @@ func New(cfg Config, dev fastpath.Device, conn fastpath.Conn) (*Forwarder, error
 		batch:      batch,
 		mtu:        cfg.MTU,
 		reopen:     cfg.Reopen,
-		subnetAddr: ip.ToUint32(cfg.Subnet.Addr()),
+		has4:       has4,
+		subnetAddr: subnetAddr,
 		subnetMask: mask,
-		self:       ip.ToUint32(self),
+		self:       selfAddr,
 		subnet6:    s6,
 		done:       make(chan struct{}),
 	}

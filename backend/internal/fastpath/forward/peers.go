@@ -22,24 +22,25 @@ type Peer struct {
 // PeerTable is an immutable set of peers, built once by NewPeerTable and then read
 // without locks by any number of goroutines. A nil *PeerTable is an empty table.
 type PeerTable struct {
-	peers     []Peer              // sorted by subnet start; subnets do not overlap
-	first     []uint32            // peers[i]'s first address, for the binary search
-	last      []uint32            // peers[i]'s last address
-	endpoints map[uint64]struct{} // endpointKey of every peer, of both families
-	v6        peers6              // the IPv6 subnets
+	peers     []Peer                      // sorted by subnet start; subnets do not overlap
+	first     []uint32                    // peers[i]'s first address, for the binary search
+	last      []uint32                    // peers[i]'s last address
+	endpoints map[netip.AddrPort]struct{} // endpointKey of every peer, of both families
+	v6        peers6                      // the IPv6 subnets
 }
 
 // NewPeerTable checks peers and builds a table. Every subnet must be an IPv4 or IPv6
-// network address, every endpoint an IPv4 address (the underlay is IPv4, whatever the
-// inner family); subnets must not overlap. The error names the offending peers.
+// network address, every endpoint an IPv4 or IPv6 address (the underlay's family,
+// whatever the inner family; not IPv4-mapped); subnets must not overlap. The error names
+// the offending peers.
 func NewPeerTable(peers []Peer) (*PeerTable, error) {
 	var v4, v6 []Peer
 	for _, p := range peers {
 		if !p.Subnet.IsValid() || !ip.IsNetworkAddress(p.Subnet) || p.Subnet.Addr().Is4In6() {
 			return nil, fmt.Errorf("peer subnet %s is not an IPv4 or IPv6 network address", p.Subnet)
 		}
-		if !p.Endpoint.Addr().Is4() {
-			return nil, fmt.Errorf("peer %s: endpoint %s is not an IPv4 address", p.Subnet, p.Endpoint)
+		if a := p.Endpoint.Addr(); !a.IsValid() || a.Is4In6() || a.Zone() != "" {
+			return nil, fmt.Errorf("peer %s: endpoint %s is not an IPv4 or IPv6 address", p.Subnet, p.Endpoint)
 		}
 		if p.Subnet.Addr().Is4() {
 			v4 = append(v4, p)
@@ -51,7 +52,7 @@ func NewPeerTable(peers []Peer) (*PeerTable, error) {
 		peers:     v4,
 		first:     make([]uint32, len(v4)),
 		last:      make([]uint32, len(v4)),
-		endpoints: make(map[uint64]struct{}, len(peers)),
+		endpoints: make(map[netip.AddrPort]struct{}, len(peers)),
 	}
 	var err error
 	if t.v6, err = newPeers6(v6); err != nil {
@@ -77,15 +78,11 @@ func NewPeerTable(peers []Peer) (*PeerTable, error) {
 	return t, nil
 }
 
-// endpointKey packs an IPv4 endpoint into an integer map key. Non-IPv4 endpoints give a
-// key no table holds (IPv4 keys never have bit 48 set).
-func endpointKey(ep netip.AddrPort) uint64 {
-	a := ep.Addr().Unmap()
-	if !a.Is4() {
-		return 1 << 48
-	}
-	b := a.As4()
-	return uint64(b[0])<<40 | uint64(b[1])<<32 | uint64(b[2])<<24 | uint64(b[3])<<16 | uint64(ep.Port())
+// endpointKey is the map key of an endpoint: the address unmapped (a sender an IPv6
+// socket reports as ::ffff:a.b.c.d is the IPv4 peer a.b.c.d) and the port. Comparing and
+// hashing it allocates nothing.
+func endpointKey(ep netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(ep.Addr().Unmap(), ep.Port())
 }
 
 // lookup returns the index of the peer whose subnet holds a.

@@ -117,7 +117,8 @@ func TestNewPeerTableRejects(t *testing.T) {
 			{Subnet: netip.MustParsePrefix("fd00::/64"), Endpoint: ap("192.0.2.2:1")},
 			{Subnet: netip.MustParsePrefix("fd00::/64"), Endpoint: ap("192.0.2.3:1")},
 		}, "overlap"},
-		{"ipv6 endpoint", []Peer{{Subnet: netip.MustParsePrefix("10.244.7.0/24"), Endpoint: ap("[fd00::1]:1")}}, "endpoint"},
+		{"ipv4-mapped endpoint", []Peer{{Subnet: netip.MustParsePrefix("10.244.7.0/24"), Endpoint: ap("[::ffff:192.0.2.2]:1")}}, "endpoint"},
+		{"no endpoint", []Peer{{Subnet: netip.MustParsePrefix("10.244.7.0/24")}}, "endpoint"},
 		{"zero subnet", []Peer{{Endpoint: ap("192.0.2.2:1")}}, "IPv4"},
 	}
 	for _, tt := range tests {

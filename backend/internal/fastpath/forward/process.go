@@ -25,6 +25,9 @@ func (f *Forwarder) fromDevice(t *PeerTable, p *fastpath.Packet, icmp []byte) (f
 	}
 	p.Len = h.Total
 	b = b[:h.Total]
+	if !f.has4 {
+		return fastpath.DropNoRoute, 0 // an IPv6-only node: no IPv4 peers, no ICMP source
+	}
 	i, ok := t.lookup(h.Dst)
 	if !ok {
 		if f.inSubnet(h.Dst) {
@@ -60,6 +63,9 @@ func (f *Forwarder) fromConn(t *PeerTable, p *fastpath.Packet, icmp []byte) (fas
 	}
 	p.Len = h.Total
 	b = b[:h.Total]
+	if !f.has4 {
+		return fastpath.DropSpoofedSource, 0 // an IPv6-only node: no peer holds IPv4
+	}
 	i, ok := t.lookup(h.Src)
 	if !ok || endpointKey(t.peers[i].Endpoint) != endpointKey(p.Addr) {
 		return fastpath.DropSpoofedSource, 0

@@ -90,10 +90,11 @@ func TestPeerTableLookup6(t *testing.T) {
 
 func TestPeerTable6Errors(t *testing.T) {
 	for name, peers := range map[string][]Peer{
-		"overlap":         {{Subnet: netip.MustParsePrefix("fd00::/48"), Endpoint: ap("192.0.2.2:0")}, {Subnet: netip.MustParsePrefix("fd00:0:0:5::/64"), Endpoint: ap("192.0.2.3:0")}},
-		"not network":     {{Subnet: netip.MustParsePrefix("fd00::1/64"), Endpoint: ap("192.0.2.2:0")}},
-		"IPv6 endpoint":   {{Subnet: netip.MustParsePrefix("fd00::/64"), Endpoint: ap("[2001:db8::2]:0")}},
-		"IPv4-mapped net": {{Subnet: netip.MustParsePrefix("::ffff:10.244.2.0/120"), Endpoint: ap("192.0.2.2:0")}},
+		"overlap":              {{Subnet: netip.MustParsePrefix("fd00::/48"), Endpoint: ap("192.0.2.2:0")}, {Subnet: netip.MustParsePrefix("fd00:0:0:5::/64"), Endpoint: ap("192.0.2.3:0")}},
+		"not network":          {{Subnet: netip.MustParsePrefix("fd00::1/64"), Endpoint: ap("192.0.2.2:0")}},
+		"IPv4-mapped endpoint": {{Subnet: netip.MustParsePrefix("fd00::/64"), Endpoint: ap("[::ffff:192.0.2.2]:0")}},
+		"no endpoint":          {{Subnet: netip.MustParsePrefix("fd00::/64")}},
+		"IPv4-mapped net":      {{Subnet: netip.MustParsePrefix("::ffff:10.244.2.0/120"), Endpoint: ap("192.0.2.2:0")}},
 	} {
 		if _, err := NewPeerTable(peers); err == nil {
 			t.Errorf("%s: NewPeerTable(%v) succeeded", name, peers)
