@@ -56,20 +56,20 @@ func (m *Manager) claimAssigned(ctx context.Context, as Assigner, attrs LeaseAtt
 	want := Lease{Subnet: sn, IPv6Subnet: sn6}
 	if !m.cfg.Fits(want) {
 		return Lease{}, fmt.Errorf("the subnets %s assigned to this node do not fit the network config (%s): the config's networks and subnet lengths must match how the cluster assigns node subnets",
-			describeSubnets(sn, sn6), m.cfg.describe())
+			DescribeSubnets(sn, sn6), m.cfg.describe())
 	}
 	l, err := m.reg.CreateLease(ctx, sn, sn6, attrs, 0)
 	if err != nil {
 		m.obs.StoreError("create", err)
-		return Lease{}, fmt.Errorf("claim the assigned subnets %s: %w", describeSubnets(sn, sn6), err)
+		return Lease{}, fmt.Errorf("claim the assigned subnets %s: %w", DescribeSubnets(sn, sn6), err)
 	}
 	m.log.Info("Claimed the subnets assigned to this node", "subnet", sn, "ipv6Subnet", sn6, "publicIP", l.Attrs.PublicIP, "publicIPv6", l.Attrs.PublicIPv6)
 	return l, nil
 }
 
-// describeSubnets names a lease's subnets for messages: "10.244.5.0/24", "fd00::/64" or
+// DescribeSubnets names a lease's subnets for messages: "10.244.5.0/24", "fd00::/64" or
 // "10.244.5.0/24 and fd00::/64".
-func describeSubnets(sn, sn6 netip.Prefix) string {
+func DescribeSubnets(sn, sn6 netip.Prefix) string {
 	switch {
 	case sn.IsValid() && sn6.IsValid():
 		return sn.String() + " and " + sn6.String()
@@ -115,7 +115,7 @@ func (m *Manager) tryAcquire(ctx context.Context, attrs LeaseAttrs, hint Lease) 
 			return l, nil
 		}
 		if !errors.Is(err, ErrTaken) {
-			return Lease{}, fmt.Errorf("create lease %s: %w", describeSubnets(sn, sn6), err)
+			return Lease{}, fmt.Errorf("create lease %s: %w", DescribeSubnets(sn, sn6), err)
 		}
 	}
 	var sn, sn6 netip.Prefix
@@ -137,7 +137,7 @@ func (m *Manager) tryAcquire(ctx context.Context, attrs LeaseAttrs, hint Lease) 
 	}
 	l, err := m.reg.CreateLease(ctx, sn, sn6, attrs, m.ttl)
 	if err != nil {
-		return Lease{}, fmt.Errorf("create lease %s: %w", describeSubnets(sn, sn6), err)
+		return Lease{}, fmt.Errorf("create lease %s: %w", DescribeSubnets(sn, sn6), err)
 	}
 	return l, nil
 }

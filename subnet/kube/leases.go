@@ -48,7 +48,7 @@ func (r *Registry) CreateLease(ctx context.Context, sn, sn6 netip.Prefix, attrs 
 	}
 	if (sn.IsValid() && sn != cidr) || (sn6.IsValid() && sn6 != cidr6) {
 		return subnet.Lease{}, fmt.Errorf("node %q has pod CIDRs %v, asked for %s: %w", r.nodeName,
-			node.Spec.PodCIDRs, describe(sn, sn6), ErrNotPodCIDR)
+			node.Spec.PodCIDRs, subnet.DescribeSubnets(sn, sn6), ErrNotPodCIDR)
 	}
 	patch, attrs, err := r.ann.published(node, sn, sn6, attrs)
 	if err != nil {
@@ -101,7 +101,7 @@ func (r *Registry) RenewLease(ctx context.Context, l subnet.Lease) (subnet.Lease
 	st := r.nodes[r.nodeName]
 	r.mu.Unlock()
 	if st.lease == nil || st.lease.Key() != l.Key() {
-		return subnet.Lease{}, fmt.Errorf("node %q no longer publishes %s: %w", r.nodeName, describe(l.Subnet, l.IPv6Subnet), subnet.ErrNotFound)
+		return subnet.Lease{}, fmt.Errorf("node %q no longer publishes %s: %w", r.nodeName, subnet.DescribeSubnets(l.Subnet, l.IPv6Subnet), subnet.ErrNotFound)
 	}
 	return *st.lease, nil
 }

@@ -103,7 +103,7 @@ func (a annotations) nodeLease(n *corev1.Node) (l, cidrs subnet.Lease, bad error
 	}
 	if !l.Subnet.IsValid() && !l.IPv6Subnet.IsValid() {
 		return l, cidrs, fmt.Errorf("publishes no public address for its pod CIDRs %s (annotations %s and %s)",
-			describe(sn, sn6), a.publicIP, a.publicIPv6)
+			subnet.DescribeSubnets(sn, sn6), a.publicIP, a.publicIPv6)
 	}
 	return l, cidrs, nil
 }
@@ -133,15 +133,4 @@ func (a annotations) family(ann map[string]string, pubKey, dataKey string, v6 bo
 		data = json.RawMessage(d)
 	}
 	return pub, data, nil
-}
-
-// describe names a pair of subnets for messages.
-func describe(sn, sn6 netip.Prefix) string {
-	switch {
-	case sn.IsValid() && sn6.IsValid():
-		return sn.String() + " and " + sn6.String()
-	case sn6.IsValid():
-		return sn6.String()
-	}
-	return sn.String()
 }
