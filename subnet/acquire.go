@@ -120,20 +120,14 @@ func (m *Manager) tryAcquire(ctx context.Context, attrs LeaseAttrs, hint Lease) 
 	}
 	var sn, sn6 netip.Prefix
 	if m.cfg.EnableIPv4 {
-		free := taken4.free(m.cfg.SubnetMin, m.cfg.SubnetMax, m.cfg.SubnetLen, maxCandidates)
-		if len(free) == 0 {
-			return Lease{}, fmt.Errorf("all subnets from %s to %s (/%d) of %s are taken: %w",
-				m.cfg.SubnetMin, m.cfg.SubnetMax, m.cfg.SubnetLen, m.cfg.Network, ErrNoFreeSubnet)
+		if sn, err = m.pickFree(taken4, m.cfg.SubnetMin, m.cfg.SubnetMax, m.cfg.SubnetLen, m.cfg.Network, ""); err != nil {
+			return Lease{}, err
 		}
-		sn = free[m.intN(len(free))]
 	}
 	if m.cfg.EnableIPv6 {
-		free := taken6.free(m.cfg.IPv6SubnetMin, m.cfg.IPv6SubnetMax, m.cfg.IPv6SubnetLen, maxCandidates)
-		if len(free) == 0 {
-			return Lease{}, fmt.Errorf("all IPv6 subnets from %s to %s (/%d) of %s are taken: %w",
-				m.cfg.IPv6SubnetMin, m.cfg.IPv6SubnetMax, m.cfg.IPv6SubnetLen, m.cfg.IPv6Network, ErrNoFreeSubnet)
+		if sn6, err = m.pickFree(taken6, m.cfg.IPv6SubnetMin, m.cfg.IPv6SubnetMax, m.cfg.IPv6SubnetLen, m.cfg.IPv6Network, "IPv6 "); err != nil {
+			return Lease{}, err
 		}
-		sn6 = free[m.intN(len(free))]
 	}
 	l, err := m.reg.CreateLease(ctx, sn, sn6, attrs, m.ttl)
 	if err != nil {
@@ -142,16 +136,20 @@ func (m *Manager) tryAcquire(ctx context.Context, attrs LeaseAttrs, hint Lease) 
 	return l, nil
 }
 
+// pickFree picks a random subnet among the first free ones of one family's range [lo, hi],
+// or says that the range is full (family is "" or "IPv6 ", for the message).
+func (m *Manager) pickFree(ts takenSet, lo, hi netip.Addr, bits int, network netip.Prefix, family string) (netip.Prefix, error) {
+	free := ts.free(lo, hi, bits, maxCandidates)
+	if len(free) == 0 {
+		return netip.Prefix{}, fmt.Errorf("all %ssubnets from %s to %s (/%d) of %s are taken: %w", family, lo, hi, bits, network, ErrNoFreeSubnet)
+	}
+	return free[m.intN(len(free))], nil
+}
+
 // hintFree reports whether hint has a subnet for exactly the families the network runs,
 // each in range and free.
 func (m *Manager) hintFree(hint Lease, taken4, taken6 takenSet) bool {
-	h := Lease{Subnet: hint.Subnet.Masked(), IPv6Subnet: hint.IPv6Subnet.Masked()}
-	if !hint.Subnet.IsValid() {
-		h.Subnet = netip.Prefix{}
-	}
-	if !hint.IPv6Subnet.IsValid() {
-		h.IPv6Subnet = netip.Prefix{}
-	}
+	h := Lease{Subnet: hint.Subnet.Masked(), IPv6Subnet: hint.IPv6Subnet.Masked()} // a zero Prefix stays zero
 	if !m.cfg.Fits(h) {
 		return false
 	}
