@@ -49,7 +49,7 @@ func (m *Manager) Acquire(ctx context.Context, attrs LeaseAttrs, hint Lease) (Le
 
 // claimAssigned claims the subnets the Registry assigns to this node.
 func (m *Manager) claimAssigned(ctx context.Context, as Assigner, attrs LeaseAttrs) (Lease, error) {
-	sn, sn6, err := as.AssignedSubnets(ctx)
+	sn, sn6, err := as.AssignedSubnets(ctx, m.cfg)
 	if err != nil {
 		return Lease{}, err
 	}

@@ -142,10 +142,10 @@ var ErrNotAssigned = errors.New("no subnet assigned to this node yet")
 // by someone else: in Kubernetes, kube-controller-manager sets the Node's spec.podCIDRs. The
 // Manager then claims those subnets (CreateLease) instead of choosing them.
 type Assigner interface {
-	// AssignedSubnets returns the IPv4 and IPv6 subnets assigned to this node (either may
-	// be zero), waiting until ctx ends for them; then the error wraps ErrNotAssigned and
-	// says what is missing.
-	AssignedSubnets(ctx context.Context) (sn, sn6 netip.Prefix, err error)
+	// AssignedSubnets returns the IPv4 and IPv6 subnets assigned to this node for the
+	// families cfg runs (the other zero), waiting until ctx ends for them; then the error
+	// wraps ErrNotAssigned and says what is missing.
+	AssignedSubnets(ctx context.Context, cfg *Config) (sn, sn6 netip.Prefix, err error)
 }
 
 // CheckLeaseSubnets says what is wrong with a pair of lease subnets, or nil: sn must be

@@ -224,7 +224,7 @@ func TestIPv6AgainstAPIServer(t *testing.T) {
 	regV4 := c.registry("v4only", netConfDual)
 	regV4.waiting = func(err error) { reasons <- err }
 	short, scancel := context.WithTimeout(ctx, time.Second)
-	_, _, err = regV4.AssignedSubnets(short)
+	_, _, err = regV4.AssignedSubnets(short, parseNetConf(t, netConfDual))
 	scancel()
 	if !errors.Is(err, subnet.ErrNotAssigned) || !strings.Contains(err.Error(), "has no IPv6 pod CIDR") || len(reasons) == 0 {
 		t.Fatalf("dual-stack config, IPv4-only node: %v (reasons told: %d)", err, len(reasons))
@@ -238,7 +238,8 @@ func TestIPv6AgainstAPIServer(t *testing.T) {
 		err     error
 	}
 	got := make(chan assigned, 1)
-	go func() { sn, sn6, err := regLate.AssignedSubnets(ctx); got <- assigned{sn, sn6, err} }()
+	dualCfg := parseNetConf(t, netConfDual)
+	go func() { sn, sn6, err := regLate.AssignedSubnets(ctx, dualCfg); got <- assigned{sn, sn6, err} }()
 	time.Sleep(300 * time.Millisecond)
 	n, err := c.admin.CoreV1().Nodes().Get(ctx, "late", metav1.GetOptions{})
 	if err != nil {

@@ -17,15 +17,12 @@ import (
 // cluster must assign dual-stack pod CIDRs). Each new reason is also told to
 // Config.Waiting and logged.
 //
-// The families come from the network config this Registry serves (the net-conf file, read
-// when AssignedSubnets is called, as the daemon reads it just before). When that file cannot
-// be read or parsed, it returns what the node has, waiting for at least one pod CIDR; the
-// Manager then checks them against the config it has.
-func (r *Registry) AssignedSubnets(ctx context.Context) (netip.Prefix, netip.Prefix, error) {
+// The families are cfg's, the config the Manager runs; with a nil cfg it returns what the
+// node has, waiting for at least one pod CIDR.
+func (r *Registry) AssignedSubnets(ctx context.Context, cfg *subnet.Config) (netip.Prefix, netip.Prefix, error) {
 	if err := r.waitSynced(ctx); err != nil {
 		return netip.Prefix{}, netip.Prefix{}, err
 	}
-	cfg := r.networkConfig(ctx)
 	var lastWhy string
 	for {
 		r.mu.Lock()
@@ -58,21 +55,6 @@ func (r *Registry) AssignedSubnets(ctx context.Context) (netip.Prefix, netip.Pre
 			return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("%w: %w", subnet.ErrNotAssigned, why)
 		}
 	}
-}
-
-// networkConfig reads the network config this Registry serves, or nil when it cannot.
-func (r *Registry) networkConfig(ctx context.Context) *subnet.Config {
-	raw, _, err := r.GetConfig(ctx)
-	if err != nil {
-		r.log.Info("Cannot read the network config to see which pod CIDRs this node needs; taking those it has", "err", err)
-		return nil
-	}
-	cfg, err := subnet.ParseConfig(raw)
-	if err != nil {
-		r.log.Info("Cannot parse the network config to see which pod CIDRs this node needs; taking those it has", "err", err)
-		return nil
-	}
-	return cfg
 }
 
 // families keeps the node's pod CIDRs sn and sn6 of the families cfg runs (all of them when

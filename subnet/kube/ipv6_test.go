@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -213,13 +212,6 @@ func equalMaps(a, b map[string]string) bool {
 	return true
 }
 
-func writeNetConf(t *testing.T, r *Registry, conf string) {
-	t.Helper()
-	if err := os.WriteFile(r.netConf, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
 const (
 	netConfDual = `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/48","IPv6SubnetLen":64,"Backend":{"Type":"vxlan"}}`
 	netConfV6   = `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/48","IPv6SubnetLen":64,"Backend":{"Type":"vxlan"}}`
@@ -249,11 +241,12 @@ func TestAssignedSubnetsFamilies(t *testing.T) {
 		cs := dualNode("me", tc.cidrs, nil)
 		reg, _ := newTestRegistry(t, "me", cs)
 		reg.waiting = func(err error) { reasons <- err }
+		var cfg *subnet.Config // no config: what the node has
 		if tc.conf != "" {
-			writeNetConf(t, reg, tc.conf)
+			cfg = parseNetConf(t, tc.conf)
 		}
 		short, scancel := context.WithTimeout(ctx, 300*time.Millisecond)
-		sn, sn6, err := reg.AssignedSubnets(short)
+		sn, sn6, err := reg.AssignedSubnets(short, cfg)
 		scancel()
 		if tc.why == "" {
 			if err != nil || sn != tc.sn || sn6 != tc.sn6 {
@@ -425,4 +418,14 @@ func TestNodePublicIPs(t *testing.T) {
 	if _, _, err := none.NodePublicIPs(ctx); !errors.Is(err, subnet.ErrNotFound) {
 		t.Fatalf("no node: %v", err)
 	}
+}
+
+// parseNetConf parses a net-conf.json the test hands to AssignedSubnets.
+func parseNetConf(t *testing.T, js string) *subnet.Config {
+	t.Helper()
+	cfg, err := subnet.ParseConfig([]byte(js))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }

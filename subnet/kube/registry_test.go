@@ -229,14 +229,14 @@ func TestWaitsForPodCIDR(t *testing.T) {
 	defer cancel()
 	reg, cs := newTestRegistry(t, "me", node("me", "", nil))
 	short, scancel := context.WithTimeout(ctx, 300*time.Millisecond)
-	_, _, err := reg.AssignedSubnets(short)
+	_, _, err := reg.AssignedSubnets(short, nil)
 	scancel()
 	if !errors.Is(err, subnet.ErrNotAssigned) {
 		t.Fatalf("no pod CIDR: %v, want ErrNotAssigned", err)
 	}
 	t.Logf("reason: %v", err)
 	got := make(chan netip.Prefix, 1)
-	go func() { sn, _, _ := reg.AssignedSubnets(ctx); got <- sn }()
+	go func() { sn, _, _ := reg.AssignedSubnets(ctx, nil); got <- sn }()
 	time.Sleep(100 * time.Millisecond)
 	if _, err := cs.CoreV1().Nodes().Update(ctx, node("me", "10.244.7.0/24", nil), metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
