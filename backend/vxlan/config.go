@@ -66,15 +66,24 @@ func ParseConfig(raw json.RawMessage) (Config, error) {
 	return cfg, nil
 }
 
+// underlayMTU is the MTU the tunnels may use on the underlay: the MTU key, which must not
+// exceed the external interface's MTU, else that MTU.
+func underlayMTU(cfg Config, extMTU int) (int, error) {
+	if cfg.MTU == 0 {
+		return extMTU, nil
+	}
+	if cfg.MTU > extMTU {
+		return 0, invalid("key MTU: value %d is larger than the external interface's MTU %d", cfg.MTU, extMTU)
+	}
+	return cfg.MTU, nil
+}
+
 // podMTU returns the device (and pod) MTU for an external interface MTU, checking the MTU
 // key against it. It is pure.
 func podMTU(cfg Config, extMTU int) (int, error) {
-	under := extMTU
-	if cfg.MTU != 0 {
-		if cfg.MTU > extMTU {
-			return 0, invalid("key MTU: value %d is larger than the external interface's MTU %d", cfg.MTU, extMTU)
-		}
-		under = cfg.MTU
+	under, err := underlayMTU(cfg, extMTU)
+	if err != nil {
+		return 0, err
 	}
 	if under-encapOverhead < minPodMTU {
 		return 0, fmt.Errorf("vxlan: the external interface's MTU %d leaves a pod MTU below %d", extMTU, minPodMTU)
@@ -86,12 +95,9 @@ func podMTU(cfg Config, extMTU int) (int, error) {
 // external interface's) less the 70-byte VXLAN overhead over IPv6, at least IPv6's 1280.
 // It is pure.
 func podMTUv6(cfg Config, extMTU int) (int, error) {
-	under := extMTU
-	if cfg.MTU != 0 {
-		if cfg.MTU > extMTU {
-			return 0, invalid("key MTU: value %d is larger than the external interface's MTU %d", cfg.MTU, extMTU)
-		}
-		under = cfg.MTU
+	under, err := underlayMTU(cfg, extMTU)
+	if err != nil {
+		return 0, err
 	}
 	if under-encapOverheadV6 < minPodMTUv6 && cfg.MTU != 0 {
 		return 0, invalid("key MTU: value %d leaves flannel-v6.%d an MTU of %d after the %d-byte VXLAN overhead over IPv6; IPv6 needs at least %d (MTU %d)",
