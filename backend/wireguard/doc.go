@@ -65,8 +65,7 @@
 // nodes have a public IPv6 one. Refused by New, naming the keys: Mode "separate"
 // (flanneld's default: a second device flannel-wg-v6 on ListenPortV6) or "ipv6" with
 // EnableIPv6, and IPv6-only networks (EnableIPv4=false) — use vxlan, host-gw or gre
-// there. The kernel package reports IPv4 changes only, so the IPv6 address and route are
-// checked every 500 ms (and put back then) rather than on a notification.
+// there. The IPv6 address and route are watched and put back as the IPv4 ones are.
 //
 // # Self-healing
 //

@@ -44,7 +44,7 @@ type wgNetwork struct {
 	port     int
 	params   peerParams
 	period   time.Duration // between full checks
-	peerPoll time.Duration // between peer (and IPv6 address and route) checks; 0: only with the full checks
+	peerPoll time.Duration // between peer checks (kernel mode); 0: only with the full checks
 
 	wake      chan struct{} // buffered 1: a pass is due (the engine stopped, programming failed)
 	closed    chan struct{} // closed by Close

@@ -33,7 +33,11 @@ func (n *wgNetwork) Run(ctx context.Context) error {
 		case <-ctx.Done():
 		}
 	}()
-	changes, err := n.h.Subscribe(ctx)
+	families := []kernel.Family{kernel.IPv4}
+	if n.dev6.on() {
+		families = append(families, kernel.IPv6) // the IPv6 address and route
+	}
+	changes, err := n.h.Subscribe(ctx, families...)
 	if err != nil && !errors.Is(err, kernel.ErrClosed) {
 		n.log.Error(err, "Cannot watch kernel changes; checking the device every period only", "device", DeviceName, "period", n.period)
 	}
@@ -80,7 +84,7 @@ func (n *wgNetwork) forward(ctx context.Context, changes <-chan kernel.Change, o
 
 // relevant reports whether a kernel change may concern the device: a change of the link
 // (found by name too), of its addresses, of a main-table route through it, or of a route
-// to the Network through anything else.
+// to the Network (or the IPv6Network) through anything else.
 func (n *wgNetwork) relevant(c kernel.Change) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -90,7 +94,8 @@ func (n *wgNetwork) relevant(c kernel.Change) bool {
 	case kernel.AddrChange:
 		return c.LinkIndex == n.dev.Index
 	case kernel.RouteChange:
-		return c.Table == unix.RT_TABLE_MAIN && (c.LinkIndex == n.dev.Index || c.Prefix == n.dev.Network)
+		return c.Table == unix.RT_TABLE_MAIN && (c.LinkIndex == n.dev.Index || c.Prefix == n.dev.Network ||
+			(n.dev6.on() && c.Prefix == n.dev6.network))
 	}
 	return false
 }

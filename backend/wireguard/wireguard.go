@@ -232,10 +232,8 @@ func (b *wgBackend) activate(h *kernel.Handle, own, network netip.Prefix, d6 dev
 	if d6.on() {
 		n.peers.v6, n.peers.mode, n.peers.own4, n.peers.own6 = true, b.cfg.Mode, b.env.Ext.PublicIP, b.env.Ext.PublicIPv6
 	}
-	if b.impl == ImplKernel || d6.on() {
-		// Kernel peers change without a notification; the IPv6 address and route are not
-		// reported by kernel.Subscribe (IPv4 only): both are checked this often.
-		n.peerPoll = kernelPeerPoll
+	if b.impl == ImplKernel {
+		n.peerPoll = kernelPeerPoll // kernel peers change without a notification
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
