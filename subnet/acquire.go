@@ -118,16 +118,31 @@ func (m *Manager) tryAcquire(ctx context.Context, attrs LeaseAttrs, hint Lease) 
 			return Lease{}, fmt.Errorf("create lease %s: %w", DescribeSubnets(sn, sn6), err)
 		}
 	}
-	var sn, sn6 netip.Prefix
+	// One random index into both families' free lists, as flanneld: the key is a function of
+	// it, so two nodes that draw the same IPv4 subnet from the same listing draw the same
+	// key too, and the create transaction lets only one of them have it.
+	var free4, free6 []netip.Prefix
 	if m.cfg.EnableIPv4 {
-		if sn, err = m.pickFree(taken4, m.cfg.SubnetMin, m.cfg.SubnetMax, m.cfg.SubnetLen, m.cfg.Network, ""); err != nil {
+		if free4, err = freeOf(taken4, m.cfg.SubnetMin, m.cfg.SubnetMax, m.cfg.SubnetLen, m.cfg.Network, ""); err != nil {
 			return Lease{}, err
 		}
 	}
 	if m.cfg.EnableIPv6 {
-		if sn6, err = m.pickFree(taken6, m.cfg.IPv6SubnetMin, m.cfg.IPv6SubnetMax, m.cfg.IPv6SubnetLen, m.cfg.IPv6Network, "IPv6 "); err != nil {
+		if free6, err = freeOf(taken6, m.cfg.IPv6SubnetMin, m.cfg.IPv6SubnetMax, m.cfg.IPv6SubnetLen, m.cfg.IPv6Network, "IPv6 "); err != nil {
 			return Lease{}, err
 		}
+	}
+	n := len(free4)
+	if !m.cfg.EnableIPv4 || (m.cfg.EnableIPv6 && len(free6) < n) {
+		n = len(free6)
+	}
+	i := m.intN(n)
+	var sn, sn6 netip.Prefix
+	if m.cfg.EnableIPv4 {
+		sn = free4[i]
+	}
+	if m.cfg.EnableIPv6 {
+		sn6 = free6[i]
 	}
 	l, err := m.reg.CreateLease(ctx, sn, sn6, attrs, m.ttl)
 	if err != nil {
@@ -136,14 +151,14 @@ func (m *Manager) tryAcquire(ctx context.Context, attrs LeaseAttrs, hint Lease) 
 	return l, nil
 }
 
-// pickFree picks a random subnet among the first free ones of one family's range [lo, hi],
-// or says that the range is full (family is "" or "IPv6 ", for the message).
-func (m *Manager) pickFree(ts takenSet, lo, hi netip.Addr, bits int, network netip.Prefix, family string) (netip.Prefix, error) {
+// freeOf returns the first free subnets of one family's range [lo, hi], or says that the
+// range is full (family is "" or "IPv6 ", for the message).
+func freeOf(ts takenSet, lo, hi netip.Addr, bits int, network netip.Prefix, family string) ([]netip.Prefix, error) {
 	free := ts.free(lo, hi, bits, maxCandidates)
 	if len(free) == 0 {
-		return netip.Prefix{}, fmt.Errorf("all %ssubnets from %s to %s (/%d) of %s are taken: %w", family, lo, hi, bits, network, ErrNoFreeSubnet)
+		return nil, fmt.Errorf("all %ssubnets from %s to %s (/%d) of %s are taken: %w", family, lo, hi, bits, network, ErrNoFreeSubnet)
 	}
-	return free[m.intN(len(free))], nil
+	return free, nil
 }
 
 // hintFree reports whether hint has a subnet for exactly the families the network runs,
