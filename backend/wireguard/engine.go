@@ -42,24 +42,40 @@ type userEngine struct {
 	self wgtypes.Key // the device's public key
 	log  klog.Logger
 
-	// mu guards closed and later, and serialises configure with the delayed kicks, so
-	// that a kick never restarts a peer that configure removed.
-	mu     sync.Mutex
-	closed bool
-	later  map[wgtypes.Key]*time.Timer // the delayed kicks, by peer
+	// mu guards closed, settling and timer, and serialises configure with the delayed
+	// kicks, so that a kick never restarts a peer that configure removed.
+	mu       sync.Mutex
+	closed   bool
+	settling map[wgtypes.Key]*settle // the pairs this node settles (see kick)
+	timer    *time.Timer             // fires at the earliest settle.due
+}
+
+// settle is a pair this node, the one with the higher key, is settling: at due it
+// restarts the peer and initiates, unless a handshake has completed since its last
+// restart (kicked; zero before the first, which happens whatever happened).
+type settle struct {
+	due      time.Time
+	kicked   time.Time
+	attempts int
 }
 
 // handshakeDelay is how long after a new pair of nodes learned of each other the node
-// with the higher public key starts the handshake that settles the pair (see kick). The
-// lower one's initiation, and any that crosses it, is answered within a round trip: well
-// under a millisecond between namespaces, a few milliseconds on a loaded host.
+// with the higher public key starts the handshake that settles the pair (see kick), and
+// how long it then waits for that handshake before starting another. The lower one's
+// initiation, and any that crosses it, is answered within a round trip: well under a
+// millisecond between namespaces, a few milliseconds on a loaded host.
 const handshakeDelay = 250 * time.Millisecond
+
+// settleAttempts bounds the handshakes a node starts to settle one pair: 2 s of
+// attempts, well inside the lower node's REKEY_TIMEOUT. After them a peer that does not
+// answer is left to WireGuard's own retransmissions, every 5 s.
+const settleAttempts = 8
 
 // openUserEngine opens a queue of the persistent TUN flannel-wg (re-creating it if it is
 // gone) and starts a wireguard-go device on it whose sockets are made in h's namespace.
 // The device is configured with cfg and up.
 func openUserEngine(h *kernel.Handle, mtu int, cfg wgtypes.Config, log klog.Logger) (*userEngine, error) {
-	e := &userEngine{self: cfg.PrivateKey.PublicKey(), log: log, later: map[wgtypes.Key]*time.Timer{}}
+	e := &userEngine{self: cfg.PrivateKey.PublicKey(), log: log, settling: map[wgtypes.Key]*settle{}}
 	err := h.InNamespace(func() error {
 		f, err := openTUN(DeviceName)
 		if err != nil {
@@ -118,6 +134,9 @@ func (e *userEngine) peers() ([]wgtypes.Peer, error) {
 // wireguard-go's handshake state and the REKEY_TIMEOUT limit on initiations) and
 // initiates. The lower node initiates nothing more before REKEY_TIMEOUT, so this
 // handshake cannot cross; packets of the peer in flight at that instant are lost, once.
+// Should that handshake be lost too (its initiation or response dropped on a loaded
+// host), the higher node starts another every handshakeDelay until one completes, at
+// most settleAttempts times (settleDue).
 //
 // With now, this device lost the sessions that its peers still hold (a restart, a
 // re-created device): they will not initiate, so it initiates with every peer at once,
@@ -126,6 +145,10 @@ func (e *userEngine) peers() ([]wgtypes.Peer, error) {
 func (e *userEngine) kick(keys []wgtypes.Key, now bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.closed {
+		return
+	}
+	due := time.Now().Add(handshakeDelay)
 	for _, k := range keys {
 		lower := bytes.Compare(e.self[:], k[:]) < 0
 		if now || lower {
@@ -134,35 +157,87 @@ func (e *userEngine) kick(keys []wgtypes.Key, now bool) {
 			}
 		}
 		if !lower {
-			e.kickLaterLocked(k)
+			e.settling[k] = &settle{due: due}
 		}
+	}
+	e.armLocked()
+}
+
+// armLocked sets the timer to the earliest settle.due.
+func (e *userEngine) armLocked() {
+	var first time.Time
+	for _, s := range e.settling {
+		if first.IsZero() || s.due.Before(first) {
+			first = s.due
+		}
+	}
+	if first.IsZero() {
+		return
+	}
+	if e.timer == nil {
+		e.timer = time.AfterFunc(time.Until(first), e.settleDue)
+	} else {
+		e.timer.Reset(time.Until(first))
 	}
 }
 
-// kickLaterLocked restarts the peer k and initiates a handshake after handshakeDelay.
-func (e *userEngine) kickLaterLocked(k wgtypes.Key) {
+// settleDue restarts and initiates with every peer being settled whose time has come and
+// that has had no handshake since its last restart. One read of the device serves all
+// of them.
+func (e *userEngine) settleDue() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	if e.closed {
 		return
 	}
-	if t := e.later[k]; t != nil {
-		t.Stop()
-	}
-	e.later[k] = time.AfterFunc(handshakeDelay, func() {
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		if e.closed {
-			return
+	now := time.Now()
+	var handshakes map[wgtypes.Key]time.Time
+	for k, s := range e.settling {
+		if s.due.After(now) {
+			continue
 		}
-		delete(e.later, k)
 		p := e.dev.LookupPeer(device.NoisePublicKey(k))
-		if p == nil {
-			return
+		if p == nil { // removed since
+			delete(e.settling, k)
+			continue
 		}
-		e.log.V(4).Info("Starting the handshake with a new peer", "publicKey", k)
+		if s.attempts > 0 {
+			if handshakes == nil {
+				handshakes = e.handshakesLocked()
+			}
+			if handshakes[k].After(s.kicked) {
+				e.log.V(4).Info("Handshake with a new peer completed", "publicKey", k, "attempts", s.attempts)
+				delete(e.settling, k)
+				continue
+			}
+			if s.attempts == settleAttempts {
+				e.log.Info("A new WireGuard peer answered none of the handshakes started to settle the pair; WireGuard retries every 5 s", "publicKey", k, "attempts", s.attempts)
+				delete(e.settling, k)
+				continue
+			}
+		}
+		e.log.V(4).Info("Starting the handshake with a new peer", "publicKey", k, "attempt", s.attempts+1)
 		p.Stop()
 		p.Start()
 		_ = p.SendHandshakeInitiation(false)
-	})
+		s.kicked, s.due = now, now.Add(handshakeDelay)
+		s.attempts++
+	}
+	e.armLocked()
+}
+
+// handshakesLocked reads when each peer last completed a handshake.
+func (e *userEngine) handshakesLocked() map[wgtypes.Key]time.Time {
+	ps, err := e.peers()
+	if err != nil {
+		e.log.V(1).Info("Reading the WireGuard peers' handshakes failed", "err", err)
+		return map[wgtypes.Key]time.Time{}
+	}
+	m := make(map[wgtypes.Key]time.Time, len(ps))
+	for _, p := range ps {
+		m[p.PublicKey] = p.LastHandshakeTime
+	}
+	return m
 }
 
 func (e *userEngine) done() <-chan struct{} { return e.dev.Wait() }
@@ -171,8 +246,8 @@ func (e *userEngine) done() <-chan struct{} { return e.dev.Wait() }
 func (e *userEngine) close() {
 	e.mu.Lock()
 	e.closed = true
-	for _, t := range e.later {
-		t.Stop()
+	if e.timer != nil {
+		e.timer.Stop()
 	}
 	e.mu.Unlock()
 	e.dev.Close()

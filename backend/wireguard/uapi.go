@@ -107,6 +107,11 @@ func parseUAPIPeers(text string) ([]wgtypes.Peer, error) {
 			if s, err = strconv.ParseInt(v, 10, 64); err == nil && s != 0 {
 				cur.LastHandshakeTime = time.Unix(s, 0)
 			}
+		case "last_handshake_time_nsec": // follows _sec
+			var ns int64
+			if ns, err = strconv.ParseInt(v, 10, 64); err == nil && !cur.LastHandshakeTime.IsZero() {
+				cur.LastHandshakeTime = time.Unix(cur.LastHandshakeTime.Unix(), ns)
+			}
 		case "rx_bytes":
 			cur.ReceiveBytes, err = strconv.ParseInt(v, 10, 64)
 		case "tx_bytes":

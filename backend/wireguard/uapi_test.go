@@ -47,7 +47,7 @@ func TestParseUAPIPeers(t *testing.T) {
 	}
 	p := peers[0]
 	if p.PublicKey[0] != 2 || p.Endpoint.String() != "192.0.2.2:51820" || len(p.AllowedIPs) != 2 || p.AllowedIPs[1].String() != "10.244.9.0/24" ||
-		p.LastHandshakeTime.Unix() != 1700000000 || p.TransmitBytes != 10 || p.ReceiveBytes != 20 || p.ProtocolVersion != 1 {
+		!p.LastHandshakeTime.Equal(time.Unix(1700000000, 5)) || p.TransmitBytes != 10 || p.ReceiveBytes != 20 || p.ProtocolVersion != 1 {
 		t.Fatalf("peer %+v", p)
 	}
 	if !peers[1].LastHandshakeTime.IsZero() || peers[1].Endpoint != nil {
