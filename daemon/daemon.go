@@ -132,7 +132,7 @@ func (d *Daemon) run(ctx context.Context, reg subnet.Registry) error {
 		if extFor != netCfg.Families() {
 			// The interface is selected for the families the network runs: its IPv4
 			// address, its IPv6 address, or both.
-			if ext, err = d.selectInterface(netCfg); err != nil {
+			if ext, err = d.selectInterface(ctx, reg, netCfg); err != nil {
 				return err
 			}
 			extFor = netCfg.Families()

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -20,10 +21,31 @@ type prepared struct {
 	ext   backend.ExternalInterface
 }
 
+// nodePublicIPs is a registry that stores operator-set public addresses for this node:
+// Kubernetes mode's node-public-ip and node-public-ipv6 annotations (kube.Registry).
+type nodePublicIPs interface {
+	NodePublicIPs(ctx context.Context) (v4, v6 netip.Addr, err error)
+}
+
 // selectInterface chooses the external interface for the families cfg runs and shows it.
-func (d *Daemon) selectInterface(cfg *subnet.Config) (backend.ExternalInterface, error) {
+// As flanneld, a node-public-ip(v6) annotation stands in for --public-ip(v6).
+func (d *Daemon) selectInterface(ctx context.Context, reg subnet.Registry, cfg *subnet.Config) (backend.ExternalInterface, error) {
 	opts := withLog(d.cfg.Iface, d.log)
 	opts.IPv4, opts.IPv6 = cfg.EnableIPv4, cfg.EnableIPv6
+	if np, ok := reg.(nodePublicIPs); ok {
+		v4, v6, err := np.NodePublicIPs(ctx)
+		if err != nil && !errors.Is(err, subnet.ErrNotFound) {
+			return backend.ExternalInterface{}, err
+		}
+		if v4.IsValid() {
+			d.log.Info("Using the node's node-public-ip annotation as the public IP", "publicIP", v4, "insteadOf", opts.PublicIP)
+			opts.PublicIP = v4.String()
+		}
+		if v6.IsValid() {
+			d.log.Info("Using the node's node-public-ipv6 annotation as the public IPv6 address", "publicIPv6", v6, "insteadOf", opts.PublicIPv6)
+			opts.PublicIPv6 = v6.String()
+		}
+	}
 	ext, err := iface.Select(opts)
 	if err != nil {
 		return ext, err
