@@ -39,10 +39,10 @@
 // prepends its header without copying. Per-packet decisions always see single inner
 // IPv4 packets; the offloads live entirely in the Device and the Conn:
 //
-//   - tun.Device (tun.OpenWith, Offload): IFF_VNET_HDR with TUN_F_CSUM|TUN_F_TSO4. The
+//   - tun.Device (tun.OpenWith, Offload): IFF_VNET_HDR with TUN_F_CSUM|TUN_F_TSO4|TUN_F_TSO6. The
 //     kernel hands over TCP superpackets of up to 64 KiB with a partial checksum; Read
 //     cuts them into MTU-sized segments in the slots (packet.TSOSplitter: IPv4 id,
-//     length and checksum, TCP sequence number, FIN/PSH on the last segment only, CWR on
+//     length and checksum or IPv6 payload length, TCP sequence number, FIN/PSH on the last segment only, CWR on
 //     the first only, full TCP checksum per segment) and completes the checksum of
 //     packets handed over with a partial one. Write coalesces consecutive segments of a
 //     TCP flow, verified, into one superpacket written with writev(2) straight from the

@@ -166,7 +166,7 @@ var _ fastpath.StatsReporter = (*Forwarder)(nil)
 type offloader interface{ Offloads() string }
 
 // Offloads describes the offloads the Device and the Conn use, for logs and status:
-// e.g. "tun=tso4,csum,gro socket=gso,gro", or "none" when neither side has any.
+// e.g. "tun=tso4,tso6,csum,gro socket=gso,gro", or "none" when neither side has any.
 func (f *Forwarder) Offloads() string {
 	var parts []string
 	if o, ok := f.dev.Load().Device.(offloader); ok {

@@ -125,3 +125,15 @@ func pseudoSum(ip []byte, proto uint8, l int) uint32 {
 		uint64(proto) + uint64(l)
 	return uint32(fold64(s))
 }
+
+// pseudoSum6 returns the folded, uncomplemented sum of the IPv6 pseudo header (RFC 8200,
+// section 8.1) of a transport segment of length l: source and destination address (the
+// 32 bytes at ip[8:40]), upper-layer length and next header.
+func pseudoSum6(ip []byte, proto uint8, l int) uint32 {
+	_ = ip[39]
+	var s uint64
+	for i := offSrc6; i < IPv6HeaderLen; i += 4 {
+		s += uint64(binary.BigEndian.Uint32(ip[i:]))
+	}
+	return uint32(fold64(s + uint64(proto) + uint64(l)))
+}

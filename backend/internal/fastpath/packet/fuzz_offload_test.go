@@ -33,6 +33,10 @@ func FuzzTSOSplit(f *testing.F) {
 	f.Add(tsoSeed(packettest.Flow(1, 5000), 1400, nil))
 	f.Add(tsoSeed(packettest.Flow(1, 3000).With(func(p *packettest.TCP) { p.TCPOptions = packettest.TSOption(1, 2); p.Flags |= tcpPSH | tcpCWR }), 1000, nil))
 	f.Add(tsoSeed(packettest.Flow(1, 100).With(func(p *packettest.TCP) { p.IPOptions = 4 }), 7, func(h *VirtioHdr) { h.GSOType |= GSOECN }))
+	seed6 := tcp6(packettest.Flow(1, 4000).Build(), "fd00::1", "fd00::2")
+	h6 := make([]byte, VirtioHdrLen)
+	VirtioHdr{Flags: VnetNeedsCsum, GSOType: GSOTCPv6, HdrLen: 60, GSOSize: 1300, CsumStart: IPv6HeaderLen, CsumOffset: 16}.Encode(h6)
+	f.Add(append(h6, seed6...))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		h, ok := DecodeVirtioHdr(in)
 		if !ok {
@@ -47,7 +51,12 @@ func FuzzTSOSplit(f *testing.F) {
 			}
 			return
 		}
-		ihl, thl := packettest.IHL(super), packettest.THL(super)
+		v6 := super[0]>>4 == 6
+		ihl := packettest.IHL(super)
+		if v6 {
+			ihl = IPv6HeaderLen
+		}
+		thl := int(super[ihl+12]>>4) * 4
 		dst := make([]byte, 1600)
 		var payload []byte
 		for i := 0; s.Pending(); i++ {
@@ -62,10 +71,14 @@ func FuzzTSOSplit(f *testing.F) {
 				return // a segment larger than the slot
 			}
 			seg := dst[:n]
-			if n < ihl+thl || int(binary.BigEndian.Uint16(seg[2:])) != n || packettest.RefChecksum(seg[:ihl]) != 0 {
+			switch {
+			case n < ihl+thl:
+				t.Fatalf("segment %d: shorter than its headers", i)
+			case v6 && int(binary.BigEndian.Uint16(seg[offPayloadLen:])) != n-IPv6HeaderLen:
+				t.Fatalf("segment %d: bad IPv6 payload length", i)
+			case !v6 && (int(binary.BigEndian.Uint16(seg[2:])) != n || packettest.RefChecksum(seg[:ihl]) != 0):
 				t.Fatalf("segment %d: bad IPv4 header", i)
-			}
-			if !packettest.RefTCPValid(seg, ihl) {
+			case v6 && !refTCP6Valid(seg), !v6 && !packettest.RefTCPValid(seg, ihl):
 				t.Fatalf("segment %d: bad TCP checksum", i)
 			}
 			if len(seg)-ihl-thl > int(h.GSOSize) {

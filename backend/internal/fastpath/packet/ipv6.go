@@ -11,6 +11,7 @@ const (
 	// IPv6HeaderLen is the length of the fixed IPv6 header.
 	IPv6HeaderLen = 40
 	offPayloadLen = 4
+	offNextHeader = 6
 	offHopLimit   = 7
 	offSrc6       = 8
 	offDst6       = 24

@@ -6,14 +6,16 @@ import (
 	"github.com/weftnet/weft/backend/internal/fastpath"
 )
 
-// TCP segmentation (TSO in userspace). A TUN with TUN_F_TSO4 hands over TCP/IPv4
-// superpackets of up to 64 KiB, with a virtio-net header saying how to cut them. The
-// fast path cuts them into the segments the kernel would have sent, because the wire
-// format is one inner packet per datagram: each segment gets a copy of the IPv4 and TCP
-// headers with
+// TCP segmentation (TSO in userspace). A TUN with TUN_F_TSO4 and TUN_F_TSO6 hands over
+// TCP/IPv4 and TCP/IPv6 superpackets of up to 64 KiB, with a virtio-net header saying how
+// to cut them. The fast path cuts them into the segments the kernel would have sent,
+// because the wire format is one inner packet per datagram: each segment gets a copy of
+// the IP and TCP headers with
 //
 //   - IPv4: total length, identification (first + index, as the kernel's GSO does) and
 //     header checksum recomputed; options, if any, copied as they are;
+//   - IPv6: payload length recomputed (the kernel's TCPv6 GSO packets carry no extension
+//     headers; one that does is refused);
 //   - TCP: sequence number (first + index * MSS); FIN and PSH kept on the last segment
 //     only, CWR on the first only; every other flag, the options and the window copied;
 //     the checksum computed in full over the segment and its pseudo header.
@@ -27,7 +29,8 @@ import (
 // The zero value holds nothing.
 type TSOSplitter struct {
 	pkt    []byte // the superpacket; nil when nothing is pending
-	ihl    int    // IPv4 header length
+	v6     bool   // an IPv6 superpacket
+	ihl    int    // IP header length
 	hdrLen int    // IPv4 + TCP header length
 	mss    int    // payload bytes per segment
 	off    int    // offset in pkt of the next segment's payload
@@ -41,15 +44,22 @@ type TSOSplitter struct {
 // until the last segment is cut.
 func (s *TSOSplitter) Start(pkt []byte, h VirtioHdr) fastpath.DropReason {
 	*s = TSOSplitter{}
-	if h.GSOType&^GSOECN != GSOTCPv4 || h.GSOSize == 0 {
+	if h.GSOSize == 0 {
 		return fastpath.DropMalformed
 	}
-	if len(pkt) < ipv4HeaderLen || pkt[0]>>4 != 4 {
-		return fastpath.DropMalformed
-	}
-	ihl := int(pkt[0]&0x0f) * 4
-	if ihl < ipv4HeaderLen || int(binary.BigEndian.Uint16(pkt[offTotalLen:])) != len(pkt) ||
-		pkt[offProto] != protoTCP || binary.BigEndian.Uint16(pkt[offFrag:])&(ipFlagMF|fragMask) != 0 {
+	var ihl int
+	switch h.GSOType &^ GSOECN {
+	case GSOTCPv4:
+		if ihl = ipv4TCPHeaderLen(pkt); ihl == 0 {
+			return fastpath.DropMalformed
+		}
+	case GSOTCPv6:
+		if len(pkt) < IPv6HeaderLen || pkt[0]>>4 != 6 || pkt[offNextHeader] != protoTCP ||
+			IPv6HeaderLen+int(binary.BigEndian.Uint16(pkt[offPayloadLen:])) != len(pkt) {
+			return fastpath.DropMalformed
+		}
+		ihl = IPv6HeaderLen
+	default:
 		return fastpath.DropMalformed
 	}
 	if int(h.CsumStart) != ihl || h.CsumOffset != tcpOffCsum || len(pkt) < ihl+tcpMinHeader {
@@ -61,14 +71,31 @@ func (s *TSOSplitter) Start(pkt []byte, h VirtioHdr) fastpath.DropReason {
 	}
 	*s = TSOSplitter{
 		pkt:    pkt,
+		v6:     h.GSOType&^GSOECN == GSOTCPv6,
 		ihl:    ihl,
 		hdrLen: ihl + thl,
 		mss:    int(h.GSOSize),
 		off:    ihl + thl,
 		seq:    binary.BigEndian.Uint32(pkt[ihl+tcpOffSeq:]),
-		id:     binary.BigEndian.Uint16(pkt[offID:]),
+	}
+	if !s.v6 {
+		s.id = binary.BigEndian.Uint16(pkt[offID:])
 	}
 	return fastpath.DropNone
+}
+
+// ipv4TCPHeaderLen returns the IPv4 header length of pkt if it is a whole TCP/IPv4 packet
+// that is not a fragment, else 0.
+func ipv4TCPHeaderLen(pkt []byte) int {
+	if len(pkt) < ipv4HeaderLen || pkt[0]>>4 != 4 {
+		return 0
+	}
+	ihl := int(pkt[0]&0x0f) * 4
+	if ihl < ipv4HeaderLen || int(binary.BigEndian.Uint16(pkt[offTotalLen:])) != len(pkt) ||
+		pkt[offProto] != protoTCP || binary.BigEndian.Uint16(pkt[offFrag:])&(ipFlagMF|fragMask) != 0 {
+		return 0
+	}
+	return ihl
 }
 
 // Pending reports whether segments remain to be cut.
@@ -97,9 +124,16 @@ func (s *TSOSplitter) Next(dst []byte) int {
 	copy(seg[s.hdrLen:], s.pkt[s.off:end])
 	last := end == len(s.pkt)
 
-	binary.BigEndian.PutUint16(seg[offTotalLen:], uint16(n))
-	binary.BigEndian.PutUint16(seg[offID:], s.id+uint16(s.index))
-	setIPv4Checksum(seg, s.ihl)
+	var pseudo uint32
+	if s.v6 {
+		binary.BigEndian.PutUint16(seg[offPayloadLen:], uint16(n-IPv6HeaderLen))
+		pseudo = pseudoSum6(seg, protoTCP, n-s.ihl)
+	} else {
+		binary.BigEndian.PutUint16(seg[offTotalLen:], uint16(n))
+		binary.BigEndian.PutUint16(seg[offID:], s.id+uint16(s.index))
+		setIPv4Checksum(seg, s.ihl)
+		pseudo = pseudoSum(seg, protoTCP, n-s.ihl)
+	}
 
 	t := seg[s.ihl:]
 	binary.BigEndian.PutUint32(t[tcpOffSeq:], s.seq+uint32(s.index*s.mss))
@@ -110,7 +144,7 @@ func (s *TSOSplitter) Next(dst []byte) int {
 		t[tcpOffFlags] &^= tcpCWR
 	}
 	t[tcpOffCsum], t[tcpOffCsum+1] = 0, 0
-	binary.BigEndian.PutUint16(t[tcpOffCsum:], checksum(t, pseudoSum(seg, protoTCP, len(t))))
+	binary.BigEndian.PutUint16(t[tcpOffCsum:], checksum(t, pseudo))
 
 	s.index++
 	s.off = end

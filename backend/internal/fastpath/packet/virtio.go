@@ -14,6 +14,7 @@ const (
 
 	GSONone  = 0    // VIRTIO_NET_HDR_GSO_NONE
 	GSOTCPv4 = 1    // VIRTIO_NET_HDR_GSO_TCPV4
+	GSOTCPv6 = 4    // VIRTIO_NET_HDR_GSO_TCPV6
 	GSOECN   = 0x80 // VIRTIO_NET_HDR_GSO_ECN: the segments carry ECN (CWR on the first only)
 )
 

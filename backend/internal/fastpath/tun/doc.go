@@ -1,6 +1,6 @@
 // Package tun is the fast path's overlay side: Device, a fastpath.Device over one queue of
 // a Linux TUN device (IFF_TUN|IFF_NO_PI), read and written in batches through the Go
-// netpoller. With offloads (IFF_VNET_HDR, TUN_F_CSUM|TUN_F_TSO4) it cuts the kernel's TCP
+// netpoller. With offloads (IFF_VNET_HDR, TUN_F_CSUM|TUN_F_TSO4|TUN_F_TSO6) it cuts the kernel's TCP
 // superpackets into segments on Read, completes partial checksums, and writes
 // consecutive segments of a flow as one superpacket on Write, falling back (logged once)
 // where the kernel refuses. Check tells whether the kernel has a TUN driver at all.

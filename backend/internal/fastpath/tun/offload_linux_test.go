@@ -77,7 +77,7 @@ func TestTUNOffloadWithKernelTCP(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dev.Close()
-	if got := dev.Offloads(); got != "tso4,csum,gro" {
+	if got := dev.Offloads(); got != "tso4,tso6,csum,gro" {
 		t.Fatalf("Offloads() = %q", got)
 	}
 	for _, argv := range [][]string{

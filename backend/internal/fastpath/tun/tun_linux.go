@@ -50,7 +50,7 @@ type Options struct {
 	// Batch is the most packets Read returns per call.
 	Batch int
 	// Offload asks for IFF_VNET_HDR with TCP segmentation and checksum offload
-	// (TUN_F_CSUM|TUN_F_TSO4): the kernel hands over TCP superpackets of up to 64 KiB,
+	// (TUN_F_CSUM|TUN_F_TSO4|TUN_F_TSO6): the kernel hands over TCP superpackets of up to 64 KiB,
 	// which Read cuts into MTU-sized segments, and Write coalesces consecutive segments of
 	// a TCP flow into superpackets (packet.TSOSplitter, packet.GROPlanner). When the
 	// kernel refuses, the TUN is opened without, logged once; Offloads says which.
@@ -113,15 +113,22 @@ func OpenWith(name string, o Options) (*Device, error) {
 		if err != nil {
 			return nil, err
 		}
-		err = unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, unix.TUN_F_CSUM|unix.TUN_F_TSO4)
+		// IPv6 segmentation too where the kernel takes it (every kernel since 2.6.27
+		// does); IPv4 only otherwise.
+		offloads, flags := "tso4,tso6,csum,gro", unix.TUN_F_CSUM|unix.TUN_F_TSO4|unix.TUN_F_TSO6
+		err = unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, flags)
+		if err != nil {
+			offloads, flags = "tso4,csum,gro", unix.TUN_F_CSUM|unix.TUN_F_TSO4
+			err = unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, flags)
+		}
 		if err == nil {
 			if err := setPersist(fd, name, o); err != nil {
 				unix.Close(fd)
 				return nil, err
 			}
 			o.Log.Info("TUN offloads on: TCP segmentation, coalescing and checksum in userspace",
-				"device", name, "offloads", "tso4,csum,gro")
-			return newTUN(fd, name, batch, true, "tso4,csum,gro")
+				"device", name, "offloads", offloads)
+			return newTUN(fd, name, batch, true, offloads)
 		}
 		unix.Close(fd)
 		desc = fmt.Sprintf("off (TUNSETOFFLOAD refused: %v)", err)
@@ -227,7 +234,7 @@ func (t *Device) Name() string { return t.name }
 // BatchSize implements fastpath.Device.
 func (t *Device) BatchSize() int { return t.batch }
 
-// Offloads describes the offloads in use: "tso4,csum,gro", or "off" and why.
+// Offloads describes the offloads in use: "tso4,tso6,csum,gro", or "off" and why.
 func (t *Device) Offloads() string { return t.desc }
 
 // Close detaches from the device. A persistent device stays, with its addresses and
