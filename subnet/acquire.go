@@ -120,7 +120,10 @@ func (m *Manager) tryAcquire(ctx context.Context, attrs LeaseAttrs, hint Lease) 
 	}
 	// One random index into both families' free lists, as flanneld: the key is a function of
 	// it, so two nodes that draw the same IPv4 subnet from the same listing draw the same
-	// key too, and the create transaction lets only one of them have it.
+	// key too, and the create transaction lets only one of them have it. Nodes whose
+	// listings differ can still pair one subnet with different ones of the other family:
+	// the Registry refuses the second key (etcdv3.Registry.CreateLease), and the loser
+	// lists again.
 	var free4, free6 []netip.Prefix
 	if m.cfg.EnableIPv4 {
 		if free4, err = freeOf(taken4, m.cfg.SubnetMin, m.cfg.SubnetMax, m.cfg.SubnetLen, m.cfg.Network, ""); err != nil {

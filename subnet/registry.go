@@ -102,7 +102,8 @@ type Registry interface {
 	ListLeases(ctx context.Context) (LeaseList, error)
 	// CreateLease atomically creates a lease for the subnets sn (IPv4) and sn6 (IPv6), either
 	// of which may be zero but not both, if no key exists for them, with a TTL (ttl > 0) or
-	// as a reservation (ttl == 0). ErrTaken if the key exists.
+	// as a reservation (ttl == 0). ErrTaken if the key exists or, where one key names two
+	// subnets (etcd's dual-stack keys), if another key already holds sn or sn6.
 	CreateLease(ctx context.Context, sn, sn6 netip.Prefix, attrs LeaseAttrs, ttl time.Duration) (Lease, error)
 	// UpdateLease rewrites an existing lease's value if its revision is still
 	// old.Revision, under a fresh TTL (ttl > 0) or as a reservation (ttl == 0).

@@ -5,8 +5,11 @@
 // Every lease key carries its own etcd lease (granted with the lease TTL), whose ID is
 // Lease.TTLID; a key with no etcd lease is a reservation (TTLID 0). Creates and updates are
 // single transactions guarded by the key's create or modification revision, so two writers
-// never both win. Listing is one range request: the etcd lease ID comes with each key, so no
-// TimeToLive request is made per lease (flanneld makes one per key).
+// never both win; a create also loses to any other key holding its IPv4 subnet (in the
+// transaction) or, created earlier, its IPv6 subnet (checked right after it; see
+// CreateLease), because a dual-stack key names two subnets. Listing is one range request: the
+// etcd lease ID comes with each key, so no TimeToLive request is made per lease (flanneld
+// makes one per key).
 //
 // The package is storage only: it decides nothing about which subnet a node takes, and it
 // logs only what the operator of the store connection needs (best-effort cleanups that

@@ -37,49 +37,6 @@ func (r *Registry) ListLeases(ctx context.Context) (subnet.LeaseList, error) {
 	return list, nil
 }
 
-// CreateLease creates the key for sn and sn6 if it has never existed or was deleted, in one
-// transaction "if create_revision(key) == 0 then put". With ttl > 0 the key is attached to
-// a fresh etcd lease (granted first, revoked again if the transaction loses); with ttl == 0
-// it is a reservation. Losing returns an error wrapping subnet.ErrTaken.
-func (r *Registry) CreateLease(ctx context.Context, sn, sn6 netip.Prefix, attrs subnet.LeaseAttrs, ttl time.Duration) (subnet.Lease, error) {
-	if err := r.checkOpen("create lease"); err != nil {
-		return subnet.Lease{}, err
-	}
-	if err := subnet.CheckLeaseSubnets(sn, sn6); err != nil {
-		return subnet.Lease{}, fmt.Errorf("create lease: %w", err)
-	}
-	key := r.leaseKey(subnet.LeaseKey(sn, sn6))
-	value, stored, err := encodeAttrs(sn, sn6, attrs)
-	if err != nil {
-		return subnet.Lease{}, fmt.Errorf("create lease %s: %w", key, err)
-	}
-	g, err := r.grant(ctx, ttl)
-	if err != nil {
-		return subnet.Lease{}, fmt.Errorf("create lease %s: %w", key, err)
-	}
-	resp, err := r.client.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, string(value), g.putOpts()...)).
-		Commit()
-	if err != nil || !resp.Succeeded {
-		// Revoking also undoes a put whose outcome an error hid, so that the error
-		// means "not created" in every case.
-		r.revoke(ctx, g.id)
-		if err != nil {
-			return subnet.Lease{}, fmt.Errorf("create lease %s: %w", key, err)
-		}
-		return subnet.Lease{}, fmt.Errorf("create lease %s: %w", key, subnet.ErrTaken)
-	}
-	return subnet.Lease{
-		Subnet:     sn,
-		IPv6Subnet: sn6,
-		Attrs:      stored,
-		TTLID:      g.id,
-		Expiration: g.expiration,
-		Revision:   resp.Header.Revision,
-	}, nil
-}
-
 // UpdateLease rewrites old's key if its modification revision is still old.Revision, in
 // one transaction, under a fresh etcd lease (ttl > 0) or none (ttl == 0: a reservation).
 // After success, old's etcd lease is revoked (best effort) when it differs; no key is
