@@ -114,6 +114,7 @@ func FuzzGRO(f *testing.F) {
 		}
 	})...))
 	f.Add(groInput(append(segments(2, 100, nil), packettest.UDP("10.244.2.3", "10.244.1.2", 63, "u").Build(), packettest.Flow(5000, 0).Build())...))
+	f.Add(groInput(append(segments6(3, 700, nil), segments(2, 700, nil)...)...))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		var pkts [][]byte
 		for len(in) >= 2 && len(pkts) < 128 {
@@ -139,13 +140,28 @@ func FuzzGRO(f *testing.F) {
 				continue
 			}
 			b := w.data
-			if w.hdr.GSOType != GSOTCPv4 || w.hdr.GSOSize == 0 || len(b) > fastpath.MaxPacket ||
-				int(binary.BigEndian.Uint16(b[2:])) != len(b) || packettest.RefChecksum(b[:20]) != 0 {
-				t.Fatalf("bad coalesced write: %+v", w.hdr)
+			ihl := ipv4HeaderLen
+			switch {
+			case w.hdr.GSOSize == 0 || len(b) > fastpath.MaxPacket:
+				t.Fatalf("bad coalesced write: %+v, %d bytes", w.hdr, len(b))
+			case w.hdr.GSOType == GSOTCPv4:
+				if int(binary.BigEndian.Uint16(b[2:])) != len(b) || packettest.RefChecksum(b[:20]) != 0 {
+					t.Fatalf("bad coalesced IPv4 header: %+v", w.hdr)
+				}
+			case w.hdr.GSOType == GSOTCPv6:
+				ihl = IPv6HeaderLen
+				if IPv6HeaderLen+int(binary.BigEndian.Uint16(b[offPayloadLen:])) != len(b) {
+					t.Fatalf("bad coalesced IPv6 header: %+v", w.hdr)
+				}
+			default:
+				t.Fatalf("bad GSO type: %+v", w.hdr)
 			}
 			full := append([]byte(nil), b...)
-			if !CompleteChecksum(full, 20, 16) {
+			if !CompleteChecksum(full, ihl, 16) {
 				t.Fatal("bad checksum offsets")
+			}
+			if ihl == IPv6HeaderLen && !refTCP6Valid(full) || ihl == ipv4HeaderLen && !packettest.RefTCPValid(full, ihl) {
+				t.Fatal("the coalesced write's checksum does not complete to a correct one")
 			}
 			// Cut again, the segments carry the same payload as the packets merged.
 			var s TSOSplitter
