@@ -17,6 +17,7 @@ import (
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/internal/kernel"
 	"github.com/weftnet/weft/pkg/ip"
+	"github.com/weftnet/weft/pkg/wait"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -102,15 +103,8 @@ func (n *kernelNetwork) Close() error {
 // it, and every resync period everything is checked anyway. A check that finds everything
 // in place writes nothing.
 func (n *kernelNetwork) Run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := wait.UntilClosed(ctx, n.done)
 	defer cancel()
-	go func() {
-		select {
-		case <-n.done:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	changes, err := n.h.Subscribe(ctx)
 	if err != nil {
 		if errors.Is(err, kernel.ErrClosed) {

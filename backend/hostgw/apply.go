@@ -11,6 +11,7 @@ import (
 
 	"github.com/weftnet/weft/backend/internal/kernel"
 	"github.com/weftnet/weft/pkg/ip"
+	"github.com/weftnet/weft/pkg/wait"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -188,15 +189,8 @@ func (n *network) directlyConnected(addr netip.Addr) (bool, error) {
 // a check, and every resyncPeriod everything is checked anyway. A check that finds
 // everything in place writes nothing.
 func (n *network) Run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := wait.UntilClosed(ctx, n.done)
 	defer cancel()
-	go func() {
-		select {
-		case <-n.done:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	n.mu.Lock()
 	var changes <-chan kernel.Change
 	var err error

@@ -14,6 +14,7 @@ import (
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/internal/kernel"
 	"github.com/weftnet/weft/pkg/ip"
+	"github.com/weftnet/weft/pkg/wait"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -62,15 +63,8 @@ func (n *network) Close() error {
 // reports it (within a few tens of milliseconds), and every resync period everything is
 // checked anyway. A check that finds everything in place writes nothing.
 func (n *network) Run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := wait.UntilClosed(ctx, n.done)
 	defer cancel()
-	go func() {
-		select {
-		case <-n.done:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	changes, err := n.h.Subscribe(ctx, n.families()...)
 	if err != nil {
 		if errors.Is(err, kernel.ErrClosed) {

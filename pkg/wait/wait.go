@@ -1,5 +1,6 @@
-// Package wait is how weft code waits a while: a sleep that ends early when its context
-// ends, for retry and back-off loops. It starts no goroutines and keeps no state.
+// Package wait is how weft code waits: a sleep that ends early when its context ends, for
+// retry and back-off loops, and a context that also ends when a Close signals, for the
+// Run loops of networks. It keeps no state.
 package wait
 
 import (
@@ -25,4 +26,19 @@ func Sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// UntilClosed returns a copy of ctx that is also cancelled when closed is closed (a
+// Network's Close), and its cancel function, which the caller must call (it also releases
+// the goroutine that watches closed).
+func UntilClosed(ctx context.Context, closed <-chan struct{}) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-closed:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }

@@ -72,3 +72,32 @@ func TestSleepEndedOrZero(t *testing.T) {
 		}
 	})
 }
+
+// TestUntilClosed: the context ends when closed is closed, or when its parent ends, and
+// the watching goroutine is gone after cancel (synctest fails a test that leaks one).
+func TestUntilClosed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		closed := make(chan struct{})
+		ctx, cancel := UntilClosed(t.Context(), closed)
+		defer cancel()
+		synctest.Wait()
+		if ctx.Err() != nil {
+			t.Fatal("ended before anything happened")
+		}
+		close(closed)
+		synctest.Wait()
+		if !errors.Is(ctx.Err(), context.Canceled) {
+			t.Fatalf("after close: %v", ctx.Err())
+		}
+	})
+	synctest.Test(t, func(t *testing.T) {
+		parent, stop := context.WithCancel(t.Context())
+		ctx, cancel := UntilClosed(parent, make(chan struct{}))
+		defer cancel()
+		stop()
+		synctest.Wait()
+		if !errors.Is(ctx.Err(), context.Canceled) {
+			t.Fatalf("after the parent ended: %v", ctx.Err())
+		}
+	})
+}
