@@ -83,53 +83,24 @@ func incompatible(s deviceSpec, l netlink.Link) string {
 // kernel has no GRE driver it returns a *KernelGREError. With nothing to correct it writes
 // nothing.
 func ensureKernelDevice(h *kernel.Handle, s deviceSpec, up bool, log klog.Logger) (idx int, changed bool, err error) {
-	nl := h.Netlink()
-	l, err := nl.LinkByName(s.name)
-	var notFound netlink.LinkNotFoundError
-	switch {
-	case errors.As(err, &notFound):
-		l = nil
-	case err != nil:
-		return 0, false, fmt.Errorf("look up %s: %w", s.name, err)
-	}
-	if l != nil {
-		if why := incompatible(s, l); why != "" {
-			log.Info("Re-creating GRE device with different settings", "device", s.name, "differences", why)
-			changed = true
-			if err := nl.LinkDel(l); err != nil {
-				return 0, changed, fmt.Errorf("delete %s: %w", s.name, err)
-			}
-			l = nil
-		}
-	}
-	if l == nil {
-		changed = true
-		if err := nl.LinkAdd(s.link()); err != nil {
+	l, created, changed, err := h.EnsureLink(kernel.LinkSpec{
+		Name: s.name, Kind: "GRE", MTU: s.mtu, Up: up,
+		New:          func() netlink.Link { return s.link() },
+		Incompatible: func(l netlink.Link) string { return incompatible(s, l) },
+		CreateError: func(err error) error {
 			if isMissingDriver(err) {
-				return 0, changed, &KernelGREError{Device: s.name, Err: err}
+				return &KernelGREError{Device: s.name, Err: err}
 			}
-			return 0, changed, fmt.Errorf("create gre device %s (local %s): %w", s.name, s.local, err)
-		}
-		if l, err = nl.LinkByName(s.name); err != nil {
-			return 0, changed, fmt.Errorf("look up created %s: %w", s.name, err)
-		}
+			return fmt.Errorf("create gre device %s (local %s): %w", s.name, s.local, err)
+		},
+	}, log)
+	if err != nil {
+		return 0, changed, err
+	}
+	if created {
 		log.Info("Created GRE device", "device", s.name, "local", s.local, "ttl", kernelTTL, "mtu", s.mtu)
 	}
-	a := l.Attrs()
-	if a.MTU != s.mtu {
-		changed = true
-		if err := nl.LinkSetMTU(l, s.mtu); err != nil {
-			return 0, changed, fmt.Errorf("set MTU of %s to %d: %w", s.name, s.mtu, err)
-		}
-		log.Info("Set GRE device MTU", "device", s.name, "was", a.MTU, "mtu", s.mtu)
-	}
-	if up && a.Flags&net.FlagUp == 0 {
-		changed = true
-		if err := nl.LinkSetUp(l); err != nil {
-			return 0, changed, fmt.Errorf("set %s up: %w", s.name, err)
-		}
-	}
-	return a.Index, changed, nil
+	return l.Attrs().Index, changed, nil
 }
 
 // deleteLinkIf deletes the link name if it exists and is of the kind "is" accepts (a

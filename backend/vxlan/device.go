@@ -2,7 +2,6 @@ package vxlan
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -111,57 +110,28 @@ func incompatible(s deviceSpec, l netlink.Link) string {
 // state and checksum offload. It returns the link index and whether it wrote anything.
 // With nothing to correct it writes nothing.
 func ensureDevice(h *kernel.Handle, s deviceSpec, up bool, log klog.Logger) (idx int, changed bool, err error) {
-	nl := h.Netlink()
-	l, err := nl.LinkByName(s.name)
-	var notFound netlink.LinkNotFoundError
-	switch {
-	case errors.As(err, &notFound):
-		l = nil
-	case err != nil:
-		return 0, changed, fmt.Errorf("look up %s: %w", s.name, err)
+	l, created, changed, err := h.EnsureLink(kernel.LinkSpec{
+		Name: s.name, Kind: "VXLAN", MTU: s.mtu, Up: up,
+		New:          func() netlink.Link { return s.link() },
+		Incompatible: func(l netlink.Link) string { return incompatible(s, l) },
+		CreateError: func(err error) error {
+			return fmt.Errorf("create vxlan device %s (vni %d, local %s, dstport %d): %w", s.name, s.vni, s.local, s.port, err)
+		},
+	}, log)
+	if err != nil {
+		return 0, changed, err
 	}
-	if l != nil {
-		if why := incompatible(s, l); why != "" {
-			log.Info("Re-creating VXLAN device with different settings", "device", s.name, "differences", why)
-			changed = true
-			if err := nl.LinkDel(l); err != nil {
-				return 0, changed, fmt.Errorf("delete %s: %w", s.name, err)
-			}
-			l = nil
-		}
-	}
-	if l == nil {
-		changed = true
-		if err := nl.LinkAdd(s.link()); err != nil {
-			return 0, changed, fmt.Errorf("create vxlan device %s (vni %d, local %s, dstport %d): %w", s.name, s.vni, s.local, s.port, err)
-		}
-		if l, err = nl.LinkByName(s.name); err != nil {
-			return 0, changed, fmt.Errorf("look up created %s: %w", s.name, err)
-		}
+	if created {
 		log.Info("Created VXLAN device", "device", s.name, "vni", s.vni, "local", s.local,
 			"dstport", s.port, "mac", s.mac, "mtu", s.mtu)
 	}
 	a := l.Attrs()
 	if !bytes.Equal(a.HardwareAddr, s.mac) {
 		changed = true
-		if err := nl.LinkSetHardwareAddr(l, s.mac); err != nil {
+		if err := h.Netlink().LinkSetHardwareAddr(l, s.mac); err != nil {
 			return 0, changed, fmt.Errorf("set MAC of %s to %s: %w", s.name, s.mac, err)
 		}
 		log.Info("Restored VXLAN device MAC", "device", s.name, "was", a.HardwareAddr, "mac", s.mac)
-	}
-	if a.MTU != s.mtu {
-		changed = true
-		if err := nl.LinkSetMTU(l, s.mtu); err != nil {
-			return 0, changed, fmt.Errorf("set MTU of %s to %d: %w", s.name, s.mtu, err)
-		}
-		log.Info("Set VXLAN device MTU", "device", s.name, "was", a.MTU, "mtu", s.mtu)
-	}
-	if up && a.Flags&net.FlagUp == 0 {
-		changed = true
-		if err := nl.LinkSetUp(l); err != nil {
-			return 0, changed, fmt.Errorf("set %s up: %w", s.name, err)
-		}
-		log.V(1).Info("Set VXLAN device up", "device", s.name)
 	}
 	if s.txCsumOff {
 		csum, err := h.EnsureTxChecksum(s.name, false)
