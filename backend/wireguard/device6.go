@@ -17,12 +17,13 @@ import (
 // written without one (IP6_RT_PRIO_USER), which flanneld's route gets.
 const metric6 = 1024
 
-// dev6 is the IPv6 side of flannel-wg in a dual-stack network, as flanneld's ConfigureV6
-// sets it: the own IPv6 subnet's network address as a /128 and a route to the
+// dev6 is the IPv6 side of a device (flannel-wg-v6 in Mode separate, else flannel-wg),
+// as flanneld's ConfigureV6 sets it: the own IPv6 subnet's network address as a /128 and a route to the
 // IPv6Network through the device. (tundev.Device keeps the IPv4 side; the kernel package
 // handles IPv4 only, so this side is read and written through netlink directly.) The zero
-// dev6 (own invalid) is an IPv4-only network: nothing to do.
+// dev6 (own invalid) is a device without IPv6: nothing to do.
 type dev6 struct {
+	name    string       // the device, for messages
 	own     netip.Prefix // the own IPv6 subnet
 	network netip.Prefix // the IPv6Network
 }
@@ -43,7 +44,7 @@ func (d dev6) state(h *kernel.Handle, index int) (hasAddr bool, stale []netlink.
 	link := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: index}}
 	addrs, err := kernel.RetryDump(func() ([]netlink.Addr, error) { return h.Netlink().AddrList(link, unix.AF_INET6) })
 	if err != nil {
-		return false, nil, false, fmt.Errorf("%s: list the IPv6 addresses of %s: %w", errPrefix, DeviceName, err)
+		return false, nil, false, fmt.Errorf("%s: list the IPv6 addresses of %s: %w", errPrefix, d.name, err)
 	}
 	for _, a := range addrs {
 		p, ok := ip.FromIPNet(a.IPNet)
@@ -102,18 +103,18 @@ func (d dev6) ensure(h *kernel.Handle, index int) error {
 	var errs []error
 	for i := range stale {
 		if err := h.Netlink().AddrDel(link, &stale[i]); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
-			errs = append(errs, fmt.Errorf("%s: remove stale address %s from %s: %w", errPrefix, stale[i].IPNet, DeviceName, err))
+			errs = append(errs, fmt.Errorf("%s: remove stale address %s from %s: %w", errPrefix, stale[i].IPNet, d.name, err))
 		}
 	}
 	if !hasAddr {
 		a := &netlink.Addr{IPNet: ip.IPNet(d.addr()), Flags: unix.IFA_F_NODAD}
 		if err := h.Netlink().AddrReplace(link, a); err != nil {
-			errs = append(errs, fmt.Errorf("%s: add address %s to %s: %w", errPrefix, d.addr(), DeviceName, err))
+			errs = append(errs, fmt.Errorf("%s: add address %s to %s: %w", errPrefix, d.addr(), d.name, err))
 		}
 	}
 	if !hasRoute {
 		if err := h.Netlink().RouteReplace(d.route(index)); err != nil {
-			errs = append(errs, fmt.Errorf("%s: route %s via %s: %w", errPrefix, d.network, DeviceName, err))
+			errs = append(errs, fmt.Errorf("%s: route %s via %s: %w", errPrefix, d.network, d.name, err))
 		}
 	}
 	return errors.Join(errs...)

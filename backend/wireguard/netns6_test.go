@@ -80,7 +80,7 @@ func (n *dualNode) start(t *testing.T, peers ...subnet.Lease) {
 	own := n.lease(t)
 	own.Attrs = subnet.LeaseAttrs{PublicIP: own.Attrs.PublicIP}
 	n.Node = tundevtest.StartNode(t, n.ns, be, own, func(nw backend.Network) {
-		nw.(*wgNetwork).period = 200 * time.Millisecond
+		nw.(*wgNetwork).setPeriod(200 * time.Millisecond)
 	}, peers...)
 }
 
