@@ -146,7 +146,8 @@ func devState(ns, name, addr4, addr6 string, routes ...string) func() error {
 // flannel-wg-v6 (IPv6 subnets, [PublicIPv6]:51821), with one key; the lease carries the
 // same key in BackendData and BackendV6Data; a peer lease in flanneld's exact format
 // makes one peer on each device; pods ping over both families; flannel-wg-v6 deleted,
-// or its route, comes back; a restart in Mode auto deletes flannel-wg-v6.
+// or its route, comes back; a restart in Mode auto deletes flannel-wg-v6, and one in
+// Mode separate again takes flannel-wg's IPv6 address and route back to a new one.
 func TestUserspaceSeparateDualStack(t *testing.T) {
 	skipWithoutNamespaces(t)
 	c, a, b := newModeNodes(t, separateConfig)
@@ -234,6 +235,18 @@ func TestUserspaceSeparateDualStack(t *testing.T) {
 	if err := devState(c.NodeA, DeviceName, "inet 10.244.1.0/32", "inet6 fd00:10:0:1::/128", "10.244.0.0/16", "fd00:10::/48")(); err != nil {
 		t.Fatal(err)
 	}
+	// Back to Mode separate: flannel-wg gives its IPv6 address and route up to a new
+	// flannel-wg-v6, and the pods talk again with node B, which stayed in Mode separate.
+	a.Stop(t)
+	a.config = separateConfig
+	a.start(t, flanneldLease(t, b))
+	if err := devState(c.NodeA, DeviceName, "inet 10.244.1.0/32", "", "10.244.0.0/16")(); err != nil {
+		t.Fatal(err)
+	}
+	if err := devState(c.NodeA, DeviceNameV6, "", "inet6 fd00:10:0:1::/128", "fd00:10::/48")(); err != nil {
+		t.Fatal(err)
+	}
+	pingBoth(t, a, b, true)
 }
 
 // TestUserspaceIPv6Only: an IPv6-only network (no IPv4 on the underlay) in Mode

@@ -96,11 +96,13 @@ func newBackend(env backend.Env, keyFile string) (*wgBackend, error) {
 // Prepare loads (or, the first time, creates) the private key, decides the
 // implementation and creates or adopts the devices. A device of the other layout (a
 // flannel-wg-v6 that this Mode does not use, or flannel-wg in an IPv6-only network in
-// Mode separate), left by an earlier run, is deleted. In auto, a kernel without
-// WireGuard means userspace (logged once, with the reason); Implementation kernel fails
-// then with a *KernelWireGuardError. The lease attributes carry the public key as
-// flanneld publishes it: in BackendData when the network runs IPv4, in BackendV6Data
-// when it runs IPv6 (the same key: both devices use the one key file).
+// Mode separate), left by an earlier run, is deleted, and so are the IPv6 address and
+// route that flannel-wg kept from a run in Mode auto when this Mode gives IPv6 to
+// flannel-wg-v6. In auto, a kernel without WireGuard means userspace (logged once, with
+// the reason); Implementation kernel fails then with a *KernelWireGuardError. The lease
+// attributes carry the public key as flanneld publishes it: in BackendData when the
+// network runs IPv4, in BackendV6Data when it runs IPv6 (the same key: both devices use
+// the one key file).
 func (b *wgBackend) Prepare(ctx context.Context) (subnet.LeaseAttrs, error) {
 	if err := ctx.Err(); err != nil {
 		return subnet.LeaseAttrs{}, err
@@ -138,11 +140,20 @@ func (b *wgBackend) Prepare(ctx context.Context) (subnet.LeaseAttrs, error) {
 	}
 	resumed := map[string]bool{}
 	for _, s := range b.specs {
-		_, made, err := ensureDevice(h, s.name, impl, b.mtu, b.log)
+		index, made, err := ensureDevice(h, s.name, impl, b.mtu, b.log)
 		if err != nil {
 			return subnet.LeaseAttrs{}, err
 		}
 		resumed[s.name] = !made
+		if cfg := b.env.Network; !s.v6 && cfg.EnableIPv6 && !made {
+			dropped, err := dropIPv6(h, s.name, index, cfg.IPv6Network)
+			if err != nil {
+				return subnet.LeaseAttrs{}, err
+			}
+			if dropped {
+				b.log.Info("Removed the IPv6 address and route an earlier run gave the device; this Mode carries IPv6 on "+DeviceNameV6, "device", s.name)
+			}
+		}
 	}
 	b.impl, b.resumed = impl, resumed
 	attrs := subnet.LeaseAttrs{BackendType: Name}
