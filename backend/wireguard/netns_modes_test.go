@@ -305,3 +305,23 @@ func TestUserspaceIPv6Only(t *testing.T) {
 		})
 	}
 }
+
+// TestKernelSeparateDualStack is Mode separate with the kernel's WireGuard on node A and
+// wireguard-go on node B: both of A's devices are kernel links, and pods ping over both
+// families. It needs the wireguard module.
+func TestKernelSeparateDualStack(t *testing.T) {
+	skipWithoutNamespaces(t)
+	if err := kernelHasWireGuard(t); err != nil {
+		t.Skipf("kernel has no WireGuard support (module wireguard): %v", err)
+	}
+	c, a, b := newModeNodes(t, strings.Replace(separateConfig, `"userspace"`, `"kernel"`, 1))
+	b.config = separateConfig
+	a.start(t, flanneldLease(t, b))
+	b.start(t, flanneldLease(t, a))
+	for _, dev := range []string{DeviceName, DeviceNameV6} {
+		if out := run(t, c.NodeA, "ip", "-d", "link", "show", dev); !strings.Contains(out, "wireguard") {
+			t.Fatalf("%s is no kernel WireGuard link: %s", dev, out)
+		}
+	}
+	pingBoth(t, a, b, true)
+}
