@@ -17,6 +17,7 @@ import (
 	"github.com/weftnet/weft/backend/internal/kernel/kerneltest"
 	"github.com/weftnet/weft/backend/internal/tundev/tundevtest"
 	"github.com/weftnet/weft/subnet"
+	"github.com/weftnet/weft/test/nstest"
 )
 
 // dualNode is a node of a wireguard network with IPv6 (dual stack unless config says
@@ -92,6 +93,18 @@ func (n *dualNode) setupIPv6(t *testing.T) {
 	if n.addr6 != "" {
 		run(t, n.ns, "ip", "addr", "add", n.addr6+"/64", "dev", "eth0", "nodad")
 	}
+	// The links existed before accept_dad=0: their link-local addresses stay tentative
+	// until duplicate address detection ends (about a second), and meanwhile the node's
+	// first forwarded packet to the pod waits for neighbour discovery. Wait it out, so
+	// that the first pings do not.
+	kerneltest.WaitFor(t, 10*time.Second, "no tentative IPv6 address", func() error {
+		for _, ns := range []string{n.ns, n.pod} {
+			if out, err := nstest.Run(ns, "ip", "-6", "-o", "addr", "show", "tentative"); err != nil || strings.TrimSpace(out) != "" {
+				return fmt.Errorf("in %s: %s (%v)", ns, out, err)
+			}
+		}
+		return nil
+	})
 }
 
 func (n *dualNode) start(t *testing.T, peers ...subnet.Lease) {
