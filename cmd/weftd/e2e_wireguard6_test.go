@@ -90,3 +90,41 @@ func TestWireGuardDualStackSeparate(t *testing.T) {
 	})
 	t.Logf("flannel-wg-v6 deleted: back and carrying IPv6 after %v", time.Since(deleted).Round(time.Millisecond))
 }
+
+// TestWireGuardIPv6OnlySeparate: an IPv6-only wireguard network in the default Mode
+// (separate) runs flannel-wg-v6 alone, on UDP 51821, with flanneld's lease (BackendV6Data
+// only, PublicIP "0.0.0.0"); pods ping and carry a checked TCP transfer over IPv6.
+func TestWireGuardIPv6OnlySeparate(t *testing.T) {
+	c := cluster.New(t, cluster.Options{Nodes: 2, IPv6: true})
+	c.PutConfig(`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"` + ipv6Network + `","Backend":{"Type":"wireguard"}}`)
+	_, pods, envs := startWG(t, c, []int{0, 1}, "--healthz-port", healthPort)
+	for i, env := range envs {
+		_, pub := wgKeys(t, c, i)
+		key := leaseKeyOf(env)
+		want := fmt.Sprintf(`{"PublicIP":"0.0.0.0","PublicIPv6":"%s","BackendType":"wireguard","BackendV6Data":{"PublicKey":"%s"}}`, c.NodeIPv6(i), pub)
+		if raw := etcdGet(t, c, key); raw != want {
+			t.Errorf("node %d lease %s = %s, want %s", i, key, raw, want)
+		}
+		if out, err := c.Exec(c.NodeNS(i), "ip", "link", "show", "flannel-wg"); err == nil {
+			t.Errorf("node %d has flannel-wg in an IPv6-only network in Mode separate: %s", i, out)
+		}
+		if r := route6To(t, c, i, ipv6Network); !strings.Contains(r, "dev flannel-wg-v6") {
+			t.Errorf("node %d route to %s: %q", i, ipv6Network, r)
+		}
+		if out := execOut(t, c, i, "ss", "-unl"); !strings.Contains(out, ":51821 ") {
+			t.Errorf("node %d: nothing listens on UDP 51821:\n%s", i, out)
+		}
+	}
+	for i, from := range pods {
+		to := pods[1-i]
+		eventually(t, wgHandshakeWait, fmt.Sprintf("pod %d pings pod %d over IPv6", i, 1-i), func() error {
+			return from.V6().Ping(to.IPv6, 1, 2*time.Second)
+		})
+	}
+	if err := cluster.TCPTransfer(pods[0].V6(), pods[1].V6(), 4<<20, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if st := wgStatus(t, c, 0); st.Backend.Device != "flannel-wg-v6" || st.Backend.Info["listenPort"] != "51821" {
+		t.Errorf("status backend %+v", st.Backend)
+	}
+}
