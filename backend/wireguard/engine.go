@@ -75,6 +75,7 @@ const settleAttempts = 8
 // gone) and starts a wireguard-go device on it whose sockets are made in h's namespace.
 // The device is configured with cfg and up.
 func openUserEngine(h *kernel.Handle, name string, mtu int, cfg wgtypes.Config, log klog.Logger) (*userEngine, error) {
+	log = log.WithValues("device", name)
 	e := &userEngine{self: cfg.PrivateKey.PublicKey(), log: log, settling: map[wgtypes.Key]*settle{}}
 	err := h.InNamespace(func() error {
 		f, err := openTUN(name)

@@ -14,7 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Drift repair: Run and the passes it drives. Apply and programming live in network.go.
+// Drift repair of one device: run and the passes it drives. apply and programming live
+// in network.go; wgnetwork.go runs one of each per device.
 
 // run puts back what someone else changes — the device (re-created in place, with its
 // key, port and peers), its link state, MTU, addresses, the routes to the networks, and
