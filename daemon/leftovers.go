@@ -25,7 +25,7 @@ import (
 //	         fdb go with them)
 //	udp      the TUN flannel0                    (its route goes with it)
 //	gre      the GRE device weft.gre, the TUN weft-gre0
-//	wireguard the device flannel-wg (kernel "wireguard", or userspace's TUN)
+//	wireguard the devices flannel-wg and flannel-wg-v6 (kernel "wireguard", or userspace's TUN)
 //	host-gw  main-table routes to subnets of the Network (and of the IPv6Network) via a
 //	         gateway on the external interface (kept for vxlan with DirectRouting, which
 //	         installs the same)
@@ -42,7 +42,7 @@ func leftoverOwner(name, kind string) string {
 		return "udp"
 	case kind == "gre" && name == "weft.gre", kind == "tuntap" && name == "weft-gre0":
 		return "gre"
-	case name == "flannel-wg" && (kind == "wireguard" || kind == "tuntap"):
+	case (name == "flannel-wg" || name == "flannel-wg-v6") && (kind == "wireguard" || kind == "tuntap"):
 		return "wireguard"
 	}
 	return ""

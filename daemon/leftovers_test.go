@@ -29,6 +29,9 @@ func TestLeftoverOwner(t *testing.T) {
 		{"flannel-wg", "wireguard", "wireguard"},
 		{"flannel-wg", "tuntap", "wireguard"},
 		{"flannel-wg", "vxlan", ""},
+		{"flannel-wg-v6", "wireguard", "wireguard"},
+		{"flannel-wg-v6", "tuntap", "wireguard"},
+		{"flannel-wg-v6", "vxlan", ""},
 		{"eth0", "veth", ""},
 		{"cni0", "bridge", ""},
 	} {

@@ -12,19 +12,19 @@ import (
 	"github.com/weftnet/weft/subnet"
 )
 
-// Mode is flanneld's Mode key: which address family carries the tunnel. In an IPv4
-// network "separate", "auto" and "ipv4" all mean one device, flannel-wg, with IPv4
-// endpoints. A dual-stack network (EnableIPv6) runs in "auto" or "ipv4": one device with
-// both subnets per peer. "ipv6" (IPv6 endpoints) is accepted by Validate (a config shared
-// with flanneld nodes stays valid) but refused by New, as is "separate" with EnableIPv6.
+// Mode is flanneld's Mode key: which devices carry which address family, and which
+// public address of a peer they send to (see layout). In an IPv4 network "separate",
+// "auto" and "ipv4" all mean one device, flannel-wg, with IPv4 endpoints, and "ipv6" is
+// accepted by Validate (a config shared with flanneld nodes stays valid) but refused by
+// New. With IPv6, "separate" runs flannel-wg-v6 for it; the others one device for all.
 type Mode string
 
 // The values of the Mode key, as flanneld spells them.
 const (
-	ModeSeparate Mode = "separate" // flanneld's default: one device per family (IPv4 only in weft)
+	ModeSeparate Mode = "separate" // flanneld's default: one device per family
 	ModeAuto     Mode = "auto"     // one device, the endpoint's family chosen per peer
 	ModeIPv4     Mode = "ipv4"     // one device, IPv4 endpoints
-	ModeIPv6     Mode = "ipv6"     // one device, IPv6 endpoints: not in weft's wireguard
+	ModeIPv6     Mode = "ipv6"     // one device, IPv6 endpoints
 )
 
 // Implementation is weft's Implementation key: where WireGuard runs. It is a key of its
@@ -60,8 +60,8 @@ const (
 type Config struct {
 	// ListenPort is the UDP port every node listens on and sends to; default 51820.
 	ListenPort int
-	// ListenPortV6 is flanneld's port of its IPv6 device (Mode separate); accepted and
-	// checked, unused (weft's wireguard has no second device). Default 51821.
+	// ListenPortV6 is the UDP port of the IPv6 device flannel-wg-v6 (Mode separate in a
+	// network with IPv6), the same on every node; default 51821.
 	ListenPortV6 int
 	// PSK is an optional pre-shared key (base64, 32 bytes) mixed into every handshake.
 	PSK string

@@ -3,14 +3,9 @@ package wireguard
 import (
 	"encoding/json"
 	"errors"
-	"net"
-	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -126,59 +121,4 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatalf("accepted %+v", cfg)
 		}
 	})
-}
-
-// TestNewChecksFamilies: a dual-stack network runs in Mode auto or ipv4 (one device with
-// both subnets, as flanneld's in those modes); Mode separate or ipv6 with EnableIPv6, an
-// IPv6-only network, and Mode ipv6 in an IPv4 network are refused by New with an error
-// naming the config keys (and, where it helps, the backends that carry IPv6). Nothing is
-// created: a refused config does not even touch the key file.
-func TestNewChecksFamilies(t *testing.T) {
-	v4 := netip.MustParsePrefix("10.244.0.0/16")
-	v6 := netip.MustParsePrefix("fd00:10::/48")
-	ext := backend.ExternalInterface{Iface: &net.Interface{Index: 2, Name: "eth0", MTU: 1500},
-		IfaceAddr: netip.MustParseAddr("192.0.2.1"), PublicIP: netip.MustParseAddr("192.0.2.1")}
-	dual := subnet.Config{EnableIPv4: true, Network: v4, SubnetLen: 24, EnableIPv6: true, IPv6Network: v6, IPv6SubnetLen: 64}
-	ipv4 := subnet.Config{EnableIPv4: true, Network: v4, SubnetLen: 24}
-	keyFile := filepath.Join(t.TempDir(), "wgkey")
-	for _, tc := range []struct {
-		name string
-		cfg  subnet.Config
-		mode string
-		want []string // in the error; nil: accepted
-	}{
-		{"dual stack, Mode auto", dual, "auto", nil},
-		{"dual stack, Mode ipv4", dual, "ipv4", nil},
-		{"IPv4, Mode separate", ipv4, "separate", nil},
-		{"dual stack, Mode separate", dual, "separate", []string{`key Mode: value "separate"`, "EnableIPv6=true", `"auto" or "ipv4"`, "vxlan, host-gw or gre"}},
-		{"dual stack, Mode ipv6", dual, "ipv6", []string{`key Mode: value "ipv6"`, "EnableIPv6=true"}},
-		{"IPv6 only", subnet.Config{EnableIPv6: true, IPv6Network: v6, IPv6SubnetLen: 64}, "auto",
-			[]string{"EnableIPv4=false", "EnableIPv6=true", "vxlan, host-gw or gre"}},
-		{"Mode ipv6 in an IPv4 network", ipv4, "ipv6", []string{`key Mode: value "ipv6"`, "IPv6 endpoints"}},
-	} {
-		cfg := tc.cfg
-		cfg.Backend = json.RawMessage(`{"Type":"wireguard","Mode":"` + tc.mode + `"}`)
-		_, err := newBackend(backend.Env{Ext: ext, Network: &cfg}, keyFile)
-		if tc.want == nil {
-			if err != nil {
-				t.Errorf("%s: refused: %v", tc.name, err)
-			}
-			continue
-		}
-		if err == nil {
-			t.Errorf("%s: New accepted the network", tc.name)
-			continue
-		}
-		if !errors.Is(err, subnet.ErrInvalidConfig) {
-			t.Errorf("%s: error does not wrap ErrInvalidConfig: %v", tc.name, err)
-		}
-		for _, w := range tc.want {
-			if !strings.Contains(err.Error(), w) {
-				t.Errorf("%s: error %q does not say %q", tc.name, err, w)
-			}
-		}
-	}
-	if _, err := os.Stat(keyFile); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("New touched the key file: %v", err)
-	}
 }

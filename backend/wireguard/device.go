@@ -14,7 +14,8 @@ import (
 )
 
 // DeviceName is the WireGuard device in both implementations, as flanneld names it: a
-// kernel "wireguard" link, or a persistent TUN that wireguard-go serves.
+// kernel "wireguard" link, or a persistent TUN that wireguard-go serves. Mode separate
+// adds DeviceNameV6 for the IPv6 side.
 const DeviceName = "flannel-wg"
 
 // probeName is the throwaway link that tells whether the kernel can make WireGuard
@@ -76,11 +77,11 @@ func linkByName(h *kernel.Handle, name string) (netlink.Link, error) {
 	return l, nil
 }
 
-// probeKernel reports whether the kernel can make WireGuard links: nil when flannel-wg
-// is one already or a throwaway link of that kind can be created (and is deleted again),
+// probeKernel reports whether the kernel can make WireGuard links: nil when the device
+// name is one already or a throwaway link of that kind can be created (and is deleted again),
 // a *KernelWireGuardError when the kernel does not know the kind.
-func probeKernel(h *kernel.Handle) error {
-	l, err := linkByName(h, DeviceName)
+func probeKernel(h *kernel.Handle, name string) error {
+	l, err := linkByName(h, name)
 	if err != nil {
 		return err
 	}
@@ -92,7 +93,7 @@ func probeKernel(h *kernel.Handle) error {
 	}
 	err = h.Netlink().LinkAdd(&netlink.Wireguard{LinkAttrs: netlink.LinkAttrs{Name: probeName}})
 	if isMissingDriver(err) {
-		return &KernelWireGuardError{Device: DeviceName, Err: err}
+		return &KernelWireGuardError{Device: name, Err: err}
 	}
 	if err != nil {
 		return fmt.Errorf("create a wireguard link to probe the kernel: %w", err)
@@ -103,12 +104,12 @@ func probeKernel(h *kernel.Handle) error {
 	return nil
 }
 
-// ensureDevice creates or adopts flannel-wg for the implementation impl, with the MTU,
-// up. A flannel-wg of the other implementation (left by an earlier run) is deleted first,
+// ensureDevice creates or adopts the device name for the implementation impl, with the
+// MTU, up. A device of that name of the other implementation (left by an earlier run) is deleted first,
 // logged. It returns the link index and whether it created the link. The TUN is created
 // in h's namespace.
-func ensureDevice(h *kernel.Handle, impl Implementation, mtu int, log klog.Logger) (index int, created bool, err error) {
-	l, err := linkByName(h, DeviceName)
+func ensureDevice(h *kernel.Handle, name string, impl Implementation, mtu int, log klog.Logger) (index int, created bool, err error) {
+	l, err := linkByName(h, name)
 	if err != nil {
 		return 0, false, err
 	}
@@ -118,43 +119,43 @@ func ensureDevice(h *kernel.Handle, impl Implementation, mtu int, log klog.Logge
 	}
 	if l != nil && !fits(l) {
 		if err := h.Netlink().LinkDel(l); err != nil {
-			return 0, false, fmt.Errorf("delete %s (a %s link) to make the %s device: %w", DeviceName, l.Type(), impl, err)
+			return 0, false, fmt.Errorf("delete %s (a %s link) to make the %s device: %w", name, l.Type(), impl, err)
 		}
-		log.Info("Deleted a device of the other implementation (an earlier run's)", "device", DeviceName, "kind", l.Type(), "implementation", impl)
+		log.Info("Deleted a device of the other implementation (an earlier run's)", "device", name, "kind", l.Type(), "implementation", impl)
 		l = nil
 	}
 	if l == nil {
 		if impl == ImplUserspace {
 			err = h.InNamespace(func() error {
-				f, err := openTUN(DeviceName)
+				f, err := openTUN(name)
 				if err != nil {
 					return err
 				}
 				return f.Close()
 			})
 		} else {
-			err = h.Netlink().LinkAdd(&netlink.Wireguard{LinkAttrs: netlink.LinkAttrs{Name: DeviceName, MTU: mtu}})
+			err = h.Netlink().LinkAdd(&netlink.Wireguard{LinkAttrs: netlink.LinkAttrs{Name: name, MTU: mtu}})
 			if isMissingDriver(err) {
-				err = &KernelWireGuardError{Device: DeviceName, Err: err}
+				err = &KernelWireGuardError{Device: name, Err: err}
 			}
 		}
 		if err != nil {
-			return 0, false, fmt.Errorf("wireguard backend: create %s: %w", DeviceName, err)
+			return 0, false, fmt.Errorf("wireguard backend: create %s: %w", name, err)
 		}
-		if l, err = h.Netlink().LinkByName(DeviceName); err != nil {
-			return 0, false, fmt.Errorf("wireguard backend: look up %s after creating it: %w", DeviceName, err)
+		if l, err = h.Netlink().LinkByName(name); err != nil {
+			return 0, false, fmt.Errorf("wireguard backend: look up %s after creating it: %w", name, err)
 		}
-		log.Info("Created WireGuard device", "device", DeviceName, "implementation", impl)
+		log.Info("Created WireGuard device", "device", name, "implementation", impl)
 		created = true
 	}
 	if l.Attrs().MTU != mtu {
 		if err := h.Netlink().LinkSetMTU(l, mtu); err != nil {
-			return 0, false, fmt.Errorf("wireguard backend: set %s MTU to %d: %w", DeviceName, mtu, err)
+			return 0, false, fmt.Errorf("wireguard backend: set %s MTU to %d: %w", name, mtu, err)
 		}
 	}
 	if l.Attrs().Flags&net.FlagUp == 0 {
 		if err := h.Netlink().LinkSetUp(l); err != nil {
-			return 0, false, fmt.Errorf("wireguard backend: bring %s up: %w", DeviceName, err)
+			return 0, false, fmt.Errorf("wireguard backend: bring %s up: %w", name, err)
 		}
 	}
 	return l.Attrs().Index, created, nil

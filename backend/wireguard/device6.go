@@ -17,12 +17,13 @@ import (
 // written without one (IP6_RT_PRIO_USER), which flanneld's route gets.
 const metric6 = 1024
 
-// dev6 is the IPv6 side of flannel-wg in a dual-stack network, as flanneld's ConfigureV6
-// sets it: the own IPv6 subnet's network address as a /128 and a route to the
+// dev6 is the IPv6 side of a device (flannel-wg-v6 in Mode separate, else flannel-wg),
+// as flanneld's ConfigureV6 sets it: the own IPv6 subnet's network address as a /128 and a route to the
 // IPv6Network through the device. (tundev.Device keeps the IPv4 side; the kernel package
 // handles IPv4 only, so this side is read and written through netlink directly.) The zero
-// dev6 (own invalid) is an IPv4-only network: nothing to do.
+// dev6 (own invalid) is a device without IPv6: nothing to do.
 type dev6 struct {
+	name    string       // the device, for messages
 	own     netip.Prefix // the own IPv6 subnet
 	network netip.Prefix // the IPv6Network
 }
@@ -43,7 +44,7 @@ func (d dev6) state(h *kernel.Handle, index int) (hasAddr bool, stale []netlink.
 	link := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: index}}
 	addrs, err := kernel.RetryDump(func() ([]netlink.Addr, error) { return h.Netlink().AddrList(link, unix.AF_INET6) })
 	if err != nil {
-		return false, nil, false, fmt.Errorf("%s: list the IPv6 addresses of %s: %w", errPrefix, DeviceName, err)
+		return false, nil, false, fmt.Errorf("%s: list the IPv6 addresses of %s: %w", errPrefix, d.name, err)
 	}
 	for _, a := range addrs {
 		p, ok := ip.FromIPNet(a.IPNet)
@@ -102,19 +103,49 @@ func (d dev6) ensure(h *kernel.Handle, index int) error {
 	var errs []error
 	for i := range stale {
 		if err := h.Netlink().AddrDel(link, &stale[i]); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
-			errs = append(errs, fmt.Errorf("%s: remove stale address %s from %s: %w", errPrefix, stale[i].IPNet, DeviceName, err))
+			errs = append(errs, fmt.Errorf("%s: remove stale address %s from %s: %w", errPrefix, stale[i].IPNet, d.name, err))
 		}
 	}
 	if !hasAddr {
 		a := &netlink.Addr{IPNet: ip.IPNet(d.addr()), Flags: unix.IFA_F_NODAD}
 		if err := h.Netlink().AddrReplace(link, a); err != nil {
-			errs = append(errs, fmt.Errorf("%s: add address %s to %s: %w", errPrefix, d.addr(), DeviceName, err))
+			errs = append(errs, fmt.Errorf("%s: add address %s to %s: %w", errPrefix, d.addr(), d.name, err))
 		}
 	}
 	if !hasRoute {
 		if err := h.Netlink().RouteReplace(d.route(index)); err != nil {
-			errs = append(errs, fmt.Errorf("%s: route %s via %s: %w", errPrefix, d.network, DeviceName, err))
+			errs = append(errs, fmt.Errorf("%s: route %s via %s: %w", errPrefix, d.network, d.name, err))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// dropIPv6 removes from a device that carries no IPv6 in this layout (flannel-wg in Mode
+// separate) what one in which it did (Mode auto, an earlier run's) gave it: its global
+// IPv6 addresses and its route to the IPv6Network, which flannel-wg-v6 has now. It
+// reports whether it removed anything.
+func dropIPv6(h *kernel.Handle, name string, index int, network netip.Prefix) (bool, error) {
+	addrs, err := h.AddrsOf(index, kernel.IPv6)
+	if err != nil {
+		return false, fmt.Errorf("%s: %s: %w", errPrefix, name, err)
+	}
+	link := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: index}}
+	for i := range addrs {
+		if err := h.Netlink().AddrDel(link, &addrs[i]); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			return false, fmt.Errorf("%s: remove IPv6 address %s from %s: %w", errPrefix, addrs[i].IPNet, name, err)
+		}
+	}
+	filter := &netlink.Route{Table: unix.RT_TABLE_MAIN, Dst: ip.IPNet(network), LinkIndex: index}
+	routes, err := kernel.RetryDump(func() ([]netlink.Route, error) {
+		return h.Netlink().RouteListFiltered(netlink.FAMILY_V6, filter, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_DST|netlink.RT_FILTER_OIF)
+	})
+	if err != nil {
+		return false, fmt.Errorf("%s: list the IPv6 routes of %s: %w", errPrefix, name, err)
+	}
+	if len(routes) > 0 {
+		if err := h.DeleteRoute(network, index); err != nil {
+			return false, fmt.Errorf("%s: remove the route to %s via %s: %w", errPrefix, network, name, err)
+		}
+	}
+	return len(addrs)+len(routes) > 0, nil
 }

@@ -6,9 +6,10 @@
 //
 // # What it sets up (flanneld's layout)
 //
-// One device, flannel-wg, with the own subnet's network address as a /32 and one route,
-// the whole Network, through it. The device listens on UDP ListenPort (51820) on every
-// address. For each peer lease (BackendType "wireguard") one WireGuard peer:
+// In an IPv4 network, one device, flannel-wg, with the own subnet's network address as a
+// /32 and one route, the whole Network, through it. The device listens on UDP ListenPort
+// (51820) on every address. For each peer lease (BackendType "wireguard") one WireGuard
+// peer:
 //
 //	public key   the lease's BackendData {"PublicKey":"<base64>"}, as flanneld writes it
 //	endpoint     the lease's PublicIP : ListenPort (every node uses the same port)
@@ -50,27 +51,37 @@
 // of waiting for traffic, and peers that only send get through within a round trip.
 //
 // The key Implementation is weft's; Mode is flanneld's address-family mode
-// ("separate", "auto", "ipv4", "ipv6"). In an IPv4 network the first three are the same
-// here, and "ipv6" (IPv6 endpoints) is refused by New (but accepted by Validate, so a
-// config shared with flanneld nodes stays valid).
+// ("separate", "auto", "ipv4", "ipv6"). In an IPv4 network the first three are the same,
+// and "ipv6" is refused by New (but accepted by Validate, so a config shared with
+// flanneld nodes stays valid): weft learns no IPv6 address of the node there.
 //
-// # Dual stack
+// # IPv6: the devices of each Mode (layout)
 //
-// With EnableIPv6 (and IPv4), in Mode "auto" or "ipv4", as flanneld in those modes: the
-// one device flannel-wg also gets the own IPv6 subnet's network address as a /128 and a
-// route to the IPv6Network (metric 1024); each peer's allowed IPs are its IPv4 and its
-// IPv6 subnet; the lease's BackendV6Data carries the same {"PublicKey": ...} as its
-// BackendData. The endpoint is the peer's PublicIP in Mode ipv4; in Mode auto it is
-// flanneld's choice (selectEndpoint): the IPv4 address unless it is private and both
-// nodes have a public IPv6 one. Refused by New, naming the keys: Mode "separate"
-// (flanneld's default: a second device flannel-wg-v6 on ListenPortV6) or "ipv6" with
-// EnableIPv6, and IPv6-only networks (EnableIPv4=false) — use vxlan, host-gw or gre
-// there. The IPv6 address and route are watched and put back as the IPv4 ones are.
+// With EnableIPv6, as flanneld. Mode "separate" (the default): one device per family the
+// network runs — flannel-wg as above for IPv4, and flannel-wg-v6 with the own IPv6
+// subnet's network address as a /128, a route to the IPv6Network (metric 1024), UDP
+// ListenPortV6 (51821), and per peer endpoint [PublicIPv6]:ListenPortV6, allowed IPs the
+// lease's IPv6 subnet; in an IPv6-only network flannel-wg-v6 alone. Modes "auto", "ipv4"
+// and "ipv6": one device flannel-wg on ListenPort carrying every family the network runs
+// (both subnets per peer in dual stack), sending to PublicIP (ipv4), [PublicIPv6] (ipv6)
+// or flanneld's choice (auto, selectEndpoint: the IPv4 address unless it is private and
+// both nodes have a public IPv6 one, or the lease has none). Mode "ipv4" in an IPv6-only
+// network is refused by New, naming the key and value. Both devices use the one key, so
+// the lease's BackendData (with IPv4) and BackendV6Data carry the same
+// {"PublicKey": ...}. A device of weft's names that the layout does not use, left by an
+// earlier run, is deleted by Prepare.
+//
+// Each device is a wgLink with its own engine (kernel link or wireguard-go on its own
+// persistent TUN), lock, peers, handshake settling and repair loop; wgNetwork composes
+// them and fans Apply, Run, Close and Describe out. TunnelPort is the first device's
+// port: ListenPort, or ListenPortV6 where flannel-wg-v6 is alone; the firewall takes one
+// port, so in Mode separate with both families ListenPortV6 is not restricted to peers
+// (WireGuard still drops what no peer's key authenticates).
 //
 // # Self-healing
 //
-// Run puts back, within a few tens of milliseconds of the kernel's notification, the
-// device's link state, MTU, address and route; a deleted device is re-created in place
+// Run puts back, within a few tens of milliseconds of the kernel's notification, each
+// device's link state, MTU, addresses and routes; a deleted device is re-created in place
 // with its key, port and peers (userspace: wireguard-go stops when its TUN goes away,
 // which triggers the same repair). Peers changed by hand (kernel: `wg set`) are put back
 // at the next peer check, every 500 ms in kernel mode; userspace devices have no control
@@ -86,5 +97,5 @@
 // # What it must not do
 //
 // It never talks to the subnet store, never logs or publishes the private key, and leaves
-// the device, its address, route and kernel peers in place on Close.
+// the devices, their addresses, routes and kernel peers in place on Close.
 package wireguard

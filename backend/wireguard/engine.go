@@ -71,20 +71,21 @@ const handshakeDelay = 250 * time.Millisecond
 // answer is left to WireGuard's own retransmissions, every 5 s.
 const settleAttempts = 8
 
-// openUserEngine opens a queue of the persistent TUN flannel-wg (re-creating it if it is
+// openUserEngine opens a queue of the persistent TUN name (re-creating it if it is
 // gone) and starts a wireguard-go device on it whose sockets are made in h's namespace.
 // The device is configured with cfg and up.
-func openUserEngine(h *kernel.Handle, mtu int, cfg wgtypes.Config, log klog.Logger) (*userEngine, error) {
+func openUserEngine(h *kernel.Handle, name string, mtu int, cfg wgtypes.Config, log klog.Logger) (*userEngine, error) {
+	log = log.WithValues("device", name)
 	e := &userEngine{self: cfg.PrivateKey.PublicKey(), log: log, settling: map[wgtypes.Key]*settle{}}
 	err := h.InNamespace(func() error {
-		f, err := openTUN(DeviceName)
+		f, err := openTUN(name)
 		if err != nil {
 			return err
 		}
 		t, err := tun.CreateTUNFromFile(f, mtu)
 		if err != nil {
 			f.Close()
-			return fmt.Errorf("start TUN %s: %w", DeviceName, err)
+			return fmt.Errorf("start TUN %s: %w", name, err)
 		}
 		e.dev = device.NewDevice(t, &nsBind{Bind: conn.NewStdNetBind(), h: h}, wgLogger(log))
 		return nil
@@ -94,11 +95,11 @@ func openUserEngine(h *kernel.Handle, mtu int, cfg wgtypes.Config, log klog.Logg
 	}
 	if err := e.configure(cfg); err != nil {
 		e.close()
-		return nil, fmt.Errorf("wireguard backend: configure %s: %w", DeviceName, err)
+		return nil, fmt.Errorf("wireguard backend: configure %s: %w", name, err)
 	}
 	if err := e.dev.Up(); err != nil {
 		e.close()
-		return nil, fmt.Errorf("wireguard backend: bring up wireguard-go on %s (listen port %d): %w", DeviceName, *cfg.ListenPort, err)
+		return nil, fmt.Errorf("wireguard backend: bring up wireguard-go on %s (listen port %d): %w", name, *cfg.ListenPort, err)
 	}
 	return e, nil
 }
@@ -291,11 +292,12 @@ func wgLogger(log klog.Logger) *device.Logger {
 // kernelEngine is the kernel's WireGuard link, programmed through wgctrl (generic
 // netlink).
 type kernelEngine struct {
-	c *wgctrl.Client
+	c    *wgctrl.Client
+	name string // the link
 }
 
-// openKernelEngine opens a wgctrl client in h's namespace and configures flannel-wg.
-func openKernelEngine(h *kernel.Handle, cfg wgtypes.Config) (*kernelEngine, error) {
+// openKernelEngine opens a wgctrl client in h's namespace and configures the link name.
+func openKernelEngine(h *kernel.Handle, name string, cfg wgtypes.Config) (*kernelEngine, error) {
 	var c *wgctrl.Client
 	err := h.InNamespace(func() error {
 		var err error
@@ -305,20 +307,20 @@ func openKernelEngine(h *kernel.Handle, cfg wgtypes.Config) (*kernelEngine, erro
 	if err != nil {
 		return nil, fmt.Errorf("wireguard backend: open wgctrl: %w", err)
 	}
-	e := &kernelEngine{c: c}
+	e := &kernelEngine{c: c, name: name}
 	if err := e.configure(cfg); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("wireguard backend: configure %s: %w", DeviceName, err)
+		return nil, fmt.Errorf("wireguard backend: configure %s: %w", name, err)
 	}
 	return e, nil
 }
 
 func (e *kernelEngine) configure(cfg wgtypes.Config) error {
-	return e.c.ConfigureDevice(DeviceName, cfg)
+	return e.c.ConfigureDevice(e.name, cfg)
 }
 
 func (e *kernelEngine) peers() ([]wgtypes.Peer, error) {
-	d, err := e.c.Device(DeviceName)
+	d, err := e.c.Device(e.name)
 	if err != nil {
 		return nil, err
 	}

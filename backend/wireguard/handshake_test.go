@@ -174,7 +174,7 @@ func TestSettlingStopsForSilentPeer(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	e := n.nw.(*wgNetwork).eng.(*userEngine)
+	e := n.nw.(*wgNetwork).links[0].eng.(*userEngine)
 	pending := func() int {
 		e.mu.Lock()
 		defer e.mu.Unlock()
@@ -264,7 +264,7 @@ func startTogetherAndPing(t *testing.T, before func(higher *wgNode) func()) {
 		}
 		if took >= rekeyTimeout {
 			for i, s := range started {
-				if e, ok := s.nw.(*wgNetwork).eng.(*userEngine); ok {
+				if e, ok := s.nw.(*wgNetwork).links[0].eng.(*userEngine); ok {
 					st, _ := e.dev.IpcGet()
 					t.Logf("node %d peers: %s", i, st)
 				}

@@ -17,12 +17,15 @@ import (
 	"github.com/weftnet/weft/backend/internal/kernel/kerneltest"
 	"github.com/weftnet/weft/backend/internal/tundev/tundevtest"
 	"github.com/weftnet/weft/subnet"
+	"github.com/weftnet/weft/test/nstest"
 )
 
-// dualNode is a node of a dual-stack wireguard network (IPv4 underlay, pods with both
-// families): its number i names its subnets 10.244.i.0/24 and fd00:10:0:i::/64.
+// dualNode is a node of a wireguard network with IPv6 (dual stack unless config says
+// otherwise): its number i names its subnets 10.244.i.0/24 and fd00:10:0:i::/64.
 type dualNode struct {
 	ns, pod, addr string
+	addr6         string // the node's IPv6 underlay address; "" for none
+	config        string // the network config; dualConfig when ""
 	i             int
 	keyFile       string
 	repairs       *kerneltest.Repairs
@@ -36,25 +39,50 @@ func (n *dualNode) subnets() (netip.Prefix, netip.Prefix) {
 	return netip.MustParsePrefix(fmt.Sprintf("10.244.%d.0/24", n.i)), netip.MustParsePrefix(fmt.Sprintf("fd00:10:0:%d::/64", n.i))
 }
 
-// lease is the node's lease as flanneld writes it in a dual-stack network (no IPv6
-// underlay address: PublicIPv6 is null).
+func (n *dualNode) netConfig(t *testing.T) *subnet.Config {
+	t.Helper()
+	raw := n.config
+	if raw == "" {
+		raw = dualConfig
+	}
+	cfg, err := subnet.ParseConfig([]byte(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// lease is the node's lease as flanneld writes it: the subnet, PublicIP and BackendData
+// of IPv4 when the network runs it, and the IPv6 subnet, BackendV6Data (the same key)
+// and, with an IPv6 underlay address, PublicIPv6 (else null).
 func (n *dualNode) lease(t *testing.T) subnet.Lease {
 	k, _, err := loadOrCreateKey(n.keyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg := n.netConfig(t)
 	sn4, sn6 := n.subnets()
-	return subnet.Lease{Subnet: sn4, IPv6Subnet: sn6, Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr(n.addr),
-		BackendType: Name, BackendData: backendData(k.public()), BackendV6Data: backendData(k.public())}}
+	l := subnet.Lease{Attrs: subnet.LeaseAttrs{BackendType: Name}}
+	if cfg.EnableIPv4 {
+		l.Subnet, l.Attrs.PublicIP, l.Attrs.BackendData = sn4, netip.MustParseAddr(n.addr), backendData(k.public())
+	}
+	l.IPv6Subnet, l.Attrs.BackendV6Data = sn6, backendData(k.public())
+	if n.addr6 != "" {
+		l.Attrs.PublicIPv6 = netip.MustParseAddr(n.addr6)
+	}
+	return l
 }
 
-// setupDual gives node and pod namespaces IPv6 and the pod an IPv6 address behind cni0.
+// setupIPv6 gives node and pod namespaces IPv6, the pod an IPv6 address behind cni0 and,
+// with addr6, the node's eth0 that underlay address.
 func (n *dualNode) setupIPv6(t *testing.T) {
 	t.Helper()
 	_, sn6 := n.subnets()
 	gw, pod := sn6.Addr().Next(), sn6.Addr().Next().Next()
 	for _, c := range []struct{ ns, link string }{{n.ns, "cni0"}, {n.ns, "eth0"}, {n.pod, "eth0"}} {
 		for _, k := range []string{"all", "default", c.link} {
+			// No duplicate address detection: link-local addresses are usable at once.
+			run(t, c.ns, "sysctl", "-qw", "net.ipv6.conf."+k+".accept_dad=0")
 			run(t, c.ns, "sysctl", "-qw", "net.ipv6.conf."+k+".disable_ipv6=0")
 		}
 	}
@@ -62,25 +90,43 @@ func (n *dualNode) setupIPv6(t *testing.T) {
 	run(t, n.ns, "ip", "addr", "add", netip.PrefixFrom(gw, 64).String(), "dev", "cni0", "nodad")
 	run(t, n.pod, "ip", "addr", "add", netip.PrefixFrom(pod, 64).String(), "dev", "eth0", "nodad")
 	run(t, n.pod, "ip", "-6", "route", "add", "default", "via", gw.String())
+	if n.addr6 != "" {
+		run(t, n.ns, "ip", "addr", "add", n.addr6+"/64", "dev", "eth0", "nodad")
+	}
+	// The links existed before accept_dad=0: their link-local addresses stay tentative
+	// until duplicate address detection ends (about a second), and meanwhile the node's
+	// first forwarded packet to the pod waits for neighbour discovery. Wait it out, so
+	// that the first pings do not.
+	kerneltest.WaitFor(t, 10*time.Second, "no tentative IPv6 address", func() error {
+		for _, ns := range []string{n.ns, n.pod} {
+			if out, err := nstest.Run(ns, "ip", "-6", "-o", "addr", "show", "tentative"); err != nil || strings.TrimSpace(out) != "" {
+				return fmt.Errorf("in %s: %s (%v)", ns, out, err)
+			}
+		}
+		return nil
+	})
 }
 
 func (n *dualNode) start(t *testing.T, peers ...subnet.Lease) {
 	t.Helper()
-	cfg, err := subnet.ParseConfig([]byte(dualConfig))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := n.netConfig(t)
 	n.repairs = &kerneltest.Repairs{}
 	logger := ktesting.NewLogger(t, ktesting.NewConfig(ktesting.Verbosity(2)))
-	be, err := newBackend(backend.Env{Ext: tundevtest.External(t, n.ns, n.addr), Network: cfg,
-		Log: logger.WithValues("node", n.addr), OnRepair: n.repairs.Report}, n.keyFile)
+	ext := tundevtest.External(t, n.ns, n.addr)
+	if !cfg.EnableIPv4 {
+		ext.IfaceAddr, ext.PublicIP = netip.Addr{}, netip.Addr{}
+	}
+	if n.addr6 != "" {
+		ext.IfaceAddrV6, ext.PublicIPv6 = netip.MustParseAddr(n.addr6), netip.MustParseAddr(n.addr6)
+	}
+	be, err := newBackend(backend.Env{Ext: ext, Network: cfg, Log: logger.WithValues("node", n.addr), OnRepair: n.repairs.Report}, n.keyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	own := n.lease(t)
-	own.Attrs = subnet.LeaseAttrs{PublicIP: own.Attrs.PublicIP}
+	own.Attrs = subnet.LeaseAttrs{PublicIP: own.Attrs.PublicIP, PublicIPv6: own.Attrs.PublicIPv6}
 	n.Node = tundevtest.StartNode(t, n.ns, be, own, func(nw backend.Network) {
-		nw.(*wgNetwork).period = 200 * time.Millisecond
+		nw.(*wgNetwork).setPeriod(200 * time.Millisecond)
 	}, peers...)
 }
 

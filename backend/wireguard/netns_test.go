@@ -106,7 +106,7 @@ func (n *wgNode) start(t *testing.T, peers ...subnet.Lease) {
 	own := subnet.Lease{Subnet: netip.MustParsePrefix(n.own), Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr(n.addr)}}
 	n.Node = tundevtest.StartNode(t, n.ns, be, own, func(nw backend.Network) {
 		// Full checks every 200 ms, so that a test does not wait on the 30 s default.
-		nw.(*wgNetwork).period = 200 * time.Millisecond
+		nw.(*wgNetwork).setPeriod(200 * time.Millisecond)
 	}, peers...)
 }
 

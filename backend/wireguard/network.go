@@ -14,7 +14,6 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 	"k8s.io/klog/v2"
 
-	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/internal/kernel"
 	"github.com/weftnet/weft/backend/internal/tundev"
 	"github.com/weftnet/weft/subnet"
@@ -29,17 +28,18 @@ const (
 	kernelPeerPoll = 500 * time.Millisecond
 )
 
-// wgNetwork is the active data plane of either implementation: flannel-wg with the own
-// subnet's address and the route to the Network (kept by tundev.Device), and the
-// WireGuard device's peers, one per public key, built from the leases.
-type wgNetwork struct {
+// wgLink is one active WireGuard device of either implementation (flannel-wg, or
+// flannel-wg-v6 in Mode separate): the device with the own subnet's address and the
+// route to the Network of each family it carries (tundev.Device for IPv4, dev6 for
+// IPv6), and its peers, one per public key, built from the leases. wgNetwork runs one
+// or two of them.
+type wgLink struct {
+	name     string // the device
 	log      klog.Logger
 	repaired func(kind string) // backend.Env.Repaired
-	h        *kernel.Handle    // closed by Close
+	h        *kernel.Handle    // the Network's; closed by wgNetwork.Close
 	impl     Implementation
-	reason   string // why auto chose userspace
-	resumed  bool   // the device outlived an earlier run: the first peers are kicked at once (guarded by mu)
-	mode     Mode
+	resumed  bool // the device outlived an earlier run: the first peers are kicked at once (guarded by mu)
 	key      privateKey
 	port     int
 	params   peerParams
@@ -47,15 +47,15 @@ type wgNetwork struct {
 	peerPoll time.Duration // between peer checks (kernel mode); 0: only with the full checks
 
 	wake      chan struct{} // buffered 1: a pass is due (the engine stopped, programming failed)
-	closed    chan struct{} // closed by Close
+	closed    chan struct{} // closed by close
 	closeOnce sync.Once
 
-	// mu serialises Apply, the repair passes, Describe and Close, and guards the fields
+	// mu serialises Apply, the repair passes, describe and close, and guards the fields
 	// below.
 	mu         sync.Mutex
-	dev        tundev.Device // only Index changes, when the device is re-created
-	dev6       dev6          // the device's IPv6 side in a dual-stack network; zero otherwise
-	eng        engine        // nil after Close
+	dev        tundev.Device // the IPv4 side (zero Own: none); only Index changes, when the device is re-created
+	dev6       dev6          // the IPv6 side; zero when the device carries no IPv6
+	eng        engine        // nil after close
 	peers      *peerSet
 	programmed map[wgtypes.Key]wantPeer // what the device was last given; nil: unknown, compare with the device
 	bad        map[netip.Prefix]string  // leases that cannot be peers, with the reason
@@ -63,33 +63,9 @@ type wgNetwork struct {
 	lastRepair string                   // the last repair failure logged, so a lasting one logs once
 }
 
-// MemoryFloor implements backend.MemoryUser: wireguard-go's buffers in userspace, nothing
-// in the kernel.
-func (n *wgNetwork) MemoryFloor() int64 {
-	if n.impl == ImplUserspace {
-		return userspaceMemory
-	}
-	return 0
-}
-
-var (
-	_ backend.MemoryUser = (*wgNetwork)(nil)
-	_ backend.Network    = (*wgNetwork)(nil)
-	_ backend.Tunnel     = (*wgNetwork)(nil)
-	_ backend.Describer  = (*wgNetwork)(nil)
-)
-
-// MTU is the device (and pod) MTU.
-func (n *wgNetwork) MTU() int { return n.dev.MTU }
-
-// TunnelPort: WireGuard listens on UDP ListenPort, so the firewall can admit it from
-// peers only (--restrict-tunnel-port). WireGuard drops what no peer's key authenticates
-// in any case.
-func (n *wgNetwork) TunnelPort() (string, int) { return "udp", n.port }
-
 // baseConfig is the device-level configuration: key and port, and with replace every
 // peer of want (and no other).
-func (n *wgNetwork) baseConfig(replace bool, want map[wgtypes.Key]wantPeer) wgtypes.Config {
+func (n *wgLink) baseConfig(replace bool, want map[wgtypes.Key]wantPeer) wgtypes.Config {
 	k, port := n.key.k, n.port
 	cfg := wgtypes.Config{PrivateKey: &k, ListenPort: &port, ReplacePeers: replace}
 	if replace {
@@ -98,16 +74,16 @@ func (n *wgNetwork) baseConfig(replace bool, want map[wgtypes.Key]wantPeer) wgty
 	return cfg
 }
 
-// openEngineLocked (re)creates or adopts flannel-wg and starts the implementation's
+// openEngineLocked (re)creates or adopts the device and starts the implementation's
 // engine on it, closing an earlier one. With replace the device gets exactly the peers
 // of the leases (a fresh or re-created device); without, it keeps the peers it has (the
 // kernel link of an earlier run) until Apply compares.
-func (n *wgNetwork) openEngineLocked(replace bool) error {
+func (n *wgLink) openEngineLocked(replace bool) error {
 	if n.eng != nil {
 		n.eng.close()
 		n.eng = nil
 	}
-	index, _, err := ensureDevice(n.h, n.impl, n.dev.MTU, n.log)
+	index, _, err := ensureDevice(n.h, n.name, n.impl, n.dev.MTU, n.log)
 	if err != nil {
 		return err
 	}
@@ -117,9 +93,9 @@ func (n *wgNetwork) openEngineLocked(replace bool) error {
 	cfg := n.baseConfig(replace, want)
 	var eng engine
 	if n.impl == ImplUserspace {
-		eng, err = openUserEngine(n.h, n.dev.MTU, cfg, n.log)
+		eng, err = openUserEngine(n.h, n.name, n.dev.MTU, cfg, n.log)
 	} else {
-		eng, err = openKernelEngine(n.h, cfg)
+		eng, err = openKernelEngine(n.h, n.name, cfg)
 	}
 	if err != nil {
 		return err
@@ -143,17 +119,17 @@ func (n *wgNetwork) openEngineLocked(replace bool) error {
 }
 
 // poke asks Run for a pass soon.
-func (n *wgNetwork) poke() {
+func (n *wgLink) poke() {
 	select {
 	case n.wake <- struct{}{}:
 	default:
 	}
 }
 
-// Apply folds peer events into the lease set and gives the device the peers that
+// apply folds peer events into the lease set and gives the device the peers that
 // changed. Leases that cannot be peers are logged with their subnet; a failure to
-// program is retried by Run.
-func (n *wgNetwork) Apply(_ context.Context, events []subnet.Event) error {
+// program is retried by run.
+func (n *wgLink) apply(_ context.Context, events []subnet.Event) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.eng == nil {
@@ -166,15 +142,15 @@ func (n *wgNetwork) Apply(_ context.Context, events []subnet.Event) error {
 		c := n.peers.apply(e)
 		switch c.kind {
 		case added:
-			n.log.Info("Peer added", "subnet", c.subnet, "endpoint", c.now.endpoint, "publicKey", c.now.key)
+			n.log.Info("Peer added", "device", n.name, "subnet", c.subnet, "endpoint", c.now.endpoint, "publicKey", c.now.key)
 		case updated:
-			n.log.Info("Peer changed", "subnet", c.subnet, "endpoint", c.now.endpoint, "publicKey", c.now.key,
+			n.log.Info("Peer changed", "device", n.name, "subnet", c.subnet, "endpoint", c.now.endpoint, "publicKey", c.now.key,
 				"wasEndpoint", c.was.endpoint, "wasPublicKey", c.was.key)
 		case removed:
-			n.log.Info("Peer removed", "subnet", c.subnet, "endpoint", c.was.endpoint, "publicKey", c.was.key)
+			n.log.Info("Peer removed", "device", n.name, "subnet", c.subnet, "endpoint", c.was.endpoint, "publicKey", c.was.key)
 		case rejected:
-			n.log.Error(c.err, "Ignoring peer lease", "subnet", c.subnet)
-			errs = append(errs, fmt.Errorf("peer %s: %w", c.subnet, c.err))
+			n.log.Error(c.err, "Ignoring peer lease", "device", n.name, "subnet", c.subnet)
+			errs = append(errs, fmt.Errorf("peer %s on %s: %w", c.subnet, n.name, c.err))
 		}
 		dirty = dirty || c.kind != unchanged
 	}
@@ -190,11 +166,11 @@ func (n *wgNetwork) Apply(_ context.Context, events []subnet.Event) error {
 // last programmed, or, when that is unknown, with the device. With repair, it compares
 // with the device anyway, ignoring endpoints that WireGuard itself moved (roaming), and
 // reports a difference as a repair. It returns whether it repaired drift.
-func (n *wgNetwork) programLocked(repair bool) (drift bool, err error) {
+func (n *wgLink) programLocked(repair bool) (drift bool, err error) {
 	want, bad := n.peers.desired()
 	for sn, why := range bad {
 		if n.bad[sn] != why {
-			n.log.Error(errors.New(why), "Peer lease cannot be programmed", "subnet", sn)
+			n.log.Error(errors.New(why), "Peer lease cannot be programmed", "device", n.name, "subnet", sn)
 		}
 	}
 	n.bad = bad
@@ -205,7 +181,7 @@ func (n *wgNetwork) programLocked(repair bool) (drift bool, err error) {
 		if have, err = n.eng.peers(); err != nil {
 			n.programmed = nil
 			n.poke()
-			return false, fmt.Errorf("%s: read the peers of %s: %w", errPrefix, DeviceName, err)
+			return false, fmt.Errorf("%s: read the peers of %s: %w", errPrefix, n.name, err)
 		}
 		endpoints = n.programmed == nil
 	} else {
@@ -218,12 +194,12 @@ func (n *wgNetwork) programLocked(repair bool) (drift bool, err error) {
 	}
 	drift = repair && n.programmed != nil
 	if drift {
-		n.log.Info("Repairing WireGuard peers changed by someone else", "device", DeviceName, "changes", describePeerChanges(cfgs))
+		n.log.Info("Repairing WireGuard peers changed by someone else", "device", n.name, "changes", describePeerChanges(cfgs))
 	}
 	if err := n.eng.configure(wgtypes.Config{Peers: cfgs}); err != nil {
 		n.programmed = nil
 		n.poke()
-		return drift, fmt.Errorf("%s: program %d peer changes on %s: %w", errPrefix, len(cfgs), DeviceName, err)
+		return drift, fmt.Errorf("%s: program %d peer changes on %s: %w", errPrefix, len(cfgs), n.name, err)
 	}
 	if drift {
 		n.repaired("peer")
@@ -259,4 +235,25 @@ func describePeerChanges(cfgs []wgtypes.PeerConfig) string {
 		}
 	}
 	return strings.Join(parts, ", ")
+}
+
+// start opens the engine on the device and gives the device its addresses and routes.
+// With replace the device gets exactly the peers of the leases (none yet).
+func (n *wgLink) start(replace bool) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := n.openEngineLocked(replace); err != nil {
+		return err
+	}
+	if err := n.dev.Ensure(n.h); err != nil {
+		n.eng.close()
+		n.eng = nil
+		return err
+	}
+	if err := n.dev6.ensure(n.h, n.dev.Index); err != nil {
+		n.eng.close()
+		n.eng = nil
+		return err
+	}
+	return nil
 }

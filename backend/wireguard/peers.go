@@ -13,8 +13,8 @@ import (
 )
 
 // lease is what a peer lease says WireGuard needs: the peer's public key, where to send
-// (its public address, chosen by Mode, and the network's ListenPort: every node uses the
-// same port, as flanneld assumes) and its subnets of the families the network runs.
+// (its public address, chosen by Mode, and the device's port: every node uses the
+// same port, as flanneld assumes) and its subnets of the families the device carries.
 type lease struct {
 	key      wgtypes.Key
 	endpoint netip.AddrPort
@@ -41,22 +41,32 @@ func (l lease) first() netip.Prefix {
 	return l.sn6
 }
 
-// peerSet is the Network's view of its peer leases, by Lease.Key(). Its methods are pure
-// decisions; the Network holds it under its mutex.
+// peerSet is one device's view of its peer leases, by Lease.Key(). Its methods are pure
+// decisions; the device holds it under its mutex.
 type peerSet struct {
-	port   uint16      // every node's ListenPort
+	port   uint16      // every node's port of this device
 	ownKey wgtypes.Key // this node's public key
-	// v6 is set when the network runs IPv6 too (dual stack): each peer's allowed IPs are
-	// both its subnets, and its endpoint is chosen by mode from ownIPs.
-	v6     bool
+	// v4, v6: the families whose subnets the device carries (its peers' allowed IPs);
+	// via: which public address of a peer it sends to, chosen with own4 and own6 for
+	// viaAuto. mode is the Mode, for messages.
+	v4, v6 bool
+	via    via
 	mode   Mode
 	own4   netip.Addr // this node's PublicIP
 	own6   netip.Addr // this node's PublicIPv6
 	leases map[string]lease
 }
 
+// newPeerSet returns the peers of an IPv4 device sending to PublicIP on port.
 func newPeerSet(port uint16, ownKey wgtypes.Key) *peerSet {
-	return &peerSet{port: port, ownKey: ownKey, mode: ModeIPv4, leases: map[string]lease{}}
+	return &peerSet{port: port, ownKey: ownKey, v4: true, via: via4, mode: ModeIPv4, leases: map[string]lease{}}
+}
+
+// newLinkPeerSet returns the peers of the device spec for this node's key and public
+// addresses.
+func newLinkPeerSet(spec linkSpec, mode Mode, ownKey wgtypes.Key, own4, own6 netip.Addr) *peerSet {
+	return &peerSet{port: uint16(spec.port), ownKey: ownKey, v4: spec.v4, v6: spec.v6, via: spec.via, mode: mode,
+		own4: own4, own6: own6, leases: map[string]lease{}}
 }
 
 // changeKind says what one event did to the set.
@@ -84,18 +94,26 @@ type change struct {
 // of the family Mode asks for, is dropped.
 func (s *peerSet) apply(e subnet.Event) change {
 	id := e.Lease.Key()
-	l := lease{sn4: e.Lease.Subnet}
+	var l lease
+	if s.v4 {
+		l.sn4 = e.Lease.Subnet
+	}
 	if s.v6 {
 		l.sn6 = e.Lease.IPv6Subnet
 	}
 	old, known := s.leases[id]
 	c := change{subnet: l.first(), subnets: l.subnets()}
-	if e.Type == subnet.Removed {
+	if e.Type == subnet.Removed || len(c.subnets) == 0 {
+		// A lease without a subnet of this device's families (an IPv6-only lease seen by
+		// Mode separate's IPv4 device) is no peer of it.
 		if !known {
 			return c
 		}
 		delete(s.leases, id)
 		c.kind, c.was = removed, old
+		if len(c.subnets) == 0 {
+			c.subnet, c.subnets = old.first(), old.subnets()
+		}
 		return c
 	}
 	key, err := peerKey(e.Lease.Attrs)
@@ -119,15 +137,24 @@ func (s *peerSet) apply(e subnet.Event) change {
 	return c
 }
 
-// endpoint returns where to send to a peer: its PublicIP in an IPv4 network and in Mode
-// ipv4; in Mode auto (dual stack), flanneld's choice (selectEndpoint).
+// endpoint returns where to send to a peer: its PublicIP (via4), its PublicIPv6 (via6),
+// or flanneld's choice between them (viaAuto, selectEndpoint), at the device's port.
 func (s *peerSet) endpoint(a subnet.LeaseAttrs) (netip.AddrPort, error) {
-	ip := a.PublicIP
-	if s.v6 && s.mode == ModeAuto {
+	var ip netip.Addr
+	switch s.via {
+	case via4:
+		if ip = a.PublicIP; !ip.Is4() {
+			ip = netip.Addr{}
+		}
+	case via6:
+		if ip = a.PublicIPv6; !ip.Is6() || ip.Is4In6() {
+			ip = netip.Addr{}
+		}
+	case viaAuto:
 		ip = selectEndpoint(a.PublicIP, a.PublicIPv6, s.own4, s.own6)
 	}
 	if !ip.IsValid() || ip.IsUnspecified() {
-		return netip.AddrPort{}, fmt.Errorf("no public IPv4 address to send to (Mode %q sends to PublicIP)", s.mode)
+		return netip.AddrPort{}, fmt.Errorf("no public address to send to (Mode %q sends to %s)", s.mode, s.via)
 	}
 	return netip.AddrPortFrom(ip, s.port), nil
 }

@@ -148,8 +148,11 @@ func TestPeerSetDualStack(t *testing.T) {
 	only3 := lease("", "fd00:10:0:3::/64", "", "2001:db8::3", k2)
 	only4 := lease("", "fd00:10:0:4::/64", "", "2001:db8::4", k3)
 	for _, mode := range []Mode{ModeAuto, ModeIPv4} {
-		s := newPeerSet(51820, own)
-		s.v6, s.mode, s.own4 = true, mode, a("192.0.2.1")
+		specs, err := layout(&subnet.Config{EnableIPv4: true, EnableIPv6: true}, Config{Mode: mode, ListenPort: 51820, ListenPortV6: 51821})
+		if err != nil || len(specs) != 1 {
+			t.Fatalf("%s: layout %+v, %v", mode, specs, err)
+		}
+		s := newLinkPeerSet(specs[0], mode, own, a("192.0.2.1"), netip.Addr{})
 		var kinds []changeKind
 		for _, l := range []subnet.Lease{dual, only3, only4} {
 			kinds = append(kinds, s.apply(ev(subnet.Added, l)).kind)

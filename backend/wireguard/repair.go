@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"strconv"
 	"strings"
 	"time"
 
@@ -13,17 +12,17 @@ import (
 	"github.com/weftnet/weft/backend/internal/kernel"
 	"github.com/weftnet/weft/backend/internal/tundev"
 	"golang.org/x/sys/unix"
-	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
-// Drift repair: Run and the passes it drives. Apply and programming live in network.go.
+// Drift repair of one device: run and the passes it drives. apply and programming live
+// in network.go; wgnetwork.go runs one of each per device.
 
-// Run puts back what someone else changes — the device (re-created in place, with its
-// key, port and peers), its link state, MTU, address, the route to the Network, and the
-// peers — within a few tens of milliseconds of the kernel's notification or the engine
-// stopping, every peerPoll for the kernel link's peers, and every period anyway. It
-// returns nil when ctx ends or Close is called.
-func (n *wgNetwork) Run(ctx context.Context) error {
+// run puts back what someone else changes — the device (re-created in place, with its
+// key, port and peers), its link state, MTU, addresses, the routes to the networks, and
+// the peers — within a few tens of milliseconds of the kernel's notification or the
+// engine stopping, every peerPoll for the kernel link's peers, and every period anyway.
+// It returns when ctx ends or close is called.
+func (n *wgLink) run(ctx context.Context) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
@@ -33,31 +32,30 @@ func (n *wgNetwork) Run(ctx context.Context) error {
 		case <-ctx.Done():
 		}
 	}()
-	families := []kernel.Family{kernel.IPv4}
+	families := []kernel.Family{kernel.IPv4} // links, and stray IPv4 state on an IPv6 device
 	if n.dev6.on() {
 		families = append(families, kernel.IPv6) // the IPv6 address and route
 	}
 	changes, err := n.h.Subscribe(ctx, families...)
 	if err != nil && !errors.Is(err, kernel.ErrClosed) {
-		n.log.Error(err, "Cannot watch kernel changes; checking the device every period only", "device", DeviceName, "period", n.period)
+		n.log.Error(err, "Cannot watch kernel changes; checking the device every period only", "device", n.name, "period", n.period)
 	}
 	merged := make(chan kernel.Change)
 	go n.forward(ctx, changes, merged)
 	w := kernel.Watcher{Relevant: n.relevant, Reconcile: n.reconcile, Period: n.period, Log: n.log}
 	w.Run(ctx, merged)
-	return nil
 }
 
 // forward passes the kernel's changes on, and adds a change of the device when a pass
 // is due for another reason (a poke, the peer poll).
-func (n *wgNetwork) forward(ctx context.Context, changes <-chan kernel.Change, out chan<- kernel.Change) {
+func (n *wgLink) forward(ctx context.Context, changes <-chan kernel.Change, out chan<- kernel.Change) {
 	var tick <-chan time.Time
 	if n.peerPoll > 0 {
 		t := time.NewTicker(n.peerPoll)
 		defer t.Stop()
 		tick = t.C
 	}
-	ours := kernel.Change{Kind: kernel.LinkChange, LinkName: DeviceName}
+	ours := kernel.Change{Kind: kernel.LinkChange, LinkName: n.name}
 	for {
 		var c kernel.Change
 		select {
@@ -85,16 +83,16 @@ func (n *wgNetwork) forward(ctx context.Context, changes <-chan kernel.Change, o
 // relevant reports whether a kernel change may concern the device: a change of the link
 // (found by name too), of its addresses, of a main-table route through it, or of a route
 // to the Network (or the IPv6Network) through anything else.
-func (n *wgNetwork) relevant(c kernel.Change) bool {
+func (n *wgLink) relevant(c kernel.Change) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	switch c.Kind {
 	case kernel.LinkChange:
-		return c.LinkIndex == n.dev.Index || c.LinkName == DeviceName
+		return c.LinkIndex == n.dev.Index || c.LinkName == n.name
 	case kernel.AddrChange:
 		return c.LinkIndex == n.dev.Index
 	case kernel.RouteChange:
-		return c.Table == unix.RT_TABLE_MAIN && (c.LinkIndex == n.dev.Index || c.Prefix == n.dev.Network ||
+		return c.Table == unix.RT_TABLE_MAIN && (c.LinkIndex == n.dev.Index || (n.dev.Network.IsValid() && c.Prefix == n.dev.Network) ||
 			(n.dev6.on() && c.Prefix == n.dev6.network))
 	}
 	return false
@@ -113,7 +111,7 @@ func stopped(e engine) bool {
 // reconcile is one repair pass (the Watcher's Reconcile): it re-creates a deleted device
 // or a stopped engine, corrects the link, address and route, and compares the peers. It
 // logs and counts each repair, and a lasting failure once.
-func (n *wgNetwork) reconcile() (drift bool, err error) {
+func (n *wgLink) reconcile() (drift bool, err error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.eng == nil {
@@ -124,19 +122,19 @@ func (n *wgNetwork) reconcile() (drift bool, err error) {
 	if err != nil {
 		outcome = err.Error()
 		if outcome != n.lastRepair {
-			n.log.Error(err, "Cannot repair the WireGuard device; retrying", "device", DeviceName)
+			n.log.Error(err, "Cannot repair the WireGuard device; retrying", "device", n.name)
 		}
 	} else if n.lastRepair != "" {
-		n.log.Info("WireGuard device in place again", "device", DeviceName)
+		n.log.Info("WireGuard device in place again", "device", n.name)
 	}
 	n.lastRepair = outcome
 	return drift, err
 }
 
-func (n *wgNetwork) repairLocked() (drift bool, err error) {
+func (n *wgLink) repairLocked() (drift bool, err error) {
 	faults, err := n.dev.Drift(n.h)
 	if errors.Is(err, tundev.ErrGone) || (err == nil && stopped(n.eng)) {
-		n.log.Info("Re-creating the WireGuard device, deleted by someone else", "device", DeviceName, "implementation", n.impl)
+		n.log.Info("Re-creating the WireGuard device, deleted by someone else", "device", n.name, "implementation", n.impl)
 		if err := n.openEngineLocked(true); err != nil {
 			return true, err
 		}
@@ -163,7 +161,7 @@ func (n *wgNetwork) repairLocked() (drift bool, err error) {
 		for _, f := range faults {
 			what = append(what, f.What)
 		}
-		n.log.Info("Repairing the WireGuard device, changed by someone else", "device", DeviceName, "drift", strings.Join(what, ", "))
+		n.log.Info("Repairing the WireGuard device, changed by someone else", "device", n.name, "drift", strings.Join(what, ", "))
 		if err := n.dev.Ensure(n.h); err != nil {
 			return true, err
 		}
@@ -185,10 +183,9 @@ func (n *wgNetwork) repairLocked() (drift bool, err error) {
 	return drift || peerDrift, err
 }
 
-// Close stops the engine and releases the sockets. flannel-wg, its address, route and
+// close stops the engine and releases its sockets. The device, its addresses, routes and
 // (kernel) peers stay, so that a restarted weftd adopts them. Idempotent.
-func (n *wgNetwork) Close() error {
-	var err error
+func (n *wgLink) close() {
 	n.closeOnce.Do(func() {
 		close(n.closed)
 		n.mu.Lock()
@@ -197,32 +194,14 @@ func (n *wgNetwork) Close() error {
 			n.eng.close()
 			n.eng = nil
 		}
-		err = n.h.Close()
 	})
-	return err
 }
 
-// Describe reports the device, the implementation and why, the public key (never the
-// private one), and the peers.
-func (n *wgNetwork) Describe() backend.Description {
+// describe reports the device's handshakes ("1 of 2": peers with a handshake, of all;
+// "" when the device cannot be read) and its peers' subnets with their state.
+func (n *wgLink) describe(peers map[netip.Prefix]backend.PeerStatus) (handshakes string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	d := backend.Description{
-		Device: DeviceName,
-		Info: map[string]string{
-			"mode":       string(n.impl),
-			"familyMode": string(n.mode),
-			"listenPort": strconv.Itoa(n.port),
-			"publicKey":  n.key.public().String(),
-		},
-		Peers: map[netip.Prefix]backend.PeerStatus{},
-	}
-	if n.reason != "" {
-		d.Info["userspaceReason"] = n.reason
-	}
-	if n.params.psk != (wgtypes.Key{}) {
-		d.Info["presharedKey"] = "set"
-	}
 	if n.eng != nil {
 		if have, err := n.eng.peers(); err == nil {
 			up := 0
@@ -231,16 +210,16 @@ func (n *wgNetwork) Describe() backend.Description {
 					up++
 				}
 			}
-			d.Info["peersWithHandshake"] = fmt.Sprintf("%d of %d", up, len(have))
+			handshakes = fmt.Sprintf("%d of %d", up, len(have))
 		}
 	}
 	for _, l := range n.peers.leases {
 		for _, sn := range l.subnets() {
-			d.Peers[sn] = backend.PeerStatus{State: backend.PeerProgrammed}
+			peers[sn] = backend.PeerStatus{State: backend.PeerProgrammed}
 		}
 	}
 	for sn, why := range n.bad {
-		d.Peers[sn] = backend.PeerStatus{State: backend.PeerError, Reason: why}
+		peers[sn] = backend.PeerStatus{State: backend.PeerError, Reason: why}
 	}
-	return d
+	return handshakes
 }

@@ -3,9 +3,9 @@ package wireguard
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"os"
 	"runtime/debug"
+	"slices"
 	"time"
 
 	"k8s.io/klog/v2"
@@ -33,6 +33,7 @@ func Type() backend.Type {
 type wgBackend struct {
 	env     backend.Env
 	cfg     Config
+	specs   []linkSpec // the devices (layout)
 	mtu     int
 	keyFile string
 	log     klog.Logger
@@ -40,9 +41,9 @@ type wgBackend struct {
 	key    privateKey
 	impl   Implementation // ImplKernel or ImplUserspace once Prepare succeeded
 	reason string         // why auto chose userspace
-	// resumed: Prepare found flannel-wg left by an earlier run, whose peers may still
-	// hold sessions with it.
-	resumed bool
+	// resumed: the devices Prepare found left by an earlier run, whose peers may still
+	// hold sessions with them.
+	resumed map[string]bool
 }
 
 var _ backend.Backend = (*wgBackend)(nil)
@@ -65,54 +66,43 @@ func newBackend(env backend.Env, keyFile string) (*wgBackend, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkFamilies(env.Network, cfg.Mode); err != nil {
+	specs, err := layout(env.Network, cfg)
+	if err != nil {
 		return nil, err
 	}
 	ext := env.Ext
-	if ext.Iface == nil || !ext.IfaceAddr.Is4() || !ext.PublicIP.Is4() {
-		return nil, fmt.Errorf("%s: the external interface needs an IPv4 address and public IP (have %v, %v)", errPrefix, ext.IfaceAddr, ext.PublicIP)
+	if ext.Iface == nil {
+		return nil, fmt.Errorf("%s: no external interface", errPrefix)
+	}
+	has4 := ext.IfaceAddr.Is4() && ext.PublicIP.Is4()
+	has6 := ext.IfaceAddrV6.Is6() && ext.PublicIPv6.Is6() && !ext.PublicIPv6.Is4In6()
+	if err := checkExternal(specs, has4, has6); err != nil {
+		return nil, fmt.Errorf("%w (have %v, %v; IPv6 %v, %v)", err, ext.IfaceAddr, ext.PublicIP, ext.IfaceAddrV6, ext.PublicIPv6)
 	}
 	mtu, err := podMTU(cfg, ext.Iface.MTU)
 	if err != nil {
 		return nil, err
 	}
 	log := env.Log.WithValues("backend", Name)
-	log.Info("WireGuard backend configured", "implementation", cfg.Implementation, "mode", cfg.Mode, "listenPort", cfg.ListenPort,
-		"mtu", mtu, "keyFile", keyFile, "psk", cfg.PSK != "", "persistentKeepalive", cfg.PersistentKeepaliveInterval)
-	return &wgBackend{env: env, cfg: cfg, mtu: mtu, keyFile: keyFile, log: log}, nil
-}
-
-// checkFamilies checks the network's address families against Mode. An IPv4 network runs
-// in every Mode but "ipv6" (IPv6 endpoints). A dual-stack network runs in Mode "auto" or
-// "ipv4": one device, flannel-wg, whose peers' allowed IPs are both their subnets, as
-// flanneld's in those modes. Refused, naming the keys: Mode "separate" (flanneld's
-// default: a second device flannel-wg-v6 with IPv6 endpoints on ListenPortV6) or "ipv6"
-// with EnableIPv6, and an IPv6-only network (EnableIPv4=false), which weft's wireguard
-// does not carry yet. Errors wrap subnet.ErrInvalidConfig.
-func checkFamilies(cfg *subnet.Config, mode Mode) error {
-	const other = "vxlan, host-gw or gre backend"
-	switch {
-	case cfg.EnableIPv6 && !cfg.EnableIPv4:
-		return fmt.Errorf("%w: %s needs IPv4 in the network: the network config sets EnableIPv4=false and EnableIPv6=true (an IPv6-only network), "+
-			"which weft's wireguard does not carry; use the %s, or a dual-stack network (EnableIPv4 true) with Mode %q or %q",
-			subnet.ErrInvalidConfig, errPrefix, other, ModeAuto, ModeIPv4)
-	case cfg.EnableIPv6 && mode != ModeAuto && mode != ModeIPv4:
-		return fmt.Errorf("%w: %s: key Mode: value %q with EnableIPv6=true: weft's wireguard carries a dual-stack network on one device, "+
-			"in Mode %q or %q (Mode %q needs a second device with IPv6 endpoints, which weft's wireguard does not have); "+
-			"set Mode to %q or %q on every node, or use the %s",
-			subnet.ErrInvalidConfig, errPrefix, mode, ModeAuto, ModeIPv4, mode, ModeAuto, ModeIPv4, other)
-	case mode == ModeIPv6:
-		return fmt.Errorf("%w: %s: key Mode: value %q needs IPv6 endpoints, which weft's wireguard does not use (use %q, %q or %q: in an IPv4 network they are the same)",
-			subnet.ErrInvalidConfig, errPrefix, mode, ModeSeparate, ModeAuto, ModeIPv4)
+	kv := []any{"implementation", cfg.Implementation, "mode", cfg.Mode}
+	for _, s := range specs {
+		kv = append(kv, s.name, fmt.Sprintf("port %d, sends to %s", s.port, s.via))
 	}
-	return nil
+	log.Info("WireGuard backend configured", append(kv, "mtu", mtu, "keyFile", keyFile, "psk", cfg.PSK != "",
+		"persistentKeepalive", cfg.PersistentKeepaliveInterval)...)
+	return &wgBackend{env: env, cfg: cfg, specs: specs, mtu: mtu, keyFile: keyFile, log: log}, nil
 }
 
 // Prepare loads (or, the first time, creates) the private key, decides the
-// implementation and creates or adopts flannel-wg. In auto, a kernel without WireGuard
-// means userspace (logged once, with the reason); Implementation kernel fails then with
-// a *KernelWireGuardError. The lease attributes carry the public key as flanneld
-// publishes it.
+// implementation and creates or adopts the devices. A device of the other layout (a
+// flannel-wg-v6 that this Mode does not use, or flannel-wg in an IPv6-only network in
+// Mode separate), left by an earlier run, is deleted, and so are the IPv6 address and
+// route that flannel-wg kept from a run in Mode auto when this Mode gives IPv6 to
+// flannel-wg-v6. In auto, a kernel without WireGuard means userspace (logged once, with
+// the reason); Implementation kernel fails then with a *KernelWireGuardError. The lease
+// attributes carry the public key as flanneld publishes it: in BackendData when the
+// network runs IPv4, in BackendV6Data when it runs IPv6 (the same key: both devices use
+// the one key file).
 func (b *wgBackend) Prepare(ctx context.Context) (subnet.LeaseAttrs, error) {
 	if err := ctx.Err(); err != nil {
 		return subnet.LeaseAttrs{}, err
@@ -134,7 +124,7 @@ func (b *wgBackend) Prepare(ctx context.Context) (subnet.LeaseAttrs, error) {
 	defer h.Close()
 	var probe error
 	if b.cfg.Implementation != ImplUserspace {
-		probe = probeKernel(h)
+		probe = probeKernel(h, b.specs[0].name)
 	}
 	impl, err := decideImplementation(b.cfg.Implementation, probe)
 	if err != nil {
@@ -143,40 +133,79 @@ func (b *wgBackend) Prepare(ctx context.Context) (subnet.LeaseAttrs, error) {
 	if impl == ImplUserspace && b.cfg.Implementation == ImplAuto && b.reason == "" {
 		b.reason = probe.Error()
 		b.log.Info("WireGuard runs in userspace: the kernel has no WireGuard support, so weft runs wireguard-go on a TUN device; same wire protocol, more CPU per packet",
-			"device", DeviceName, "reason", b.reason)
+			"device", b.specs[0].name, "reason", b.reason)
 	}
-	_, made, err := ensureDevice(h, impl, b.mtu, b.log)
-	if err != nil {
+	if err := b.removeUnused(h); err != nil {
 		return subnet.LeaseAttrs{}, err
 	}
-	b.impl = impl
-	b.resumed = !made
-	attrs := subnet.LeaseAttrs{PublicIP: b.env.Ext.PublicIP, BackendType: Name, BackendData: backendData(key.public())}
+	resumed := map[string]bool{}
+	for _, s := range b.specs {
+		index, made, err := ensureDevice(h, s.name, impl, b.mtu, b.log)
+		if err != nil {
+			return subnet.LeaseAttrs{}, err
+		}
+		resumed[s.name] = !made
+		if cfg := b.env.Network; !s.v6 && cfg.EnableIPv6 && !made {
+			dropped, err := dropIPv6(h, s.name, index, cfg.IPv6Network)
+			if err != nil {
+				return subnet.LeaseAttrs{}, err
+			}
+			if dropped {
+				b.log.Info("Removed the IPv6 address and route an earlier run gave the device; this Mode carries IPv6 on "+DeviceNameV6, "device", s.name)
+			}
+		}
+	}
+	b.impl, b.resumed = impl, resumed
+	attrs := subnet.LeaseAttrs{BackendType: Name}
+	if b.env.Network.EnableIPv4 {
+		attrs.PublicIP, attrs.BackendData = b.env.Ext.PublicIP, backendData(key.public())
+	}
 	if b.env.Network.EnableIPv6 {
-		// flanneld publishes the same {"PublicKey": ...} for the IPv6 side.
 		attrs.PublicIPv6, attrs.BackendV6Data = b.env.Ext.PublicIPv6, backendData(key.public())
 	}
 	return attrs, nil
 }
 
+// removeUnused deletes the WireGuard devices (wireguard links or TUNs) of weft's names
+// that the layout does not use: an earlier run's under another Mode or families.
+func (b *wgBackend) removeUnused(h *kernel.Handle) error {
+	for _, name := range []string{DeviceName, DeviceNameV6} {
+		if slices.ContainsFunc(b.specs, func(s linkSpec) bool { return s.name == name }) {
+			continue
+		}
+		l, err := linkByName(h, name)
+		if err != nil {
+			return fmt.Errorf("%s: %w", errPrefix, err)
+		}
+		if l == nil || (!isWireGuard(l) && !isTUN(l)) {
+			continue
+		}
+		if err := h.Netlink().LinkDel(l); err != nil {
+			return fmt.Errorf("%s: delete %s, which Mode %q does not use here: %w", errPrefix, name, b.cfg.Mode, err)
+		}
+		b.log.Info("Deleted a WireGuard device this Mode does not use (an earlier run's)", "device", name, "mode", b.cfg.Mode)
+	}
+	return nil
+}
+
 // Activate brings up the data plane of the implementation Prepare chose for the own
-// lease: flannel-wg with the own subnet's network address and the route to the Network,
-// and the device's key and port. Kernel mode keeps the peers the link has (a restart
-// does not interrupt traffic); Apply and Run correct them.
+// lease: each device with its own subnet's network address and the route to the
+// network of each family it carries, and the devices' key and port. Kernel mode keeps
+// the peers the links have (a restart does not interrupt traffic); Apply and Run correct
+// them.
 func (b *wgBackend) Activate(ctx context.Context, own subnet.Lease) (backend.Network, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	network := b.env.Network.Network
-	sn := own.Subnet
-	if !sn.Addr().Is4() || !ip.IsNetworkAddress(sn) || !ip.Contains(network, sn) {
-		return nil, fmt.Errorf("%s: own subnet %s is not an IPv4 subnet of %s", errPrefix, sn, network)
+	cfg := b.env.Network
+	if cfg.EnableIPv4 {
+		if sn := own.Subnet; !sn.Addr().Is4() || !ip.IsNetworkAddress(sn) || !ip.Contains(cfg.Network, sn) {
+			return nil, fmt.Errorf("%s: own subnet %s is not an IPv4 subnet of %s", errPrefix, sn, cfg.Network)
+		}
 	}
-	var d6 dev6
-	if cfg := b.env.Network; cfg.EnableIPv6 {
-		d6 = dev6{own: own.IPv6Subnet, network: cfg.IPv6Network}
-		if !d6.own.Addr().Is6() || !ip.IsNetworkAddress(d6.own) || !ip.Contains(d6.network, d6.own) {
-			return nil, fmt.Errorf("%s: own IPv6 subnet %s is not an IPv6 subnet of %s", errPrefix, d6.own, d6.network)
+	if cfg.EnableIPv6 {
+		if sn := own.IPv6Subnet; !sn.Addr().Is6() || !ip.IsNetworkAddress(sn) || !ip.Contains(cfg.IPv6Network, sn) {
+			return nil, fmt.Errorf("%s: own IPv6 subnet %s is not an IPv6 subnet of %s", errPrefix, sn, cfg.IPv6Network)
 		}
 	}
 	if b.impl == "" {
@@ -186,67 +215,71 @@ func (b *wgBackend) Activate(ctx context.Context, own subnet.Lease) (backend.Net
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", errPrefix, err)
 	}
-	n, err := b.activate(h, sn, network, d6)
+	n, err := b.activate(h, own)
 	if err != nil {
 		h.Close()
 		return nil, err
 	}
-	b.log.Info("WireGuard network active", "implementation", b.impl, "device", DeviceName, "subnet", sn, "network", network,
-		"ipv6Subnet", d6.own, "ipv6Network", d6.network, "listenPort", b.cfg.ListenPort, "mtu", b.mtu, "publicKey", b.key.public())
+	for _, l := range n.links {
+		b.log.Info("WireGuard network active", "implementation", b.impl, "device", l.name, "subnet", l.dev.Own, "network", l.dev.Network,
+			"ipv6Subnet", l.dev6.own, "ipv6Network", l.dev6.network, "listenPort", l.port, "mtu", b.mtu, "publicKey", b.key.public())
+	}
 	if _, set := os.LookupEnv("GOMEMLIMIT"); set && b.impl == ImplUserspace {
-		if limit := debug.SetMemoryLimit(-1); limit < userspaceMemory { // -1 reads the limit
+		if limit := debug.SetMemoryLimit(-1); limit < n.MemoryFloor() { // -1 reads the limit
 			b.log.Info("GOMEMLIMIT is below what wireguard-go uses under load: the garbage collector will run all the time "+
-				"and throughput drops several times; raise it, e.g. GOMEMLIMIT=256MiB",
-				"limitMiB", limit>>20, "wantMiB", userspaceMemory>>20)
+				"and throughput drops several times; raise it, e.g. GOMEMLIMIT=256MiB per WireGuard device",
+				"limitMiB", limit>>20, "wantMiB", n.MemoryFloor()>>20)
 		}
 	}
 	return n, nil
 }
 
-// userspaceMemory is about what wireguard-go's packet buffers (64 KiB each, for TSO/GRO)
-// take under a bulk TCP flow: 110–180 MiB of heap measured on a 2-core machine.
+// userspaceMemory is about what one wireguard-go device's packet buffers (64 KiB each,
+// for TSO/GRO) take under a bulk TCP flow: 110–180 MiB of heap measured on a 2-core
+// machine.
 const userspaceMemory = 192 << 20
 
-func (b *wgBackend) activate(h *kernel.Handle, own, network netip.Prefix, d6 dev6) (*wgNetwork, error) {
-	n := &wgNetwork{
-		log:      b.log,
-		repaired: b.env.Repaired,
-		h:        h,
-		impl:     b.impl,
-		reason:   b.reason,
-		resumed:  b.resumed,
-		mode:     b.cfg.Mode,
-		key:      b.key,
-		port:     b.cfg.ListenPort,
-		params:   peerParams{keepalive: time.Duration(b.cfg.PersistentKeepaliveInterval) * time.Second},
-		period:   repairPeriod,
-		dev:      tundev.Device{Name: DeviceName, ErrPrefix: errPrefix, Own: own, Network: network, MTU: b.mtu},
-		dev6:     d6,
-		peers:    newPeerSet(uint16(b.cfg.ListenPort), b.key.public()),
-		wake:     make(chan struct{}, 1),
-		closed:   make(chan struct{}),
-	}
+func (b *wgBackend) activate(h *kernel.Handle, own subnet.Lease) (*wgNetwork, error) {
+	cfg := b.env.Network
+	n := &wgNetwork{h: h, impl: b.impl, reason: b.reason, mode: b.cfg.Mode, key: b.key, psk: b.cfg.PSK != "", mtu: b.mtu}
+	params := peerParams{keepalive: time.Duration(b.cfg.PersistentKeepaliveInterval) * time.Second}
 	if b.cfg.PSK != "" {
-		n.params.psk, _ = parseKey(b.cfg.PSK) // checked by ParseConfig
+		params.psk, _ = parseKey(b.cfg.PSK) // checked by ParseConfig
 	}
-	if d6.on() {
-		n.peers.v6, n.peers.mode, n.peers.own4, n.peers.own6 = true, b.cfg.Mode, b.env.Ext.PublicIP, b.env.Ext.PublicIPv6
-	}
-	if b.impl == ImplKernel {
-		n.peerPoll = kernelPeerPoll // kernel peers change without a notification
-	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if err := n.openEngineLocked(b.impl == ImplUserspace); err != nil {
-		return nil, err
-	}
-	if err := n.dev.Ensure(h); err != nil {
-		n.eng.close()
-		return nil, err
-	}
-	if err := n.dev6.ensure(h, n.dev.Index); err != nil {
-		n.eng.close()
-		return nil, err
+	for _, s := range b.specs {
+		l := &wgLink{
+			name:     s.name,
+			log:      b.log,
+			repaired: b.env.Repaired,
+			h:        h,
+			impl:     b.impl,
+			resumed:  b.resumed[s.name],
+			key:      b.key,
+			port:     s.port,
+			params:   params,
+			period:   repairPeriod,
+			dev:      tundev.Device{Name: s.name, ErrPrefix: errPrefix, MTU: b.mtu},
+			dev6:     dev6{name: s.name},
+			peers:    newLinkPeerSet(s, b.cfg.Mode, b.key.public(), b.env.Ext.PublicIP, b.env.Ext.PublicIPv6),
+			wake:     make(chan struct{}, 1),
+			closed:   make(chan struct{}),
+		}
+		if s.v4 {
+			l.dev.Own, l.dev.Network = own.Subnet, cfg.Network
+		}
+		if s.v6 {
+			l.dev6.own, l.dev6.network = own.IPv6Subnet, cfg.IPv6Network
+		}
+		if b.impl == ImplKernel {
+			l.peerPoll = kernelPeerPoll // kernel peers change without a notification
+		}
+		if err := l.start(b.impl == ImplUserspace); err != nil {
+			for _, started := range n.links {
+				started.close()
+			}
+			return nil, err
+		}
+		n.links = append(n.links, l)
 	}
 	return n, nil
 }
