@@ -150,6 +150,12 @@ type Tunnel interface {
 	TunnelPort() (proto string, port int)
 }
 
+// TunnelV6 is implemented by a Tunnel whose IPv6 traffic arrives on a UDP port of its
+// own (wireguard's Mode separate: flannel-wg-v6 on ListenPortV6); 0 means TunnelPort's.
+type TunnelV6 interface {
+	TunnelPortV6() int
+}
+
 // MemoryUser is implemented by Networks whose data plane needs a sizeable heap of its own
 // (wireguard-go's packet buffers). weftd's soft memory limit, which otherwise follows the
 // peer count, is kept at least at MemoryFloor bytes while the Network runs, so that the

@@ -332,8 +332,14 @@ func (d *Daemon) acquire(ctx context.Context, mgr *subnet.Manager, attrs subnet.
 	}
 }
 
-// setTunnelPort tells the firewall which encapsulation nw receives (none for host-gw).
+// setTunnelPort tells the firewall which encapsulation nw receives (none for host-gw),
+// and the IPv6 side's port where it differs.
 func setTunnelPort(fw firewall.Firewall, nw backend.Network) {
+	port6 := 0
+	if t, ok := nw.(backend.TunnelV6); ok {
+		port6 = t.TunnelPortV6()
+	}
+	fw.SetTunnelPortV6(port6)
 	if t, ok := nw.(backend.Tunnel); ok {
 		fw.SetTunnelPort(t.TunnelPort())
 	} else {

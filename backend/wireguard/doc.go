@@ -74,9 +74,8 @@
 // Each device is a wgLink with its own engine (kernel link or wireguard-go on its own
 // persistent TUN), lock, peers, handshake settling and repair loop; wgNetwork composes
 // them and fans Apply, Run, Close and Describe out. TunnelPort is the first device's
-// port: ListenPort, or ListenPortV6 where flannel-wg-v6 is alone; the firewall takes one
-// port, so in Mode separate with both families ListenPortV6 is not restricted to peers
-// (WireGuard still drops what no peer's key authenticates).
+// port: ListenPort, or ListenPortV6 where flannel-wg-v6 is alone; in Mode separate with
+// both families TunnelPortV6 gives the firewall's IPv6 rules ListenPortV6.
 //
 // # Self-healing
 //

@@ -34,6 +34,7 @@ var (
 	_ backend.MemoryUser = (*wgNetwork)(nil)
 	_ backend.Network    = (*wgNetwork)(nil)
 	_ backend.Tunnel     = (*wgNetwork)(nil)
+	_ backend.TunnelV6   = (*wgNetwork)(nil)
 	_ backend.Describer  = (*wgNetwork)(nil)
 )
 
@@ -51,10 +52,17 @@ func (n *wgNetwork) MTU() int { return n.mtu }
 
 // TunnelPort: the first device's UDP port (ListenPort; ListenPortV6 in an IPv6-only
 // network in Mode separate), so the firewall can admit it from peers only
-// (--restrict-tunnel-port). The firewall takes one port: in Mode separate with both
-// families flannel-wg-v6's ListenPortV6 is not restricted to peers, and WireGuard alone
-// drops what no peer's key authenticates there.
+// (--restrict-tunnel-port).
 func (n *wgNetwork) TunnelPort() (string, int) { return "udp", n.links[0].port }
+
+// TunnelPortV6 implements backend.TunnelV6: in Mode separate with both families the
+// IPv6 tunnel rules match flannel-wg-v6's ListenPortV6; else 0 (TunnelPort's).
+func (n *wgNetwork) TunnelPortV6() int {
+	if len(n.links) > 1 {
+		return n.links[1].port
+	}
+	return 0
+}
 
 // Apply gives each device the peer changes; a lease counts for each device by the
 // families it carries. The errors of all devices are joined.

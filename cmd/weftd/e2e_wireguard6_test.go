@@ -53,6 +53,17 @@ func TestWireGuardDualStackSeparate(t *testing.T) {
 		if out := execOut(t, c, i, "ss", "-unl"); !strings.Contains(out, ":51820 ") || !strings.Contains(out, ":51821 ") {
 			t.Errorf("node %d: want UDP 51820 and 51821 listening:\n%s", i, out)
 		}
+		// Each family's peers-only tunnel rules (--restrict-tunnel-port) match the port
+		// of that family's device.
+		for cmd, port := range map[string]string{"iptables": "51820", "ip6tables": "51821"} {
+			eventually(t, 10*time.Second, fmt.Sprintf("node %d %s WEFT-INPUT on port %s", i, cmd, port), func() error {
+				out := execOut(t, c, i, cmd, "-w", "-S", "WEFT-INPUT")
+				if !strings.Contains(out, "--dport "+port+" ") || strings.Count(out, "--dport ") != 2 {
+					return fmt.Errorf("rules:\n%s", out)
+				}
+				return nil
+			})
+		}
 	}
 
 	for i, from := range pods {

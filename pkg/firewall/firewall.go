@@ -51,6 +51,10 @@ type Firewall interface {
 	// has no tunnel and the tunnel rules are removed. Other values make Sync report an
 	// ErrInvalid error.
 	SetTunnelPort(proto string, port int)
+	// SetTunnelPortV6 sets the UDP port the IPv6 tunnel rules match when it differs from
+	// SetTunnelPort's (wireguard's Mode separate); 0 means SetTunnelPort's. Call it before
+	// SetTunnelPort, which it does not make known on its own.
+	SetTunnelPortV6(port int)
 	// SetPeers sets the public addresses of the current peers, of both families, the
 	// sources the tunnel rules admit: each family's tunnel rules admit the addresses of
 	// that family (a 4-in-6 mapped address is IPv4). Order and duplicates do not matter.

@@ -52,6 +52,17 @@ func (t *Tracker) SetTunnelPort(proto string, port int) {
 	})
 }
 
+// SetTunnelPortV6 implements Firewall.SetTunnelPortV6.
+func (t *Tracker) SetTunnelPortV6(port int) {
+	t.update([]Part{Tunnel}, func(s *Inputs) bool {
+		if s.TunnelPort6 == port {
+			return false
+		}
+		s.TunnelPort6 = port
+		return true
+	})
+}
+
 // SetPeers implements Firewall.SetPeers.
 func (t *Tracker) SetPeers(publicIPs []netip.Addr) {
 	peers, peers6 := PeerSetOf(IPv4, publicIPs), PeerSetOf(IPv6, publicIPs)

@@ -44,6 +44,7 @@ type Inputs struct {
 	TunnelSet   bool   // SetTunnelPort was called
 	TunnelProto string // "" means no tunnel
 	TunnelPort  int
+	TunnelPort6 int // the IPv6 rules' port when not TunnelPort (0)
 	// Peers and IPv6Peers are the peers' public addresses of each family, sorted and
 	// distinct (PeerSetOf); replaced, never modified.
 	Peers, IPv6Peers []netip.Addr
@@ -148,7 +149,11 @@ func Desired(o Options, in Inputs, f Family) Plan {
 		if p[Tunnel].Err = CheckNetwork(f, network, subnet); p[Tunnel].Err != nil {
 			break
 		}
-		p[Tunnel].Rules, p[Tunnel].Err = TunnelRules(in.TunnelProto, in.TunnelPort, o.RestrictTunnelPort)
+		port := in.TunnelPort
+		if f == IPv6 && in.TunnelPort6 != 0 && in.TunnelProto == TunnelUDP {
+			port = in.TunnelPort6
+		}
+		p[Tunnel].Rules, p[Tunnel].Err = TunnelRules(in.TunnelProto, port, o.RestrictTunnelPort)
 		p[Tunnel].Peers = in.PeersOf(f)
 	}
 	for i := range p {
