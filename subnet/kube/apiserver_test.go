@@ -171,14 +171,22 @@ func TestIPv6AgainstAPIServer(t *testing.T) {
 		t.Fatalf("IPv6-only host-gw node's annotations\n got %v\nwant %v (flanneld's)", got, flannelV6HostGW)
 	}
 
-	// The peers, as the dual-stack node's Registry reads them.
-	list, err := regDual.ListLeases(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leases := map[string]subnet.Lease{}
-	for _, l := range list.Leases {
-		leases[l.Key()] = l
+	// The peers, as the dual-stack node's Registry reads them, once its informer has seen
+	// the last node written (hg6's annotations come through the watch a moment later).
+	var list subnet.LeaseList
+	var leases map[string]subnet.Lease
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var err error
+		if list, err = regDual.ListLeases(ctx); err != nil {
+			t.Fatal(err)
+		}
+		leases = map[string]subnet.Lease{}
+		for _, l := range list.Leases {
+			leases[l.Key()] = l
+		}
+		if l, ok := leases["0.0.0.0-0&fd00:0:0:3::-64"]; ok && l.Attrs.Equal(hg) || time.Now().After(deadline) {
+			break
+		}
 	}
 	for key, want := range map[string]subnet.LeaseAttrs{
 		"10.244.10.0-24&fd00:0:0:10::-64": {PublicIP: netip.MustParseAddr("192.0.2.10"), PublicIPv6: netip.MustParseAddr("2001:db8::10"),
@@ -224,7 +232,7 @@ func TestIPv6AgainstAPIServer(t *testing.T) {
 	regV4 := c.registry("v4only", netConfDual)
 	regV4.waiting = func(err error) { reasons <- err }
 	short, scancel := context.WithTimeout(ctx, time.Second)
-	_, _, err = regV4.AssignedSubnets(short, parseNetConf(t, netConfDual))
+	_, _, err := regV4.AssignedSubnets(short, parseNetConf(t, netConfDual))
 	scancel()
 	if !errors.Is(err, subnet.ErrNotAssigned) || !strings.Contains(err.Error(), "has no IPv6 pod CIDR") || len(reasons) == 0 {
 		t.Fatalf("dual-stack config, IPv4-only node: %v (reasons told: %d)", err, len(reasons))
