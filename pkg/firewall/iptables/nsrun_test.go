@@ -78,22 +78,9 @@ func TestNSRunRestoresWithinPeriod(t *testing.T) {
 
 // runInNS runs m.Run in the namespace until t ends, and then checks that it returned nil.
 func (e *nsEnv) runInNS(t *testing.T, m *Manager) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
+	runUntilEnd(t, func(ctx context.Context) error {
 		// Run stays on this locked thread, in the namespace, until ctx ends.
-		done <- nsutil.Do(e.name, func() error { return m.Run(ctx) })
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run = %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not return after cancel")
-		}
+		return nsutil.Do(e.name, func() error { return m.Run(ctx) })
 	})
 }
 
