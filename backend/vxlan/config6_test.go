@@ -2,7 +2,6 @@ package vxlan
 
 import (
 	"encoding/json"
-	"errors"
 	"net"
 	"net/netip"
 	"strings"
@@ -67,29 +66,6 @@ func TestPeerFromLeaseIPv6(t *testing.T) {
 	l.Attrs.PublicIPv6 = netip.Addr{}
 	if _, err := peerFromLease(f, l); err == nil || !strings.Contains(err.Error(), "IPv6") {
 		t.Errorf("no PublicIPv6: %v", err)
-	}
-}
-
-func TestPodMTUv6(t *testing.T) {
-	for _, c := range []struct {
-		key, ext, want int
-		ok             bool
-	}{
-		{0, 1500, 1430, true},
-		{0, 9000, 8930, true},
-		{1400, 1500, 1330, true},
-		{0, 1350, 1280, true},
-		{0, 1349, 0, false}, // IPv6 needs 1280
-		{1600, 1500, 0, false},
-		{1340, 1500, 0, false}, // the key, too small for IPv6
-	} {
-		got, err := podMTUv6(Config{VNI: 1, MTU: c.key}, c.ext)
-		if got != c.want || (err == nil) != c.ok {
-			t.Errorf("podMTUv6(MTU=%d, ext %d) = %d, %v; want %d ok=%v", c.key, c.ext, got, err, c.want, c.ok)
-		}
-		if c.key != 0 && err != nil && !errors.Is(err, subnet.ErrInvalidConfig) {
-			t.Errorf("podMTUv6(MTU=%d): %v is not an invalid-config error", c.key, err)
-		}
 	}
 }
 

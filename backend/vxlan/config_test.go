@@ -3,6 +3,7 @@ package vxlan
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -81,25 +82,54 @@ func TestValidateErrorsNameKeyAndValue(t *testing.T) {
 	}
 }
 
+// TestPodMTU: the pod MTU is the underlay's (the MTU key, else the interface's) less the
+// VXLAN overhead of the family, at least what the family needs; an MTU key that cannot
+// work is an invalid-config error naming the key and its value.
 func TestPodMTU(t *testing.T) {
-	for _, c := range []struct {
+	type mtuCase struct {
 		key, ext, want int
 		ok             bool
-	}{
-		{0, 1500, 1450, true},
-		{0, 9000, 8950, true},
-		{1400, 1500, 1350, true},
-		{1500, 1500, 1450, true},
-		{1501, 1500, 0, false}, // larger than the interface
-		{0, 100, 0, false},     // interface too small for VXLAN
-	} {
-		got, err := podMTU(Config{VNI: 1, MTU: c.key}, c.ext)
-		if (err == nil) != c.ok || got != c.want {
-			t.Errorf("podMTU(MTU=%d, ext %d) = %d, %v; want %d ok=%v", c.key, c.ext, got, err, c.want, c.ok)
-		}
 	}
-	if _, err := podMTU(Config{MTU: 1501}, 1500); err == nil || !strings.Contains(err.Error(), "MTU") || !strings.Contains(err.Error(), "1501") {
-		t.Errorf("MTU over the interface: error %v should name key and value", err)
+	for _, fam := range []struct {
+		name   string
+		podMTU func(Config, int) (int, error)
+		cases  []mtuCase
+	}{
+		{"ipv4", podMTU, []mtuCase{
+			{0, 1500, 1450, true},
+			{0, 9000, 8950, true},
+			{1400, 1500, 1350, true},
+			{1500, 1500, 1450, true},
+			{1501, 1500, 0, false}, // larger than the interface
+			{0, 100, 0, false},     // interface too small for VXLAN
+		}},
+		{"ipv6", podMTUv6, []mtuCase{
+			{0, 1500, 1430, true},
+			{0, 9000, 8930, true},
+			{1400, 1500, 1330, true},
+			{0, 1350, 1280, true},
+			{0, 1349, 0, false}, // IPv6 needs 1280
+			{1600, 1500, 0, false},
+			{1340, 1500, 0, false}, // the key, too small for IPv6
+		}},
+	} {
+		t.Run(fam.name, func(t *testing.T) {
+			for _, c := range fam.cases {
+				got, err := fam.podMTU(Config{VNI: 1, MTU: c.key}, c.ext)
+				if got != c.want || (err == nil) != c.ok {
+					t.Errorf("MTU=%d, ext %d: %d, %v; want %d ok=%v", c.key, c.ext, got, err, c.want, c.ok)
+				}
+				if c.key == 0 || err == nil {
+					continue
+				}
+				if !errors.Is(err, subnet.ErrInvalidConfig) {
+					t.Errorf("MTU=%d: %v is not an invalid-config error", c.key, err)
+				}
+				if !strings.Contains(err.Error(), "MTU") || !strings.Contains(err.Error(), fmt.Sprint(c.key)) {
+					t.Errorf("MTU=%d: error %v should name key and value", c.key, err)
+				}
+			}
+		})
 	}
 }
 

@@ -34,7 +34,7 @@ func TestDirectRoutingIPv6(t *testing.T) {
 	if out := kerneltest.MustRun(t, a.NS, "bridge", "fdb", "show", "dev", "flannel-v6.1"); strings.Contains(out, vtepMAC(b.addr6, 1).String()) {
 		t.Errorf("tunnel fdb entry for a direct peer:\n%s", out)
 	}
-	ping6(t, pa, podB6)
+	ping(t, pa, podB6)
 	ping(t, pa, podB)
 	tx := txBytes(t, a.NS, "flannel-v6.1")
 	tcpTransfer(t, pa, pb, podB6, 1<<20)

@@ -1,7 +1,6 @@
 package vxlan
 
 import (
-	"context"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -50,7 +49,7 @@ func addUnderlay6(t *testing.T, kn kerneltest.Node, a netip.Addr) {
 // sn (the IPv4 subnet) is not "", else IPv6 only.
 func startNode6(t *testing.T, kn kerneltest.Node, sn, sn6 string, addr6 netip.Addr, keys map[string]any) *testNode {
 	t.Helper()
-	n := &testNode{Node: kn, subnet6: netip.MustParsePrefix(sn6), addr6: addr6, repairs: &kerneltest.Repairs{}}
+	n := &testNode{Node: kn, subnet6: netip.MustParsePrefix(sn6), addr6: addr6}
 	if sn != "" {
 		n.subnet = netip.MustParsePrefix(sn)
 	}
@@ -64,18 +63,7 @@ func startNode6(t *testing.T, kn kerneltest.Node, sn, sn6 string, addr6 netip.Ad
 		}
 		env.Ext.IfaceAddrV6, env.Ext.PublicIPv6, env.Ext.PublicIPv6Iface = addr6, addr6, kn.Iface
 	})
-	n.be.env.OnRepair = n.repairs.Report
-	var err error
-	ctx := context.Background()
-	if n.attrs, err = n.be.Prepare(ctx); err != nil {
-		t.Fatal(err)
-	}
-	nw, err := n.be.Activate(ctx, n.lease())
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.nw = nw.(*network)
-	t.Cleanup(func() { n.nw.Close() })
+	activate(t, n)
 	return n
 }
 
@@ -131,38 +119,6 @@ func twoNodes6(t *testing.T, dual bool, keys map[string]any) (a, b *testNode, po
 	podNSA = addPod6(t, ka, netip.MustParsePrefix("fd00:0:0:1::1/64"), podA6, a.nw.MTU(), podNSA)
 	podNSB = addPod6(t, kb, netip.MustParsePrefix("fd00:0:0:2::1/64"), podB6, b.nw.MTU(), podNSB)
 	return a, b, podNSA, podNSB
-}
-
-// peer6InPlace returns a check that node a has flannel-v6.1 up with its address, and
-// the IPv6 route, neighbour and FDB entry for peer b.
-func peer6InPlace(a, b *testNode) func() error {
-	macA, macB := vtepMAC(a.addr6, 1).String(), vtepMAC(b.addr6, 1).String()
-	vtep := b.subnet6.Masked().Addr().String()
-	return func() error {
-		for _, c := range []struct{ argv, want string }{
-			{"ip -o link show flannel-v6.1", "link/ether " + macA},
-			{"ip -o link show flannel-v6.1", ",UP"},
-			{"ip -o link show flannel-v6.1", " mtu 1430 "},
-			{"ip -6 -o addr show dev flannel-v6.1 scope global", a.subnet6.Masked().Addr().String() + "/128"},
-			{"ip -6 route show exact " + b.subnet6.String(), "via " + vtep + " dev flannel-v6.1 metric 1024 onlink"},
-			{"ip -6 neigh show dev flannel-v6.1", vtep + " lladdr " + macB + " PERMANENT"},
-			{"bridge fdb show dev flannel-v6.1", macB + " dst " + b.addr6.String() + " self permanent"},
-		} {
-			out, err := nstest.Run(a.NS, strings.Fields(c.argv)...)
-			if err != nil || !strings.Contains(out, c.want) {
-				return fmt.Errorf("%s: %q (%v), want %q", c.argv, strings.TrimSpace(out), err, c.want)
-			}
-		}
-		return nil
-	}
-}
-
-// ping6 is ping for IPv6 destinations.
-func ping6(t *testing.T, ns string, dst netip.Addr) {
-	t.Helper()
-	if _, err := nstest.Run(ns, "ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", dst.String()); err != nil {
-		t.Fatalf("ping %s from %s: %v", dst, ns, err)
-	}
 }
 
 // lease6 is a dual-stack (sn != "") or IPv6-only peer lease as flanneld writes it.

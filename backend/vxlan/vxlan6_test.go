@@ -22,8 +22,8 @@ func TestDualStackPodsTalkAcrossVXLAN(t *testing.T) {
 			t.Errorf("flannel-v6.1 lacks %q:\n%s", w, link)
 		}
 	}
-	kerneltest.WaitFor(t, time.Second, "IPv4 entries", peerInPlace(a, b))
-	kerneltest.WaitFor(t, time.Second, "IPv6 entries", peer6InPlace(a, b))
+	kerneltest.WaitFor(t, time.Second, "IPv4 entries", peerInPlace(ipv4, a, b))
+	kerneltest.WaitFor(t, time.Second, "IPv6 entries", peerInPlace(ipv6, a, b))
 	if out := kerneltest.MustRun(t, a.NS, "ip", "-6", "-o", "addr", "show", "dev", "flannel.1", "scope", "global"); strings.TrimSpace(out) != "" {
 		t.Errorf("flannel.1 has IPv6 addresses: %s", out)
 	}
@@ -47,9 +47,9 @@ func TestDualStackPodsTalkAcrossVXLAN(t *testing.T) {
 	}
 
 	ping(t, pa, podB)
-	ping6(t, pa, podB6)
-	ping6(t, pb, podA6)
-	ping6(t, a.NS, podB6) // host to remote pod, sourced from flannel-v6.1's address
+	ping(t, pa, podB6)
+	ping(t, pb, podA6)
+	ping(t, a.NS, podB6) // host to remote pod, sourced from flannel-v6.1's address
 	tcpTransfer(t, pa, pb, podB6, 4<<20)
 	if tx := txBytes(t, a.NS, "flannel-v6.1"); tx < 4<<20 {
 		t.Fatalf("flannel-v6.1 sent only %d bytes", tx)
@@ -64,7 +64,7 @@ func TestIPv6OnlyPodsTalkAcrossVXLAN(t *testing.T) {
 	if _, err := nstest.Run(a.NS, "ip", "link", "show", "flannel.1"); err == nil {
 		t.Error("an IPv6-only network made flannel.1")
 	}
-	kerneltest.WaitFor(t, time.Second, "IPv6 entries", peer6InPlace(a, b))
+	kerneltest.WaitFor(t, time.Second, "IPv6 entries", peerInPlace(ipv6, a, b))
 	got, err := json.Marshal(a.attrs)
 	if err != nil {
 		t.Fatal(err)
@@ -82,7 +82,7 @@ func TestIPv6OnlyPodsTalkAcrossVXLAN(t *testing.T) {
 	if m := a.nw.MTU(); m != 1430 {
 		t.Errorf("MTU() = %d, want 1430", m)
 	}
-	ping6(t, pa, podB6)
-	ping6(t, pb, podA6)
+	ping(t, pa, podB6)
+	ping(t, pb, podA6)
 	tcpTransfer(t, pb, pa, podA6, 1<<20)
 }

@@ -1,7 +1,6 @@
 package firewall_test
 
 import (
-	"context"
 	"net/netip"
 	"os/exec"
 	"regexp"
@@ -92,20 +91,7 @@ func TestNSIPv6PodTrafficMasqueraded(t *testing.T) {
 				IPv6Network: netip.MustParsePrefix("fd00:10:244::/56"), IPv6Subnet: netip.MustParsePrefix("fd00:10:244:3::/64"),
 			})
 			fw.SetTunnelPort("", 0)
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- nsutil.Do(node, func() error { return fw.Run(ctx) }) }()
-			defer func() {
-				cancel()
-				select {
-				case err := <-done:
-					if err != nil {
-						t.Errorf("Run: %v", err)
-					}
-				case <-time.After(10 * time.Second):
-					t.Error("Run did not return")
-				}
-			}()
+			defer runIn(t, node, fw)()
 			ok := false
 			for start := time.Now(); time.Since(start) < 10*time.Second; {
 				if ok = ping(); ok {

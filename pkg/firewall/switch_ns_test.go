@@ -137,20 +137,7 @@ func testSwitchModes(t *testing.T, ov firewall.Overlay) {
 		fw.SetNetwork(ov)
 		fw.SetTunnelPort(firewall.TunnelUDP, 8472)
 		fw.SetPeers(peers)
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- nsutil.Do(ns, func() error { return fw.Run(ctx) }) }()
-		defer func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Error("Run did not return")
-			}
-		}()
+		defer runIn(t, ns, fw)()
 		for start := time.Now(); !cond(); time.Sleep(50 * time.Millisecond) {
 			if time.Since(start) > 10*time.Second {
 				t.Fatalf("%s: timed out\niptables-save:\n%s\nip6tables-save:\n%s\nnft list ruleset:\n%s\nipset list -n:\n%s", what,
@@ -182,3 +169,23 @@ func testSwitchModes(t *testing.T, ov firewall.Overlay) {
 }
 
 var counters = regexp.MustCompile(`\[\d+:\d+\]`)
+
+// runIn runs fw in the namespace ns until the returned stop is called, which fails t
+// unless Run then returns nil within 10 s.
+func runIn(t *testing.T, ns string, fw firewall.Firewall) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- nsutil.Do(ns, func() error { return fw.Run(ctx) }) }()
+	return func() {
+		t.Helper()
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("Run did not return")
+		}
+	}
+}

@@ -159,74 +159,71 @@ func (f *fakeIPT) Exists(table, chain string, spec ...string) (bool, error) {
 }
 
 func (f *fakeIPT) Insert(table, chain string, pos int, spec ...string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err := f.call("Insert", spec); err != nil {
-		return err
-	}
-	rules, err := f.lookup(table, chain)
-	if err != nil {
-		return err
-	}
-	if err := f.checkTarget(table, spec); err != nil {
-		return err
-	}
-	if pos < 1 || pos > len(rules)+1 {
-		return fmt.Errorf("fake iptables: index of insertion %d too big", pos)
-	}
-	f.chains[table+"/"+chain] = slices.Insert(rules, pos-1, f.listed(spec))
-	return nil
+	return f.change("Insert", "-I", table, chain, pos, spec)
 }
 
 func (f *fakeIPT) Append(table, chain string, spec ...string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err := f.call("Append", spec); err != nil {
-		return err
-	}
-	rules, err := f.lookup(table, chain)
-	if err != nil {
-		return err
-	}
-	if err := f.checkTarget(table, spec); err != nil {
-		return err
-	}
-	f.chains[table+"/"+chain] = append(rules, f.listed(spec))
-	return nil
+	return f.change("Append", "-A", table, chain, 0, spec)
 }
 
 func (f *fakeIPT) Replace(table, chain string, pos int, spec ...string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err := f.call("Replace", spec); err != nil {
-		return err
-	}
-	rules, err := f.lookup(table, chain)
-	if err != nil {
-		return err
-	}
-	if pos < 1 || pos > len(rules) {
-		return fmt.Errorf("fake iptables: index of replacement %d too big", pos)
-	}
-	rules[pos-1] = f.listed(spec)
-	return nil
+	return f.change("Replace", "-R", table, chain, pos, spec)
 }
 
 func (f *fakeIPT) DeleteById(table, chain string, pos int) error {
+	return f.change("DeleteById", "-D", table, chain, pos, nil)
+}
+
+// change is Insert, Append, Replace or DeleteById (method), which edit a chain as the
+// restore command op does. A rule that jumps to a chain that does not exist cannot be
+// inserted or appended, as with iptables.
+func (f *fakeIPT) change(method, op, table, chain string, pos int, spec []string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if err := f.call("DeleteById", nil); err != nil {
+	if err := f.call(method, spec); err != nil {
 		return err
 	}
 	rules, err := f.lookup(table, chain)
 	if err != nil {
 		return err
 	}
-	if pos < 1 || pos > len(rules) {
-		return fmt.Errorf("fake iptables: index of deletion %d too big", pos)
+	if op == "-I" || op == "-A" {
+		if err := f.checkTarget(table, spec); err != nil {
+			return err
+		}
 	}
-	f.chains[table+"/"+chain] = slices.Delete(rules, pos-1, pos)
+	if rules, err = f.edit(rules, op, pos, spec); err != nil {
+		return fmt.Errorf("fake iptables: %w", err)
+	}
+	f.chains[table+"/"+chain] = rules
 	return nil
+}
+
+// edit applies the restore command op to rules and returns them: "-I" inserts spec at
+// pos, "-R" replaces the rule at pos, "-D" deletes it, "-A" appends spec (positions from
+// 1, checked as iptables does).
+func (f *fakeIPT) edit(rules []string, op string, pos int, spec []string) ([]string, error) {
+	switch op {
+	case "-I":
+		if pos < 1 || pos > len(rules)+1 {
+			return nil, fmt.Errorf("index of insertion %d too big", pos)
+		}
+		return slices.Insert(rules, pos-1, f.listed(spec)), nil
+	case "-R":
+		if pos < 1 || pos > len(rules) {
+			return nil, fmt.Errorf("index of replacement %d too big", pos)
+		}
+		rules[pos-1] = f.listed(spec)
+		return rules, nil
+	case "-D":
+		if pos < 1 || pos > len(rules) {
+			return nil, fmt.Errorf("index of deletion %d too big", pos)
+		}
+		return slices.Delete(rules, pos-1, pos), nil
+	case "-A":
+		return append(rules, f.listed(spec)), nil
+	}
+	return nil, fmt.Errorf("unknown command %s", op)
 }
 
 func (f *fakeIPT) Delete(table, chain string, spec ...string) error {
@@ -311,26 +308,8 @@ func (f *fakeIPT) Restore(table string, lines []string) error {
 				return fmt.Errorf("fake iptables-restore: line %d failed: %w", i+2, err)
 			}
 		}
-		switch op {
-		case "-I":
-			if pos < 1 || pos > len(rules)+1 {
-				return fmt.Errorf("fake iptables-restore: line %d failed: index of insertion too big", i+2)
-			}
-			work[key] = slices.Insert(rules, pos-1, f.listed(rest))
-		case "-R":
-			if pos < 1 || pos > len(rules) {
-				return fmt.Errorf("fake iptables-restore: line %d failed: index of replacement too big", i+2)
-			}
-			rules[pos-1] = f.listed(rest)
-		case "-D":
-			if pos < 1 || pos > len(rules) {
-				return fmt.Errorf("fake iptables-restore: line %d failed: index of deletion too big", i+2)
-			}
-			work[key] = slices.Delete(rules, pos-1, pos)
-		case "-A":
-			work[key] = append(rules, f.listed(rest))
-		default:
-			return fmt.Errorf("fake iptables-restore: line %d: unknown command %s", i+2, op)
+		if work[key], err = f.edit(rules, op, pos, rest); err != nil {
+			return fmt.Errorf("fake iptables-restore: line %d failed: %w", i+2, err)
 		}
 	}
 	f.chains = work

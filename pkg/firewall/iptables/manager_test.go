@@ -336,20 +336,7 @@ func TestRunResyncsAndWakesOnChange(t *testing.T) {
 	m := newManager(f, newFakeSets(), true, Options{Resync: 50 * time.Millisecond, RestrictTunnelPort: true}, testr.New(t))
 	m.SetTunnelPort("udp", 8472)
 	m.SetNetwork(firewall.Overlay{Network: testNetwork, Subnet: testSubnet}) // the tunnel rules' families
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run = %v, want nil", err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Error("Run did not return after cancel")
-		}
-	})
+	runUntilEnd(t, m.Run)
 
 	waitFor(t, "the set and drop rules", func() bool { return len(f.rules("filter", InputChain)) == 2 })
 	// A rule deleted by hand is back within a period or so.
@@ -376,6 +363,25 @@ func TestRunResyncsAndWakesOnChange(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Run did not return after cancel")
 	}
+}
+
+// runUntilEnd runs run until t ends, then cancels it and fails t unless it returns nil
+// within 10 seconds.
+func runUntilEnd(t *testing.T, run func(context.Context) error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run = %v, want nil", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("Run did not return after cancel")
+		}
+	})
 }
 
 // waitFor polls cond for up to 5 seconds.

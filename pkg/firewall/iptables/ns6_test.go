@@ -1,19 +1,16 @@
 package iptables
 
 import (
-	"context"
 	"net/netip"
 	"os/exec"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	goipt "github.com/coreos/go-iptables/iptables"
 
 	"github.com/weftnet/weft/pkg/firewall"
-	"github.com/weftnet/weft/pkg/nsutil"
 	"github.com/weftnet/weft/test/nstest"
 )
 
@@ -65,46 +62,25 @@ func (e *nsEnv6) manager6(t *testing.T, opts Options) *Manager {
 // run6 runs the ip6tables binary by hand in the namespace.
 func (e *nsEnv6) run6(t *testing.T, args ...string) string {
 	t.Helper()
-	out, err := nstest.Run(e.name, append([]string{e.bin6, "-w"}, args...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return e.runTool(t, append([]string{e.bin6, "-w"}, args...)...)
 }
 
 func (e *nsEnv6) rules6(t *testing.T, table, chain string) []string {
 	t.Helper()
-	return parseListing(chain, strings.Split(e.run6(t, "-t", table, "-S", chain), "\n"))
+	return e.listChain(t, e.bin6, table, chain)
 }
 
 // save6 is the namespace's ip6tables-save output.
 func (e *nsEnv6) save6(t *testing.T) string {
 	t.Helper()
-	out, err := nstest.Run(e.name, e.bin6+"-save")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return e.runTool(t, e.bin6+"-save")
 }
 
 // members6 lists weft-peers6 with the ipset tool; it fails t unless the set is of family
 // inet6. ok is false when there is no set.
 func (e *nsEnv6) members6(t *testing.T) (members []string, ok bool) {
 	t.Helper()
-	if _, err := exec.LookPath("ipset"); err != nil {
-		t.Skipf("ipset not installed (make deps): %v", err)
-	}
-	out, err := nstest.Run(e.name, "ipset", "list", PeerSet6)
-	if err != nil {
-		return nil, false
-	}
-	header, after, found := strings.Cut(out, "Members:\n")
-	if !found || !strings.Contains(header, "Type: hash:ip") || !strings.Contains(header, "family inet6") {
-		t.Fatalf("ipset list %s:\n%s", PeerSet6, out)
-	}
-	members = strings.Fields(after)
-	slices.Sort(members)
-	return members, true
+	return e.setMembers(t, PeerSet6, "Type: hash:ip", "family inet6")
 }
 
 // check6 fails t unless each of weft's ip6tables chains holds what the IPv6 plan wants.
@@ -127,34 +103,7 @@ func (e *nsEnv6) check6(t *testing.T, m *Manager) {
 // it runs.
 func root6Unchanged(t *testing.T) {
 	t.Helper()
-	dump := func() string {
-		var b strings.Builder
-		for _, tool := range []string{"ip6tables-save", "ip6tables-legacy-save", "ipset"} {
-			if _, err := exec.LookPath(tool); err != nil {
-				continue
-			}
-			args := []string{}
-			if tool == "ipset" {
-				args = []string{"list", "-n"}
-			}
-			out, err := exec.Command(tool, args...).CombinedOutput()
-			if err != nil {
-				t.Fatalf("%s in the root namespace: %v: %s", tool, err, out)
-			}
-			for _, l := range strings.Split(string(out), "\n") {
-				if !strings.HasPrefix(l, "#") {
-					b.WriteString(counters.ReplaceAllString(l, "") + "\n")
-				}
-			}
-		}
-		return b.String()
-	}
-	before := dump()
-	t.Cleanup(func() {
-		if after := dump(); after != before {
-			t.Errorf("the root namespace's ip6tables rules or ipsets changed!\nbefore:\n%s\nafter:\n%s", before, after)
-		}
-	})
+	rootDumpUnchanged(t, "ip6tables rules or ipsets", "ip6tables-save", "ip6tables-legacy-save", "ipset")
 }
 
 // TestNSIPv6Families: a dual-stack network gets weft's chains in iptables and ip6tables
@@ -259,52 +208,4 @@ func TestNSIPv6Families(t *testing.T) {
 			}
 		})
 	}
-}
-
-// TestNSIPv6RunRepairs: Run puts back a deleted ip6tables rule within about one period,
-// from the same loop as the IPv4 rules.
-func TestNSIPv6RunRepairs(t *testing.T) {
-	e := newNSEnv6(t, "iptables")
-	m := e.manager6(t, Options{IPMasq: true, ForwardRules: true, RestrictTunnelPort: true, Resync: 100 * time.Millisecond})
-	m.SetNetwork(ipv6Only)
-	m.SetTunnelPort("udp", 8472)
-	m.SetPeers([]netip.Addr{peer6A})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		// Run stays on this locked thread, in the namespace, until ctx ends.
-		done <- nsutil.Do(e.name, func() error { return m.Run(ctx) })
-	}()
-	defer func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run = %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not return")
-		}
-	}()
-	has := func() bool {
-		out, err := nstest.Run(e.name, e.bin6, "-w", "-t", "filter", "-S", ForwardChain)
-		return err == nil && strings.Contains(out, "weft: forward to network")
-	}
-	wait := func(what string, cond func() bool) time.Duration {
-		start := time.Now()
-		for !cond() {
-			if time.Since(start) > 5*time.Second {
-				t.Fatalf("timed out waiting for %s:\n%s", what, e.save6(t))
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		return time.Since(start)
-	}
-	wait("the IPv6 rules", has)
-	e.run6(t, "-t", "filter", "-D", ForwardChain, "2")
-	took := wait("the deleted IPv6 rule to come back", has)
-	t.Logf("deleted ip6tables rule back after %v", took)
-	// A new IPv6 peer reaches the set promptly, without waiting for the period.
-	m.SetPeers([]netip.Addr{peer6A, peer6B})
-	wait("the new IPv6 peer", func() bool { got, _ := e.members6(t); return len(got) == 2 })
 }

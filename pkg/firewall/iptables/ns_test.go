@@ -1,7 +1,6 @@
 package iptables
 
 import (
-	"context"
 	"fmt"
 	"net/netip"
 	"os/exec"
@@ -10,7 +9,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	goipt "github.com/coreos/go-iptables/iptables"
 	"github.com/go-logr/logr/testr"
@@ -170,20 +168,30 @@ func (e *nsEnv) manager(t *testing.T, opts Options) *Manager {
 // members lists the peer set in the namespace with the ipset tool (nil, false: no set).
 func (e *nsEnv) members(t *testing.T) ([]string, bool) {
 	t.Helper()
+	return e.setMembers(t, PeerSet)
+}
+
+// setMembers lists the set name in the namespace with the ipset tool, sorted; ok is false
+// when there is no set. It fails t unless the listing's header holds each of header.
+func (e *nsEnv) setMembers(t *testing.T, name string, header ...string) (members []string, ok bool) {
+	t.Helper()
 	if _, err := exec.LookPath("ipset"); err != nil {
 		t.Skipf("ipset not installed (make deps): %v", err)
 	}
-	out, err := nstest.Run(e.name, "ipset", "list", PeerSet)
+	out, err := nstest.Run(e.name, "ipset", "list", name)
 	if err != nil {
 		return nil, false
 	}
-	_, after, ok := strings.Cut(out, "Members:\n")
-	if !ok {
-		t.Fatalf("ipset list %s:\n%s", PeerSet, out)
+	head, after, found := strings.Cut(out, "Members:\n")
+	for _, h := range header {
+		found = found && strings.Contains(head, h)
 	}
-	m := strings.Fields(after)
-	slices.Sort(m)
-	return m, true
+	if !found {
+		t.Fatalf("ipset list %s:\n%s", name, out)
+	}
+	members = strings.Fields(after)
+	slices.Sort(members)
+	return members, true
 }
 
 // do runs fn in the namespace.
@@ -212,17 +220,19 @@ func (e *nsEnv) runTool(t *testing.T, args ...string) string {
 // run runs the iptables binary by hand in the namespace.
 func (e *nsEnv) run(t *testing.T, args ...string) string {
 	t.Helper()
-	out, err := nstest.Run(e.name, append([]string{e.bin, "-w"}, args...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return e.runTool(t, append([]string{e.bin, "-w"}, args...)...)
 }
 
 // rules lists a chain in the namespace, as iptables -S prints it, without "-A chain ".
 func (e *nsEnv) rules(t *testing.T, table, chain string) []string {
 	t.Helper()
-	return parseListing(chain, strings.Split(e.run(t, "-t", table, "-S", chain), "\n"))
+	return e.listChain(t, e.bin, table, chain)
+}
+
+// listChain lists a chain with the front end bin (an iptables or ip6tables binary).
+func (e *nsEnv) listChain(t *testing.T, bin, table, chain string) []string {
+	t.Helper()
+	return parseListing(chain, strings.Split(e.runTool(t, bin, "-w", "-t", table, "-S", chain), "\n"))
 }
 
 // wantRules returns the rendered rules the manager should keep in def's chain now.
@@ -253,13 +263,25 @@ var counters = regexp.MustCompile(`\[\d+:\d+\]`)
 // when installed, iptables-legacy-save) and fails t if they differ when t ends.
 func rootUnchanged(t testing.TB) {
 	t.Helper()
+	rootDumpUnchanged(t, "rules", "iptables-save", "iptables-legacy-save")
+}
+
+// rootDumpUnchanged reads the root namespace's state now with each of tools that is
+// installed (read-only: *-save, or `ipset list -n`), without comments and counters, and
+// fails t if it differs when t ends.
+func rootDumpUnchanged(t testing.TB, what string, tools ...string) {
+	t.Helper()
 	dump := func() string {
 		var b strings.Builder
-		for _, tool := range []string{"iptables-save", "iptables-legacy-save"} {
+		for _, tool := range tools {
 			if _, err := exec.LookPath(tool); err != nil {
 				continue
 			}
-			out, err := exec.Command(tool).CombinedOutput()
+			args := []string{}
+			if tool == "ipset" {
+				args = []string{"list", "-n"}
+			}
+			out, err := exec.Command(tool, args...).CombinedOutput()
 			if err != nil {
 				t.Fatalf("%s in the root namespace: %v: %s", tool, err, out)
 			}
@@ -274,7 +296,7 @@ func rootUnchanged(t testing.TB) {
 	before := dump()
 	t.Cleanup(func() {
 		if after := dump(); after != before {
-			t.Errorf("the root namespace's rules changed!\nbefore:\n%s\nafter:\n%s", before, after)
+			t.Errorf("the root namespace's %s changed!\nbefore:\n%s\nafter:\n%s", what, before, after)
 		}
 	})
 }
@@ -367,71 +389,6 @@ func TestNSInstallRepairIdle(t *testing.T) {
 			}
 		})
 	}
-}
-
-func TestNSRunRestoresWithinPeriod(t *testing.T) {
-	e := newNSEnv(t, "iptables")
-	const period = 300 * time.Millisecond
-	m := e.manager(t, Options{IPMasq: true, ForwardRules: true, RestrictTunnelPort: true, Resync: period})
-	m.SetNetwork(firewall.Overlay{Network: testNetwork, Subnet: testSubnet})
-	m.SetTunnelPort("udp", 8472)
-
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		// Run stays on this locked thread, in the namespace, until ctx ends.
-		done <- nsutil.Do(e.name, func() error { return m.Run(ctx) })
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run = %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not return after cancel")
-		}
-	})
-
-	wait := func(what string, cond func() bool) time.Duration {
-		t.Helper()
-		start := time.Now()
-		for !cond() {
-			if time.Since(start) > 5*time.Second {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		return time.Since(start)
-	}
-	count := func(table, chain string) int { // -1 while the chain does not exist yet
-		out, err := nstest.Run(e.name, "iptables", "-w", "-t", table, "-S", chain)
-		if err != nil {
-			return -1
-		}
-		return len(parseListing(chain, strings.Split(out, "\n")))
-	}
-	natCount := func() int { return count("nat", NATChain) }
-	wait("the nat rules", func() bool { return natCount() == 6 })
-
-	e.run(t, "-t", "nat", "-D", NATChain, "5")
-	took := wait("the deleted rule to come back", func() bool { return natCount() == 6 })
-	t.Logf("a rule deleted by hand was back after %v (period %v)", took, period)
-	if took > period+time.Second {
-		t.Errorf("rule back after %v, want within one period (%v) and some slack", took, period)
-	}
-	e.checkChain(t, m, &natDef)
-
-	// A setter called from another goroutine still changes only the namespace's set.
-	m.SetPeers([]netip.Addr{peerA})
-	wait("the peer in the set", func() bool { got, _ := e.members(t); return slices.Equal(got, []string{peerA.String()}) })
-	e.checkChain(t, m, &inputDef)
-
-	// A member deleted, or the set flushed, by hand is back within the period.
-	e.runTool(t, "ipset", "flush", PeerSet)
-	took = wait("the flushed set refilled", func() bool { got, _ := e.members(t); return len(got) == 1 })
-	t.Logf("a flushed set was refilled after %v", took)
 }
 
 func TestNSPeersAndNetworkChange(t *testing.T) {

@@ -1,15 +1,11 @@
 package nftables
 
 import (
-	"context"
 	"net/netip"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/weftnet/weft/pkg/firewall"
-	"github.com/weftnet/weft/pkg/nsutil"
-	"github.com/weftnet/weft/test/nstest"
 )
 
 var (
@@ -49,11 +45,7 @@ func hasElements6(listing string) bool {
 // table6 returns `nft list table ip6 weft`, or "" when there is none.
 func (e *nsEnv) table6(t *testing.T) string {
 	t.Helper()
-	out, err := nstest.Run(e.name, "nft", "list", "table", "ip6", TableName)
-	if err != nil {
-		return ""
-	}
-	return out
+	return e.tableOf(t, "ip6")
 }
 
 // TestNSIPv6Tables: a dual-stack network gets both tables, each with its family's rules and
@@ -83,13 +75,7 @@ func TestNSIPv6Tables(t *testing.T) {
 	}
 
 	// A deleted IPv6 rule and element come back, each a repair.
-	for _, l := range strings.Split(e.nft(t, "-a", "list", "chain", "ip6", TableName, "postrouting"), "\n") {
-		if strings.Contains(l, "masq network to outside") {
-			if h := handle.FindStringSubmatch(strings.TrimSpace(l)); h != nil {
-				e.nft(t, "delete", "rule", "ip6", TableName, "postrouting", "handle", h[1])
-			}
-		}
-	}
+	e.nft(t, "delete", "rule", "ip6", TableName, "postrouting", "handle", e.ruleHandle(t, "ip6", "postrouting", "masq network to outside"))
 	e.nft(t, "delete", "element", "ip6", TableName, SetName, "{ 2001:db8::2 }")
 	if strings.Contains(e.table6(t), "masq network to outside") {
 		t.Fatal("the rule was not deleted by hand")
@@ -126,58 +112,5 @@ func TestNSIPv6Tables(t *testing.T) {
 	}
 	if !strings.Contains(e.nft(t, "list", "tables"), "table ip6 other") {
 		t.Fatal("Cleanup removed a table that is not weft's")
-	}
-}
-
-// TestNSIPv6RunRestoresTable: a deleted "ip6 weft" table comes back within about one
-// period, from the same loop as the IPv4 table.
-func TestNSIPv6RunRestoresTable(t *testing.T) {
-	e := newNSEnv(t)
-	const period = 300 * time.Millisecond
-	opts := allOn
-	opts.Resync = period
-	m := e.manager(t, opts)
-	m.SetNetwork(ipv6Only)
-	m.SetTunnelPort(firewall.TunnelUDP, 8472)
-	m.SetPeers([]netip.Addr{peer6A, peer6B})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- nsutil.Do(e.name, func() error { return m.Run(ctx) }) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run = %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not return after cancel")
-		}
-	})
-	complete := func() bool {
-		l := e.table6(t)
-		return hasElements6(l) && strings.Contains(l, "masq outside to network")
-	}
-	wait := func(what string, cond func() bool) time.Duration {
-		t.Helper()
-		start := time.Now()
-		for !cond() {
-			if time.Since(start) > 5*time.Second {
-				t.Fatalf("timed out waiting for %s:\n%s", what, e.nft(t, "list", "ruleset"))
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		return time.Since(start)
-	}
-	wait("the table", complete)
-	e.nft(t, "delete", "table", "ip6", TableName)
-	took := wait("the deleted ip6 table to come back", complete)
-	t.Logf("a deleted ip6 table was back after %v (period %v)", took, period)
-	if took > period+time.Second {
-		t.Errorf("table back after %v, want within one period (%v) and some slack", took, period)
-	}
-	checkTable(t, e.table6(t), wantLines6)
-	if e.table(t) != "" {
-		t.Fatalf("an IPv6-only network got an ip table:\n%s", e.table(t))
 	}
 }

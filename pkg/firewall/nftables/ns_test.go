@@ -74,7 +74,13 @@ func (e *nsEnv) nft(t *testing.T, args ...string) string {
 // table returns `nft list table ip weft`, or "" when there is none.
 func (e *nsEnv) table(t *testing.T) string {
 	t.Helper()
-	out, err := nstest.Run(e.name, "nft", "list", "table", "ip", TableName)
+	return e.tableOf(t, "ip")
+}
+
+// tableOf returns `nft list table <family> weft`, or "" when there is none.
+func (e *nsEnv) tableOf(t *testing.T, family string) string {
+	t.Helper()
+	out, err := nstest.Run(e.name, "nft", "list", "table", family, TableName)
 	if err != nil {
 		return ""
 	}
@@ -83,10 +89,11 @@ func (e *nsEnv) table(t *testing.T) string {
 
 var handle = regexp.MustCompile(`# handle (\d+)$`)
 
-// ruleHandle returns the handle of the first rule of chain holding text.
-func (e *nsEnv) ruleHandle(t *testing.T, chain, text string) string {
+// ruleHandle returns the handle of the first rule holding text in chain of the weft table
+// of family.
+func (e *nsEnv) ruleHandle(t *testing.T, family, chain, text string) string {
 	t.Helper()
-	for _, l := range strings.Split(e.nft(t, "-a", "list", "chain", "ip", TableName, chain), "\n") {
+	for _, l := range strings.Split(e.nft(t, "-a", "list", "chain", family, TableName, chain), "\n") {
 		if strings.Contains(l, text) {
 			if m := handle.FindStringSubmatch(strings.TrimSpace(l)); m != nil {
 				return m[1]
@@ -178,8 +185,8 @@ func TestNSInstallRepairIdle(t *testing.T) {
 	}
 
 	// A deleted rule, a changed rule and a deleted element come back, each a repair.
-	e.nft(t, "delete", "rule", "ip", TableName, "postrouting", "handle", e.ruleHandle(t, "postrouting", "masq outside to network"))
-	e.nft(t, "replace", "rule", "ip", TableName, "forward", "handle", e.ruleHandle(t, "forward", "forward to network"),
+	e.nft(t, "delete", "rule", "ip", TableName, "postrouting", "handle", e.ruleHandle(t, "ip", "postrouting", "masq outside to network"))
+	e.nft(t, "replace", "rule", "ip", TableName, "forward", "handle", e.ruleHandle(t, "ip", "forward", "forward to network"),
 		"ip", "daddr", "10.9.0.0/16", "accept", "comment", `"weft: forward to network"`)
 	e.nft(t, "delete", "element", "ip", TableName, SetName, "{ 192.0.2.2 }")
 	e.do(t, m.Sync)
@@ -203,16 +210,53 @@ func TestNSInstallRepairIdle(t *testing.T) {
 	}
 }
 
+// TestNSRunRestoresTableWithinPeriod: Run puts back a deleted table within about one
+// period, and (ipv4) a deleted rule, and follows SetPeers from another goroutine; for
+// IPv6 (an IPv6-only network) the "ip6 weft" table, from the same loop.
 func TestNSRunRestoresTableWithinPeriod(t *testing.T) {
-	e := newNSEnv(t)
 	const period = 300 * time.Millisecond
+	t.Run("ipv4", func(t *testing.T) {
+		e := newNSEnv(t)
+		m := e.runInNS(t, period, firewall.Overlay{Network: testNetwork, Subnet: testSubnet}, peerA, peerB)
+		e.deletedTableBack(t, "ip", period, wantLines, func(l string) bool {
+			return strings.Contains(l, "elements = { 192.0.2.2, 192.0.2.3 }")
+		})
+		e.waitFor(t, "the repairs to be counted", func() bool { return e.repairs.Load() == 4 }) // three chains and the set
+
+		e.nft(t, "delete", "rule", "ip", TableName, "input", "handle", e.ruleHandle(t, "ip", "input", "drop"))
+		took := e.waitFor(t, "the deleted rule to come back", func() bool { return strings.Contains(e.table(t), "tunnel from non-peer, drop") })
+		t.Logf("a deleted rule was back after %v", took)
+		if took > period+time.Second {
+			t.Errorf("rule back after %v", took)
+		}
+
+		// Peers follow SetPeers from another goroutine, in the set only.
+		m.SetPeers([]netip.Addr{peerB, netip.MustParseAddr("198.51.100.7")})
+		e.waitFor(t, "the new elements", func() bool { return strings.Contains(e.table(t), "elements = { 192.0.2.3, 198.51.100.7 }") })
+		m.SetPeers(nil)
+		e.waitFor(t, "an empty set", func() bool {
+			return !strings.Contains(e.table(t), "elements") && strings.Contains(e.table(t), "@peers")
+		})
+	})
+	t.Run("ipv6", func(t *testing.T) {
+		e := newNSEnv(t)
+		e.runInNS(t, period, ipv6Only, peer6A, peer6B)
+		e.deletedTableBack(t, "ip6", period, wantLines6, hasElements6)
+		if e.table(t) != "" {
+			t.Fatalf("an IPv6-only network got an ip table:\n%s", e.table(t))
+		}
+	})
+}
+
+// runInNS starts a Manager with every feature on, a udp 8472 tunnel, the overlay ov and
+// the peers, and runs it in the namespace with the given resync period until t ends.
+func (e *nsEnv) runInNS(t *testing.T, period time.Duration, ov firewall.Overlay, peers ...netip.Addr) *Manager {
 	opts := allOn
 	opts.Resync = period
 	m := e.manager(t, opts)
-	m.SetNetwork(firewall.Overlay{Network: testNetwork, Subnet: testSubnet})
+	m.SetNetwork(ov)
 	m.SetTunnelPort(firewall.TunnelUDP, 8472)
-	m.SetPeers([]netip.Addr{peerA, peerB})
-
+	m.SetPeers(peers)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- nsutil.Do(e.name, func() error { return m.Run(ctx) }) }()
@@ -227,45 +271,40 @@ func TestNSRunRestoresTableWithinPeriod(t *testing.T) {
 			t.Error("Run did not return after cancel")
 		}
 	})
-	wait := func(what string, cond func() bool) time.Duration {
-		t.Helper()
-		start := time.Now()
-		for !cond() {
-			if time.Since(start) > 5*time.Second {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		return time.Since(start)
-	}
-	complete := func() bool {
-		return strings.Contains(e.table(t), "elements = { 192.0.2.2, 192.0.2.3 }") && strings.Contains(e.table(t), "masq outside to network")
-	}
-	wait("the table", complete)
+	return m
+}
 
-	e.nft(t, "delete", "table", "ip", TableName)
-	took := wait("the deleted table to come back", complete)
-	t.Logf("a deleted table was back after %v (period %v)", took, period)
+// deletedTableBack waits for the table of family to be complete (its
+// elements as hasElements wants, and the last masquerade rule), deletes it by hand, and
+// fails t unless it is back, holding want, within one period and some slack.
+func (e *nsEnv) deletedTableBack(t *testing.T, family string, period time.Duration, want []string, hasElements func(string) bool) {
+	t.Helper()
+	complete := func() bool {
+		l := e.tableOf(t, family)
+		return hasElements(l) && strings.Contains(l, "masq outside to network")
+	}
+	e.waitFor(t, "the table", complete)
+	e.nft(t, "delete", "table", family, TableName)
+	took := e.waitFor(t, "the deleted "+family+" table to come back", complete)
+	t.Logf("a deleted %s table was back after %v (period %v)", family, took, period)
 	if took > period+time.Second {
 		t.Errorf("table back after %v, want within one period (%v) and some slack", took, period)
 	}
-	checkTable(t, e.table(t), wantLines)
-	wait("the repairs to be counted", func() bool { return e.repairs.Load() == 4 }) // three chains and the set
+	checkTable(t, e.tableOf(t, family), want)
+}
 
-	e.nft(t, "delete", "rule", "ip", TableName, "input", "handle", e.ruleHandle(t, "input", "drop"))
-	took = wait("the deleted rule to come back", func() bool { return strings.Contains(e.table(t), "tunnel from non-peer, drop") })
-	t.Logf("a deleted rule was back after %v", took)
-	if took > period+time.Second {
-		t.Errorf("rule back after %v", took)
+// waitFor polls cond every 20 ms for at most 5 s and returns how long it took; on timeout
+// it fails t, showing the namespace's ruleset.
+func (e *nsEnv) waitFor(t *testing.T, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("timed out waiting for %s:\n%s", what, e.nft(t, "list", "ruleset"))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-
-	// Peers follow SetPeers from another goroutine, in the set only.
-	m.SetPeers([]netip.Addr{peerB, netip.MustParseAddr("198.51.100.7")})
-	wait("the new elements", func() bool { return strings.Contains(e.table(t), "elements = { 192.0.2.3, 198.51.100.7 }") })
-	m.SetPeers(nil)
-	wait("an empty set", func() bool {
-		return !strings.Contains(e.table(t), "elements") && strings.Contains(e.table(t), "@peers")
-	})
+	return time.Since(start)
 }
 
 func TestNSFeaturesOffAndCleanup(t *testing.T) {
