@@ -9,7 +9,8 @@
 #   DOCKER_OPT_MTU="--mtu=1450"
 #   DOCKER_OPTS=" --bip=10.244.5.1/24 --ip-masq=false --mtu=1450"
 #
-# With -6 (as flannel's script) it adds the IPv6 options of a dual-stack or IPv6-only
+# With -6 (weft's addition: flannel's script in flannel-io/flannel's dist/ writes no IPv6
+# option, so its users set them by hand) it adds the IPv6 options of a dual-stack or IPv6-only
 # network's file, DOCKER_OPT_IPV6="--ipv6 --fixed-cidr-v6=$FLANNEL_IPV6_SUBNET", e.g.
 # "--ipv6 --fixed-cidr-v6=fd00:10:0:5::1/64"; without -6 the IPv6 lines are ignored.
 #
