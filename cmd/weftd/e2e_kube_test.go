@@ -113,8 +113,7 @@ func (k *kubeCluster) startWeftd(t *testing.T, i int, args ...string) *cluster.W
 	return k.StartNodeWith(i, cluster.WeftdOptions{
 		Omit: []string{"etcd-endpoints"},
 		Args: append([]string{"--kube-subnet-mgr", "--kubeconfig-file", k.kubeconfig, "--net-config-path", k.netConf}, args...),
-		// Each node its own WireGuard key: the nodes share one mount namespace.
-		Env: []string{"NODE_NAME=" + nodeName(i), "WIREGUARD_KEY_FILE=" + filepath.Join(k.NodeDir(i), "wgkey")},
+		Env:  []string{"NODE_NAME=" + nodeName(i)},
 	})
 }
 

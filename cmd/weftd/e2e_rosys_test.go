@@ -36,7 +36,7 @@ exec unshare --mount --propagation private sh -c 'mount --bind /proc/sys /proc/s
 			c.PutConfig(`{"Network":"10.244.0.0/16","Backend":{"Type":"` + backend + `"}}`)
 			pods := map[int]*cluster.Pod{}
 			for i := range 2 {
-				c.StartNodeWith(i, cluster.WeftdOptions{Env: []string{"WIREGUARD_KEY_FILE=" + wgKeyFile(c, i)}})
+				c.StartNode(i)
 			}
 			for i := range 2 {
 				if _, err := c.WaitSubnetEnv(i, 20*time.Second); err != nil {

@@ -11,7 +11,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -45,10 +44,10 @@ func kernelWireGuard(t *testing.T) error {
 	return err
 }
 
-// wgKeyFile is node i's private key file. The nodes share one mount namespace, so each
-// gets its own through WIREGUARD_KEY_FILE (flanneld's variable); /run/flannel is never
-// touched.
-func wgKeyFile(c *cluster.Cluster, i int) string { return filepath.Join(c.NodeDir(i), "wgkey") }
+// wgKeyFile is node i's private key file. The nodes share one mount namespace, so the
+// cluster gives each its own through WIREGUARD_KEY_FILE (flanneld's variable); /run/flannel
+// is never touched.
+func wgKeyFile(c *cluster.Cluster, i int) string { return c.WireGuardKeyFile(i) }
 
 // wgHandshakeWait bounds the wait for pods to talk once WireGuard peers are (re)configured.
 // Two nodes that learn of each other together no longer both initiate (their initiations
@@ -65,7 +64,7 @@ func startWG(t *testing.T, c *cluster.Cluster, nodes []int, args ...string) (map
 	t.Helper()
 	ds, pods, envs := map[int]*cluster.Weftd{}, map[int]*cluster.Pod{}, map[int]subnetenv.Env{}
 	for _, i := range nodes {
-		ds[i] = c.StartNodeWith(i, cluster.WeftdOptions{Args: args, Env: []string{"WIREGUARD_KEY_FILE=" + wgKeyFile(c, i)}})
+		ds[i] = c.StartNodeWith(i, cluster.WeftdOptions{Args: args})
 	}
 	for _, i := range nodes {
 		env, err := c.WaitSubnetEnv(i, 20*time.Second)
@@ -362,7 +361,7 @@ func TestWireGuardKernelModeFails(t *testing.T) {
 	}
 	c := cluster.New(t, cluster.Options{Nodes: 1})
 	c.PutConfig(wgConfig("kernel"))
-	d := c.StartNodeWith(0, cluster.WeftdOptions{Env: []string{"WIREGUARD_KEY_FILE=" + wgKeyFile(c, 0)}})
+	d := c.StartNode(0)
 	var exit *exec.ExitError
 	if err := d.Wait(20 * time.Second); !errors.As(err, &exit) || exit.ExitCode() == 0 {
 		t.Fatalf("weftd with Implementation kernel on a kernel without WireGuard: exit %v, want non-zero\n%s", err, d.Log())
@@ -406,7 +405,7 @@ func TestWireGuardKeyFilePermissions(t *testing.T) {
 	if err := os.Chmod(wgKeyFile(c, 0), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	d := c.StartNodeWith(0, cluster.WeftdOptions{Env: []string{"WIREGUARD_KEY_FILE=" + wgKeyFile(c, 0)}})
+	d := c.StartNode(0)
 	var exit *exec.ExitError
 	if err := d.Wait(20 * time.Second); !errors.As(err, &exit) || exit.ExitCode() == 0 {
 		t.Fatalf("weftd with a 0644 key file: exit %v, want non-zero\n%s", err, d.Log())

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,11 +27,9 @@ import (
 const healthPort = 10267
 
 // weftdOptions are the bench's weftd flags for node i of c: the cluster's defaults with the
-// health port (and so /metrics) open, and the node's own WireGuard key file (the nodes
-// share one mount namespace; /run/flannel/wgkey would give them all one key).
-func weftdOptions(c *cluster.Cluster, i int) cluster.WeftdOptions {
-	return cluster.WeftdOptions{Omit: []string{"healthz-port"}, Args: []string{"--healthz-port", strconv.Itoa(healthPort)},
-		Env: []string{"WIREGUARD_KEY_FILE=" + filepath.Join(c.NodeDir(i), "wgkey")}}
+// health port (and so /metrics) open.
+func weftdOptions(*cluster.Cluster, int) cluster.WeftdOptions {
+	return cluster.WeftdOptions{Omit: []string{"healthz-port"}, Args: []string{"--healthz-port", strconv.Itoa(healthPort)}}
 }
 
 // nodeHTTP returns a client whose connections are dialled inside namespace ns.

@@ -79,6 +79,12 @@ func TestTwoNodeCluster(t *testing.T) {
 	if slices.Contains(w1.Args(), "--healthz-ip") || !slices.Contains(w1.Args(), "--subnet-file") {
 		t.Errorf("Omit not applied: %v", w1.Args())
 	}
+	// Each node its own WireGuard key file (never /run/flannel/wgkey, shared by all).
+	for i, w := range []*Weftd{w0, w1} {
+		if want := "WIREGUARD_KEY_FILE=" + c.WireGuardKeyFile(i); !slices.Contains(w.env, want) || !strings.HasPrefix(c.WireGuardKeyFile(i), c.NodeDir(i)) {
+			t.Errorf("node %d weftd environment lacks %s", i, want)
+		}
+	}
 	env0, err := c.WaitSubnetEnv(0, 20*time.Second)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, w0.Log())

@@ -82,6 +82,7 @@ func (c *Cluster) defaultFlags(i int) [][2]string {
 
 // TryStartNode starts weftd in node i's namespace:
 //
+//	WIREGUARD_KEY_FILE=<NodeDir>/wgkey \
 //	ip netns exec <node ns> <weftd> --etcd-endpoints <EtcdEndpoints, comma-separated> --iface eth0 \
 //	    --subnet-file <NodeDir>/subnet.env --healthz-ip 127.0.0.1 --healthz-port 0 \
 //	    [--etcd-prefix <Options.EtcdPrefix>] <o.Args...>
@@ -105,6 +106,9 @@ func (c *Cluster) TryStartNode(i int, o WeftdOptions) (*Weftd, error) {
 	}
 	args = append(args, o.Args...)
 	env := childEnv(os.Environ())
+	// The nodes share one mount namespace: /run/flannel/wgkey would give them all one
+	// WireGuard key.
+	env = append(env, "WIREGUARD_KEY_FILE="+c.WireGuardKeyFile(i))
 	env = append(env, c.opts.WeftdEnv...)
 	env = append(env, o.Env...)
 
@@ -121,6 +125,10 @@ func (c *Cluster) TryStartNode(i int, o WeftdOptions) (*Weftd, error) {
 	}
 	return w, nil
 }
+
+// WireGuardKeyFile is node i's WireGuard private key file (WIREGUARD_KEY_FILE of every
+// weftd the cluster starts there; Options.WeftdEnv or WeftdOptions.Env may override it).
+func (c *Cluster) WireGuardKeyFile(i int) string { return filepath.Join(c.NodeDir(i), "wgkey") }
 
 // StartNodeWith is TryStartNode, fatal on error.
 func (c *Cluster) StartNodeWith(i int, o WeftdOptions) *Weftd {
