@@ -61,7 +61,7 @@ func parseFlags(args []string, errOut io.Writer) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("weft-demo", flag.ContinueOnError)
 	fs.SetOutput(errOut)
-	fs.StringVar(&o.backend, "backend", "host-gw", "backend type written to the network config (host-gw, vxlan, udp, gre)")
+	fs.StringVar(&o.backend, "backend", "host-gw", "backend type written to the network config (host-gw, vxlan, udp, gre, wireguard)")
 	fs.IntVar(&o.nodes, "nodes", 3, "number of nodes")
 	fs.StringVar(&o.weftd, "weftd", "bin/weftd", "weftd binary (built with go build if missing)")
 	fs.DurationVar(&o.timeout, "timeout", 3*time.Minute, "bound on the whole run (not on -keep's wait)")
