@@ -11,6 +11,7 @@ import (
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/internal/kernel"
 	"github.com/weftnet/weft/backend/internal/tundev"
+	"github.com/weftnet/weft/pkg/wait"
 	"golang.org/x/sys/unix"
 )
 
@@ -23,15 +24,8 @@ import (
 // engine stopping, every peerPoll for the kernel link's peers, and every period anyway.
 // It returns when ctx ends or close is called.
 func (n *wgLink) run(ctx context.Context) {
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := wait.UntilClosed(ctx, n.closed)
 	defer cancel()
-	go func() {
-		select {
-		case <-n.closed:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	families := []kernel.Family{kernel.IPv4} // links, and stray IPv4 state on an IPv6 device
 	if n.dev6.on() {
 		families = append(families, kernel.IPv6) // the IPv6 address and route
