@@ -51,8 +51,8 @@ type userEngine struct {
 }
 
 // settle is a pair this node, the one with the higher key, is settling: at due it
-// restarts the peer and initiates, unless a handshake has completed since its last
-// restart (kicked; zero before the first, which happens whatever happened).
+// restarts the peer and initiates; the first time whatever happened, then unless a
+// handshake has completed since its last restart (kicked).
 type settle struct {
 	due      time.Time
 	kicked   time.Time
@@ -60,16 +60,22 @@ type settle struct {
 }
 
 // handshakeDelay is how long after a new pair of nodes learned of each other the node
-// with the higher public key starts the handshake that settles the pair (see kick), and
-// how long it then waits for that handshake before starting another. The lower one's
-// initiation, and any that crosses it, is answered within a round trip: well under a
-// millisecond between namespaces, a few milliseconds on a loaded host.
-const handshakeDelay = 250 * time.Millisecond
+// with the higher public key starts the handshake that settles the pair (see kick). The
+// lower one's initiation, and any that crosses it, is answered within a round trip: well
+// under a millisecond between namespaces, a few milliseconds on a loaded host. Each
+// check of a settling handshake waits twice as long as the one before, up to
+// maxSettleWait, so that a slow handshake on a starved host is not cut off by the next
+// restart.
+const (
+	handshakeDelay = 250 * time.Millisecond
+	maxSettleWait  = time.Second
+)
 
-// settleAttempts bounds the handshakes a node starts to settle one pair: 2 s of
-// attempts, well inside the lower node's REKEY_TIMEOUT. After them a peer that does not
-// answer is left to WireGuard's own retransmissions, every 5 s.
-const settleAttempts = 8
+// settleAttempts bounds the handshakes a node starts to settle one pair: at 0.25, 0.75,
+// 1.75 and 2.75 s, inside the lower node's REKEY_TIMEOUT (5 s); the last is checked at
+// 3.75 s. After them a peer that does not answer is left to WireGuard's own
+// retransmissions, every 5 s.
+const settleAttempts = 4
 
 // openUserEngine opens a queue of the persistent TUN name (re-creating it if it is
 // gone) and starts a wireguard-go device on it whose sockets are made in h's namespace.
@@ -133,11 +139,15 @@ func (e *userEngine) peers() ([]wgtypes.Peer, error) {
 // if it arrived before this node knew the peer. So after handshakeDelay it starts one
 // clean handshake whatever happened: it restarts the peer (Stop, Start: that clears
 // wireguard-go's handshake state and the REKEY_TIMEOUT limit on initiations) and
-// initiates. The lower node initiates nothing more before REKEY_TIMEOUT, so this
-// handshake cannot cross; packets of the peer in flight at that instant are lost, once.
-// Should that handshake be lost too (its initiation or response dropped on a loaded
-// host), the higher node starts another every handshakeDelay until one completes, at
-// most settleAttempts times (settleDue).
+// initiates. Whatever happened includes a handshake that completed: after crossed
+// initiations the higher node can hold a confirmed session that carries nothing, so a
+// completed handshake proves nothing before this restart (TestHandshakeWhenStartedTogether
+// stalled 2 of 30 rounds when the restart was skipped after one). The lower node
+// initiates nothing more before REKEY_TIMEOUT, so this handshake cannot cross; packets of
+// the peer in flight at that instant are lost, once. Should that handshake be lost too
+// (its initiation or response dropped on a loaded host), the higher node checks again
+// after twice the delay (up to maxSettleWait) and starts another if none completed since
+// its restart, at most settleAttempts times (settleDue).
 //
 // With now, this device lost the sessions that its peers still hold (a restart, a
 // re-created device): they will not initiate, so it initiates with every peer at once,
@@ -182,9 +192,9 @@ func (e *userEngine) armLocked() {
 	}
 }
 
-// settleDue restarts and initiates with every peer being settled whose time has come and
-// that has had no handshake since its last restart. One read of the device serves all
-// of them.
+// settleDue restarts and initiates with every peer being settled whose time has come:
+// the first time unconditionally, then if it has had no handshake since its last
+// restart. One read of the device serves all of them.
 func (e *userEngine) settleDue() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -221,7 +231,7 @@ func (e *userEngine) settleDue() {
 		p.Stop()
 		p.Start()
 		_ = p.SendHandshakeInitiation(false)
-		s.kicked, s.due = now, now.Add(handshakeDelay)
+		s.kicked, s.due = now, now.Add(min(handshakeDelay<<(s.attempts+1), maxSettleWait))
 		s.attempts++
 	}
 	e.armLocked()
