@@ -242,7 +242,7 @@ func TestIPv6OnlyUserspace(t *testing.T) {
 // 2001:db8::1 -> 2001:db8::2, next header 47, hop limit 64, carrying GRE 0x86DD and pod
 // A's IPv6 packet (hop limit 62).
 func checkOnly6Wire(t *testing.T, c *cluster) {
-	fd := capture6(t, c.nodeB)
+	fd := tundevtest.CaptureEtherType(t, c.nodeB, unix.ETH_P_IPV6)
 	var conn *net.UDPConn
 	if err := nsutil.Do(c.podA, func() (err error) {
 		conn, err = net.DialUDP("udp6", nil, net.UDPAddrFromAddrPort(netip.MustParseAddrPort("[fd00:10:244:2::2]:7000")))
@@ -360,30 +360,4 @@ func sendGRE6(t *testing.T, ns, from, to string, payload []byte) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// capture6 opens a packet socket on eth0 inside ns that sees IPv6 packets (without the
-// Ethernet header), with a 1s receive timeout; closed at cleanup.
-func capture6(t *testing.T, ns string) int {
-	t.Helper()
-	var fd int
-	const p = unix.ETH_P_IPV6
-	proto := uint16(p<<8&0xff00 | p>>8) // htons, as tundevtest.Capture
-	if err := nsutil.Do(ns, func() error {
-		iface, err := net.InterfaceByName("eth0")
-		if err != nil {
-			return err
-		}
-		if fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(proto)); err != nil {
-			return err
-		}
-		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 1}); err != nil {
-			return err
-		}
-		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: iface.Index})
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Close(fd) })
-	return fd
 }

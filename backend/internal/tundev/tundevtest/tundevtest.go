@@ -121,13 +121,20 @@ func IPChecksum(h []byte) uint16 {
 // Ethernet header), with a 1s receive timeout. It is closed at cleanup.
 func Capture(t *testing.T, ns string) int {
 	t.Helper()
+	return CaptureEtherType(t, ns, unix.ETH_P_IP)
+}
+
+// CaptureEtherType is Capture for the packets of EtherType etherType (unix.ETH_P_IPV6 for
+// IPv6).
+func CaptureEtherType(t *testing.T, ns string, etherType uint16) int {
+	t.Helper()
 	var fd int
 	if err := nsutil.Do(ns, func() error {
 		iface, err := net.InterfaceByName("eth0")
 		if err != nil {
 			return err
 		}
-		proto := htons(unix.ETH_P_IP)
+		proto := htons(etherType)
 		if fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(proto)); err != nil {
 			return err
 		}
