@@ -19,7 +19,6 @@ import (
 	"github.com/weftnet/weft/backend/internal/fastpath"
 	"github.com/weftnet/weft/backend/internal/kernel/kerneltest"
 	"github.com/weftnet/weft/backend/internal/tundev/tundevtest"
-	"github.com/weftnet/weft/pkg/nsutil"
 	"github.com/weftnet/weft/subnet"
 	weftcluster "github.com/weftnet/weft/test/cluster"
 	"github.com/weftnet/weft/test/nstest"
@@ -128,17 +127,7 @@ func TestUserspaceDualStack(t *testing.T) {
 
 	t.Run("wire format", func(t *testing.T) {
 		fd := capture(t, c.nodeB)
-		var conn *net.UDPConn
-		if err := nsutil.Do(c.podA, func() (err error) {
-			conn, err = net.DialUDP("udp6", nil, net.UDPAddrFromAddrPort(netip.MustParseAddrPort("[fd00:10:244:2::2]:7000")))
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		if _, err := conn.Write([]byte("wire check 6")); err != nil {
-			t.Fatal(err)
-		}
+		sendUDP(t, c.podA, "[fd00:10:244:2::2]:7000", "wire check 6")
 		pkt := nextGRE(t, fd, "192.0.2.1", "192.0.2.2", func(inner []byte) bool { return bytes.HasSuffix(inner, []byte("wire check 6")) })
 		if want := []byte{0, 0, 0x86, 0xdd}; !bytes.Equal(pkt[20:24], want) {
 			t.Fatalf("GRE header % x, want % x", pkt[20:24], want)

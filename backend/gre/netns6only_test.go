@@ -243,17 +243,7 @@ func TestIPv6OnlyUserspace(t *testing.T) {
 // A's IPv6 packet (hop limit 62).
 func checkOnly6Wire(t *testing.T, c *cluster) {
 	fd := tundevtest.CaptureEtherType(t, c.nodeB, unix.ETH_P_IPV6)
-	var conn *net.UDPConn
-	if err := nsutil.Do(c.podA, func() (err error) {
-		conn, err = net.DialUDP("udp6", nil, net.UDPAddrFromAddrPort(netip.MustParseAddrPort("[fd00:10:244:2::2]:7000")))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := conn.Write([]byte("wire check only6")); err != nil {
-		t.Fatal(err)
-	}
+	sendUDP(t, c.podA, "[fd00:10:244:2::2]:7000", "wire check only6")
 	outerSrc, outerDst := netip.MustParseAddr("2001:db8::1").As16(), netip.MustParseAddr("2001:db8::2").As16()
 	buf := make([]byte, 65536)
 	for i := 0; i < 200; i++ {

@@ -188,3 +188,19 @@ func kernelHasGRE(t *testing.T) error {
 	_, err := nstest.Run(ns, "ip", "link", "add", "probe0", "type", "gre", "local", "192.0.2.1", "ttl", "64")
 	return err
 }
+
+// sendUDP sends one datagram with payload from namespace ns to dst (address:port).
+func sendUDP(t *testing.T, ns, dst, payload string) {
+	t.Helper()
+	if err := nsutil.Do(ns, func() error {
+		conn, err := net.Dial("udp", dst)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		_, err = conn.Write([]byte(payload))
+		return err
+	}); err != nil {
+		t.Fatalf("send a datagram from %s to %s: %v", ns, dst, err)
+	}
+}

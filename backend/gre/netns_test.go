@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"runtime"
 	"strings"
@@ -98,17 +97,7 @@ func TestUserspaceTwoNodes(t *testing.T) {
 
 	t.Run("wire format", func(t *testing.T) {
 		fd := capture(t, c.nodeB)
-		var conn *net.UDPConn
-		if err := nsutil.Do(c.podA, func() (err error) {
-			conn, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.MustParseAddrPort("10.244.2.2:7000")))
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		if _, err := conn.Write([]byte("wire check")); err != nil {
-			t.Fatal(err)
-		}
+		sendUDP(t, c.podA, "10.244.2.2:7000", "wire check")
 		pkt := nextGRE(t, fd, "192.0.2.1", "192.0.2.2", func(inner []byte) bool { return bytes.HasSuffix(inner, []byte("wire check")) })
 		if pkt[0] != 0x45 || pkt[9] != 47 || binary.BigEndian.Uint16(pkt[6:])&0x4000 == 0 || pkt[8] != 64 {
 			t.Fatalf("outer header % x: want IPv4, no options, protocol 47, DF, TTL 64", pkt[:20])
