@@ -231,8 +231,6 @@ func eachAttr(b []byte, fn func(typ uint16, v []byte)) bool {
 	return true
 }
 
-func addr4(v []byte) netip.Addr { return IPv4.addr(v) }
-
 func cString(v []byte) string {
 	for i, c := range v {
 		if c == 0 {

@@ -101,11 +101,6 @@ func ipv4TCPHeaderLen(pkt []byte) int {
 // Pending reports whether segments remain to be cut.
 func (s *TSOSplitter) Pending() bool { return s.pkt != nil }
 
-// segmentLen returns the length of the next segment.
-func (s *TSOSplitter) segmentLen() int {
-	return s.hdrLen + min(s.mss, len(s.pkt)-s.off)
-}
-
 // Next writes the next segment into dst and returns its length. When dst is too short
 // it returns 0 and abandons the superpacket (a segment larger than a device-side slot
 // cannot be sent as one datagram of the MTU).
