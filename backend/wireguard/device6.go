@@ -19,8 +19,9 @@ const metric6 = 1024
 
 // dev6 is the IPv6 side of a device (flannel-wg-v6 in Mode separate, else flannel-wg),
 // as flanneld's ConfigureV6 sets it: the own IPv6 subnet's network address as a /128 and a route to the
-// IPv6Network through the device. (tundev.Device keeps the IPv4 side; the kernel package
-// handles IPv4 only, so this side is read and written through netlink directly.) The zero
+// IPv6Network through the device. (tundev.Device keeps the IPv4 side only, so this side
+// is read and written through netlink directly; gre's tun6 keeps the same IPv6 state for
+// its TUN, and both belong in tundev.Device.) The zero
 // dev6 (own invalid) is a device without IPv6: nothing to do.
 type dev6 struct {
 	name    string       // the device, for messages
