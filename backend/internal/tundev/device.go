@@ -87,6 +87,32 @@ func (d Device) Route() *netlink.Route {
 	return &netlink.Route{LinkIndex: d.Index, Dst: ip.IPNet(d.Network), Scope: netlink.SCOPE_UNIVERSE}
 }
 
+// Families are the address families whose kernel changes concern the device: IPv4
+// always (its link changes, and stray IPv4 state on a device without IPv4), and IPv6
+// when it carries IPv6. For kernel.Handle.Subscribe.
+func (d Device) Families() []kernel.Family {
+	if d.has6() {
+		return []kernel.Family{kernel.IPv4, kernel.IPv6}
+	}
+	return []kernel.Family{kernel.IPv4}
+}
+
+// Concerns reports whether a kernel change may concern the device: a change of the link
+// (found by name too), of its addresses, of a main-table route through it, or of a route
+// to the Network or the Network6 through anything else. For a kernel.Watcher's Relevant.
+func (d Device) Concerns(c kernel.Change) bool {
+	switch c.Kind {
+	case kernel.LinkChange:
+		return c.LinkIndex == d.Index || c.LinkName == d.Name
+	case kernel.AddrChange:
+		return c.LinkIndex == d.Index
+	case kernel.RouteChange:
+		return c.Table == unix.RT_TABLE_MAIN && (c.LinkIndex == d.Index ||
+			(d.Network.IsValid() && c.Prefix == d.Network) || (d.Network6.IsValid() && c.Prefix == d.Network6))
+	}
+	return false
+}
+
 // Ensure makes the device up with the right MTU, addresses and routes, and removes routes
 // through it to anything but the Network (left from an earlier network config); with
 // IPv6 (Own6), its IPv6 side as well (ensure6). Idempotent; writes nothing when all is in
@@ -186,7 +212,10 @@ func (d Device) Drift(h *kernel.Handle) ([]Fault, error) {
 		return wrong, nil
 	}
 	wrong6, err := d.drift6(h)
-	return append(wrong, wrong6...), err
+	if err != nil {
+		return nil, err
+	}
+	return append(wrong, wrong6...), nil
 }
 
 // removeAddrs removes every IPv4 address of a device that carries no IPv4.
