@@ -38,17 +38,18 @@
 // 0x86DD over the same IPv4 underlay, to the peer's PublicIP, through the same TUN and
 // socket (userspace mode only: the kernel-mode data plane carries IPv4 only, so auto runs
 // such a network in userspace and Mode "kernel" is refused). weft-gre0 also gets the own
-// IPv6 subnet's network address as a /128 and a route to the IPv6 Network, kept by tun6 and
-// healed like the IPv4 side. The userspace peers are keyed by subnet.Lease.Key(); the
-// forwarder's table holds both subnets of a peer behind its one endpoint.
+// IPv6 subnet's network address as a /128 and a route to the IPv6 Network, kept and
+// healed with the IPv4 side by the same tundev.Device and Plane. The userspace peers are
+// keyed by subnet.Lease.Key(); the forwarder's table holds both subnets of a peer behind
+// its one endpoint.
 //
 // In an IPv6-only network (EnableIPv4=false) IPv6 travels in GRE (0x86DD) over the IPv6
 // underlay, always in userspace mode (there is no ip6gre kernel mode; Mode "kernel" is
 // refused): the raw socket is an IPv6 one bound to ExternalInterface.TunnelSourceV6,
 // which receives datagrams without the outer header (only the GRE header is skipped);
 // peers' endpoints are the leases' PublicIPv6; weft-gre0 has no IPv4 address or route
-// (tundev.Device without Own) and its IPv6 side is kept by tun6; the lease has no
-// PublicIP. GRE over IPv6 costs 44 bytes (outer IPv6 40 + GRE 4).
+// (tundev.Device without Own, with Own6) and its IPv6 side is kept as in dual stack; the
+// lease has no PublicIP. GRE over IPv6 costs 44 bytes (outer IPv6 40 + GRE 4).
 //
 // # Choosing the mode
 //

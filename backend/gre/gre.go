@@ -253,39 +253,21 @@ func (b *greBackend) activateKernel(h *kernel.Handle, own netip.Prefix) (*kernel
 }
 
 // activateUserspace brings up the TUN (without IPv4 when own is zero: an IPv6-only
-// network), its IPv6 side when the network carries IPv6 (own6 valid), the raw socket
+// network; with its IPv6 side when the network carries IPv6, own6 valid), the raw socket
 // (IPv4, or IPv6 in an IPv6-only network) and the Forwarder.
 func (b *greBackend) activateUserspace(h *kernel.Handle, own, network, own6 netip.Prefix) (*userNetwork, error) {
-	dev, err := tundev.Activate(h, tundev.Device{Name: TUNName, ErrPrefix: errPrefix, Own: own, Network: network, MTU: b.spec.mtu}, b.log)
+	d := tundev.Device{Name: TUNName, ErrPrefix: errPrefix, Own: own, Network: network, MTU: b.spec.mtu}
+	if b.env.Network.EnableIPv6 {
+		d.Own6, d.Network6 = own6, b.env.Network.IPv6Network
+	}
+	dev, err := tundev.Activate(h, d, b.log)
 	if err != nil {
 		return nil, err
-	}
-	var t6 *tun6
-	repaired := b.env.Repaired
-	if b.env.Network.EnableIPv6 {
-		if t6, err = newTun6(TUNName, own6, b.env.Network.IPv6Network, repairPeriod, b.env.Repaired, b.log); err != nil {
-			return nil, err
-		}
-		// A TUN the Plane re-created has lost its IPv6 side: put it back at once.
-		repaired = func(kind string) {
-			b.env.Repaired(kind)
-			if kind == "device" {
-				t6.wake()
-			}
-		}
-	} else {
-		own6 = netip.Prefix{}
-	}
-	closeT6 := func() {
-		if t6 != nil {
-			t6.close()
-		}
 	}
 	batch := fastpath.OffloadBatchSize
 	local := b.spec.local // TunnelSource, or TunnelSourceV6 in an IPv6-only network
 	c, err := listenGRE(local, batch, b.log)
 	if err != nil {
-		closeT6()
 		return nil, err
 	}
 	plane, err := tundev.NewPlane(tundev.PlaneConfig{
@@ -293,25 +275,23 @@ func (b *greBackend) activateUserspace(h *kernel.Handle, own, network, own6 neti
 		Handle:     h,
 		TUNOptions: tun.Options{Persist: true, Batch: batch, Offload: true, Log: b.log},
 		Conn:       c,
-		Subnet6:    own6,
 		Resync:     repairPeriod,
-		Repaired:   repaired,
+		Repaired:   b.env.Repaired,
 		Log:        b.log,
 	})
 	if err != nil {
-		closeT6()
 		return nil, err
 	}
 	n := &userNetwork{
 		log:    b.log,
 		plane:  plane,
-		tun6:   t6,
+		addr6:  dev.Addr6(),
 		local:  local,
 		reason: b.reason,
 		peers:  newLeasePeers(b.env.Network.EnableIPv4, b.env.Network.EnableIPv6),
 	}
 	b.log.Info("GRE network active", "mode", ModeUserspace, "device", TUNName, "subnet", own, "network", network,
-		"ipv6Subnet", own6, "ipv6Network", b.env.Network.IPv6Network,
+		"ipv6Subnet", dev.Own6, "ipv6Network", dev.Network6,
 		"local", local, "mtu", b.spec.mtu, "batch", plane.Forwarder().BatchSize(), "offloads", plane.Forwarder().Offloads())
 	return n, nil
 }

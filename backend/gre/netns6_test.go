@@ -109,6 +109,9 @@ func TestUserspaceDualStack(t *testing.T) {
 			t.Fatal(err)
 		}
 		d := a.NW.(backend.Describer).Describe()
+		if d.Info["ipv6Address"] != "fd00:10:244:1::/128" {
+			t.Fatalf("Describe().Info = %v, want ipv6Address fd00:10:244:1::/128", d.Info)
+		}
 		for _, sn := range []string{"10.244.2.0/24", "fd00:10:244:2::/64"} {
 			if d.Peers[netip.MustParsePrefix(sn)].State != backend.PeerProgrammed {
 				t.Fatalf("Describe() = %+v: peer %s not programmed", d, sn)
@@ -239,7 +242,7 @@ func TestUserspaceDualStack(t *testing.T) {
 		}
 	})
 
-	// Both nodes stop without leaving goroutines behind (tun6's watcher included).
+	// Both nodes stop without leaving goroutines behind (the Plane's IPv6 watch included).
 	a.Stop(t)
 	b.Stop(t)
 	deadline := time.Now().Add(5 * time.Second)

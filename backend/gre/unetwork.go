@@ -2,7 +2,6 @@ package gre
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -15,15 +14,15 @@ import (
 	"github.com/weftnet/weft/subnet"
 )
 
-// userNetwork is the userspace-mode data plane: the TUN and a raw GRE socket, kept by a
-// tundev.Plane, with the peer table built from the leases; in a dual-stack network also
-// the TUN's IPv6 address and route, kept by a tun6.
+// userNetwork is the userspace-mode data plane: the TUN (with its IPv6 address and route
+// when the network carries IPv6) and a raw GRE socket, kept by a tundev.Plane, with the
+// peer table built from the leases.
 type userNetwork struct {
 	log    klog.Logger
 	plane  *tundev.Plane
-	tun6   *tun6      // nil when the node carries no IPv6
-	local  netip.Addr // the raw socket's address
-	reason string     // why userspace mode was chosen, for Describe
+	addr6  netip.Prefix // the TUN's IPv6 address, for Describe; invalid when the node carries no IPv6
+	local  netip.Addr   // the raw socket's address
+	reason string       // why userspace mode was chosen, for Describe
 
 	mu    sync.Mutex  // guards peers
 	peers *leasePeers // admitted peers by lease key; the Forwarder holds the table
@@ -83,35 +82,15 @@ func (n *userNetwork) Apply(_ context.Context, events []subnet.Event) error {
 	return nil
 }
 
-// Run forwards packets and keeps the TUN's link state, addresses and routes in place
-// until ctx ends or Close is called (tundev.Plane.Run, and tun6 for the IPv6 side). It
-// returns an error only when forwarding fails for good.
-func (n *userNetwork) Run(ctx context.Context) error {
-	if n.tun6 == nil {
-		return n.plane.Run(ctx)
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		n.tun6.run(ctx)
-	}()
-	err := n.plane.Run(ctx)
-	cancel()
-	<-done
-	return err
-}
+// Run forwards packets and keeps the TUN's link state, addresses and routes of both
+// families in place until ctx ends or Close is called (tundev.Plane.Run). It returns an
+// error only when forwarding fails for good.
+func (n *userNetwork) Run(ctx context.Context) error { return n.plane.Run(ctx) }
 
-// Close stops forwarding and releases the TUN queue, the socket and the netlink handles.
+// Close stops forwarding and releases the TUN queue, the socket and the netlink handle.
 // The TUN, its addresses and its routes stay, so a restarted weftd adopts them.
 // Idempotent.
-func (n *userNetwork) Close() error {
-	err := n.plane.Close()
-	if n.tun6 != nil {
-		err = errors.Join(err, n.tun6.close())
-	}
-	return err
-}
+func (n *userNetwork) Close() error { return n.plane.Close() }
 
 // Describe reports the TUN, the mode and the peers in the forwarding table.
 func (n *userNetwork) Describe() backend.Description {
@@ -125,8 +104,8 @@ func (n *userNetwork) Describe() backend.Description {
 	if n.reason != "" {
 		d.Info["userspaceReason"] = n.reason
 	}
-	if n.tun6 != nil {
-		d.Info["ipv6Address"] = n.tun6.addr.String()
+	if n.addr6.IsValid() {
+		d.Info["ipv6Address"] = n.addr6.String()
 	}
 	for _, p := range n.peers.peers {
 		for _, sn := range []netip.Prefix{p.subnet, p.subnet6} {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 
 	"github.com/vishvananda/netlink"
@@ -11,6 +12,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/weftnet/weft/backend/internal/kernel"
+	"github.com/weftnet/weft/pkg/ip"
 )
 
 // DeviceName is the WireGuard device in both implementations, as flanneld names it: a
@@ -159,4 +161,34 @@ func ensureDevice(h *kernel.Handle, name string, impl Implementation, mtu int, l
 		}
 	}
 	return l.Attrs().Index, created, nil
+}
+
+// dropIPv6 removes from a device that carries no IPv6 in this layout (flannel-wg in Mode
+// separate) what one in which it did (Mode auto, an earlier run's) gave it: its global
+// IPv6 addresses and its route to the IPv6Network, which flannel-wg-v6 has now. It
+// reports whether it removed anything.
+func dropIPv6(h *kernel.Handle, name string, index int, network netip.Prefix) (bool, error) {
+	addrs, err := h.AddrsOf(index, kernel.IPv6)
+	if err != nil {
+		return false, fmt.Errorf("%s: %s: %w", errPrefix, name, err)
+	}
+	link := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: index}}
+	for i := range addrs {
+		if err := h.Netlink().AddrDel(link, &addrs[i]); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			return false, fmt.Errorf("%s: remove IPv6 address %s from %s: %w", errPrefix, addrs[i].IPNet, name, err)
+		}
+	}
+	filter := &netlink.Route{Table: unix.RT_TABLE_MAIN, Dst: ip.IPNet(network), LinkIndex: index}
+	routes, err := kernel.RetryDump(func() ([]netlink.Route, error) {
+		return h.Netlink().RouteListFiltered(netlink.FAMILY_V6, filter, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_DST|netlink.RT_FILTER_OIF)
+	})
+	if err != nil {
+		return false, fmt.Errorf("%s: list the IPv6 routes of %s: %w", errPrefix, name, err)
+	}
+	if len(routes) > 0 {
+		if err := h.DeleteRoute(network, index); err != nil {
+			return false, fmt.Errorf("%s: remove the route to %s via %s: %w", errPrefix, network, name, err)
+		}
+	}
+	return len(addrs)+len(routes) > 0, nil
 }

@@ -30,8 +30,7 @@ const (
 
 // wgLink is one active WireGuard device of either implementation (flannel-wg, or
 // flannel-wg-v6 in Mode separate): the device with the own subnet's address and the
-// route to the Network of each family it carries (tundev.Device for IPv4, dev6 for
-// IPv6), and its peers, one per public key, built from the leases. wgNetwork runs one
+// route to the Network of each family it carries (a tundev.Device), and its peers, one per public key, built from the leases. wgNetwork runs one
 // or two of them.
 type wgLink struct {
 	name     string // the device
@@ -53,8 +52,7 @@ type wgLink struct {
 	// mu serialises Apply, the repair passes, describe and close, and guards the fields
 	// below.
 	mu         sync.Mutex
-	dev        tundev.Device // the IPv4 side (zero Own: none); only Index changes, when the device is re-created
-	dev6       dev6          // the IPv6 side; zero when the device carries no IPv6
+	dev        tundev.Device // zero Own: no IPv4, zero Own6: no IPv6; only Index changes, when the device is re-created
 	eng        engine        // nil after close
 	peers      *peerSet
 	programmed map[wgtypes.Key]wantPeer // what the device was last given; nil: unknown, compare with the device
@@ -246,11 +244,6 @@ func (n *wgLink) start(replace bool) error {
 		return err
 	}
 	if err := n.dev.Ensure(n.h); err != nil {
-		n.eng.close()
-		n.eng = nil
-		return err
-	}
-	if err := n.dev6.ensure(n.h, n.dev.Index); err != nil {
 		n.eng.close()
 		n.eng = nil
 		return err

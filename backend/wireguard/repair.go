@@ -12,7 +12,6 @@ import (
 	"github.com/weftnet/weft/backend/internal/kernel"
 	"github.com/weftnet/weft/backend/internal/tundev"
 	"github.com/weftnet/weft/pkg/wait"
-	"golang.org/x/sys/unix"
 )
 
 // Drift repair of one device: run and the passes it drives. apply and programming live
@@ -26,10 +25,9 @@ import (
 func (n *wgLink) run(ctx context.Context) {
 	ctx, cancel := wait.UntilClosed(ctx, n.closed)
 	defer cancel()
-	families := []kernel.Family{kernel.IPv4} // links, and stray IPv4 state on an IPv6 device
-	if n.dev6.on() {
-		families = append(families, kernel.IPv6) // the IPv6 address and route
-	}
+	n.mu.Lock()
+	families := n.dev.Families()
+	n.mu.Unlock()
 	changes, err := n.h.Subscribe(ctx, families...)
 	if err != nil && !errors.Is(err, kernel.ErrClosed) {
 		n.log.Error(err, "Cannot watch kernel changes; checking the device every period only", "device", n.name, "period", n.period)
@@ -74,22 +72,11 @@ func (n *wgLink) forward(ctx context.Context, changes <-chan kernel.Change, out 
 	}
 }
 
-// relevant reports whether a kernel change may concern the device: a change of the link
-// (found by name too), of its addresses, of a main-table route through it, or of a route
-// to the Network (or the IPv6Network) through anything else.
+// relevant reports whether a kernel change may concern the device (tundev.Device.Concerns).
 func (n *wgLink) relevant(c kernel.Change) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	switch c.Kind {
-	case kernel.LinkChange:
-		return c.LinkIndex == n.dev.Index || c.LinkName == n.name
-	case kernel.AddrChange:
-		return c.LinkIndex == n.dev.Index
-	case kernel.RouteChange:
-		return c.Table == unix.RT_TABLE_MAIN && (c.LinkIndex == n.dev.Index || (n.dev.Network.IsValid() && c.Prefix == n.dev.Network) ||
-			(n.dev6.on() && c.Prefix == n.dev6.network))
-	}
-	return false
+	return n.dev.Concerns(c)
 }
 
 // stopped reports whether the engine stopped by itself.
@@ -135,20 +122,12 @@ func (n *wgLink) repairLocked() (drift bool, err error) {
 		if err := n.dev.Ensure(n.h); err != nil {
 			return true, err
 		}
-		if err := n.dev6.ensure(n.h, n.dev.Index); err != nil {
-			return true, err
-		}
 		n.repaired("device")
 		return true, nil
 	}
 	if err != nil {
 		return false, err
 	}
-	f6, err := n.dev6.drift(n.h, n.dev.Index)
-	if err != nil {
-		return false, err
-	}
-	faults = append(faults, f6...)
 	if len(faults) > 0 {
 		drift = true
 		var what []string
@@ -157,9 +136,6 @@ func (n *wgLink) repairLocked() (drift bool, err error) {
 		}
 		n.log.Info("Repairing the WireGuard device, changed by someone else", "device", n.name, "drift", strings.Join(what, ", "))
 		if err := n.dev.Ensure(n.h); err != nil {
-			return true, err
-		}
-		if err := n.dev6.ensure(n.h, n.dev.Index); err != nil {
 			return true, err
 		}
 		seen := map[string]bool{}

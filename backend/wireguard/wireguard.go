@@ -222,7 +222,7 @@ func (b *wgBackend) Activate(ctx context.Context, own subnet.Lease) (backend.Net
 	}
 	for _, l := range n.links {
 		b.log.Info("WireGuard network active", "implementation", b.impl, "device", l.name, "subnet", l.dev.Own, "network", l.dev.Network,
-			"ipv6Subnet", l.dev6.own, "ipv6Network", l.dev6.network, "listenPort", l.port, "mtu", b.mtu, "publicKey", b.key.public())
+			"ipv6Subnet", l.dev.Own6, "ipv6Network", l.dev.Network6, "listenPort", l.port, "mtu", b.mtu, "publicKey", b.key.public())
 	}
 	if _, set := os.LookupEnv("GOMEMLIMIT"); set && b.impl == ImplUserspace {
 		if limit := debug.SetMemoryLimit(-1); limit < n.MemoryFloor() { // -1 reads the limit
@@ -259,7 +259,6 @@ func (b *wgBackend) activate(h *kernel.Handle, own subnet.Lease) (*wgNetwork, er
 			params:   params,
 			period:   repairPeriod,
 			dev:      tundev.Device{Name: s.name, ErrPrefix: errPrefix, MTU: b.mtu},
-			dev6:     dev6{name: s.name},
 			peers:    newLinkPeerSet(s, b.cfg.Mode, b.key.public(), b.env.Ext.PublicIP, b.env.Ext.PublicIPv6),
 			wake:     make(chan struct{}, 1),
 			closed:   make(chan struct{}),
@@ -268,7 +267,7 @@ func (b *wgBackend) activate(h *kernel.Handle, own subnet.Lease) (*wgNetwork, er
 			l.dev.Own, l.dev.Network = own.Subnet, cfg.Network
 		}
 		if s.v6 {
-			l.dev6.own, l.dev6.network = own.IPv6Subnet, cfg.IPv6Network
+			l.dev.Own6, l.dev.Network6 = own.IPv6Subnet, cfg.IPv6Network
 		}
 		if b.impl == ImplKernel {
 			l.peerPoll = kernelPeerPoll // kernel peers change without a notification

@@ -69,7 +69,7 @@
 //	b.EnsureNeigh(linkIndex, addr, mac) / HasNeigh / DeleteNeigh(linkIndex, addr)
 //	b.EnsureFDB(linkIndex, mac, dst) / HasFDB / DeleteFDB(linkIndex, mac, dst)
 //	b.SweepRoutes(linkIndex, stale) / SweepNeighs / SweepFDB // delete what stale picks
-//	h.EnsureRoute(r) / h.DeleteRoute(dst, linkIndex) / h.Routes(linkIndex) // one route
+//	h.EnsureRoute(r) / h.DeleteRoute(dst, linkIndex) / h.Routes(linkIndex) / h.RoutesOf(linkIndex, family)
 //	h.DirectlyConnected(addr, linkIndex)
 //	h.EnsureSoleAddr(linkIndex, prefix) / h.Addrs(linkIndex) / h.AddrsOf(linkIndex, family)
 //	h.TxChecksum(name) / h.EnsureTxChecksum(name, on)

@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -14,7 +15,8 @@ import (
 
 // TestDumpsMatchNetlinkIPv6: the in-place dumps list the IPv6 main-table routes (of every
 // shape weft meets, with the kernel's own link-local ones) and IPv6 neighbours exactly as
-// netlink's lists do (but for the default route, which it skips), and an IPv6 dump lists no IPv4 route and the other way round.
+// netlink's lists do (but for the default route, which it skips), RoutesOf lists one
+// link's, and an IPv6 dump lists no IPv4 route and the other way round.
 func TestDumpsMatchNetlinkIPv6(t *testing.T) {
 	a, _ := kerneltest.TwoNodes(t)
 	for _, argv := range []string{
@@ -69,6 +71,19 @@ func TestDumpsMatchNetlinkIPv6(t *testing.T) {
 	eth, err := h.nl.LinkByName("eth0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	// RoutesOf: the IPv6 routes of one link, as the dump lists them.
+	ofEth, err := h.RoutesOf(eth.Attrs().Index, IPv6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	onEth := fmt.Sprintf(" dev %d table ", eth.Attrs().Index)
+	wantEth := slices.DeleteFunc(slices.Clone(got), func(s string) bool { return !strings.Contains(s, onEth) })
+	if gotEth := fmtRoutes(ofEth); !slices.Equal(gotEth, wantEth) || len(gotEth) < 3 {
+		t.Fatalf("RoutesOf(eth0, IPv6) = %q, want %q", gotEth, wantEth)
+	}
+	if _, err := h.RoutesOf(0, Family(99)); err == nil || !strings.Contains(err.Error(), "family 99") {
+		t.Fatalf("RoutesOf(family 99) = %v, want an error naming the family", err)
 	}
 	var gotN []neighEntry
 	if err := h.dumps.neighbours(unix.AF_INET6, eth.Attrs().Index, func(e neighEntry) { gotN = append(gotN, e) }); err != nil {

@@ -53,16 +53,24 @@ func (h *Handle) DeleteRoute(dst netip.Prefix, linkIndex int) error {
 // TOS or link, and a node has a handful at most.
 const maxRoutesPerDst = 64
 
-// Routes lists the IPv4 main-table routes whose output link is linkIndex (all links when
-// linkIndex is 0), through the same dump as a Batch, retrying interrupted dumps. Use it
-// with RouteMatches; a Batch checks many routes more cheaply.
-func (h *Handle) Routes(linkIndex int) ([]netlink.Route, error) {
+// Routes lists the IPv4 main-table routes whose output link is linkIndex: RoutesOf
+// with IPv4.
+func (h *Handle) Routes(linkIndex int) ([]netlink.Route, error) { return h.RoutesOf(linkIndex, IPv4) }
+
+// RoutesOf lists the main-table routes of family f whose output link is linkIndex (all
+// links when linkIndex is 0), default routes left out, through the same dump as a Batch,
+// retrying interrupted dumps. Use it with RouteMatches; a Batch checks many routes more
+// cheaply.
+func (h *Handle) RoutesOf(linkIndex int, f Family) ([]netlink.Route, error) {
 	if err := h.check(); err != nil {
 		return nil, err
 	}
+	if !f.valid() {
+		return nil, fmt.Errorf("list routes: address family %d is neither IPv4 nor IPv6", uint8(f))
+	}
 	rs, err := RetryDump(func() ([]netlink.Route, error) {
 		var rs []netlink.Route
-		err := h.dumps.mainRoutes(IPv4, func(e routeEntry, nexthops []byte) {
+		err := h.dumps.mainRoutes(f, func(e routeEntry, nexthops []byte) {
 			if linkIndex == 0 || e.link == linkIndex {
 				rs = append(rs, e.netlinkRoute(nexthops))
 			}
@@ -70,7 +78,7 @@ func (h *Handle) Routes(linkIndex int) ([]netlink.Route, error) {
 		return rs, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list routes: %w", err)
+		return nil, fmt.Errorf("list %s routes: %w", f, err)
 	}
 	return rs, nil
 }

@@ -66,7 +66,12 @@ type Device struct {
 	// no IPv4 route, and any it has are removed.
 	Own     netip.Prefix
 	Network netip.Prefix // routed via the device; zero when Own is
-	MTU     int
+	// Own6 is the own IPv6 subnet; its network address is the device's IPv6 address (a
+	// /128). The zero Prefix, together with a zero Network6, is a device that carries no
+	// IPv6: its IPv6 state is left as it is.
+	Own6     netip.Prefix
+	Network6 netip.Prefix // the IPv6Network, routed via the device; zero when Own6 is
+	MTU      int
 }
 
 // has4 reports whether the device carries IPv4 (Own is set).
@@ -82,9 +87,36 @@ func (d Device) Route() *netlink.Route {
 	return &netlink.Route{LinkIndex: d.Index, Dst: ip.IPNet(d.Network), Scope: netlink.SCOPE_UNIVERSE}
 }
 
-// Ensure makes the device up with the right MTU, address and route, and removes routes
-// through it to anything but the Network (left from an earlier network config).
-// Idempotent; writes nothing when all is in place.
+// Families are the address families whose kernel changes concern the device: IPv4
+// always (its link changes, and stray IPv4 state on a device without IPv4), and IPv6
+// when it carries IPv6. For kernel.Handle.Subscribe.
+func (d Device) Families() []kernel.Family {
+	if d.has6() {
+		return []kernel.Family{kernel.IPv4, kernel.IPv6}
+	}
+	return []kernel.Family{kernel.IPv4}
+}
+
+// Concerns reports whether a kernel change may concern the device: a change of the link
+// (found by name too), of its addresses, of a main-table route through it, or of a route
+// to the Network or the Network6 through anything else. For a kernel.Watcher's Relevant.
+func (d Device) Concerns(c kernel.Change) bool {
+	switch c.Kind {
+	case kernel.LinkChange:
+		return c.LinkIndex == d.Index || c.LinkName == d.Name
+	case kernel.AddrChange:
+		return c.LinkIndex == d.Index
+	case kernel.RouteChange:
+		return c.Table == unix.RT_TABLE_MAIN && (c.LinkIndex == d.Index ||
+			(d.Network.IsValid() && c.Prefix == d.Network) || (d.Network6.IsValid() && c.Prefix == d.Network6))
+	}
+	return false
+}
+
+// Ensure makes the device up with the right MTU, addresses and routes, and removes routes
+// through it to anything but the Network (left from an earlier network config); with
+// IPv6 (Own6), its IPv6 side as well (ensure6). Idempotent; writes nothing when all is in
+// place.
 func (d Device) Ensure(h *kernel.Handle) error {
 	link, err := h.Netlink().LinkByIndex(d.Index)
 	if err != nil {
@@ -116,6 +148,9 @@ func (d Device) Ensure(h *kernel.Handle) error {
 			return fmt.Errorf("%s: remove stale route %s via %s: %w", d.ErrPrefix, dst, d.Name, err)
 		}
 	}
+	if d.has6() {
+		return d.ensure6(h)
+	}
 	return nil
 }
 
@@ -129,8 +164,8 @@ type Fault struct {
 }
 
 // Drift lists how the device differs from the wanted state (nothing when it does not),
-// for a backend's repairs to log and count before they fix it. It only reads. When the
-// device is gone the error wraps ErrGone.
+// its IPv6 side included (drift6), for a backend's repairs to log and count before they
+// fix it. It only reads. When the device is gone the error wraps ErrGone.
 func (d Device) Drift(h *kernel.Handle) ([]Fault, error) {
 	link, err := h.Netlink().LinkByIndex(d.Index)
 	if errors.As(err, &netlink.LinkNotFoundError{}) {
@@ -161,19 +196,26 @@ func (d Device) Drift(h *kernel.Handle) ([]Fault, error) {
 		if len(routes) != 0 {
 			wrong = append(wrong, Fault{"route", fmt.Sprintf("%d IPv4 routes, want none", len(routes))})
 		}
+	} else {
+		if len(addrs) != 1 || !AddrIs(addrs[0], d.Addr()) {
+			wrong = append(wrong, Fault{"address", fmt.Sprintf("%d addresses, want only %s", len(addrs), d.Addr())})
+		}
+		found := false
+		for i := range routes {
+			found = found || kernel.RouteMatches(d.Route(), &routes[i])
+		}
+		if !found {
+			wrong = append(wrong, Fault{"route", fmt.Sprintf("route to %s missing", d.Network)})
+		}
+	}
+	if !d.has6() {
 		return wrong, nil
 	}
-	if len(addrs) != 1 || !AddrIs(addrs[0], d.Addr()) {
-		wrong = append(wrong, Fault{"address", fmt.Sprintf("%d addresses, want only %s", len(addrs), d.Addr())})
+	wrong6, err := d.drift6(h)
+	if err != nil {
+		return nil, err
 	}
-	found := false
-	for i := range routes {
-		found = found || kernel.RouteMatches(d.Route(), &routes[i])
-	}
-	if !found {
-		wrong = append(wrong, Fault{"route", fmt.Sprintf("route to %s missing", d.Network)})
-	}
-	return wrong, nil
+	return append(wrong, wrong6...), nil
 }
 
 // removeAddrs removes every IPv4 address of a device that carries no IPv4.

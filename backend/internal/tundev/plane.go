@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"strings"
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
 	"github.com/weftnet/weft/backend/internal/fastpath"
@@ -30,7 +28,6 @@ type PlaneConfig struct {
 	// device's; their Batch is the Forwarder's batch size too.
 	TUNOptions tun.Options
 	Conn       fastpath.Conn // the underlay socket
-	Subnet6    netip.Prefix  // the own IPv6 subnet the Forwarder carries (forward.Config.Subnet6); zero for none; required when Device.Own is zero
 	// Resync is the period of the full checks between kernel notifications
 	// (kernel.DefaultPeriod if 0).
 	Resync time.Duration
@@ -42,8 +39,8 @@ type PlaneConfig struct {
 
 // Plane is a userspace backend's running data plane: a forward.Forwarder between the TUN
 // and the socket, and the upkeep of the TUN. What someone else changes on the device (its
-// link state, MTU, address, the route to the Network) is put back as soon as the kernel
-// reports it, and every Resync period anyway; a deleted device is re-created by the
+// link state, MTU, addresses, the routes to the Network and the Network6) is put back as
+// soon as the kernel reports it, and every Resync period anyway; a deleted device is re-created by the
 // Forwarder through Reopen, with its configuration, while traffic waits.
 type Plane struct {
 	f        *forward.Forwarder
@@ -62,10 +59,10 @@ type Plane struct {
 }
 
 // NewPlane opens the device's queue in the calling thread's network namespace (which must
-// be the Handle's) unless c.Queue is set, builds the Forwarder between the queue and c.Conn
-// for the own subnet at the device's MTU, and returns the Plane, which owns the queue, the
-// Conn and the Handle from now on. On error it closes the queue and the Conn, and the
-// caller keeps the Handle.
+// be the Handle's) unless c.Queue is set, builds the Forwarder between the queue and
+// c.Conn for the device's own subnets (Own, Own6) at its MTU, and returns the Plane, which
+// owns the queue, the Conn and the Handle from now on. On error it closes the queue and
+// the Conn, and the caller keeps the Handle.
 func NewPlane(c PlaneConfig) (*Plane, error) {
 	d := c.Device
 	queue := c.Queue
@@ -88,7 +85,7 @@ func NewPlane(c PlaneConfig) (*Plane, error) {
 	if p.repaired == nil {
 		p.repaired = func(string) {}
 	}
-	cfg := forward.Config{Subnet: d.Own, Subnet6: c.Subnet6, MTU: d.MTU, BatchSize: c.TUNOptions.Batch, Log: c.Log, Reopen: p.reopen}
+	cfg := forward.Config{Subnet: d.Own, Subnet6: d.Own6, MTU: d.MTU, BatchSize: c.TUNOptions.Batch, Log: c.Log, Reopen: p.reopen}
 	var err error
 	if p.f, err = forward.New(cfg, queue, c.Conn); err != nil {
 		queue.Close()
@@ -117,7 +114,7 @@ func (p *Plane) Run(ctx context.Context) error {
 	var changes <-chan kernel.Change
 	var err error
 	if p.h != nil {
-		changes, err = p.h.Subscribe(ctx)
+		changes, err = p.h.Subscribe(ctx, p.dev.Families()...)
 	}
 	p.mu.Unlock()
 	if err != nil && !errors.Is(err, kernel.ErrClosed) {
@@ -142,21 +139,11 @@ func (p *Plane) Run(ctx context.Context) error {
 	return err
 }
 
-// relevant reports whether a kernel change may concern the device: a change of the link
-// (found by name too), of its addresses, of a main-table route through it, or of a route
-// to the Network through anything else.
+// relevant reports whether a kernel change may concern the device (Device.Concerns).
 func (p *Plane) relevant(c kernel.Change) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	switch c.Kind {
-	case kernel.LinkChange:
-		return c.LinkIndex == p.dev.Index || c.LinkName == p.dev.Name
-	case kernel.AddrChange:
-		return c.LinkIndex == p.dev.Index
-	case kernel.RouteChange:
-		return c.Table == unix.RT_TABLE_MAIN && (c.LinkIndex == p.dev.Index || (p.dev.Network.IsValid() && c.Prefix == p.dev.Network))
-	}
-	return false
+	return p.dev.Concerns(c)
 }
 
 // repair re-checks the device and fixes what drifted, logging and counting each repair

@@ -50,3 +50,27 @@ func TestRelevantWithoutIPv4(t *testing.T) {
 		}
 	}
 }
+
+// TestRelevantIPv6: a device with IPv6 also cares for a route to its Network6 through
+// another link, and subscribes to IPv6 changes; one without does neither.
+func TestRelevantIPv6(t *testing.T) {
+	pfx := netip.MustParsePrefix
+	dual := Device{Name: "weft-gre0", Index: 4, Network: pfx("10.244.0.0/16"), Own6: pfx("fd00:10:244:1::/64"), Network6: pfx("fd00:10:244::/56")}
+	other6 := kernel.Change{Kind: kernel.RouteChange, Table: 254, LinkIndex: 2, Prefix: pfx("fd00:10:244::/56")}
+	via6 := kernel.Change{Kind: kernel.RouteChange, Table: 254, LinkIndex: 4, Prefix: pfx("fd00:99::/64")}
+	pod6 := kernel.Change{Kind: kernel.RouteChange, Table: 254, LinkIndex: 6, Prefix: pfx("fd00:10:244:1::/64")}
+	if !(&Plane{dev: dual}).relevant(other6) || !dual.Concerns(via6) || dual.Concerns(pod6) {
+		t.Errorf("dual-stack device: network route elsewhere %v, route via it %v, pod route %v; want true, true, false",
+			dual.Concerns(other6), dual.Concerns(via6), dual.Concerns(pod6))
+	}
+	if got := dual.Families(); len(got) != 2 || got[0] != kernel.IPv4 || got[1] != kernel.IPv6 {
+		t.Errorf("dual-stack Families() = %v, want IPv4 and IPv6", got)
+	}
+	v4 := Device{Name: "flannel0", Index: 4, Network: pfx("10.244.0.0/16")}
+	if v4.Concerns(other6) {
+		t.Error("an IPv4-only device cares for a route to an IPv6 network elsewhere")
+	}
+	if got := v4.Families(); len(got) != 1 || got[0] != kernel.IPv4 {
+		t.Errorf("IPv4-only Families() = %v, want IPv4", got)
+	}
+}
