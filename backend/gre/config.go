@@ -12,8 +12,7 @@ import (
 // Mode says where GRE packets are encapsulated.
 type Mode string
 
-// The values of the Mode key: "auto", "kernel" and "userspace", kernelmode's values, so
-// that kernelmode.Decide picks between them.
+// The values of the Mode key: kernelmode's, which kernelmode.Decide picks between.
 const (
 	// ModeAuto uses the kernel's GRE device when the kernel has one (ip_gre) and the
 	// userspace forwarder otherwise. It is the default.

@@ -101,9 +101,8 @@ func New(env backend.Env) (backend.Backend, error) {
 
 // Prepare decides the mode and creates or adopts its device: in kernel and auto mode it
 // creates the GRE device, which tells whether the kernel has GRE; auto falls back to
-// userspace when it has not (logged once, with the reason), kernel mode fails with an
-// error matching ErrNoKernelGRE. The device of the other mode, if an earlier run left one,
-// is deleted.
+// userspace when it has not (logged once, with the reason), kernel mode fails with
+// ErrNoKernelGRE. The device of the other mode, if an earlier run left one, is deleted.
 // A network with EnableIPv6 (dual-stack or IPv6-only) always runs in userspace mode,
 // without probing the kernel: the kernel-mode data plane carries IPv4 only (auto logs
 // why once).

@@ -33,8 +33,7 @@ const (
 // ignores unknown keys: a config with "Implementation" stays usable by flanneld nodes.
 type Implementation string
 
-// The values of the Implementation key: "auto", "kernel" and "userspace", kernelmode's
-// values, so that kernelmode.Decide picks between them.
+// The values of the Implementation key: kernelmode's, which kernelmode.Decide picks between.
 const (
 	// ImplAuto uses the kernel's WireGuard where the kernel has it and wireguard-go in
 	// userspace otherwise. It is the default.

@@ -82,8 +82,7 @@ func linkByName(h *kernel.Handle, name string) (netlink.Link, error) {
 
 // probeKernel reports whether the kernel can make WireGuard links: nil when the device
 // name is one already or a throwaway link of that kind can be created (and is deleted
-// again), a *kernelmode.Error matching ErrNoKernelWireGuard when the kernel does not know
-// the kind.
+// again), a *kernelmode.Error (ErrNoKernelWireGuard) when the kernel does not know it.
 func probeKernel(h *kernel.Handle, name string) error {
 	l, err := linkByName(h, name)
 	if err != nil {
