@@ -5,22 +5,23 @@ import (
 	"fmt"
 
 	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/backend/internal/kernelmode"
 	"github.com/weftnet/weft/subnet"
 )
 
 // Mode says where GRE packets are encapsulated.
 type Mode string
 
-// The values of the Mode key.
+// The values of the Mode key: kernelmode's, which kernelmode.Decide picks between.
 const (
 	// ModeAuto uses the kernel's GRE device when the kernel has one (ip_gre) and the
 	// userspace forwarder otherwise. It is the default.
-	ModeAuto Mode = "auto"
+	ModeAuto Mode = kernelmode.Auto
 	// ModeKernel uses the kernel's GRE device and fails when the kernel has none.
-	ModeKernel Mode = "kernel"
+	ModeKernel Mode = kernelmode.Kernel
 	// ModeUserspace uses a TUN device and a raw IP socket (protocol 47), never the
 	// kernel's GRE device.
-	ModeUserspace Mode = "userspace"
+	ModeUserspace Mode = kernelmode.Userspace
 )
 
 // Limits of the backend keys.

@@ -55,8 +55,10 @@
 //
 // Mode "auto" (the default) creates the kernel device (with EnableIPv6 it runs userspace
 // without trying); if the kernel answers that it does not know the "gre" link type (no
-// ip_gre, no module loading), it logs once that gre runs in userspace and why, and does. Mode "kernel" fails instead, with a *KernelGREError
-// naming ip_gre; Mode "userspace" never touches the kernel driver. When the mode changes
+// ip_gre, no module loading), it logs once that gre runs in userspace and why, and does.
+// Mode "kernel" fails instead, with an error matching ErrNoKernelGRE that names ip_gre;
+// Mode "userspace" never touches the kernel driver. The decision and that error are
+// package kernelmode's, shared with wireguard's Implementation key. When the mode changes
 // between runs, the other mode's device is deleted.
 //
 // # MTU

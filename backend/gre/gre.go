@@ -12,6 +12,7 @@ import (
 	"github.com/weftnet/weft/backend/internal/fastpath"
 	"github.com/weftnet/weft/backend/internal/fastpath/tun"
 	"github.com/weftnet/weft/backend/internal/kernel"
+	"github.com/weftnet/weft/backend/internal/kernelmode"
 	"github.com/weftnet/weft/backend/internal/tundev"
 	"github.com/weftnet/weft/pkg/ip"
 	"github.com/weftnet/weft/subnet"
@@ -100,8 +101,8 @@ func New(env backend.Env) (backend.Backend, error) {
 
 // Prepare decides the mode and creates or adopts its device: in kernel and auto mode it
 // creates the GRE device, which tells whether the kernel has GRE; auto falls back to
-// userspace when it has not (logged once, with the reason), kernel mode fails with a
-// *KernelGREError. The device of the other mode, if an earlier run left one, is deleted.
+// userspace when it has not (logged once, with the reason), kernel mode fails with
+// ErrNoKernelGRE. The device of the other mode, if an earlier run left one, is deleted.
 // A network with EnableIPv6 (dual-stack or IPv6-only) always runs in userspace mode,
 // without probing the kernel: the kernel-mode data plane carries IPv4 only (auto logs
 // why once).
@@ -140,7 +141,7 @@ func (b *greBackend) Prepare(ctx context.Context) (subnet.LeaseAttrs, error) {
 		if b.cfg.Mode != ModeUserspace {
 			_, _, probe = ensureKernelDevice(h, b.spec, false, b.log)
 		}
-		if mode, err = decideMode(b.cfg.Mode, probe); err != nil {
+		if mode, err = kernelmode.Decide(greDriver, b.cfg.Mode, probe); err != nil {
 			return subnet.LeaseAttrs{}, fmt.Errorf("gre backend (Mode %q): %w", b.cfg.Mode, err)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/weftnet/weft/backend/internal/kernel"
+	"github.com/weftnet/weft/backend/internal/kernelmode"
 )
 
 // DeviceName is the kernel GRE device of kernel mode.
@@ -80,16 +81,16 @@ func incompatible(s deviceSpec, l netlink.Link) string {
 
 // ensureKernelDevice creates, adopts or re-creates the GRE device, sets its MTU and, with
 // up, brings it up. It returns the link index and whether it wrote anything. When the
-// kernel has no GRE driver it returns a *KernelGREError. With nothing to correct it writes
-// nothing.
+// kernel has no GRE driver it returns a *kernelmode.Error matching ErrNoKernelGRE. With
+// nothing to correct it writes nothing.
 func ensureKernelDevice(h *kernel.Handle, s deviceSpec, up bool, log klog.Logger) (idx int, changed bool, err error) {
 	l, created, changed, err := h.EnsureLink(kernel.LinkSpec{
 		Name: s.name, Kind: "GRE", MTU: s.mtu, Up: up,
 		New:          func() netlink.Link { return s.link() },
 		Incompatible: func(l netlink.Link) string { return incompatible(s, l) },
 		CreateError: func(err error) error {
-			if isMissingDriver(err) {
-				return &KernelGREError{Device: s.name, Err: err}
+			if kernelmode.IsMissingDriver(err) {
+				return &kernelmode.Error{Driver: greDriver, Device: s.name, Err: err}
 			}
 			return fmt.Errorf("create gre device %s (local %s): %w", s.name, s.local, err)
 		},

@@ -18,6 +18,7 @@ import (
 	"github.com/weftnet/weft/backend/internal/fastpath"
 	"github.com/weftnet/weft/backend/internal/fastpath/tun"
 	"github.com/weftnet/weft/backend/internal/kernel/kerneltest"
+	"github.com/weftnet/weft/backend/internal/kernelmode"
 	"github.com/weftnet/weft/pkg/nsutil"
 	"github.com/weftnet/weft/subnet"
 	weftcluster "github.com/weftnet/weft/test/cluster"
@@ -248,7 +249,7 @@ func TestKernelModeWithoutGRE(t *testing.T) {
 	if nerr := nsutil.Do(c.nodeA, func() error { _, err = be.Prepare(t.Context()); return nil }); nerr != nil {
 		t.Fatal(nerr)
 	}
-	var ke *KernelGREError
+	var ke *kernelmode.Error
 	if !errors.Is(err, ErrNoKernelGRE) || !errors.As(err, &ke) || ke.Device != DeviceName || !contains(err.Error(), "ip_gre") {
 		t.Fatalf("Prepare in kernel mode on a kernel without GRE: %v", err)
 	}

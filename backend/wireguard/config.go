@@ -9,6 +9,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/backend/internal/kernelmode"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -32,15 +33,15 @@ const (
 // ignores unknown keys: a config with "Implementation" stays usable by flanneld nodes.
 type Implementation string
 
-// The values of the Implementation key.
+// The values of the Implementation key: kernelmode's, which kernelmode.Decide picks between.
 const (
 	// ImplAuto uses the kernel's WireGuard where the kernel has it and wireguard-go in
 	// userspace otherwise. It is the default.
-	ImplAuto Implementation = "auto"
+	ImplAuto Implementation = kernelmode.Auto
 	// ImplKernel uses the kernel's WireGuard and fails where the kernel has none.
-	ImplKernel Implementation = "kernel"
+	ImplKernel Implementation = kernelmode.Kernel
 	// ImplUserspace uses wireguard-go over a TUN device, never the kernel module.
-	ImplUserspace Implementation = "userspace"
+	ImplUserspace Implementation = kernelmode.Userspace
 )
 
 // Defaults and limits of the backend keys (flanneld's defaults).

@@ -12,6 +12,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/weftnet/weft/backend/internal/kernel"
+	"github.com/weftnet/weft/backend/internal/kernelmode"
 	"github.com/weftnet/weft/pkg/ip"
 )
 
@@ -80,8 +81,8 @@ func linkByName(h *kernel.Handle, name string) (netlink.Link, error) {
 }
 
 // probeKernel reports whether the kernel can make WireGuard links: nil when the device
-// name is one already or a throwaway link of that kind can be created (and is deleted again),
-// a *KernelWireGuardError when the kernel does not know the kind.
+// name is one already or a throwaway link of that kind can be created (and is deleted
+// again), a *kernelmode.Error (ErrNoKernelWireGuard) when the kernel does not know it.
 func probeKernel(h *kernel.Handle, name string) error {
 	l, err := linkByName(h, name)
 	if err != nil {
@@ -94,8 +95,8 @@ func probeKernel(h *kernel.Handle, name string) error {
 		_ = h.Netlink().LinkDel(old)
 	}
 	err = h.Netlink().LinkAdd(&netlink.Wireguard{LinkAttrs: netlink.LinkAttrs{Name: probeName}})
-	if isMissingDriver(err) {
-		return &KernelWireGuardError{Device: name, Err: err}
+	if kernelmode.IsMissingDriver(err) {
+		return &kernelmode.Error{Driver: wgDriver, Device: name, Err: err}
 	}
 	if err != nil {
 		return fmt.Errorf("create a wireguard link to probe the kernel: %w", err)
@@ -137,8 +138,8 @@ func ensureDevice(h *kernel.Handle, name string, impl Implementation, mtu int, l
 			})
 		} else {
 			err = h.Netlink().LinkAdd(&netlink.Wireguard{LinkAttrs: netlink.LinkAttrs{Name: name, MTU: mtu}})
-			if isMissingDriver(err) {
-				err = &KernelWireGuardError{Device: name, Err: err}
+			if kernelmode.IsMissingDriver(err) {
+				err = &kernelmode.Error{Driver: wgDriver, Device: name, Err: err}
 			}
 		}
 		if err != nil {

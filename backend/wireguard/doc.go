@@ -36,8 +36,9 @@
 // Implementation "auto" (the default) uses the kernel's WireGuard where the kernel can
 // make a "wireguard" link (probed with a throwaway link unless flannel-wg is one already),
 // and otherwise logs once that WireGuard runs in userspace and why, and does.
-// "kernel" fails instead with a *KernelWireGuardError; "userspace" never probes. A
-// flannel-wg of the other implementation, left by an earlier run, is deleted.
+// "kernel" fails instead with an error matching ErrNoKernelWireGuard; "userspace" never
+// probes. The decision and that error are package kernelmode's, shared with gre's Mode
+// key. A flannel-wg of the other implementation, left by an earlier run, is deleted.
 //
 // Kernel: a "wireguard" link programmed through wgctrl (generic netlink). Close leaves
 // the link, its peers and sessions in place, so traffic does not stop while weftd

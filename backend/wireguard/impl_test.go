@@ -2,48 +2,25 @@ package wireguard
 
 import (
 	"errors"
-	"fmt"
-	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/backend/internal/kernelmode"
 )
 
-func TestDecideImplementation(t *testing.T) {
-	noWG := &KernelWireGuardError{Device: DeviceName, Err: unix.EOPNOTSUPP}
-	other := fmt.Errorf("create a wireguard link: %w", unix.EPERM)
-	for _, tc := range []struct {
-		impl  Implementation
-		probe error
-		want  Implementation
-		err   error
-	}{
-		{ImplUserspace, nil, ImplUserspace, nil},
-		{ImplUserspace, noWG, ImplUserspace, nil},
-		{ImplAuto, nil, ImplKernel, nil},
-		{ImplAuto, noWG, ImplUserspace, nil},
-		{ImplAuto, fmt.Errorf("wrapped: %w", noWG), ImplUserspace, nil},
-		{ImplAuto, other, "", other},
-		{ImplKernel, nil, ImplKernel, nil},
-		{ImplKernel, noWG, "", noWG},
-		{ImplKernel, other, "", other},
-	} {
-		got, err := decideImplementation(tc.impl, tc.probe)
-		if got != tc.want || !errors.Is(err, tc.err) || (err == nil) != (tc.err == nil) {
-			t.Errorf("decideImplementation(%s, %v) = %q, %v; want %q, %v", tc.impl, tc.probe, got, err, tc.want, tc.err)
-		}
+// TestKernelWireGuardError pins wireguard's Driver (kernelmode tests the rest): the
+// message users see on a kernel without the module, word for word, and that
+// Implementation "auto" falls back on it.
+func TestKernelWireGuardError(t *testing.T) {
+	err := &kernelmode.Error{Driver: wgDriver, Device: DeviceName, Err: unix.EOPNOTSUPP}
+	want := `kernel has no WireGuard support (module wireguard): creating the wireguard link flannel-wg failed: ` +
+		`operation not supported (load the wireguard module, or set the Backend Implementation to "userspace" or "auto")`
+	if err.Error() != want || !errors.Is(err, ErrNoKernelWireGuard) {
+		t.Errorf("%q (errors.Is ErrNoKernelWireGuard: %v), want %q", err, errors.Is(err, ErrNoKernelWireGuard), want)
 	}
-	if _, err := decideImplementation("turbo", nil); err == nil {
-		t.Error("an unknown implementation was accepted")
-	}
-	msg := noWG.Error()
-	for _, w := range []string{"kernel has no WireGuard support", "flannel-wg", "userspace", "auto", "Implementation"} {
-		if !strings.Contains(msg, w) {
-			t.Errorf("%q lacks %q", msg, w)
-		}
-	}
-	if !errors.Is(noWG, ErrNoKernelWireGuard) || !errors.Is(noWG, unix.EOPNOTSUPP) || !isMissingDriver(noWG) {
-		t.Error("KernelWireGuardError does not match its sentinel and cause")
+	if impl, derr := kernelmode.Decide(wgDriver, ImplAuto, err); impl != ImplUserspace || derr != nil {
+		t.Errorf("Implementation auto on a kernel without the module: %q, %v; want userspace", impl, derr)
 	}
 }
 

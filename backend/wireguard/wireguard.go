@@ -12,6 +12,7 @@ import (
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/internal/kernel"
+	"github.com/weftnet/weft/backend/internal/kernelmode"
 	"github.com/weftnet/weft/backend/internal/tundev"
 	"github.com/weftnet/weft/pkg/ip"
 	"github.com/weftnet/weft/subnet"
@@ -99,10 +100,10 @@ func newBackend(env backend.Env, keyFile string) (*wgBackend, error) {
 // Mode separate), left by an earlier run, is deleted, and so are the IPv6 address and
 // route that flannel-wg kept from a run in Mode auto when this Mode gives IPv6 to
 // flannel-wg-v6. In auto, a kernel without WireGuard means userspace (logged once, with
-// the reason); Implementation kernel fails then with a *KernelWireGuardError. The lease
-// attributes carry the public key as flanneld publishes it: in BackendData when the
-// network runs IPv4, in BackendV6Data when it runs IPv6 (the same key: both devices use
-// the one key file).
+// the reason); Implementation kernel fails then with an error matching
+// ErrNoKernelWireGuard. The lease attributes carry the public key as flanneld publishes
+// it: in BackendData when the network runs IPv4, in BackendV6Data when it runs IPv6 (the
+// same key: both devices use the one key file).
 func (b *wgBackend) Prepare(ctx context.Context) (subnet.LeaseAttrs, error) {
 	if err := ctx.Err(); err != nil {
 		return subnet.LeaseAttrs{}, err
@@ -126,7 +127,7 @@ func (b *wgBackend) Prepare(ctx context.Context) (subnet.LeaseAttrs, error) {
 	if b.cfg.Implementation != ImplUserspace {
 		probe = probeKernel(h, b.specs[0].name)
 	}
-	impl, err := decideImplementation(b.cfg.Implementation, probe)
+	impl, err := kernelmode.Decide(wgDriver, b.cfg.Implementation, probe)
 	if err != nil {
 		return subnet.LeaseAttrs{}, fmt.Errorf("%s (Implementation %q): %w", errPrefix, b.cfg.Implementation, err)
 	}
