@@ -179,17 +179,20 @@ func dropIPv6(h *kernel.Handle, name string, index int, network netip.Prefix) (b
 			return false, fmt.Errorf("%s: remove IPv6 address %s from %s: %w", errPrefix, addrs[i].IPNet, name, err)
 		}
 	}
-	filter := &netlink.Route{Table: unix.RT_TABLE_MAIN, Dst: ip.IPNet(network), LinkIndex: index}
-	routes, err := kernel.RetryDump(func() ([]netlink.Route, error) {
-		return h.Netlink().RouteListFiltered(netlink.FAMILY_V6, filter, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_DST|netlink.RT_FILTER_OIF)
-	})
+	routes, err := h.RoutesOf(index, kernel.IPv6)
 	if err != nil {
-		return false, fmt.Errorf("%s: list the IPv6 routes of %s: %w", errPrefix, name, err)
+		return false, fmt.Errorf("%s: %s: %w", errPrefix, name, err)
 	}
-	if len(routes) > 0 {
+	hadRoute := false
+	for _, r := range routes {
+		if dst, ok := ip.FromIPNet(r.Dst); ok && dst == network {
+			hadRoute = true
+		}
+	}
+	if hadRoute {
 		if err := h.DeleteRoute(network, index); err != nil {
 			return false, fmt.Errorf("%s: remove the route to %s via %s: %w", errPrefix, network, name, err)
 		}
 	}
-	return len(addrs)+len(routes) > 0, nil
+	return len(addrs) > 0 || hadRoute, nil
 }
