@@ -83,9 +83,11 @@
 // Run puts back, within a few tens of milliseconds of the kernel's notification, each
 // device's link state, MTU, addresses and routes; a deleted device is re-created in place
 // with its key, port and peers (userspace: wireguard-go stops when its TUN goes away,
-// which triggers the same repair). Peers changed by hand (kernel: `wg set`) are put back
-// at the next peer check, every 500 ms in kernel mode; userspace devices have no control
-// socket, so only weftd changes them. An endpoint that WireGuard moved to where a peer's
+// which triggers the same repair). Peers changed by hand (`wg set`) are put back at the
+// next peer check, every 500 ms in kernel mode, and in userspace as soon as the
+// connection to the device's configuration socket ends: weftd serves it at
+// /var/run/wireguard/<device>.sock (or $WEFT_WIREGUARD_SOCKET_DIR), as wireguard-go's
+// own binary does, so that `wg show` sees userspace devices too (uapisock.go). An endpoint that WireGuard moved to where a peer's
 // authenticated packets come from (roaming) is not drift. Each repair is logged and
 // counted (backend.Env.Repaired: "device", "address", "route", "peer").
 //

@@ -3,6 +3,7 @@ package wireguard
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"sync"
 	"time"
 
@@ -39,7 +40,8 @@ type engine interface {
 // userEngine is wireguard-go serving the persistent TUN.
 type userEngine struct {
 	dev  *device.Device
-	self wgtypes.Key // the device's public key
+	self wgtypes.Key  // the device's public key
+	uapi net.Listener // the configuration socket for wg; nil without one
 	log  klog.Logger
 
 	// mu guards closed, settling and timer, and serialises configure with the delayed
@@ -79,8 +81,10 @@ const settleAttempts = 4
 
 // openUserEngine opens a queue of the persistent TUN name (re-creating it if it is
 // gone) and starts a wireguard-go device on it whose sockets are made in h's namespace.
-// The device is configured with cfg and up.
-func openUserEngine(h *kernel.Handle, name string, mtu int, cfg wgtypes.Config, log klog.Logger) (*userEngine, error) {
+// The device is configured with cfg and up. Unless socketDir is empty it serves the
+// device's configuration socket there for wg (serveUAPI), calling changed after each
+// use; a socket it cannot serve is logged and done without.
+func openUserEngine(h *kernel.Handle, name string, mtu int, cfg wgtypes.Config, socketDir string, changed func(), log klog.Logger) (*userEngine, error) {
 	log = log.WithValues("device", name)
 	e := &userEngine{self: cfg.PrivateKey.PublicKey(), log: log, settling: map[wgtypes.Key]*settle{}}
 	err := h.InNamespace(func() error {
@@ -106,6 +110,13 @@ func openUserEngine(h *kernel.Handle, name string, mtu int, cfg wgtypes.Config, 
 	if err := e.dev.Up(); err != nil {
 		e.close()
 		return nil, fmt.Errorf("wireguard backend: bring up wireguard-go on %s (listen port %d): %w", name, *cfg.ListenPort, err)
+	}
+	if socketDir != "" {
+		ln, err := serveUAPI(socketDir, name, e.dev, changed, log)
+		if err != nil {
+			log.Info("No configuration socket for wg: `wg show` will not see this userspace device", "err", err)
+		}
+		e.uapi = ln
 	}
 	return e, nil
 }
@@ -261,6 +272,9 @@ func (e *userEngine) close() {
 		e.timer.Stop()
 	}
 	e.mu.Unlock()
+	if e.uapi != nil {
+		e.uapi.Close()
+	}
 	e.dev.Close()
 }
 

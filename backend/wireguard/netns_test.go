@@ -3,9 +3,13 @@
 package wireguard
 
 import (
+	"bufio"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -61,6 +65,7 @@ type wgNode struct {
 	json          string
 	repairs       *kerneltest.Repairs
 	ext           backend.ExternalInterface // for startNode
+	socketDir     string                    // where a userspace device serves wg's socket; "" for none
 	*tundevtest.Node
 	be *wgBackend
 }
@@ -103,6 +108,7 @@ func (n *wgNode) start(t *testing.T, peers ...subnet.Lease) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	be.socketDir = n.socketDir
 	n.be = be
 	own := subnet.Lease{Subnet: netip.MustParsePrefix(n.own), Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr(n.addr)}}
 	n.Node = tundevtest.StartNode(t, n.ns, be, own, func(nw backend.Network) {
@@ -163,6 +169,7 @@ func TestUserspaceTwoNodes(t *testing.T) {
 	c := tundevtest.NewCluster(t)
 	a := newWGNode(t, c.NodeA, "192.0.2.1", "10.244.1.0/24", `{"Type":"wireguard","Implementation":"userspace"}`)
 	b := newWGNode(t, c.NodeB, "192.0.2.2", "10.244.2.0/24", `{"Type":"wireguard"}`)
+	a.socketDir = t.TempDir()
 	a.start(t, b.lease(t))
 	b.start(t, a.lease(t))
 	t.Logf("node B (auto) runs %s WireGuard", b.be.impl)
@@ -203,6 +210,37 @@ func TestUserspaceTwoNodes(t *testing.T) {
 			if r := b.NW.(backend.Describer).Describe().Info["userspaceReason"]; !strings.Contains(r, "kernel has no WireGuard support") {
 				t.Fatalf("auto in userspace without the reason: %q", r)
 			}
+		}
+	})
+
+	t.Run("configuration socket for wg", func(t *testing.T) {
+		path := filepath.Join(a.socketDir, DeviceName+".sock")
+		if fi, err := os.Stat(path); err != nil || fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %v, %v: want a socket only its owner may use", path, fi.Mode(), err)
+		}
+		bKey := b.publicKey(t)
+		peer := "public_key=" + hex.EncodeToString(bKey[:])
+		if out := uapiExchange(t, path, "get=1\n\n"); !strings.Contains(out, peer) || !strings.Contains(out, "listen_port=51820") || !strings.HasSuffix(out, "errno=0\n\n") {
+			t.Fatalf("get=1 answered:\n%s", out)
+		}
+		// A peer removed by hand, as with `wg set flannel-wg peer <key> remove`, is put back.
+		before := a.repairs.Count("peer")
+		start := time.Now()
+		if out := uapiExchange(t, path, "set=1\n"+peer+"\nremove=true\n\n"); out != "errno=0\n\n" {
+			t.Fatalf("removing the peer answered %q", out)
+		}
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			out := uapiExchange(t, path, "get=1\n\n")
+			if strings.Contains(out, peer) && a.repairs.Count("peer") > before {
+				t.Logf("peer removed through the socket was back after %v", time.Since(start).Round(time.Millisecond))
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("peer not put back within 10 s (peer repairs %d, were %d); device:\n%s", a.repairs.Count("peer"), before, out)
+			}
+		}
+		if err := waitPing(c.PodA, "10.244.2.2", 10*time.Second); err != nil {
+			t.Fatalf("after the repair: %v", err)
 		}
 	})
 
@@ -369,4 +407,31 @@ func TestKernelTwoNodes(t *testing.T) {
 		return nil
 	})
 	kerneltest.WaitFor(t, 2*time.Second, "pods talk again", func() error { return pings(c.PodA, "10.244.2.2") })
+}
+
+// uapiExchange sends one request of WireGuard's configuration protocol to the socket at
+// path and returns the answer, up to and with its blank line.
+func uapiExchange(t *testing.T, path, req string) string {
+	t.Helper()
+	c, err := net.DialTimeout("unix", path, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(c)
+	var out strings.Builder
+	for {
+		line, err := r.ReadString('\n')
+		out.WriteString(line)
+		if err != nil {
+			t.Fatalf("answer to %q cut short: %v after %q", req, err, out.String())
+		}
+		if line == "\n" {
+			return out.String()
+		}
+	}
 }

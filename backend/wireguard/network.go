@@ -44,6 +44,9 @@ type wgLink struct {
 	params   peerParams
 	period   time.Duration // between full checks
 	peerPoll time.Duration // between peer checks (kernel mode); 0: only with the full checks
+	// socketDir is where a userspace device serves its configuration socket for wg
+	// (serveUAPI); "" for none.
+	socketDir string
 
 	wake      chan struct{} // buffered 1: a pass is due (the engine stopped, programming failed)
 	closed    chan struct{} // closed by close
@@ -91,7 +94,7 @@ func (n *wgLink) openEngineLocked(replace bool) error {
 	cfg := n.baseConfig(replace, want)
 	var eng engine
 	if n.impl == ImplUserspace {
-		eng, err = openUserEngine(n.h, n.name, n.dev.MTU, cfg, n.log)
+		eng, err = openUserEngine(n.h, n.name, n.dev.MTU, cfg, n.socketDir, n.poke, n.log)
 	} else {
 		eng, err = openKernelEngine(n.h, n.name, cfg)
 	}

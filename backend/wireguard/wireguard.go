@@ -37,7 +37,10 @@ type wgBackend struct {
 	specs   []linkSpec // the devices (layout)
 	mtu     int
 	keyFile string
-	log     klog.Logger
+	// socketDir is where userspace devices serve their configuration socket for wg
+	// ($WEFT_WIREGUARD_SOCKET_DIR, else /var/run/wireguard); "" for none (newBackend).
+	socketDir string
+	log       klog.Logger
 
 	key    privateKey
 	impl   Implementation // ImplKernel or ImplUserspace once Prepare succeeded
@@ -56,7 +59,12 @@ func New(env backend.Env) (backend.Backend, error) {
 	if p, ok := os.LookupEnv(KeyFileEnv); ok && p != "" {
 		keyFile = p
 	}
-	return newBackend(env, keyFile)
+	b, err := newBackend(env, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	b.socketDir = socketDirFromEnv()
+	return b, nil
 }
 
 func newBackend(env backend.Env, keyFile string) (*wgBackend, error) {
@@ -249,20 +257,21 @@ func (b *wgBackend) activate(h *kernel.Handle, own subnet.Lease) (*wgNetwork, er
 	}
 	for _, s := range b.specs {
 		l := &wgLink{
-			name:     s.name,
-			log:      b.log,
-			repaired: b.env.Repaired,
-			h:        h,
-			impl:     b.impl,
-			resumed:  b.resumed[s.name],
-			key:      b.key,
-			port:     s.port,
-			params:   params,
-			period:   repairPeriod,
-			dev:      tundev.Device{Name: s.name, ErrPrefix: errPrefix, MTU: b.mtu},
-			peers:    newLinkPeerSet(s, b.cfg.Mode, b.key.public(), b.env.Ext.PublicIP, b.env.Ext.PublicIPv6),
-			wake:     make(chan struct{}, 1),
-			closed:   make(chan struct{}),
+			name:      s.name,
+			log:       b.log,
+			repaired:  b.env.Repaired,
+			h:         h,
+			impl:      b.impl,
+			resumed:   b.resumed[s.name],
+			key:       b.key,
+			port:      s.port,
+			params:    params,
+			period:    repairPeriod,
+			socketDir: b.socketDir,
+			dev:       tundev.Device{Name: s.name, ErrPrefix: errPrefix, MTU: b.mtu},
+			peers:     newLinkPeerSet(s, b.cfg.Mode, b.key.public(), b.env.Ext.PublicIP, b.env.Ext.PublicIPv6),
+			wake:      make(chan struct{}, 1),
+			closed:    make(chan struct{}),
 		}
 		if s.v4 {
 			l.dev.Own, l.dev.Network = own.Subnet, cfg.Network

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -148,6 +149,19 @@ func TestWireGuardUserspace(t *testing.T) {
 		}
 		if len(st.Peers) != 2 {
 			t.Errorf("status peers %+v", st.Peers)
+		}
+	})
+
+	t.Run("configuration socket for wg", func(t *testing.T) {
+		for i := range envs {
+			path := filepath.Join(c.WireGuardSocketDir(i), "flannel-wg.sock")
+			fi, err := os.Stat(path)
+			if err != nil {
+				t.Fatalf("node %d: %v", i, err)
+			}
+			if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
+				t.Fatalf("node %d: %s is %v, want a socket for its owner only", i, path, fi.Mode())
+			}
 		}
 	})
 

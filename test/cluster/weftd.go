@@ -82,7 +82,7 @@ func (c *Cluster) defaultFlags(i int) [][2]string {
 
 // TryStartNode starts weftd in node i's namespace:
 //
-//	WIREGUARD_KEY_FILE=<NodeDir>/wgkey \
+//	WIREGUARD_KEY_FILE=<NodeDir>/wgkey WEFT_WIREGUARD_SOCKET_DIR=<NodeDir>/wireguard \
 //	ip netns exec <node ns> <weftd> --etcd-endpoints <EtcdEndpoints, comma-separated> --iface eth0 \
 //	    --subnet-file <NodeDir>/subnet.env --healthz-ip 127.0.0.1 --healthz-port 0 \
 //	    [--etcd-prefix <Options.EtcdPrefix>] <o.Args...>
@@ -107,8 +107,9 @@ func (c *Cluster) TryStartNode(i int, o WeftdOptions) (*Weftd, error) {
 	args = append(args, o.Args...)
 	env := childEnv(os.Environ())
 	// The nodes share one mount namespace: /run/flannel/wgkey would give them all one
-	// WireGuard key.
+	// WireGuard key, and /var/run/wireguard one configuration socket per device name.
 	env = append(env, "WIREGUARD_KEY_FILE="+c.WireGuardKeyFile(i))
+	env = append(env, "WEFT_WIREGUARD_SOCKET_DIR="+c.WireGuardSocketDir(i))
 	env = append(env, c.opts.WeftdEnv...)
 	env = append(env, o.Env...)
 
@@ -129,6 +130,11 @@ func (c *Cluster) TryStartNode(i int, o WeftdOptions) (*Weftd, error) {
 // WireGuardKeyFile is node i's WireGuard private key file (WIREGUARD_KEY_FILE of every
 // weftd the cluster starts there; Options.WeftdEnv or WeftdOptions.Env may override it).
 func (c *Cluster) WireGuardKeyFile(i int) string { return filepath.Join(c.NodeDir(i), "wgkey") }
+
+// WireGuardSocketDir is where node i's userspace WireGuard devices serve their
+// configuration sockets for wg (WEFT_WIREGUARD_SOCKET_DIR of every weftd the cluster
+// starts there).
+func (c *Cluster) WireGuardSocketDir(i int) string { return filepath.Join(c.NodeDir(i), "wireguard") }
 
 // StartNodeWith is TryStartNode, fatal on error.
 func (c *Cluster) StartNodeWith(i int, o WeftdOptions) *Weftd {
