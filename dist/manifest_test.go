@@ -332,6 +332,7 @@ func TestManifestDaemonSet(t *testing.T) {
 		typ  corev1.HostPathType
 	}{
 		{"/run/flannel", corev1.HostPathDirectoryOrCreate},
+		{"/run/wireguard", corev1.HostPathDirectoryOrCreate},
 		{"/dev/net/tun", corev1.HostPathCharDev},
 		{"/run/xtables.lock", corev1.HostPathFileOrCreate},
 	} {
