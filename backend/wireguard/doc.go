@@ -87,9 +87,10 @@
 // next peer check, every 500 ms in kernel mode, and in userspace as soon as the
 // connection to the device's configuration socket ends: weftd serves it at
 // /var/run/wireguard/<device>.sock (or $WEFT_WIREGUARD_SOCKET_DIR), as wireguard-go's
-// own binary does, so that `wg show` sees userspace devices too (uapisock.go). An endpoint that WireGuard moved to where a peer's
-// authenticated packets come from (roaming) is not drift. Each repair is logged and
-// counted (backend.Env.Repaired: "device", "address", "route", "peer").
+// own binary does, so that `wg show` sees userspace devices too (uapisock.go). An
+// endpoint that WireGuard moved to where a peer's authenticated packets come from
+// (roaming) is not drift. Each repair is logged and counted (backend.Env.Repaired:
+// "device", "address", "route", "peer").
 //
 // # MTU
 //
