@@ -3,7 +3,6 @@ package wireguard
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 
@@ -108,58 +107,43 @@ func probeKernel(h *kernel.Handle, name string) error {
 }
 
 // ensureDevice creates or adopts the device name for the implementation impl, with the
-// MTU, up. A device of that name of the other implementation (left by an earlier run) is deleted first,
-// logged. It returns the link index and whether it created the link. The TUN is created
-// in h's namespace.
+// MTU, up (kernel.EnsureLink). A device of that name of the other implementation (left by
+// an earlier run) is deleted first, logged. It returns the link index and whether it
+// created the link. The TUN is created in h's namespace.
 func ensureDevice(h *kernel.Handle, name string, impl Implementation, mtu int, log klog.Logger) (index int, created bool, err error) {
-	l, err := linkByName(h, name)
-	if err != nil {
-		return 0, false, err
-	}
-	fits := isWireGuard
-	if impl == ImplUserspace {
-		fits = isTUN
-	}
-	if l != nil && !fits(l) {
-		if err := h.Netlink().LinkDel(l); err != nil {
-			return 0, false, fmt.Errorf("delete %s (a %s link) to make the %s device: %w", name, l.Type(), impl, err)
+	fits, create := isWireGuard, func() error {
+		err := h.Netlink().LinkAdd(&netlink.Wireguard{LinkAttrs: netlink.LinkAttrs{Name: name, MTU: mtu}})
+		if kernelmode.IsMissingDriver(err) {
+			return &kernelmode.Error{Driver: wgDriver, Device: name, Err: err}
 		}
-		log.Info("Deleted a device of the other implementation (an earlier run's)", "device", name, "kind", l.Type(), "implementation", impl)
-		l = nil
+		return err
 	}
-	if l == nil {
-		if impl == ImplUserspace {
-			err = h.InNamespace(func() error {
+	if impl == ImplUserspace {
+		fits, create = isTUN, func() error {
+			return h.InNamespace(func() error {
 				f, err := openTUN(name)
 				if err != nil {
 					return err
 				}
 				return f.Close()
 			})
-		} else {
-			err = h.Netlink().LinkAdd(&netlink.Wireguard{LinkAttrs: netlink.LinkAttrs{Name: name, MTU: mtu}})
-			if kernelmode.IsMissingDriver(err) {
-				err = &kernelmode.Error{Driver: wgDriver, Device: name, Err: err}
+		}
+	}
+	l, created, _, err := h.EnsureLink(kernel.LinkSpec{
+		Name: name, Kind: "WireGuard", MTU: mtu, Up: true,
+		Create: create,
+		Incompatible: func(l netlink.Link) string {
+			if fits(l) {
+				return ""
 			}
-		}
-		if err != nil {
-			return 0, false, fmt.Errorf("wireguard backend: create %s: %w", name, err)
-		}
-		if l, err = h.Netlink().LinkByName(name); err != nil {
-			return 0, false, fmt.Errorf("wireguard backend: look up %s after creating it: %w", name, err)
-		}
+			return fmt.Sprintf("a %s link, not the %s device (an earlier run's other implementation)", l.Type(), impl)
+		},
+	}, log)
+	if err != nil {
+		return 0, false, fmt.Errorf("%s: %w", errPrefix, err)
+	}
+	if created {
 		log.Info("Created WireGuard device", "device", name, "implementation", impl)
-		created = true
-	}
-	if l.Attrs().MTU != mtu {
-		if err := h.Netlink().LinkSetMTU(l, mtu); err != nil {
-			return 0, false, fmt.Errorf("wireguard backend: set %s MTU to %d: %w", name, mtu, err)
-		}
-	}
-	if l.Attrs().Flags&net.FlagUp == 0 {
-		if err := h.Netlink().LinkSetUp(l); err != nil {
-			return 0, false, fmt.Errorf("wireguard backend: bring %s up: %w", name, err)
-		}
 	}
 	return l.Attrs().Index, created, nil
 }

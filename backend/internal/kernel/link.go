@@ -15,6 +15,9 @@ type LinkSpec struct {
 	Kind string // for the log: "VXLAN", "GRE"
 	// New returns the link to create.
 	New func() netlink.Link
+	// Create, when set, creates the link instead of a netlink add of New (a TUN device,
+	// which is made by opening /dev/net/tun).
+	Create func() error
 	// Incompatible says how an existing link differs in what cannot be changed in place
 	// (type, VNI, local address, ...); "" when it can be adopted.
 	Incompatible func(netlink.Link) string
@@ -51,7 +54,11 @@ func (h *Handle) EnsureLink(s LinkSpec, log klog.Logger) (l netlink.Link, create
 	}
 	if l == nil {
 		changed, created = true, true
-		if err := nl.LinkAdd(s.New()); err != nil {
+		create := s.Create
+		if create == nil {
+			create = func() error { return nl.LinkAdd(s.New()) }
+		}
+		if err := create(); err != nil {
 			if s.CreateError != nil {
 				return nil, false, changed, s.CreateError(err)
 			}
