@@ -22,13 +22,14 @@ var errNoHeadroom = errors.New("gre: packet has no headroom for the GRE header")
 // a raw IPv6 socket bound to its IPv6 address. It moves many datagrams per system call
 // through dgram.Conn (recvmmsg/sendmmsg).
 //
-//   - Read: the kernel hands a raw IPv4 IPPROTO_GRE socket the whole datagram, outer
-//     IPv4 header included, and a raw IPv6 socket only what follows the IPv6 header (and
-//     its extension headers). Read advances each packet's Off past the outer IPv4 header
+//   - Read: the kernel hands a raw IPv4 IPPROTO_GRE socket the whole datagram, outer IPv4
+//     header included, and a raw IPv6 socket only what follows the IPv6 header (and its
+//     extension headers). Read advances each packet's Off past the outer IPv4 header
 //     (IHL; none on IPv6) and the 4-byte GRE header, so the Forwarder sees the inner IPv4
-//     or IPv6 packet; Addr is the outer source with port 0. A datagram that is not plain GRE carrying IPv4 or IPv6
-//     (flags, version, protocol type, or an inner packet of the other IP version) gets Len 0, which the Forwarder counts as malformed (or as not-peer when
-//     the sender is no peer), so nothing is allocated or logged per packet.
+//     or IPv6 packet; Addr is the outer source with port 0. A datagram that is not plain
+//     GRE carrying IPv4 or IPv6 (flags, version, protocol type, or an inner packet of the
+//     other IP version) gets Len 0, which the Forwarder counts as malformed (or as
+//     not-peer when the sender is no peer), so nothing is allocated or logged per packet.
 //   - Write: writes the GRE header (protocol type 0x0800 or 0x86DD by the packet's IP
 //     version) into the 4 bytes before each packet (its headroom),
 //     sends header and packet to Addr (the kernel adds the outer IPv4 header: source the

@@ -22,13 +22,14 @@
 //
 // A persistent TUN device, weft-gre0, with the own subnet's network address as a /32 and
 // one route, the whole Network; a raw IPv4 socket for protocol 47 bound to the same
-// <source>; and a fastpath.Forwarder between them (batched recvmmsg/sendmmsg, no allocation
-// per packet). A weft-gre0 deleted by someone else is re-created in place, with its
-// address and route, as soon as the forwarder's queue reports it gone. The socket
-// receives the outer IPv4 header, which is skipped with the 4-byte GRE header; datagrams with GRE flags, another version or another protocol type are
-// counted as malformed. Writes prepend the GRE header in the packet's headroom and let the
-// kernel add the outer IPv4 header. Like the udp backend, a datagram is accepted only from
-// a current peer's PublicIP, with an inner source in that peer's subnet and an inner
+// <source>; and a fastpath.Forwarder between them (batched recvmmsg/sendmmsg, no
+// allocation per packet). A weft-gre0 deleted by someone else is re-created in place,
+// with its address and route, as soon as the forwarder's queue reports it gone. The
+// socket receives the outer IPv4 header, which is skipped with the 4-byte GRE header;
+// datagrams with GRE flags, another version or another protocol type are counted as
+// malformed. Writes prepend the GRE header in the packet's headroom and let the kernel
+// add the outer IPv4 header. Like the udp backend, a datagram is accepted only from a
+// current peer's PublicIP, with an inner source in that peer's subnet and an inner
 // destination in the own subnet; everything else is dropped and counted (Stats). It needs
 // CAP_NET_RAW.
 //
@@ -71,6 +72,7 @@
 //
 // It never talks to the subnet store and does not judge leases: the daemon hands it only
 // admitted peers (gre leases; see backend.Network). It leaves its devices, routes and
-// neighbours in place on Close so pods keep talking across a restart. In kernel mode the device accepts GRE from
-// any sender; weftd's --restrict-tunnel-port admits protocol 47 from current peers only.
+// neighbours in place on Close so pods keep talking across a restart. In kernel mode the
+// device accepts GRE from any sender; weftd's --restrict-tunnel-port admits protocol 47
+// from current peers only.
 package gre

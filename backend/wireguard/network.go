@@ -28,10 +28,10 @@ const (
 	kernelPeerPoll = 500 * time.Millisecond
 )
 
-// wgLink is one active WireGuard device of either implementation (flannel-wg, or
-// flannel-wg-v6 in Mode separate): the device with the own subnet's address and the
-// route to the Network of each family it carries (a tundev.Device), and its peers, one per public key, built from the leases. wgNetwork runs one
-// or two of them.
+// wgLink is one active WireGuard device of either implementation (flannel-wg, or flannel-wg-v6
+// in Mode separate): the device with the own subnet's address and the route to the Network of
+// each family it carries (a tundev.Device), and its peers, one per public key, built from the
+// leases. wgNetwork runs one or two of them.
 type wgLink struct {
 	name     string // the device
 	log      klog.Logger

@@ -40,8 +40,9 @@ type PlaneConfig struct {
 // Plane is a userspace backend's running data plane: a forward.Forwarder between the TUN
 // and the socket, and the upkeep of the TUN. What someone else changes on the device (its
 // link state, MTU, addresses, the routes to the Network and the Network6) is put back as
-// soon as the kernel reports it, and every Resync period anyway; a deleted device is re-created by the
-// Forwarder through Reopen, with its configuration, while traffic waits.
+// soon as the kernel reports it, and every Resync period anyway; a deleted device is
+// re-created by the Forwarder through Reopen, with its configuration, while traffic
+// waits.
 type Plane struct {
 	f        *forward.Forwarder
 	tunOpts  tun.Options

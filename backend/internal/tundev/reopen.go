@@ -7,9 +7,9 @@ import (
 	"github.com/weftnet/weft/backend/internal/kernel"
 )
 
-// Reopen re-creates the device after someone deleted it — a TUN of the same name, opened
-// with opts, in h's namespace — sets accept_local, points d at the new link index and
-// gives it back its MTU, link state, addresses and routes (IPv6 too), before the caller reads from it.
+// Reopen re-creates the device after someone deleted it — a TUN of the same name, opened with
+// opts, in h's namespace — sets accept_local, points d at the new link index and gives it back
+// its MTU, link state, addresses and routes (IPv6 too), before the caller reads from it.
 // On success it reports a "device" repair to repaired. A nil h (the Network is closed) is
 // an error. The caller serialises calls with its other uses of d.
 func (d *Device) Reopen(h *kernel.Handle, opts tun.Options, repaired func(kind string)) (*tun.Device, error) {
