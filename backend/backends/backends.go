@@ -37,6 +37,20 @@ func Types() map[string]backend.Type {
 	return m
 }
 
+// notProvided names flanneld's backend types that weft has no backend for, with what a
+// cluster moving to weft does instead. A config naming one is refused like any unknown type,
+// but the error says why, since the config is valid for flanneld.
+var notProvided = map[string]string{
+	"ipip":        "switch the network to vxlan, or to weft's gre, before moving nodes to weftd",
+	"ipsec":       "weft's wireguard backend encrypts instead",
+	"alloc":       "it only hands out subnets; host-gw or vxlan also program the routes",
+	"extension":   "it runs commands of the operator's for each lease; weft has no such hook",
+	"tencent-vpc": "cloud VPC routes are not programmed by weft; use vxlan or host-gw",
+	"ali-vpc":     "cloud VPC routes are not programmed by weft; use vxlan or host-gw",
+	"aws-vpc":     "cloud VPC routes are not programmed by weft; use vxlan or host-gw",
+	"gce":         "cloud VPC routes are not programmed by weft; use vxlan or host-gw",
+}
+
 // ParseNetworkConfig validates a raw <prefix>/config exactly as weftd does: flannel's keys
 // and defaults (subnet.ParseConfig), a known backend type, and the backend's own keys.
 // Errors wrap subnet.ErrInvalidConfig.
@@ -51,8 +65,12 @@ func ParseNetworkConfig(raw []byte) (*subnet.Config, backend.Type, error) {
 		return nil, backend.Type{}, fmt.Errorf("%w: Backend has no Type (known: %v); flanneld refuses it too", subnet.ErrInvalidConfig, slices.Sorted(maps.Keys(types)))
 	}
 	if !ok {
-		return nil, backend.Type{}, fmt.Errorf("%w: Backend.Type %q is not a known backend (known: %v)",
-			subnet.ErrInvalidConfig, cfg.BackendType, slices.Sorted(maps.Keys(types)))
+		why := "is not a known backend"
+		if hint, flannel := notProvided[cfg.BackendType]; flannel {
+			why = "is a flanneld backend that weft does not provide (" + hint + ")"
+		}
+		return nil, backend.Type{}, fmt.Errorf("%w: Backend.Type %q %s (known: %v)",
+			subnet.ErrInvalidConfig, cfg.BackendType, why, slices.Sorted(maps.Keys(types)))
 	}
 	if err := bt.Validate(cfg.Backend); err != nil {
 		return nil, backend.Type{}, fmt.Errorf("%w: Backend (Type %q): %v", subnet.ErrInvalidConfig, cfg.BackendType, err)

@@ -39,8 +39,11 @@ func TestParseNetworkConfig(t *testing.T) {
 	}
 	for js, want := range map[string]string{
 		`{"Network":"10.244.0.0/16","Backend":{"Type":"carrier-pigeon"}}`: `Backend.Type "carrier-pigeon" is not a known backend (known: [gre host-gw udp vxlan wireguard])`,
-		`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":0}}`:  `Backend (Type "vxlan")`,
-		`{"Network":"10.244.0.0/16","Backend":{}}`:                        `Backend has no Type`,
+		// flanneld's backends that weft lacks: refused, saying what to do instead.
+		`{"Network":"10.244.0.0/16","Backend":{"Type":"IPIP","DirectRouting":true}}`: `Backend.Type "ipip" is a flanneld backend that weft does not provide (switch the network to vxlan, or to weft's gre, before moving nodes to weftd) (known: [gre host-gw udp vxlan wireguard])`,
+		`{"Network":"10.244.0.0/16","Backend":{"Type":"ipsec","PSK":"x"}}`:           `Backend.Type "ipsec" is a flanneld backend that weft does not provide (weft's wireguard backend encrypts instead)`,
+		`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":0}}`:             `Backend (Type "vxlan")`,
+		`{"Network":"10.244.0.0/16","Backend":{}}`:                                   `Backend has no Type`,
 	} {
 		_, _, err := backends.ParseNetworkConfig([]byte(js))
 		if !errors.Is(err, subnet.ErrInvalidConfig) || !strings.Contains(err.Error(), want) {
