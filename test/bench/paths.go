@@ -122,9 +122,9 @@ func waitMesh(ctx context.Context, pods []*cluster.Pod, limit time.Duration) err
 	return nil
 }
 
-// measurePath takes round's iperf3 run at each stream count, and the latency until a
-// round has measured it. weftds, when given, are the processes whose CPU time is charged
-// to the traffic (both ends).
+// measurePath takes round's iperf3 run at each stream count and idle latency sample, and
+// the latency until a round has measured it. weftds, when given, are the processes whose
+// CPU time is charged to the traffic (both ends).
 func (r *runner) measurePath(ctx context.Context, p *Path, from, to *cluster.Pod, weftds []*cluster.Weftd, round int) {
 	if p.Latency == nil {
 		lat, err := measureLatency(ctx, from.NS, to.IP, r.o.PingCount, r.o.PingInterval)
@@ -135,13 +135,15 @@ func (r *runner) measurePath(ctx context.Context, p *Path, from, to *cluster.Pod
 			r.step("%s: latency p50 %.3f ms, p99 %.3f ms (%d/%d replies)", p.Name, lat.RTTms.P50, lat.RTTms.P99, lat.Received, lat.Sent)
 		}
 	}
-	if p.IdleLatency == nil && r.o.IdlePings > 0 && ctx.Err() == nil {
+	if r.o.IdlePings > 0 && ctx.Err() == nil {
 		lat, err := measureLatency(ctx, from.NS, to.IP, r.o.IdlePings, IdlePingInterval)
 		if err != nil {
-			r.pathFail(p, "idle latency: %v", err)
+			r.pathFail(p, "idle latency (round %d): %v", round, err)
 		} else {
-			p.IdleLatency = lat
-			r.step("%s: idle latency (every %s) p50 %.3f ms, p99 %.3f ms", p.Name, IdlePingInterval, lat.RTTms.P50, lat.RTTms.P99)
+			p.addIdle(lat)
+			all := p.IdleLatency
+			r.step("%s: idle latency (every %s) p50 %.3f ms, p99 %.3f ms; over %d round(s) p50 %.3f ms", p.Name, IdlePingInterval,
+				lat.RTTms.P50, lat.RTTms.P99, all.Rounds, all.RTTms.P50)
 		}
 	}
 	withCPU := p.Userspace && len(weftds) > 0

@@ -54,7 +54,7 @@ func measureLatency(ctx context.Context, ns string, dst netip.Addr, count int, i
 	defer cancel()
 	out, err := nsCommand(ctx, ns, argv...).CombinedOutput()
 	rtts, sent, recv := parsePingRTTs(string(out))
-	lat := &Latency{Command: nsCommandLine(ns, argv...), Sent: sent, Received: recv, RTTms: Summarize(rtts)}
+	lat := &Latency{Command: nsCommandLine(ns, argv...), Sent: sent, Received: recv, RTTms: Summarize(rtts), samples: rtts}
 	if len(rtts) == 0 {
 		return lat, fmt.Errorf("%s: no replies (%v): %s", lat.Command, err, lastLines(string(out), 3))
 	}

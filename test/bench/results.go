@@ -90,9 +90,26 @@ type Path struct {
 	MTU        int           `json:"mtu,omitempty"`
 	Throughput []*Throughput `json:"throughput"`
 	Latency    *Latency      `json:"latency,omitempty"`
-	// IdleLatency is the round trip at IdlePingInterval, an idle path's (RatioToVXLAN set).
+	// IdleLatency is the round trip at IdlePingInterval, an idle path's (RatioToVXLAN set):
+	// measured in every round and pooled (addIdle), so that the rounds, which interleave the
+	// paths, spread the machine's changing load over all of them.
 	IdleLatency *Latency     `json:"idle_latency,omitempty"`
 	Convergence *Convergence `json:"convergence,omitempty"`
+}
+
+// addIdle pools one round's idle latency into p.IdleLatency.
+func (p *Path) addIdle(lat *Latency) {
+	lat.Rounds = 1
+	if p.IdleLatency == nil {
+		p.IdleLatency = lat
+		return
+	}
+	l := p.IdleLatency
+	l.samples = append(l.samples, lat.samples...)
+	l.Sent += lat.Sent
+	l.Received += lat.Received
+	l.Rounds++
+	l.RTTms = Summarize(l.samples)
 }
 
 // Throughput is one stream count on one path.
@@ -145,6 +162,11 @@ type Latency struct {
 	// RatioToVXLAN is p50 over the p50 of the vxlan path of the same family and kind of
 	// measurement in the same run (idle latency only).
 	RatioToVXLAN float64 `json:"p50_ratio_to_vxlan,omitempty"`
+	// Rounds is how many rounds' replies RTTms pools (idle latency; Sent and Received are
+	// their sums).
+	Rounds int `json:"rounds,omitempty"`
+
+	samples []float64 // the replies' round trip times, for pooling
 }
 
 // Convergence is the join (and leave) timing of one backend.

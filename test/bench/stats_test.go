@@ -52,3 +52,21 @@ func TestRatio(t *testing.T) {
 		}
 	}
 }
+
+// The idle latency of every round is pooled: the summary is over all replies, the counts
+// are sums, and the first round's command stays.
+func TestAddIdlePoolsRounds(t *testing.T) {
+	p := &Path{Name: "udp"}
+	first := &Latency{Command: "ping a", Sent: 3, Received: 3, RTTms: Summarize([]float64{3, 1, 2}), samples: []float64{3, 1, 2}}
+	p.addIdle(first)
+	if got := p.IdleLatency; got != first || got.Rounds != 1 || got.RTTms.P50 != 2 {
+		t.Fatalf("after one round: %+v, want the round itself with Rounds 1 and p50 2", got)
+	}
+	p.addIdle(&Latency{Command: "ping b", Sent: 4, Received: 3, RTTms: Summarize([]float64{6, 5, 4}), samples: []float64{6, 5, 4}})
+	got := p.IdleLatency
+	want := Summarize([]float64{1, 2, 3, 4, 5, 6})
+	if got.Rounds != 2 || got.Sent != 7 || got.Received != 6 || got.RTTms != want || got.Command != "ping a" {
+		t.Errorf("after two rounds: rounds %d, sent %d, received %d, rtt %+v, command %q; want 2, 7, 6, %+v, %q",
+			got.Rounds, got.Sent, got.Received, got.RTTms, got.Command, want, "ping a")
+	}
+}

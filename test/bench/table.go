@@ -168,8 +168,8 @@ func FormatTable(res *Results) string {
 	}
 
 	if o.IdlePings > 0 {
-		pf("\nIdle round trip time (ping -c %d -i %gs: one request at a time, as a request/response service sees an idle path): ms, x = p50 / vxlan p50 (IPv6 rows: / vxlan-v6 p50)\n",
-			o.IdlePings, IdlePingInterval.Seconds())
+		pf("\nIdle round trip time (ping -c %d -i %gs in each of %d round(s), pooled: one request at a time, as a request/response service sees an idle path): ms, x = p50 / vxlan p50 (IPv6 rows: / vxlan-v6 p50)\n",
+			o.IdlePings, IdlePingInterval.Seconds(), max(o.Reps, 1))
 		pf("%-12s %8s %8s %8s %8s %9s %7s\n", "path", "p50", "p99", "min", "max", "replies", "x vxlan")
 		for _, p := range res.Paths {
 			l := p.IdleLatency
