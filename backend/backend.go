@@ -85,6 +85,12 @@ type Type struct {
 	// Keys are the Backend keys the backend reads besides Type (KeyNames of its config
 	// struct).
 	Keys []string
+	// CheckNetwork, if set, checks the Backend object against the rest of the network
+	// config, its address families: a combination the backend cannot run (udp in a network
+	// with IPv6) gives an error naming the keys. It must not touch the system. The config
+	// check runs it after Validate, so that weftd waits for a config it could not run, as for
+	// any invalid one, and weftctl refuses to write it; New checks the same again.
+	CheckNetwork func(network *subnet.Config) error
 	// New builds the backend. It may check the kernel, but creates nothing yet.
 	New func(env Env) (Backend, error)
 

@@ -37,6 +37,12 @@ func Types() map[string]backend.Type {
 	return m
 }
 
+// detail is a backend's config error without the "invalid network config: " it may start
+// with, which ParseNetworkConfig's own error already says.
+func detail(err error) string {
+	return strings.TrimPrefix(err.Error(), subnet.ErrInvalidConfig.Error()+": ")
+}
+
 // notProvided names flanneld's backend types that weft has no backend for, with what a
 // cluster moving to weft does instead. A config naming one is refused like any unknown type,
 // but the error says why, since the config is valid for flanneld.
@@ -73,7 +79,12 @@ func ParseNetworkConfig(raw []byte) (*subnet.Config, backend.Type, error) {
 			subnet.ErrInvalidConfig, cfg.BackendType, why, slices.Sorted(maps.Keys(types)))
 	}
 	if err := bt.Validate(cfg.Backend); err != nil {
-		return nil, backend.Type{}, fmt.Errorf("%w: Backend (Type %q): %v", subnet.ErrInvalidConfig, cfg.BackendType, err)
+		return nil, backend.Type{}, fmt.Errorf("%w: Backend (Type %q): %s", subnet.ErrInvalidConfig, cfg.BackendType, detail(err))
+	}
+	if bt.CheckNetwork != nil {
+		if err := bt.CheckNetwork(cfg); err != nil {
+			return nil, backend.Type{}, fmt.Errorf("%w: Backend (Type %q): %s", subnet.ErrInvalidConfig, cfg.BackendType, detail(err))
+		}
 	}
 	for _, k := range backend.UnknownKeys(cfg.Backend, bt.Keys) {
 		known := "none besides Type"

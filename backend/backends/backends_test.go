@@ -44,6 +44,15 @@ func TestParseNetworkConfig(t *testing.T) {
 		`{"Network":"10.244.0.0/16","Backend":{"Type":"ipsec","PSK":"x"}}`:           `Backend.Type "ipsec" is a flanneld backend that weft does not provide (weft's wireguard backend encrypts instead)`,
 		`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":0}}`:             `Backend (Type "vxlan")`,
 		`{"Network":"10.244.0.0/16","Backend":{}}`:                                   `Backend has no Type`,
+		// A backend's own error is not prefixed twice with "invalid network config".
+		`{"Network":"10.244.0.0/16","Backend":{"Type":"gre","Mode":"bogus"}}`: `invalid network config: Backend (Type "gre"): gre backend: key Mode: value "bogus"`,
+		// Keys each valid, but a combination with the network's families the backend cannot
+		// run (Type.CheckNetwork): refused here, so weftd waits and weftctl refuses it.
+		`{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10::/48","Backend":{"Type":"udp"}}`:                 `invalid network config: Backend (Type "udp"): the udp backend carries IPv4 only, as flanneld's: the network config sets EnableIPv6=true; use the vxlan, host-gw, gre or wireguard backend`,
+		`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10::/48","Backend":{"Type":"udp"}}`:                        `EnableIPv4=false and EnableIPv6=true (an IPv6-only network)`,
+		`{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10::/48","Backend":{"Type":"gre","Mode":"kernel"}}`: `Backend (Type "gre"): gre backend: key Mode: value "kernel" carries IPv4 only, but the network has EnableIPv6=true`,
+		`{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard","Mode":"ipv6"}}`:                                            `Backend (Type "wireguard"): wireguard backend: key Mode: value "ipv6" sends to the peers' IPv6 addresses`,
+		`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10::/48","Backend":{"Type":"wireguard","Mode":"ipv4"}}`:    `key Mode: value "ipv4" sends to the peers' IPv4 addresses, which an IPv6-only network`,
 	} {
 		_, _, err := backends.ParseNetworkConfig([]byte(js))
 		if !errors.Is(err, subnet.ErrInvalidConfig) || !strings.Contains(err.Error(), want) {

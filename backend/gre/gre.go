@@ -38,7 +38,7 @@ type (
 
 // Type returns the gre entry for the daemon's table of backends.
 func Type() backend.Type {
-	return backend.Type{Name: Name, Validate: Validate, New: New, Keys: backend.KeyNames(&Config{})}
+	return backend.Type{Name: Name, Validate: Validate, CheckNetwork: checkNetwork, New: New, Keys: backend.KeyNames(&Config{})}
 }
 
 // greBackend is the gre backend before a lease is held. Prepare decides the mode.

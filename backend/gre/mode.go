@@ -16,6 +16,16 @@ var ErrNoKernelGRE = errors.New("kernel has no GRE support (ip_gre)")
 // message of its kernelmode.Error.
 var greDriver = &kernelmode.Driver{Missing: ErrNoKernelGRE, Module: "ip_gre", Link: "gre device", Key: "Mode"}
 
+// checkNetwork is the config check's part of checkFamilies (backend.Type.CheckNetwork):
+// the network's families against the Backend object's Mode.
+func checkNetwork(nw *subnet.Config) error {
+	cfg, err := ParseConfig(nw.Backend)
+	if err != nil {
+		return err
+	}
+	return checkFamilies(nw, cfg.Mode)
+}
+
 // checkFamilies refuses the address-family setups gre does not carry, naming the key:
 // Mode "kernel" in a network with EnableIPv6, since the kernel-mode data plane carries
 // IPv4 only (Mode "auto" runs such a network, dual-stack or IPv6-only, in userspace).

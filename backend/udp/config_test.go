@@ -84,9 +84,9 @@ func TestNewRefusesIPv6(t *testing.T) {
 		want []string
 	}{
 		{"dual stack", subnet.Config{EnableIPv4: true, Network: netip.MustParsePrefix("10.244.0.0/16"), SubnetLen: 24,
-			EnableIPv6: true, IPv6Network: v6, IPv6SubnetLen: 64}, []string{"EnableIPv6=true", "vxlan, host-gw or gre", "IPv4 only"}},
+			EnableIPv6: true, IPv6Network: v6, IPv6SubnetLen: 64}, []string{"EnableIPv6=true", "vxlan, host-gw, gre or wireguard", "IPv4 only"}},
 		{"IPv6 only", subnet.Config{EnableIPv6: true, IPv6Network: v6, IPv6SubnetLen: 64},
-			[]string{"EnableIPv4=false", "EnableIPv6=true", "vxlan, host-gw or gre", "IPv4 only"}},
+			[]string{"EnableIPv4=false", "EnableIPv6=true", "vxlan, host-gw, gre or wireguard", "IPv4 only"}},
 	} {
 		cfg := c.cfg
 		cfg.Backend = json.RawMessage(`{"Type":"udp"}`)

@@ -44,7 +44,8 @@
 //
 // IPv4 only: like flanneld's udp backend, it carries IPv4 and New refuses a network that
 // runs IPv6 (EnableIPv6, or EnableIPv4=false), naming the backends that carry IPv6 (vxlan,
-// host-gw, gre). See checkFamilies for why.
+// host-gw, gre, wireguard); so does the config check (Type.CheckNetwork). See checkFamilies
+// for why.
 //
 // The package owns flannel0 and its configuration; it does not talk to the subnet store
 // and does not judge peer leases (the daemon admits them, see backend.Network). Like
@@ -92,7 +93,7 @@ const NumDropReasons = fastpath.NumDropReasons
 
 // Type returns the udp backend's entry for the daemon's table.
 func Type() backend.Type {
-	return backend.Type{Name: Name, Validate: Validate, New: New, AnyPeerType: true, Keys: backend.KeyNames(&Config{})}
+	return backend.Type{Name: Name, Validate: Validate, CheckNetwork: checkFamilies, New: New, AnyPeerType: true, Keys: backend.KeyNames(&Config{})}
 }
 
 type udpBackend struct {
@@ -136,7 +137,7 @@ func New(env backend.Env) (backend.Backend, error) {
 // a mixed cluster; the kernel backends carry IPv6 instead. The error names the config
 // keys and wraps subnet.ErrInvalidConfig.
 func checkFamilies(cfg *subnet.Config) error {
-	const use = "use the vxlan, host-gw or gre backend, which carry IPv6"
+	const use = "use the vxlan, host-gw, gre or wireguard backend, which carry IPv6"
 	switch {
 	case cfg.EnableIPv6 && !cfg.EnableIPv4:
 		return fmt.Errorf("%w: the udp backend carries IPv4 only, as flanneld's: the network config sets EnableIPv4=false and EnableIPv6=true (an IPv6-only network); %s",

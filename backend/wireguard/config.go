@@ -16,8 +16,8 @@ import (
 // Mode is flanneld's Mode key: which devices carry which address family, and which
 // public address of a peer they send to (see layout). In an IPv4 network "separate",
 // "auto" and "ipv4" all mean one device, flannel-wg, with IPv4 endpoints, and "ipv6" is
-// accepted by Validate (a config shared with flanneld nodes stays valid) but refused by
-// New. With IPv6, "separate" runs flannel-wg-v6 for it; the others one device for all.
+// refused by the config check (Type.CheckNetwork: Validate alone sees only the Backend
+// object) and by New. With IPv6, "separate" runs flannel-wg-v6 for it; the others one device for all.
 type Mode string
 
 // The values of the Mode key, as flanneld spells them.

@@ -53,8 +53,8 @@
 //
 // The key Implementation is weft's; Mode is flanneld's address-family mode
 // ("separate", "auto", "ipv4", "ipv6"). In an IPv4 network the first three are the same,
-// and "ipv6" is refused by New (but accepted by Validate, so a config shared with
-// flanneld nodes stays valid): weft learns no IPv6 address of the node there.
+// and "ipv6" is refused by the config check (Type.CheckNetwork, so weftd waits for
+// another config) and by New: weft learns no IPv6 address of the node there.
 //
 // # IPv6: the devices of each Mode (layout)
 //
@@ -67,7 +67,7 @@
 // (both subnets per peer in dual stack), sending to PublicIP (ipv4), [PublicIPv6] (ipv6)
 // or flanneld's choice (auto, selectEndpoint: the IPv4 address unless it is private and
 // both nodes have a public IPv6 one, or the lease has none). Mode "ipv4" in an IPv6-only
-// network is refused by New, naming the key and value. Both devices use the one key, so
+// network is refused the same way, naming the key and value. Both devices use the one key, so
 // the lease's BackendData (with IPv4) and BackendV6Data carry the same
 // {"PublicKey": ...}. A device of weft's names that the layout does not use, left by an
 // earlier run, is deleted by Prepare.

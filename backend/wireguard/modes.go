@@ -86,6 +86,17 @@ func layout(cfg *subnet.Config, c Config) ([]linkSpec, error) {
 	return nil, invalid("key Mode: value %q is not one of %q, %q, %q, %q", c.Mode, ModeSeparate, ModeAuto, ModeIPv4, ModeIPv6)
 }
 
+// checkNetwork is the config check's part of layout (backend.Type.CheckNetwork): a Mode
+// that sends to addresses the network's families do not publish is refused.
+func checkNetwork(nw *subnet.Config) error {
+	c, err := ParseConfig(nw.Backend)
+	if err != nil {
+		return err
+	}
+	_, err = layout(nw, c)
+	return err
+}
+
 // checkExternal checks that the external interface has the addresses the layout needs:
 // an IPv4 one when a device carries IPv4 or sends to PublicIP, an IPv6 one when a device
 // sends to PublicIPv6 (peers send there too). Mode auto works with either.

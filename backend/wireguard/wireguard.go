@@ -26,7 +26,7 @@ const errPrefix = "wireguard backend"
 
 // Type returns the wireguard entry for the daemon's table of backends.
 func Type() backend.Type {
-	return backend.Type{Name: Name, Validate: Validate, New: New, CheckPeerData: CheckPeerData, Keys: keys}
+	return backend.Type{Name: Name, Validate: Validate, CheckNetwork: checkNetwork, New: New, CheckPeerData: CheckPeerData, Keys: keys}
 }
 
 // wgBackend is the backend before a lease is held. Prepare loads the key and decides

@@ -126,8 +126,9 @@ func TestHostGW(t *testing.T) {
 	})
 }
 
-// TestWaitsForConfig: weftd started before any config (then with an invalid one) waits,
-// says why once, and starts as soon as a valid config appears.
+// TestWaitsForConfig: weftd started before any config (then with invalid ones: a bad value,
+// an unknown backend, a backend that cannot carry the network's families) waits, says why
+// once, and starts as soon as a valid config appears.
 func TestWaitsForConfig(t *testing.T) {
 	c := cluster.New(t, cluster.Options{Nodes: 1})
 	d := c.StartNode(0)
@@ -141,6 +142,15 @@ func TestWaitsForConfig(t *testing.T) {
 	c.PutConfig(`{"Network":"10.244.0.0/16","Backend":{"Type":"nope"}}`)
 	if err := d.WaitLog(`Backend.Type \"nope\" is not a known backend`, 10*time.Second); err != nil {
 		t.Fatal(err)
+	}
+	// Valid keys, but udp carries IPv4 only: refused by the config check, not by the
+	// backend once weftd has started it (weftd would exit then).
+	c.PutConfig(`{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10::/48","Backend":{"Type":"udp"}}`)
+	if err := d.WaitLog(`Backend (Type \"udp\"): the udp backend carries IPv4 only, as flanneld's: the network config sets EnableIPv6=true`, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if !d.Running() {
+		t.Fatalf("weftd exited on a udp config with IPv6:\n%s", d.Log())
 	}
 	c.PutConfig(`{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`)
 	if _, err := c.WaitSubnetEnv(0, 10*time.Second); err != nil {
