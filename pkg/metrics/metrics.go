@@ -55,7 +55,7 @@ func New(version string) *Metrics {
 	m.storeErrors = prometheus.NewCounterVec(prometheus.CounterOpts(f("etcd_errors_total", "Failed etcd operations, by operation.")), []string{"op"})
 	m.resyncs = prometheus.NewCounter(prometheus.CounterOpts(f("watch_resyncs_total", "Times the lease watch listed all leases again (compaction, broken watch).")))
 	m.peers = prometheus.NewGauge(prometheus.GaugeOpts(f("peers", "Peers (other nodes' leases) currently known.")))
-	m.ignored = prometheus.NewGaugeVec(prometheus.GaugeOpts(f("leases_ignored", "Leases in the store that are not peers of this node, by reason (outside-network, overlap, public-ip, own-public-ip, backend-type, backend-data, malformed).")), []string{"reason"})
+	m.ignored = prometheus.NewGaugeVec(prometheus.GaugeOpts(f("leases_ignored", "Leases in the store that are not peers of this node, by reason (outside-network, address-family, overlap, public-ip, own-public-ip, backend-type, backend-data, malformed).")), []string{"reason"})
 	m.backendInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts(f("backend_info", "The active backend and how it runs (mode: kernel or userspace for gre and wireguard, empty for the others); value 1.")), []string{"backend", "mode"})
 	m.repairs = prometheus.NewCounterVec(prometheus.CounterOpts(f("dataplane_repairs_total", "Kernel state put back after it was changed or deleted by someone else, by kind.")), []string{"kind"})
 	m.subnetChanges = prometheus.NewCounter(prometheus.CounterOpts(f("subnet_changes_total", "Times this node had to take a different subnet after losing its lease.")))
