@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -118,7 +117,7 @@ func runPublicIP(t *testing.T, config string) {
 	if t.Failed() {
 		for n := range public {
 			out, _ := c.Exec(c.NodeNS(n), "iptables", "-L", "WEFT-INPUT", "-v", "-n", "-x")
-			t.Log(fmt.Sprintf("node %d WEFT-INPUT:\n%s", n, out))
+			t.Logf("node %d WEFT-INPUT:\n%s", n, out)
 		}
 	}
 }

@@ -223,11 +223,9 @@ func (h *Handle) DirectlyConnected(addr netip.Addr, linkIndex int) (bool, error)
 	if err != nil {
 		return false, fmt.Errorf("route get %s: %w", addr, err)
 	}
-	for _, r := range rs {
-		if r.Type == unix.RTN_LOCAL {
-			return false, nil
-		}
-		return r.Gw == nil && r.LinkIndex == linkIndex, nil
+	if len(rs) == 0 {
+		return false, nil
 	}
-	return false, nil
+	r := rs[0] // the route the kernel would use
+	return r.Type != unix.RTN_LOCAL && r.Gw == nil && r.LinkIndex == linkIndex, nil
 }

@@ -317,9 +317,7 @@ func TestGROFlows(t *testing.T) {
 	t.Run("more flows than runs", func(t *testing.T) {
 		var pkts [][]byte
 		for f := 0; f < maxGROFlows+2; f++ {
-			for _, s := range segments(2, mss, func(i int, p *packettest.TCP) { p.SPort = uint16(1000 + f) }) {
-				pkts = append(pkts, s)
-			}
+			pkts = append(pkts, segments(2, mss, func(i int, p *packettest.TCP) { p.SPort = uint16(1000 + f) })...)
 		}
 		// Each flow's two segments are adjacent, so every flow still coalesces.
 		ws := planWrites(t, pkts)
