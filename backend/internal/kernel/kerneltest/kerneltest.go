@@ -240,19 +240,31 @@ func (r *Repairs) String() string {
 	return fmt.Sprint(r.n)
 }
 
-// WaitFor polls check every 5 ms until it returns nil and returns how long that took; it
-// fails the test with check's last error when within passes first.
+// WaitFor polls check every 5 ms until it returns nil and returns how long that took.
+// within is how long the behaviour is expected to take: taking longer is logged with the
+// time it took, not failed, since a loaded machine stalls any process now and then and
+// timings belong in the benchmarks. The test fails, with check's last error, only when
+// check has not passed after WaitBound(within).
 func WaitFor(t testing.TB, within time.Duration, what string, check func() error) time.Duration {
 	t.Helper()
 	start := time.Now()
+	bound := WaitBound(within)
 	for {
 		err := check()
+		took := time.Since(start)
 		if err == nil {
-			return time.Since(start)
+			if took > within {
+				t.Logf("%s: took %s, more than the expected %s (a loaded machine?)", what, took.Round(time.Millisecond), within)
+			}
+			return took
 		}
-		if time.Since(start) > within {
-			t.Fatalf("%s: not within %s: %v", what, within, err)
+		if took > bound {
+			t.Fatalf("%s: not within %s (expected within %s): %v", what, bound, within, err)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// WaitBound is how long WaitFor waits for a behaviour expected within d before it fails
+// the test: ten times d, and at least 15 s.
+func WaitBound(d time.Duration) time.Duration { return max(10*d, 15*time.Second) }
