@@ -165,10 +165,10 @@ func TestUserspaceDualStack(t *testing.T) {
 		t.Fatalf("IPv4 route: %s", out)
 	}
 	for _, dst := range []string{"10.244.2.2", "fd00:10:0:2::2"} {
-		if err := waitPing(c.PodA, dst, 3*time.Second); err != nil {
+		if err := waitPing(t, c.PodA, dst, 3*time.Second); err != nil {
 			t.Fatal(err)
 		}
-		if err := waitPing(c.PodB, strings.Replace(strings.Replace(dst, ".2.2", ".1.2", 1), ":2::2", ":1::2", 1), 3*time.Second); err != nil {
+		if err := waitPing(t, c.PodB, strings.Replace(strings.Replace(dst, ".2.2", ".1.2", 1), ":2::2", ":1::2", 1), 3*time.Second); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -192,7 +192,7 @@ func TestUserspaceDualStack(t *testing.T) {
 			}
 			return nil
 		})
-		if err := waitPing(c.PodA, "fd00:10:0:2::2", 2*time.Second); err != nil {
+		if err := waitPing(t, c.PodA, "fd00:10:0:2::2", 2*time.Second); err != nil {
 			t.Fatalf("%s: pods do not talk over IPv6: %v", c6.name, err)
 		}
 		t.Logf("%s: repaired within %v", c6.name, took.Round(time.Millisecond))
