@@ -45,7 +45,10 @@ func flannel0InPlace(ns string) func() error {
 	}
 }
 
-func TestRunRestoresFlannel0WithinASecond(t *testing.T) {
+// TestRunRestoresFlannel0: whatever is deleted or changed on flannel0 comes back and is
+// counted, and pods ping again; the time each repair took is logged (a second is
+// expected, 15 s fails).
+func TestRunRestoresFlannel0(t *testing.T) {
 	skipWithoutNetns(t)
 	c := newCluster(t)
 	a := startNode(t, c, c.nodeA, "192.0.2.1", "10.244.1.0/24", `{"Type":"udp"}`, peerLease("10.244.2.0/24", "192.0.2.2"))
