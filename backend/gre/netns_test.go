@@ -182,7 +182,7 @@ func TestUserspaceTwoNodes(t *testing.T) {
 		}
 	})
 
-	t.Run("drift is repaired within a second", func(t *testing.T) {
+	t.Run("drift is repaired (time logged)", func(t *testing.T) {
 		routes, addrs := a.repairs.Count("route"), a.repairs.Count("address")
 		run(t, c.nodeA, "ip", "route", "del", "10.244.0.0/16", "dev", TUNName)
 		run(t, c.nodeA, "ip", "addr", "add", "10.244.200.0/32", "dev", TUNName)

@@ -108,7 +108,7 @@ func pingBoth(t *testing.T, a, b *dualNode, v4 bool) {
 	}
 	for _, p := range pairs {
 		start := time.Now()
-		if err := waitPing(p[0], p[1], 5*time.Second); err != nil {
+		if err := waitPing(t, p[0], p[1], 5*time.Second); err != nil {
 			t.Fatal(err)
 		}
 		t.Logf("ping %s answered after %v", p[1], time.Since(start).Round(time.Millisecond))
@@ -210,7 +210,7 @@ func TestUserspaceSeparateDualStack(t *testing.T) {
 			}
 			return devState(c.NodeA, DeviceNameV6, "", "inet6 fd00:10:0:1::/128", "fd00:10::/48")()
 		})
-		if err := waitPing(c.PodA, "fd00:10:0:2::2", 5*time.Second); err != nil {
+		if err := waitPing(t, c.PodA, "fd00:10:0:2::2", 5*time.Second); err != nil {
 			t.Fatalf("%s: pods do not talk over IPv6: %v\n%s", d.name, err, run(t, c.NodeA, "ip", "-6", "route"))
 		}
 		if got := linkPeers(t, a, DeviceNameV6); got[bKey] == "" {
@@ -221,7 +221,7 @@ func TestUserspaceSeparateDualStack(t *testing.T) {
 	if got := run(t, c.NodeA, "cat", "/sys/class/net/"+DeviceName+"/ifindex"); got != ifindex {
 		t.Fatalf("%s was re-created (ifindex %s -> %s) while only %s was touched", DeviceName, ifindex, got, DeviceNameV6)
 	}
-	if err := waitPing(c.PodA, "10.244.2.2", 5*time.Second); err != nil {
+	if err := waitPing(t, c.PodA, "10.244.2.2", 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 
@@ -299,7 +299,7 @@ func TestUserspaceIPv6Only(t *testing.T) {
 				}
 				return devState(c.NodeA, tc.dev, "", "inet6 fd00:10:0:1::/128", "fd00:10::/48")()
 			})
-			if err := waitPing(c.PodA, "fd00:10:0:2::2", 5*time.Second); err != nil {
+			if err := waitPing(t, c.PodA, "fd00:10:0:2::2", 5*time.Second); err != nil {
 				t.Fatal(err)
 			}
 		})

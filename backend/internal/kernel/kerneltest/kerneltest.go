@@ -12,11 +12,12 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
-	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
@@ -105,9 +106,15 @@ func MustRun(t testing.TB, ns string, argv ...string) string {
 // neighbours, and FDB entries) in one namespace. IPv6 changes are not counted: the kernel
 // makes them on its own (link-local addresses, DAD); tests of IPv6 entries subscribe with
 // kernel.IPv6 instead.
+//
+// It has no goroutine: Settle reads the socket itself. The kernel queues a notification on
+// the socket when it makes the change, so every change made before Settle returns is
+// counted by it, however late a loaded machine would have scheduled a reader.
 type Monitor struct {
-	n    atomic.Int64
-	last atomic.Value // string: a description of the last change seen
+	mu   sync.Mutex // guards all below; held while reading the socket
+	s    *nl.NetlinkSocket
+	n    int    // notifications counted since the last Settle
+	last string // a description of the last one
 }
 
 // Watch starts a Monitor on ns; it stops when the test ends.
@@ -117,86 +124,130 @@ func Watch(t testing.TB, ns string) *Monitor {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { h.Close() })
-	done := make(chan struct{})
-	t.Cleanup(func() { close(done) })
-	m := &Monitor{}
-	routes := make(chan netlink.RouteUpdate, 64)
-	neighs := make(chan netlink.NeighUpdate, 64)
-	addrs := make(chan netlink.AddrUpdate, 64)
-	links := make(chan netlink.LinkUpdate, 64)
-	if err := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{Namespace: &h}); err != nil {
+	defer h.Close()
+	s, err := nl.SubscribeAt(h, netns.None(), unix.NETLINK_ROUTE,
+		unix.RTNLGRP_LINK, unix.RTNLGRP_NEIGH, unix.RTNLGRP_IPV4_IFADDR, unix.RTNLGRP_IPV4_ROUTE)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := netlink.NeighSubscribeWithOptions(neighs, done, netlink.NeighSubscribeOptions{Namespace: &h}); err != nil {
-		t.Fatal(err)
+	// Room for the notifications of a whole test step (the kernel drops them, and says
+	// so with ENOBUFS, when the socket is full).
+	if err := unix.SetsockoptInt(s.GetFd(), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20); err != nil {
+		_ = unix.SetsockoptInt(s.GetFd(), unix.SOL_SOCKET, unix.SO_RCVBUF, 8<<20)
 	}
-	if err := netlink.AddrSubscribeWithOptions(addrs, done, netlink.AddrSubscribeOptions{Namespace: &h}); err != nil {
-		t.Fatal(err)
-	}
-	if err := netlink.LinkSubscribeWithOptions(links, done, netlink.LinkSubscribeOptions{Namespace: &h}); err != nil {
-		t.Fatal(err)
-	}
-	see := func(s string) { m.n.Add(1); m.last.Store(s) }
-	go func() {
-		for {
-			select {
-			case u, ok := <-routes:
-				if !ok {
-					return
-				}
-				if u.Family == unix.AF_INET6 {
-					continue
-				}
-				see(fmt.Sprintf("route %d %v", u.Type, u.Route))
-			case u, ok := <-neighs:
-				if !ok {
-					return
-				}
-				if u.Family == unix.AF_INET6 {
-					continue
-				}
-				see(fmt.Sprintf("neigh %d %v", u.Type, u.Neigh))
-			case u, ok := <-addrs:
-				if !ok {
-					return
-				}
-				if u.LinkAddress.IP.To4() == nil {
-					continue
-				}
-				see(fmt.Sprintf("addr %v %v", u.NewAddr, u.LinkAddress))
-			case u, ok := <-links:
-				if !ok {
-					return
-				}
-				if u.IfInfomsg.Family == unix.AF_INET6 {
-					continue
-				}
-				see(fmt.Sprintf("link %d %s", u.Header.Type, u.Attrs().Name))
-			case <-done:
-				return
-			}
-		}
-	}()
+	m := &Monitor{s: s}
+	t.Cleanup(func() {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		s.Close()
+	})
 	return m
 }
 
 // Settle waits until no notification has arrived for quiet (bounded by 5 s), then returns
 // how many arrived since the last Settle and a description of the last one.
 func (m *Monitor) Settle(quiet time.Duration) (int, string) {
-	deadline := time.Now().Add(5 * time.Second)
-	prev := m.n.Load()
-	for time.Now().Before(deadline) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.drainLocked()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
 		time.Sleep(quiet)
-		cur := m.n.Load()
-		if cur == prev {
+		if m.drainLocked() == 0 {
 			break
 		}
-		prev = cur
 	}
-	n := m.n.Swap(0)
-	last, _ := m.last.Load().(string)
-	return int(n), last
+	n, last := m.n, m.last
+	m.n = 0
+	return n, last
+}
+
+// drainLocked counts the notifications queued on the socket, without waiting, and
+// returns how many there were.
+func (m *Monitor) drainLocked() int {
+	buf := make([]byte, 1<<16)
+	got := 0
+	see := func(s string) { m.n++; m.last = s; got++ }
+	for {
+		n, _, err := unix.Recvfrom(m.s.GetFd(), buf, unix.MSG_DONTWAIT)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return got
+		case err == unix.ENOBUFS:
+			see("notifications lost (the socket was full)")
+			continue
+		case err != nil:
+			see(fmt.Sprintf("reading notifications: %v", err))
+			return got
+		}
+		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
+		if err != nil {
+			see(fmt.Sprintf("parsing notifications: %v", err))
+			continue
+		}
+		for _, msg := range msgs {
+			if d, ok := describe(msg); ok {
+				see(d)
+			}
+		}
+	}
+}
+
+// describe describes a notification the Monitor counts; ok is false for one it does not
+// (IPv6, or not a change).
+func describe(msg syscall.NetlinkMessage) (d string, ok bool) {
+	typ, b := msg.Header.Type, msg.Data
+	switch typ {
+	case unix.RTM_NEWLINK, unix.RTM_DELLINK:
+		if len(b) < unix.SizeofIfInfomsg || nl.DeserializeIfInfomsg(b).Family == unix.AF_INET6 {
+			return "", false
+		}
+		name := "?"
+		hdr := unix.NlMsghdr(msg.Header)
+		if l, err := netlink.LinkDeserialize(&hdr, b); err == nil {
+			name = l.Attrs().Name
+		}
+		return fmt.Sprintf("link %d %s", typ, name), true
+	case unix.RTM_NEWADDR, unix.RTM_DELADDR:
+		if len(b) < unix.SizeofIfAddrmsg || nl.DeserializeIfAddrmsg(b).Family != unix.AF_INET {
+			return "", false
+		}
+		am := nl.DeserializeIfAddrmsg(b)
+		return fmt.Sprintf("addr %d %s/%d on %d", typ, attrIP(b[unix.SizeofIfAddrmsg:], unix.IFA_ADDRESS), am.Prefixlen, am.Index), true
+	case unix.RTM_NEWROUTE, unix.RTM_DELROUTE:
+		if len(b) < unix.SizeofRtMsg || nl.DeserializeRtMsg(b).Family == unix.AF_INET6 {
+			return "", false
+		}
+		rm := nl.DeserializeRtMsg(b)
+		return fmt.Sprintf("route %d %s/%d table %d type %d", typ, attrIP(b[unix.SizeofRtMsg:], unix.RTA_DST), rm.Dst_len, rm.Table, rm.Type), true
+	case unix.RTM_NEWNEIGH, unix.RTM_DELNEIGH:
+		n, err := netlink.NeighDeserialize(b)
+		if err != nil {
+			return fmt.Sprintf("neigh %d (%v)", typ, err), true
+		}
+		if n.Family == unix.AF_INET6 {
+			return "", false
+		}
+		return fmt.Sprintf("neigh %d %v", typ, *n), true
+	}
+	return "", false
+}
+
+// attrIP returns the address in the route attribute typ of attrs, or "?".
+func attrIP(attrs []byte, typ uint16) string {
+	as, err := nl.ParseRouteAttr(attrs)
+	if err != nil {
+		return "?"
+	}
+	for _, a := range as {
+		if a.Attr.Type == typ {
+			if ip, ok := netip.AddrFromSlice(a.Value); ok {
+				return ip.String()
+			}
+		}
+	}
+	return "?"
 }
 
 // Contains reports whether s contains every one of subs.
