@@ -221,3 +221,37 @@ func lastLines(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// outageLogged counts the log lines that contain down and back, and checks that there is at
+// least one of each, that the first outage line comes before the first recovery line and
+// that the last of them is a recovery (the outage ended recovered).
+func outageLogged(log, down, back string) (downs, backs int, err error) {
+	firstDown, firstBack, lastDown, lastBack := -1, -1, -1, -1
+	for i, line := range strings.Split(log, "\n") {
+		switch {
+		case strings.Contains(line, down):
+			downs++
+			lastDown = i
+			if firstDown < 0 {
+				firstDown = i
+			}
+		case strings.Contains(line, back):
+			backs++
+			lastBack = i
+			if firstBack < 0 {
+				firstBack = i
+			}
+		}
+	}
+	switch {
+	case downs == 0:
+		return downs, backs, fmt.Errorf("the outage was not logged (%q)", down)
+	case backs == 0:
+		return downs, backs, fmt.Errorf("the recovery was not logged (%q)", back)
+	case firstBack < firstDown:
+		return downs, backs, fmt.Errorf("a recovery (%q) was logged before the outage (%q)", back, down)
+	case lastBack < lastDown:
+		return downs, backs, fmt.Errorf("the last outage line (%q) has no recovery (%q) after it", down, back)
+	}
+	return downs, backs, nil
+}
