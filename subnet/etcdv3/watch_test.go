@@ -276,17 +276,36 @@ func TestWatchSurvivesEtcdRestart(t *testing.T) {
 	}
 	ch := e.reg.WatchLeases(ctx, a.Revision)
 	e.srv.Stop()
+	stopped := time.Now()
 	time.Sleep(500 * time.Millisecond)
 	if err := e.srv.Start(); err != nil {
 		t.Fatal(err)
 	}
+	down := time.Since(stopped)
 	b, err := e.reg.CreateLease(ctx, sn("10.244.2.0/24"), netip.Prefix{}, attrs("192.0.2.2"), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	evs, _ := collect(t, ch, 1, 20*time.Second)
-	if evs[0].Type != subnet.Added || evs[0].Lease.Subnet != b.Subnet {
-		t.Fatalf("event after restart %+v, want Added %v", evs[0], b.Subnet)
+	t.Logf("etcd down for %v (restart included; the watch's grace period is 5 s)", down.Round(time.Millisecond))
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		wb := next(t, ch, time.Until(deadline))
+		if wb.Err != nil {
+			// A client reconnects with a backoff: after a slow restart on a loaded machine its
+			// next attempt may fall past the grace period, and then ending the watch is right
+			// (TestWatchEndsWhenEtcdStaysDown). Only a quick restart must be survived.
+			if down < 2*time.Second {
+				t.Fatalf("the watch ended after etcd was down only %v: %v", down, wb.Err)
+			}
+			t.Skipf("etcd took %v to restart here, too slow for a restart the watch must survive (it ended: %v)", down, wb.Err)
+		}
+		if len(wb.Events) == 0 {
+			continue
+		}
+		if ev := wb.Events[0]; ev.Type != subnet.Added || ev.Lease.Subnet != b.Subnet {
+			t.Fatalf("event after restart %+v, want Added %v", ev, b.Subnet)
+		}
+		return
 	}
 }
 
