@@ -277,7 +277,7 @@ func TestWireGuardUserspace(t *testing.T) {
 		})
 	}
 
-	t.Run("drift is repaired within a second", func(t *testing.T) {
+	t.Run("drift is repaired, the times logged", func(t *testing.T) {
 		network := envs[0].Network.String()
 		own := envs[0].Subnet.Masked().Addr().String() + "/32"
 		pid := ds[0].PID()
