@@ -112,9 +112,9 @@ func TestRestartKeepsTraffic(t *testing.T) {
 // TestRestartUDP: the udp backend forwards in userspace, so pod traffic stops while weftd
 // is down; the TUN device flannel0 is not persistent (as flanneld's, so that flanneld can
 // take the node over: TestRollbackUDPToFlanneld), so it goes with the killed process and
-// the new one creates it again. The test measures the forwarding gap from SIGKILL to the
-// first reply after the restart, and the new process's start-up steps from its log
-// timestamps.
+// the new one creates it again. The test checks that pod traffic flows again through the
+// new processes and logs the forwarding gap across the SIGKILL and the new process's
+// start-up steps from its log timestamps.
 func TestRestartUDP(t *testing.T) {
 	c := cluster.New(t, cluster.Options{Nodes: 2})
 	c.PutConfig(`{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}`)
@@ -125,25 +125,19 @@ func TestRestartUDP(t *testing.T) {
 	ping := startStreamPing(t, pods[0], pods[1].IP, interval, int(time.Minute/interval))
 	time.Sleep(time.Second)
 	killed, ready := killAndRestart(t, c, ds, []int{0, 1})
-	time.Sleep(2 * time.Second)
+	// A reply after both new weftds wrote their subnet files went through the new
+	// processes: forwarding resumed. 30 s bounds a hang only; the gap is logged.
+	ping.WaitReplyAfter(t, killed.Add(ready), 30*time.Second)
 	res := ping.Stop(t)
 
-	// The gap: from the last reply before the kill to the first one after it.
-	var lastBefore, firstAfter time.Time
-	for _, at := range res.Replies {
-		if at.Before(killed) && at.After(lastBefore) {
-			lastBefore = at
-		}
-		if !at.Before(killed) && (firstAfter.IsZero() || at.Before(firstAfter)) {
-			firstAfter = at
-		}
+	// The gap: the longest between two replies across the kill (replies in flight at the
+	// kill may arrive just after it).
+	gap, end := res.LongestGapAfter(killed)
+	if end.IsZero() {
+		t.Fatalf("no replies after the restart: %s\n%s", res.Summary(), res.Output)
 	}
-	if lastBefore.IsZero() || firstAfter.IsZero() {
-		t.Fatalf("no replies around the restart: %s\n%s", res.Summary(), res.Output)
-	}
-	gap := firstAfter.Sub(killed)
-	t.Logf("udp: both weftds SIGKILLed and restarted; forwarding again %s after the kill (%d requests lost at %s intervals); subnet files after %s",
-		gap.Round(time.Millisecond), res.LostCount(), interval, ready.Round(time.Millisecond))
+	t.Logf("udp: both weftds SIGKILLed and restarted; longest gap between replies %s, forwarding again %s after the kill (%d requests lost at %s intervals); subnet files after %s",
+		gap.Round(time.Millisecond), end.Sub(killed).Round(time.Millisecond), res.LostCount(), interval, ready.Round(time.Millisecond))
 	for n := range ds {
 		t.Logf("node %d start-up steps (since the kill):\n%s", n, startupSteps(ds[n].RunLog(), killed))
 		if r := routeTo(t, c, n, "10.244.0.0/16"); !strings.Contains(r, "dev flannel0") {
@@ -152,9 +146,6 @@ func TestRestartUDP(t *testing.T) {
 	}
 	if gap > 100*time.Millisecond {
 		t.Logf("NOTE: the udp forwarding gap %s exceeds the 100 ms target", gap.Round(time.Millisecond))
-	}
-	if gap > 5*time.Second {
-		t.Errorf("forwarding resumed only %s after the kill", gap)
 	}
 }
 

@@ -27,6 +27,7 @@ type streamPing struct {
 	count    int
 	started  time.Time
 	cmd      *exec.Cmd
+	out      *lockedBuffer // ping's output so far
 	stopped  chan struct{} // closed by Stop before it interrupts ping
 	done     chan pingStream
 }
@@ -54,12 +55,12 @@ func startStreamPing(t *testing.T, p *cluster.Pod, dst netip.Addr, interval time
 	argv := []string{"netns", "exec", p.NS, "ping", "-n", "-D", "-W", "1", "-c", strconv.Itoa(count),
 		"-i", strconv.FormatFloat(interval.Seconds(), 'f', 3, 64), dst.String()}
 	cmd := exec.CommandContext(ctx, "ip", argv...) // ip netns exec execs ping: same PID
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	sp.cmd = cmd
+	sp.cmd, sp.out = cmd, out
 	go func() {
 		err := cmd.Wait()
 		interrupted := false
@@ -80,6 +81,27 @@ func (sp *streamPing) Stop(t *testing.T) pingStream {
 	close(sp.stopped)
 	_ = sp.cmd.Process.Signal(syscall.SIGINT)
 	return sp.Wait(t)
+}
+
+// WaitReplyAfter waits, polling ping's output, for a reply received after since, and
+// returns when it was received. It fails the test if none comes within bound (a hang
+// bound, not a measure: the caller logs the times).
+func (sp *streamPing) WaitReplyAfter(t *testing.T, since time.Time, bound time.Duration) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(bound)
+	for {
+		r := parseStream(sp.out.String(), false, nil)
+		for _, at := range r.Replies {
+			if at.After(since) {
+				return at
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ping from %s to %s: no reply after %s within %v: %s\n%s",
+				sp.from, sp.dst, since.Format("15:04:05.000"), bound, r.Summary(), lastLines(r.Output, 20))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // Wait waits for the ping to end (bounded by its own context) and returns what it saw.
@@ -133,6 +155,25 @@ func parseStream(out string, interrupted bool, err error) pingStream {
 	return r
 }
 
+// LongestGapAfter is the longest time between two consecutive replies (by arrival) of
+// which the second came after since, and when that reply came: the outage that since (a
+// kill, say) caused, even if replies already in flight arrived just after it.
+func (r pingStream) LongestGapAfter(since time.Time) (time.Duration, time.Time) {
+	var ts []time.Time
+	for _, at := range r.Replies {
+		ts = append(ts, at)
+	}
+	sort.Slice(ts, func(i, j int) bool { return ts[i].Before(ts[j]) })
+	var gap time.Duration
+	var end time.Time
+	for i := 1; i < len(ts); i++ {
+		if d := ts[i].Sub(ts[i-1]); ts[i].After(since) && d > gap {
+			gap, end = d, ts[i]
+		}
+	}
+	return gap, end
+}
+
 // LostCount is the number of requests without a reply.
 func (r pingStream) LostCount() int { return len(r.Lost) }
 
@@ -170,4 +211,47 @@ func countLines(log, substr string) int {
 		}
 	}
 	return n
+}
+
+// lastLines returns the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// outageLogged counts the log lines that contain down and back, and checks that there is at
+// least one of each, that the first outage line comes before the first recovery line and
+// that the last of them is a recovery (the outage ended recovered).
+func outageLogged(log, down, back string) (downs, backs int, err error) {
+	firstDown, firstBack, lastDown, lastBack := -1, -1, -1, -1
+	for i, line := range strings.Split(log, "\n") {
+		switch {
+		case strings.Contains(line, down):
+			downs++
+			lastDown = i
+			if firstDown < 0 {
+				firstDown = i
+			}
+		case strings.Contains(line, back):
+			backs++
+			lastBack = i
+			if firstBack < 0 {
+				firstBack = i
+			}
+		}
+	}
+	switch {
+	case downs == 0:
+		return downs, backs, fmt.Errorf("the outage was not logged (%q)", down)
+	case backs == 0:
+		return downs, backs, fmt.Errorf("the recovery was not logged (%q)", back)
+	case firstBack < firstDown:
+		return downs, backs, fmt.Errorf("a recovery (%q) was logged before the outage (%q)", back, down)
+	case lastBack < lastDown:
+		return downs, backs, fmt.Errorf("the last outage line (%q) has no recovery (%q) after it", down, back)
+	}
+	return downs, backs, nil
 }

@@ -28,8 +28,12 @@ func TestWatchEndsWhenEtcdStaysDown(t *testing.T) {
 	if b.Err == nil || !strings.Contains(b.Err.Error(), "etcd unreachable") {
 		t.Fatalf("watch delivered %+v, want an \"etcd unreachable\" error", b)
 	}
-	if d := time.Since(stopped); d < 4*time.Second || d > 15*time.Second {
-		t.Errorf("the watch ended %v after etcd stopped, want about 5 s", d)
+	// Not before the grace period (a restart within it keeps the watch); how long after it
+	// is logged, not checked: a loaded machine may take longer.
+	d := time.Since(stopped)
+	t.Logf("the watch ended %v after etcd stopped (grace period 5 s)", d.Round(time.Millisecond))
+	if d < 4*time.Second {
+		t.Errorf("the watch ended %v after etcd stopped, before the 5 s grace period", d)
 	}
 	closed(t, ch, 5*time.Second)
 

@@ -231,6 +231,11 @@ func TestIPv6AgainstAPIServer(t *testing.T) {
 	reasons := make(chan error, 4)
 	regV4 := c.registry("v4only", netConfDual)
 	regV4.waiting = func(err error) { reasons <- err }
+	// The informer's first sync first, under the long context: the short one below is for
+	// the wait under test only (a sync cut short says "context deadline exceeded").
+	if _, err := regV4.ListLeases(ctx); err != nil {
+		t.Fatal(err)
+	}
 	short, scancel := context.WithTimeout(ctx, time.Second)
 	_, _, err := regV4.AssignedSubnets(short, parseNetConf(t, netConfDual))
 	scancel()

@@ -245,6 +245,10 @@ func TestAssignedSubnetsFamilies(t *testing.T) {
 		if tc.conf != "" {
 			cfg = parseNetConf(t, tc.conf)
 		}
+		// The informer's first sync under the long context; the short one is for the wait.
+		if _, err := reg.ListLeases(ctx); err != nil {
+			t.Fatal(err)
+		}
 		short, scancel := context.WithTimeout(ctx, 300*time.Millisecond)
 		sn, sn6, err := reg.AssignedSubnets(short, cfg)
 		scancel()
@@ -369,8 +373,8 @@ func TestWatchIPv6SideTurnsMalformed(t *testing.T) {
 		select {
 		case b := <-watch:
 			return b
-		case <-time.After(5 * time.Second):
-			t.Fatal("no watch batch within 5s")
+		case <-time.After(15 * time.Second):
+			t.Fatal("no watch batch within 15s")
 			return subnet.WatchBatch{}
 		}
 	}

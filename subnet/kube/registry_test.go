@@ -125,8 +125,8 @@ func recv(t *testing.T, ch <-chan []subnet.Event) []subnet.Event {
 	select {
 	case evs := <-ch:
 		return evs
-	case <-time.After(5 * time.Second):
-		t.Fatal("no peer events within 5s")
+	case <-time.After(15 * time.Second):
+		t.Fatal("no peer events within 15s")
 		return nil
 	}
 }
@@ -228,6 +228,11 @@ func TestWaitsForPodCIDR(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	reg, cs := newTestRegistry(t, "me", node("me", "", nil))
+	// The informer's first sync first, under the long context: the short one below is for
+	// the wait under test only (a sync cut short says "context deadline exceeded").
+	if _, err := reg.ListLeases(ctx); err != nil {
+		t.Fatal(err)
+	}
 	short, scancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	_, _, err := reg.AssignedSubnets(short, nil)
 	scancel()
@@ -246,7 +251,7 @@ func TestWaitsForPodCIDR(t *testing.T) {
 		if sn != netip.MustParsePrefix("10.244.7.0/24") {
 			t.Fatalf("assigned %s", sn)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(15 * time.Second):
 		t.Fatal("the pod CIDR did not arrive")
 	}
 }

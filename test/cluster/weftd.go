@@ -345,9 +345,11 @@ func (w *Weftd) RunLog() string {
 	return log
 }
 
-// WaitLog waits up to timeout for the latest run's output to contain substr. It fails early
-// if that run exits without printing it.
+// WaitLog waits for the latest run's output to contain substr, up to timeout and at least
+// MinLogWait (a hang bound: a loaded machine may take longer than expected; the caller does
+// not fail on speed). It fails early if that run exits without printing it.
 func (w *Weftd) WaitLog(substr string, timeout time.Duration) error {
+	timeout = max(timeout, MinLogWait)
 	deadline := time.Now().Add(timeout)
 	for {
 		if strings.Contains(w.RunLog(), substr) {
@@ -366,6 +368,9 @@ func (w *Weftd) WaitLog(substr string, timeout time.Duration) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// MinLogWait is the shortest wait WaitLog makes before it gives up.
+const MinLogWait = 15 * time.Second
 
 // String names the process for messages.
 func (w *Weftd) String() string {

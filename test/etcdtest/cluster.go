@@ -56,7 +56,12 @@ func StartCluster(t nstest.TB, opts ClusterOptions) *Cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(c.Stop)
+	t.Cleanup(func() {
+		c.Stop()
+		for _, s := range c.members {
+			s.release()
+		}
+	})
 	if err := c.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -104,6 +109,9 @@ func NewCluster(opts ClusterOptions) (*Cluster, error) {
 		}
 		s, err := New(o)
 		if err != nil {
+			for _, m := range c.members {
+				m.release()
+			}
 			return nil, err
 		}
 		c.members = append(c.members, s)

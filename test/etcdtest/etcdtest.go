@@ -6,12 +6,20 @@
 // A Cluster is several members of one etcd cluster (for leader-loss and quorum-loss tests).
 // PKI writes a throwaway CA and certificates for TLS tests. Every process started here is
 // stopped by PID when the test ends.
+//
+// Free ports are picked below the kernel's ephemeral range (so that no outgoing connection
+// takes one while a server is stopped for an outage) and reserved with a lock file for as
+// long as the server may use them, so that servers of test packages running in parallel
+// never share a port. A server counts as started only when its own process says it serves
+// on its client address (and, over plain HTTP outside a namespace, /health answers); if the
+// process exits first, Start returns at once with its log.
 package etcdtest
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -56,9 +64,13 @@ type Server struct {
 	opts    Options
 	dataDir string
 	logPath string
+	// ports holds the lock files of the ports New picked, released by release.
+	ports []*os.File
 
-	mu  sync.Mutex // guards cmd and logOffset
+	mu  sync.Mutex // guards cmd, exited and logOffset
 	cmd *exec.Cmd
+	// exited is closed when cmd's process has exited and been reaped.
+	exited <-chan struct{}
 	// logOffset is the size of the log before the current run, so that readiness is read
 	// from this run's output only (the log is appended across restarts).
 	logOffset int64
@@ -86,7 +98,10 @@ func Start(t nstest.TB, opts Options) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Stop() })
+	t.Cleanup(func() {
+		s.Stop()
+		s.release()
+	})
 	if err := s.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -111,31 +126,66 @@ func New(opts Options) (*Server, error) {
 		}
 		opts.Dir = d
 	}
-	var err error
-	if opts.ClientPort == 0 {
-		if opts.ClientPort, err = freePort(); err != nil {
-			return nil, err
-		}
-	}
-	if opts.PeerPort == 0 {
-		if opts.PeerPort, err = freePort(); err != nil {
-			return nil, err
-		}
-	}
-	return &Server{
+	s := &Server{
 		opts:    opts,
 		dataDir: filepath.Join(opts.Dir, "data"),
 		logPath: filepath.Join(opts.Dir, "etcd.log"),
-	}, nil
+	}
+	for _, port := range []*int{&s.opts.ClientPort, &s.opts.PeerPort} {
+		if *port != 0 {
+			continue
+		}
+		p, lock, err := reservePort()
+		if err != nil {
+			s.release()
+			return nil, err
+		}
+		*port = p
+		s.ports = append(s.ports, lock)
+	}
+	return s, nil
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+// release gives up the ports New reserved. The server must not be started again.
+func (s *Server) release() {
+	for _, f := range s.ports {
+		f.Close() // drops the lock
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	s.ports = nil
+}
+
+// Ports are picked in [portLow, portHigh): below Linux's default ephemeral range (32768-60999),
+// so that the kernel never gives one to an outgoing connection.
+const portLow, portHigh = 20000, 32000
+
+// reservePort picks a loopback port that is free now and that no other user of this package
+// (in any process) holds, and holds it: the returned file's lock reserves it until closed
+// (or the process ends).
+func reservePort() (int, *os.File, error) {
+	dir := filepath.Join(os.TempDir(), "weft-etcdtest-ports")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return 0, nil, err
+	}
+	start := portLow + rand.IntN(portHigh-portLow)
+	for i := 0; i < portHigh-portLow; i++ {
+		port := portLow + (start-portLow+i*7919)%(portHigh-portLow) // 7919 is prime: every port once
+		f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(port)), os.O_CREATE|os.O_RDWR, 0o644)
+		if err != nil {
+			return 0, nil, err
+		}
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			f.Close() // held by another server
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			f.Close() // in use by something else
+			continue
+		}
+		l.Close()
+		return port, f, nil
+	}
+	return 0, nil, fmt.Errorf("no free port in %d-%d", portLow, portHigh-1)
 }
 
 // Endpoint is the client URL, e.g. http://127.0.0.1:23790.
@@ -227,48 +277,79 @@ func (s *Server) launchLocked() error {
 		return fmt.Errorf("start etcd: %w", err)
 	}
 	logf.Close()
-	s.cmd = cmd
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait() // the exit status is in cmd.ProcessState
+		close(exited)
+	}()
+	s.cmd, s.exited = cmd, exited
 	return nil
 }
 
+// waitHealthyLocked waits until this run's output says that it serves client traffic on
+// this server's client address (proof that this process, not another etcd, holds the port)
+// and, where it can be reached from here (plain HTTP, this namespace), /health answers OK.
+// It fails at once if the process exits.
 func (s *Server) waitHealthyLocked(timeout time.Duration) error {
-	if s.opts.Netns != "" || s.opts.Scheme != "http" {
-		// The health URL is not reachable from here (other namespace, or TLS); wait for
-		// etcd to report that it serves client traffic.
-		deadline := time.Now().Add(timeout)
-		for time.Now().Before(deadline) {
+	deadline := time.Now().Add(timeout)
+	serving, healthy := false, s.opts.Netns != "" || s.opts.Scheme != "http"
+	for {
+		select {
+		case <-s.exited:
+			return fmt.Errorf("etcd exited (%v) before serving", s.cmd.ProcessState)
+		default:
+		}
+		if !serving {
 			b, _ := os.ReadFile(s.logPath)
 			if int64(len(b)) >= s.logOffset {
 				b = b[s.logOffset:] // this run's output only
 			}
-			// capnslog says the first, zap (etcd 3.4's --logger zap) the second.
-			if strings.Contains(string(b), "ready to serve client requests") || strings.Contains(string(b), "serving client traffic") {
-				return nil
-			}
-			if s.cmd.ProcessState != nil {
-				return errors.New("etcd exited")
-			}
-			time.Sleep(50 * time.Millisecond)
+			serving = servesOn(string(b), net.JoinHostPort(s.opts.Host, strconv.Itoa(s.opts.ClientPort)))
 		}
-		return errors.New("timed out")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.Endpoint()+"/health", nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
+		if serving && !healthy {
+			healthy = s.healthOK(time.Until(deadline))
+		}
+		if serving && healthy {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("timed out after %v (serving on its address logged: %v, /health OK: %v)", timeout, serving, healthy)
 		}
 		select {
-		case <-ctx.Done():
-			return ctx.Err()
+		case <-s.exited:
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// servesOn reports whether etcd's output has a line saying that it serves client traffic on
+// addr (host:port). zap (--logger zap) says `"msg":"serving client traffic insecurely; ...",
+// "address":"127.0.0.1:2379"` (or "securely"); capnslog `serving insecure client requests on
+// 127.0.0.1:2379`.
+func servesOn(log, addr string) bool {
+	for _, line := range strings.Split(log, "\n") {
+		if (strings.Contains(line, "serving client traffic") || strings.Contains(line, "client requests on")) &&
+			strings.Contains(line, addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// healthOK asks /health once, within at most timeout (and 2 s).
+func (s *Server) healthOK(timeout time.Duration) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), min(max(timeout, 0), 2*time.Second))
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.Endpoint()+"/health", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }
 
 // Stop kills the server (SIGKILL: an outage, not a graceful leave) and waits for it.
@@ -284,8 +365,8 @@ func (s *Server) stopLocked() {
 		return
 	}
 	_ = s.cmd.Process.Kill()
-	_ = s.cmd.Wait()
-	s.cmd = nil
+	<-s.exited // reaped by launchLocked's goroutine
+	s.cmd, s.exited = nil, nil
 }
 
 func tail(b []byte, n int) string {

@@ -149,3 +149,44 @@ func TestPKIServesMutualTLS(t *testing.T) {
 		}
 	}
 }
+
+// TestPortTakenFailsFast: a server whose client port another etcd holds must not pass for
+// started through that etcd's /health: its own process exits (address in use), and Start
+// says so with its log instead of waiting out startTimeout.
+func TestPortTakenFailsFast(t *testing.T) {
+	a := Start(t, Options{})
+	b, err := New(Options{Dir: t.TempDir(), ClientPort: a.opts.ClientPort})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		b.Stop()
+		b.release()
+	})
+	start := time.Now()
+	err = b.Start()
+	t.Logf("Start on a taken port returned after %v: %v", time.Since(start).Round(time.Millisecond), err)
+	if err == nil {
+		t.Fatal("Start succeeded on the port of another etcd")
+	}
+	if !strings.Contains(err.Error(), "exited") || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("the error does not say that etcd exited, with its log naming the taken address: %v", err)
+	}
+}
+
+// TestReservePortUnique: ports reserved and still held are never handed out again, and lie
+// below the ephemeral range.
+func TestReservePortUnique(t *testing.T) {
+	seen := map[int]bool{}
+	for range 50 {
+		p, lock, err := reservePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { lock.Close() })
+		if seen[p] || p < portLow || p >= portHigh {
+			t.Fatalf("port %d: handed out twice or outside %d-%d (seen %v)", p, portLow, portHigh-1, seen)
+		}
+		seen[p] = true
+	}
+}

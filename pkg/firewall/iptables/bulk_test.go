@@ -331,14 +331,14 @@ func TestRunPeerChangeSyncsOnlyInput(t *testing.T) {
 		<-done
 	}()
 	waitFor(t, "the first pass", func() bool { return len(f.rules("filter", InputChain)) == 2 })
-	time.Sleep(20 * time.Millisecond)
+	passDone(m) // then the woken pass that follows makes no call: nothing is due
 	f.takeCalls()
 	sets.mu.Lock()
 	sets.calls = nil
 	sets.mu.Unlock()
 	m.SetPeers([]netip.Addr{peerA})
 	waitFor(t, "the peer in the set", func() bool { got, _ := sets.members(PeerSet); return len(got) == 1 })
-	time.Sleep(20 * time.Millisecond)
+	passDone(m)
 	if calls := f.takeCalls(); !slices.Equal(calls, []string{"List", "Exists"}) {
 		t.Fatalf("pass for a new peer ran %v, want the input chain's list and jump check", calls)
 	}
@@ -347,4 +347,11 @@ func TestRunPeerChangeSyncsOnlyInput(t *testing.T) {
 	if !slices.Equal(sets.calls, []string{"List", "Add"}) {
 		t.Fatalf("pass for a new peer made set calls %v, want one list and one add", sets.calls)
 	}
+}
+
+// passDone waits for the pass in progress, if any, to end: a pass holds syncMu from its
+// first call to its last, so once one of its effects has been seen, this returns after it.
+func passDone(m *Manager) {
+	m.syncMu.Lock()
+	defer m.syncMu.Unlock()
 }
