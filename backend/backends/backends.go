@@ -58,8 +58,9 @@ var notProvided = map[string]string{
 }
 
 // ParseNetworkConfig validates a raw <prefix>/config exactly as weftd does: flannel's keys
-// and defaults (subnet.ParseConfig), a known backend type, and the backend's own keys.
-// Errors wrap subnet.ErrInvalidConfig.
+// and defaults (subnet.ParseConfig), a known backend type, the backend's own keys
+// (Type.Validate), and whether the backend can run the network's address families
+// (Type.CheckNetwork). Errors wrap subnet.ErrInvalidConfig.
 func ParseNetworkConfig(raw []byte) (*subnet.Config, backend.Type, error) {
 	cfg, err := subnet.ParseConfig(raw)
 	if err != nil {
