@@ -62,12 +62,7 @@ func TestKubeAPIServerOutage(t *testing.T) {
 		t.Error(err)
 	}
 
-	k.createNode(t, 2, podCIDRFor(2))
-	ds[2] = k.startWeftd(t, 2)
-	if _, err := k.WaitSubnetEnv(2, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	pods[2] = k.AddPod(2)
+	ds[2], pods[2] = k.joinNode(t, 2)
 	pingAll(t, pods, 15*time.Second)
 	for i := range 2 {
 		log := ds[i].Log()

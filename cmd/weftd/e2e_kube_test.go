@@ -117,6 +117,18 @@ func (k *kubeCluster) startWeftd(t *testing.T, i int, args ...string) *cluster.W
 	})
 }
 
+// joinNode adds node i to the cluster as a new node joins it: its Node object with its
+// pod CIDR, its weftd, the subnet file, and a pod.
+func (k *kubeCluster) joinNode(t *testing.T, i int) (*cluster.Weftd, *cluster.Pod) {
+	t.Helper()
+	k.createNode(t, i, podCIDRFor(i))
+	d := k.startWeftd(t, i)
+	if _, err := k.WaitSubnetEnv(i, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return d, k.AddPod(i)
+}
+
 // TestKubeMode runs three weftd in Kubernetes mode against a real kube-apiserver, with only
 // the shipped ClusterRole, for every backend: pods ping and carry TCP; a node added is
 // programmed; nodes with nothing (or nonsense) published are ignored; NetworkUnavailable
@@ -217,12 +229,7 @@ func testKubeMode(t *testing.T, backend string) {
 	pingAll(t, pods, 10*time.Second)
 
 	// A node added: programmed on the others as soon as its weftd publishes.
-	k.createNode(t, 2, podCIDRFor(2))
-	ds[2] = k.startWeftd(t, 2)
-	if _, err := k.WaitSubnetEnv(2, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	pods[2] = k.AddPod(2)
+	ds[2], pods[2] = k.joinNode(t, 2)
 	pingAll(t, pods, 15*time.Second)
 	if err := cluster.TCPTransfer(pods[0], pods[2], 8<<20, 30*time.Second); err != nil {
 		t.Fatal(err)

@@ -179,21 +179,7 @@ func (r pingStream) LostCount() int { return len(r.Lost) }
 
 // LongestGap is the longest time between two consecutive replies (by arrival), and the
 // reply that ended it.
-func (r pingStream) LongestGap() (time.Duration, time.Time) {
-	var ts []time.Time
-	for _, at := range r.Replies {
-		ts = append(ts, at)
-	}
-	sort.Slice(ts, func(i, j int) bool { return ts[i].Before(ts[j]) })
-	var gap time.Duration
-	var end time.Time
-	for i := 1; i < len(ts); i++ {
-		if d := ts[i].Sub(ts[i-1]); d > gap {
-			gap, end = d, ts[i]
-		}
-	}
-	return gap, end
-}
+func (r pingStream) LongestGap() (time.Duration, time.Time) { return r.LongestGapAfter(time.Time{}) }
 
 // Summary is one line for t.Logf.
 func (r pingStream) Summary() string {
