@@ -15,7 +15,9 @@ import (
 )
 
 // TestTUNDeletedUnderReader checks that deleting a TUN wakes a blocked Read with
-// ErrDeviceGone, that Write says the same, and that Close then gives net.ErrClosed.
+// ErrDeviceGone, that Write says the same, and that Close then gives net.ErrClosed. The
+// queue also says it is detached (what Read checks when the poller, not a read, saw the
+// deletion: it then reports EPOLLERR alone, and Go "not pollable").
 func TestTUNDeletedUnderReader(t *testing.T) {
 	if err := tun.Check(); err != nil {
 		t.Skip(err)
@@ -40,6 +42,9 @@ func TestTUNDeletedUnderReader(t *testing.T) {
 			got <- errors.New("Read kept returning packets")
 		}()
 		time.Sleep(50 * time.Millisecond) // Read is blocked
+		if dev.Detached() {
+			t.Fatalf("offload %v: the queue says it is detached before the deletion", offload)
+		}
 		mustRun(t, ns, "ip", "link", "del", "wtun0")
 		select {
 		case err := <-got:
@@ -48,6 +53,9 @@ func TestTUNDeletedUnderReader(t *testing.T) {
 			}
 		case <-time.After(5 * time.Second):
 			t.Fatalf("offload %v: deletion did not wake Read", offload)
+		}
+		if !dev.Detached() {
+			t.Fatalf("offload %v: the queue does not say it is detached after the deletion", offload)
 		}
 		w := slots(1, 1500)
 		w[0].Len = copy(w[0].Buf[w[0].Off:], packettest.UDP("10.9.1.2", "10.9.0.1", 64, "x").Build())

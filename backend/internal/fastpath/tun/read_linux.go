@@ -38,7 +38,7 @@ func (t *Device) Read(pkts []fastpath.Packet) (int, error) {
 		return 0, fmt.Errorf("read TUN %s: %w", t.name, net.ErrClosed)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("read TUN %s: %w", t.name, err)
+		return 0, t.ioError("read", err)
 	}
 	if n == 0 && rerr != nil {
 		return 0, t.ioError("read", rerr)
@@ -46,13 +46,29 @@ func (t *Device) Read(pkts []fastpath.Packet) (int, error) {
 	return n, nil
 }
 
-// ioError wraps the error of a read or write, adding ErrDeviceGone for EBADFD: the
-// kernel detached the queue because the device was deleted.
+// ioError wraps the error of a read or write, adding ErrDeviceGone when the kernel
+// detached the queue because the device was deleted: the read or write failed with
+// EBADFD, or the queue says so now. The second covers a reader parked in the poller when
+// the device went: the kernel then reports EPOLLERR alone, and Go answers "not pollable"
+// without trying the read.
 func (t *Device) ioError(op string, err error) error {
-	if errors.Is(err, unix.EBADFD) {
+	if errors.Is(err, unix.EBADFD) || t.detached() {
 		return fmt.Errorf("%s TUN %s: %w: %w", op, t.name, fastpath.ErrDeviceGone, err)
 	}
 	return fmt.Errorf("%s TUN %s: %w", op, t.name, err)
+}
+
+// detached reports whether the queue no longer has a device: TUNGETIFF fails with EBADFD
+// once the kernel has detached it.
+func (t *Device) detached() bool {
+	gone := false
+	_ = t.rc.Control(func(fd uintptr) {
+		ifr, err := unix.NewIfreq("")
+		if err == nil {
+			gone = errors.Is(unix.IoctlIfreq(int(fd), unix.TUNGETIFF, ifr), unix.EBADFD)
+		}
+	})
+	return gone
 }
 
 // readLocked is the RawConn callback of Read: it reads packets until the batch is full or

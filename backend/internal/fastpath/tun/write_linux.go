@@ -31,7 +31,7 @@ func (t *Device) Write(pkts []fastpath.Packet) (int, error) {
 		return n, fmt.Errorf("write TUN %s: %w", t.name, net.ErrClosed)
 	}
 	if err != nil {
-		return n, fmt.Errorf("write TUN %s: %w", t.name, err)
+		return n, t.ioError("write", err)
 	}
 	if werr != nil && errors.Is(werr, unix.EBADFD) {
 		return n, t.ioError("write", werr)
